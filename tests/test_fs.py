@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from envbuild._fs import atomic_dir, atomic_write, safe_extract, sha256_file, verify_sha256
+from envbuild.errors import HashMismatch, UnsafeArchive
+
+
+def _tar_with(path: Path, members: list[tarfile.TarInfo], payload: bytes = b"x") -> None:
+    with tarfile.open(path, "w:gz") as tf:
+        for m in members:
+            if m.isreg():
+                m.size = len(payload)
+                tf.addfile(m, io.BytesIO(payload))
+            else:
+                tf.addfile(m)
+
+
+def test_safe_extract_refuses_dotdot(tmp_path: Path) -> None:
+    arc = tmp_path / "bad.tar.gz"
+    good = tarfile.TarInfo("ok.txt")
+    evil = tarfile.TarInfo("../evil.txt")
+    _tar_with(arc, [good, evil])
+    dest = tmp_path / "dest"
+    with pytest.raises(UnsafeArchive, match=r"\.\./evil\.txt"):
+        safe_extract(arc, dest)
+    assert not (tmp_path / "evil.txt").exists()
+    assert not (dest / "ok.txt").exists(), "nothing is written when one member is bad"
+
+
+def test_safe_extract_refuses_escaping_symlink(tmp_path: Path) -> None:
+    arc = tmp_path / "link.tar.gz"
+    link = tarfile.TarInfo("lib/escape")
+    link.type = tarfile.SYMTYPE
+    link.linkname = "../../../etc/passwd"
+    _tar_with(arc, [link])
+    with pytest.raises(UnsafeArchive, match="points outside"):
+        safe_extract(arc, tmp_path / "dest")
+
+
+def test_safe_extract_keeps_inner_symlink(tmp_path: Path) -> None:
+    arc = tmp_path / "ok.tar.gz"
+    f = tarfile.TarInfo("lib/libfoo.so.1")
+    link = tarfile.TarInfo("lib/libfoo.so")
+    link.type = tarfile.SYMTYPE
+    link.linkname = "libfoo.so.1"
+    _tar_with(arc, [f, link])
+    dest = safe_extract(arc, tmp_path / "dest")
+    assert (dest / "lib" / "libfoo.so").read_bytes() == b"x"
+
+
+def test_atomic_write_and_hash(tmp_path: Path) -> None:
+    p = atomic_write(tmp_path / "a" / "f.txt", "hello")
+    assert p.read_text() == "hello"
+    assert sha256_file(p) == "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+    with pytest.raises(HashMismatch) as ei:
+        verify_sha256(p, "0" * 64)
+    assert "0" * 64 in ei.value.render() and str(p) in ei.value.render()
+
+
+def test_atomic_dir_leaves_nothing_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "lock"
+    with pytest.raises(RuntimeError), atomic_dir(target) as d:
+        (d / "half.txt").write_text("x")
+        raise RuntimeError("boom")
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == []
