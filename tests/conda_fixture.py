@@ -1,0 +1,138 @@
+"""Build real ``.conda`` packages and a local channel, for tests that need conda without a network.
+
+A ``.conda`` file is a stored zip holding ``metadata.json`` and two zstd tarballs,
+``info-*.tar.zst`` (index.json, paths.json, files) and ``pkg-*.tar.zst`` (the payload).
+py-rattler indexes the channel (``repodata.json`` per subdir) and installs from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import tarfile
+import time
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import zstandard
+
+# conda's classic placeholder; rattler rewrites it to the real prefix at install time.
+PLACEHOLDER = "/opt/anaconda1anaconda2anaconda3"
+
+__all__ = ["PLACEHOLDER", "build_conda_package", "install_env", "make_channel"]
+
+
+def _tar_zst(members: Mapping[str, tuple[bytes, int]]) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tf:
+        for name in sorted(members):
+            data, mode = members[name]
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = mode
+            info.mtime = 0
+            tf.addfile(info, io.BytesIO(data))
+    return zstandard.ZstdCompressor(level=3).compress(raw.getvalue())
+
+
+def build_conda_package(
+    out_dir: Path,
+    name: str,
+    version: str,
+    *,
+    build: str = "0",
+    build_number: int = 0,
+    subdir: str = "noarch",
+    depends: Sequence[str] = (),
+    files: Mapping[str, bytes | str] | None = None,
+    executables: Sequence[str] = (),
+    prefix_files: Sequence[str] = (),
+    noarch: str | None = None,
+) -> Path:
+    """Write ``{name}-{version}-{build}.conda`` into ``out_dir/subdir`` and return its path.
+
+    ``files`` maps paths relative to the prefix to contents; paths listed in
+    ``prefix_files`` are text files whose ``PLACEHOLDER`` occurrences get the
+    install prefix; ``executables`` get mode 0o755.
+    """
+    files = dict(files or {})
+    payload: dict[str, tuple[bytes, int]] = {}
+    paths = []
+    for rel, content in sorted(files.items()):
+        data = content.encode() if isinstance(content, str) else content
+        mode = 0o755 if rel in executables else 0o644
+        payload[rel] = (data, mode)
+        entry: dict[str, object] = {
+            "_path": rel,
+            "path_type": "hardlink",
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "size_in_bytes": len(data),
+        }
+        if rel in prefix_files:
+            entry["prefix_placeholder"] = PLACEHOLDER
+            entry["file_mode"] = "text"
+        paths.append(entry)
+    index: dict[str, object] = {
+        "name": name,
+        "version": version,
+        "build": build,
+        "build_number": build_number,
+        "depends": list(depends),
+        "license": "MIT",
+        "subdir": subdir,
+        "timestamp": int(time.time() * 1000),
+    }
+    if noarch or subdir == "noarch":
+        index["noarch"] = noarch or "generic"
+    if subdir != "noarch":
+        index["platform"], _, arch = subdir.partition("-")
+        index["arch"] = {"64": "x86_64", "aarch64": "aarch64"}.get(arch, arch)
+    info = {
+        "info/index.json": (json.dumps(index, indent=2).encode(), 0o644),
+        "info/paths.json": (json.dumps({"paths": paths, "paths_version": 1}, indent=2).encode(), 0o644),
+        "info/files": (("\n".join(sorted(files)) + "\n").encode(), 0o644),
+    }
+    if prefix_files:
+        lines = [f"{PLACEHOLDER} text {p}" for p in prefix_files]
+        info["info/has_prefix"] = ("\n".join(lines) + "\n").encode(), 0o644
+    stem = f"{name}-{version}-{build}"
+    target = out_dir / subdir / f"{stem}.conda"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.writestr("metadata.json", json.dumps({"conda_pkg_format_version": 2}))
+        zf.writestr(f"info-{stem}.tar.zst", _tar_zst(info))
+        zf.writestr(f"pkg-{stem}.tar.zst", _tar_zst(payload))
+    return target
+
+
+def make_channel(root: Path, packages: Sequence[Mapping[str, object]] = ()) -> Path:
+    """Build each package spec (kwargs of build_conda_package) into ``root`` and index it.
+
+    Always writes ``noarch/repodata.json`` (conda clients need it even when empty).
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "noarch").mkdir(exist_ok=True)
+    for spec in packages:
+        build_conda_package(root, **spec)  # type: ignore[arg-type]
+    from rattler.index import index_fs
+
+    asyncio.run(index_fs(root, write_zst=False, write_shards=False))
+    return root
+
+
+def install_env(channel: Path, prefix: Path, specs: Sequence[str], *, platform: str = "linux-64") -> Path:
+    """Solve ``specs`` against the local channel and install them into ``prefix`` with py-rattler."""
+    import rattler
+
+    async def _go() -> None:
+        records = await rattler.solve(
+            [rattler.Channel(channel.as_uri())], list(specs), platforms=[platform, "noarch"]
+        )
+        await rattler.install(records, prefix, cache_dir=prefix.parent / ".rattler-cache",
+                              show_progress=False)
+
+    asyncio.run(_go())
+    return prefix
