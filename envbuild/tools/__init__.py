@@ -1,0 +1,1 @@
+"""One adapter per external tool (uv, pip-tools, rattler, git, conda-pack)."""

@@ -1,0 +1,74 @@
+"""Run an external tool; a failure becomes a ToolError naming the command and the end of stderr."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from envbuild.errors import ToolError
+
+__all__ = ["ToolFailed", "redact", "run"]
+
+_TAIL_LINES = 25
+
+
+class ToolFailed(ToolError):
+    """A tool ran and exited non-zero; ``stderr`` and ``returncode`` let callers explain why."""
+
+    def __init__(self, message: str, *, stderr: str, returncode: int, **kw: str | None) -> None:
+        super().__init__(message, **kw)
+        self.stderr = stderr
+        self.returncode = returncode
+
+
+def redact(text: str) -> str:
+    """Drop ``user:password@`` from every URL in ``text`` (for messages and files)."""
+    import re
+
+    return re.sub(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@", r"\g<scheme>", text)
+
+
+def run(
+    cmd: Sequence[str | os.PathLike[str]],
+    *,
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    input: str | None = None,
+    timeout: float | None = None,
+    tool: str | None = None,
+    hint: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` capturing text output; raise ToolError (with stderr's tail) when it fails.
+
+    ``env`` entries are added to the current environment, not substituted for it.
+    """
+    args = [os.fspath(c) for c in cmd]
+    name = tool or Path(args[0]).name
+    full_env = None
+    if env is not None:
+        full_env = dict(os.environ)
+        full_env.update(env)
+    try:
+        proc = subprocess.run(
+            args, cwd=cwd, env=full_env, input=input, capture_output=True, text=True, timeout=timeout,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise ToolError(f"'{name}' is not installed or not on PATH.", field=name,
+                        hint=hint or f"Install {name} and try again.") from None
+    except subprocess.TimeoutExpired:
+        raise ToolError(f"'{redact(shlex.join(args))}' did not finish within {timeout:.0f} s.",
+                        field=name, hint=hint) from None
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout or "").strip().splitlines()[-_TAIL_LINES:])
+        raise ToolFailed(
+            f"'{redact(shlex.join(args))}' failed with exit code {proc.returncode}:\n{redact(tail)}",
+            field=name,
+            hint=hint,
+            stderr=redact(proc.stderr or ""),
+            returncode=proc.returncode,
+        )
+    return proc
