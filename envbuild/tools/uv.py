@@ -1,0 +1,160 @@
+"""uv adapter: ``uv pip compile`` for a target Python/platform, and the pip-tools output parser."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.utils import canonicalize_name
+
+from envbuild.errors import ConflictError, ToolError
+from envbuild.tools._run import ToolFailed, redact, run
+
+__all__ = ["CompileOptions", "Pinned", "compile_requirements", "parse_compiled", "uv_bin"]
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """What both engines need: inputs, indexes and (uv only) the target interpreter/platform."""
+
+    requirements: tuple[str, ...]
+    python_version: str | None = None
+    python_platform: str | None = None
+    index_url: str | None = None
+    extra_index_urls: tuple[str, ...] = ()
+    find_links: tuple[str, ...] = ()
+    index_strategy: str | None = None
+    custom_compile_command: str | None = None
+    constraints: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Pinned:
+    """One ``name==version`` line of a compiled requirements file, with its hashes and ``# via``."""
+
+    name: str
+    version: str
+    hashes: tuple[str, ...] = ()
+    via: tuple[str, ...] = ()
+    marker: str | None = None
+    extras: tuple[str, ...] = field(default_factory=tuple)
+
+
+def uv_bin() -> str:
+    """Path of the uv binary shipped with the ``uv`` Python package (falls back to PATH)."""
+    try:
+        from uv import find_uv_bin
+
+        return str(find_uv_bin())
+    except (ImportError, FileNotFoundError):
+        return "uv"
+
+
+_PIN = re.compile(
+    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?:\[(?P<extras>[^\]]*)\])?==(?P<version>[^\s;\\]+)"
+    r"(?:\s*;\s*(?P<marker>[^\\]+?))?\s*(?:\\)?$"
+)
+
+
+def parse_compiled(text: str) -> list[Pinned]:
+    """Parse pip-tools style output (``name==v \\`` / ``--hash=sha256:..`` / ``# via``).
+
+    Raises:
+        ToolError: a requirement line is not a plain ``==`` pin (the engine misbehaved).
+    """
+    pins: list[Pinned] = []
+    cur: Pinned | None = None
+    hashes: list[str] = []
+    via: list[str] = []
+    in_via = False
+
+    def flush() -> None:
+        if cur is not None:
+            pins.append(Pinned(cur.name, cur.version, tuple(hashes), tuple(via), cur.marker, cur.extras))
+
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        if raw.startswith((" ", "\t")):
+            if line.startswith("--hash="):
+                algo, _, digest = line[len("--hash="):].rstrip("\\ ").partition(":")
+                if algo == "sha256":
+                    hashes.append(digest.strip())
+            elif line.startswith("# via"):
+                in_via = True
+                if rest := line[len("# via"):].strip():
+                    via.append(rest)
+            elif line.startswith("#") and in_via:
+                via.append(line.lstrip("# ").strip())
+            continue
+        if line.startswith(("#", "-")):
+            in_via = False
+            continue
+        flush()
+        hashes, via, in_via = [], [], False
+        m = _PIN.match(line)
+        if not m:
+            raise ToolError(f"unexpected line in the compiled requirements: '{redact(line)}'.",
+                            hint="This is a bug in envbuild's engine adapter; please report it.")
+        extras = tuple(e.strip() for e in (m.group("extras") or "").split(",") if e.strip())
+        cur = Pinned(str(canonicalize_name(m.group("name"))), m.group("version"),
+                     marker=(m.group("marker") or "").strip() or None, extras=extras)
+    flush()
+    return pins
+
+
+def _explain(stderr: str) -> list[str]:
+    lines = [ln.rstrip() for ln in stderr.splitlines()]
+    start = next((i for i, ln in enumerate(lines) if "No solution found" in ln), 0)
+    body = [ln.strip(" ×╰─▶") .strip() for ln in lines[start:] if ln.strip()]
+    return [b for b in body if b][:40]
+
+
+def compile_requirements(opts: CompileOptions, *, cache_dir: str | None = None,
+                         timeout: float = 1800) -> tuple[str, list[Pinned]]:
+    """Run ``uv pip compile --generate-hashes`` for the target; return (raw output, pins).
+
+    Raises:
+        ConflictError: no set of versions satisfies the inputs (uv's explanation attached).
+        ToolError: uv is missing or failed for another reason (network, build failure).
+    """
+    with tempfile.TemporaryDirectory(prefix="envbuild-uv-") as tmp:
+        req_in = Path(tmp) / "requirements.in"
+        req_in.write_text("\n".join(opts.requirements) + "\n")
+        cmd = [uv_bin(), "pip", "compile", str(req_in), "--generate-hashes", "--no-header",
+               "--quiet", "--color", "never", "--no-strip-markers"]
+        if opts.constraints:
+            cons = Path(tmp) / "constraints.txt"
+            cons.write_text("\n".join(opts.constraints) + "\n")
+            cmd += ["--constraint", str(cons)]
+        if opts.python_version:
+            cmd += ["--python-version", opts.python_version]
+        if opts.python_platform:
+            cmd += ["--python-platform", opts.python_platform]
+        if opts.index_url:
+            cmd += ["--index-url", opts.index_url]
+        for u in opts.extra_index_urls:
+            cmd += ["--extra-index-url", u]
+        for u in opts.find_links:
+            cmd += ["--find-links", u]
+        if opts.index_strategy:
+            cmd += ["--index-strategy", opts.index_strategy]
+        env = {"UV_NO_CONFIG": "1", "UV_PYTHON_DOWNLOADS": "never"}
+        if cache_dir:
+            env["UV_CACHE_DIR"] = cache_dir
+        try:
+            proc = run(cmd, env=env, timeout=timeout, tool="uv", cwd=tmp)
+        except ToolFailed as exc:
+            if "No solution found" in exc.stderr:
+                reasons = _explain(exc.stderr)
+                raise ConflictError(
+                    "uv found no set of versions that satisfies the requirements for the target: "
+                    + " ".join(reasons[:12]),
+                    conflicts=reasons,
+                    hint="Relax a pin, or check the target's Python version and platform.",
+                ) from None
+            raise
+    return proc.stdout, parse_compiled(proc.stdout)
