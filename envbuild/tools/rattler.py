@@ -7,9 +7,13 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from envbuild.errors import ConflictError, ToolError
 from envbuild.tools._run import redact
+
+if TYPE_CHECKING:
+    import rattler
 
 __all__ = ["CondaRecord", "explicit_lines", "solve_conda"]
 
@@ -29,10 +33,10 @@ class CondaRecord:
     depends: tuple[str, ...] = ()
 
 
-def _virtual(glibc: str | None, cuda: str | None) -> list[object]:
+def _virtual(glibc: str | None, cuda: str | None) -> list[rattler.GenericVirtualPackage]:
     import rattler
 
-    def vp(name: str, version: str) -> object:
+    def vp(name: str, version: str) -> rattler.GenericVirtualPackage:
         return rattler.GenericVirtualPackage(rattler.PackageName(name), rattler.Version(version),
                                              rattler.BuildString("0"))
 
@@ -66,7 +70,7 @@ def solve_conda(
         gateway = rattler.Gateway(cache_dir=Path(cache_dir) if cache_dir else None)
         return await rattler.solve(
             [rattler.Channel(c) for c in channels], list(specs), gateway=gateway,
-            platforms=[subdir, "noarch"], virtual_packages=_virtual(glibc, cuda),
+            platforms=[cast(Any, subdir), "noarch"], virtual_packages=_virtual(glibc, cuda),
             timestamp_policy="allow-missing",  # old mirrors lack timestamps
         )
 
