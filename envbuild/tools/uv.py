@@ -12,7 +12,17 @@ from packaging.utils import canonicalize_name
 from envbuild.errors import ConflictError, ToolError
 from envbuild.tools._run import ToolFailed, redact, run
 
-__all__ = ["CompileOptions", "Pinned", "compile_requirements", "parse_compiled", "uv_bin"]
+__all__ = [
+    "CompileOptions",
+    "Pinned",
+    "PylockFile",
+    "PylockPackage",
+    "compile_pylock",
+    "compile_requirements",
+    "parse_compiled",
+    "parse_pylock",
+    "uv_bin",
+]
 
 
 @dataclass(frozen=True)
@@ -26,7 +36,6 @@ class CompileOptions:
     extra_index_urls: tuple[str, ...] = ()
     find_links: tuple[str, ...] = ()
     index_strategy: str | None = None
-    custom_compile_command: str | None = None
     constraints: tuple[str, ...] = ()
 
 
@@ -40,6 +49,54 @@ class Pinned:
     via: tuple[str, ...] = ()
     marker: str | None = None
     extras: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class PylockFile:
+    """A wheel or sdist uv chose for the target: URL, file name and sha256."""
+
+    url: str
+    filename: str
+    sha256: str
+    kind: str  # wheel | sdist
+
+
+@dataclass(frozen=True)
+class PylockPackage:
+    """One package of a PEP 751 ``pylock.toml``: its pin and the target's files."""
+
+    name: str
+    version: str
+    files: tuple[PylockFile, ...]
+
+
+def parse_pylock(text: str) -> list[PylockPackage]:
+    """Read uv's ``pylock.toml`` output (only the target's wheels are listed, plus the sdist).
+
+    Raises:
+        ToolError: the text is not a pylock file.
+    """
+    from urllib.parse import unquote, urlsplit
+
+    import tomllib
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ToolError(f"uv wrote an unreadable pylock.toml ({exc}).") from None
+    out = []
+    for pkg in data.get("packages", []):
+        files = []
+        entries = [("sdist", pkg["sdist"])] if "sdist" in pkg else []
+        entries += [("wheel", w) for w in pkg.get("wheels", [])]
+        for kind, f in entries:
+            url = f.get("url") or ""
+            name = f.get("name") or unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+            sha = (f.get("hashes") or {}).get("sha256", "")
+            files.append(PylockFile(url=url, filename=name, sha256=sha, kind=kind))
+        out.append(PylockPackage(name=str(canonicalize_name(pkg["name"])),
+                                 version=str(pkg.get("version", "")), files=tuple(files)))
+    return out
 
 
 def uv_bin() -> str:
@@ -121,10 +178,27 @@ def compile_requirements(opts: CompileOptions, *, cache_dir: str | None = None,
         ConflictError: no set of versions satisfies the inputs (uv's explanation attached).
         ToolError: uv is missing or failed for another reason (network, build failure).
     """
+    out = _compile(opts, ["--generate-hashes"], cache_dir, timeout)
+    return out, parse_compiled(out)
+
+
+def compile_pylock(opts: CompileOptions, *, cache_dir: str | None = None,
+                   timeout: float = 1800) -> tuple[str, list[PylockPackage]]:
+    """Run ``uv pip compile --format pylock.toml``: pins plus the target's file URLs and hashes.
+
+    Raises:
+        ConflictError: no set of versions satisfies the inputs (uv's explanation attached).
+        ToolError: uv is missing or failed for another reason (network, build failure).
+    """
+    out = _compile(opts, ["--format", "pylock.toml"], cache_dir, timeout)
+    return out, parse_pylock(out)
+
+
+def _compile(opts: CompileOptions, fmt: list[str], cache_dir: str | None, timeout: float) -> str:
     with tempfile.TemporaryDirectory(prefix="envbuild-uv-") as tmp:
         req_in = Path(tmp) / "requirements.in"
         req_in.write_text("\n".join(opts.requirements) + "\n")
-        cmd = [uv_bin(), "pip", "compile", str(req_in), "--generate-hashes", "--no-header",
+        cmd = [uv_bin(), "pip", "compile", str(req_in), *fmt, "--no-header",
                "--quiet", "--color", "never", "--no-strip-markers"]
         if opts.constraints:
             cons = Path(tmp) / "constraints.txt"
@@ -157,4 +231,4 @@ def compile_requirements(opts: CompileOptions, *, cache_dir: str | None = None,
                     hint="Relax a pin, or check the target's Python version and platform.",
                 ) from None
             raise
-    return proc.stdout, parse_compiled(proc.stdout)
+    return proc.stdout
