@@ -91,6 +91,58 @@ SpecOpt = Annotated[
 # @@ COMMANDS: each stage adds its commands below this line, one block per stage. @@
 
 
+# --- fetch ---
+
+
+@app.command("fetch")
+@handle_errors
+def fetch_cmd(
+    lock_dir: Annotated[Path, typer.Argument(help="Lock directory (lockfiles/NAME).")],
+    cache: Annotated[Path, typer.Option("--cache", help="Offline cache directory.")] = Path("offline_cache"),
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Parallel downloads.")] = 8,
+    as_json: JsonOpt = False,
+) -> None:
+    """Download every artifact of a lock (hash-checked, resumable) into an offline cache."""
+    from envbuild.fetch import fetch, present_fetch
+
+    result = fetch(lock_dir, cache, jobs=jobs, show_progress=True)
+    present_fetch(result, as_json)
+
+
+@app.command("verify-cache")
+@handle_errors
+def verify_cache_cmd(
+    cache: Annotated[Path, typer.Argument(help="Offline cache directory or bundle .tar.")] = Path(
+        "offline_cache"),
+    lock_dir: Annotated[Path | None, typer.Option("--lock", help="Also check against this lock.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-hash every file of an offline cache or bundle; exit 3 when any is missing or altered."""
+    from envbuild.bundle import present_verify, verify_cache
+
+    report = verify_cache(cache, lock_dir)
+    present_verify(report, as_json)
+    if not report.ok:
+        raise typer.Exit(3)
+
+
+@app.command("bundle")
+@handle_errors
+def bundle_cmd(
+    lock_dir: Annotated[Path, typer.Argument(help="Lock directory (lockfiles/NAME).")],
+    cache: Annotated[Path, typer.Option("--cache", help="Offline cache directory.")] = Path("offline_cache"),
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Bundle file (NAME-offline.tar).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write one .tar with the lock, the rendered scripts, the verified cache and a README."""
+    from envbuild.bundle import bundle, present_bundle
+
+    present_bundle(bundle(lock_dir, cache, output), as_json)
+
+
+# --- end fetch ---
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="envbuild")

@@ -1,0 +1,339 @@
+"""envbuild bundle / verify-cache: carry a lock and its offline cache to a server as one checked .tar.
+
+``verify_cache`` re-hashes every file the manifest lists (and, given a lock, checks the
+manifest against the lock's hashes); a bundle is extracted safely into a temp directory
+first, so nothing inside it is trusted by name.  ``bundle`` verifies the cache, then writes
+``NAME-offline/`` (lock, rendered scripts, cache, README.txt) into a tar atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from envbuild._fs import is_within_directory, safe_extract, sha256_file
+from envbuild.errors import FetchError, InputError
+from envbuild.fetch import LOCK_FILE, MANIFEST_FILE, LockView, load_manifest, read_lock
+
+__all__ = ["BundleResult", "Problem", "VerifyReport", "bundle", "present_bundle", "present_verify",
+           "verify_cache"]
+
+CACHE_DIR = "offline_cache"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One bad file: ``missing``, ``altered``, ``unsafe-path`` or ``lock-mismatch``."""
+
+    file: str
+    problem: str
+    expected: str | None = None
+    actual: str | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """Result of re-hashing a cache; ``to_dict`` is the ``--json`` output."""
+
+    source: str
+    cache: str
+    lock: str | None
+    checked: int
+    bytes: int
+    problems: tuple[Problem, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "source": self.source, "cache": self.cache, "lock": self.lock,
+                "checked": self.checked, "bytes": self.bytes,
+                "problems": [asdict(p) for p in self.problems]}
+
+
+def _expected_rel(kind: str, filename: str, subdir: str | None, lock: LockView) -> str:
+    if kind == "conda":
+        return f"conda/{subdir or lock.conda_subdir or 'noarch'}/{filename}"
+    return f"wheels/{filename}"
+
+
+def _check_dir(cache: Path, lock: LockView | None) -> tuple[int, int, list[Problem]]:
+    manifest = load_manifest(cache)
+    problems: list[Problem] = []
+    checked = 0
+    total = 0
+    by_file: dict[str, dict[str, Any]] = {}
+    for e in manifest["files"]:
+        rel = str(e["file"])
+        by_file[rel] = e
+        path = cache / rel
+        if os.path.isabs(rel) or ".." in Path(rel).parts or not is_within_directory(cache, path):
+            problems.append(Problem(rel, "unsafe-path", detail="manifest path escapes the cache"))
+            continue
+        if not path.is_file():
+            problems.append(Problem(rel, "missing", expected=str(e["sha256"])))
+            continue
+        actual = sha256_file(path)
+        checked += 1
+        total += path.stat().st_size
+        if actual != e["sha256"]:
+            problems.append(Problem(rel, "altered", expected=str(e["sha256"]), actual=actual))
+    if lock is not None:
+        problems += _check_lock(cache, lock, by_file)
+    return checked, total, problems
+
+
+def _check_lock(cache: Path, lock: LockView, by_file: dict[str, dict[str, Any]]) -> list[Problem]:
+    """Every lock artifact must be in the manifest with the lock's own hash (git: at its commit)."""
+    out: list[Problem] = []
+    for a in lock.artifacts:
+        if a.kind == "git":
+            if not any(e.get("commit") == a.commit and str(e.get("kind", "")).startswith("git")
+                       for e in by_file.values()):
+                out.append(Problem(f"git:{a.name}", "missing", expected=a.commit,
+                                   detail="no file built at the locked commit"))
+            continue
+        rel = _expected_rel(a.kind, a.filename, a.subdir, lock)
+        e = by_file.get(rel)
+        if e is None:
+            path = cache / rel
+            actual = sha256_file(path) if path.is_file() else None
+            prob = "missing" if actual is None else ("altered" if actual != a.sha256 else "unlisted")
+            out.append(Problem(rel, prob, expected=a.sha256, actual=actual,
+                               detail="in the lock but not in manifest.json"))
+        elif e["sha256"] != a.sha256:
+            out.append(Problem(rel, "lock-mismatch", expected=a.sha256, actual=str(e["sha256"]),
+                               detail="manifest.json disagrees with the lock"))
+    return out
+
+
+def _find_one(root: Path, patterns: tuple[str, ...]) -> Path | None:
+    for pat in patterns:
+        hits = sorted(root.glob(pat))
+        if hits:
+            return hits[0]
+    return None
+
+
+@contextlib.contextmanager
+def _opened(source: Path) -> Iterator[tuple[Path, Path | None]]:
+    """Yield (cache dir, lock dir found inside or None); a bundle is extracted safely first."""
+    if source.is_dir():
+        yield source, None
+        return
+    if not source.is_file():
+        raise InputError("no such cache directory or bundle.", path=str(source),
+                         hint="Pass the offline_cache directory or a NAME-offline.tar bundle.")
+    with tempfile.TemporaryDirectory(prefix="envbuild-verify-") as tmp:
+        try:
+            safe_extract(source, tmp)
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise FetchError(f"cannot read the bundle ({exc}).", path=str(source),
+                             hint="The file is damaged or not a tar; make it again with 'envbuild bundle'."
+                             ) from None
+        root = Path(tmp)
+        manifest = _find_one(root, (MANIFEST_FILE, f"{CACHE_DIR}/{MANIFEST_FILE}",
+                                    f"*/{CACHE_DIR}/{MANIFEST_FILE}"))
+        if manifest is None:
+            raise FetchError("the bundle holds no offline_cache/manifest.json.", path=str(source),
+                             hint="Make it with 'envbuild bundle LOCKDIR'.")
+        lock = _find_one(root, (f"*/lockfiles/*/{LOCK_FILE}", f"lockfiles/*/{LOCK_FILE}"))
+        yield manifest.parent, (lock.parent if lock else None)
+
+
+def verify_cache(
+    source: str | os.PathLike[str], lock_dir: str | os.PathLike[str] | None = None
+) -> VerifyReport:
+    """Re-hash every manifest file of a cache dir or bundle .tar (and check it against a lock).
+
+    A bundle's own lock is used when ``lock_dir`` is not given.
+
+    Raises:
+        InputError: the path does not exist or the lock is malformed.
+        FetchError: there is no readable manifest.
+    """
+    src = Path(source)
+    with _opened(src) as (cache, inner_lock):
+        chosen = Path(lock_dir) if lock_dir is not None else inner_lock
+        lock = read_lock(chosen) if chosen is not None else None
+        checked, total, problems = _check_dir(cache, lock)
+        lock_label = str(lock_dir) if lock_dir is not None else (
+            f"{src}:{chosen.relative_to(cache.parent)}" if chosen is not None and src.is_file() else None)
+    return VerifyReport(source=str(src), cache=str(cache) if src.is_dir() else f"{src}:{CACHE_DIR}",
+                        lock=lock_label, checked=checked, bytes=total, problems=tuple(problems))
+
+
+def present_verify(report: VerifyReport, as_json: bool) -> None:
+    """Print a verify report: JSON, or a table of problems (or one ok line) for people."""
+    from envbuild.output import console, err_console, print_json, table
+
+    if as_json:
+        print_json(report.to_dict())
+        return
+    if report.ok:
+        console.print(f"ok: {report.checked} files ({report.bytes / 1e6:.1f} MB) match manifest.json"
+                      + (" and the lock" if report.lock else "") + f" in {report.source}", highlight=False)
+        return
+    rows = [(p.file, p.problem, p.expected, p.actual, p.detail) for p in report.problems]
+    console.print(table(f"verify-cache {report.source}: {len(report.problems)} bad",
+                        ["file", "problem", "expected sha256", "actual sha256", "detail"], rows))
+    err_console.print("[bold red]error:[/] the cache is not usable; delete the bad files and run "
+                      "'envbuild fetch' again.", highlight=False)
+
+
+# --- bundle -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BundleResult:
+    """What ``bundle`` wrote; ``to_dict`` is the ``--json`` output."""
+
+    output: str
+    top: str
+    files: int
+    bytes: int
+    scripts: tuple[str, ...]
+    verified: int
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["scripts"] = list(self.scripts)
+        d["ok"] = True
+        return d
+
+
+def _render_scripts(lock_dir: Path, out: Path) -> list[str]:
+    """Rendered scripts (install-offline.sh, verify.sh, ...): from envbuild.render when it exists,
+    else the ones already in the lock directory."""
+    import importlib
+
+    try:
+        render_mod: Any = importlib.import_module("envbuild.render")
+    except ImportError:
+        render_mod = None
+    fn = getattr(render_mod, "render_scripts", None)
+    if fn is not None:
+        written = fn(lock_dir, out)
+        return sorted(Path(p).name for p in written)
+    names = []
+    for p in sorted(lock_dir.iterdir()):
+        if p.is_file() and p.suffix in (".sh", ".ps1", ".bat"):
+            shutil.copy2(p, out / p.name)
+            names.append(p.name)
+    return names
+
+
+def _readme(name: str, top: str, scripts: list[str]) -> str:
+    install = "install-offline.sh" if "install-offline.sh" in scripts else (scripts[0] if scripts else None)
+    lines = [
+        f"envbuild offline bundle: {name}",
+        "",
+        "This archive holds everything needed to create the environment on a machine with NO network:",
+        f"  lockfiles/{name}/   the lock (exact versions and sha256 of every file)",
+        f"  {CACHE_DIR}/        every wheel, sdist, git build and conda package, with manifest.json",
+        "  *.sh                the install scripts rendered from the lock",
+        "",
+        "On the server:",
+        f"  tar -xf {top}.tar",
+        f"  cd {top}",
+    ]
+    if install:
+        lines += [f"  bash {install}", "",
+                  "The script checks every file against manifest.json and the lock's sha256 before it",
+                  "installs anything, then installs with --no-index from offline_cache/."]
+    else:
+        lines += ["  (no install script was rendered; run 'envbuild render' on the lock and bundle again)"]
+    lines += ["", "To check the bundle without unpacking it (on any machine with envbuild):",
+              f"  envbuild verify-cache {top}.tar", ""]
+    return "\n".join(lines)
+
+
+def _tar_filter(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    # Reproducible, owner-free members; scripts keep their exec bit.
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mode = 0o755 if info.isdir() or info.mode & stat.S_IXUSR else 0o644
+    return info
+
+
+def bundle(lock_dir: str | os.PathLike[str], cache: str | os.PathLike[str] = CACHE_DIR,
+           output: str | os.PathLike[str] | None = None) -> BundleResult:
+    """Verify ``cache`` against ``lock_dir``, then write lock + scripts + cache + README into one tar.
+
+    Raises:
+        InputError: the lock is missing or malformed.
+        FetchError: the cache has missing or altered files (nothing is written).
+    """
+    lock = read_lock(lock_dir)
+    report = verify_cache(cache, lock.path)
+    if not report.ok:
+        first = report.problems[0]
+        raise FetchError(
+            f"the cache does not match the lock: {len(report.problems)} bad file(s), first {first.file} "
+            f"({first.problem}; expected {first.expected}, got {first.actual}).",
+            path=str(cache),
+            hint="Run 'envbuild fetch LOCKDIR --cache DIR' again (it re-downloads bad files), then bundle.",
+        )
+    top = f"{lock.name}-offline"
+    out = Path(output) if output is not None else Path(f"{top}.tar")
+    if out.name.endswith(".tar"):
+        top = out.name[: -len(".tar")]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cache_dir = Path(cache)
+    manifest = load_manifest(cache_dir)
+    with tempfile.TemporaryDirectory(prefix=".bundle-", dir=out.parent) as tmp:
+        stage = Path(tmp) / "stage"
+        stage.mkdir()
+        scripts = _render_scripts(lock.path, stage)
+        (stage / "README.txt").write_text(_readme(lock.name, top, scripts))
+        fd, part = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
+        os.close(fd)
+        try:
+            with tarfile.open(part, "w", format=tarfile.PAX_FORMAT) as tf:
+                for p in sorted(stage.iterdir()):
+                    tf.add(p, f"{top}/{p.name}", filter=_tar_filter)
+                for p in sorted(lock.path.iterdir()):
+                    if p.is_file():
+                        tf.add(p, f"{top}/lockfiles/{lock.name}/{p.name}", filter=_tar_filter)
+                # Only what the manifest lists (plus the channel index) goes in: no stale or .part files.
+                members = [str(e["file"]) for e in manifest["files"]] + [MANIFEST_FILE]
+                conda = cache_dir / "conda"
+                if conda.is_dir():
+                    members += [str(p.relative_to(cache_dir)) for p in sorted(conda.glob("*/repodata.json"))]
+                for rel in sorted(set(members)):
+                    tf.add(cache_dir / rel, f"{top}/{CACHE_DIR}/{rel}", filter=_tar_filter)
+            os.chmod(part, 0o644)
+            os.replace(part, out)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(part)
+            raise
+    with tarfile.open(out) as tf:
+        nfiles = sum(1 for m in tf.getmembers() if m.isfile())
+    return BundleResult(output=str(out), top=top, files=nfiles, bytes=out.stat().st_size,
+                        scripts=tuple(scripts), verified=report.checked)
+
+
+def present_bundle(result: BundleResult, as_json: bool) -> None:
+    """Print what bundle wrote."""
+    from envbuild.output import console, print_json
+
+    if as_json:
+        print_json(result.to_dict())
+        return
+    console.print(
+        f"wrote {result.output} ({result.bytes / 1e6:.1f} MB, {result.files} files, "
+        f"{result.verified} cache files verified; scripts: {', '.join(result.scripts) or 'none'})\n"
+        f"on the server: tar -xf {Path(result.output).name} && cd {result.top} && cat README.txt",
+        highlight=False,
+    )

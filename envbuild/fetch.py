@@ -1,0 +1,786 @@
+"""envbuild fetch: download every artifact of a lock into ``offline_cache/``, verified and resumable.
+
+The lock already lists only the target's files, so fetch never resolves anything: it
+downloads each URL in parallel to ``<file>.part`` (resuming with an HTTP Range request when
+the server allows it), checks the sha256 the lock recorded, and only then renames the file
+into place, so a partial or altered download never counts as done.  Git dependencies are
+checked out at the locked commit and built into a wheel when pure Python; sdists get their
+build requirements (for the target Python and platform) in ``build/``; conda packages land
+in a local channel indexed with py-rattler.  ``manifest.json`` is written last, atomically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name, parse_wheel_filename
+
+from envbuild._fs import atomic_write, sha256_file
+from envbuild.errors import EnvbuildError, FetchError, HashMismatch, InputError, ToolError
+from envbuild.models import LockedArtifact
+from envbuild.tools._run import redact, run
+
+__all__ = [
+    "LOCK_FILE",
+    "MANIFEST_FILE",
+    "MANIFEST_SCHEMA",
+    "FetchResult",
+    "LockView",
+    "ManifestEntry",
+    "fetch",
+    "load_manifest",
+    "read_lock",
+]
+
+LOCK_FILE = "envbuild.lock.json"
+MANIFEST_FILE = "manifest.json"
+MANIFEST_SCHEMA = 1
+_CHUNK = 256 * 1024
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+# Always needed to build an sdist with --no-build-isolation on a machine without network.
+_BASE_BUILD_REQS = ("setuptools", "wheel")
+_PURE_TAGS = {("py3", "none", "any"), ("py2.py3", "none", "any")}
+
+
+# --- lock view ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LockView:
+    """The parts of a lock directory fetch and bundle need."""
+
+    path: Path
+    name: str
+    spec_hash: str
+    python: str
+    pip_platform: str | None
+    conda_subdir: str | None
+    index_urls: tuple[str, ...]
+    find_links: tuple[str, ...]
+    artifacts: tuple[LockedArtifact, ...]
+
+
+def read_lock(lock_dir: str | os.PathLike[str]) -> LockView:
+    """Read ``lock_dir/envbuild.lock.json`` (the CONTRACTS lock format) into a LockView.
+
+    Raises:
+        InputError: the directory or file is missing, not JSON, or a field is malformed.
+    """
+    d = Path(lock_dir)
+    f = d / LOCK_FILE if d.is_dir() or not d.name.endswith(".json") else d
+    hint = "Write it with 'envbuild lock', then run 'envbuild fetch LOCKDIR'."
+    try:
+        data = json.loads(f.read_text())
+    except FileNotFoundError:
+        raise InputError("no lock file here.", path=str(f), hint=hint) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the lock file ({exc}).", path=str(f), hint=hint) from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON (line {exc.lineno}: {exc.msg}).", path=str(f), hint=hint) from None
+    if not isinstance(data, dict):
+        raise InputError("a lock must be a JSON object.", path=str(f), hint=hint)
+    raw = data.get("artifacts")
+    if not isinstance(raw, list):
+        raise InputError("expected a list of artifacts.", path=str(f), field="artifacts", hint=hint)
+    arts: list[LockedArtifact] = []
+    for i, a in enumerate(raw):
+        arts.append(_check_artifact(a, f, i))
+    plat = data.get("platform") or {}
+    if not isinstance(plat, dict):
+        raise InputError("expected an object.", path=str(f), field="platform", hint=hint)
+    python = data.get("python")
+    if not isinstance(python, str) or not re.match(r"^\d+\.\d+", python):
+        raise InputError("expected a Python version 'X.Y'.", path=str(f), field="python", hint=hint)
+    return LockView(
+        path=f.parent,
+        name=str(data.get("name") or f.parent.name),
+        spec_hash=str(data.get("spec_hash") or ""),
+        python=".".join(python.split(".")[:2]),
+        pip_platform=plat.get("pip_platform"),
+        conda_subdir=plat.get("conda_subdir"),
+        index_urls=tuple(str(u) for u in data.get("index_urls") or ()),
+        find_links=tuple(str(u) for u in data.get("find_links") or ()),
+        artifacts=tuple(arts),
+    )
+
+
+def _check_artifact(a: Any, f: Path, i: int) -> LockedArtifact:
+    where = f"artifacts[{i}]"
+    hint = "The lock is damaged; run 'envbuild lock' again."
+    if not isinstance(a, dict):
+        raise InputError("expected an object.", path=str(f), field=where, hint=hint)
+    for key in ("name", "version", "kind", "url"):
+        if not isinstance(a.get(key), str) or not a[key]:
+            raise InputError("missing or not a string.", path=str(f), field=f"{where}.{key}", hint=hint)
+    try:
+        art = LockedArtifact.from_dict(
+            {**a, "sha256": str(a.get("sha256") or "").lower(), "filename": str(a.get("filename") or "")}
+        )
+    except TypeError as exc:
+        raise InputError(f"malformed artifact ({exc}).", path=str(f), field=where, hint=hint) from None
+    if art.kind not in ("wheel", "sdist", "git", "conda"):
+        raise InputError(f"unknown kind '{art.kind}' (wheel, sdist, git or conda).", path=str(f),
+                         field=f"{where}.kind", hint=hint)
+    if art.kind == "git":
+        if not art.commit or not re.match(r"^[0-9a-f]{40}([0-9a-f]{24})?$", art.commit):
+            raise InputError("a git artifact needs the full resolved commit sha.", path=str(f),
+                             field=f"{where}.commit", hint=hint)
+        return art
+    if not _SHA_RE.match(art.sha256):
+        raise InputError("expected a 64-hex sha256; every downloaded file is checked against it.",
+                         path=str(f), field=f"{where}.sha256", hint=hint)
+    fn = art.filename or Path(urllib.parse.urlsplit(art.url).path).name
+    if not fn or fn in (".", "..") or "/" in fn or "\\" in fn:
+        raise InputError(f"unsafe or empty file name '{fn}'.", path=str(f), field=f"{where}.filename",
+                         hint=hint)
+    if art.kind == "conda" and art.subdir is not None and not re.match(r"^[a-z0-9_-]+$", art.subdir):
+        raise InputError(f"unsafe conda subdir '{art.subdir}'.", path=str(f), field=f"{where}.subdir",
+                         hint=hint)
+    return art if art.filename else LockedArtifact(**{**asdict(art), "filename": fn})
+
+
+# --- manifest ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One file of the offline cache as recorded in manifest.json."""
+
+    file: str
+    sha256: str
+    size: int
+    url: str
+    name: str
+    version: str
+    kind: str
+    commit: str | None = None
+
+
+def load_manifest(cache: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read ``cache/manifest.json``.
+
+    Raises:
+        FetchError: missing or malformed manifest.
+    """
+    p = Path(cache) / MANIFEST_FILE
+    hint = "Run 'envbuild fetch LOCKDIR --cache DIR' to (re)build the cache."
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise FetchError("no manifest.json: this is not an offline cache.", path=str(p), hint=hint) from None
+    except (OSError, ValueError) as exc:
+        raise FetchError(f"cannot read the manifest ({exc}).", path=str(p), hint=hint) from None
+    if not isinstance(data, dict) or not isinstance(data.get("files"), list):
+        raise FetchError("expected an object with a 'files' list.", path=str(p), field="files", hint=hint)
+    for i, e in enumerate(data["files"]):
+        if not isinstance(e, dict) or not isinstance(e.get("file"), str) or not isinstance(
+            e.get("sha256"), str
+        ):
+            raise FetchError("each entry needs 'file' and 'sha256' strings.", path=str(p),
+                             field=f"files[{i}]", hint=hint)
+    return data
+
+
+def _old_entries(cache: Path) -> list[dict[str, Any]]:
+    try:
+        return list(load_manifest(cache)["files"])
+    except FetchError:
+        return []
+
+
+# --- downloads --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Job:
+    url: str
+    rel: str
+    sha256: str
+    art: LockedArtifact
+    kind: str
+
+
+@dataclass
+class _Stats:
+    downloaded: int = 0
+    downloaded_bytes: int = 0
+    skipped: int = 0
+    resumed: int = 0
+    repaired: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _Progress:
+    """Byte and file totals on stderr; thread-safe because rich's Progress is."""
+
+    def __init__(self, enabled: bool, nfiles: int) -> None:
+        self.enabled = enabled
+        self.nfiles = nfiles
+        self.done = 0
+        self.total = 0
+        self._lock = threading.Lock()
+        self._p: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from envbuild.output import progress
+
+            self._p = progress(transfer=True)
+            self._p.__enter__()
+            self._task = self._p.add_task(self._desc(), total=None)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._p is not None:
+            self._p.__exit__(*exc)
+
+    def _desc(self) -> str:
+        return f"fetch {self.done}/{self.nfiles} files"
+
+    def add_total(self, n: int) -> None:
+        with self._lock:
+            self.total += n
+            if self._p is not None:
+                self._p.update(self._task, total=self.total)
+
+    def advance(self, n: int) -> None:
+        if self._p is not None:
+            self._p.advance(self._task, n)
+
+    def file_done(self) -> None:
+        with self._lock:
+            self.done += 1
+            if self._p is not None:
+                self._p.update(self._task, description=self._desc())
+
+
+def _session(jobs: int) -> Any:
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    s = requests.Session()
+    retry = Retry(total=4, connect=4, read=2, backoff_factor=0.5,
+                  status_forcelist=(429, 500, 502, 503, 504), allowed_methods=("GET", "HEAD"))
+    adapter = HTTPAdapter(max_retries=retry, pool_connections=max(4, jobs), pool_maxsize=max(4, jobs))
+    s.mount("https://", adapter)
+    s.mount("http://", adapter)
+    s.headers["User-Agent"] = "envbuild-fetch"
+    return s
+
+
+def _download(session: Any, job: _Job, dest: Path, prog: _Progress, stats: _Stats) -> None:
+    """Download ``job.url`` into ``dest`` via ``dest.part``; rename only after the hash matches."""
+    part = dest.with_name(dest.name + ".part")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if job.url.startswith("file://"):
+        src = Path(urllib.request.url2pathname(urllib.parse.urlsplit(job.url).path))
+        try:
+            shutil.copyfile(src, part)
+        except OSError as exc:
+            raise FetchError(f"cannot read {src} ({exc.strerror}).", path=job.rel) from None
+        _finish(job, part, dest, sha256_file(part), prog, stats, part.stat().st_size, resumed=False)
+        return
+    restarted = False
+    for attempt in range(4):
+        offset = part.stat().st_size if part.exists() else 0
+        try:
+            got = _get(session, job, part, offset, prog)
+        except _RangeRefused:
+            part.unlink(missing_ok=True)
+            continue
+        except Exception as exc:  # requests' errors: keep the .part for the next attempt or run
+            if attempt == 3:
+                raise FetchError(
+                    f"download of {redact(job.url)} failed: {type(exc).__name__}: {redact(str(exc))}.",
+                    path=job.rel,
+                    hint="The partial file is kept; run 'envbuild fetch' again to resume.",
+                ) from None
+            time.sleep(0.5 * (attempt + 1))
+            continue
+        digest, size, resumed = got
+        if digest == job.sha256 or restarted or not resumed:
+            _finish(job, part, dest, digest, prog, stats, size, resumed=resumed)
+            return
+        # A resumed file that fails the check may be a stale .part: start over once.
+        part.unlink(missing_ok=True)
+        restarted = True
+    raise FetchError(f"download of {redact(job.url)} did not complete.", path=job.rel,
+                     hint="Run 'envbuild fetch' again.")
+
+
+class _RangeRefused(Exception):
+    pass
+
+
+def _get(session: Any, job: _Job, part: Path, offset: int, prog: _Progress) -> tuple[str, int, bool]:
+    headers = {"Range": f"bytes={offset}-"} if offset else {}
+    with session.get(job.url, headers=headers, stream=True, timeout=(15, 120)) as r:
+        if offset and r.status_code == 416:
+            raise _RangeRefused()
+        if r.status_code >= 400:
+            raise FetchError(
+                f"HTTP {r.status_code} for {redact(job.url)}.",
+                path=job.rel,
+                hint="Check the index is reachable (and credentials in ~/.netrc), then fetch again.",
+            )
+        resumed = bool(offset) and r.status_code == 206
+        h = hashlib.sha256()
+        if resumed:
+            with open(part, "rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    h.update(chunk)
+        length = int(r.headers.get("Content-Length") or 0)
+        prog.add_total(length)
+        size = offset if resumed else 0
+        with open(part, "ab" if resumed else "wb") as fh:
+            for chunk in r.iter_content(_CHUNK):
+                fh.write(chunk)
+                h.update(chunk)
+                size += len(chunk)
+                prog.advance(len(chunk))
+    return h.hexdigest(), size, resumed
+
+
+def _finish(job: _Job, part: Path, dest: Path, digest: str, prog: _Progress, stats: _Stats,
+            size: int, *, resumed: bool) -> None:
+    if job.sha256 and digest != job.sha256:
+        part.unlink(missing_ok=True)
+        raise HashMismatch(f"{job.rel} (from {redact(job.url)})", job.sha256, digest)
+    os.replace(part, dest)
+    job.sha256 = digest  # fills in a build requirement whose index gave no hash
+    prog.file_done()
+    with stats.lock:
+        stats.downloaded += 1
+        stats.downloaded_bytes += size
+        stats.resumed += int(resumed)
+
+
+def _run_downloads(cache: Path, todo: Sequence[_Job], jobs: int, prog: _Progress, stats: _Stats) -> None:
+    if not todo:
+        return
+    session = _session(jobs)
+    errors: list[EnvbuildError] = []
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="fetch") as pool:
+        futs = {pool.submit(_download, session, j, cache / j.rel, prog, stats): j for j in todo}
+        for fut in as_completed(futs):
+            exc = fut.exception()
+            if isinstance(exc, EnvbuildError):
+                errors.append(exc)
+            elif exc is not None:
+                raise exc
+    session.close()
+    if errors:
+        # A hash mismatch is the most important thing to tell; other failures are listed after it.
+        errors.sort(key=lambda e: not isinstance(e, HashMismatch))
+        first = errors[0]
+        if len(errors) > 1:
+            others = "; ".join(e.render() for e in errors[1:4])
+            first.hint = (first.hint or "") + f" {len(errors) - 1} more failed: {others}"
+        raise first
+
+
+# --- build requirements -------------------------------------------------------------------------
+
+
+def _build_requirements(lock: LockView, extra: Iterable[str]) -> list[str]:
+    """setuptools + wheel + each sdist's declared ``requires`` that the lock itself does not hold."""
+    locked = {canonicalize_name(a.name) for a in lock.artifacts}
+    out: dict[str, str] = {}
+    reqs: list[str] = list(_BASE_BUILD_REQS)
+    for a in lock.artifacts:
+        if a.kind == "sdist" or a.build == "source":
+            reqs.extend(a.requires)
+    reqs.extend(extra)
+    for line in reqs:
+        try:
+            r = Requirement(line)
+        except InvalidRequirement:
+            raise InputError(f"build requirement '{line}' is not a PEP 508 requirement.",
+                             path=str(lock.path / LOCK_FILE), field="artifacts[].requires") from None
+        key = canonicalize_name(r.name)
+        if key in locked or r.url:
+            continue
+        out.setdefault(key, str(r))
+    return sorted(out.values())
+
+
+def _resolve_build_reqs(lock: LockView, reqs: Sequence[str], work: Path) -> list[tuple[str, str, str]]:
+    """Ask pip which wheels (url, sha256, filename) ``reqs`` need on the TARGET python and platform.
+
+    ``pip install --dry-run --report`` resolves without installing; fetch then downloads the
+    chosen files itself, in parallel and hash-checked like every other artifact.
+    """
+    report = work / "build-report.json"
+    cmd: list[str] = [sys.executable, "-m", "pip", "--isolated", "install", "--dry-run", "--ignore-installed",
+                      "--disable-pip-version-check", "--quiet", "--only-binary=:all:",
+                      "--python-version", lock.python, "--implementation", "cp",
+                      "--target", str(work / "target"), "--report", str(report)]
+    if lock.pip_platform:
+        cmd += ["--platform", lock.pip_platform]
+    for i, u in enumerate(lock.index_urls):
+        cmd += ["--index-url" if i == 0 else "--extra-index-url", u]
+    for u in lock.find_links:
+        cmd += ["--find-links", u]
+    if not lock.index_urls:
+        cmd.append("--no-index")
+    run([*cmd, *reqs], tool="pip", env={"PIP_CONFIG_FILE": os.devnull},
+        hint="Build requirements of sdists are downloaded for the target Python and platform; "
+             "check the lock's index_urls are reachable.")
+    out: list[tuple[str, str, str]] = []
+    for item in json.loads(report.read_text()).get("install", []):
+        info = item.get("download_info") or {}
+        url = str(info.get("url") or "")
+        sha = str(((info.get("archive_info") or {}).get("hashes") or {}).get("sha256") or "")
+        out.append((url, sha.lower(), Path(urllib.parse.urlsplit(url).path).name))
+    return out
+
+
+# --- git dependencies -------------------------------------------------------------------------
+
+
+def _git_checkout(url: str, commit: str, dest: Path) -> None:
+    """Check out ``commit`` of ``url`` in ``dest``; HEAD must then be exactly that commit."""
+    from envbuild.tools.git import checkout
+
+    checkout(url, commit, dest)
+    head = run(["git", "rev-parse", "HEAD"], cwd=dest, tool="git").stdout.strip()
+    if head != commit:
+        raise FetchError(f"checkout of {redact(url)} is at {head}, not the locked commit {commit}.",
+                         path=redact(url), hint="The repository was rewritten; run 'envbuild lock' again.")
+
+
+def _build_git(
+    art: LockedArtifact, cache: Path, work: Path, lock: LockView
+) -> tuple[ManifestEntry, list[str]]:
+    """Build ``art`` at its commit: a pure wheel into git/, else a ``git archive`` sdist + its requires."""
+    assert art.commit is not None
+    src = work / "src"
+    _git_checkout(art.url, art.commit, src)
+    epoch = run(["git", "log", "-1", "--format=%ct"], cwd=src, tool="git").stdout.strip()
+    out = work / "wheel"
+    # SOURCE_DATE_EPOCH makes the zip timestamps (and so the hash) depend on the commit only.
+    env = {"SOURCE_DATE_EPOCH": epoch or "315532800", "PIP_CONFIG_FILE": os.devnull}
+    base = [sys.executable, "-m", "pip", "--isolated", "wheel", "--no-deps", "--disable-pip-version-check",
+            "--no-cache-dir", "-w", str(out)]
+    wheel: Path | None = None
+    try:
+        run([*base, "--no-build-isolation", str(src)], tool="pip", env=env)
+    except ToolError:
+        # The host lacks the project's build backend: let pip fetch it from the lock's index.
+        idx = [x for i, u in enumerate(lock.index_urls) for x in (("--index-url" if i == 0 else
+                                                                    "--extra-index-url"), u)]
+        with contextlib.suppress(ToolError):
+            run([*base, *idx, str(src)], tool="pip", env=env)
+    built = sorted(out.glob("*.whl")) if out.exists() else []
+    if built:
+        _, _, _, tags = parse_wheel_filename(built[0].name)
+        if all((t.interpreter, t.abi, t.platform) in _PURE_TAGS or
+               (t.interpreter in ("py3", "py2") and t.abi == "none" and t.platform == "any") for t in tags):
+            wheel = built[0]
+    if wheel is not None:
+        rel = f"git/{wheel.name}"
+        name, version = _wheel_name_version(wheel.name)
+        (cache / "git").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(wheel, cache / rel)
+        return ManifestEntry(rel, sha256_file(cache / rel), (cache / rel).stat().st_size, art.url,
+                             name, version, "git-wheel", art.commit), []
+    # Not pure Python (or not buildable here): keep the exact source and what building it needs.
+    stem = f"{canonicalize_name(art.name).replace('-', '_')}-{art.version}"
+    rel = f"git/{stem}-{art.commit[:12]}.tar.gz"
+    (cache / "git").mkdir(parents=True, exist_ok=True)
+    tmp = cache / (rel + ".part")
+    run(["git", "archive", "--format=tar.gz", f"--prefix={stem}/", "-o", str(tmp), art.commit],
+        cwd=src, tool="git", env={"SOURCE_DATE_EPOCH": epoch})
+    os.replace(tmp, cache / rel)
+    requires = list(art.requires) or _pyproject_requires(src)
+    return ManifestEntry(rel, sha256_file(cache / rel), (cache / rel).stat().st_size, art.url,
+                         art.name, art.version, "git-sdist", art.commit), requires
+
+
+def _pyproject_requires(src: Path) -> list[str]:
+    try:
+        data = tomllib.loads((src / "pyproject.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return []
+    reqs = data.get("build-system", {}).get("requires", [])
+    return [str(r) for r in reqs] if isinstance(reqs, list) else []
+
+
+def _wheel_name_version(filename: str) -> tuple[str, str]:
+    name, version, _, _ = parse_wheel_filename(filename)
+    return str(name), str(version)
+
+
+# --- conda channel ------------------------------------------------------------------------------
+
+
+def _index_channel(channel: Path) -> None:
+    """Write repodata.json for every subdir (and noarch) of a local conda channel with py-rattler."""
+    (channel / "noarch").mkdir(parents=True, exist_ok=True)
+    try:
+        from rattler.index import index_fs
+    except ImportError:  # pragma: no cover - py-rattler is a dependency
+        raise ToolError("py-rattler is not installed; it indexes the local conda channel.",
+                        hint="pip install py-rattler") from None
+    try:
+        asyncio.run(index_fs(channel, write_zst=False, write_shards=False, force=True))
+        # rattler leaves its scratch directory behind; it is not part of the channel.
+        shutil.rmtree(channel / ".tmp", ignore_errors=True)
+    except Exception as exc:
+        raise ToolError(f"indexing the conda channel failed: {exc}.", path=str(channel),
+                        field="rattler") from None
+
+
+# --- the stage --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """What ``fetch`` did; ``to_dict`` is the ``--json`` summary."""
+
+    cache: str
+    manifest: str
+    files: int
+    bytes: int
+    downloaded: int
+    downloaded_bytes: int
+    skipped: int
+    resumed: int
+    repaired: tuple[str, ...]
+    build_requirements: tuple[str, ...]
+    git: tuple[dict[str, Any], ...]
+    conda_subdirs: tuple[str, ...]
+    seconds: float
+
+    @property
+    def mb_per_s(self) -> float:
+        return round(self.downloaded_bytes / 1e6 / self.seconds, 2) if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mb_per_s"] = self.mb_per_s
+        d["ok"] = True
+        for k in ("repaired", "build_requirements", "git", "conda_subdirs"):
+            d[k] = list(d[k])
+        return d
+
+
+def _rel_for(art: LockedArtifact, lock: LockView) -> str:
+    if art.kind == "conda":
+        return f"conda/{art.subdir or lock.conda_subdir or 'noarch'}/{art.filename}"
+    return f"wheels/{art.filename}"
+
+
+def _plan(cache: Path, jobs: Sequence[_Job], stats: _Stats, lock_file: Path) -> tuple[list[_Job], list[_Job]]:
+    """Split files into already-good (no request needed) and to-download."""
+    have: list[_Job] = []
+    todo: list[_Job] = []
+    seen: dict[str, str] = {}
+    for job in jobs:
+        if job.rel in seen:
+            if seen[job.rel] != job.sha256:
+                raise InputError(f"two artifacts share the file name {job.rel} with different hashes.",
+                                 path=str(lock_file), field="artifacts")
+            continue
+        seen[job.rel] = job.sha256
+        dest = cache / job.rel
+        if dest.is_file() and job.sha256:
+            if sha256_file(dest) == job.sha256:
+                have.append(job)
+                stats.skipped += 1
+                continue
+            # An altered cached file is never used: drop it and download the locked bytes again.
+            stats.repaired.append(job.rel)
+            dest.unlink()
+        todo.append(job)
+    return have, todo
+
+
+def _download_round(root: Path, jobs: Sequence[_Job], stats: _Stats, n_jobs: int, show: bool,
+                    lock_file: Path) -> list[ManifestEntry]:
+    have, todo = _plan(root, jobs, stats, lock_file)
+    with _Progress(show and bool(todo), len(have) + len(todo)) as prog:
+        prog.done = len(have)
+        _run_downloads(root, todo, n_jobs, prog, stats)
+    return [ManifestEntry(j.rel, j.sha256, (root / j.rel).stat().st_size, redact(j.url), j.art.name,
+                          j.art.version, j.kind, None) for j in have + todo]
+
+
+def _reuse(cache: Path, old: Sequence[dict[str, Any]], kinds: set[str],
+           match: Callable[[dict[str, Any]], bool]) -> list[ManifestEntry] | None:
+    """Old manifest entries of ``kinds`` passing ``match`` whose files are still intact, else None."""
+    picked = [e for e in old if e.get("kind") in kinds and match(e)]
+    if not picked:
+        return None
+    for e in picked:
+        p = cache / str(e["file"])
+        if not p.is_file() or sha256_file(p) != e["sha256"]:
+            return None
+    return [_entry(e) for e in picked]
+
+
+def _entry(e: dict[str, Any]) -> ManifestEntry:
+    return ManifestEntry(file=str(e["file"]), sha256=str(e["sha256"]), size=int(e.get("size") or 0),
+                         url=str(e.get("url") or ""), name=str(e.get("name") or ""),
+                         version=str(e.get("version") or ""), kind=str(e.get("kind") or ""),
+                         commit=e.get("commit"))
+
+
+def _git_round(root: Path, lock: LockView, old: Sequence[dict[str, Any]], stats: _Stats
+               ) -> tuple[list[ManifestEntry], list[dict[str, Any]], list[str]]:
+    entries: list[ManifestEntry] = []
+    info: list[dict[str, Any]] = []
+    extra_reqs: list[str] = []
+    for art in lock.artifacts:
+        if art.kind != "git":
+            continue
+        def same(e: dict[str, Any], a: LockedArtifact = art) -> bool:
+            return bool(e.get("commit") == a.commit and e.get("url") == redact(a.url))
+
+        reuse = _reuse(root, old, {"git-wheel", "git-sdist"}, same)
+        if reuse:
+            ent = reuse[0]
+            stats.skipped += 1
+            if ent.kind == "git-sdist":
+                extra_reqs.extend(art.requires)
+        else:
+            with tempfile.TemporaryDirectory(prefix="envbuild-git-") as tmp:
+                ent, reqs = _build_git(art, root, Path(tmp), lock)
+            extra_reqs.extend(reqs)
+        entries.append(ent)
+        info.append({"name": art.name, "commit": art.commit, "file": ent.file, "kind": ent.kind})
+    return entries, info, extra_reqs
+
+
+def _build_round(root: Path, lock: LockView, reqs: Sequence[str], old: Sequence[dict[str, Any]],
+                 stats: _Stats, jobs: int, show: bool) -> list[ManifestEntry]:
+    key = _build_key(lock, reqs)
+    reuse = _reuse(root, old, {"build-req"}, lambda e: e.get("build_key") == key)
+    if reuse and {e.get("build_key") for e in old if e.get("kind") == "build-req"} == {key}:
+        stats.skipped += len(reuse)
+        return reuse
+    with tempfile.TemporaryDirectory(prefix="envbuild-buildreq-") as tmp:
+        chosen = _resolve_build_reqs(lock, reqs, Path(tmp))
+    todo = []
+    for url, sha, fn in chosen:
+        name, version = _wheel_name_version(fn)
+        art = LockedArtifact(name=name, version=version, kind="build-req", url=url, sha256=sha, filename=fn)
+        todo.append(_Job(url, f"build/{fn}", sha, art, "build-req"))
+    return _download_round(root, todo, stats, jobs, show, lock.path / LOCK_FILE)
+
+
+def _build_key(lock: LockView, reqs: Sequence[str]) -> str:
+    return f"{lock.python}|{lock.pip_platform}|" + ",".join(reqs)
+
+
+def fetch(
+    lock_dir: str | os.PathLike[str],
+    cache: str | os.PathLike[str] = "offline_cache",
+    *,
+    jobs: int = 8,
+    show_progress: bool = True,
+) -> FetchResult:
+    """Download, build and index everything ``lock_dir`` needs into ``cache``; write manifest.json.
+
+    Raises:
+        InputError: the lock is missing or malformed.
+        HashMismatch: a downloaded file differs from the lock's sha256 (nothing is renamed into place).
+        FetchError: a download failed (partial files are kept and resumed next time).
+        ToolError: pip, git or py-rattler failed.
+    """
+    if jobs < 1:
+        raise InputError("--jobs must be at least 1.", field="jobs")
+    t0 = time.monotonic()
+    lock = read_lock(lock_dir)
+    lock_file = lock.path / LOCK_FILE
+    root = Path(cache)
+    root.mkdir(parents=True, exist_ok=True)
+    old = _old_entries(root)
+    stats = _Stats()
+
+    files = [_Job(a.url, _rel_for(a, lock), a.sha256, a, a.kind) for a in lock.artifacts if a.kind != "git"]
+    entries = _download_round(root, files, stats, jobs, show_progress, lock_file)
+    git_entries, git_info, extra_reqs = _git_round(root, lock, old, stats)
+    entries += git_entries
+
+    build_reqs: list[str] = []
+    if extra_reqs or any(a.kind == "sdist" or a.build == "source" for a in lock.artifacts):
+        build_reqs = _build_requirements(lock, extra_reqs)
+        entries += _build_round(root, lock, build_reqs, old, stats, jobs, show_progress)
+
+    subdirs: list[str] = []
+    if any(a.kind == "conda" for a in lock.artifacts):
+        _index_channel(root / "conda")
+        subdirs = sorted(p.parent.name for p in (root / "conda").glob("*/repodata.json")
+                         if not p.parent.name.startswith("."))
+
+    entries.sort(key=lambda e: e.file)
+    key = _build_key(lock, build_reqs)
+    manifest = {
+        "schema_version": MANIFEST_SCHEMA,
+        "lock_name": lock.name,
+        "lock_spec_hash": lock.spec_hash,
+        "python": lock.python,
+        "platform": lock.pip_platform,
+        "files": [{**asdict(e), **({"build_key": key} if e.kind == "build-req" else {})} for e in entries],
+    }
+    atomic_write(root / MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return FetchResult(
+        cache=str(root),
+        manifest=str(root / MANIFEST_FILE),
+        files=len(entries),
+        bytes=sum(e.size for e in entries),
+        downloaded=stats.downloaded,
+        downloaded_bytes=stats.downloaded_bytes,
+        skipped=stats.skipped,
+        resumed=stats.resumed,
+        repaired=tuple(stats.repaired),
+        build_requirements=tuple(build_reqs),
+        git=tuple(git_info),
+        conda_subdirs=tuple(subdirs),
+        seconds=round(time.monotonic() - t0, 3),
+    )
+
+
+def present_fetch(result: FetchResult, as_json: bool) -> None:
+    """Print the fetch summary: JSON, or a short table for people."""
+    from envbuild.output import console, print_json, table
+
+    if as_json:
+        print_json(result.to_dict())
+        return
+    rows = [
+        ("cache", result.cache),
+        ("files", f"{result.files} ({result.bytes / 1e6:.1f} MB)"),
+        ("downloaded",
+         f"{result.downloaded} ({result.downloaded_bytes / 1e6:.1f} MB, {result.mb_per_s} MB/s)"),
+        ("already cached", result.skipped),
+        ("resumed", result.resumed),
+        ("replaced (altered in cache)", ", ".join(result.repaired) or None),
+        ("build requirements", ", ".join(result.build_requirements) or None),
+        ("git", ", ".join(f"{g['name']}@{str(g['commit'])[:12]} -> {g['file']}" for g in result.git) or None),
+        ("conda subdirs", ", ".join(result.conda_subdirs) or None),
+        ("seconds", result.seconds),
+    ]
+    console.print(table("envbuild fetch", ["", "value"], rows))

@@ -1,0 +1,241 @@
+"""envbuild fetch against a real local index over HTTP: hashes, skips, resume, target tags, git, conda."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fetch_fixture import git_repo, make_sdist, make_wheel, serve, sha256, wheel_artifact, write_lock
+
+from envbuild.errors import HashMismatch, InputError
+from envbuild.fetch import fetch, load_manifest, read_lock
+
+
+def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "envbuild", *args], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, "COLUMNS": "200"}, check=False)
+
+
+def _file_requests(srv: Any) -> list[dict[str, Any]]:
+    return [e for e in srv.log if e["path"].startswith("/files/")]
+
+
+def test_fetch_downloads_verifies_and_then_skips_without_requests(tmp_path: Path) -> None:
+    idx = tmp_path / "idx"
+    wheels = [make_wheel(idx, f"pkg{i}", "1.0", payload=20_000 * (i + 1)) for i in range(4)]
+    with serve(idx) as srv:
+        lock = write_lock(tmp_path / "lock", [wheel_artifact(srv, w) for w in wheels], index_urls=[srv.simple])
+        cache = tmp_path / "cache"
+        res = fetch(lock, cache, jobs=4, show_progress=False)
+        assert (res.downloaded, res.skipped, res.files) == (4, 0, 4)
+        manifest = load_manifest(cache)
+        assert manifest["lock_name"] == "demo"
+        assert manifest["lock_spec_hash"] == json.loads((lock / "envbuild.lock.json").read_text())["spec_hash"]
+        for w in wheels:
+            entry = next(e for e in manifest["files"] if e["file"] == f"wheels/{w.name}")
+            assert entry["sha256"] == sha256(w) == sha256(cache / "wheels" / w.name)
+            assert entry["size"] == w.stat().st_size
+            assert entry["url"] == srv.file_url(w.name)
+            assert entry["kind"] == "wheel"
+        assert not list(cache.rglob("*.part"))
+
+        before = len(_file_requests(srv))
+        out = _cli("fetch", str(lock), "--cache", str(cache), "--json")
+        assert out.returncode == 0, out.stderr
+        summary = json.loads(out.stdout)
+        assert summary["skipped"] == 4 and summary["downloaded"] == 0
+        assert {"files", "bytes", "downloaded", "skipped", "seconds", "mb_per_s"} <= summary.keys()
+        assert len(_file_requests(srv)) == before, "files already in the cache must not be requested"
+
+
+def test_wrong_hash_is_refused_and_nothing_lands(tmp_path: Path) -> None:
+    idx = tmp_path / "idx"
+    good = make_wheel(idx, "good", "1.0")
+    bad = make_wheel(idx, "bad", "1.0")
+    with serve(idx) as srv:
+        wrong = "0" * 64
+        lock = write_lock(tmp_path / "lock", [wheel_artifact(srv, good),
+                                              wheel_artifact(srv, bad, sha256=wrong)])
+        cache = tmp_path / "cache"
+        with pytest.raises(HashMismatch) as ei:
+            fetch(lock, cache, show_progress=False)
+    text = ei.value.render()
+    assert bad.name in text and wrong in text and sha256(bad) in text
+    assert not (cache / "wheels" / bad.name).exists()
+    assert not list(cache.rglob("*.part")), "a refused download leaves no partial file"
+    assert not (cache / "manifest.json").exists(), "no manifest for an incomplete cache"
+    assert (cache / "wheels" / good.name).exists(), "good files are kept for the next run"
+
+
+def test_partial_file_is_resumed_with_range_and_corrupt_partial_restarted(tmp_path: Path) -> None:
+    idx = tmp_path / "idx"
+    a = make_wheel(idx, "alpha", "1.0", payload=300_000)
+    b = make_wheel(idx, "beta", "1.0", payload=300_000)
+    with serve(idx) as srv:
+        lock = write_lock(tmp_path / "lock", [wheel_artifact(srv, a), wheel_artifact(srv, b)])
+        cache = tmp_path / "cache"
+        (cache / "wheels").mkdir(parents=True)
+        half = a.stat().st_size // 2
+        (cache / "wheels" / f"{a.name}.part").write_bytes(a.read_bytes()[:half])
+        (cache / "wheels" / f"{b.name}.part").write_bytes(b"garbage" * 1000)  # not a prefix of b
+        res = fetch(lock, cache, show_progress=False)
+        ra = srv.requests_for(a.name)
+        rb = srv.requests_for(b.name)
+    assert [r["range"] for r in ra] == [f"bytes={half}-"], "the good partial is resumed, not restarted"
+    assert rb[0]["range"] == "bytes=7000-" and rb[-1]["range"] is None, "a bad partial is started over"
+    assert sha256(cache / "wheels" / a.name) == sha256(a)
+    assert sha256(cache / "wheels" / b.name) == sha256(b)
+    assert res.resumed == 1 and res.downloaded == 2
+
+
+def test_fetch_killed_midway_does_not_download_finished_files_twice(tmp_path: Path) -> None:
+    idx = tmp_path / "idx"
+    small = [make_wheel(idx, f"small{i}", "1.0", payload=5_000) for i in range(2)]
+    big = make_wheel(idx, "big", "1.0", payload=1_500_000)
+    with serve(idx, slow={big.name: 300_000}) as srv:
+        lock = write_lock(tmp_path / "lock", [wheel_artifact(srv, w) for w in [*small, big]])
+        cache = tmp_path / "cache"
+        proc = subprocess.Popen([sys.executable, "-m", "envbuild", "fetch", str(lock), "--cache", str(cache),
+                                 "--jobs", "3"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        part = cache / "wheels" / f"{big.name}.part"
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            done = all((cache / "wheels" / w.name).exists() for w in small)
+            if done and part.exists() and part.stat().st_size > 0:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert not (cache / "wheels" / big.name).exists(), "the big file was still downloading"
+        assert part.exists() and 0 < part.stat().st_size < big.stat().st_size
+        assert not (cache / "manifest.json").exists()
+        first_run = len(srv.log)
+
+        srv.slow.clear()
+        out = _cli("fetch", str(lock), "--cache", str(cache), "--json")
+        assert out.returncode == 0, out.stderr
+        second = srv.log[first_run:]
+    summary = json.loads(out.stdout)
+    assert summary["skipped"] == 2 and summary["downloaded"] == 1
+    assert not [e for e in second if any(e["path"].endswith(w.name) for w in small)], \
+        "finished files were requested again"
+    big_reqs = [e for e in second if e["path"].endswith(big.name)]
+    assert len(big_reqs) == 1 and big_reqs[0]["range"] is not None and big_reqs[0]["range"] != "bytes=0-"
+    assert summary["resumed"] == 1
+    assert sha256(cache / "wheels" / big.name) == sha256(big)
+    files = {e["file"] for e in load_manifest(cache)["files"]}
+    assert files == {f"wheels/{w.name}" for w in [*small, big]}
+
+
+def test_target_python_and_platform_decide_the_files(tmp_path: Path) -> None:
+    """A Python 3.8 / manylinux2014 lock gets cp38 wheels, and sdist build requirements for cp38."""
+    idx = tmp_path / "idx"
+    cp38 = make_wheel(idx, "fastmod", "1.0", "cp38-cp38-manylinux2014_x86_64")
+    make_wheel(idx, "fastmod", "1.0", "cp311-cp311-manylinux2014_x86_64")
+    sd = make_sdist(idx, "slowpkg", "2.0")
+    make_wheel(idx, "setuptools", "60.0.0")
+    make_wheel(idx, "wheel", "0.40.0")
+    make_wheel(idx, "cybuild", "3.0", "cp38-cp38-manylinux2014_x86_64")
+    make_wheel(idx, "cybuild", "3.0", "cp311-cp311-manylinux2014_x86_64")
+    with serve(idx) as srv:
+        arts = [wheel_artifact(srv, cp38), wheel_artifact(srv, sd, requires=["cybuild>=3", "fastmod"])]
+        lock = write_lock(tmp_path / "lock", arts, python="3.8", pip_platform="manylinux2014_x86_64",
+                          index_urls=[srv.simple])
+        cache = tmp_path / "cache"
+        res = fetch(lock, cache, show_progress=False)
+    wheels = sorted(p.name for p in (cache / "wheels").iterdir())
+    assert wheels == sorted([cp38.name, sd.name])
+    build = sorted(p.name for p in (cache / "build").iterdir())
+    assert build == ["cybuild-3.0-cp38-cp38-manylinux2014_x86_64.whl", "setuptools-60.0.0-py3-none-any.whl",
+                     "wheel-0.40.0-py3-none-any.whl"]
+    # fastmod is in the lock already, so it is not a separate build requirement.
+    assert list(res.build_requirements) == ["cybuild>=3", "setuptools", "wheel"]
+    entries = {e["file"]: e for e in load_manifest(cache)["files"]}
+    for name in build:
+        e = entries[f"build/{name}"]
+        assert e["kind"] == "build-req" and e["sha256"] == sha256(idx / name)
+        assert e["url"].endswith(name)
+
+
+def test_git_dependency_built_into_a_wheel_at_the_locked_commit(tmp_path: Path) -> None:
+    repo, commits = git_repo(tmp_path / "mypkg")
+    url = repo.as_uri()
+    lock = write_lock(tmp_path / "lock", [{"name": "mypkg", "version": "1.0", "kind": "git", "url": url,
+                                           "commit": commits[0]}])
+    cache = tmp_path / "cache"
+    res = fetch(lock, cache, show_progress=False)
+    whl = cache / "git" / "mypkg-1.0-py3-none-any.whl"
+    assert whl.exists()
+    import zipfile
+
+    with zipfile.ZipFile(whl) as zf:
+        assert "COMMIT_MARK = 'v1.0'" in zf.read("mypkg/__init__.py").decode()
+    (entry,) = [e for e in load_manifest(cache)["files"] if e["kind"] == "git-wheel"]
+    assert entry["commit"] == commits[0] and entry["sha256"] == sha256(whl) and entry["url"] == url
+    assert res.git[0]["commit"] == commits[0]
+    # Run again: the intact wheel at that commit is reused, not rebuilt.
+    mtime = whl.stat().st_mtime_ns
+    res2 = fetch(lock, cache, show_progress=False)
+    assert res2.skipped == 1 and whl.stat().st_mtime_ns == mtime
+
+
+def test_git_commit_not_in_repository_fails_clearly(tmp_path: Path) -> None:
+    repo, _ = git_repo(tmp_path / "mypkg")
+    lock = write_lock(tmp_path / "lock", [{"name": "mypkg", "version": "1.0", "kind": "git",
+                                           "url": repo.as_uri(), "commit": "1" * 40}])
+    out = _cli("fetch", str(lock), "--cache", str(tmp_path / "cache"), "--json")
+    assert out.returncode == 4
+    err = json.loads(out.stdout)
+    assert err["ok"] is False and "1111111111" in err["message"]
+
+
+def test_conda_packages_land_in_an_indexed_local_channel(tmp_path: Path) -> None:
+    from conda_fixture import build_conda_package
+
+    src = tmp_path / "src"
+    pkg = build_conda_package(src, "libdemo", "1.2", subdir="linux-64", files={"lib/demo.txt": "x"})
+    flat = tmp_path / "idx"
+    flat.mkdir()
+    (flat / pkg.name).write_bytes(pkg.read_bytes())
+    with serve(flat) as srv:
+        lock = write_lock(tmp_path / "lock", [{"name": "libdemo", "version": "1.2", "kind": "conda",
+                                               "url": srv.file_url(pkg.name), "sha256": sha256(pkg),
+                                               "filename": pkg.name, "subdir": "linux-64"}])
+        cache = tmp_path / "cache"
+        res = fetch(lock, cache, show_progress=False)
+    assert (cache / "conda" / "linux-64" / pkg.name).exists()
+    repodata = json.loads((cache / "conda" / "linux-64" / "repodata.json").read_text())
+    assert pkg.name in repodata.get("packages.conda", {})
+    assert (cache / "conda" / "noarch" / "repodata.json").exists()
+    assert set(res.conda_subdirs) == {"linux-64", "noarch"}
+    # The channel works for a real conda client: rattler solves against it by file:// URL.
+    import asyncio
+
+    import rattler
+
+    recs = asyncio.run(rattler.solve([rattler.Channel((cache / "conda").as_uri())], ["libdemo"],
+                                     platforms=["linux-64", "noarch"]))
+    assert [str(r.name.normalized) for r in recs] == ["libdemo"]
+
+
+def test_malformed_lock_names_file_and_field(tmp_path: Path) -> None:
+    lock = write_lock(tmp_path / "lock", [{"name": "x", "version": "1", "kind": "wheel",
+                                           "url": "http://127.0.0.1:9/x-1-py3-none-any.whl",
+                                           "sha256": "abc", "filename": "x-1-py3-none-any.whl"}])
+    with pytest.raises(InputError) as ei:
+        read_lock(lock)
+    assert ei.value.field == "artifacts[0].sha256" and "envbuild.lock.json" in str(ei.value.path)
+    out = _cli("fetch", str(tmp_path / "nolock"), "--json")
+    assert out.returncode == 2 and "no lock file" in json.loads(out.stdout)["message"]
+    evil = write_lock(tmp_path / "evil", [{"name": "x", "version": "1", "kind": "wheel",
+                                           "url": "http://127.0.0.1:9/x.whl", "sha256": "a" * 64,
+                                           "filename": "../../x.whl"}])
+    with pytest.raises(InputError, match="unsafe"):
+        read_lock(evil)
