@@ -143,6 +143,131 @@ def bundle_cmd(
 # --- end fetch ---
 
 
+# --- probe ---
+
+
+def _show_profile(data: dict[str, Any]) -> None:
+    from envbuild.output import console, table
+
+    keys = ("os", "arch", "glibc_version", "python_version", "driver_version", "driver_cuda_version",
+            "gcc_version", "conda", "hostname")
+    console.print(table("machine", ["key", "value"], [(k, data.get(k)) for k in keys]))
+    gpus = data.get("gpus") or []
+    console.print(table("GPUs", ["#", "name", "compute capability", "memory (MiB)"],
+                        [(i, g["name"], g.get("compute_capability"), g.get("memory_mib"))
+                         for i, g in enumerate(gpus)]) if gpus else "GPUs: none visible")
+    tks = data.get("cuda_toolkits") or []
+    console.print(table("CUDA toolkits (nvcc) — not the driver's CUDA",
+                        ["version", "full", "path", "found via"],
+                        [(t["version"], t.get("full_version"), t.get("path"), t.get("source")) for t in tks])
+                  if tks else "CUDA toolkits: none found")
+    for note in data.get("notes") or []:
+        err_console.print(f"note: {note}", markup=False, highlight=False)
+
+
+@app.command("probe")
+@handle_errors
+def probe_cmd(
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Also write the profile JSON to FILE (atomically).")
+    ] = None,
+    python_exe: Annotated[
+        str | None, typer.Option("--python-exe", help="Probe this Python interpreter (default: envbuild's).")
+    ] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for nvidia-smi.")] = 10.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Describe this machine: OS, glibc, Python, GPUs, driver (and its CUDA), CUDA toolkits, gcc, conda."""
+    import json
+
+    from envbuild._fs import atomic_write
+    from envbuild.models import Profile
+    from envbuild.probe import probe
+
+    data = probe(python_exe=python_exe, timeout=timeout)
+    Profile.from_dict(data, path="<probe>")  # the contract every consumer relies on
+    if output is not None:
+        atomic_write(output, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    if as_json:
+        print_json(data)
+    else:
+        _show_profile(data)
+        if output is not None:
+            err_console.print(f"wrote {output}", highlight=False)
+
+
+# --- end probe ---
+
+# --- init ---
+
+
+@app.command("init")
+@handle_errors
+def init_cmd(
+    path: Annotated[
+        Path | None, typer.Argument(help="File or directory to write envbuild.toml to (default: ./).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Project name (default: directory name).")
+    ] = None,
+    python: Annotated[str | None, typer.Option("--python", help="Python X.Y of the environment.")] = None,
+    manager: Annotated[
+        str, typer.Option("--manager", help="conda | mamba | micromamba | venv.")
+    ] = "venv",
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a commented envbuild.toml (refuses to overwrite one without --force)."""
+    from envbuild.init import init_spec
+
+    written, spec = init_spec(path, force=force, name=name, python=python, manager=manager)
+    if as_json:
+        print_json({"ok": True, "path": str(written), "spec": spec.to_dict()})
+    else:
+        err_console.print(f"wrote {written}: edit [project].requirements, then run "
+                          f"'envbuild resolve --spec {written}'.", markup=False, highlight=False)
+
+
+# --- end init ---
+
+
+# --- doctor ---
+
+
+@app.command("doctor")
+@handle_errors
+def doctor_cmd(
+    prefix: Annotated[
+        Path | None, typer.Option("--prefix", help="Env to check (venv or conda prefix holding bin/python).")
+    ] = None,
+    target: TargetOpt = None,
+    log: Annotated[
+        str | None, typer.Option("--log", help="Error log or traceback to read ('-' for stdin).")
+    ] = None,
+    no_load: Annotated[
+        bool, typer.Option("--no-load", help="Do not dlopen the env's extensions (skips undefined-symbol checks).")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Name what breaks an env or an error log (family, cause, fix); exit 1 when an error is found."""
+    from envbuild.doctor import diagnose, present_report, read_log_file
+    from envbuild.errors import InputError
+    from envbuild.models import load_profile
+
+    if prefix is None and log is None:
+        raise InputError("nothing to check.", field="--prefix/--log",
+                         hint="Pass --prefix ENV to check an env, --log FILE (or -) to read an error log, or both.")
+    profile = load_profile(target) if target is not None else None
+    text, name = read_log_file(log) if log is not None else (None, None)
+    report = diagnose(prefix, profile, text, log_name=name, load=not no_load)
+    present_report(report, as_json)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+# --- end doctor ---
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="envbuild")
