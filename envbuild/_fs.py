@@ -119,7 +119,10 @@ def safe_extract(archive: str | os.PathLike[str], dest: str | os.PathLike[str]) 
     src = str(archive)
     out = Path(dest)
     out.mkdir(parents=True, exist_ok=True)
-    if zipfile.is_zipfile(src):
+    # is_zipfile() finds a zip end record near the end of the file, so an uncompressed tar whose
+    # last member is a wheel looks like a zip: ask tarfile first, and trust a tar suffix.
+    is_tar = src.endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zst", ".tzst"))
+    if not is_tar and not tarfile.is_tarfile(src) and zipfile.is_zipfile(src):
         with zipfile.ZipFile(src) as zf:
             for info in zf.infolist():
                 _check_member(out, info.filename, None, False, src)

@@ -80,46 +80,33 @@ class LockView:
 
 
 def read_lock(lock_dir: str | os.PathLike[str]) -> LockView:
-    """Read ``lock_dir/envbuild.lock.json`` (the CONTRACTS lock format) into a LockView.
+    """Load a lock with ``envbuild.lockfile.load_lock`` and check what fetch relies on.
+
+    Beyond the loader's checks: every non-git file has a 64-hex sha256 and a plain file
+    name (no path parts), and every git artifact a full commit sha.
 
     Raises:
         InputError: the directory or file is missing, not JSON, or a field is malformed.
     """
-    d = Path(lock_dir)
-    f = d / LOCK_FILE if d.is_dir() or not d.name.endswith(".json") else d
-    hint = "Write it with 'envbuild lock', then run 'envbuild fetch LOCKDIR'."
-    try:
-        data = json.loads(f.read_text())
-    except FileNotFoundError:
-        raise InputError("no lock file here.", path=str(f), hint=hint) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read the lock file ({exc}).", path=str(f), hint=hint) from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON (line {exc.lineno}: {exc.msg}).", path=str(f), hint=hint) from None
-    if not isinstance(data, dict):
-        raise InputError("a lock must be a JSON object.", path=str(f), hint=hint)
-    raw = data.get("artifacts")
-    if not isinstance(raw, list):
-        raise InputError("expected a list of artifacts.", path=str(f), field="artifacts", hint=hint)
-    arts: list[LockedArtifact] = []
-    for i, a in enumerate(raw):
-        arts.append(_check_artifact(a, f, i))
-    plat = data.get("platform") or {}
-    if not isinstance(plat, dict):
-        raise InputError("expected an object.", path=str(f), field="platform", hint=hint)
-    python = data.get("python")
-    if not isinstance(python, str) or not re.match(r"^\d+\.\d+", python):
-        raise InputError("expected a Python version 'X.Y'.", path=str(f), field="python", hint=hint)
+    from envbuild.lockfile import load_lock
+
+    lock = load_lock(Path(lock_dir))
+    f = Path(lock.path or Path(lock_dir) / LOCK_FILE)
+    if not re.match(r"^\d+\.\d+", lock.python):
+        raise InputError("expected a Python version 'X.Y'.", path=str(f), field="python",
+                         hint="The lock is damaged; run 'envbuild lock' again.")
+    arts = tuple(_check_artifact(a.to_dict(), f, i) for i, a in enumerate(lock.artifacts))
+    plat = lock.platform
     return LockView(
         path=f.parent,
-        name=str(data.get("name") or f.parent.name),
-        spec_hash=str(data.get("spec_hash") or ""),
-        python=".".join(python.split(".")[:2]),
+        name=lock.name,
+        spec_hash=lock.spec_hash,
+        python=".".join(lock.python.split(".")[:2]),
         pip_platform=plat.get("pip_platform"),
         conda_subdir=plat.get("conda_subdir"),
-        index_urls=tuple(str(u) for u in data.get("index_urls") or ()),
-        find_links=tuple(str(u) for u in data.get("find_links") or ()),
-        artifacts=tuple(arts),
+        index_urls=lock.index_urls,
+        find_links=lock.find_links,
+        artifacts=arts,
     )
 
 

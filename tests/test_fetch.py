@@ -31,13 +31,15 @@ def test_fetch_downloads_verifies_and_then_skips_without_requests(tmp_path: Path
     idx = tmp_path / "idx"
     wheels = [make_wheel(idx, f"pkg{i}", "1.0", payload=20_000 * (i + 1)) for i in range(4)]
     with serve(idx) as srv:
-        lock = write_lock(tmp_path / "lock", [wheel_artifact(srv, w) for w in wheels], index_urls=[srv.simple])
+        lock = write_lock(tmp_path / "lock", [wheel_artifact(srv, w) for w in wheels],
+                          index_urls=[srv.simple])
         cache = tmp_path / "cache"
         res = fetch(lock, cache, jobs=4, show_progress=False)
         assert (res.downloaded, res.skipped, res.files) == (4, 0, 4)
         manifest = load_manifest(cache)
         assert manifest["lock_name"] == "demo"
-        assert manifest["lock_spec_hash"] == json.loads((lock / "envbuild.lock.json").read_text())["spec_hash"]
+        lock_json = json.loads((lock / "envbuild.lock.json").read_text())
+        assert manifest["lock_spec_hash"] == lock_json["spec_hash"]
         for w in wheels:
             entry = next(e for e in manifest["files"] if e["file"] == f"wheels/{w.name}")
             assert entry["sha256"] == sha256(w) == sha256(cache / "wheels" / w.name)
@@ -233,7 +235,7 @@ def test_malformed_lock_names_file_and_field(tmp_path: Path) -> None:
         read_lock(lock)
     assert ei.value.field == "artifacts[0].sha256" and "envbuild.lock.json" in str(ei.value.path)
     out = _cli("fetch", str(tmp_path / "nolock"), "--json")
-    assert out.returncode == 2 and "no lock file" in json.loads(out.stdout)["message"]
+    assert out.returncode == 2 and "cannot read the lock" in json.loads(out.stdout)["message"]
     evil = write_lock(tmp_path / "evil", [{"name": "x", "version": "1", "kind": "wheel",
                                            "url": "http://127.0.0.1:9/x.whl", "sha256": "a" * 64,
                                            "filename": "../../x.whl"}])

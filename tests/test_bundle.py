@@ -1,0 +1,166 @@
+"""envbuild bundle and verify-cache: a checked tar to carry, and one-byte tampering caught everywhere."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from fetch_fixture import git_repo, make_wheel, serve, sha256, wheel_artifact, write_lock
+
+from envbuild._fs import safe_extract
+from envbuild.bundle import bundle, verify_cache
+from envbuild.errors import FetchError
+from envbuild.fetch import fetch, load_manifest
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "envbuild", *args], capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "250"}, check=False)
+
+
+@pytest.fixture
+def fetched(tmp_path: Path) -> tuple[Path, Path, list[Path]]:
+    """A lock (two wheels + a git dependency) fetched into a cache; the server is gone afterwards."""
+    idx = tmp_path / "idx"
+    wheels = [make_wheel(idx, "alpha", "1.0", payload=4000), make_wheel(idx, "beta", "2.0", payload=4000)]
+    repo, commits = git_repo(tmp_path / "mypkg")
+    with serve(idx) as srv:
+        arts = [wheel_artifact(srv, w) for w in wheels]
+        arts.append({"name": "mypkg", "version": "1.0", "kind": "git", "url": repo.as_uri(),
+                     "commit": commits[0]})
+        lock = write_lock(tmp_path / "lockfiles" / "demo", arts)
+        (lock / "install-offline.sh").write_text("#!/bin/sh\necho install\n")
+        (lock / "install-offline.sh").chmod(0o755)
+        cache = tmp_path / "offline_cache"
+        fetch(lock, cache, show_progress=False)
+    return lock, cache, wheels
+
+
+def _flip_byte(path: Path, offset: int = 100) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_bundle_holds_lock_scripts_cache_and_readme_and_verifies(fetched: tuple[Path, Path, list[Path]],
+                                                                 tmp_path: Path) -> None:
+    lock, cache, wheels = fetched
+    out = tmp_path / "demo-offline.tar"
+    res = _cli("bundle", str(lock), "--cache", str(cache), "-o", str(out), "--json")
+    assert res.returncode == 0, res.stderr
+    info = json.loads(res.stdout)
+    assert info["output"] == str(out) and info["top"] == "demo-offline"
+    assert "install-offline.sh" in info["scripts"]
+    assert not list(tmp_path.glob(".demo-offline.tar.*")), "no temp file is left next to the bundle"
+
+    dest = safe_extract(out, tmp_path / "unpacked") / "demo-offline"
+    assert (dest / "lockfiles" / "demo" / "envbuild.lock.json").read_bytes() == \
+        (lock / "envbuild.lock.json").read_bytes()
+    assert os.access(dest / "install-offline.sh", os.X_OK)
+    readme = (dest / "README.txt").read_text()
+    assert "bash install-offline.sh" in readme and "tar -xf demo-offline.tar" in readme
+    manifest = load_manifest(dest / "offline_cache")
+    assert {e["file"] for e in manifest["files"]} == {
+        *(f"wheels/{w.name}" for w in wheels), "git/mypkg-1.0-py3-none-any.whl"}
+    for e in manifest["files"]:
+        assert sha256(dest / "offline_cache" / e["file"]) == e["sha256"]
+
+    ok = _cli("verify-cache", str(out), "--json")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    report = json.loads(ok.stdout)
+    assert report["ok"] is True and report["checked"] == 3 and report["lock"], report
+
+
+def test_one_altered_byte_is_reported_refused_by_bundle_and_repaired_by_fetch(
+        fetched: tuple[Path, Path, list[Path]], tmp_path: Path) -> None:
+    lock, cache, wheels = fetched
+    target = cache / "wheels" / wheels[0].name
+    good = sha256(target)
+    _flip_byte(target)
+    bad = sha256(target)
+
+    res = _cli("verify-cache", str(cache), "--lock", str(lock), "--json")
+    assert res.returncode == 3
+    (problem,) = json.loads(res.stdout)["problems"]
+    assert problem == {"file": f"wheels/{wheels[0].name}", "problem": "altered", "expected": good,
+                       "actual": bad, "detail": None}
+    table = _cli("verify-cache", str(cache))
+    assert table.returncode == 3
+    assert wheels[0].name in table.stdout and good in table.stdout and bad in table.stdout
+
+    out = tmp_path / "x.tar"
+    with pytest.raises(FetchError) as ei:
+        bundle(lock, cache, out)
+    assert wheels[0].name in ei.value.message and good in ei.value.message and bad in ei.value.message
+    assert not out.exists()
+
+    # fetch never trusts the cached copy: it downloads the locked bytes again.
+    idx = wheels[0].parent
+    with serve(idx) as srv:
+        lock_json = json.loads((lock / "envbuild.lock.json").read_text())
+        for a in lock_json["artifacts"]:
+            if a["kind"] == "wheel":
+                a["url"] = srv.file_url(a["filename"])
+        (lock / "envbuild.lock.json").write_text(json.dumps(lock_json))
+        result = fetch(lock, cache, show_progress=False)
+        assert [e["path"] for e in srv.log] == [f"/files/{wheels[0].name}"]
+    assert result.repaired == (f"wheels/{wheels[0].name}",)
+    assert sha256(target) == good
+    assert verify_cache(cache, lock).ok
+
+
+def test_verify_cache_finds_an_altered_file_inside_a_bundle(fetched: tuple[Path, Path, list[Path]],
+                                                            tmp_path: Path) -> None:
+    lock, cache, wheels = fetched
+    out = tmp_path / "demo-offline.tar"
+    bundle(lock, cache, out)
+    # Rewrite the tar with one byte of one wheel changed, everything else identical.
+    evil = tmp_path / "evil.tar"
+    victim = f"demo-offline/offline_cache/wheels/{wheels[1].name}"
+    with tarfile.open(out) as src, tarfile.open(evil, "w") as dst:
+        for m in src.getmembers():
+            data = src.extractfile(m).read() if m.isfile() else None  # type: ignore[union-attr]
+            if m.name == victim and data is not None:
+                data = data[:50] + bytes([data[50] ^ 1]) + data[51:]
+            dst.addfile(m, io.BytesIO(data) if data is not None else None)
+    res = _cli("verify-cache", str(evil), "--json")
+    assert res.returncode == 3
+    (problem,) = json.loads(res.stdout)["problems"]
+    assert problem["file"] == f"wheels/{wheels[1].name}" and problem["problem"] == "altered"
+    assert problem["expected"] == sha256(wheels[1]) and problem["actual"] != problem["expected"]
+
+
+def test_verify_cache_refuses_a_bundle_escaping_its_directory(tmp_path: Path) -> None:
+    evil = tmp_path / "evil.tar"
+    with tarfile.open(evil, "w") as tf:
+        m = tarfile.TarInfo("../../escaped.txt")
+        m.size = 2
+        tf.addfile(m, io.BytesIO(b"hi"))
+    res = _cli("verify-cache", str(evil), "--json")
+    assert res.returncode == 5
+    assert json.loads(res.stdout)["error"] == "UnsafeArchive"
+    assert not (tmp_path.parent / "escaped.txt").exists()
+
+
+def test_verify_cache_checks_the_manifest_against_the_lock(fetched: tuple[Path, Path, list[Path]],
+                                                           tmp_path: Path) -> None:
+    lock, cache, wheels = fetched
+    other = tmp_path / "other"
+    other.mkdir()
+    data = json.loads((lock / "envbuild.lock.json").read_text())
+    wheel_arts = [a for a in data["artifacts"] if a["kind"] == "wheel"]
+    wheel_arts[0]["sha256"] = "e" * 64
+    wheel_arts[1]["filename"] = "gamma-3.0-py3-none-any.whl"
+    (other / "envbuild.lock.json").write_text(json.dumps(data))
+    report = verify_cache(cache, other)
+    probs = {(p.file, p.problem) for p in report.problems}
+    assert probs == {(f"wheels/{wheels[0].name}", "lock-mismatch"),
+                     ("wheels/gamma-3.0-py3-none-any.whl", "missing")}
+    missing_manifest = _cli("verify-cache", str(tmp_path / "nothing-here"), "--json")
+    assert missing_manifest.returncode == 2
