@@ -245,7 +245,8 @@ def doctor_cmd(
         str | None, typer.Option("--log", help="Error log or traceback to read ('-' for stdin).")
     ] = None,
     no_load: Annotated[
-        bool, typer.Option("--no-load", help="Do not dlopen the env's extensions (skips undefined-symbol checks).")
+        bool,
+        typer.Option("--no-load", help="Do not dlopen the env's extensions (skips undefined-symbol checks)."),
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -255,8 +256,11 @@ def doctor_cmd(
     from envbuild.models import load_profile
 
     if prefix is None and log is None:
-        raise InputError("nothing to check.", field="--prefix/--log",
-                         hint="Pass --prefix ENV to check an env, --log FILE (or -) to read an error log, or both.")
+        raise InputError(
+            "nothing to check.",
+            field="--prefix/--log",
+            hint="Pass --prefix ENV to check an env, --log FILE (or -) to read an error log, or both.",
+        )
     profile = load_profile(target) if target is not None else None
     text, name = read_log_file(log) if log is not None else (None, None)
     report = diagnose(prefix, profile, text, log_name=name, load=not no_load)

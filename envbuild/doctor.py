@@ -1,0 +1,1280 @@
+"""Diagnose a CUDA deep-learning environment: read error logs, check an installed env.
+
+Two entry points share one vocabulary of *families* (stable ids such as
+``driver-too-old`` or ``undefined-symbol``):
+
+- :func:`read_log` matches the regexes of ``envbuild/data/doctor_rules.json``
+  against an error log and fills each rule's cause/fix templates with what the
+  log, the env and the target profile say (versions, the needed driver, gcc max);
+- :func:`check_env` runs ``envbuild/_envcheck.py`` with the env's OWN
+  interpreter (nothing of the env is imported here), then reads every compiled
+  extension's ELF headers (NEEDED, RPATH, ``.nv_fatbin`` archs) and dlopens them
+  in a separate process to catch undefined symbols.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import string
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.version import InvalidVersion, Version
+
+from envbuild import elf
+from envbuild.errors import DataError, InputError, ToolError
+from envbuild.models import Profile
+
+__all__ = [
+    "FAMILIES",
+    "SEVERITIES",
+    "Finding",
+    "Report",
+    "check_env",
+    "diagnose",
+    "env_info",
+    "load_rules",
+    "read_log",
+]
+
+SEVERITIES = ("error", "warning", "info")
+FAMILIES = (
+    "driver-too-old",
+    "no-nvidia-driver",
+    "gpu-arch-unsupported",
+    "nvcc-arch-unsupported",
+    "cuda-toolkit-mismatch",
+    "gcc-unsupported",
+    "cuda-lib-missing",
+    "undefined-symbol",
+    "mmcv-ops-missing",
+    "mmcv-version-incompatible",
+    "numpy-version-conflict",
+    "numpy-abi",
+    "setuptools-too-new",
+    "yapf-too-new",
+    "pip-over-conda",
+    "conda-pack-blocked",
+    "no-prebuilt-wheel",
+    "distributed-not-initialized",
+    "numerical-instability",
+)
+_RULES_FILE = Path(__file__).parent / "data" / "doctor_rules.json"
+_ENVCHECK = Path(__file__).parent / "_envcheck.py"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One diagnosis: which family, how bad, the cause in a sentence, the fix, what shows it."""
+
+    family: str
+    severity: str
+    cause: str
+    fix: str
+    evidence: str
+    source: str | None = None  # an explanation to read (FAQ, upstream issue)
+    rule: str | None = None
+    weight: int = 50
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "severity": self.severity,
+            "cause": self.cause,
+            "fix": self.fix,
+            "evidence": self.evidence,
+            "source": self.source,
+            "rule": self.rule,
+        }
+
+
+@dataclass
+class Report:
+    """What ``envbuild doctor`` prints: findings most likely first, and what was looked at."""
+
+    findings: list[Finding]
+    prefix: str | None = None
+    log: str | None = None
+    checked: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.severity == "error" for f in self.findings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "prefix": self.prefix,
+            "log": self.log,
+            "checked": self.checked,
+            "seconds": round(self.seconds, 3),
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+
+# --- compatibility facts (read through envbuild.matrix) ----------------------------------------
+
+
+def _ver(text: str | None) -> Version | None:
+    if not text:
+        return None
+    try:
+        return Version(str(text).split("+")[0])
+    except InvalidVersion:
+        return None
+
+
+def _mm(text: str | None) -> str | None:
+    """'11.3.1' -> '11.3'."""
+    v = _ver(text)
+    return None if v is None else f"{v.major}.{v.minor}"
+
+
+class _Facts:
+    """The few matrix facts doctor needs, with None when the data does not say."""
+
+    def __init__(self, tables: Mapping[str, Any]) -> None:
+        self.t = tables
+
+    def _rows(self, table: str, key: str) -> list[dict[str, Any]]:
+        rows = (self.t.get(table) or {}).get(key) or []
+        return [r for r in rows if isinstance(r, dict)]
+
+    def gcc_max(self, cuda: str | None) -> int | None:
+        c = _mm(cuda)
+        for r in self._rows("nvidia", "host_gcc_max"):
+            if str(r.get("cuda")) == c:
+                try:
+                    return int(str(r.get("max_gcc_major")))
+                except ValueError:
+                    return None
+        return None
+
+    def min_driver(self, cuda: str | None) -> str | None:
+        """Lowest Linux driver that ships CUDA ``cuda`` (the toolkit's own driver table)."""
+        c = _mm(cuda)
+        best: Version | None = None
+        for r in self._rows("nvidia", "driver_table"):
+            if str(r.get("cuda")) != c:
+                continue
+            v = _ver(str(r.get("linux_x86_64_driver") or "").lstrip(">= "))
+            if v is not None and (best is None or v < best):
+                best = v
+        if best is None:
+            for r in self._rows("nvidia", "driver_min_per_cuda_minor_linux"):
+                if str(r.get("cuda")) == c:
+                    best = _ver(str(r.get("min_linux_driver_any_release_of_minor")))
+        return None if best is None else str(best)
+
+    def torch_variants(self, torch: str | None) -> list[str]:
+        """cuXYZ builds of a torch release, confirmed and believed (``cu102``, ``cu113`` ...)."""
+        base = str(_ver(torch) or "")
+        for r in self._rows("torch", "releases"):
+            if str(r.get("torch")) == base:
+                vs = list(r.get("cuda_variants_pip_linux") or []) + list(
+                    r.get("cuda_variants_unverified") or []
+                )
+                return sorted({str(v) for v in vs}, key=lambda s: int(s[2:]) if s[2:].isdigit() else 0)
+        return []
+
+    def torch_archs(self, torch: str | None, cuda: str | None) -> list[elf.GpuCode]:
+        v, c = _ver(torch), _mm(cuda)
+        if v is None or c is None:
+            return []
+        series = f"{v.major}.{v.minor}.x"
+        for r in self._rows("torch_arch", "wheels"):
+            if str(r.get("cuda")) == c and str(r.get("torch")) in (series, str(v)):
+                return _parse_arch_list(str(r.get("TORCH_CUDA_ARCH_LIST") or ""))
+        return []
+
+    def gpu_cc(self, name: str) -> str | None:
+        n = name.lower().replace("nvidia ", "")
+        for r in self._rows("gpus", "gpus"):
+            g = str(r.get("gpu", "")).lower().replace("nvidia ", "")
+            if g and (g == n or g in n):
+                return str(r.get("compute_capability"))
+        return None
+
+    def cupy_package(self, cuda: str | None) -> str | None:
+        c = _mm(cuda)
+        if c is None:
+            return None
+        names = {str(r.get("cuda")): str(r.get("package")) for r in self._rows("cupy", "packages")}
+        return names.get(c) or names.get(f"{c.split('.')[0]}.x")
+
+
+def _parse_arch_list(text: str) -> list[elf.GpuCode]:
+    out: list[elf.GpuCode] = []
+    for part in re.split(r"[;\s]+", text):
+        m = re.match(r"(\d+)\.(\d+)(\+PTX)?$", part)
+        if m:
+            cc = int(m.group(1)) * 10 + int(m.group(2))
+            out.append(elf.GpuCode(cc, False))
+            if m.group(3):
+                out.append(elf.GpuCode(cc, True))
+    return out
+
+
+@lru_cache(maxsize=1)
+def _facts() -> _Facts:
+    try:
+        from envbuild import matrix as _matrix  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return _Facts({})
+    tables: dict[str, Any] = {}
+    loader = getattr(_matrix, "load_table", None) or getattr(_matrix, "raw_table", None)
+    for name in ("nvidia", "torch", "torch_arch", "gpus", "cupy"):
+        try:
+            if loader is not None:
+                tables[name] = loader(name)
+            else:
+                m = _matrix.load_matrix()
+                raw = getattr(m, "raw", None) or getattr(m, "tables", None) or {}
+                tables[name] = raw.get(name) if isinstance(raw, Mapping) else getattr(m, name, None)
+        except Exception:  # a partial matrix must not break diagnosis
+            tables[name] = None
+    return _Facts(tables)
+
+
+# --- rules ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Rule:
+    id: str
+    family: str
+    severity: str
+    weight: int
+    pattern: re.Pattern[str]
+    cause: tuple[str, ...]
+    fix: tuple[str, ...]
+    source: str | None
+
+
+@lru_cache(maxsize=1)
+def load_rules() -> tuple[_Rule, ...]:
+    """The log rules of ``envbuild/data/doctor_rules.json``, regexes compiled.
+
+    Raises:
+        DataError: the file is missing or a rule is malformed.
+    """
+    try:
+        data = json.loads(_RULES_FILE.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot read the doctor rules ({exc}).", path=str(_RULES_FILE)) from None
+    families = data.get("families") or {}
+    rules: list[_Rule] = []
+    for i, r in enumerate(data.get("rules") or []):
+        where = f"rules[{i}]"
+        fam = r.get("family")
+        if fam not in FAMILIES or fam not in families:
+            raise DataError(f"unknown family {fam!r}.", path=str(_RULES_FILE), field=where)
+        if r.get("severity", "error") not in SEVERITIES:
+            raise DataError("severity must be error|warning|info.", path=str(_RULES_FILE), field=where)
+        try:
+            pat = re.compile(r["pattern"], re.MULTILINE | (re.IGNORECASE if "i" in r.get("flags", "") else 0))
+        except (KeyError, re.error) as exc:
+            raise DataError(f"bad pattern ({exc}).", path=str(_RULES_FILE), field=where) from None
+
+        def seq(v: Any) -> tuple[str, ...]:
+            return tuple(v) if isinstance(v, list) else (str(v),)
+
+        rules.append(
+            _Rule(
+                id=str(r.get("id") or f"{fam}-{i}"),
+                family=fam,
+                severity=r.get("severity", "error"),
+                weight=int(r.get("weight", 50)),
+                pattern=pat,
+                cause=seq(r.get("cause", "")),
+                fix=seq(r.get("fix", "")),
+                source=r.get("source") or families[fam].get("source"),
+            )
+        )
+    return tuple(rules)
+
+
+_FMT = string.Formatter()
+
+
+def _fill(templates: Sequence[str], ctx: Mapping[str, Any]) -> str:
+    """The first template whose every {field} is known in ``ctx``."""
+    for t in templates:
+        names = [f for _, f, _, _ in _FMT.parse(t) if f]
+        if all(ctx.get(n) not in (None, "") for n in names):
+            return t.format_map(ctx)
+    return templates[-1] if templates else ""
+
+
+# --- context: what the log, the env and the profile say ---------------------------------------
+
+
+def _cuda_from_int(v: str) -> str:
+    n = int(v)
+    return f"{n // 1000}.{(n % 1000) // 10}"
+
+
+def _tag(cuda: str | None) -> str | None:
+    c = _mm(cuda)
+    return None if c is None else "cu" + c.replace(".", "")
+
+
+def _profile_ctx(profile: Profile | None, facts: _Facts) -> dict[str, Any]:
+    ctx: dict[str, Any] = {}
+    if profile is None:
+        return ctx
+    ctx["target_driver"] = profile.driver_version
+    ctx["target_driver_cuda"] = _mm(profile.driver_cuda_version)
+    if profile.gpus:
+        g = profile.gpus[0]
+        cc = g.compute_capability or facts.gpu_cc(g.name)
+        ctx["target_gpu"] = g.name
+        if cc:
+            ctx["target_cc"] = cc
+            ctx["target_sm"] = "sm_" + cc.replace(".", "")
+    if profile.cuda_toolkits:
+        tk = profile.cuda_toolkits[0]
+        ctx["target_toolkit"] = _mm(tk.version)
+        ctx["target_toolkit_path"] = tk.path
+        gm = facts.gcc_max(tk.version)
+        ctx["target_toolkit_gcc_max"] = gm
+    if profile.gcc_version:
+        ctx["target_gcc"] = profile.gcc_version
+    return ctx
+
+
+def _env_ctx(env: Mapping[str, Any] | None) -> dict[str, Any]:
+    ctx: dict[str, Any] = {}
+    if not env:
+        return ctx
+    torch = env.get("torch") or {}
+    if torch.get("version"):
+        ctx["env_torch"] = torch["version"]
+        ctx["env_torch_base"] = str(_ver(torch["version"]))
+    if torch.get("cuda"):
+        ctx["env_torch_cuda"] = _mm(torch["cuda"])
+    for d in env.get("dists") or []:
+        if d["name"] in ("numpy", "mmcv", "mmcv-full", "mmdet", "mmdet3d", "yapf", "setuptools"):
+            ctx["env_" + d["name"].replace("-", "_")] = d["version"]
+        if d["name"].startswith("cupy"):
+            ctx["env_cupy"] = f"{d['name']}=={d['version']}"
+    return ctx
+
+
+def _derive(ctx: dict[str, Any], facts: _Facts) -> None:
+    """Fill the derived template fields from the raw ones (log groups win over env/profile)."""
+    if ctx.get("driver_cuda_int"):
+        ctx.setdefault("driver_cuda", _cuda_from_int(ctx["driver_cuda_int"]))
+    ctx.setdefault("driver_cuda", ctx.get("target_driver_cuda"))
+    ctx.setdefault("torch_cuda", ctx.get("env_torch_cuda"))
+    ctx.setdefault("torch_base", ctx.get("env_torch_base"))
+    ctx.setdefault("nvcc_cuda", ctx.get("target_toolkit"))
+    if ctx.get("nvcc_cuda"):
+        ctx.setdefault("gcc_max", facts.gcc_max(ctx["nvcc_cuda"]))
+    if ctx.get("torch_cuda"):
+        ctx["torch_tag"] = _tag(ctx["torch_cuda"])
+        ctx["min_driver"] = facts.min_driver(ctx["torch_cuda"])
+        ctx["torch_gcc_max"] = facts.gcc_max(ctx["torch_cuda"])
+        ctx["cupy_for_torch"] = facts.cupy_package(ctx["torch_cuda"])
+    dc, tc = _ver(ctx.get("driver_cuda")), _ver(ctx.get("torch_cuda"))
+    if dc is not None and ctx.get("torch_base") and (tc is None or tc > dc):
+        fitting = [t for t in facts.torch_variants(ctx["torch_base"]) if _cu_version(t) <= dc]
+        if fitting:
+            ctx["torch_for_driver"] = f"{ctx['torch_base']}+{fitting[-1]}"
+            ctx["torch_for_driver_cuda"] = str(_cu_version(fitting[-1]))
+            ctx["fix_gcc_max"] = facts.gcc_max(ctx["torch_for_driver_cuda"])
+    if dc is not None:
+        ctx["driver_tag"] = _tag(str(dc))
+    if ctx.get("arch"):
+        m = re.search(r"(\d)(\d+)", ctx["arch"])
+        if m:
+            ctx["arch_cc"] = f"{m.group(1)}.{m.group(2)}"
+            ctx["arch_fallback"] = f"{m.group(1)}.0"
+    if ctx.get("symbol"):
+        ctx["demangled"] = elf.demangle(ctx["symbol"])
+    if ctx.get("lib"):
+        m = re.match(
+            r"lib(cudart|cublas|cublasLt|cufft|curand|cusparse|cusolver|nvrtc|cudnn)\.so\.(\d+(?:\.\d+)?)",
+            ctx["lib"],
+        )
+        if m:
+            ctx["lib_cuda"] = m.group(2) if "." in m.group(2) or m.group(1) == "cudnn" else None
+            ctx["lib_kind"] = m.group(1)
+    if ctx.get("target_cc"):
+        ctx["arch_list"] = ctx["target_cc"]
+
+
+def _cu_version(tag: str) -> Version:
+    digits = tag[2:]
+    return Version(f"{digits[:-1]}.{digits[-1]}") if digits.isdigit() and len(digits) >= 2 else Version("0")
+
+
+def _snippet(text: str, m: re.Match[str]) -> str:
+    start = text.rfind("\n", 0, m.start()) + 1
+    end = text.find("\n", m.end())
+    line = text[start : end if end != -1 else len(text)].strip()
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+def read_log(
+    text: str, profile: Profile | None = None, env: Mapping[str, Any] | None = None
+) -> list[Finding]:
+    """Name the failure families an error log shows, most likely first.
+
+    ``profile`` (the target machine) and ``env`` (from :func:`env_info`) make the
+    fixes concrete: versions of torch, the driver needed, the gcc nvcc accepts.
+    """
+    facts = _facts()
+    base: dict[str, Any] = {**_profile_ctx(profile, facts), **_env_ctx(env)}
+    found: dict[tuple[str, str], tuple[Finding, int]] = {}
+    claimed: dict[str, list[tuple[int, int]]] = {}
+    for rule in load_rules():
+        for m in rule.pattern.finditer(text):
+            spans = claimed.setdefault(rule.family, [])
+            # rules are listed specific-first: a generic rule of the same family that matches the same
+            # line adds nothing
+            lo, hi = text.rfind("\n", 0, m.start()) + 1, m.end()
+            if any(a < hi and lo < b for a, b in spans):
+                continue
+            spans.append((lo, hi))
+            ctx = dict(base)
+            groups = {k: v for k, v in m.groupdict().items() if v}
+            # alternatives in one pattern name their groups x, x2 (a regex name must be unique)
+            ctx.update({k.rstrip("2"): v for k, v in groups.items()})
+            _derive(ctx, facts)
+            f = Finding(
+                family=rule.family,
+                severity=rule.severity,
+                cause=_fill(rule.cause, ctx),
+                fix=_fill(rule.fix, ctx),
+                evidence=_snippet(text, m),
+                source=rule.source,
+                rule=rule.id,
+                weight=rule.weight,
+            )
+            key = (rule.family, f.cause)
+            if key not in found:
+                found[key] = (f, m.start())
+    return _rank([(f, pos) for f, pos in found.values()])
+
+
+def _rank(items: Iterable[tuple[Finding, int]]) -> list[Finding]:
+    sev = {s: i for i, s in enumerate(SEVERITIES)}
+    return [f for f, _ in sorted(items, key=lambda fp: (sev[fp[0].severity], -fp[0].weight, fp[1]))]
+
+
+# --- env checks --------------------------------------------------------------------------------
+
+
+def _env_python(prefix: Path) -> Path:
+    for cand in (prefix / "bin" / "python", prefix / "bin" / "python3"):
+        if cand.exists():
+            return cand
+    raise InputError(
+        f"no Python interpreter in {prefix}/bin.",
+        path=str(prefix),
+        field="--prefix",
+        hint="Pass the root of a venv or conda env (the directory holding bin/python).",
+    )
+
+
+def env_info(prefix: Path) -> dict[str, Any]:
+    """What ``_envcheck.py`` reports when run by the env's own interpreter (nothing imported here).
+
+    Raises:
+        InputError: ``prefix`` holds no interpreter.
+        ToolError: the interpreter failed.
+    """
+    py = _env_python(prefix)
+    try:
+        proc = subprocess.run(
+            [str(py), "-I", str(_ENVCHECK), str(prefix)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ToolError(f"cannot run {py} ({exc}).", path=str(py)) from None
+    if proc.returncode != 0:
+        raise ToolError(
+            f"{py} failed while listing the env: {proc.stderr.strip()[-500:]}",
+            path=str(py),
+            hint="Check that the interpreter runs: '{py} -c pass'.",
+        )
+    data: dict[str, Any] = json.loads(proc.stdout)
+    return data
+
+
+def _owner(path: str, sites: Sequence[str]) -> str:
+    for s in sites:
+        if path.startswith(s.rstrip("/") + "/"):
+            return path[len(s.rstrip("/")) + 1 :]
+    return path
+
+
+def _load_check(py: str, items: list[dict[str, Any]]) -> dict[str, str]:
+    """dlopen each .so in a child process of the env's python; path -> error for failures."""
+    errors: dict[str, str] = {}
+    todo = list(items)
+    for _ in range(5):  # a crashing initialiser costs one restart, not the whole check
+        if not todo:
+            break
+        try:
+            proc = subprocess.run(
+                [py, "-I", str(_ENVCHECK), "--load"],
+                input=json.dumps(todo),
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            break
+        done: set[str] = set()
+        started: str | None = None
+        for line in proc.stdout.splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if "start" in rec:
+                started = rec["start"]
+                continue
+            done.add(rec["path"])
+            started = None
+            if not rec["ok"]:
+                errors[rec["path"]] = rec["error"]
+        if started is not None:
+            errors[started] = f"loading it killed the process (exit {proc.returncode})"
+            done.add(started)
+        todo = [i for i in todo if i["path"] not in done]
+        if proc.returncode == 0:
+            break
+    return errors
+
+
+def check_env(prefix: Path, profile: Profile | None = None, *, load: bool = True) -> list[Finding]:
+    """Check an installed env against itself and the target ``profile``; most likely first.
+
+    A healthy env yields one ``info`` finding named ``healthy``.
+    """
+    return diagnose(prefix=prefix, profile=profile, load=load).findings
+
+
+def _env_findings(
+    prefix: Path, info: Mapping[str, Any], profile: Profile | None, load: bool
+) -> list[Finding]:
+    facts = _facts()
+    out: list[Finding] = []
+    sites: list[str] = list(info.get("site_packages") or [])
+    torch = info.get("torch") or {}
+    torch_cuda = _mm(torch.get("cuda"))
+    dists = {d["name"]: d for d in info.get("dists") or []}
+    pctx = _profile_ctx(profile, facts)
+    ctx: dict[str, Any] = {**pctx, **_env_ctx(info)}
+    _derive(ctx, facts)
+
+    out += _torch_driver(torch, torch_cuda, ctx, profile)
+    exts = list(info.get("extensions") or [])
+    elfs = [e for e in (elf.read_elf(p) for p in exts) if e is not None]
+    provided: dict[str, str] = {}
+    for e in elfs:
+        provided.setdefault(os.path.basename(e.path), e.path)
+        if e.soname:
+            provided.setdefault(e.soname, e.path)
+    ld_path = (
+        [p for p in (info.get("environ") or {}).get("LD_LIBRARY_PATH", "").split(":") if p]
+        if info.get("environ") and (info.get("environ") or {}).get("LD_LIBRARY_PATH")
+        else []
+    )
+    lib_dirs = list(info.get("lib_dirs") or [])
+    missing_by_file: dict[str, list[str]] = {}
+    preload: dict[str, list[str]] = {}
+    for e in elfs:
+        res = elf.resolve_needed(e, env_lib_dirs=lib_dirs, ld_library_path=ld_path, provided=provided)
+        miss = [lib for lib, hit in res.items() if hit is None]
+        if miss:
+            missing_by_file[e.path] = miss
+        preload[e.path] = [hit for lib, hit in res.items() if hit and hit in provided.values()]
+    out += _missing_lib_findings(missing_by_file, sites, ctx)
+    out += _cudart_mismatch(elfs, torch_cuda, sites, ctx)
+    out += _arch_findings(elfs, torch, ctx, sites, facts)
+    out += _numpy_findings(elfs, dists, sites)
+    if load:
+        items = [
+            {"path": e.path, "preload": preload.get(e.path, [])}
+            for e in elfs
+            if e.path not in missing_by_file
+        ]
+        py = str(_env_python(prefix))
+        errors = _load_check(py, items)
+        out += _load_findings(errors, sites, ctx)
+    out += _conda_findings(info, dists)
+    out += _mmcv_findings(info, dists)
+    out += _build_findings(torch_cuda, ctx, profile, info)
+    return out
+
+
+def _torch_driver(
+    torch: Mapping[str, Any], torch_cuda: str | None, ctx: Mapping[str, Any], profile: Profile | None
+) -> list[Finding]:
+    if not torch_cuda or profile is None:
+        return []
+    dc = _ver(profile.driver_cuda_version)
+    if profile.driver_version is None and not profile.gpus:
+        return []
+    if dc is None:
+        return []
+    tc = _ver(torch_cuda)
+    assert tc is not None
+    if tc <= dc:
+        return []
+    evidence = (
+        f"torch {torch.get('version')} (torch/version.py cuda='{torch.get('cuda')}') vs driver "
+        f"{profile.driver_version} (CUDA {profile.driver_cuda_version})"
+    )
+    minor_ok = tc.major == dc.major and tc.major >= 11
+    fix = _fill(
+        [
+            "Install torch=={torch_for_driver} (built for CUDA {torch_for_driver_cuda}, which driver "
+            "{target_driver} runs) with 'envbuild rebuild --target PROFILE', or upgrade the NVIDIA driver to "
+            ">= {min_driver} for CUDA {torch_cuda}.",
+            "Install a torch built for CUDA {driver_cuda} or older ('envbuild rebuild --target PROFILE'), or "
+            "upgrade the NVIDIA driver to >= {min_driver} for CUDA {torch_cuda}.",
+            "Install a torch built for CUDA {driver_cuda} or older ('envbuild rebuild --target PROFILE'), or "
+            "upgrade the NVIDIA driver.",
+        ],
+        ctx,
+    )
+    if minor_ok:
+        return [
+            Finding(
+                "driver-too-old",
+                "warning",
+                f"torch is built for CUDA {torch_cuda} but the driver supports CUDA "
+                f"{profile.driver_cuda_version}; CUDA {tc.major}.x minor-version compatibility runs "
+                "most kernels, but PTX JIT and newer runtime APIs fail.",
+                fix,
+                evidence,
+                rule="env-torch-driver",
+                weight=80,
+            )
+        ]
+    return [
+        Finding(
+            "driver-too-old",
+            "error",
+            f"torch is built for CUDA {torch_cuda} but the driver {profile.driver_version} supports "
+            f"only CUDA {profile.driver_cuda_version}: torch.cuda will fail with 'The NVIDIA driver "
+            "on your system is too old'.",
+            fix,
+            evidence,
+            rule="env-torch-driver",
+            weight=95,
+        )
+    ]
+
+
+def _missing_lib_findings(
+    missing: Mapping[str, list[str]], sites: Sequence[str], ctx: Mapping[str, Any]
+) -> list[Finding]:
+    out: list[Finding] = []
+    for path, libs in sorted(missing.items()):
+        for lib in libs:
+            c = dict(ctx)
+            c["lib"] = lib
+            c["file"] = _owner(path, sites)
+            _derive(c, _facts())
+            cause = _fill(
+                [
+                    "{file} was compiled with CUDA {lib_cuda} (it needs {lib}) but no CUDA "
+                    "{lib_cuda} runtime "
+                    "is on the loader path; torch here ships CUDA {torch_cuda}.",
+                    "{file} needs {lib}, which the loader cannot find (RPATH/RUNPATH, the env's lib dirs, "
+                    "LD_LIBRARY_PATH, the ld.so cache).",
+                ],
+                c,
+            )
+            fix = _fill(
+                [
+                    "Rebuild the package that owns {file} against the installed torch with CUDA_HOME at a "
+                    "CUDA {torch_cuda} toolkit (e.g. CUDA_HOME=/usr/local/cuda-{torch_cuda} FORCE_CUDA=1 "
+                    "pip install --no-build-isolation --no-deps --force-reinstall ...), or "
+                    "'envbuild rebuild --target PROFILE'.",
+                    "Install the package that provides {lib} into the env (or add its directory to "
+                    "LD_LIBRARY_PATH), or rebuild {file} against the libraries that are installed.",
+                ],
+                c if c.get("lib_cuda") else {**c, "torch_cuda": None},
+            )
+            out.append(
+                Finding(
+                    "cuda-lib-missing",
+                    "error",
+                    cause,
+                    fix,
+                    f"{path}: NEEDED {lib} not found",
+                    rule="env-needed",
+                    weight=85,
+                )
+            )
+    return out
+
+
+def _cudart_mismatch(
+    elfs: Sequence[elf.ElfInfo], torch_cuda: str | None, sites: Sequence[str], ctx: Mapping[str, Any]
+) -> list[Finding]:
+    out: list[Finding] = []
+    if not torch_cuda:
+        return out
+    for e in elfs:
+        if not any(n.startswith(("libc10", "libtorch")) for n in e.needed):
+            continue
+        for n in e.needed:
+            m = re.match(r"libcudart\.so\.(\d+\.\d+)$", n)
+            if m and m.group(1) != torch_cuda:
+                f = _owner(e.path, sites)
+                out.append(
+                    Finding(
+                        "cuda-toolkit-mismatch",
+                        "error",
+                        f"{f} was compiled with nvcc {m.group(1)} (it links {n}) while torch uses "
+                        f"CUDA {torch_cuda}; "
+                        "two CUDA runtimes in one process break at import or at the first kernel.",
+                        f"Rebuild it with CUDA_HOME at a CUDA {torch_cuda} toolkit and FORCE_CUDA=1 "
+                        "('envbuild rebuild --target PROFILE' writes the commands).",
+                        f"{e.path}: NEEDED {n}",
+                        rule="env-cudart",
+                        weight=84,
+                    )
+                )
+    return out
+
+
+def _arch_findings(
+    elfs: Sequence[elf.ElfInfo],
+    torch: Mapping[str, Any],
+    ctx: Mapping[str, Any],
+    sites: Sequence[str],
+    facts: _Facts,
+) -> list[Finding]:
+    cc_text = ctx.get("target_cc")
+    if not cc_text:
+        return []
+    m = re.match(r"(\d+)\.(\d+)", str(cc_text))
+    if not m:
+        return []
+    cc = int(m.group(1)) * 10 + int(m.group(2))
+    out: list[Finding] = []
+    gpu = ctx.get("target_gpu") or f"sm_{cc}"
+    tarch = facts.torch_archs(torch.get("version"), torch.get("cuda"))
+    if tarch and not elf.arch_runs_on(tarch, cc):
+        labels = " ".join(c.label for c in tarch)
+        out.append(
+            Finding(
+                "gpu-arch-unsupported",
+                "error",
+                f"torch {torch.get('version')} is compiled for {labels}, none of which runs on the {gpu} "
+                f"(compute capability {cc_text}).",
+                f"Install a torch build whose arch list includes sm_{cc} (a newer CUDA build), "
+                "'envbuild rebuild --target PROFILE' picks one.",
+                f"torch {torch.get('version')} CUDA {torch.get('cuda')}: {labels}",
+                rule="env-arch-torch",
+                weight=88,
+            )
+        )
+    for e in elfs:
+        if not e.gpu_code or elf.arch_runs_on(e.gpu_code, cc):
+            continue
+        labels = " ".join(c.label for c in e.gpu_code)
+        f = _owner(e.path, sites)
+        out.append(
+            Finding(
+                "gpu-arch-unsupported",
+                "error",
+                f"{f} holds GPU code only for {labels}; the {gpu} (sm_{cc}) cannot run it: "
+                "kernels fail with 'no kernel image is available for execution on the device'.",
+                f'Rebuild it with TORCH_CUDA_ARCH_LIST="{cc_text}" (add +PTX for newer GPUs) '
+                "and FORCE_CUDA=1, or install a wheel built for this GPU.",
+                f"{e.path}: .nv_fatbin has {labels}",
+                rule="env-arch-ext",
+                weight=87,
+            )
+        )
+    return out
+
+
+def _numpy_findings(
+    elfs: Sequence[elf.ElfInfo], dists: Mapping[str, Any], sites: Sequence[str]
+) -> list[Finding]:
+    out: list[Finding] = []
+    np_d = dists.get("numpy")
+    npv = _ver(np_d["version"]) if np_d else None
+    if npv is not None and npv.major >= 2:
+        for e in elfs:
+            if e.numpy_api == "1.x" and "/numpy/" not in e.path:
+                f = _owner(e.path, sites)
+                out.append(
+                    Finding(
+                        "numpy-abi",
+                        "error",
+                        f"{f} was compiled against NumPy 1.x but NumPy {npv} is installed: importing "
+                        "it raises "
+                        "'A module that was compiled using NumPy 1.x cannot be run in NumPy 2'.",
+                        "Install 'numpy<2' (e.g. numpy==1.26.4) or a release of that package built "
+                        "for NumPy 2.",
+                        f"{e.path}: imports numpy.core C-API (NumPy 1.x headers)",
+                        rule="env-numpy-abi",
+                        weight=82,
+                    )
+                )
+    for d in dists.values():
+        for req_text in d.get("requires") or []:
+            try:
+                req = Requirement(req_text)
+            except InvalidRequirement:
+                continue
+            if req.name.lower() != "numpy" or req.marker is not None or npv is None or not req.specifier:
+                continue
+            if not req.specifier.contains(npv, prereleases=True):
+                out.append(
+                    Finding(
+                        "numpy-version-conflict",
+                        "error",
+                        f"{d['name']} {d['version']} requires numpy{req.specifier} but numpy {npv} is "
+                        "installed.",
+                        f"Pin numpy to a version satisfying every requirer (numpy{req.specifier}); if "
+                        "another "
+                        "package needs the other side, choose releases of it that agree ('envbuild resolve' "
+                        "explains the choice).",
+                        f"{d['dir']}: Requires-Dist: {req_text}",
+                        rule="env-numpy-req",
+                        weight=70,
+                    )
+                )
+    return out
+
+
+def _load_findings(errors: Mapping[str, str], sites: Sequence[str], ctx: Mapping[str, Any]) -> list[Finding]:
+    out: list[Finding] = []
+    for path, err in sorted(errors.items()):
+        f = _owner(path, sites)
+        for fnd in read_log(err, None, None):
+            c = dict(ctx)
+            m = re.search(r"undefined symbol: (\S+?)(?:, version (\S+))?$", err)
+            if fnd.family == "undefined-symbol" and m:
+                sym = m.group(1)
+                dem = elf.demangle(sym)
+                torchy = re.match(r"_ZN\w*(?:2at|3c10|5torch|6caffe2)", sym) is not None
+                cause = (
+                    f"{f} needs the symbol {sym}" + (f" ({dem})" if dem else "") + " that no loaded library "
+                    "defines"
+                    + (
+                        "; it was compiled against another torch than the installed "
+                        f"{c.get('env_torch', 'one')}."
+                        if torchy
+                        else "."
+                    )
+                )
+                fix = (
+                    f"Rebuild the package that owns {f} against the installed torch "
+                    f"{c.get('env_torch', '')} (pip install --no-build-isolation --no-deps "
+                    "--force-reinstall, "
+                    "FORCE_CUDA=1), or install its wheel built for this torch."
+                    if torchy
+                    else fnd.fix
+                )
+                out.append(
+                    Finding(
+                        "undefined-symbol",
+                        "error",
+                        cause,
+                        fix,
+                        f"{path}: {err}",
+                        source=fnd.source,
+                        rule="env-dlopen",
+                        weight=86,
+                    )
+                )
+            else:
+                out.append(
+                    Finding(
+                        fnd.family,
+                        fnd.severity,
+                        f"{f}: {fnd.cause}",
+                        fnd.fix,
+                        f"{path}: {err}",
+                        source=fnd.source,
+                        rule="env-dlopen",
+                        weight=fnd.weight,
+                    )
+                )
+            break
+        else:
+            out.append(
+                Finding(
+                    "cuda-lib-missing" if "cannot open" in err else "undefined-symbol",
+                    "error",
+                    f"{f} cannot be loaded: {err}",
+                    "Reinstall the package that owns it.",
+                    f"{path}: {err}",
+                    rule="env-dlopen",
+                    weight=60,
+                )
+            )
+    return out
+
+
+def _conda_findings(info: Mapping[str, Any], dists: Mapping[str, Any]) -> list[Finding]:
+    out: list[Finding] = []
+    conda_names = {c["name"] for c in info.get("conda") or []}
+    by_name: dict[str, list[Mapping[str, Any]]] = {}
+    for d in info.get("dists") or []:
+        by_name.setdefault(d["name"], []).append(d)
+    for name, ds in sorted(by_name.items()):
+        if len(ds) > 1:
+            vers = ", ".join(f"{d['version']} ({d.get('installer') or 'unknown installer'})" for d in ds)
+            out.append(
+                Finding(
+                    "pip-over-conda",
+                    "error",
+                    f"{name} is installed {len(ds)} times ({vers}); Python imports one, pip and conda each "
+                    "believe theirs.",
+                    f"Remove the extra copy: 'conda remove --force {name}' for the conda one, or "
+                    "delete the stale "
+                    f"dist-info, then reinstall one {name} with a single tool.",
+                    "; ".join(d["dir"] for d in ds),
+                    rule="env-dup-dist",
+                    weight=75,
+                )
+            )
+    for d in info.get("dists") or []:
+        if d.get("overwrites_conda"):
+            owners = ", ".join(d["overwrites_conda"])
+            out.append(
+                Finding(
+                    "pip-over-conda",
+                    "warning",
+                    f"{d['name']} {d['version']} was installed by {d.get('installer') or 'pip'} over "
+                    "files that "
+                    f"conda's {owners} manages; conda no longer knows what is on disk.",
+                    f"Install {d['name']} with one tool: 'pip uninstall {d['name']}' then "
+                    f"'conda install --force-reinstall {owners}', or remove the conda package first.",
+                    d["dir"],
+                    rule="env-overwrite",
+                    weight=65,
+                )
+            )
+        elif not d.get("has_record") and not d.get("conda_owned") and d["name"] in conda_names:
+            out.append(
+                Finding(
+                    "pip-over-conda",
+                    "warning",
+                    f"{d['name']} {d['version']} has no RECORD file, so pip cannot uninstall or upgrade it "
+                    "('Cannot uninstall ..., RECORD file not found').",
+                    f"Change it with conda ('conda install {d['name']}=VERSION') or "
+                    f"'pip install --ignore-installed {d['name']}==VERSION'.",
+                    d["dir"],
+                    rule="env-no-record",
+                    weight=55,
+                )
+            )
+        if d.get("editable") and info.get("conda"):
+            out.append(
+                Finding(
+                    "conda-pack-blocked",
+                    "warning",
+                    f"{d['name']} is an editable install; conda-pack refuses envs with editable packages.",
+                    f"Install it normally before packing ('pip install --no-deps {d['name']}' from "
+                    "its source), "
+                    "or pack with --ignore-editable-packages and ship it separately.",
+                    d["dir"],
+                    rule="env-editable",
+                    weight=50,
+                )
+            )
+    for c in info.get("conda_missing_files") or []:
+        out.append(
+            Finding(
+                "conda-pack-blocked",
+                "warning",
+                f"{c['count']} file(s) of conda's {c['name']} {c['version']} were deleted or "
+                "overwritten (usually by "
+                "pip); conda-pack stops with 'Files managed by conda were found to have been "
+                "deleted/overwritten'.",
+                "Reinstall it with conda ('conda install --force-reinstall "
+                f"{c['name']}={c['version']}') or pack "
+                "with --ignore-missing-files.",
+                ", ".join(c["missing"]),
+                rule="env-conda-missing",
+                weight=50,
+            )
+        )
+    return out
+
+
+def _mmcv_findings(info: Mapping[str, Any], dists: Mapping[str, Any]) -> list[Finding]:
+    mm = info.get("mmcv")
+    if not mm or mm.get("has_ext"):
+        return []
+    users = [n for n in ("mmdet", "mmdet3d", "mmsegmentation") if n in dists]
+    if not users and "mmcv-full" not in dists:
+        return []
+    return [
+        Finding(
+            "mmcv-ops-missing",
+            "error" if "mmdet3d" in dists or "mmcv-full" in dists else "warning",
+            f"mmcv {mm.get('version')} has no compiled ops (mmcv/_ext*.so); "
+            f"{', '.join(users) or 'mmcv-full'} import them: 'No module named mmcv._ext'.",
+            f"Uninstall plain mmcv and install mmcv-full=={mm.get('version')} built for this torch/CUDA "
+            "(OpenMMLab find-links index) or build it with MMCV_WITH_OPS=1 FORCE_CUDA=1.",
+            str(mm),
+            rule="env-mmcv-ext",
+            weight=78,
+        )
+    ]
+
+
+def _local_toolchain() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    cuda_home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    path_nvcc = shutil.which("nvcc")
+    home_nvcc = os.path.join(cuda_home, "bin", "nvcc") if cuda_home else None
+    if home_nvcc is None and path_nvcc is None and os.path.exists("/usr/local/cuda/bin/nvcc"):
+        home_nvcc = "/usr/local/cuda/bin/nvcc"
+    out["cuda_home"], out["path_nvcc"], out["home_nvcc"] = cuda_home, path_nvcc, home_nvcc
+    for key, exe in (("home_nvcc_version", home_nvcc), ("path_nvcc_version", path_nvcc)):
+        if exe and os.path.exists(exe):
+            out[key] = _nvcc_version(exe)
+    gcc = shutil.which("gcc")
+    if gcc:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out["gcc"] = subprocess.run(
+                [gcc, "-dumpfullversion", "-dumpversion"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            ).stdout.strip()
+    return out
+
+
+@lru_cache(maxsize=8)
+def _nvcc_version(exe: str) -> str | None:
+    try:
+        text = subprocess.run(
+            [exe, "--version"], capture_output=True, text=True, timeout=20, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"release (\d+\.\d+)", text)
+    return m.group(1) if m else None
+
+
+def _build_findings(
+    torch_cuda: str | None, ctx: Mapping[str, Any], profile: Profile | None, info: Mapping[str, Any]
+) -> list[Finding]:
+    """Would building CUDA ops (mmcv-full, mmdet3d) work with this toolchain?"""
+    out: list[Finding] = []
+    if not torch_cuda:
+        return out
+    facts = _facts()
+    if profile is not None and profile.cuda_toolkits:
+        nvcc: str | None = _mm(profile.cuda_toolkits[0].version)
+        where: str | None = profile.cuda_toolkits[0].path or "the target"
+        gcc = profile.gcc_version
+    elif profile is None:
+        tc = _local_toolchain()
+        nvcc, where, gcc = tc.get("home_nvcc_version"), tc.get("home_nvcc"), tc.get("gcc")
+        if (
+            tc.get("path_nvcc")
+            and tc.get("home_nvcc")
+            and tc.get("path_nvcc_version") != tc.get("home_nvcc_version")
+        ):
+            out.append(
+                Finding(
+                    "cuda-toolkit-mismatch",
+                    "warning",
+                    f"CUDA_HOME points at nvcc {tc.get('home_nvcc_version')} but PATH finds "
+                    f"{tc['path_nvcc']} "
+                    f"(nvcc {tc.get('path_nvcc_version')}); builds mix the two.",
+                    f"Use one toolkit: export CUDA_HOME=/usr/local/cuda-{torch_cuda} "
+                    "PATH=$CUDA_HOME/bin:$PATH.",
+                    f"CUDA_HOME={tc.get('cuda_home')}; which nvcc -> {tc['path_nvcc']}",
+                    rule="env-stale-nvcc",
+                    weight=45,
+                )
+            )
+    else:
+        return out
+    if nvcc and _mm(nvcc) != torch_cuda:
+        out.append(
+            Finding(
+                "cuda-toolkit-mismatch",
+                "warning",
+                f"building CUDA ops here would use nvcc {nvcc} ({where}) but torch is built with CUDA "
+                f"{torch_cuda}: "
+                f"torch.utils.cpp_extension refuses ('The detected CUDA version ({nvcc}) mismatches "
+                "...') or the ops "
+                f"link libcudart.so.{nvcc}.",
+                f"Build ops with CUDA_HOME at a CUDA {torch_cuda} toolkit (conda "
+                f"'cudatoolkit-dev={torch_cuda}' or "
+                f"/usr/local/cuda-{torch_cuda}), or install torch built for CUDA {nvcc} if the driver "
+                "allows.",
+                f"nvcc {nvcc} at {where}; torch cuda={torch_cuda}",
+                rule="env-nvcc-torch",
+                weight=40,
+            )
+        )
+    gmax = facts.gcc_max(torch_cuda)
+    gv = _ver(gcc)
+    if gmax is not None and gv is not None and gv.major > gmax:
+        out.append(
+            Finding(
+                "gcc-unsupported",
+                "warning",
+                f"gcc {gcc} is newer than CUDA {torch_cuda}'s nvcc accepts (gcc <= {gmax}): building "
+                "ops fails with "
+                "'unsupported GNU version'.",
+                f"Build with gcc-{gmax} (CC=gcc-{gmax} CXX=g++-{gmax}, or conda 'gxx_linux-64={gmax}').",
+                f"gcc {gcc}; CUDA {torch_cuda} accepts gcc <= {gmax}",
+                rule="env-gcc",
+                weight=40,
+            )
+        )
+    return out
+
+
+def diagnose(
+    prefix: Path | None = None,
+    profile: Profile | None = None,
+    log_text: str | None = None,
+    *,
+    log_name: str | None = None,
+    load: bool = True,
+) -> Report:
+    """Run the env checks (when ``prefix``) and read the log (when ``log_text``)."""
+    t0 = time.perf_counter()
+    findings: list[Finding] = []
+    info: dict[str, Any] | None = None
+    checked: dict[str, Any] = {}
+    if prefix is not None:
+        prefix = Path(prefix)
+        if not prefix.is_dir():
+            raise InputError(
+                "no such directory.",
+                path=str(prefix),
+                field="--prefix",
+                hint="Pass the root of a venv or conda env.",
+            )
+        info = env_info(prefix)
+        findings += _env_findings(prefix, info, profile, load)
+        checked.update(
+            {
+                "python": info.get("python"),
+                "packages": len(info.get("dists") or []),
+                "extensions": len(info.get("extensions") or []),
+                "torch": (info.get("torch") or {}).get("version"),
+                "torch_cuda": (info.get("torch") or {}).get("cuda"),
+            }
+        )
+    if log_text is not None:
+        findings += read_log(log_text, profile, info)
+        checked["log_lines"] = log_text.count("\n") + 1
+    ranked = _rank([(f, i) for i, f in enumerate(_dedupe(findings))])
+    if not any(f.severity in ("error", "warning") for f in ranked):
+        what = []
+        if prefix is not None:
+            what.append(
+                f"{checked.get('packages')} packages and {checked.get('extensions')} compiled extensions "
+                f"in {prefix}"
+            )
+        if log_text is not None:
+            what.append("the log")
+        ranked.append(
+            Finding(
+                "healthy",
+                "info",
+                "No known problem found in " + " and ".join(what) + ".",
+                "Nothing to fix.",
+                "; ".join(what),
+                rule="healthy",
+                weight=0,
+            )
+        )
+    return Report(
+        findings=ranked,
+        prefix=None if prefix is None else str(prefix),
+        log=log_name,
+        checked=checked,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _dedupe(findings: Iterable[Finding]) -> list[Finding]:
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for f in findings:
+        k = (f.family, f.cause)
+        if k not in seen:
+            seen.add(k)
+            out.append(f)
+    return out
+
+
+def read_log_file(path: str) -> tuple[str, str]:
+    """The text of ``--log FILE`` (``-`` is stdin) and the name to show for it.
+
+    Raises:
+        InputError: the file cannot be read.
+    """
+    if path == "-":
+        return sys.stdin.read(), "<stdin>"
+    try:
+        return Path(path).read_text(errors="replace"), path
+    except OSError as exc:
+        raise InputError(
+            f"cannot read the log ({exc.strerror}).",
+            path=path,
+            field="--log",
+            hint="Pass a text file with the error output, or '-' for stdin.",
+        ) from None
+
+
+def present_report(report: Report, as_json: bool) -> None:
+    """Print the findings: JSON (``findings`` most likely first) or a table plus one paragraph each."""
+    from envbuild.output import console, print_json, table
+
+    if as_json:
+        print_json(report.to_dict())
+        return
+    console.print(
+        table(
+            "envbuild doctor"
+            + (f": {report.prefix}" if report.prefix else "")
+            + (f" + {report.log}" if report.log else ""),
+            ["#", "severity", "family", "cause"],
+            [(i + 1, f.severity, f.family, f.cause) for i, f in enumerate(report.findings)],
+        )
+    )
+    for i, f in enumerate(report.findings):
+        if f.family == "healthy":
+            continue
+        console.print(f"[bold]{i + 1}. {f.family}[/] ({f.severity})", highlight=False)
+        console.print(f"   fix: {f.fix}", markup=False, highlight=False)
+        console.print(f"   evidence: {f.evidence}", markup=False, highlight=False)
+        if f.source:
+            console.print(f"   read: {f.source}", markup=False, highlight=False)
+    console.print(f"checked in {report.seconds:.2f} s", markup=False, highlight=False)

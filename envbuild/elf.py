@@ -1,0 +1,263 @@
+"""Read what the loader and the CUDA driver need from an ELF shared object, without loading it.
+
+pyelftools parses the dynamic section (NEEDED, RPATH, RUNPATH, SONAME) and the
+undefined dynamic symbols; the ``.nv_fatbin`` section is walked by hand because
+its container format is NVIDIA's, not ELF's (cuobjdump is used when present only
+to cross-check; the header layout is stable since CUDA 7).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.dynamic import DynamicSection
+from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import SymbolTableSection
+
+__all__ = [
+    "ElfInfo",
+    "GpuCode",
+    "arch_runs_on",
+    "demangle",
+    "ld_cache",
+    "read_elf",
+    "resolve_needed",
+]
+
+_FATBIN_MAGIC = 0xBA55ED50
+_SYSTEM_DIRS = (
+    "/lib64",
+    "/usr/lib64",
+    "/lib",
+    "/usr/lib",
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu",
+)
+
+
+@dataclass(frozen=True)
+class GpuCode:
+    """One entry of a CUDA fat binary: SASS for ``sm`` or PTX for ``compute`` (``ptx=True``)."""
+
+    cc: int  # 75 for sm_75
+    ptx: bool
+
+    @property
+    def label(self) -> str:
+        return f"compute_{self.cc}" if self.ptx else f"sm_{self.cc}"
+
+
+@dataclass
+class ElfInfo:
+    """The loader-relevant facts of one shared object."""
+
+    path: str
+    soname: str | None = None
+    needed: list[str] = field(default_factory=list)
+    rpath: list[str] = field(default_factory=list)
+    runpath: list[str] = field(default_factory=list)
+    gpu_code: list[GpuCode] = field(default_factory=list)
+    has_fatbin: bool = False
+    numpy_api: str | None = None  # "1.x" | "2.x" | None (no NumPy C-API import seen)
+
+
+def _expand(entries: str, origin: str) -> list[str]:
+    out = []
+    for e in entries.split(":"):
+        if not e:
+            continue
+        out.append(e.replace("$ORIGIN", origin).replace("${ORIGIN}", origin))
+    return out
+
+
+def _fatbin_codes(blob: bytes) -> list[GpuCode]:
+    """Walk every fat-binary container in a ``.nv_fatbin`` section and list its entries."""
+    codes: list[GpuCode] = []
+    i, n = 0, len(blob)
+    while i + 16 <= n:
+        magic, _ver, hsz, fsz = struct.unpack_from("<IHHQ", blob, i)
+        if magic != _FATBIN_MAGIC or hsz < 16:
+            i += 8  # containers are 8-aligned
+            continue
+        p, end = i + hsz, min(i + hsz + fsz, n)
+        while p + 32 <= end:
+            kind, _v, ehsz, psz = struct.unpack_from("<HHIQ", blob, p)
+            if ehsz < 32 or kind not in (1, 2):
+                break
+            (sm,) = struct.unpack_from("<I", blob, p + 28)
+            code = GpuCode(cc=int(sm), ptx=kind == 1)
+            if code not in codes:
+                codes.append(code)
+            p += ehsz + psz
+        i = max(end, i + 8)
+    return codes
+
+
+_NP2 = re.compile(rb"numpy\._core\._multiarray_umath")
+_NP1 = re.compile(rb"numpy\.core\.(?:_multiarray_umath|multiarray)")
+
+
+def _numpy_api(strings: bytes) -> str | None:
+    # NumPy's import_array() embeds the module name it imports: headers from NumPy >= 2
+    # name numpy._core first; 1.x headers only know numpy.core (which NumPy 2 refuses).
+    if b"_ARRAY_API" not in strings and b"_UFUNC_API" not in strings:
+        return None
+    if _NP2.search(strings):
+        return "2.x"
+    if _NP1.search(strings):
+        return "1.x"
+    return None
+
+
+def read_elf(path: str | Path) -> ElfInfo | None:
+    """Parse ``path``; None when it is not an ELF file (a linker script, a truncated file)."""
+    p = str(path)
+    info = ElfInfo(path=p)
+    origin = os.path.dirname(os.path.abspath(p))
+    try:
+        with open(p, "rb") as fh:
+            elf = ELFFile(fh)
+            for sec in elf.iter_sections():
+                if isinstance(sec, DynamicSection):
+                    for tag in sec.iter_tags():
+                        # pyelftools sets needed/rpath/runpath/soname dynamically per tag kind
+                        t: Any = tag
+                        if t.entry.d_tag == "DT_NEEDED":
+                            info.needed.append(str(t.needed))
+                        elif t.entry.d_tag == "DT_RPATH":
+                            info.rpath = _expand(str(t.rpath), origin)
+                        elif t.entry.d_tag == "DT_RUNPATH":
+                            info.runpath = _expand(str(t.runpath), origin)
+                        elif t.entry.d_tag == "DT_SONAME":
+                            info.soname = str(t.soname)
+                elif sec.name == ".nv_fatbin":
+                    info.has_fatbin = True
+                    info.gpu_code = _fatbin_codes(sec.data())
+                elif sec.name in (".rodata", ".dynstr"):
+                    api = _numpy_api(sec.data())
+                    if api and info.numpy_api != "2.x":
+                        info.numpy_api = api
+    except (ELFError, OSError, struct.error, ValueError):
+        return None
+    return info
+
+
+def undefined_symbols(path: str | Path) -> list[str]:
+    """Undefined, non-weak dynamic symbols of ``path`` (what the loader must find elsewhere)."""
+    out: list[str] = []
+    try:
+        with open(path, "rb") as fh:
+            elf = ELFFile(fh)
+            sec = elf.get_section_by_name(".dynsym")
+            if not isinstance(sec, SymbolTableSection):
+                return out
+            for sym in sec.iter_symbols():
+                if sym["st_shndx"] == "SHN_UNDEF" and sym.name and sym["st_info"]["bind"] != "STB_WEAK":
+                    out.append(sym.name)
+    except (ELFError, OSError):
+        pass
+    return out
+
+
+@lru_cache(maxsize=1)
+def ld_cache() -> Mapping[str, str]:
+    """The ld.so cache (``ldconfig -p``): soname -> path for this machine's x86-64 libraries."""
+    out: dict[str, str] = {}
+    for exe in ("/sbin/ldconfig", "/usr/sbin/ldconfig", "ldconfig"):
+        try:
+            text = subprocess.run([exe, "-p"], capture_output=True, text=True, timeout=10, check=False).stdout
+        except (OSError, subprocess.SubprocessError):
+            continue
+        for line in text.splitlines():
+            m = re.match(r"\s+(\S+) \(([^)]*)\) => (\S+)", line)
+            if m and ("x86-64" in m.group(2) or "64bit" in m.group(2)):
+                out.setdefault(m.group(1), m.group(3))
+        break
+    return out
+
+
+def resolve_needed(
+    info: ElfInfo,
+    *,
+    env_lib_dirs: Sequence[str] = (),
+    ld_library_path: Sequence[str] = (),
+    provided: Mapping[str, str] | None = None,
+) -> dict[str, str | None]:
+    """Find each NEEDED library the way ld.so would; None for those it cannot find.
+
+    Order: DT_RPATH (when there is no RUNPATH), LD_LIBRARY_PATH, DT_RUNPATH, the ld.so
+    cache, the default dirs; then ``env_lib_dirs`` and ``provided`` (libraries another
+    package of the env loads first, e.g. torch/lib/libc10.so once ``import torch`` ran).
+    """
+    cache = ld_cache()
+    dirs: list[str] = []
+    if not info.runpath:
+        dirs += info.rpath
+    dirs += list(ld_library_path)
+    dirs += info.runpath
+    found: dict[str, str | None] = {}
+    for lib in info.needed:
+        hit: str | None = None
+        if "/" in lib:
+            hit = lib if os.path.exists(lib) else None
+        else:
+            for d in _chain(dirs, None):
+                cand = os.path.join(d, lib)
+                if os.path.exists(cand):
+                    hit = cand
+                    break
+            if hit is None:
+                hit = cache.get(lib)
+            if hit is None:
+                for d in _chain(_SYSTEM_DIRS, env_lib_dirs):
+                    cand = os.path.join(d, lib)
+                    if os.path.exists(cand):
+                        hit = cand
+                        break
+            if hit is None and provided:
+                hit = provided.get(lib)
+        found[lib] = hit
+    return found
+
+
+def _chain(a: Iterable[str], b: Iterable[str] | None) -> Iterable[str]:
+    yield from a
+    if b is not None:
+        yield from b
+
+
+def arch_runs_on(codes: Sequence[GpuCode], cc: int) -> bool:
+    """True when a device of compute capability ``cc`` (86 for 8.6) can run one of ``codes``.
+
+    SASS for sm_XY runs on the same major with minor >= Y; PTX for compute_XY is
+    JIT-compiled by the driver for any cc >= XY (NVIDIA binary/PTX compatibility).
+    """
+    for c in codes:
+        if c.ptx and cc >= c.cc:
+            return True
+        if not c.ptx and cc // 10 == c.cc // 10 and cc >= c.cc:
+            return True
+    return False
+
+
+@lru_cache(maxsize=256)
+def demangle(symbol: str) -> str | None:
+    """The C++ name of a mangled symbol (c++filt from binutils); None when not C++ or no c++filt."""
+    if not symbol.startswith("_Z"):
+        return None
+    try:
+        out = subprocess.run(
+            ["c++filt", symbol], capture_output=True, text=True, timeout=10, check=False
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out if out and out != symbol else None
