@@ -132,6 +132,14 @@ def parse_git(text: str, *, path: str | None = None, field: str | None = None) -
         SpecError: the text is not of that form.
     """
     m = re.match(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*@\s*git\+(\S+)\s*$", text)
+    bare = re.match(r"^\s*git\+(\S+?)(?:#egg=([A-Za-z0-9][A-Za-z0-9._-]*))?\s*$", text)
+    if not m and bare:
+        # pip's bare form 'git+URL[@REF][#egg=NAME]': the name is the egg or the repository's name.
+        url_part = bare.group(1)
+        repo = re.sub(r"@[^/@]*$", "", url_part).rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
+        name = bare.group(2) or repo
+        if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+            m = re.match(r"^(.*) @ git\+(\S+)$", f"{name} @ git+{url_part}")
     if not m:
         raise SpecError(
             f"'{text}' is not a git requirement.",
@@ -163,8 +171,16 @@ def _check_keys(table: dict[str, Any], allowed: set[str], path: str, prefix: str
                 f"unknown key '{key}'.",
                 path=path,
                 field=f"{prefix}{key}",
-                hint=f"Allowed here: {', '.join(sorted(allowed))}. See 'envbuild init' for a commented example.",
+                hint=f"Allowed here: {', '.join(sorted(allowed))}. "
+                "See 'envbuild init' for a commented example.",
             )
+
+
+def _table(data: dict[str, Any], key: str, path: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise SpecError("expected a table.", path=path, field=key, hint=f"Write it as a [{key}] section.")
+    return value
 
 
 def load_spec(path: str | Path) -> Spec:
@@ -200,6 +216,10 @@ def load_spec(path: str | Path) -> Spec:
             hint=f"Use one of: {', '.join(MANAGERS)}.",
         )
     python = project.get("python")
+    if isinstance(python, float):
+        # TOML reads python = 3.10 as the float 3.1: ask for a string instead of guessing.
+        raise SpecError(f"{python!r} is a number; Python versions must be quoted.", path=ps,
+                        field="project.python", hint='Write it as python = "3.10".')
     if python is not None:
         python = str(python)
         if not re.fullmatch(r"3\.\d{1,2}", python):
@@ -212,12 +232,12 @@ def load_spec(path: str | Path) -> Spec:
         parse_git(g, path=ps, field=f"project.git[{i}]")
         for i, g in enumerate(_str_list(project.get("git", []), ps, "project.git"))
     )
-    conda = data.get("conda", {})
+    conda = _table(data, "conda", ps)
     _check_keys(conda, _CONDA_KEYS, ps, "conda.")
-    target = data.get("target", {})
+    target = _table(data, "target", ps)
     _check_keys(target, _TARGET_KEYS, ps, "target.")
     indexes = dict(DEFAULT_INDEXES)
-    raw_idx = data.get("indexes", {})
+    raw_idx = _table(data, "indexes", ps)
     _check_keys(raw_idx, set(DEFAULT_INDEXES), ps, "indexes.")
     for k, v in raw_idx.items():
         if not isinstance(v, str) or not re.match(r"^(https?|file)://", v):
@@ -226,7 +246,8 @@ def load_spec(path: str | Path) -> Spec:
     profile = target.get("profile")
     if profile is not None:
         profile = str(p.parent / profile) if not Path(profile).is_absolute() else profile
-    name = project.get("name", p.parent.name or "env")
+    default_name = re.sub(r"[^A-Za-z0-9._-]+", "-", p.resolve().parent.name).strip("-._") or "env"
+    name = project.get("name", default_name)
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise SpecError(f"'{name}' is not a usable name (letters, digits, . _ -).", path=ps,
                         field="project.name")
@@ -277,9 +298,13 @@ def _from_requirements_txt(p: Path) -> Spec:
         line = line.split(" #")[0].strip()
         if not line or line.startswith(("#", "-")):
             continue
+        # Check here so that an error names the file and the line.
+        if "git+" in line:
+            parse_git(line, path=str(p), field=f"line {i}")
+        else:
+            parse_requirement(line, path=str(p), field=f"line {i}")
         reqs.append(line)
-        _ = i
-    spec = spec_from_requirements(reqs, name=p.parent.name or "env")
+    spec = spec_from_requirements(reqs, name=p.resolve().parent.name or "env")
     return Spec(**{**spec.__dict__, "path": str(p)})
 
 
@@ -290,7 +315,7 @@ def _from_environment_yml(p: Path) -> Spec:
     except OSError as exc:
         raise SpecError(f"cannot read ({exc.strerror}).", path=str(p)) from None
     name, channels, conda_pkgs, pip_reqs = "env", [], [], []
-    section, in_pip = "", False
+    section, in_pip, pip_indent = "", False, 0
     python: str | None = None
     for raw in text.splitlines():
         line = raw.split("#")[0].rstrip()
@@ -298,12 +323,12 @@ def _from_environment_yml(p: Path) -> Spec:
             continue
         indent = len(line) - len(line.lstrip())
         item = line.strip()
-        if indent == 0:
+        if indent == 0 and not item.startswith("- "):  # a top-level key; lists may sit flush under it
             in_pip = False
             key, _, val = item.partition(":")
             section = key.strip()
             if section == "name":
-                name = val.strip()
+                name = val.strip().strip("'\"")
             continue
         if not item.startswith("- "):
             continue
@@ -312,17 +337,21 @@ def _from_environment_yml(p: Path) -> Spec:
             channels.append(value)
         elif section == "dependencies":
             if value.startswith("pip:"):
-                in_pip = True
+                in_pip, pip_indent = True, indent
                 continue
-            if in_pip and indent >= 4:
+            # pip entries are nested deeper than their '- pip:' line, at whatever indent the file uses.
+            if in_pip and indent > pip_indent:
                 pip_reqs.append(value)
                 continue
             in_pip = False
-            if value.split("=")[0].strip() == "python":
+            if re.match(r"python(?:\s*[<>=!~ ]|$)", value):
                 m = re.search(r"3\.\d+", value)
                 python = m.group(0) if m else None
             elif value != "pip":
                 conda_pkgs.append(value)
-    spec = spec_from_requirements(pip_reqs, name=name, python=python, manager="conda")
+    try:
+        spec = spec_from_requirements(pip_reqs, name=name, python=python, manager="conda")
+    except SpecError as exc:
+        raise SpecError(exc.message, path=str(p), field="dependencies.pip", hint=exc.hint) from None
     return Spec(**{**spec.__dict__, "conda_channels": tuple(channels or ["conda-forge"]),
                    "conda_packages": tuple(conda_pkgs), "path": str(p)})
