@@ -272,6 +272,158 @@ def doctor_cmd(
 # --- end doctor ---
 
 
+# --- pack ---
+
+
+@app.command("pack")
+@handle_errors
+def pack_cmd(
+    prefix: Annotated[Path, typer.Argument(help="The env to pack (conda prefix or venv).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Archive to write.")],
+    fmt: Annotated[str | None, typer.Option("--format", help="tar.gz | tar.zst | zip (default: from -o).")] = None,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Compression threads (default: all CPUs).")] = None,
+    level: Annotated[int | None, typer.Option("--level", help="Compression level.")] = None,
+    ignore_editable: Annotated[bool, typer.Option("--ignore-editable-packages",
+                                                  help="Pack without editable installs.")] = False,
+    ignore_missing: Annotated[bool, typer.Option("--ignore-missing-files",
+                                                 help="Pack despite missing/overwritten conda files.")] = False,
+    slurm_script: Annotated[Path | None, typer.Option("--slurm-script",
+                                                      help="Also write a Slurm unpack script here.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Pack an env into one archive with an envbuild-manifest.json (packages, source machine, sha256s)."""
+    from envbuild.pack import pack, present_pack, write_slurm
+
+    result = pack(prefix, output, fmt=fmt, jobs=jobs, level=level, ignore_editable=ignore_editable,
+                  ignore_missing=ignore_missing, show_progress=not as_json)
+    if slurm_script is not None:
+        result["slurm_script"] = str(write_slurm(output, slurm_script))
+    present_pack(result, as_json)
+
+
+@app.command("unpack")
+@handle_errors
+def unpack_cmd(
+    archive: Annotated[Path, typer.Argument(help="Archive from 'envbuild pack' or conda-pack.")],
+    dest: Annotated[Path, typer.Argument(help="New, empty directory to unpack into.")],
+    target: TargetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Unpack safely, fix prefixes, and report what will break on this machine (or --target); exit 1 if so."""
+    from envbuild.models import load_profile
+    from envbuild.pack import present_unpack, unpack
+
+    report = unpack(archive, dest, target=load_profile(target) if target else None)
+    present_unpack(report, as_json)
+    if not report["ok"]:
+        raise typer.Exit(1)
+
+
+@app.command("inspect")
+@handle_errors
+def inspect_cmd(
+    archive: Annotated[Path, typer.Argument(help="Archive from 'envbuild pack' or conda-pack.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """List an archive's packages and where it came from, without unpacking it."""
+    from envbuild.pack import inspect_archive, present_inspect
+
+    present_inspect(inspect_archive(archive), as_json)
+
+
+@app.command("slurm-script")
+@handle_errors
+def slurm_script_cmd(
+    archive: Annotated[Path, typer.Argument(help="Archive from 'envbuild pack'.")],
+    dest: Annotated[str | None, typer.Option("--dest", help="Node-local directory (default "
+                                             "$TMPDIR/$USER/envbuild/NAME).")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Script to write.")] = Path("slurm-unpack.sh"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a bash script that sbcasts the archive to every node of an allocation and unpacks it."""
+    from envbuild.output import print_json
+    from envbuild.pack import write_slurm
+
+    path = write_slurm(archive, output, dest)
+    if as_json:
+        print_json({"ok": True, "script": str(path), "archive": str(archive)})
+    else:
+        typer.echo(f"wrote {path}: run it inside an allocation, e.g. 'salloc -N 4 bash {path}'")
+
+
+# --- end pack ---
+
+
+# --- lock ---
+
+ManagerOpt = Annotated[
+    str | None, typer.Option("--manager", help="conda | mamba | micromamba | venv (overrides the spec).")
+]
+
+
+def _lock_command_line(spec: Path | None, reqs: list[str], out: Path | None, engine: str,
+                       flags: dict[str, Any]) -> str:
+    """The regenerate command written into lock headers (stable: no --json, no host paths)."""
+    import shlex
+
+    parts = ["envbuild", "lock", *(["--spec", str(spec)] if spec else reqs)]
+    for k, v in flags.items():
+        if v not in (None, False):
+            parts += [f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)])
+    if out is not None:
+        parts += ["-o", str(out)]
+    if engine != "uv":
+        parts += ["--engine", engine]
+    return shlex.join(parts)
+
+
+@app.command("lock")
+@handle_errors
+def lock_cmd(
+    reqs: Annotated[list[str] | None, typer.Argument(help="Requirements, when no --spec.")] = None,
+    spec: SpecOpt = None,
+    target: TargetOpt = None,
+    python: PythonOpt = None,
+    driver: DriverOpt = None,
+    gpu: GpuOpt = None,
+    cuda_toolkit: ToolkitOpt = None,
+    gcc: GccOpt = None,
+    cpu: CpuOpt = False,
+    out: Annotated[Path | None, typer.Option("--output", "-o", help="Lock dir (lockfiles/NAME).")] = None,
+    engine: Annotated[str, typer.Option("--engine", help="uv (default, cross-target) or pip-tools.")] = "uv",
+    manager: ManagerOpt = None,
+    name: Annotated[str | None, typer.Option("--name", help="Lock name (default: the spec's).")] = None,
+    index_url: Annotated[str | None, typer.Option("--index-url", help="PyPI mirror (simple API).")] = None,
+    pytorch_index: Annotated[
+        str | None, typer.Option("--pytorch-index", help="PyTorch wheel index mirror (…/whl).")] = None,
+    openmmlab_index: Annotated[
+        str | None, typer.Option("--openmmlab-index", help="OpenMMLab find-links mirror (…/dist).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Pin the whole tree for the target (hashes, git commits, conda part) into lockfiles/NAME/."""
+    from envbuild.lock import build_target, input_spec, lock, present_lock
+
+    the_spec = input_spec(spec, reqs or [], manager=manager, name=name, python=python)
+    flags: dict[str, Any] = {"python": python, "driver": driver, "gpu": gpu, "cuda_toolkit": cuda_toolkit,
+                             "gcc": gcc, "cpu": cpu}
+    profile = build_target(the_spec, target, **flags)
+    mirrors = {k: v for k, v in (("pypi", index_url), ("pytorch", pytorch_index),
+                                 ("openmmlab", openmmlab_index)) if v}
+    out_dir = out or Path("lockfiles") / the_spec.name
+    cmd_flags = {"target": target, **flags, "manager": manager, "index_url": index_url,
+                 "pytorch_index": pytorch_index, "openmmlab_index": openmmlab_index}
+    command = _lock_command_line(spec, reqs or [], out_dir, engine, cmd_flags)
+    if as_json:
+        result = lock(the_spec, profile, out_dir=out_dir, engine=engine, indexes=mirrors, command=command)
+    else:
+        with err_console.status(f"locking {the_spec.name} with {engine}…"):
+            result = lock(the_spec, profile, out_dir=out_dir, engine=engine, indexes=mirrors, command=command)
+    present_lock(result, as_json)
+
+
+# --- end lock ---
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="envbuild")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -24,11 +25,13 @@ class ToolFailed(ToolError):
         self.returncode = returncode
 
 
-def redact(text: str) -> str:
-    """Drop ``user:password@`` from every URL in ``text`` (for messages and files)."""
-    import re
+# ssh URLs keep their user (git@host is an account name, not a secret).
+_USERINFO = re.compile(r"(?P<scheme>\b(?:git\+)?(?:https?|ftp|file)://)[^/@\s\"']+@", re.IGNORECASE)
 
-    return re.sub(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@", r"\g<scheme>", text)
+
+def redact(text: str) -> str:
+    """Drop ``user:password@`` / ``token@`` from every http(s)/ftp/file URL in ``text``."""
+    return _USERINFO.sub(r"\g<scheme>", text)
 
 
 def run(
@@ -40,17 +43,19 @@ def run(
     timeout: float | None = None,
     tool: str | None = None,
     hint: str | None = None,
+    drop_env: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
     """Run ``cmd`` capturing text output; raise ToolError (with stderr's tail) when it fails.
 
-    ``env`` entries are added to the current environment, not substituted for it.
+    ``env`` entries are added to the current environment, not substituted for it; variables
+    starting with a ``drop_env`` prefix are removed first (a user's PIP_* must not leak in).
     """
     args = [os.fspath(c) for c in cmd]
     name = tool or Path(args[0]).name
     full_env = None
-    if env is not None:
-        full_env = dict(os.environ)
-        full_env.update(env)
+    if env is not None or drop_env:
+        full_env = {k: v for k, v in os.environ.items() if not (drop_env and k.startswith(drop_env))}
+        full_env.update(env or {})
     try:
         proc = subprocess.run(
             args, cwd=cwd, env=full_env, input=input, capture_output=True, text=True, timeout=timeout,

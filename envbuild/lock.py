@@ -1,0 +1,751 @@
+"""Lock a resolution: pin the whole tree for the TARGET's Python and platform, with hashes.
+
+``lock`` runs the resolver, hands the pip part to an engine (uv by default: one
+``uv pip compile --format pylock.toml`` call gives pins, the target's file URLs and their
+sha256; pip-tools as the compatible fallback), resolves git refs to commits, finds the
+sdists of packages built on the target, solves the conda part with py-rattler, and writes
+``lockfiles/NAME/`` atomically (see docs/CONTRACTS.md).  Nothing in the output depends on
+the time or on this machine, so re-locking an unchanged spec rewrites identical bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urldefrag, urljoin, urlsplit
+
+from packaging.tags import Tag, compatible_tags, cpython_tags
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+from packaging.version import InvalidVersion, Version
+
+from envbuild import __version__
+from envbuild._fs import atomic_dir, atomic_write
+from envbuild.errors import ConflictError, FetchError, InputError
+from envbuild.lockfile import LOCK_FILE, Lock
+from envbuild.models import LockedArtifact, Profile, Resolution
+from envbuild.spec import Spec
+from envbuild.tools._run import redact
+
+__all__ = [
+    "ENGINES",
+    "IndexClient",
+    "IndexFile",
+    "LockResult",
+    "TargetPlatform",
+    "lock",
+    "resolve_for_lock",
+    "target_platform",
+]
+
+ENGINES = ("uv", "pip-tools")
+CONDA_MANAGERS = ("conda", "mamba", "micromamba")
+# The manylinux levels `uv --python-platform` accepts (it has no 2_18..2_27 names).
+_UV_GLIBC_MINORS = (17, 28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40)
+_LEGACY = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
+_ARCHES = {"x86_64": "linux-64", "aarch64": "linux-aarch64"}
+
+
+# --- target platform ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TargetPlatform:
+    """Where the lock will be installed: pip/uv platform names and the conda subdir."""
+
+    os: str
+    arch: str
+    glibc: str
+    pip_platform: str
+    uv_platform: str
+    conda_subdir: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"os": self.os, "arch": self.arch, "glibc": self.glibc, "pip_platform": self.pip_platform,
+                "uv_platform": self.uv_platform, "conda_subdir": self.conda_subdir}
+
+    def platforms(self) -> list[str]:
+        """pip's platform tags for this target, best first (manylinux_2_N ... manylinux1, linux)."""
+        minor = int(self.glibc.split(".")[1])
+        out = []
+        for m in range(minor, 4, -1):
+            out.append(f"manylinux_2_{m}_{self.arch}")
+            if m in _LEGACY:
+                out.append(f"{_LEGACY[m]}_{self.arch}")
+        out.append(f"linux_{self.arch}")
+        return out
+
+    def tags(self, python: str) -> list[Tag]:
+        """Every tag pip on the target accepts, in pip's order of preference."""
+        major, minor = (int(p) for p in python.split(".")[:2])
+        plats = self.platforms()
+        return [*cpython_tags((major, minor), platforms=plats),
+                *compatible_tags((major, minor), interpreter=f"cp{major}{minor}", platforms=plats)]
+
+
+def target_platform(profile: Profile) -> TargetPlatform:
+    """Map a profile to manylinux/uv/conda platform names (glibc unknown: manylinux2014).
+
+    Raises:
+        InputError: a non-Linux or unsupported architecture target.
+    """
+    if profile.os != "linux":
+        raise InputError(f"cannot lock for os '{profile.os}'.", field="os",
+                         hint="envbuild locks CUDA environments for Linux targets only.")
+    if profile.arch not in _ARCHES:
+        raise InputError(f"cannot lock for architecture '{profile.arch}'.", field="arch",
+                         hint=f"Supported: {', '.join(_ARCHES)}.")
+    minor = 17
+    if profile.glibc_version:
+        m = re.match(r"2\.(\d+)", profile.glibc_version)
+        if m:
+            # The highest level uv can name that the target's glibc still runs.
+            minor = max([g for g in _UV_GLIBC_MINORS if g <= int(m.group(1))], default=17)
+    return TargetPlatform(
+        os="linux", arch=profile.arch, glibc=f"2.{minor}",
+        pip_platform=f"manylinux_2_{minor}_{profile.arch}",
+        uv_platform=f"{profile.arch}-manylinux_2_{minor}", conda_subdir=_ARCHES[profile.arch],
+    )
+
+
+# --- package index client (PEP 691 JSON / PEP 503 HTML / find-links pages) --------------------
+
+
+@dataclass(frozen=True)
+class IndexFile:
+    """A file an index lists for a project."""
+
+    url: str
+    filename: str
+    sha256: str | None = None
+    yanked: bool = False
+
+    @property
+    def is_wheel(self) -> bool:
+        return self.filename.endswith(".whl")
+
+    def project_version(self) -> tuple[str, Version] | None:
+        """(normalised name, version) from the file name, or None for files pip would skip."""
+        try:
+            if self.is_wheel:
+                name, ver, _, _ = parse_wheel_filename(self.filename)
+                return str(name), ver
+            if self.filename.endswith((".tar.gz", ".zip")):
+                name, ver = parse_sdist_filename(self.filename)
+                return str(name), ver
+        except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
+            return None
+        return None
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[tuple[str, bool]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            a = dict(attrs)
+            if a.get("href"):
+                self.links.append((a["href"] or "", "data-yanked" in a))
+
+
+def _file_from_link(base: str, href: str, yanked: bool) -> IndexFile:
+    url, frag = urldefrag(urljoin(base, href))
+    sha = None
+    if frag.startswith("sha256="):
+        sha = frag[len("sha256="):].lower()
+    return IndexFile(url=url, filename=unquote(urlsplit(url).path.rsplit("/", 1)[-1]), sha256=sha,
+                     yanked=yanked)
+
+
+class IndexClient:
+    """Reads project pages of indexes and find-links pages (each page fetched once)."""
+
+    def __init__(self, index_urls: Sequence[str], find_links: Sequence[str], *, timeout: float = 60) -> None:
+        import requests
+
+        self.index_urls = [u.rstrip("/") for u in index_urls]
+        self.find_links = list(find_links)
+        self.timeout = timeout
+        self.session = requests.Session()
+        self._flat: list[IndexFile] | None = None
+
+    def _get(self, url: str, accept: str | None = None) -> tuple[str, str, str] | None:
+        """(final url, content type, text); None for 404.  Local paths/file:// are read directly."""
+        import requests
+
+        if url.startswith("file://") or url.startswith("/"):
+            path = Path(unquote(urlsplit(url).path) if url.startswith("file://") else url)
+            if path.is_dir():
+                links = "".join(f'<a href="{p.name}">{p.name}</a>' for p in sorted(path.iterdir()))
+                return path.as_uri() + "/", "text/html", links
+            if not path.is_file():
+                return None
+            return path.as_uri(), "text/html", path.read_text(errors="replace")
+        headers = {"Accept": accept} if accept else {}
+        try:
+            resp = self.session.get(url, headers=headers, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise FetchError(f"cannot read {redact(url)}: {redact(str(exc))}",
+                             hint="Check the index URL and the network (or the mirror settings).") from None
+        if resp.status_code == 404:
+            return None
+        if resp.status_code != 200:
+            raise FetchError(f"{redact(url)} answered HTTP {resp.status_code}.",
+                             hint="Check the index URL and its credentials.")
+        return resp.url, resp.headers.get("Content-Type", ""), resp.text
+
+    def flat_files(self) -> list[IndexFile]:
+        """Every file linked from the find-links pages."""
+        if self._flat is None:
+            files: list[IndexFile] = []
+            for page in self.find_links:
+                got = self._get(page)
+                if got is None:
+                    raise FetchError(f"the find-links page {redact(page)} does not exist.",
+                                     field="find_links", hint="Check the OpenMMLab mirror URL.")
+                parser = _Links()
+                parser.feed(got[2])
+                files += [_file_from_link(got[0], h, y) for h, y in parser.links]
+            self._flat = files
+        return self._flat
+
+    def files(self, project: str) -> list[IndexFile]:
+        """Files for ``project`` from find-links pages, then every index, in that order."""
+        name = str(canonicalize_name(project))
+        out = [f for f in self.flat_files() if (pv := f.project_version()) and pv[0] == name]
+        accept = ("application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
+                  "text/html;q=0.1")
+        for base in self.index_urls:
+            got = self._get(f"{base}/{name}/", accept)
+            if got is None:
+                continue
+            final, ctype, text = got
+            if "json" in ctype:
+                data = json.loads(text)
+                for f in data.get("files", []):
+                    url = urljoin(final, f["url"])
+                    out.append(IndexFile(url=url, filename=f["filename"],
+                                         sha256=(f.get("hashes") or {}).get("sha256"),
+                                         yanked=bool(f.get("yanked"))))
+            else:
+                parser = _Links()
+                parser.feed(text)
+                out += [_file_from_link(final, h, y) for h, y in parser.links]
+        return out
+
+    def sha256(self, f: IndexFile) -> str:
+        """The file's sha256: from the index, else by downloading it once (cached by URL)."""
+        if f.sha256:
+            return f.sha256
+        cache = _hash_cache_path()
+        known: dict[str, str] = {}
+        if cache.exists():
+            try:
+                known = json.loads(cache.read_text())
+            except (OSError, json.JSONDecodeError):
+                known = {}
+        key = redact(f.url)
+        if key in known:
+            return known[key]
+        h = hashlib.sha256()
+        if f.url.startswith("file://"):
+            h.update(Path(unquote(urlsplit(f.url).path)).read_bytes())
+        else:
+            with self.session.get(f.url, stream=True, timeout=self.timeout) as resp:
+                if resp.status_code != 200:
+                    raise FetchError(f"cannot download {redact(f.url)} to hash it (HTTP {resp.status_code}).")
+                for chunk in resp.iter_content(1 << 20):
+                    h.update(chunk)
+        known[key] = h.hexdigest()
+        atomic_write(cache, json.dumps(known, indent=1, sort_keys=True))
+        return known[key]
+
+
+def _hash_cache_path() -> Path:
+    base = os.environ.get("ENVBUILD_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "envbuild")
+    return Path(base) / "url-sha256.json"
+
+
+# --- results ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Locked:
+    """One requirements.txt entry: the artifact fetch takes and every target file's hash."""
+
+    artifact: LockedArtifact
+    hashes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LockResult:
+    """What ``lock`` wrote, for the CLI table and ``--json``."""
+
+    lock: Lock
+    out_dir: Path
+    files: tuple[str, ...]
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        kinds: dict[str, int] = {}
+        for a in self.lock.artifacts:
+            k = "source" if a.build == "source" else a.kind
+            kinds[k] = kinds.get(k, 0) + 1
+        return {
+            "ok": True,
+            "name": self.lock.name,
+            "out_dir": str(self.out_dir),
+            "files": list(self.files),
+            "engine": self.lock.engine,
+            "python": self.lock.python,
+            "platform": self.lock.platform,
+            "cuda": self.lock.cuda,
+            "counts": dict(sorted(kinds.items())),
+            "packages": {a.name: a.version for a in self.lock.artifacts if a.kind != "conda"},
+            "seconds": round(self.seconds, 3),
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "warnings": list(self.warnings),
+        }
+
+
+# --- resolution ---------------------------------------------------------------------------------
+
+
+def resolve_for_lock(spec: Spec, target: Profile, indexes: Mapping[str, str]) -> Resolution:
+    """Run ``envbuild.resolve.resolve`` for the spec's requirements.
+
+    Raises:
+        ConflictError: the resolver found no consistent set (its explanations attached).
+    """
+    import importlib
+
+    try:
+        # Imported by name: the resolver is its own stage and may be absent from a partial install.
+        resolver = importlib.import_module("envbuild.resolve")
+    except ModuleNotFoundError:
+        return Resolution(ok=True, python=spec.python or target.python_version or "", cuda=None,
+                          requirements=list(spec.requirements), target=target.to_dict(),
+                          reasons=["no resolver stage: requirements passed to the engine unchanged"])
+    res: Resolution = resolver.resolve(list(spec.requirements), target, indexes=dict(indexes))
+    if not res.ok:
+        raise ConflictError(
+            "no consistent set of versions exists for this target: " + " ".join(res.conflicts),
+            conflicts=list(res.conflicts), path=spec.path,
+            hint="Change a pin or the target (see 'envbuild resolve' for the full explanation).",
+        )
+    return res
+
+
+def _python_of(res: Resolution, spec: Spec, target: Profile) -> str:
+    for v in (res.python, spec.python, target.python_version):
+        if v:
+            m = re.match(r"(\d+)\.(\d+)", str(v))
+            if m:
+                return f"{m.group(1)}.{m.group(2)}"
+    return f"{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+# --- the stage ------------------------------------------------------------------------------------
+
+
+def lock(
+    spec: Spec,
+    target: Profile,
+    *,
+    out_dir: str | os.PathLike[str],
+    engine: str = "uv",
+    indexes: Mapping[str, str] | None = None,
+    resolution: Resolution | None = None,
+    command: str | None = None,
+    cache_dir: str | None = None,
+) -> LockResult:
+    """Lock ``spec`` for ``target`` into ``out_dir`` (written whole or not at all).
+
+    ``indexes`` override the spec's mirrors (keys pypi, pytorch, openmmlab); ``resolution``
+    skips the resolver (tests, or a caller that already resolved).
+
+    Raises:
+        InputError: unknown engine, or pip-tools asked to lock for another Python.
+        ConflictError: the resolver or the engine found no consistent set.
+        ToolError / FetchError: uv, git, rattler or an index failed.
+    """
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    if engine not in ENGINES:
+        raise InputError(f"unknown engine '{engine}'.", field="--engine",
+                         hint=f"Use one of: {', '.join(ENGINES)}.")
+    idx = {**spec.indexes, **dict(indexes or {})}
+    plat = target_platform(target)
+    res = resolution if resolution is not None else resolve_for_lock(spec, target, idx)
+    if not res.ok:
+        raise ConflictError("no consistent set of versions exists for this target: "
+                            + " ".join(res.conflicts), conflicts=list(res.conflicts), path=spec.path)
+    timings["resolve"] = time.perf_counter() - t0
+    python = _python_of(res, spec, target)
+    warnings: list[str] = list(res.warnings)
+
+    primary = idx["pypi"].rstrip("/")
+    extras = [u.rstrip("/") for u in res.index_urls if u.rstrip("/") != primary]
+    find_links = list(dict.fromkeys(res.find_links))
+    client = IndexClient([*extras, primary], find_links)
+
+    # Source builds are compiled on the target; only their own requirements go to the engine.
+    sb_names = {str(canonicalize_name(sb["name"])) for sb in res.source_builds}
+    reqs = [r for r in res.requirements if _req_name(r) not in sb_names]
+    for sb in res.source_builds:
+        reqs += [r for r in sb.get("requires", []) if _req_name(r) not in sb_names]
+    reqs = list(dict.fromkeys(reqs))
+
+    t1 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        # git ls-remote, the sdists of source builds and the conda solve overlap the engine run.
+        git_f = pool.submit(_lock_git, spec)
+        sb_f = pool.submit(_lock_source_builds, client, res.source_builds)
+        conda_f = (pool.submit(_lock_conda, spec, python, plat, target)
+                   if spec.manager in CONDA_MANAGERS else None)
+        if engine == "uv":
+            locked = _engine_uv(reqs, python, plat, primary, extras, find_links, client, cache_dir)
+        else:
+            locked = _engine_piptools(reqs, python, plat, primary, extras, find_links, client, cache_dir)
+        timings["engine"] = time.perf_counter() - t1
+        git_arts = git_f.result()
+        sb_locked = sb_f.result()
+        conda_arts, conda_lines = conda_f.result() if conda_f else ([], [])
+    timings["extras"] = time.perf_counter() - t1 - timings["engine"]
+
+    artifacts = sorted([*(x.artifact for x in [*locked, *sb_locked]), *git_arts, *conda_arts],
+                       key=lambda a: (a.kind, a.name, a.filename))
+    out = Path(out_dir)
+    cmd = command or _default_command(spec, out, engine)
+    spec_dict = json.loads(redact(json.dumps({**spec.to_dict(), "indexes": dict(sorted(idx.items()))})))
+    canonical = json.dumps(spec_dict, sort_keys=True, separators=(",", ":"))
+    spec_hash = hashlib.sha256(canonical.encode()).hexdigest()
+    lk = Lock(
+        name=spec.name, manager=spec.manager, python=python,
+        platform=dict(plat.to_dict()),
+        target=target.to_dict(), resolution=res.to_dict(), artifacts=tuple(artifacts),
+        index_urls=tuple(redact(u) for u in [primary, *extras]),
+        find_links=tuple(redact(u) for u in find_links),
+        conda_channels=(tuple(redact(c) for c in spec.conda_channels)
+                        if spec.manager in CONDA_MANAGERS else ()),
+        spec=spec_dict, spec_hash=spec_hash, command=redact(cmd),
+        generated_by=f"envbuild {__version__}", engine=engine,
+    )
+    head = _header(lk, cmd)
+    texts: dict[str, str] = {
+        LOCK_FILE: lk.dumps(),
+        "requirements.txt": _requirements_txt(head, primary, extras, find_links, locked),
+        "source-builds.txt": _source_builds_txt(head, res, sb_locked),
+        "git.txt": head + "".join(f"{a.name} @ git+{a.url}@{a.commit}\n" for a in git_arts),
+    }
+    if spec.manager in CONDA_MANAGERS:
+        texts["conda.txt"] = head + f"# platform: {plat.conda_subdir}\n@EXPLICIT\n" + "".join(
+            f"{ln}\n" for ln in conda_lines)
+    with atomic_dir(out) as tmp:
+        for fname, text in texts.items():
+            # Every byte written passes through redact: no credential reaches any file.
+            (tmp / fname).write_text(redact(text))
+    timings["total"] = time.perf_counter() - t0
+    return LockResult(lock=dataclasses.replace(lk, path=str(out / LOCK_FILE)), out_dir=out,
+                      files=tuple(sorted(texts)), seconds=timings["total"], timings=timings,
+                      warnings=tuple(warnings))
+
+
+def _req_name(req: str) -> str:
+    m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", req)
+    return str(canonicalize_name(m.group(1))) if m else req
+
+
+def _default_command(spec: Spec, out: Path, engine: str) -> str:
+    import shlex
+
+    src = ["--spec", spec.path] if spec.path else [*spec.requirements, *(str(g) for g in spec.git)]
+    parts = ["envbuild", "lock", *src, "-o", str(out)]
+    if engine != "uv":
+        parts += ["--engine", engine]
+    return shlex.join(parts)
+
+
+def _header(lk: Lock, cmd: str) -> str:
+    cuda = f", CUDA {lk.cuda}" if lk.cuda else ""
+    return (
+        "#\n"
+        f"# This file is autogenerated by envbuild for {lk.name}: Python {lk.python} on "
+        f"{lk.platform['pip_platform']}{cuda}.\n"
+        "# To update, run:\n"
+        "#\n"
+        f"#    {cmd}\n"
+        "#\n"
+    )
+
+
+def _hash_lines(name: str, version: str, hashes: Sequence[str]) -> str:
+    lines = [f"{name}=={version}"] + [f"    --hash=sha256:{h}" for h in hashes]
+    return " \\\n".join(lines) + "\n"
+
+
+def _requirements_txt(head: str, primary: str, extras: Sequence[str], find_links: Sequence[str],
+                      locked: Sequence[_Locked]) -> str:
+    opts = [f"--index-url {primary}"] + [f"--extra-index-url {u}" for u in extras]
+    opts += [f"--find-links {u}" for u in find_links]
+    body = "".join(_hash_lines(x.artifact.name, x.artifact.version, x.hashes)
+                   for x in sorted(locked, key=lambda x: x.artifact.name))
+    return head + "\n".join(opts) + "\n\n" + body
+
+
+def _source_builds_txt(head: str, res: Resolution, sb: Sequence[_Locked]) -> str:
+    lines = [head, "# Built on the target after torch: pip install --no-build-isolation --no-deps\n"]
+    for x in sb:
+        env: dict[str, Any] = next((s.get("env", {}) for s in res.source_builds
+                    if canonicalize_name(s["name"]) == x.artifact.name), {})
+        if env:
+            lines.append("# env: " + " ".join(f"{k}={v}" for k, v in sorted(env.items())) + "\n")
+        lines.append(_hash_lines(x.artifact.name, x.artifact.version, x.hashes))
+    return "".join(lines)
+
+
+# --- engines ------------------------------------------------------------------------------------
+
+
+def _options(reqs: Sequence[str], python: str, plat: TargetPlatform, primary: str, extras: Sequence[str],
+             find_links: Sequence[str]) -> Any:
+    from envbuild.tools.uv import CompileOptions
+
+    return CompileOptions(
+        requirements=tuple(reqs), python_version=python, python_platform=plat.uv_platform,
+        index_url=primary, extra_index_urls=tuple(extras), find_links=tuple(find_links),
+        # The PyTorch index also serves numpy, pillow, ... in few versions: uv's default
+        # first-index rule would then miss PyPI's; every index here is the user's choice.
+        index_strategy="unsafe-best-match" if extras else None,
+    )
+
+
+def _choose(name: str, version: str, files: Sequence[IndexFile], rank: Mapping[Tag, int],
+            client: IndexClient, *, kind_hint: str | None = None) -> _Locked | None:
+    """Keep the files pip on the target could take; the artifact is the one it would pick."""
+    try:
+        want = Version(version)
+    except InvalidVersion:
+        return None
+    wheels: list[tuple[int, IndexFile]] = []
+    sdist: IndexFile | None = None
+    for f in files:
+        pv = f.project_version()
+        if pv is None or pv[0] != name or pv[1] != want:
+            continue
+        if f.is_wheel:
+            _, _, _, ftags = parse_wheel_filename(f.filename)
+            top = min((rank[t] for t in ftags if t in rank), default=None)
+            if top is not None:
+                wheels.append((top, f))
+        elif sdist is None or (f.filename.endswith(".tar.gz") and not sdist.filename.endswith(".tar.gz")):
+            sdist = f
+    if kind_hint == "sdist":
+        wheels = []
+    # One entry per file name (an index and a find-links page may list the same file).
+    uniq: dict[str, tuple[int, IndexFile]] = {}
+    for r, f in sorted(wheels, key=lambda x: (x[0], x[1].filename)):
+        uniq.setdefault(f.filename, (r, f))
+    if uniq:
+        chosen = [f for _, f in uniq.values()]
+        hashes = [client.sha256(f) for f in chosen]
+        best = chosen[0]
+        art = LockedArtifact(name=name, version=version, kind="wheel", url=redact(best.url), sha256=hashes[0],
+                             filename=best.filename)
+        return _Locked(art, tuple(sorted(set(hashes))))
+    if sdist is not None:
+        sha = client.sha256(sdist)
+        art = LockedArtifact(name=name, version=version, kind="sdist", url=redact(sdist.url), sha256=sha,
+                             filename=sdist.filename)
+        return _Locked(art, (sha,))
+    return None
+
+
+def _engine_uv(reqs: Sequence[str], python: str, plat: TargetPlatform, primary: str, extras: Sequence[str],
+               find_links: Sequence[str], client: IndexClient, cache_dir: str | None) -> list[_Locked]:
+    from envbuild.tools.uv import compile_pylock
+
+    if not reqs:
+        return []
+    opts = _options(reqs, python, plat, primary, extras, find_links)
+    _, packages = compile_pylock(opts, cache_dir=cache_dir)
+    rank = {t: i for i, t in enumerate(plat.tags(python))}
+    out = []
+    for p in packages:
+        files = [IndexFile(url=f.url, filename=f.filename, sha256=f.sha256 or None) for f in p.files]
+        got = _choose(p.name, p.version, files, rank, client)
+        if got is None:
+            raise FetchError(f"uv pinned {p.name}=={p.version} but listed no file usable on "
+                             f"{plat.pip_platform} with Python {python}.",
+                             hint="Check the target's Python/glibc, or the indexes that carry this package.")
+        out.append(got)
+    return out
+
+
+def _engine_piptools(reqs: Sequence[str], python: str, plat: TargetPlatform, primary: str,
+                     extras: Sequence[str], find_links: Sequence[str], client: IndexClient,
+                     cache_dir: str | None) -> list[_Locked]:
+    from envbuild.tools import piptools
+
+    if python != piptools.host_python():
+        raise InputError(
+            f"pip-tools resolves only for the Python it runs in ({piptools.host_python()}), "
+            f"not for the target's Python {python}.",
+            field="--engine", hint="Use '--engine uv' (the default) to lock for another Python or platform.",
+        )
+    if not reqs:
+        return []
+    _, pins = piptools.compile_requirements(_options(reqs, python, plat, primary, extras, find_links),
+                                            cache_dir=cache_dir)
+    rank = {t: i for i, t in enumerate(plat.tags(python))}
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        pages = list(pool.map(lambda p: client.files(p.name), pins))
+    out = []
+    for p, files in zip(pins, pages, strict=True):
+        # pip-compile hashes every platform's files; keep the ones the index says are the target's.
+        got = _choose(p.name, p.version, files, rank, client)
+        if got is None:
+            raise FetchError(f"no file of {p.name}=={p.version} on the indexes fits {plat.pip_platform} "
+                             f"with Python {python}.", hint="Check the indexes that carry this package.")
+        if p.hashes and not set(got.hashes) <= set(p.hashes):
+            raise FetchError(f"the index hashes of {p.name}=={p.version} differ from pip-compile's.",
+                             hint="The index changed while locking; run the lock again.")
+        out.append(got)
+    return out
+
+
+def _lock_source_builds(client: IndexClient, builds: Sequence[Mapping[str, Any]]) -> list[_Locked]:
+    out = []
+    for sb in builds:
+        name, version = str(canonicalize_name(sb["name"])), str(sb["version"])
+        got = _choose(name, version, client.files(name), {}, client, kind_hint="sdist")
+        if got is None:
+            raise FetchError(f"no sdist of {name}=={version} (a package built on the target) on "
+                             f"{', '.join(redact(u) for u in client.index_urls)}.",
+                             hint="Point --index-url at a mirror that carries it.")
+        art = dataclasses.replace(got.artifact, build="source", requires=tuple(sb.get("requires", ())))
+        out.append(_Locked(art, got.hashes))
+    return out
+
+
+def _lock_git(spec: Spec) -> list[LockedArtifact]:
+    from envbuild.tools.git import resolve_ref
+
+    out = []
+    for g in spec.git:
+        commit = resolve_ref(g.url, g.ref)
+        out.append(LockedArtifact(name=str(canonicalize_name(g.name)), version=g.ref or commit[:12],
+                                  kind="git", url=redact(g.url), sha256="", filename="", commit=commit))
+    return out
+
+
+def _lock_conda(spec: Spec, python: str, plat: TargetPlatform, target: Profile
+                ) -> tuple[list[LockedArtifact], list[str]]:
+    from envbuild.tools.rattler import explicit_lines, solve_conda
+
+    cache = _hash_cache_path().parent / "rattler"
+    recs = solve_conda(list(spec.conda_channels), [f"python {python}.*", "pip", *spec.conda_packages],
+                       subdir=plat.conda_subdir, glibc=target.glibc_version or plat.glibc,
+                       cuda=target.driver_cuda_version, cache_dir=cache)
+    arts = [LockedArtifact(name=r.name, version=r.version, kind="conda", url=redact(r.url),
+                           sha256=r.sha256 or "", filename=r.filename, subdir=r.subdir) for r in recs]
+    return arts, explicit_lines(recs)
+
+
+# --- CLI helpers ----------------------------------------------------------------------------------
+
+
+def input_spec(spec_path: Path | None, reqs: Sequence[str], *, manager: str | None = None,
+               name: str | None = None, python: str | None = None) -> Spec:
+    """The spec from ``--spec FILE`` or bare requirements, with ``--manager``/``--python`` applied.
+
+    Raises:
+        SpecError: bad file, bad requirement, unknown manager; or both/neither inputs given.
+    """
+    from envbuild.errors import SpecError
+    from envbuild.spec import MANAGERS, load_spec, spec_from_requirements
+
+    if spec_path is not None and reqs:
+        raise SpecError("give either --spec FILE or requirements, not both.", field="--spec")
+    if spec_path is None and not reqs:
+        default = Path("envbuild.toml")
+        if not default.exists():
+            raise SpecError("nothing to lock.", field="--spec",
+                            hint="Pass --spec envbuild.toml or requirements like 'numpy<2 scipy'.")
+        spec_path = default
+    if spec_path is not None:
+        spec = load_spec(spec_path)
+    else:
+        spec = spec_from_requirements(list(reqs), name=name or "env", python=python,
+                                      manager=manager or "venv")
+    if manager is not None and manager != spec.manager:
+        if manager not in MANAGERS:
+            raise SpecError(f"unknown manager '{manager}'.", field="--manager",
+                            hint=f"Use one of: {', '.join(MANAGERS)}.")
+        spec = dataclasses.replace(spec, manager=manager)  # type: ignore[arg-type]
+    if name:
+        spec = dataclasses.replace(spec, name=name)
+    if python:
+        spec = dataclasses.replace(spec, python=python)
+    return spec
+
+
+def build_target(spec: Spec, profile_path: Path | None, **flags: Any) -> Profile:
+    """Target profile: the ``--target`` file (or the spec's), overridden by target flags."""
+    import importlib
+
+    from envbuild.models import load_profile
+
+    path = profile_path or (Path(spec.target_profile) if spec.target_profile else None)
+    base = load_profile(path) if path else None
+    flags = {k: v for k, v in flags.items() if v not in (None, False)}
+    flags.setdefault("python", spec.python)
+    try:
+        resolver = importlib.import_module("envbuild.resolve")
+    except ModuleNotFoundError:
+        # Without the resolver stage only the Python version of a target can be set.
+        prof = base or Profile()
+        py = flags.get("python") or prof.python_version
+        return dataclasses.replace(prof, python_version=py)
+    target: Profile = resolver.make_target(base, **flags)
+    return target
+
+
+def present_lock(result: LockResult, as_json: bool) -> None:
+    """Print the locked artifacts as a table (or the result as JSON)."""
+    from envbuild.output import console, print_json, table
+
+    if as_json:
+        print_json(result.to_dict())
+        return
+    rows = [(a.name, a.version, "source" if a.build == "source" else a.kind,
+             a.commit[:12] if a.commit else a.filename) for a in result.lock.artifacts]
+    lk = result.lock
+    title = f"{lk.name}: Python {lk.python} on {lk.platform['pip_platform']}"
+    title += f", CUDA {lk.cuda}" if lk.cuda else ""
+    console.print(table(title, ["package", "version", "kind", "file / commit"], rows))
+    for w in result.warnings:
+        console.print(f"[yellow]warning:[/] {w}", highlight=False)
+    console.print(f"wrote {result.out_dir}/ ({', '.join(result.files)}) in {result.seconds:.1f} s "
+                  f"with {result.lock.engine}", highlight=False)
