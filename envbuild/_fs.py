@@ -127,6 +127,11 @@ def safe_extract(archive: str | os.PathLike[str], dest: str | os.PathLike[str]) 
             for info in zf.infolist():
                 _check_member(out, info.filename, None, False, src)
             zf.extractall(out)
+            # zipfile drops Unix modes; without this bin/python of a zipped env is not executable.
+            for info in zf.infolist():
+                mode = (info.external_attr >> 16) & 0o777
+                if mode and not info.is_dir():
+                    os.chmod(out / info.filename, mode)
         return out
     with _open_tar(src) as tf:
         members = tf.getmembers()

@@ -22,7 +22,10 @@ import zstandard
 # conda's classic placeholder; rattler rewrites it to the real prefix at install time.
 PLACEHOLDER = "/opt/anaconda1anaconda2anaconda3"
 
-__all__ = ["PLACEHOLDER", "build_conda_package", "install_env", "make_channel"]
+__all__ = [
+    "PLACEHOLDER", "build_conda_package", "install_env", "make_channel", "python_package_files",
+    "python_package_spec",
+]
 
 
 def _tar_zst(members: Mapping[str, tuple[bytes, int]]) -> bytes:
@@ -136,3 +139,63 @@ def install_env(channel: Path, prefix: Path, specs: Sequence[str], *, platform: 
 
     asyncio.run(_go())
     return prefix
+
+
+# --- relocatable Python package (added for the pack tests) ------------------------------------
+
+# Stdlib parts no test needs; dropping them keeps the package small and the suite fast.
+_STDLIB_SKIP = frozenset({
+    "test", "site-packages", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3",
+    "pydoc_data", "__pycache__", "unittest", "distutils",
+})
+
+
+def python_package_files(base: Path | None = None) -> tuple[dict[str, bytes], list[str]]:
+    """Files of a relocatable CPython made from a pyenv build: binary, libpython, stdlib.
+
+    The copied binary's RUNPATH becomes ``$ORIGIN/../lib`` (patchelf) so it finds the
+    copied libpython wherever the prefix lands; debug info is stripped to keep it small.
+    Returns ``(files, executables)`` for ``build_conda_package``.
+    """
+    import shutil
+    import subprocess
+    import sys
+    import sysconfig
+    import tempfile
+
+    base = base or Path(sys.base_prefix)
+    ver = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        raise RuntimeError(f"{base} is not a shared-libpython build; cannot make a relocatable copy")
+    files: dict[str, bytes] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = Path(tmp) / f"python{ver}"
+        shutil.copy2(base / "bin" / f"python{ver}", exe)
+        patchelf = shutil.which("patchelf") or str(Path(sys.executable).parent / "patchelf")
+        subprocess.run([patchelf, "--set-rpath", "$ORIGIN/../lib", str(exe)], check=True)
+        lib = Path(tmp) / f"libpython{ver}.so.1.0"
+        subprocess.run(["strip", "--strip-debug", "-o", str(lib), str(base / "lib" / lib.name)], check=True)
+        binary = exe.read_bytes()
+        files[f"lib/{lib.name}"] = lib.read_bytes()
+    for name in ("python", "python3", f"python{ver}"):
+        files[f"bin/{name}"] = binary
+    stdlib = base / "lib" / f"python{ver}"
+    for path in stdlib.rglob("*"):
+        rel = path.relative_to(stdlib)
+        if rel.parts[0] in _STDLIB_SKIP or rel.parts[0].startswith("config-") or "__pycache__" in rel.parts:
+            continue
+        if path.is_file() and not path.is_symlink():
+            files[f"lib/python{ver}/{rel.as_posix()}"] = path.read_bytes()
+    executables = [f"bin/{n}" for n in ("python", "python3", f"python{ver}")]
+    executables += [k for k in files if k.endswith(".so") or ".so." in k]
+    return files, executables
+
+
+def python_package_spec(version: str | None = None) -> dict[str, object]:
+    """A ``make_channel`` spec for the relocatable ``python`` package of this interpreter."""
+    import sys
+
+    files, executables = python_package_files()
+    ver = version or ".".join(str(v) for v in sys.version_info[:3])
+    return dict(name="python", version=ver, build="0_envbuild", subdir="linux-64",
+                files=files, executables=executables)

@@ -1,0 +1,1078 @@
+"""Pack an env on one machine, unpack it on another, and say what will break there.
+
+``pack`` writes a conda env (through conda-pack) or a venv (envbuild's own packer, see
+docs/pack.md for why not venv-pack) into tar.gz / tar.zst / zip, with
+``envbuild-manifest.json`` as the FIRST member (so ``inspect`` reads it without decompressing
+the rest), ``bin/envbuild-unpack`` (the stdlib-only fix-up, also run by the Slurm script) and
+``envbuild-files.sha256`` as the LAST member (sha256 of every member as packed).
+``unpack`` extracts safely, verifies the checksums, fixes prefixes, then checks the env
+against a target profile.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from envbuild import __version__
+from envbuild._fs import safe_extract, sha256_file
+from envbuild.errors import HashMismatch, InputError, PackError
+from envbuild.models import Profile
+
+__all__ = [
+    "CHECKSUMS",
+    "MANIFEST",
+    "EditableInstall",
+    "MissingCondaFiles",
+    "PipOverwroteConda",
+    "build_manifest",
+    "inspect_archive",
+    "pack",
+    "read_manifest",
+    "render_slurm",
+    "unpack",
+]
+
+MANIFEST = "envbuild-manifest.json"
+CHECKSUMS = "envbuild-files.sha256"
+FIXUP_SCRIPT = "bin/envbuild-unpack"
+MANIFEST_SCHEMA = 1
+CONDA_PLACEHOLDER = "/opt/anaconda1anaconda2" "anaconda3"  # split so it never appears in this file
+# Members envbuild adds itself; an env that was unpacked from an envbuild archive carries them.
+_OWN = (MANIFEST, CHECKSUMS, FIXUP_SCRIPT)
+_CUDA_LOCAL = re.compile(r"\+cu(\d+)$")
+_TORCH_CUDA = re.compile(r"""^cuda\s*(?::[^=]*)?=\s*['"]([0-9.]+)['"]""", re.M)
+
+
+class EditableInstall(PackError):
+    """Editable installs (pip install -e, setup.py develop) live outside the env."""
+
+
+class PipOverwroteConda(PackError):
+    """pip replaced or rewrote files a conda package owns."""
+
+
+class MissingCondaFiles(PackError):
+    """Files listed in conda-meta are gone."""
+
+
+Finding = dict[str, Any]
+
+
+def _finding(family: str, severity: str, cause: str, fix: str, evidence: str = "") -> Finding:
+    return {"family": family, "severity": severity, "cause": cause, "fix": fix, "evidence": evidence}
+
+
+# --- reading an env ----------------------------------------------------------------------------
+
+
+def env_kind(prefix: Path) -> str:
+    """``conda`` (conda-meta/), ``venv`` (pyvenv.cfg), or raise InputError."""
+    if (prefix / "conda-meta").is_dir():
+        return "conda"
+    if (prefix / "pyvenv.cfg").is_file():
+        return "venv"
+    if not prefix.exists():
+        raise InputError("the environment directory does not exist.", path=str(prefix),
+                         hint="Give the env's prefix (the directory holding bin/python).")
+    raise InputError("not a conda environment (no conda-meta/) nor a venv (no pyvenv.cfg).",
+                     path=str(prefix), hint="Give the env's prefix (the directory holding bin/python).")
+
+
+def _site_packages(prefix: Path) -> list[Path]:
+    return sorted(p for p in prefix.glob("lib/python3*/site-packages") if p.is_dir())
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _meta_field(text: str, key: str) -> str | None:
+    m = re.search(rf"^{key}:\s*(.+?)\s*$", text, re.M)
+    return m.group(1) if m else None
+
+
+def _canon(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _cuda_of(version: str, build: str = "") -> str | None:
+    m = _CUDA_LOCAL.search(version)
+    if m:
+        digits = m.group(1)
+        return f"{digits[:-1]}.{digits[-1]}"
+    m = re.search(r"cuda(\d+)\.?(\d)", build)
+    return f"{m.group(1)}.{m.group(2)}" if m else None
+
+
+def _conda_records(prefix: Path) -> list[dict[str, Any]]:
+    out = []
+    for path in sorted((prefix / "conda-meta").glob("*.json")):
+        try:
+            out.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError):
+            continue
+    return out
+
+
+def _dists(prefix: Path) -> list[dict[str, Any]]:
+    """Every *.dist-info / *.egg-info in site-packages: name, version, installer, path."""
+    out = []
+    for site in _site_packages(prefix):
+        for d in sorted(site.glob("*.dist-info")) + sorted(site.glob("*.egg-info")):
+            meta = _read_text(d / "METADATA") if d.is_dir() else _read_text(d)
+            if d.is_dir() and not meta:
+                meta = _read_text(d / "PKG-INFO")
+            name = _meta_field(meta, "Name") or d.name.split("-")[0]
+            version = _meta_field(meta, "Version") or ""
+            installer = _read_text(d / "INSTALLER").strip() if d.is_dir() else ""
+            out.append({"name": name, "version": version, "installer": installer or None,
+                        "path": d.relative_to(prefix).as_posix(), "site": site})
+    return out
+
+
+def torch_build(prefix: Path) -> dict[str, Any] | None:
+    """torch's version and the CUDA it was built for, read from files (torch is never imported)."""
+    for site in _site_packages(prefix):
+        infos = sorted(site.glob("torch-*.dist-info"))
+        vfile = site / "torch" / "version.py"
+        if not infos and not vfile.exists():
+            continue
+        version = infos[0].name[len("torch-"):-len(".dist-info")] if infos else None
+        m = _TORCH_CUDA.search(_read_text(vfile))
+        cuda = m.group(1) if m else (_cuda_of(version) if version else None)
+        return {"version": version, "cuda": cuda, "site": site.relative_to(prefix).as_posix()}
+    return None
+
+
+def packages(prefix: Path, kind: str) -> list[dict[str, Any]]:
+    """conda records and pip dists (name, version, build, installer, cuda), conda ones first."""
+    out: list[dict[str, Any]] = []
+    conda_names: set[str] = set()
+    if kind == "conda":
+        for rec in _conda_records(prefix):
+            name, ver, build = rec.get("name", ""), str(rec.get("version", "")), str(rec.get("build", ""))
+            conda_names.add(_canon(name))
+            out.append({"name": name, "version": ver, "build": build, "installer": "conda",
+                        "channel": rec.get("channel"), "cuda": _cuda_of(ver, build)})
+    for d in _dists(prefix):
+        if d["installer"] == "conda" or (d["installer"] is None and _canon(d["name"]) in conda_names):
+            continue
+        out.append({"name": d["name"], "version": d["version"], "build": None,
+                    "installer": d["installer"] or "unknown", "channel": None,
+                    "cuda": _cuda_of(d["version"])})
+    return out
+
+
+def _editables(prefix: Path) -> list[dict[str, str]]:
+    """Editable installs: PEP 660 / pip direct_url.json, and legacy ``setup.py develop`` egg-links."""
+    found: list[dict[str, str]] = []
+    for d in _dists(prefix):
+        du = prefix / d["path"] / "direct_url.json"
+        if not du.is_file():
+            continue
+        with suppress(OSError, json.JSONDecodeError, AttributeError):
+            data = json.loads(du.read_text())
+            if data.get("dir_info", {}).get("editable") is True:
+                src = str(data.get("url", "")).removeprefix("file://")
+                found.append({"name": d["name"], "version": d["version"], "source": src,
+                              "how": "pip install -e", "evidence": f"{d['path']}/direct_url.json"})
+    for site in _site_packages(prefix):
+        for link in sorted(site.glob("*.egg-link")):
+            lines = _read_text(link).splitlines()
+            src = lines[0].strip() if lines else "?"
+            found.append({"name": link.stem, "version": "", "source": src, "how": "setup.py develop",
+                          "evidence": link.relative_to(prefix).as_posix()})
+    return found
+
+
+def _raise_editables(prefix: Path, eds: list[dict[str, str]], raw: str | None) -> None:
+    names = "; ".join(f"{e['name']} {e['version']}".strip() + f" (source {e['source']}, {e['how']}, "
+                      f"{e['evidence']})" for e in eds)
+    first = eds[0]
+    py = shlex.quote(str(prefix / "bin" / "python"))
+    err = EditableInstall(
+        "cannot pack: editable installs keep their code in a source checkout outside the env, so the "
+        f"archive would not contain it and the package would fail to import on the target: {names}.",
+        path=str(prefix),
+        hint=(f"Reinstall each as a regular package, e.g. `{py} -m pip uninstall -y {first['name']} && "
+              f"cd {shlex.quote(first['source'])} && {py} -m pip install --no-deps --no-build-isolation .` "
+              "(`pip install .`, not `-e`; for mmdet3d-style `setup.py develop` installs the same), then "
+              "pack again; or pass --ignore-editable-packages to pack without them (they will be missing "
+              "on the target)."),
+    )
+    err.conda_pack_said = raw  # type: ignore[attr-defined]
+    raise err
+
+
+# --- conda consistency: pip over conda, missing files, case collisions, uncached --------------
+
+
+def _pip_owners(prefix: Path) -> dict[str, str]:
+    """Path (relative to prefix) -> 'name version' of the non-conda dist whose RECORD lists it."""
+    owners: dict[str, str] = {}
+    for d in _dists(prefix):
+        if d["installer"] == "conda":
+            continue
+        record = prefix / d["path"] / "RECORD"
+        site_rel = d["site"].relative_to(prefix)
+        for line in _read_text(record).splitlines():
+            rel = line.split(",", 1)[0]
+            if rel:
+                owners[os.path.normpath(site_rel / rel)] = f"{d['name']} {d['version']} ({d['installer']})"
+    return owners
+
+
+def _same_inode(a: Path, b: Path) -> bool:
+    try:
+        sa, sb = a.stat(), b.stat()
+    except OSError:
+        return False
+    return (sa.st_ino, sa.st_dev) == (sb.st_ino, sb.st_dev)
+
+
+def conda_state(prefix: Path) -> dict[str, Any]:
+    """Per conda package: files gone, files whose bytes differ from the record, cache presence."""
+    missing: dict[str, list[str]] = {}
+    changed: dict[str, list[str]] = {}
+    uncached: list[str] = []
+    for rec in _conda_records(prefix):
+        key = f"{rec.get('name')} {rec.get('version')}"
+        src = (rec.get("link") or {}).get("source") or rec.get("extracted_package_dir") or ""
+        if not src or not os.path.isdir(src):
+            uncached.append(key)
+        for entry in (rec.get("paths_data") or {}).get("paths") or []:
+            rel = entry.get("_path")
+            if not rel or entry.get("path_type", "hardlink") == "directory":
+                continue
+            path = prefix / rel
+            if not os.path.lexists(path):
+                missing.setdefault(key, []).append(rel)
+                continue
+            if entry.get("path_type") == "softlink" or path.is_symlink():
+                continue
+            want = entry.get("sha256_in_prefix") if entry.get("prefix_placeholder") else entry.get("sha256")
+            if not want:
+                continue
+            size = entry.get("size_in_bytes")
+            if entry.get("prefix_placeholder") is None and size is not None and path.stat().st_size != size:
+                changed.setdefault(key, []).append(rel)
+            elif src and _same_inode(path, Path(src) / rel):
+                continue
+            elif sha256_file(path) != want:
+                changed.setdefault(key, []).append(rel)
+    return {"missing": missing, "changed": changed, "uncached": uncached}
+
+
+def _case_twin(path: Path) -> str | None:
+    with suppress(OSError):
+        low = path.name.lower()
+        for sibling in os.listdir(path.parent):
+            if sibling.lower() == low and sibling != path.name:
+                return sibling
+    return None
+
+
+def _explain_missing(prefix: Path, state: dict[str, Any], raw: str | None) -> PackError:
+    dists = {_canon(d["name"]): d for d in _dists(prefix) if d["installer"] not in (None, "conda")}
+    parts: list[str] = []
+    hints: list[str] = []
+    for key, rels in sorted(state["missing"].items()):
+        name = key.split(" ")[0]
+        sample = ", ".join(rels[:3]) + (f" and {len(rels) - 3} more" if len(rels) > 3 else "")
+        twins = [(r, t) for r in rels if (t := _case_twin(prefix / r))]
+        uncached = key in state["uncached"]
+        if twins:
+            r, t = twins[0]
+            parts.append(f"conda package {key}: {sample} missing, but '{Path(r).parent / t}' exists with "
+                         "different letter case - two packages wrote names that differ only in case on a "
+                         "case-insensitive file system (not pip's doing)")
+            hints.append("build the env on a case-sensitive file system (Linux ext4/xfs, or a "
+                         "case-sensitive APFS volume) and pack it there")
+        elif _canon(name) in dists:
+            d = dists[_canon(name)]
+            parts.append(f"conda package {key}: {sample} missing because {d['installer']} replaced it with "
+                         f"{d['name']} {d['version']} ({d['path']})")
+            hints.append(f"pick one installer for {name}: `{prefix}/bin/python -m pip uninstall -y {name} && "
+                         f"conda install -p {prefix} --force-reinstall {name}` (or `conda remove -p {prefix} "
+                         f"--force {name}` to keep pip's)")
+        else:
+            cause = "deleted by something other than pip (no pip-installed distribution claims them)"
+            if uncached:
+                cause += "; its package-cache entry is gone too (`conda clean -p`), so conda-pack has no " \
+                         "pristine copy to fall back on"
+            parts.append(f"conda package {key}: {sample} missing, {cause}")
+            hints.append(f"restore it: `conda install -p {prefix} --force-reinstall {name}`")
+    err = MissingCondaFiles(
+        "cannot pack: files that conda installed are missing, so the archive would be incomplete: "
+        + "; ".join(parts) + ".",
+        path=str(prefix),
+        hint="Fix: " + "; ".join(dict.fromkeys(hints)) + ". Or pass --ignore-missing-files to pack anyway.",
+    )
+    err.conda_pack_said = raw  # type: ignore[attr-defined]
+    return err
+
+
+def _explain_changed(prefix: Path, state: dict[str, Any]) -> PackError | None:
+    owners = _pip_owners(prefix)
+    parts, hints = [], []
+    for key, rels in sorted(state["changed"].items()):
+        claimed = [(r, owners[os.path.normpath(r)]) for r in rels if os.path.normpath(r) in owners]
+        if not claimed:
+            continue
+        name = key.split(" ")[0]
+        dist = claimed[0][1]
+        parts.append(f"{dist} overwrote {len(claimed)} file(s) of conda package {key} (e.g. {claimed[0][0]})")
+        pip_name = dist.split(" ")[0]
+        hints.append(f"`{prefix}/bin/python -m pip uninstall -y {pip_name} && conda install -p {prefix} "
+                     f"--force-reinstall {name}` (keeps conda's), or "
+                     f"`conda remove -p {prefix} --force {name}` then "
+                     f"`pip install --force-reinstall {pip_name}` (keeps pip's)")
+    if not parts:
+        return None
+    return PipOverwroteConda(
+        "cannot pack faithfully: pip-installed files sit on top of conda-managed ones. conda-pack takes a "
+        "conda file from the package cache, so the archive would silently carry conda's version, not the "
+        "one this env runs: " + "; ".join(parts) + ".",
+        path=str(prefix),
+        hint="Make one installer own each file: " + "; ".join(hints) + ". Or pass --ignore-missing-files "
+             "to pack anyway (conda's copy wins).",
+    )
+
+
+# --- the manifest ------------------------------------------------------------------------------
+
+
+def _source_profile() -> dict[str, Any]:
+    try:
+        from envbuild import probe
+
+        raw = probe.probe()
+        return Profile.from_dict(raw).to_dict()
+    except Exception:  # a probe failure must not stop a pack; the minimal profile says less
+        import platform
+
+        return Profile(os=sys.platform, arch=platform.machine(), hostname=platform.node(),
+                       glibc_version=platform.libc_ver()[1] or None,
+                       notes=("probe unavailable; minimal profile",)).to_dict()
+
+
+def _lock_of(prefix: Path) -> dict[str, Any] | None:
+    for cand in (prefix / ".envbuild" / "envbuild.lock.json", prefix / "conda-meta" / "envbuild.lock.json"):
+        if cand.is_file():
+            with suppress(OSError, json.JSONDecodeError):
+                data = json.loads(cand.read_text())
+                return data if isinstance(data, dict) else None
+    return None
+
+
+def _shebang_scripts(prefix: Path) -> list[str]:
+    out = []
+    head = b"#!" + str(prefix).encode() + b"/"
+    bindir = prefix / "bin"
+    if bindir.is_dir():
+        for p in sorted(bindir.iterdir()):
+            if p.is_file() and not p.is_symlink():
+                with suppress(OSError), open(p, "rb") as fh:
+                    if fh.read(len(head)) == head:
+                        out.append(f"bin/{p.name}")
+    return out
+
+
+def build_manifest(
+    prefix: Path, kind: str, fmt: str, profile: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What the archive holds and where it came from (the ``fixup`` section is filled by the packer)."""
+    pkgs = packages(prefix, kind)
+    py = next((p["version"] for p in pkgs if p["name"] == "python"), None)
+    if py is None:
+        cfg = _read_text(prefix / "pyvenv.cfg")
+        py = _meta_field(cfg.replace(" = ", ": "), "version") or _meta_field(cfg.replace(" = ", ": "),
+                                                                             "version_info")
+    return {
+        "schema_version": MANIFEST_SCHEMA,
+        "generated_by": f"envbuild {__version__}",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "kind": kind,
+        "format": fmt,
+        "source": {"prefix": str(prefix), "profile": profile if profile is not None else _source_profile()},
+        "python": py,
+        "torch": torch_build(prefix),
+        "packages": pkgs,
+        "lock": _lock_of(prefix),
+        "checksums": CHECKSUMS,
+        "fixup": {"kind": kind, "old_prefix": str(prefix)},
+    }
+
+
+# --- pack --------------------------------------------------------------------------------------
+
+
+def _format_of(output: Path, fmt: str | None) -> str:
+    if fmt:
+        return fmt
+    name = output.name
+    if name.endswith((".tar.zst", ".tzst")):
+        return "tar.zst"
+    if name.endswith(".zip"):
+        return "zip"
+    return "tar.gz"
+
+
+def _fixup_source() -> str:
+    return (Path(__file__).parent / "_unpack_fixup.py").read_text()
+
+
+def _add_header(writer: Any, manifest: dict[str, Any]) -> None:
+    writer.add_text(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    writer.add_text(FIXUP_SCRIPT, "#!/usr/bin/env python3\n" + _fixup_source(), mode=0o755)
+
+
+def _add_trailer(writer: Any) -> int:
+    sums = writer.checksums()
+    lines = [f"{h}  {p}" for p, h in sums.items() if not h.startswith("symlink:")]
+    writer.add_text(CHECKSUMS, "\n".join(lines) + "\n")
+    return len(sums)
+
+
+def pack(
+    prefix: Path,
+    output: Path,
+    *,
+    fmt: str | None = None,
+    jobs: int | None = None,
+    level: int | None = None,
+    ignore_editable: bool = False,
+    ignore_missing: bool = False,
+    show_progress: bool = False,
+) -> dict[str, Any]:
+    """Pack the env at ``prefix`` into ``output``; return a summary (the ``--json`` result).
+
+    Raises:
+        InputError: not an env. EditableInstall / PipOverwroteConda / MissingCondaFiles: the env
+        cannot be packed faithfully (each names the package and what to run).
+    """
+    t0 = time.monotonic()
+    prefix = Path(os.path.abspath(prefix))
+    with _progress(show_progress, f"packing {prefix.name}") as on_progress:
+        result = _pack(prefix, Path(output), fmt, jobs, level, ignore_editable, ignore_missing, on_progress)
+    result["seconds"] = round(time.monotonic() - t0, 2)
+    return result
+
+
+@contextmanager
+def _progress(show: bool, label: str) -> Iterator[Callable[[int, int], None] | None]:
+    if not show:
+        yield None
+        return
+    from envbuild.output import progress
+
+    with progress() as bar:
+        task = bar.add_task(label, total=None)
+
+        def tick(done: int, total: int) -> None:
+            if done % 200 == 0 or done == total:
+                bar.update(task, completed=done, total=total)
+
+        yield tick
+
+
+def _pack(prefix: Path, output: Path, fmt: str | None, jobs: int | None, level: int | None,
+          ignore_editable: bool, ignore_missing: bool,
+          on_progress: Callable[[int, int], None] | None) -> dict[str, Any]:
+    from envbuild.tools import condapack
+
+    kind = env_kind(prefix)
+    fmt = _format_of(output, fmt)
+    jobs = jobs or os.cpu_count() or 1
+    warnings: list[str] = []
+    if not ignore_editable:
+        eds = [e for e in _editables(prefix) if kind == "venv" or e["how"] == "setup.py develop"]
+        if eds:
+            _raise_editables(prefix, eds, None)
+    manifest = build_manifest(prefix, kind, fmt)
+    if kind == "conda":
+        state = conda_state(prefix)
+        try:
+            loaded = condapack.load_env(prefix, ignore_editable=ignore_editable,
+                                        ignore_missing=ignore_missing, exclude=_OWN)
+        except condapack.CondaPackRefused as exc:
+            if exc.kind == "editable":
+                _raise_editables(prefix, _editables(prefix), exc.raw)
+            if exc.kind == "missing" and state["missing"]:
+                raise _explain_missing(prefix, state, exc.raw) from None
+            raise PackError(f"conda-pack refused the env: {exc.raw.strip()}", path=str(prefix),
+                            hint="See docs/pack.md (conda-pack refusals).") from None
+        if not ignore_missing and (changed := _explain_changed(prefix, state)):
+            raise changed
+        if state["uncached"]:
+            warnings.append("not in the package cache (conda-pack packs their files as unmanaged; binary "
+                            "files with an embedded prefix are not relocated): "
+                            + ", ".join(state["uncached"]))
+        manifest["fixup"]["shebangs"] = _shebang_scripts(prefix)
+        total = len(loaded.env.files)
+        history = prefix / "conda-meta" / "history"
+        stamp = history.lstat().st_mtime if history.exists() else None
+        with condapack.open_archive(output, fmt, jobs=jobs, level=level, mtime=stamp) as writer:
+            _add_header(writer, manifest)
+            condapack.pack_env(loaded, _Counting(writer, total, on_progress))
+            count = _add_trailer(writer)
+    else:
+        files, links, text_files, binary = _venv_files(prefix)
+        manifest["fixup"].update({"python_links": links, "text_files": text_files})
+        if binary:
+            warnings.append(f"{len(binary)} binary file(s) name the old prefix and cannot be relocated: "
+                            + ", ".join(binary[:5]))
+        with condapack.open_archive(output, fmt, jobs=jobs, level=level) as writer:
+            _add_header(writer, manifest)
+            for i, rel in enumerate(files, 1):
+                writer.add(str(prefix / rel), rel)
+                if on_progress:
+                    on_progress(i, len(files))
+            count = _add_trailer(writer)
+    return {
+        "ok": True, "archive": str(output), "format": fmt, "kind": kind, "prefix": str(prefix),
+        "members": count + 1, "size": output.stat().st_size,
+        "jobs": jobs, "packages": len(manifest["packages"]), "torch": manifest["torch"],
+        "python": manifest["python"], "lock": bool(manifest["lock"]), "warnings": warnings,
+    }
+
+
+class _Counting:
+    """Forwards to the writer and reports progress once per added env file."""
+
+    def __init__(self, writer: Any, total: int, cb: Callable[[int, int], None] | None) -> None:
+        self._w, self._total, self._cb, self._n = writer, total, cb, 0
+
+    def add(self, source: str, target: str) -> None:
+        self._w.add(source, target)
+        self._tick()
+
+    def add_bytes(self, source: str, data: bytes, target: str) -> None:
+        self._w.add_bytes(source, data, target)
+        self._tick()
+
+    def _tick(self) -> None:
+        self._n += 1
+        if self._cb:
+            self._cb(min(self._n, self._total), self._total)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._w, name)
+
+
+def _is_binary(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return b"\0" in fh.read(8192)
+
+
+def _contains(path: Path, needle: bytes, skip: bytes | None = None) -> bool:
+    """True when ``needle`` occurs in the file, ignoring occurrences that are part of ``skip``."""
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            return False
+        with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            i = mm.find(needle)
+            while i != -1:
+                if not (skip and mm[i:i + len(skip)] == skip):
+                    return True
+                i = mm.find(needle, i + 1)
+    except (OSError, ValueError):
+        return False
+    return False
+
+
+def _venv_files(prefix: Path) -> tuple[list[str], dict[str, str], list[str], list[str]]:
+    """Files to pack; links leaving the env (to recreate); text / binary files naming the prefix."""
+    files: list[str] = []
+    links: dict[str, str] = {}
+    text: list[str] = []
+    binary: list[str] = []
+    needle = str(prefix).encode()
+    for root, dirs, names in os.walk(prefix):
+        rdir = Path(root)
+        for d in list(dirs):
+            if (rdir / d).is_symlink():
+                dirs.remove(d)
+                names.append(d)
+        for n in sorted(names):
+            path = rdir / n
+            rel = path.relative_to(prefix).as_posix()
+            if rel in _OWN:
+                continue
+            if path.is_symlink():
+                target = os.readlink(path)
+                resolved = os.path.normpath(os.path.join(rdir, target))
+                if os.path.isabs(target) or not resolved.startswith(str(prefix) + os.sep):
+                    links[rel] = target if os.path.isabs(target) else os.path.realpath(path)
+                    continue
+                files.append(rel)
+                continue
+            files.append(rel)
+            if rel.endswith(".pyc") or not path.is_file() or not _contains(path, needle):
+                continue
+            (binary if _is_binary(path) else text).append(rel)
+    return sorted(files), links, sorted(text), sorted(binary)
+
+
+# --- reading archives --------------------------------------------------------------------------
+
+
+@contextmanager
+def _open_stream(archive: Path) -> Iterator[tarfile.TarFile | zipfile.ZipFile]:
+    name = archive.name
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            yield zf
+        return
+    if name.endswith((".zst", ".tzst")):
+        with open(archive, "rb") as fh:
+            stream: IO[bytes]
+            try:
+                import zstandard
+
+                stream = zstandard.ZstdDecompressor().stream_reader(fh)
+                proc = None
+            except ImportError:
+                proc = subprocess.Popen(["zstd", "-dc"], stdin=fh, stdout=subprocess.PIPE)
+                assert proc.stdout is not None
+                stream = proc.stdout
+            try:
+                with tarfile.open(fileobj=stream, mode="r|") as tf:
+                    yield tf
+            finally:
+                if proc is not None:
+                    proc.kill()
+                    proc.wait()
+        return
+    with tarfile.open(archive, mode="r|*") as tf:
+        yield tf
+
+
+def _check_archive(archive: Path) -> None:
+    if not archive.is_file():
+        raise InputError("the archive does not exist.", path=str(archive),
+                         hint="Give a file written by 'envbuild pack' or conda-pack.")
+
+
+def read_manifest(archive: Path) -> dict[str, Any] | None:
+    """The embedded envbuild-manifest.json (the first member), or None for a plain conda-pack archive."""
+    _check_archive(archive)
+    try:
+        with _open_stream(archive) as arc:
+            if isinstance(arc, zipfile.ZipFile):
+                try:
+                    data = arc.read(MANIFEST)
+                except KeyError:
+                    return None
+                return json.loads(data)  # type: ignore[no-any-return]
+            for m in arc:
+                if m.name.lstrip("./") == MANIFEST:
+                    fh = arc.extractfile(m)
+                    return json.loads(fh.read()) if fh else None
+                if m.isfile():
+                    return None
+    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, json.JSONDecodeError) as exc:
+        raise PackError(f"cannot read the archive ({exc}).", path=str(archive),
+                        hint="The file is truncated or not an env archive; pack it again.") from None
+    return None
+
+
+def inspect_archive(archive: Path) -> dict[str, Any]:
+    """Packages and origin of an archive, streamed; never extracts to disk."""
+    manifest = read_manifest(archive)
+    if manifest is not None:
+        return {"archive": str(archive), "size": archive.stat().st_size, "has_manifest": True,
+                "kind": manifest.get("kind"), "source": manifest.get("source"),
+                "python": manifest.get("python"), "torch": manifest.get("torch"),
+                "created": manifest.get("created"), "generated_by": manifest.get("generated_by"),
+                "lock": (manifest.get("lock") or {}).get("name") if manifest.get("lock") else None,
+                "packages": manifest.get("packages", [])}
+    pkgs: list[dict[str, Any]] = []
+    prefix = None
+    try:
+        with _open_stream(archive) as arc:
+            members: Iterator[tuple[str, Callable[[], bytes]]]
+            if isinstance(arc, zipfile.ZipFile):
+                zf = arc
+                members = ((n, (lambda n=n: zf.read(n))) for n in zf.namelist())  # type: ignore[misc]
+            else:
+                tf = arc
+                members = ((m.name, (lambda m=m: _tar_read(tf, m))) for m in tf if m.isfile())  # type: ignore[misc]
+            for name, read in members:
+                name = name.lstrip("./")
+                if re.fullmatch(r"conda-meta/[^/]+\.json", name):
+                    rec = json.loads(read())
+                    pkgs.append({"name": rec.get("name"), "version": rec.get("version"),
+                                 "build": rec.get("build"), "installer": "conda",
+                                 "channel": rec.get("channel"),
+                                 "cuda": _cuda_of(str(rec.get("version", "")), str(rec.get("build", "")))})
+                elif name == "bin/conda-unpack":
+                    prefix = _old_prefix_from_unpack(read().decode("utf-8", "replace"))
+    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise PackError(f"cannot read the archive ({exc}).", path=str(archive),
+                        hint="The file is truncated or not an env archive; pack it again.") from None
+    return {"archive": str(archive), "size": archive.stat().st_size, "has_manifest": False,
+            "kind": "conda" if pkgs else None, "source": {"prefix": prefix, "profile": None},
+            "python": next((p["version"] for p in pkgs if p["name"] == "python"), None), "torch": None,
+            "created": None, "generated_by": None, "lock": None, "packages": pkgs}
+
+
+def _tar_read(tf: tarfile.TarFile, m: tarfile.TarInfo) -> bytes:
+    fh = tf.extractfile(m)
+    return fh.read() if fh else b""
+
+
+def _old_prefix_from_unpack(script: str) -> str | None:
+    counts: dict[str, int] = {}
+    for m in re.finditer(r"\('[^']*', '([^']*)', '(?:text|binary)'\)", script):
+        if m.group(1) != CONDA_PLACEHOLDER:
+            counts[m.group(1)] = counts.get(m.group(1), 0) + 1
+    return max(counts, key=lambda k: counts[k]) if counts else None
+
+
+# --- unpack ------------------------------------------------------------------------------------
+
+
+def _verify(dest: Path, archive: Path) -> int:
+    sums = dest / CHECKSUMS
+    if not sums.is_file():
+        return 0
+    n = 0
+    for line in sums.read_text().splitlines():
+        want, _, rel = line.partition("  ")
+        path = dest / rel
+        if not rel or not path.is_file() or path.is_symlink():
+            continue
+        got = sha256_file(path)
+        if got != want:
+            raise HashMismatch(f"{archive}!{rel}", want, got)
+        n += 1
+    return n
+
+
+def _python_of(dest: Path) -> str:
+    for cand in (dest / "bin" / "python", dest / "bin" / "python3"):
+        if cand.exists():
+            with suppress(OSError, subprocess.SubprocessError):
+                if subprocess.run([cand, "-c", "pass"], capture_output=True, timeout=60).returncode == 0:
+                    return str(cand)
+    return sys.executable
+
+
+def _conda_unpack(dest: Path) -> dict[str, Any]:
+    script = dest / "bin" / "conda-unpack"
+    if not script.is_file():
+        return {"conda_unpack": False}
+    py = _python_of(dest)
+    proc = subprocess.run([py, str(script)], capture_output=True, text=True, cwd=dest, check=False)
+    if proc.returncode != 0:
+        raise PackError(f"conda-unpack failed with exit code {proc.returncode}: "
+                        f"{(proc.stderr or proc.stdout).strip()[-2000:]}", path=str(dest),
+                        hint="The archive may be damaged; pack it again on the source machine.")
+    return {"conda_unpack": True, "python": py}
+
+
+def this_machine() -> Profile:
+    """Probe this machine (envbuild.probe); a minimal profile when the probe is unavailable."""
+    return Profile.from_dict(_source_profile())
+
+
+def _ver_tuple(v: str | None) -> tuple[int, ...] | None:
+    if not v:
+        return None
+    nums = re.findall(r"\d+", v)
+    return tuple(int(x) for x in nums[:3]) if nums else None
+
+
+def _min_driver(cuda: str) -> str | None:
+    """Minimum Linux driver for a CUDA runtime, from the bundled matrix (None if unknown)."""
+    try:
+        import importlib
+
+        m = importlib.import_module("envbuild.matrix").load_matrix()
+        fn = getattr(m, "min_driver", None)
+        return str(fn(cuda)) if callable(fn) and fn(cuda) else None
+    except Exception:  # the matrix is optional here; the check still runs on driver_cuda_version
+        return None
+
+
+def torch_findings(torch: dict[str, Any] | None, profile: Profile) -> list[Finding]:
+    """Will this torch build's CUDA run with the target's driver?"""
+    if not torch or not torch.get("cuda"):
+        return []
+    tv, cuda = torch.get("version") or "torch", str(torch["cuda"])
+    build = f"torch {tv} (built for CUDA {cuda})"
+    need = _min_driver(cuda)
+    evidence = f"{torch.get('site', 'site-packages')}/torch/version.py: cuda = '{cuda}'"
+    if not profile.has_gpu:
+        return [_finding("driver", "warning", f"{build}: the target has no NVIDIA driver/GPU, so torch will "
+                         "run CPU-only (torch.cuda.is_available() is False).",
+                         "Run on a GPU node, or pack a CPU build of torch.", evidence)]
+    drv, dcuda = profile.driver_version, profile.driver_cuda_version
+    have = _ver_tuple(dcuda)
+    want = _ver_tuple(cuda)
+    drv_t, need_t = _ver_tuple(drv), _ver_tuple(need)
+    too_old = bool(drv_t and need_t and drv_t < need_t) or bool(have and want and have[0] < want[0])
+    if too_old:
+        limit = f"supports CUDA up to {dcuda}" if dcuda else "is too old"
+        need_txt = f" (needs driver >= {need})" if need else ""
+        return [_finding(
+            "driver", "error",
+            f"will not work here: {build}, but the target's NVIDIA driver {drv or '?'} {limit}{need_txt}; "
+            "torch.cuda.is_available() will be False ('The NVIDIA driver on your system is too old').",
+            f"Upgrade the driver to one that supports CUDA {cuda}{need_txt}, or rebuild the env for this "
+            f"machine with a torch built for CUDA <= {dcuda or 'the driver version'} "
+            "('envbuild lock --target PROFILE.json' picks one).", evidence)]
+    if have and want and have < want:
+        return [_finding(
+            "driver", "warning",
+            f"{build} on driver {drv or '?'} (CUDA {dcuda}): runs through CUDA minor-version compatibility, "
+            "but kernels that need PTX JIT for a newer CUDA can fail.",
+            f"Prefer a driver that supports CUDA {cuda}.", evidence)]
+    return [_finding("driver", "info", f"{build} fits driver {drv or '?'} (CUDA {dcuda or '?'}).", "",
+                     evidence)]
+
+
+def prefix_findings(dest: Path, old: str | None) -> list[Finding]:
+    """Files that still name the old prefix after the fix-up (shebangs are errors)."""
+    if not old or os.path.abspath(old) == str(dest):
+        return []
+    needle, skip = old.encode(), str(dest).encode()
+    scripts, texts, bins = [], [], []
+    ignore = {MANIFEST, CHECKSUMS, FIXUP_SCRIPT, "bin/conda-unpack"}
+    for root, dirs, names in os.walk(dest):
+        dirs[:] = [d for d in dirs
+                   if d not in ("__pycache__", "conda-meta") and not (Path(root) / d).is_symlink()]
+        for n in names:
+            path = Path(root) / n
+            rel = path.relative_to(dest).as_posix()
+            if rel in ignore or n.endswith(".pyc") or path.is_symlink() or not path.is_file():
+                continue
+            if not _contains(path, needle, skip):
+                continue
+            with open(path, "rb") as fh:
+                first = fh.readline(4096)
+            if rel.startswith("bin/") and first.startswith(b"#!") and needle in first:
+                scripts.append(rel)
+            elif _is_binary(path):
+                bins.append(rel)
+            else:
+                texts.append(rel)
+    out = []
+    if scripts:
+        out.append(_finding("prefix", "error", f"{len(scripts)} script(s) start with '#!{old}/...', "
+                            "which does not exist on the target: they fail with 'bad interpreter'.",
+                            f"Run them as '{dest}/bin/python SCRIPT', or fix the shebangs: "
+                            f"sed -i '1s|{old}|{dest}|' {dest}/bin/NAME", ", ".join(scripts[:10])))
+    if texts:
+        out.append(_finding("prefix", "warning",
+                            f"{len(texts)} text file(s) still name the old prefix {old}.",
+                            "Check whether they are read at run time (configs, .pth files); rewrite them "
+                            f"with sed 's|{old}|{dest}|g'.", ", ".join(texts[:10])))
+    if bins:
+        out.append(_finding("prefix", "warning", f"{len(bins)} binary file(s) embed the old prefix {old} "
+                            "(RPATH or compiled-in paths); they cannot be rewritten in place.",
+                            "If they fail to load on the target, install those packages from conda (which "
+                            "pads binary prefixes) instead of copying built files.", ", ".join(bins[:10])))
+    return out
+
+
+def _doctor_findings(dest: Path, profile: Profile) -> tuple[list[Finding], bool]:
+    try:
+        from envbuild import doctor
+    except ImportError:
+        return [], False
+    check = getattr(doctor, "check_env", None)
+    if not callable(check):
+        return [], False
+    found = check(dest, profile)
+    out = []
+    for f in found:
+        d = asdict(f) if is_dataclass(f) and not isinstance(f, type) else dict(f)
+        out.append({k: d.get(k) for k in ("family", "severity", "cause", "fix", "evidence")})
+    return out, True
+
+
+def _place(tmp: Path, dest: Path) -> None:
+    if dest.exists():
+        dest.rmdir()  # empty (checked before extraction)
+    os.replace(tmp, dest)
+
+
+def unpack(archive: Path, dest: Path, *, target: Profile | None = None) -> dict[str, Any]:
+    """Extract ``archive`` to ``dest``, fix prefixes, check the env against ``target`` (this machine).
+
+    Raises:
+        UnsafeArchive: a member or link escapes DEST (nothing is written).
+        HashMismatch: a member differs from envbuild-files.sha256 (DEST is removed).
+    """
+    archive = Path(archive).resolve()
+    _check_archive(archive)
+    dest = Path(os.path.abspath(dest))
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise InputError("the destination exists and is not empty.", path=str(dest),
+                         hint="Unpack into a new directory (conda-unpack bakes the path into the env).")
+    manifest = read_manifest(archive)
+    profile = target or this_machine()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.unpack-{os.getpid()}"
+    try:
+        safe_extract(archive, tmp)
+        verified = _verify(tmp, archive)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _place(tmp, dest)
+    kind = (manifest or {}).get("kind") or ("conda" if (dest / "conda-meta").is_dir() else "venv")
+    try:
+        fix: dict[str, Any] = {"verified_files": verified}
+        if kind == "conda":
+            fix.update(_conda_unpack(dest))
+        if manifest is not None:
+            from envbuild import _unpack_fixup
+
+            fix.update(_unpack_fixup.fixup(str(dest)))
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    old = ((manifest or {}).get("fixup") or {}).get("old_prefix")
+    if old is None and (dest / "bin" / "conda-unpack").is_file():
+        old = _old_prefix_from_unpack((dest / "bin" / "conda-unpack").read_text(errors="replace"))
+    findings = prefix_findings(dest, old)
+    doc, delegated = _doctor_findings(dest, profile)
+    if delegated:
+        findings += doc
+    findings += [f for f in torch_findings(torch_build(dest), profile)
+                 if not (delegated and any(d["family"] == "driver" and d["severity"] == f["severity"]
+                                           for d in doc))]
+    errors = [f for f in findings if f["severity"] == "error"]
+    return {
+        "ok": not errors, "archive": str(archive), "dest": str(dest), "kind": kind,
+        "source": (manifest or {}).get("source", {}).get("prefix") if manifest else old,
+        "source_host": (((manifest or {}).get("source") or {}).get("profile") or {}).get("hostname"),
+        "target": profile.to_dict(), "fixup": fix, "doctor": delegated, "findings": findings,
+    }
+
+
+# --- Slurm -------------------------------------------------------------------------------------
+
+
+def _template_dir() -> Path:
+    for cand in (Path(__file__).resolve().parents[1] / "templates", Path(__file__).parent / "templates"):
+        if (cand / "slurm-unpack.sh.j2").is_file():
+            return cand
+    raise PackError("templates/slurm-unpack.sh.j2 is missing from this installation.",
+                    hint="Reinstall envbuild.")
+
+
+def render_slurm(archive: Path, dest: str | None = None) -> str:
+    """A bash script that sbcasts ``archive`` to every node of the allocation and unpacks it there."""
+    import jinja2
+
+    archive = Path(os.path.abspath(archive))
+    manifest = read_manifest(archive)
+    kind = (manifest or {}).get("kind") or "conda"
+    name = archive.name
+    fmt = "zip" if name.endswith(".zip") else "tar.zst" if name.endswith((".zst", ".tzst")) else "tar.gz"
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", re.sub(r"(\.tar\.gz|\.tgz|\.tar\.zst|\.tzst|\.zip)$", "", name))
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(_template_dir())), autoescape=False,
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.filters["q"] = lambda v: shlex.quote(str(v))
+    return env.get_template("slurm-unpack.sh.j2").render(
+        version=__version__, archive=str(archive), sha256=sha256_file(archive), fmt=fmt, kind=kind,
+        dest=dest, stem=stem, has_fixup=manifest is not None,
+    )
+
+
+def write_slurm(archive: Path, output: Path, dest: str | None = None) -> Path:
+    """Render the Slurm unpack script for ``archive`` into ``output`` (mode 755)."""
+    from envbuild._fs import atomic_write
+
+    return atomic_write(output, render_slurm(archive, dest), mode=0o755)
+
+
+# --- presentation ------------------------------------------------------------------------------
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+def present_pack(result: dict[str, Any], as_json: bool) -> None:
+    """Print a pack summary (or JSON)."""
+    from envbuild.output import console, err_console, print_json
+
+    if as_json:
+        print_json(result)
+        return
+    torch = result.get("torch") or {}
+    extra = f", torch {torch.get('version')} (CUDA {torch.get('cuda')})" if torch.get("version") else ""
+    console.print(f"packed {result['kind']} env {result['prefix']} -> {result['archive']} "
+                  f"({result['format']}, {_size(result['size'])}, {result['members']} members, "
+                  f"{result['packages']} packages{extra}) in {result['seconds']} s with {result['jobs']} "
+                  "thread(s)", highlight=False)
+    for w in result.get("warnings", []):
+        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+    if result.get("slurm_script"):
+        console.print(f"Slurm unpack script: {result['slurm_script']}", highlight=False)
+
+
+def present_unpack(report: dict[str, Any], as_json: bool) -> None:
+    """Print the findings table of an unpack (or JSON)."""
+    from envbuild.output import console, print_json, table
+
+    if as_json:
+        print_json(report)
+        return
+    tgt = report["target"]
+    console.print(f"unpacked {report['kind']} env into {report['dest']} (packed from "
+                  f"{report.get('source') or '?'} on {report.get('source_host') or '?'}); checked against "
+                  f"{tgt.get('hostname') or 'the given profile'}: "
+                  f"driver {tgt.get('driver_version') or 'none'}, "
+                  f"GPUs {', '.join(g['name'] for g in tgt.get('gpus', [])) or 'none'}", highlight=False)
+    rows = [(f["severity"], f["family"], f["cause"], f["fix"], f["evidence"]) for f in report["findings"]
+            if f["severity"] != "info"]
+    if rows:
+        console.print(table("What will break here", ["severity", "check", "cause", "fix", "evidence"], rows))
+    if report["ok"]:
+        console.print("[green]ok:[/] nothing found that will break on this target.")
+    else:
+        console.print("[bold red]will not work here:[/] fix the errors above before running jobs.")
+
+
+def present_inspect(info: dict[str, Any], as_json: bool) -> None:
+    """Print an archive's origin and package table (or JSON)."""
+    from envbuild.output import console, print_json, table
+
+    if as_json:
+        print_json(info)
+        return
+    src = info.get("source") or {}
+    prof = src.get("profile") or {}
+    console.print(f"{info['archive']} ({_size(info['size'])}): {info.get('kind') or '?'} env from "
+                  f"{src.get('prefix') or '?'} on {prof.get('hostname') or '?'} "
+                  f"(driver {prof.get('driver_version') or '-'}), created {info.get('created') or '?'}"
+                  + ("" if info["has_manifest"] else "; no envbuild manifest (plain conda-pack archive)"),
+                  highlight=False)
+    rows = [(p["name"], p["version"], p.get("build"), p.get("installer"), p.get("cuda"))
+            for p in info["packages"]]
+    console.print(table("Packages", ["name", "version", "build", "installer", "cuda"], rows))
