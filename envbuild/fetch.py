@@ -212,6 +212,7 @@ class _Stats:
     downloaded_bytes: int = 0
     skipped: int = 0
     resumed: int = 0
+    download_seconds: float = 0.0
     repaired: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -463,7 +464,8 @@ def _build_git(
     """Build ``art`` at its commit: a pure wheel into git/, else a ``git archive`` sdist + its requires."""
     assert art.commit is not None
     src = work / "src"
-    _git_checkout(art.url, art.commit, src)
+    # A lock written by hand may keep pip's "git+" scheme prefix; git itself does not take it.
+    _git_checkout(art.url.removeprefix("git+"), art.commit, src)
     epoch = run(["git", "log", "-1", "--format=%ct"], cwd=src, tool="git").stdout.strip()
     out = work / "wheel"
     # SOURCE_DATE_EPOCH makes the zip timestamps (and so the hash) depend on the commit only.
@@ -559,10 +561,13 @@ class FetchResult:
     git: tuple[dict[str, Any], ...]
     conda_subdirs: tuple[str, ...]
     seconds: float
+    download_seconds: float
 
     @property
     def mb_per_s(self) -> float:
-        return round(self.downloaded_bytes / 1e6 / self.seconds, 2) if self.seconds > 0 else 0.0
+        """Download throughput: bytes received over the time spent downloading (not building)."""
+        t = self.download_seconds
+        return round(self.downloaded_bytes / 1e6 / t, 2) if t > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -607,9 +612,11 @@ def _plan(cache: Path, jobs: Sequence[_Job], stats: _Stats, lock_file: Path) -> 
 def _download_round(root: Path, jobs: Sequence[_Job], stats: _Stats, n_jobs: int, show: bool,
                     lock_file: Path) -> list[ManifestEntry]:
     have, todo = _plan(root, jobs, stats, lock_file)
+    t0 = time.monotonic()
     with _Progress(show and bool(todo), len(have) + len(todo)) as prog:
         prog.done = len(have)
         _run_downloads(root, todo, n_jobs, prog, stats)
+    stats.download_seconds += time.monotonic() - t0 if todo else 0.0
     return [ManifestEntry(j.rel, j.sha256, (root / j.rel).stat().st_size, redact(j.url), j.art.name,
                           j.art.version, j.kind, None) for j in have + todo]
 
@@ -747,6 +754,7 @@ def fetch(
         git=tuple(git_info),
         conda_subdirs=tuple(subdirs),
         seconds=round(time.monotonic() - t0, 3),
+        download_seconds=round(stats.download_seconds, 3),
     )
 
 
