@@ -294,6 +294,56 @@ def _libcuda_driver_version() -> Tuple[Optional[str], Optional[str]]:
     return cuda_version_from_int(version.value), None
 
 
+class _NvmlMemory(ctypes.Structure):
+    _fields_ = [("total", ctypes.c_ulonglong), ("free", ctypes.c_ulonglong), ("used", ctypes.c_ulonglong)]
+
+
+def _from_nvml() -> Tuple[List[Json], Optional[str], Optional[str], Optional[str]]:
+    """(gpus, driver version, driver CUDA version, error) from libnvidia-ml, for hosts without nvidia-smi."""
+    try:
+        nvml = ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError as exc:
+        return [], None, None, "libnvidia-ml.so.1 not loadable (%s)" % exc
+    try:
+        init = getattr(nvml, "nvmlInit_v2", None) or nvml.nvmlInit
+        if init() != 0:
+            return [], None, None, "nvmlInit failed"
+        try:
+            buf = ctypes.create_string_buffer(96)
+            driver = (buf.value.decode("ascii", "replace")
+                      if nvml.nvmlSystemGetDriverVersion(buf, ctypes.c_uint(96)) == 0 else None)
+            cuda_int = ctypes.c_int(0)
+            cuda = (cuda_version_from_int(cuda_int.value)
+                    if nvml.nvmlSystemGetCudaDriverVersion(ctypes.byref(cuda_int)) == 0 else None)
+            count = ctypes.c_uint(0)
+            get_count = getattr(nvml, "nvmlDeviceGetCount_v2", None) or nvml.nvmlDeviceGetCount
+            get_handle = (getattr(nvml, "nvmlDeviceGetHandleByIndex_v2", None)
+                          or nvml.nvmlDeviceGetHandleByIndex)
+            gpus = []  # type: List[Json]
+            if get_count(ctypes.byref(count)) == 0:
+                for i in range(count.value):
+                    handle = ctypes.c_void_p()
+                    if get_handle(ctypes.c_uint(i), ctypes.byref(handle)) != 0:
+                        continue
+                    name = ctypes.create_string_buffer(96)
+                    nvml.nvmlDeviceGetName(handle, name, ctypes.c_uint(96))
+                    major, minor = ctypes.c_int(0), ctypes.c_int(0)
+                    cc_ok = nvml.nvmlDeviceGetCudaComputeCapability(
+                        handle, ctypes.byref(major), ctypes.byref(minor)) == 0
+                    mem = _NvmlMemory()
+                    mem_ok = nvml.nvmlDeviceGetMemoryInfo(handle, ctypes.byref(mem)) == 0
+                    gpus.append({
+                        "name": name.value.decode("utf-8", "replace"),
+                        "compute_capability": "%d.%d" % (major.value, minor.value) if cc_ok else None,
+                        "memory_mib": mem.total // (1024 * 1024) if mem_ok else None,
+                    })
+        finally:
+            nvml.nvmlShutdown()
+    except AttributeError as exc:  # an NVML too old for one of these calls
+        return [], None, None, "NVML call missing (%s)" % exc
+    return gpus, driver, cuda, None
+
+
 def _from_nvidia_smi(smi: str, timeout: float) -> Tuple[List[Json], Optional[str], Optional[str], List[str]]:
     """(gpus, driver version, driver CUDA version, notes) from one nvidia-smi executable."""
     notes = []  # type: List[str]
@@ -329,8 +379,12 @@ def probe_nvidia(timeout: float = NVIDIA_SMI_TIMEOUT) -> Json:
     """GPUs, driver version and driver CUDA version from nvidia-smi (procfs / libcuda as fallbacks)."""
     smi = shutil.which("nvidia-smi")
     if smi is None:
-        gpus, driver, driver_cuda = [], None, None  # type: List[Json], Optional[str], Optional[str]
-        notes = ["nvidia-smi not found: no NVIDIA driver visible (gpus empty)."]
+        # Containers often get the driver libraries without nvidia-smi: ask NVML directly.
+        gpus, driver, driver_cuda, error = _from_nvml()
+        if error is None:
+            notes = ["nvidia-smi not found; GPUs and driver read through NVML (libnvidia-ml.so.1)."]
+        else:
+            notes = ["nvidia-smi not found: no NVIDIA driver visible (gpus empty); %s." % error]
     else:
         gpus, driver, driver_cuda, notes = _from_nvidia_smi(smi, timeout)
     if driver is None:
