@@ -187,6 +187,10 @@ def present_verify(report: VerifyReport, as_json: bool) -> None:
     rows = [(p.file, p.problem, p.expected, p.actual, p.detail) for p in report.problems]
     console.print(table(f"verify-cache {report.source}: {len(report.problems)} bad",
                         ["file", "problem", "expected sha256", "actual sha256", "detail"], rows))
+    # One plain line per file too, so hashes are never folded by the terminal width.
+    for p in report.problems[:20]:
+        err_console.print(f"{p.file}: {p.problem}: expected sha256 {p.expected}, got {p.actual}",
+                          highlight=False, soft_wrap=True)
     err_console.print("[bold red]error:[/] the cache is not usable; delete the bad files and run "
                       "'envbuild fetch' again.", highlight=False)
 
