@@ -256,7 +256,8 @@ def _run(argv: Sequence[str], timeout: float) -> Tuple[Optional[int], str, str]:
     env["LC_ALL"] = "C"  # parsers expect English messages
     try:
         proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                stdin=subprocess.DEVNULL, universal_newlines=True, env=env)
+                                stdin=subprocess.DEVNULL, env=env,
+                                universal_newlines=True, encoding="utf-8", errors="replace")
     except OSError as exc:
         return None, "", str(exc.strerror or exc)
     try:

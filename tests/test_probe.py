@@ -292,6 +292,16 @@ def test_probe_garbage_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert any("not understood" in n for n in nv["notes"])
 
 
+def test_probe_binary_garbage_from_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text("#!/bin/sh\nprintf '\\377\\376\\000garbage'\nexit 0\n")
+    (bin_dir / "nvidia-smi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    nv = P.probe_nvidia()  # undecodable bytes must not raise
+    assert nv["gpus"] == [] and nv["driver_version"] is None
+
+
 def test_cuda_home_with_version_json_and_old_version_txt(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
