@@ -181,13 +181,18 @@ def probe_cmd(
     import json
 
     from envbuild._fs import atomic_write
+    from envbuild.errors import InputError
     from envbuild.models import Profile
     from envbuild.probe import probe
 
     data = probe(python_exe=python_exe, timeout=timeout)
     Profile.from_dict(data, path="<probe>")  # the contract every consumer relies on
     if output is not None:
-        atomic_write(output, json.dumps(data, indent=2, sort_keys=True) + "\n")
+        try:
+            atomic_write(output, json.dumps(data, indent=2, sort_keys=True) + "\n")
+        except OSError as exc:
+            raise InputError(f"cannot write the profile ({exc.strerror}).", path=str(output),
+                             hint="Choose a writable path for -o.") from None
     if as_json:
         print_json(data)
     else:

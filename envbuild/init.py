@@ -111,5 +111,9 @@ def init_spec(
         )
     text = render(name or _default_name(target.parent), python, manager)
     _validate(text)
-    atomic_write(target, text)
+    try:
+        atomic_write(target, text)
+    except OSError as exc:
+        raise InputError(f"cannot write ({exc.strerror}).", path=str(target),
+                         hint="Choose a writable PATH.") from None
     return target, load_spec(target)

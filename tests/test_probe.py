@@ -413,6 +413,15 @@ def test_cli_probe_output_file_loads(tmp_path: Path) -> None:
     assert "machine" in res.stdout and "CUDA toolkits" in res.stdout
 
 
+def test_cli_probe_unwritable_output(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    res = runner.invoke(app, ["probe", "-o", str(blocker / "profile.json"), "--json"])
+    assert res.exit_code == 2
+    err = json.loads(res.stdout)
+    assert err["path"] == str(blocker / "profile.json") and "cannot write" in err["message"]
+
+
 def test_cli_probe_table_with_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_smi(tmp_path / "bin", str(REC / "nvidia-smi" / "desktop-550.107.02-rtx4090d.txt"), None)
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
