@@ -243,6 +243,23 @@ def test_probe_seed_laptop_keeps_driver_cuda_apart_from_toolkit(
     assert Profile.from_dict(data).driver_cuda_version == "11.4"
 
 
+def test_probe_seed_server_driver_10_2_with_nvcc_10_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Seed server B: driver 440.33.01 (CUDA 10.2), toolkit 10.1 in CUDA_HOME. Reading the toolkit's
+    # version file as "the CUDA" gives 10.1; the profile must say 10.2 for the driver.
+    _fake_smi(tmp_path / "bin", str(REC / "nvidia-smi" / "server-440.33.01-8x-p100-sxm2.txt"), None)
+    cuda = tmp_path / "cuda-10.1"
+    cuda.mkdir()
+    (cuda / "version.txt").write_text("CUDA Version 10.1.243\n")
+    monkeypatch.setenv("CUDA_HOME", str(cuda))
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{_path_without('nvcc')}")
+    prof = Profile.from_dict(P.probe())
+    assert prof.driver_version == "440.33.01" and prof.driver_cuda_version == "10.2"
+    homes = [(t.version, t.path) for t in prof.cuda_toolkits if t.source == "CUDA_HOME"]
+    assert homes == [("10.1", str(cuda))]
+
+
 def test_probe_with_query_support_uses_full_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_smi(tmp_path / "bin", str(REC / "nvidia-smi" / "desktop-550.40.07-rtx4070.txt"),
               str(REC / "nvidia-smi-query" / "570.86.15-titanv-rtx5880-with-header.csv"))
