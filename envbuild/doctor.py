@@ -397,6 +397,9 @@ def _derive(ctx: dict[str, Any], facts: _Facts) -> None:
             ctx["fix_gcc_max"] = facts.gcc_max(ctx["torch_for_driver_cuda"])
     if dc is not None:
         ctx["driver_tag"] = _tag(str(dc))
+        if tc is not None and tc > dc:
+            ctx["old_driver_cuda"], ctx["old_driver_tag"] = f"{dc.major}.{dc.minor}", ctx["driver_tag"]
+            ctx.setdefault("old_driver_gcc_max", facts.gcc_max(ctx["old_driver_cuda"]))
     if ctx.get("arch"):
         m = re.search(r"(\d)(\d+)", ctx["arch"])
         if m:
@@ -424,8 +427,11 @@ def _cu_version(tag: str) -> Version:
 def _snippet(text: str, m: re.Match[str]) -> str:
     start = text.rfind("\n", 0, m.start()) + 1
     end = text.find("\n", m.end())
-    line = text[start : end if end != -1 else len(text)].strip()
-    return line if len(line) <= 300 else line[:297] + "..."
+    end = end if end != -1 else len(text)
+    if end - start > 300:  # a long line: keep the window around the match
+        a, b = max(start, m.start() - 60), min(end, max(m.end(), m.start() + 200) + 40)
+        return ("..." if a > start else "") + text[a:b].strip() + ("..." if b < end else "")
+    return text[start:end].strip()
 
 
 def read_log(
@@ -703,6 +709,8 @@ def _missing_lib_findings(
                     "{file} was compiled with CUDA {lib_cuda} (it needs {lib}) but no CUDA "
                     "{lib_cuda} runtime "
                     "is on the loader path; torch here ships CUDA {torch_cuda}.",
+                    "{file} was compiled with CUDA {lib_cuda} (it needs {lib}) but no CUDA {lib_cuda} runtime "
+                    "is on the loader path.",
                     "{file} needs {lib}, which the loader cannot find (RPATH/RUNPATH, the env's lib dirs, "
                     "LD_LIBRARY_PATH, the ld.so cache).",
                 ],
@@ -714,6 +722,9 @@ def _missing_lib_findings(
                     "CUDA {torch_cuda} toolkit (e.g. CUDA_HOME=/usr/local/cuda-{torch_cuda} FORCE_CUDA=1 "
                     "pip install --no-build-isolation --no-deps --force-reinstall ...), or "
                     "'envbuild rebuild --target PROFILE'.",
+                    "Rebuild the package that owns {file} with CUDA_HOME at a toolkit of the CUDA version torch "
+                    "uses (python -c 'import torch; print(torch.version.cuda)') and FORCE_CUDA=1, so it links "
+                    "the runtime torch ships, or install a CUDA {lib_cuda} runtime into the env.",
                     "Install the package that provides {lib} into the env (or add its directory to "
                     "LD_LIBRARY_PATH), or rebuild {file} against the libraries that are installed.",
                 ],

@@ -1,0 +1,456 @@
+"""envbuild doctor: log families over real error texts, env checks over real ELF files built here."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from envbuild import doctor, elf
+from envbuild.models import Gpu, Profile, Toolkit, load_profile
+
+DATA = Path(__file__).parent / "data"
+LOGS = sorted((DATA / "logs").glob("*.log"))
+NVCC = Path("/usr/local/cuda/bin/nvcc")
+ENVBUILD = [sys.executable, "-m", "envbuild"]
+
+needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not installed")
+needs_nvcc = pytest.mark.skipif(not NVCC.exists(), reason="nvcc not at /usr/local/cuda")
+
+
+def _family(log: Path) -> str:
+    return log.stem.split("--")[0]
+
+
+# --- log reading -----------------------------------------------------------------------------
+
+
+def test_every_family_has_a_log_and_a_rule() -> None:
+    assert {_family(p) for p in LOGS} == set(doctor.FAMILIES)
+    assert {r.family for r in doctor.load_rules()} == set(doctor.FAMILIES)
+
+
+@pytest.mark.parametrize("log", LOGS, ids=[p.name for p in LOGS])
+def test_log_is_recognised_as_its_family(log: Path) -> None:
+    text = log.read_text()
+    assert text.startswith("# source:"), "each log names where its text comes from"
+    findings = doctor.read_log(text)
+    assert findings, f"nothing recognised in {log.name}"
+    top = findings[0]
+    assert top.family == _family(log)
+    assert top.cause and top.fix and top.evidence
+    assert "{" not in top.cause + top.fix, "an unfilled template field leaked"
+    assert top.evidence.strip(".") in text  # evidence is (a window of) the line that shows it
+
+
+SCENARIO_TEXTS = [
+    # every error text quoted in ../shared/seeds/SCENARIOS.md, with its family
+    ("Cannot uninstall numpy 1.21.6, RECORD file not found", "pip-over-conda"),
+    ("undefined symbol: cudaMemPoolCreate, version libcudart.so.11.0", "undefined-symbol"),
+    ("undefined symbol: _ZNK2at6Tensor8data_ptrIfEEPT_v", "undefined-symbol"),
+    ("FormatCode() got an unexpected keyword argument 'verify'", "yapf-too-new"),
+    ("module 'distutils' has no attribute 'version'", "setuptools-too-new"),
+    ("KeyError: 'RANK'", "distributed-not-initialized"),
+    ("Default process group has not been initialized", "distributed-not-initialized"),
+    ("failed with initial frozen solve", "no-prebuilt-wheel"),
+    (
+        "The detected CUDA version (10.1) mismatches the version that was used to compile PyTorch (11.3)",
+        "cuda-toolkit-mismatch",
+    ),
+    ("ImportError: libcudart.so.10.1: cannot open shared object file", "cuda-lib-missing"),
+    ("No module named 'mmcv._ext'", "mmcv-ops-missing"),
+    ("MMCV==1.7.1 is used but incompatible", "mmcv-version-incompatible"),
+    ("nvcc fatal: Unsupported gpu architecture 'compute_86'", "nvcc-arch-unsupported"),
+    ("invalid device function", "gpu-arch-unsupported"),
+    ("no kernel image is available", "gpu-arch-unsupported"),
+    ("undefined symbol", None),  # bare words, no symbol: nothing to name
+    ("OSError: cannot open /opt/x/_ext.cpython-37m-x86_64-linux-gnu.so", "cuda-lib-missing"),
+    ("matrix contains invalid numeric entries", "numerical-instability"),
+    (
+        "RuntimeError: linalg.cholesky: The factorization could not be completed because the input is not "
+        "positive-definite",
+        "numerical-instability",
+    ),
+    ("Segmentation fault (core dumped)", "gcc-unsupported"),
+]
+
+
+@pytest.mark.parametrize(("text", "family"), SCENARIO_TEXTS)
+def test_seed_scenario_texts(text: str, family: str | None) -> None:
+    findings = doctor.read_log(text)
+    if family is None:
+        assert findings == []
+    else:
+        assert findings[0].family == family
+
+
+def test_undefined_torch_symbol_is_demangled() -> None:
+    (f,) = doctor.read_log((DATA / "logs" / "undefined-symbol.log").read_text())
+    assert "_ZNK2at6Tensor8data_ptrIfEEPT_v" in f.cause
+    if shutil.which("c++filt"):
+        assert "at::Tensor::data_ptr<float>() const" in f.cause
+    assert "another torch" in f.cause and "Rebuild" in f.fix
+
+
+def test_seed_server_profile_makes_fixes_concrete(profiles_dir: Path) -> None:
+    server = load_profile(profiles_dir / "seed-server.json")
+    text = (DATA / "logs" / "cuda-toolkit-mismatch.log").read_text()
+    (f,) = doctor.read_log(text, server)
+    # the driver (CUDA 10.2) cannot run torch's CUDA 11.3: the fix must not say "install CUDA 11.3"
+    assert "cu102" in f.fix and "10.2 toolkit" in f.fix and "libcudart.so.10.1" in f.fix
+    arch = doctor.read_log((DATA / "logs" / "gpu-arch-unsupported.log").read_text(), server)[0]
+    assert 'TORCH_CUDA_ARCH_LIST="7.0"' in arch.fix and "V100" in arch.cause
+
+
+def test_driver_and_gcc_versions_come_from_the_log() -> None:
+    drv = doctor.read_log((DATA / "logs" / "driver-too-old.log").read_text())[0]
+    assert "CUDA 10.2" in drv.cause and "cu102" in drv.fix
+    gcc = doctor.read_log((DATA / "logs" / "gcc-unsupported.log").read_text())[0]
+    assert "gcc <= 10" in gcc.cause and "CC=gcc-10" in gcc.fix
+    num = doctor.read_log((DATA / "logs" / "numerical-instability.log").read_text())
+    assert num and all(f.cause.startswith("Not the environment") for f in num)
+
+
+def test_rules_file_is_validated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = tmp_path / "rules.json"
+    bad.write_text(
+        json.dumps(
+            {
+                "families": {"yapf-too-new": {}},
+                "rules": [{"family": "yapf-too-new", "pattern": "(unclosed", "cause": "c", "fix": "f"}],
+            }
+        )
+    )
+    monkeypatch.setattr(doctor, "_RULES_FILE", bad)
+    doctor.load_rules.cache_clear()
+    try:
+        with pytest.raises(doctor.DataError, match="bad pattern") as exc:
+            doctor.load_rules()
+        assert exc.value.field == "rules[0]" and exc.value.path == str(bad)
+    finally:
+        doctor.load_rules.cache_clear()
+
+
+# --- real artifacts ----------------------------------------------------------------------------
+
+
+def _venv(root: Path) -> tuple[Path, Path]:
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
+    site = next((root / "lib").glob("python3.*/site-packages"))
+    return root, site
+
+
+def _dist(site: Path, name: str, version: str, files: list[str], requires: tuple[str, ...] = ()) -> None:
+    di = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    di.mkdir()
+    meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    meta += "".join(f"Requires-Dist: {r}\n" for r in requires)
+    (di / "METADATA").write_text(meta)
+    (di / "INSTALLER").write_text("pip\n")
+    rec = [f"{f},," for f in files] + [f"{di.name}/{x},," for x in ("METADATA", "INSTALLER", "RECORD")]
+    (di / "RECORD").write_text("\n".join(rec) + "\n")
+
+
+def _gcc(args: list[str], cwd: Path) -> None:
+    subprocess.run(args, cwd=cwd, check=True, capture_output=True)
+
+
+@needs_gcc
+def test_missing_needed_library_is_named(tmp_path: Path) -> None:
+    prefix, site = _venv(tmp_path / "env")
+    build = tmp_path / "build"
+    build.mkdir()
+    # a stand-in CUDA 10.1 runtime: same soname as the real one, then deleted as on the seed server
+    (build / "rt.c").write_text("int cudaRuntimeGetVersion(int *v) { *v = 10010; return 0; }\n")
+    _gcc(
+        ["gcc", "-shared", "-fPIC", "-Wl,-soname,libcudart.so.10.1", "rt.c", "-o", "libcudart.so.10.1"], build
+    )
+    (build / "ops.c").write_text(
+        "int cudaRuntimeGetVersion(int *v);\nint ops_version(void) { int v; cudaRuntimeGetVersion(&v); return v; }\n"
+    )
+    pkg = site / "mmdet3d" / "ops"
+    pkg.mkdir(parents=True)
+    so = pkg / "ball_query_ext.cpython-311-x86_64-linux-gnu.so"
+    _gcc(["gcc", "-shared", "-fPIC", "ops.c", "-L.", "-l:libcudart.so.10.1", "-o", str(so)], build)
+    (build / "libcudart.so.10.1").unlink()
+    _dist(site, "mmdet3d", "0.17.3", ["mmdet3d/ops/ball_query_ext.cpython-311-x86_64-linux-gnu.so"])
+
+    info = elf.read_elf(so)
+    assert info is not None and "libcudart.so.10.1" in info.needed
+    findings = doctor.check_env(prefix, None)
+    miss = [f for f in findings if f.family == "cuda-lib-missing"]
+    assert len(miss) == 1 and miss[0].severity == "error"
+    assert "libcudart.so.10.1" in miss[0].cause and "CUDA 10.1" in miss[0].cause
+    assert "mmdet3d/ops/ball_query_ext" in miss[0].cause and str(so) in miss[0].evidence
+    assert findings[0] == miss[0]
+
+
+@needs_gcc
+def test_unresolved_cpp_symbol_is_named_and_demangled(tmp_path: Path) -> None:
+    prefix, site = _venv(tmp_path / "env")
+    src = tmp_path / "ext.cpp"
+    src.write_text(
+        textwrap.dedent("""
+        namespace at { struct Tensor { template <typename T> T* data_ptr() const; }; }
+        extern "C" float first_value(const at::Tensor& t) { return *t.data_ptr<float>(); }
+    """)
+    )
+    pkg = site / "mmdet3d" / "ops"
+    pkg.mkdir(parents=True)
+    so = pkg / "iou3d_cuda.cpython-311-x86_64-linux-gnu.so"
+    _gcc(["g++", "-shared", "-fPIC", str(src), "-o", str(so)], tmp_path)
+    assert "_ZNK2at6Tensor8data_ptrIfEEPT_v" in elf.undefined_symbols(so)
+
+    findings = doctor.check_env(prefix, None)
+    sym = [f for f in findings if f.family == "undefined-symbol"]
+    assert len(sym) == 1, findings
+    assert "_ZNK2at6Tensor8data_ptrIfEEPT_v" in sym[0].cause
+    if shutil.which("c++filt"):
+        assert "at::Tensor::data_ptr<float>() const" in sym[0].cause
+    assert "another torch" in sym[0].cause and "Rebuild" in sym[0].fix
+    # --no-load skips the dlopen (and so cannot see it)
+    assert not [f for f in doctor.check_env(prefix, None, load=False) if f.family == "undefined-symbol"]
+
+
+@pytest.fixture(scope="module")
+def sm75_objects(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    if not NVCC.exists():
+        pytest.skip("nvcc not at /usr/local/cuda")
+    d = tmp_path_factory.mktemp("nvcc")
+    (d / "k.cu").write_text(
+        "__global__ void twice(float* x) { x[threadIdx.x] *= 2.0f; }\n"
+        'extern "C" void launch(float* x) { twice<<<1, 32>>>(x); }\n'
+    )
+    out = {}
+    for name, code in (("sass", "sm_75"), ("ptx", "[sm_75,compute_75]")):
+        so = d / f"libk_{name}.so"
+        subprocess.run(
+            [
+                str(NVCC),
+                f"-gencode=arch=compute_75,code={code}",
+                "-shared",
+                "-Xcompiler",
+                "-fPIC",
+                "k.cu",
+                "-o",
+                so.name,
+            ],
+            cwd=d,
+            check=True,
+            capture_output=True,
+        )
+        out[name] = so
+    return out
+
+
+def _profile(gpu: str, cc: str) -> Profile:
+    return Profile(gpus=(Gpu(gpu, cc),), driver_version="535.104.05", driver_cuda_version="12.2")
+
+
+@needs_nvcc
+def test_fatbin_archs_are_read(sm75_objects: dict[str, Path]) -> None:
+    sass = elf.read_elf(sm75_objects["sass"])
+    ptx = elf.read_elf(sm75_objects["ptx"])
+    assert sass is not None and ptx is not None
+    assert {c.label for c in sass.gpu_code} == {"sm_75"}
+    assert {c.label for c in ptx.gpu_code} == {"sm_75", "compute_75"}
+    assert not elf.arch_runs_on(sass.gpu_code, 86) and not elf.arch_runs_on(sass.gpu_code, 70)
+    assert elf.arch_runs_on(sass.gpu_code, 75) and elf.arch_runs_on(ptx.gpu_code, 86)
+
+
+@needs_nvcc
+@pytest.mark.parametrize(
+    ("gpu", "cc", "which", "broken"),
+    [
+        ("NVIDIA GeForce RTX 3060", "8.6", "sass", True),  # sm_75 SASS does not run on 8.6
+        ("Tesla V100-SXM2-32GB", "7.0", "sass", True),  # nor on an older 7.0
+        ("NVIDIA GeForce RTX 3060", "8.6", "ptx", False),  # compute_75 PTX is JIT-compiled for 8.6
+        ("Tesla V100-SXM2-32GB", "7.0", "ptx", True),  # PTX never runs on an older arch
+        ("Tesla T4", "7.5", "sass", False),
+    ],
+)
+def test_gpu_arch_against_target(
+    tmp_path: Path, sm75_objects: dict[str, Path], gpu: str, cc: str, which: str, broken: bool
+) -> None:
+    prefix, site = _venv(tmp_path / "env")
+    pkg = site / "radar"
+    pkg.mkdir()
+    shutil.copy(sm75_objects[which], pkg / "libradar_kernels.so")
+    findings = doctor.check_env(prefix, _profile(gpu, cc))
+    arch = [f for f in findings if f.family == "gpu-arch-unsupported"]
+    if broken:
+        assert len(arch) == 1 and arch[0].severity == "error"
+        assert "radar/libradar_kernels.so" in arch[0].cause and f"sm_{cc.replace('.', '')}" in arch[0].cause
+        assert f'TORCH_CUDA_ARCH_LIST="{cc}"' in arch[0].fix
+    else:
+        assert arch == []
+        assert [f.family for f in findings] == ["healthy"]
+
+
+def _fake_torch(site: Path, version: str, cuda: str | None) -> None:
+    """torch's real file layout for what doctor reads: dist-info and torch/version.py (no binaries)."""
+    (site / "torch").mkdir()
+    (site / "torch" / "__init__.py").write_text("")
+    (site / "torch" / "version.py").write_text(
+        f"__version__ = '{version}'\ndebug = False\ncuda = {cuda!r}\ngit_version = '36449ea93134574c2a22b87baad3de0bf8d64d42'\n"
+        "hip = None\n"
+    )
+    _dist(site, "torch", version, ["torch/__init__.py", "torch/version.py"], requires=("typing-extensions",))
+
+
+def test_seed_server_env_names_the_old_driver(tmp_path: Path, profiles_dir: Path) -> None:
+    prefix, site = _venv(tmp_path / "env")
+    _fake_torch(site, "1.10.0+cu113", "11.3")
+    server = load_profile(profiles_dir / "seed-server.json")
+    findings = doctor.check_env(prefix, server)
+    assert findings[0].family == "driver-too-old" and findings[0].severity == "error"
+    assert "11.3" in findings[0].cause and "440.33.01" in findings[0].cause
+    assert "10.2" in findings[0].fix
+    # building ops on the server: nvcc 10.1 differs from torch's CUDA 11.3
+    assert any(f.family == "cuda-toolkit-mismatch" for f in findings)
+    # and on a driver that supports CUDA 11.3 the same env is fine
+    ok = Profile(
+        gpus=(Gpu("Tesla V100-SXM2-32GB", "7.0"),),
+        driver_version="470.223.02",
+        driver_cuda_version="11.4",
+        cuda_toolkits=(Toolkit("11.3", "/usr/local/cuda-11.3"),),
+        gcc_version="9.4.0",
+    )
+    assert [f.family for f in doctor.check_env(prefix, ok)] == ["healthy"]
+
+
+def test_numpy_requirement_conflict_in_env(tmp_path: Path) -> None:
+    prefix, site = _venv(tmp_path / "env")
+    _dist(site, "numpy", "1.21.6", ["numpy/__init__.py"])
+    _dist(site, "mmdet3d", "0.17.3", ["mmdet3d/__init__.py"], requires=("numpy<1.20.0", "numba==0.53.0"))
+    findings = doctor.check_env(prefix, None)
+    conflict = [f for f in findings if f.family == "numpy-version-conflict"]
+    assert len(conflict) == 1 and "mmdet3d 0.17.3 requires numpy<1.20.0" in conflict[0].cause
+
+
+def test_two_copies_of_numpy_are_pip_over_conda(tmp_path: Path) -> None:
+    prefix, site = _venv(tmp_path / "env")
+    _dist(site, "numpy", "1.21.6", ["numpy/__init__.py"])
+    _dist(site, "numpy", "1.19.3", ["numpy/__init__.py"])
+    f = [x for x in doctor.check_env(prefix, None) if x.family == "pip-over-conda"]
+    assert len(f) == 1 and "1.21.6" in f[0].cause and "1.19.3" in f[0].cause
+
+
+def test_mmcv_without_ops(tmp_path: Path) -> None:
+    prefix, site = _venv(tmp_path / "env")
+    (site / "mmcv").mkdir()
+    (site / "mmcv" / "version.py").write_text("__version__ = '1.4.0'\n")
+    _dist(site, "mmcv", "1.4.0", ["mmcv/version.py"])
+    _dist(site, "mmdet3d", "0.17.3", ["mmdet3d/__init__.py"])
+    f = [x for x in doctor.check_env(prefix, None) if x.family == "mmcv-ops-missing"]
+    assert len(f) == 1 and "mmcv-full==1.4.0" in f[0].fix
+
+
+# --- healthy env of 100 packages: fast ----------------------------------------------------------
+
+
+def _wheel(dest: Path, name: str, version: str) -> Path:
+    mod = name.replace("-", "_")
+    whl = dest / f"{mod}-{version}-py3-none-any.whl"
+    di = f"{mod}-{version}.dist-info"
+    files = {
+        f"{mod}/__init__.py": f"__version__ = '{version}'\n",
+        f"{di}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nRequires-Dist: numpy>=1.17\n",
+        f"{di}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = "".join(f"{p},,\n" for p in files) + f"{di}/RECORD,,\n"
+    with zipfile.ZipFile(whl, "w") as z:
+        for p, t in files.items():
+            z.writestr(p, t)
+        z.writestr(f"{di}/RECORD", record)
+    return whl
+
+
+@pytest.fixture(scope="module")
+def healthy_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("healthy")
+    wheels = root / "wheels"
+    wheels.mkdir()
+    names = [f"pkg-{i:03d}" for i in range(99)] + ["numpy"]
+    paths = [_wheel(wheels, n, "1.21.6" if n == "numpy" else "1.0.0") for n in names]
+    prefix, site = _venv(root / "env")
+    uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
+    assert uv, "uv is a dependency of envbuild"
+    subprocess.run(
+        [
+            uv,
+            "pip",
+            "install",
+            "--offline",
+            "--no-index",
+            "--python",
+            str(prefix / "bin" / "python"),
+            *map(str, paths),
+        ],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "UV_CACHE_DIR": str(root / "uv-cache")},
+    )
+    if shutil.which("gcc"):  # one healthy compiled extension too
+        (root / "ok.c").write_text("int ok(void) { return 1; }\n")
+        _gcc(["gcc", "-shared", "-fPIC", "ok.c", "-o", str(site / "pkg_000" / "_speedups.so")], root)
+    return prefix
+
+
+def test_healthy_env_says_so_quickly(healthy_env: Path) -> None:
+    t0 = time.perf_counter()
+    report = doctor.diagnose(healthy_env, None)
+    elapsed = time.perf_counter() - t0
+    assert [f.family for f in report.findings] == ["healthy"]
+    assert report.checked["packages"] == 100
+    assert report.ok
+    assert elapsed < 2.0, f"doctor took {elapsed:.2f} s on 100 packages"
+
+
+def test_cli_healthy_env_json_under_two_seconds(healthy_env: Path) -> None:
+    t0 = time.perf_counter()
+    out = subprocess.run(
+        [*ENVBUILD, "doctor", "--prefix", str(healthy_env), "--json"], capture_output=True, text=True
+    )
+    elapsed = time.perf_counter() - t0
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["ok"] is True and [f["family"] for f in data["findings"]] == ["healthy"]
+    assert elapsed < 2.0, f"'envbuild doctor' took {elapsed:.2f} s"
+
+
+# --- CLI -----------------------------------------------------------------------------------------
+
+
+def test_cli_log_json_and_exit_code() -> None:
+    log = DATA / "logs" / "cuda-lib-missing.log"
+    out = subprocess.run([*ENVBUILD, "doctor", "--log", str(log), "--json"], capture_output=True, text=True)
+    assert out.returncode == 1
+    data = json.loads(out.stdout)
+    assert data["ok"] is False and data["findings"][0]["family"] == "cuda-lib-missing"
+    assert set(data["findings"][0]) >= {"family", "severity", "cause", "fix", "evidence"}
+
+
+def test_cli_log_from_stdin_human_output() -> None:
+    out = subprocess.run(
+        [*ENVBUILD, "doctor", "--log", "-"], input="KeyError: 'RANK'\n", capture_output=True, text=True
+    )
+    assert out.returncode == 1
+    assert "distributed-not-initialized" in out.stdout and "launcher" in out.stdout
+
+
+@pytest.mark.parametrize("args", [[], ["--prefix", "/nonexistent/env"], ["--log", "/nonexistent.log"]])
+def test_cli_bad_input_exits_2(args: list[str]) -> None:
+    out = subprocess.run([*ENVBUILD, "doctor", *args, "--json"], capture_output=True, text=True)
+    assert out.returncode == 2
+    err = json.loads(out.stdout)
+    assert err["ok"] is False and re.search(r"--prefix|--log", str(err["field"]))
