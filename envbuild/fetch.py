@@ -394,7 +394,7 @@ def _run_downloads(cache: Path, todo: Sequence[_Job], jobs: int, prog: _Progress
 def _build_requirements(lock: LockView, extra: Iterable[str]) -> list[str]:
     """setuptools + wheel + each sdist's declared ``requires`` that the lock itself does not hold."""
     locked = {canonicalize_name(a.name) for a in lock.artifacts}
-    out: dict[str, str] = {}
+    out: dict[str, Requirement] = {}
     reqs: list[str] = list(_BASE_BUILD_REQS)
     for a in lock.artifacts:
         if a.kind == "sdist" or a.build == "source":
@@ -409,8 +409,10 @@ def _build_requirements(lock: LockView, extra: Iterable[str]) -> list[str]:
         key = canonicalize_name(r.name)
         if key in locked or r.url:
             continue
-        out.setdefault(key, str(r))
-    return sorted(out.values())
+        # "setuptools" (always needed) and a project's "setuptools>=61" become one requirement.
+        spec = out[key].specifier & r.specifier if key in out else r.specifier
+        out[key] = Requirement(f"{r.name}{spec}")
+    return sorted(str(r) for r in out.values())
 
 
 def _resolve_build_reqs(lock: LockView, reqs: Sequence[str], work: Path) -> list[tuple[str, str, str]]:

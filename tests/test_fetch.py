@@ -241,3 +241,39 @@ def test_malformed_lock_names_file_and_field(tmp_path: Path) -> None:
                                            "filename": "../../x.whl"}])
     with pytest.raises(InputError, match="unsafe"):
         read_lock(evil)
+
+
+def test_git_dependency_with_c_extension_is_kept_as_source_with_build_requirements(tmp_path: Path) -> None:
+    """Not pure Python: the exact source at the commit (git archive) plus its build requirements."""
+    repo, commits = git_repo(tmp_path / "cext", name="cext", versions=("0.1",))
+    (repo / "speed.c").write_text(
+        "#include <Python.h>\nstatic struct PyModuleDef m = {PyModuleDef_HEAD_INIT, \"speed\", 0, -1, 0};\n"
+        "PyMODINIT_FUNC PyInit_speed(void) { return PyModule_Create(&m); }\n")
+    (repo / "setup.py").write_text("from setuptools import Extension, setup\n"
+                                   "setup(ext_modules=[Extension('speed', ['speed.c'])])\n")
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@e.invalid", "commit", "-q", "-m", "C"],
+                   cwd=repo, check=True)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                            check=True).stdout.strip()
+    idx = tmp_path / "idx"
+    make_wheel(idx, "setuptools", "61.0.0")
+    make_wheel(idx, "wheel", "0.40.0")
+    with serve(idx) as srv:
+        lock = write_lock(tmp_path / "lock", [{"name": "cext", "version": "0.1", "kind": "git",
+                                               "url": repo.as_uri(), "commit": commit}],
+                          index_urls=[srv.simple])
+        cache = tmp_path / "cache"
+        res = fetch(lock, cache, show_progress=False)
+    (entry,) = [e for e in load_manifest(cache)["files"] if e["kind"].startswith("git")]
+    assert entry["kind"] == "git-sdist" and entry["commit"] == commit
+    assert entry["file"] == f"git/cext-0.1-{commit[:12]}.tar.gz"
+    import tarfile
+
+    with tarfile.open(cache / entry["file"]) as tf:
+        assert tarfile.TarFile.extractfile(tf, "cext-0.1/speed.c") is not None
+    assert not list((cache / "git").glob("*.whl")), "a cp311 wheel built on this host is not kept"
+    assert sorted(p.name for p in (cache / "build").iterdir()) == [
+        "setuptools-61.0.0-py3-none-any.whl", "wheel-0.40.0-py3-none-any.whl"]
+    assert "setuptools>=61" in res.build_requirements
+    assert commits[0] != commit
