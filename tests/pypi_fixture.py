@@ -174,7 +174,7 @@ def serving(index: Index) -> Iterator[str]:
             super().__init__(*a, directory=root, **kw)  # type: ignore[arg-type]
 
     srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     index.url = f"http://127.0.0.1:{srv.server_address[1]}"
     try:
         yield index.url
