@@ -215,6 +215,7 @@ class _Stats:
     download_seconds: float = 0.0
     repaired: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    cancel: threading.Event = field(default_factory=threading.Event)
 
 
 class _Progress:
@@ -293,10 +294,12 @@ def _download(session: Any, job: _Job, dest: Path, prog: _Progress, stats: _Stat
     for attempt in range(4):
         offset = part.stat().st_size if part.exists() else 0
         try:
-            got = _get(session, job, part, offset, prog)
+            got = _get(session, job, part, offset, prog, stats.cancel)
         except _RangeRefused:
             part.unlink(missing_ok=True)
             continue
+        except (FetchError, _Cancelled):
+            raise
         except Exception as exc:  # requests' errors: keep the .part for the next attempt or run
             if attempt == 3:
                 raise FetchError(
@@ -321,7 +324,12 @@ class _RangeRefused(Exception):
     pass
 
 
-def _get(session: Any, job: _Job, part: Path, offset: int, prog: _Progress) -> tuple[str, int, bool]:
+class _Cancelled(Exception):
+    """Another download failed or the user pressed Ctrl-C: stop, keeping the .part."""
+
+
+def _get(session: Any, job: _Job, part: Path, offset: int, prog: _Progress,
+         cancel: threading.Event) -> tuple[str, int, bool]:
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     with session.get(job.url, headers=headers, stream=True, timeout=(15, 120)) as r:
         if offset and r.status_code == 416:
@@ -343,6 +351,8 @@ def _get(session: Any, job: _Job, part: Path, offset: int, prog: _Progress) -> t
         size = offset if resumed else 0
         with open(part, "ab" if resumed else "wb") as fh:
             for chunk in r.iter_content(_CHUNK):
+                if cancel.is_set():
+                    raise _Cancelled()
                 fh.write(chunk)
                 h.update(chunk)
                 size += len(chunk)
@@ -369,15 +379,22 @@ def _run_downloads(cache: Path, todo: Sequence[_Job], jobs: int, prog: _Progress
         return
     session = _session(jobs)
     errors: list[EnvbuildError] = []
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="fetch") as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="fetch")
+    try:
         futs = {pool.submit(_download, session, j, cache / j.rel, prog, stats): j for j in todo}
         for fut in as_completed(futs):
             exc = fut.exception()
             if isinstance(exc, EnvbuildError):
                 errors.append(exc)
-            elif exc is not None:
+            elif exc is not None and not isinstance(exc, _Cancelled):
                 raise exc
-    session.close()
+    except BaseException:
+        # Ctrl-C or a bug: stop every download now; their .part files are resumed next time.
+        stats.cancel.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        session.close()
     if errors:
         # A hash mismatch is the most important thing to tell; other failures are listed after it.
         errors.sort(key=lambda e: not isinstance(e, HashMismatch))

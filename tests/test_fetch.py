@@ -277,3 +277,38 @@ def test_git_dependency_with_c_extension_is_kept_as_source_with_build_requiremen
         "setuptools-61.0.0-py3-none-any.whl", "wheel-0.40.0-py3-none-any.whl"]
     assert "setuptools>=61" in res.build_requirements
     assert commits[0] != commit
+
+
+def test_missing_file_on_the_server_fails_naming_it(tmp_path: Path) -> None:
+    idx = tmp_path / "idx"
+    w = make_wheel(idx, "gone", "1.0")
+    with serve(idx) as srv:
+        art = wheel_artifact(srv, w)
+        w.unlink()
+        lock = write_lock(tmp_path / "lock", [art])
+        out = _cli("fetch", str(lock), "--cache", str(tmp_path / "cache"), "--json")
+        assert len(srv.requests_for(w.name)) == 1, "a 404 is not retried"
+    assert out.returncode == 3
+    err = json.loads(out.stdout)
+    assert err["error"] == "FetchError" and "HTTP 404" in err["message"] and w.name in err["path"]
+
+
+def test_ctrl_c_stops_downloads_promptly_and_keeps_the_partial_file(tmp_path: Path) -> None:
+    idx = tmp_path / "idx"
+    big = make_wheel(idx, "big", "1.0", payload=2_000_000)
+    with serve(idx, slow={big.name: 200_000}) as srv:
+        lock = write_lock(tmp_path / "lock", [wheel_artifact(srv, big)])
+        cache = tmp_path / "cache"
+        proc = subprocess.Popen([sys.executable, "-m", "envbuild", "fetch", str(lock), "--cache", str(cache)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        part = cache / "wheels" / f"{big.name}.part"
+        deadline = time.time() + 20
+        while time.time() < deadline and not (part.exists() and part.stat().st_size > 0):
+            time.sleep(0.05)
+        t0 = time.time()
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=30)
+        stopped_in = time.time() - t0
+    assert rc != 0
+    assert stopped_in < 3, f"took {stopped_in:.1f} s to stop; the file alone needs ~10 s"
+    assert part.exists() and not (cache / "wheels" / big.name).exists()
