@@ -45,7 +45,8 @@ def _absolute_shebang(path, prefix):
     if not os.path.exists(exe):
         return False
     line = b"#!" + exe.encode() + (b" " + parts[1] if len(parts) > 1 else b"")
-    if len(line) > _MAX_SHEBANG:
+    # The kernel splits "#!" lines at whitespace, so such a prefix keeps the /usr/bin/env form.
+    if len(line) > _MAX_SHEBANG or any(c in exe for c in " \t"):
         return False
     mode = os.stat(path).st_mode
     tmp = path + ".envbuild-tmp"

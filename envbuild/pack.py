@@ -933,13 +933,15 @@ def unpack(archive: Path, dest: Path, *, target: Profile | None = None) -> dict[
                          hint="Unpack into a new directory (conda-unpack bakes the path into the env).")
     manifest = read_manifest(archive)
     profile = target or this_machine()
+    # Remember the first directory we create, so a refused archive leaves no trace at all.
+    created = next((p for p in reversed([dest.parent, *dest.parent.parents]) if not p.exists()), None)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.unpack-{os.getpid()}"
     try:
         safe_extract(archive, tmp)
         verified = _verify(tmp, archive)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(created or tmp, ignore_errors=True)
         raise
     _place(tmp, dest)
     kind = (manifest or {}).get("kind") or ("conda" if (dest / "conda-meta").is_dir() else "venv")

@@ -186,6 +186,9 @@ def python_package_files(base: Path | None = None) -> tuple[dict[str, bytes], li
             continue
         if path.is_file() and not path.is_symlink():
             files[f"lib/python{ver}/{rel.as_posix()}"] = path.read_bytes()
+    # CPython ships this file; it also makes site-packages exist before anything is installed.
+    files[f"lib/python{ver}/site-packages/README.txt"] = (
+        b"This directory exists so that 3rd party packages can be installed here.\n")
     executables = [f"bin/{n}" for n in ("python", "python3", f"python{ver}")]
     executables += [k for k in files if k.endswith(".so") or ".so." in k]
     return files, executables

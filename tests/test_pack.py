@@ -1,0 +1,555 @@
+"""pack / unpack / inspect / slurm-script on REAL envs: a conda env installed by py-rattler from a
+local channel of .conda packages the test builds (a relocatable CPython copied from this
+interpreter, a package with prefix placeholders), wheels installed into it by uv, and a venv."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+from conda_fixture import PLACEHOLDER, install_env, make_channel, python_package_spec
+
+from envbuild.errors import UnsafeArchive
+from envbuild.pack import (
+    CHECKSUMS,
+    MANIFEST,
+    EditableInstall,
+    MissingCondaFiles,
+    PipOverwroteConda,
+    inspect_archive,
+    pack,
+    read_manifest,
+    render_slurm,
+    unpack,
+)
+
+PY = f"{sys.version_info.major}.{sys.version_info.minor}"
+SP = f"lib/python{PY}/site-packages"
+BASE_PYTHON = Path(sys.base_prefix) / "bin" / f"python{PY}"
+UV = Path(sys.executable).parent / "uv"
+ENVBUILD = [sys.executable, "-m", "envbuild"]
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _record_hash(data: bytes) -> str:
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def make_wheel(
+    out: Path, name: str, version: str, files: dict[str, str], scripts: dict[str, str] | None = None
+) -> Path:
+    """A spec-conformant pure wheel; ``scripts`` become console_scripts entry points."""
+    dist = name.replace("-", "_")
+    di = f"{dist}-{version}.dist-info"
+    content = {k: v.encode() for k, v in files.items()}
+    content[f"{di}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
+    content[f"{di}/WHEEL"] = (
+        b"Wheel-Version: 1.0\nGenerator: envbuild-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    )
+    if scripts:
+        eps = "[console_scripts]\n" + "".join(f"{k} = {v}\n" for k, v in scripts.items())
+        content[f"{di}/entry_points.txt"] = eps.encode()
+    record = [f"{p},{_record_hash(d)},{len(d)}" for p, d in content.items()] + [f"{di}/RECORD,,"]
+    content[f"{di}/RECORD"] = ("\n".join(record) + "\n").encode()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{dist}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        for p, d in content.items():
+            zf.writestr(p, d)
+    return path
+
+
+def uv_install(python: Path, *wheels: Path) -> None:
+    subprocess.run(
+        [UV, "pip", "install", "--python", python, "--no-index", *wheels],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+
+
+def conda_pkg(name: str, version: str, files: dict[str, str], **kw: object) -> dict[str, object]:
+    return dict(name=name, version=version, subdir="noarch", depends=["python"], files=files, **kw)
+
+
+def dist_info_files(name: str, version: str, module: str, body: str) -> dict[str, str]:
+    """A python library as a conda package ships it: module + dist-info with INSTALLER 'conda'."""
+    di = f"{SP}/{name}-{version}.dist-info"
+    rel = [
+        f"{module}.py",
+        f"{name}-{version}.dist-info/METADATA",
+        f"{name}-{version}.dist-info/INSTALLER",
+        f"{name}-{version}.dist-info/RECORD",
+    ]
+    return {
+        f"{SP}/{module}.py": body,
+        f"{di}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{di}/INSTALLER": "conda\n",
+        f"{di}/RECORD": "".join(f"{r},,\n" for r in rel),
+    }
+
+
+@pytest.fixture(scope="session")
+def channel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Built once: relocatable python, a placeholder package, a conda-installed python lib, case twins."""
+    root = tmp_path_factory.mktemp("pack-channel")
+    return make_channel(
+        root / "ch",
+        [
+            python_package_spec(),
+            conda_pkg(
+                "greet",
+                "1.0",
+                {
+                    "bin/greet": f"#!{PLACEHOLDER}/bin/python{PY}\n"
+                    "import sys\nprint('greet from', sys.prefix)\n",
+                    "share/greet/config.txt": f"data_dir = {PLACEHOLDER}/share/greet\n",
+                },
+                executables=["bin/greet"],
+                prefix_files=["bin/greet", "share/greet/config.txt"],
+            ),
+            conda_pkg("sixish", "1.0", dist_info_files("sixish", "1.0", "sixish", "V = 'conda 1.0'\n")),
+            conda_pkg("docs-upper", "1.0", {"share/doc/README.txt": "upper\n"}),
+            conda_pkg("docs-lower", "1.0", {"share/doc/readme.txt": "lower\n"}),
+        ],
+    )
+
+
+@pytest.fixture(scope="session")
+def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("pack-wheels")
+    return {
+        "hellopkg": make_wheel(
+            out,
+            "hellopkg",
+            "0.3",
+            {"hellopkg/__init__.py": "def main():\n    print('hello')\n"},
+            scripts={"hello-cli": "hellopkg:main"},
+        ),
+        "otherpkg": make_wheel(out, "otherpkg", "1.2", {"otherpkg/__init__.py": "X = 1\n"}),
+        "sixish2": make_wheel(out, "sixish", "2.0", {"sixish_new/__init__.py": "V = 'pip 2.0'\n"}),
+        "sixfork": make_wheel(out, "sixish-fork", "1.5", {"sixish.py": "V = 'fork'\n"}),
+        "torch": make_wheel(
+            out,
+            "torch",
+            "1.10.0+cu113",
+            {
+                "torch/__init__.py": "from torch.version import __version__\n",
+                # torch's own version.py records the CUDA it was built with exactly like this
+                "torch/version.py": "__version__ = '1.10.0+cu113'\ndebug = False\ncuda = '11.3'\n"
+                "git_version = '36449ea93134574c2a22b87baad3de0bf8d64d42'\nhip = None\n",
+            },
+        ),
+    }
+
+
+def conda_env(channel: Path, path: Path, *specs: str) -> Path:
+    return install_env(channel, path, ["python", *specs])
+
+
+def make_venv(path: Path, *wheels: Path) -> Path:
+    subprocess.run([BASE_PYTHON, "-m", "venv", "--without-pip", path], check=True)
+    if wheels:
+        uv_install(path / "bin" / "python", *wheels)
+    return path
+
+
+def run(cmd: list[object], **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)  # type: ignore[call-overload]
+
+
+def no_file_names(root: Path, needle: str) -> list[str]:
+    """Every non-.pyc file under root that still contains ``needle`` (what a user would grep for)."""
+    hits = []
+    for p in root.rglob("*"):
+        if (
+            p.is_file()
+            and not p.is_symlink()
+            and p.suffix != ".pyc"
+            and p.name != "conda-unpack"
+            and p.name not in (MANIFEST, CHECKSUMS)
+            and needle.encode() in p.read_bytes()
+        ):
+            hits.append(str(p.relative_to(root)))
+    return hits
+
+
+# --- conda round trip ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["tar.zst", "tar.gz", "zip"])
+def test_conda_env_round_trip_relocates(
+    channel: Path, wheels: dict[str, Path], tmp_path: Path, fmt: str
+) -> None:
+    env = conda_env(channel, tmp_path / "src" / "env", "greet")
+    uv_install(env / "bin" / "python", wheels["hellopkg"])
+    archive = tmp_path / f"env.{fmt}"
+    result = pack(env, archive, jobs=2)
+    assert result["kind"] == "conda" and result["format"] == fmt and archive.stat().st_size == result["size"]
+
+    manifest = read_manifest(archive)
+    assert manifest is not None and manifest["source"]["prefix"] == str(env)
+    pkgs = {(p["name"], p["version"], p["installer"]) for p in manifest["packages"]}
+    assert {
+        ("python", ".".join(map(str, sys.version_info[:3])), "conda"),
+        ("greet", "1.0", "conda"),
+        ("hellopkg", "0.3", "uv"),
+    } <= pkgs
+    assert manifest["source"]["profile"]["os"]
+
+    # The source env disappears: nothing in the copy may lean on it.
+    env.rename(tmp_path / "src" / "gone")
+    dest = tmp_path / "elsewhere" / "copy"
+    report = unpack(archive, dest)
+    assert report["ok"], report["findings"]
+    assert report["fixup"]["conda_unpack"] is True and report["fixup"]["verified_files"] > 500
+
+    out = run(
+        [dest / "bin" / "python", "-c", "import sys, hellopkg; print(sys.prefix); print(hellopkg.__file__)"]
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(dest), str(dest / SP / "hellopkg" / "__init__.py")]
+    # console scripts run directly (no activation): pip-made and conda-made, shebangs point at the copy
+    cli = run([dest / "bin" / "hello-cli"])
+    assert (cli.returncode, cli.stdout) == (0, "hello\n"), cli.stderr
+    assert (dest / "bin" / "hello-cli").read_text().splitlines()[0] == f"#!{dest}/bin/python"
+    assert run([dest / "bin" / "greet"]).stdout == f"greet from {dest}\n"
+    assert (dest / "share/greet/config.txt").read_text() == f"data_dir = {dest}/share/greet\n"
+    assert no_file_names(dest, str(env)) == []
+
+
+def test_inspect_reads_manifest_without_unpacking(
+    channel: Path, wheels: dict[str, Path], tmp_path: Path
+) -> None:
+    env = conda_env(channel, tmp_path / "env", "sixish")
+    uv_install(env / "bin" / "python", wheels["otherpkg"])
+    (env / ".envbuild").mkdir()
+    (env / ".envbuild" / "envbuild.lock.json").write_text(json.dumps({"schema_version": 1, "name": "demo"}))
+    archive = tmp_path / "env.tar.zst"
+    pack(env, archive)
+    before = set(tmp_path.iterdir())
+    out = run([*ENVBUILD, "inspect", archive, "--json"])
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
+    assert set(tmp_path.iterdir()) == before
+    assert info["has_manifest"] and info["lock"] == "demo" and info["source"]["prefix"] == str(env)
+    got = {p["name"]: (p["version"], p["installer"]) for p in info["packages"]}
+    assert got["sixish"] == ("1.0", "conda") and got["otherpkg"] == ("1.2", "uv")
+    # the table form names the packages too
+    table = run([*ENVBUILD, "inspect", archive])
+    assert "otherpkg" in table.stdout and str(env) in table.stdout
+
+
+def test_inspect_plain_conda_pack_archive_lists_conda_meta(channel: Path, tmp_path: Path) -> None:
+    import conda_pack
+
+    env = conda_env(channel, tmp_path / "env", "greet")
+    archive = Path(conda_pack.pack(prefix=str(env), output=str(tmp_path / "plain.tar.gz")))
+    info = inspect_archive(archive)
+    assert not info["has_manifest"]
+    assert {(p["name"], p["version"]) for p in info["packages"]} >= {
+        ("greet", "1.0"),
+        ("python", info["python"]),
+    }
+    assert info["source"]["prefix"] == str(env)
+    # and unpack still fixes it with conda-unpack
+    report = unpack(archive, tmp_path / "copy")
+    assert report["ok"], report["findings"]
+    assert (
+        (tmp_path / "copy/share/greet/config.txt").read_text().startswith(f"data_dir = {tmp_path / 'copy'}")
+    )
+
+
+# --- venv round trip -----------------------------------------------------------------------
+
+
+def test_venv_round_trip(wheels: dict[str, Path], tmp_path: Path) -> None:
+    venv = make_venv(tmp_path / "src" / "venv", wheels["hellopkg"], wheels["otherpkg"])
+    archive = tmp_path / "venv.tar.gz"
+    result = pack(venv, archive)
+    assert result["kind"] == "venv"
+    manifest = read_manifest(archive)
+    assert manifest is not None
+    assert {p["name"] for p in manifest["packages"]} >= {"hellopkg", "otherpkg"}
+    assert f"bin/python{PY}" in manifest["fixup"]["python_links"]  # the link to the base interpreter
+    with tarfile.open(archive) as tf:  # no member points outside the env
+        assert all(not (m.issym() and os.path.isabs(m.linkname)) for m in tf.getmembers())
+
+    venv.rename(tmp_path / "src" / "gone")
+    dest = tmp_path / "there" / "venv"
+    report = unpack(archive, dest)
+    assert report["ok"], report["findings"]
+    out = run([dest / "bin" / "python", "-c", "import sys, hellopkg, otherpkg; print(sys.prefix)"])
+    assert (out.returncode, out.stdout.strip()) == (0, str(dest)), out.stderr
+    assert run([dest / "bin" / "hello-cli"]).stdout == "hello\n"
+    assert (
+        f'VIRTUAL_ENV="{dest}"' in (dest / "bin" / "activate").read_text()
+        or f"VIRTUAL_ENV='{dest}'" in (dest / "bin" / "activate").read_text()
+    )
+    assert no_file_names(dest, str(venv)) == []
+
+
+# --- conda-pack refusals, explained --------------------------------------------------------
+
+
+def test_editable_pip_install_refused_with_name_and_source(channel: Path, tmp_path: Path) -> None:
+    env = conda_env(channel, tmp_path / "env")
+    src = tmp_path / "checkout" / "mmdet3d"
+    (src / "mmdet3d").mkdir(parents=True)
+    (src / "mmdet3d" / "__init__.py").write_text("")
+    # what `pip install -e .` (PEP 660) leaves behind
+    di = env / SP / "mmdet3d-0.17.3.dist-info"
+    di.mkdir()
+    (di / "METADATA").write_text("Metadata-Version: 2.1\nName: mmdet3d\nVersion: 0.17.3\n")
+    (di / "INSTALLER").write_text("pip\n")
+    (di / "RECORD").write_text("")
+    (di / "direct_url.json").write_text(json.dumps({"url": src.as_uri(), "dir_info": {"editable": True}}))
+    (env / SP / "__editable__.mmdet3d-0.17.3.pth").write_text(f"{src}\n")
+    with pytest.raises(EditableInstall) as ei:
+        pack(env, tmp_path / "x.tar.gz")
+    text = ei.value.render()
+    assert (
+        "mmdet3d 0.17.3" in text
+        and str(src) in text
+        and "pip install" in text
+        and "--ignore-editable" in text
+    )
+    assert "editable packages" in ei.value.conda_pack_said  # type: ignore[attr-defined]  # conda-pack refused
+    assert not (tmp_path / "x.tar.gz").exists()
+    assert pack(env, tmp_path / "y.tar.gz", ignore_editable=True)["ok"]
+
+
+def test_setup_py_develop_egg_link_refused(channel: Path, tmp_path: Path) -> None:
+    env = conda_env(channel, tmp_path / "env")
+    src = tmp_path / "mmdetection3d"
+    src.mkdir()
+    # what `python setup.py develop` (mmdet3d 0.17's install) leaves: an egg-link and easy-install.pth
+    (env / SP / "mmdet3d.egg-link").write_text(f"{src}\n.\n")
+    (env / SP / "easy-install.pth").write_text(f"{src}\n")
+    out = run([*ENVBUILD, "pack", env, "-o", tmp_path / "x.tar.gz"])
+    assert out.returncode == 5
+    assert "mmdet3d" in out.stderr and "setup.py develop" in out.stderr and str(src) in out.stderr
+    assert not (tmp_path / "x.tar.gz").exists()
+
+
+def test_pip_replacing_conda_package_is_explained(
+    channel: Path, wheels: dict[str, Path], tmp_path: Path
+) -> None:
+    env = conda_env(channel, tmp_path / "env", "sixish")
+    uv_install(env / "bin" / "python", wheels["sixish2"])  # uninstalls conda's sixish 1.0 files
+    with pytest.raises(MissingCondaFiles) as ei:
+        pack(env, tmp_path / "x.tar.gz")
+    text = ei.value.render()
+    assert "deleted/overwritten" in ei.value.conda_pack_said  # type: ignore[attr-defined]
+    assert "sixish 1.0" in text and "uv replaced it with sixish 2.0" in text
+    assert "--force-reinstall sixish" in text
+
+
+def test_pip_wheel_overwriting_conda_file_is_explained(
+    channel: Path, wheels: dict[str, Path], tmp_path: Path
+) -> None:
+    env = conda_env(channel, tmp_path / "env", "sixish")
+    uv_install(env / "bin" / "python", wheels["sixfork"])  # same path: site-packages/sixish.py
+    assert run([env / "bin" / "python", "-c", "import sixish; print(sixish.V)"]).stdout == "fork\n"
+    with pytest.raises(PipOverwroteConda) as ei:
+        pack(env, tmp_path / "x.tar.gz")
+    text = ei.value.render()
+    assert "sixish-fork 1.5" in text and "conda package sixish 1.0" in text and f"{SP}/sixish.py" in text
+    assert "pip uninstall -y sixish-fork" in text
+
+
+def test_deleted_file_not_blamed_on_pip(channel: Path, tmp_path: Path) -> None:
+    env = conda_env(channel, tmp_path / "env", "greet")
+    (env / "share/greet/config.txt").unlink()
+    with pytest.raises(MissingCondaFiles) as ei:
+        pack(env, tmp_path / "x.tar.gz")
+    text = ei.value.render()
+    assert "greet 1.0" in text and "share/greet/config.txt" in text
+    assert "other than pip" in text and "replaced it" not in text
+    assert "conda install -p" in text and "--force-reinstall greet" in text
+
+
+def test_case_insensitive_collision_not_blamed_on_pip(channel: Path, tmp_path: Path) -> None:
+    env = conda_env(channel, tmp_path / "env", "docs-upper", "docs-lower")
+    # On a case-insensitive file system both packages write ONE file; the directory holds one name.
+    (env / "share/doc/readme.txt").unlink()
+    with pytest.raises(MissingCondaFiles) as ei:
+        pack(env, tmp_path / "x.tar.gz")
+    text = ei.value.render()
+    assert "docs-lower 1.0" in text and "case-insensitive file system" in text and "not pip" in text
+
+
+def test_missing_package_cache_warns_and_says_so(channel: Path, tmp_path: Path) -> None:
+    env = conda_env(channel, tmp_path / "env", "greet")
+    shutil.rmtree(tmp_path / ".rattler-cache")  # what `conda clean -p` does to the linked sources
+    result = pack(env, tmp_path / "x.tar.gz")
+    assert any("package cache" in w and "greet 1.0" in w for w in result["warnings"])
+    (env / "share/greet/config.txt").unlink()
+    with pytest.raises(MissingCondaFiles) as ei:
+        pack(env, tmp_path / "y.tar.gz")
+    assert "package-cache entry is gone" in ei.value.render() and "replaced it" not in ei.value.render()
+
+
+# --- unsafe archives -----------------------------------------------------------------------
+
+
+def _tar_with(path: Path, member: tarfile.TarInfo, data: bytes = b"") -> Path:
+    with tarfile.open(path, "w:gz") as tf:
+        ok = tarfile.TarInfo("bin/ok")
+        ok.size = 2
+        tf.addfile(ok, io.BytesIO(b"ok"))
+        member.size = len(data)
+        tf.addfile(member, io.BytesIO(data))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "symlink"])
+def test_escaping_archive_refused_nothing_written(tmp_path: Path, kind: str) -> None:
+    if kind == "dotdot":
+        m = tarfile.TarInfo("../../evil.txt")
+    else:
+        m = tarfile.TarInfo("lib/escape")
+        m.type = tarfile.SYMTYPE
+        m.linkname = "../../../../../etc"
+    archive = _tar_with(tmp_path / "bad.tar.gz", m, b"pwned" if kind == "dotdot" else b"")
+    dest = tmp_path / "a" / "b" / "dest"
+    before = sorted(p for p in tmp_path.rglob("*"))
+    with pytest.raises(UnsafeArchive):
+        unpack(archive, dest)
+    assert sorted(p for p in tmp_path.rglob("*")) == before  # no dest, no temp dir, no evil.txt
+    out = run([*ENVBUILD, "unpack", archive, dest, "--json"])
+    assert out.returncode == 5 and json.loads(out.stdout)["error"] == "UnsafeArchive"
+
+
+# --- target checks -------------------------------------------------------------------------
+
+
+def test_cu113_torch_on_driver_418_will_not_work(wheels: dict[str, Path], tmp_path: Path) -> None:
+    venv = make_venv(tmp_path / "venv", wheels["torch"])
+    archive = tmp_path / "torch-env.tar.zst"
+    out = run([*ENVBUILD, "pack", venv, "-o", archive, "--json"])
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["torch"] == {"version": "1.10.0+cu113", "cuda": "11.3", "site": SP}
+    profile = tmp_path / "old-cluster.json"
+    profile.write_text(
+        json.dumps(
+            {
+                "schema_version": 1,
+                "os": "linux",
+                "arch": "x86_64",
+                "hostname": "old-cluster",
+                "gpus": [{"name": "Tesla V100-SXM2-32GB", "compute_capability": "7.0", "memory_mib": 32510}],
+                "driver_version": "418.67",
+                "driver_cuda_version": "10.1",
+            }
+        )
+    )
+    res = run(
+        [*ENVBUILD, "unpack", archive, tmp_path / "copy", "--target", profile],
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert res.returncode == 1, res.stdout + res.stderr
+    text = " ".join(res.stdout.split())
+    assert (
+        "will not work here" in text and "418.67" in text and "1.10.0+cu113" in text and "CUDA 11.3" in text
+    )
+    js = run([*ENVBUILD, "unpack", archive, tmp_path / "copy2", "--target", profile, "--json"])
+    report = json.loads(js.stdout)
+    assert js.returncode == 1 and not report["ok"]
+    err = [f for f in report["findings"] if f["severity"] == "error" and f["family"] == "driver"]
+    assert err and "418.67" in err[0]["cause"] and "11.3" in err[0]["cause"]
+    # the same env against a driver that supports CUDA 11.3 is fine
+    profile.write_text(
+        json.dumps(
+            {
+                "os": "linux",
+                "gpus": [{"name": "A100", "compute_capability": "8.0"}],
+                "driver_version": "470.57.02",
+                "driver_cuda_version": "11.4",
+            }
+        )
+    )
+    ok = run([*ENVBUILD, "unpack", archive, tmp_path / "copy3", "--target", profile, "--json"])
+    assert not [
+        f for f in json.loads(ok.stdout)["findings"] if f["family"] == "driver" and f["severity"] == "error"
+    ]
+
+
+def test_old_prefix_left_in_a_script_is_reported(wheels: dict[str, Path], tmp_path: Path) -> None:
+    venv = make_venv(tmp_path / "venv", wheels["hellopkg"])
+    archive = tmp_path / "v.tar.gz"
+    pack(venv, archive)
+    # a hand-made script with the prefix TWICE in its shebang line area survives as a finding,
+    # checked on a copy whose manifest does not list it (as a plain archive would not)
+    dest = tmp_path / "copy"
+    unpack(archive, dest)
+    script = dest / "bin" / "tool"
+    script.write_text(f"#!{venv}/bin/python\nprint(1)\n")
+    from envbuild.pack import prefix_findings
+
+    found = prefix_findings(dest, str(venv))
+    assert [f["severity"] for f in found] == ["error"] and "bin/tool" in found[0]["evidence"]
+
+
+# --- Slurm ---------------------------------------------------------------------------------
+
+
+def test_slurm_script_is_shellcheck_clean_quoted_and_works(channel: Path, tmp_path: Path) -> None:
+    env = conda_env(channel, tmp_path / "env", "greet")
+    weird = tmp_path / "it's $(touch PWNED) dir"
+    weird.mkdir()
+    archive = weird / "env.tar.zst"
+    pack(env, archive)
+    script = tmp_path / "slurm-unpack.sh"
+    out = run([*ENVBUILD, "slurm-script", archive, "-o", script, "--dest", str(tmp_path / "node-local/env")])
+    assert out.returncode == 0, out.stderr
+    text = script.read_text()
+    assert "set -euo pipefail" in text and "sbcast" in text and "--ntasks-per-node=1" in text
+    shellcheck = Path(sys.executable).parent / "shellcheck"
+    sc = run([shellcheck, "-S", "style", script])
+    assert sc.returncode == 0, sc.stdout
+    assert render_slurm(archive) != text  # default dest uses $TMPDIR/$USER, not the given one
+
+    # Run it for real with stand-ins for the two Slurm commands (one local "node").
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    (shims / "srun").write_text('#!/bin/sh\nwhile [ "${1#--}" != "$1" ]; do shift; done\nexec "$@"\n')
+    (shims / "sbcast").write_text('#!/bin/sh\nwhile [ "${1#--}" != "$1" ]; do shift; done\ncp "$1" "$2"\n')
+    for s in shims.iterdir():
+        s.chmod(0o755)
+    env.rename(tmp_path / "gone")
+    res = run(
+        ["bash", script],
+        cwd=tmp_path,
+        env={
+            **os.environ,
+            "PATH": f"{shims}:{os.environ['PATH']}",
+            "SLURM_JOB_ID": "1",
+            "SLURM_JOB_NUM_NODES": "1",
+        },
+    )
+    assert res.returncode == 0, res.stderr
+    dest = tmp_path / "node-local" / "env"
+    assert run([dest / "bin" / "greet"]).stdout == f"greet from {dest}\n"
+    assert not (tmp_path / "PWNED").exists() and not (weird / "PWNED").exists()
+    # a changed archive is refused before anything is copied
+    with open(archive, "ab") as fh:
+        fh.write(b"x")
+    bad = run(
+        ["bash", script],
+        cwd=tmp_path,
+        env={**os.environ, "PATH": f"{shims}:{os.environ['PATH']}", "SLURM_JOB_ID": "1"},
+    )
+    assert bad.returncode == 1 and "does not match the sha256" in bad.stderr
