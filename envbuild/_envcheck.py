@@ -94,6 +94,13 @@ def _dists(site, prefix, conda_files):
                 if owner and owner not in overlap:
                     overlap.append(owner)
         direct = _read(os.path.join(path, "direct_url.json")) or ""
+        try:
+            direct_url = json.loads(direct) if direct else None
+        except ValueError:
+            direct_url = None
+        has_so = False
+        if has_record:
+            has_so = bool(re.search(r"\.so[.,]", _read(record) or ""))
         out.append(
             {
                 "name": _norm(name),
@@ -103,8 +110,11 @@ def _dists(site, prefix, conda_files):
                 "dir": path,
                 "conda_owned": conda_owned,
                 "overwrites_conda": overlap,
-                "editable": '"editable": true' in direct,
-                "requires": re.findall(r"^Requires-Dist:\s*(.+?)\s*$", text or "", re.M),
+                "editable": bool(((direct_url or {}).get("dir_info") or {}).get("editable"))
+                if isinstance(direct_url, dict) else False,
+                "direct_url": direct_url if isinstance(direct_url, dict) else None,
+            "has_so": has_so,
+            "requires": re.findall(r"^Requires-Dist:\s*(.+?)\s*$", text or "", re.M),
             }
         )
     return out

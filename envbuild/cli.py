@@ -429,6 +429,43 @@ def lock_cmd(
 # --- end lock ---
 
 
+# --- rebuild ---
+
+
+@app.command("rebuild")
+@handle_errors
+def rebuild_cmd(
+    source: Annotated[
+        Path | None, typer.Argument(help="Lock directory (lockfiles/NAME) to re-target (or use --prefix).")
+    ] = None,
+    prefix: Annotated[Path | None, typer.Option("--prefix", help="Installed env to re-target.")] = None,
+    target: TargetOpt = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Directory for rebuild.sh, plan.json and lock/.")
+    ] = None,
+    no_lock: Annotated[
+        bool, typer.Option("--no-lock", help="Write the plan and rebuild.sh only (no index access).")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-resolve an env or lock for another machine; write the new lock and a minimal rebuild.sh."""
+    from envbuild.errors import InputError
+    from envbuild.models import load_profile
+    from envbuild.rebuild import present_plan, rebuild
+
+    if (source is None) == (prefix is None):
+        raise InputError("give exactly one of --prefix ENV or a lock directory.", field="--prefix/LOCK_DIR",
+                         hint="e.g. 'envbuild rebuild --prefix ~/envs/radar --target server.json'.")
+    if target is None:
+        raise InputError("a target profile is required.", field="--target",
+                         hint="Write one with 'envbuild probe -o server.json' on the target machine.")
+    plan = rebuild(prefix or source or Path("."), load_profile(target), out_dir=output, lock=not no_lock)
+    present_plan(plan, as_json)
+
+
+# --- end rebuild ---
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="envbuild")

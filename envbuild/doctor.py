@@ -709,8 +709,8 @@ def _missing_lib_findings(
                     "{file} was compiled with CUDA {lib_cuda} (it needs {lib}) but no CUDA "
                     "{lib_cuda} runtime "
                     "is on the loader path; torch here ships CUDA {torch_cuda}.",
-                    "{file} was compiled with CUDA {lib_cuda} (it needs {lib}) but no CUDA {lib_cuda} runtime "
-                    "is on the loader path.",
+                    "{file} was compiled with CUDA {lib_cuda} (it needs {lib}) but no CUDA {lib_cuda} "
+                    "runtime is on the loader path.",
                     "{file} needs {lib}, which the loader cannot find (RPATH/RUNPATH, the env's lib dirs, "
                     "LD_LIBRARY_PATH, the ld.so cache).",
                 ],
@@ -722,9 +722,9 @@ def _missing_lib_findings(
                     "CUDA {torch_cuda} toolkit (e.g. CUDA_HOME=/usr/local/cuda-{torch_cuda} FORCE_CUDA=1 "
                     "pip install --no-build-isolation --no-deps --force-reinstall ...), or "
                     "'envbuild rebuild --target PROFILE'.",
-                    "Rebuild the package that owns {file} with CUDA_HOME at a toolkit of the CUDA version torch "
-                    "uses (python -c 'import torch; print(torch.version.cuda)') and FORCE_CUDA=1, so it links "
-                    "the runtime torch ships, or install a CUDA {lib_cuda} runtime into the env.",
+                    "Rebuild the package that owns {file} with CUDA_HOME at a toolkit of the CUDA version "
+                    "torch uses (python -c 'import torch; print(torch.version.cuda)') and FORCE_CUDA=1, so "
+                    "it links the runtime torch ships, or install a CUDA {lib_cuda} runtime into the env.",
                     "Install the package that provides {lib} into the env (or add its directory to "
                     "LD_LIBRARY_PATH), or rebuild {file} against the libraries that are installed.",
                 ],

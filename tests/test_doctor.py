@@ -175,7 +175,8 @@ def test_missing_needed_library_is_named(tmp_path: Path) -> None:
         ["gcc", "-shared", "-fPIC", "-Wl,-soname,libcudart.so.10.1", "rt.c", "-o", "libcudart.so.10.1"], build
     )
     (build / "ops.c").write_text(
-        "int cudaRuntimeGetVersion(int *v);\nint ops_version(void) { int v; cudaRuntimeGetVersion(&v); return v; }\n"
+        "int cudaRuntimeGetVersion(int *v);\n"
+        "int ops_version(void) { int v; cudaRuntimeGetVersion(&v); return v; }\n"
     )
     pkg = site / "mmdet3d" / "ops"
     pkg.mkdir(parents=True)
@@ -301,7 +302,8 @@ def _fake_torch(site: Path, version: str, cuda: str | None) -> None:
     (site / "torch").mkdir()
     (site / "torch" / "__init__.py").write_text("")
     (site / "torch" / "version.py").write_text(
-        f"__version__ = '{version}'\ndebug = False\ncuda = {cuda!r}\ngit_version = '36449ea93134574c2a22b87baad3de0bf8d64d42'\n"
+        f"__version__ = '{version}'\ndebug = False\ncuda = {cuda!r}\n"
+        "git_version = '36449ea93134574c2a22b87baad3de0bf8d64d42'\n"
         "hip = None\n"
     )
     _dist(site, "torch", version, ["torch/__init__.py", "torch/version.py"], requires=("typing-extensions",))
@@ -364,7 +366,8 @@ def _wheel(dest: Path, name: str, version: str) -> Path:
     di = f"{mod}-{version}.dist-info"
     files = {
         f"{mod}/__init__.py": f"__version__ = '{version}'\n",
-        f"{di}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\nRequires-Dist: numpy>=1.17\n",
+        f"{di}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+        "Requires-Dist: numpy>=1.17\n",
         f"{di}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
     record = "".join(f"{p},,\n" for p in files) + f"{di}/RECORD,,\n"

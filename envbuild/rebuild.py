@@ -1,0 +1,657 @@
+"""Re-target an existing env (or lock) to another machine: re-resolve, then change only what must change.
+
+``rebuild`` reads what is installed (``--prefix``, through doctor's env reader, nothing
+imported) or what a lock pinned (``lockfiles/NAME``), re-resolves the CUDA-sensitive
+packages for the target profile with ``envbuild.resolve.resolve``, and writes:
+
+- ``resolution.json``: the new resolution;
+- ``plan.json``: every step with its reason (what ``--json`` prints);
+- ``rebuild.sh``: reinstall the wheels whose build changes (torch +cu113 -> +cu102), then
+  recompile the source-built ops (mmdet3d) with FORCE_CUDA=1, TORCH_CUDA_ARCH_LIST of the
+  target GPU, CUDA_HOME at a toolkit matching torch's CUDA and a gcc that nvcc accepts;
+- ``lock/``: the new lock (``envbuild.lock``), unless ``lock=False``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from envbuild import __version__
+from envbuild._fs import atomic_dir
+from envbuild.errors import ConflictError, InputError, ToolError
+from envbuild.models import Profile, Resolution
+
+__all__ = [
+    "CurrentEnv",
+    "RebuildPlan",
+    "Step",
+    "current_from_lock",
+    "current_from_prefix",
+    "plan_rebuild",
+    "rebuild",
+    "render_script",
+]
+
+# Packages whose build depends on torch/CUDA: re-resolved for the target; others stay as installed.
+CUDA_SENSITIVE = (
+    "torch",
+    "torchvision",
+    "torchaudio",
+    "mmcv-full",
+    "mmcv",
+    "mmdet",
+    "mmsegmentation",
+    "mmdet3d",
+    "numpy",
+    "spconv",
+    "cupy",
+)
+_TORCH_FAMILY = ("torch", "torchvision", "torchaudio")
+
+
+@dataclass
+class CurrentEnv:
+    """What the env (or lock) being re-targeted holds."""
+
+    source: str
+    kind: str  # "prefix" | "lock"
+    python: str | None
+    packages: dict[str, str]  # canonical name -> version (with local label)
+    torch_cuda: str | None = None
+    source_builds: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {version, dir, editable}
+    requirements: list[str] = field(default_factory=list)
+    manager: str = "venv"
+    name: str = "env"
+    compiled: set[str] = field(default_factory=set)  # dists shipping .so files (rebuilt with torch/CUDA)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One change with its reason; ``kind`` is preflight|uninstall|install|build|verify."""
+
+    kind: str
+    reason: str
+    package: str | None = None
+    old: str | None = None
+    new: str | None = None
+    command: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "package": self.package,
+            "old": self.old,
+            "new": self.new,
+            "reason": self.reason,
+            "command": self.command,
+            "env": self.env,
+        }
+
+
+@dataclass
+class RebuildPlan:
+    """The changes for the target, the build toolchain they need, and where files were written."""
+
+    current: CurrentEnv
+    target: Profile
+    resolution: Resolution
+    steps: list[Step]
+    cuda: str | None
+    arch_list: str | None
+    cuda_home: str | None
+    toolkit_found: bool
+    gcc: str | None
+    gcc_max: int | None
+    requirements: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    out_dir: str | None = None
+    files: list[str] = field(default_factory=list)
+    lock_dir: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "source": self.current.source,
+            "source_kind": self.current.kind,
+            "target": self.target.to_dict(),
+            "cuda": self.cuda,
+            "torch_cuda_arch_list": self.arch_list,
+            "cuda_home": self.cuda_home,
+            "toolkit_found": self.toolkit_found,
+            "gcc": self.gcc,
+            "gcc_max": self.gcc_max,
+            "requirements": self.requirements,
+            "changes": {
+                s.package: {"old": s.old, "new": s.new}
+                for s in self.steps
+                if s.kind in ("install", "build") and s.package
+            },
+            "steps": [s.to_dict() for s in self.steps],
+            "notes": self.notes,
+            "out_dir": self.out_dir,
+            "files": self.files,
+            "lock_dir": self.lock_dir,
+            "resolution": self.resolution.to_dict(),
+        }
+
+
+# --- reading the current state -----------------------------------------------------------------
+
+
+def _name(n: str) -> str:
+    return str(canonicalize_name(n))
+
+
+def _base(v: str | None) -> str | None:
+    return None if v is None else v.split("+")[0]
+
+
+def current_from_prefix(prefix: Path) -> CurrentEnv:
+    """Describe an installed env via doctor's env reader (its own interpreter; nothing imported).
+
+    A dist counts as source-built when pip recorded a local directory, a VCS URL or an sdist
+    for it (direct_url.json) or when it is editable, and it ships compiled code.
+    """
+    from envbuild.doctor import env_info
+
+    info = env_info(prefix)
+    packages = {_name(d["name"]): str(d["version"]) for d in info.get("dists") or []}
+    torch = info.get("torch") or {}
+    if torch.get("version"):
+        packages["torch"] = str(torch["version"])
+    builds: dict[str, dict[str, Any]] = {}
+    for d in info.get("dists") or []:
+        direct = d.get("direct_url") or {}
+        from_source = (
+            direct.get("dir_info") is not None
+            or direct.get("vcs_info") is not None
+            or str(direct.get("url", "")).endswith((".tar.gz", ".zip"))
+        )
+        if (d.get("editable") or from_source) and (d.get("editable") or d.get("has_so")):
+            url = str(direct.get("url") or "")
+            builds[_name(d["name"])] = {
+                "version": d["version"],
+                "dir": url[len("file://") :] if url.startswith("file://") else None,
+                "editable": bool(d.get("editable")),
+            }
+    compiled = {_name(d["name"]) for d in info.get("dists") or [] if d.get("has_so")}
+    return CurrentEnv(
+        compiled=compiled,
+        source=str(prefix),
+        kind="prefix",
+        python=".".join(str(info.get("python", "")).split(".")[:2]) or None,
+        packages=packages,
+        torch_cuda=torch.get("cuda"),
+        source_builds=builds,
+        manager="conda" if info.get("conda") else "venv",
+        name=Path(prefix).name,
+    )
+
+
+def current_from_lock(lock_dir: Path) -> CurrentEnv:
+    """Describe what a lock directory pinned (its resolution and its user requirements)."""
+    from envbuild.lockfile import load_lock
+
+    lk = load_lock(lock_dir)
+    res = lk.resolution or {}
+    packages = {_name(k): str(v) for k, v in (res.get("packages") or {}).items()}
+    for a in lk.artifacts:
+        packages.setdefault(_name(a.name), a.version)
+    builds = {
+        _name(sb["name"]): {"version": sb.get("version"), "dir": None, "editable": False}
+        for sb in res.get("source_builds") or []
+    }
+    reqs = list((lk.spec or {}).get("requirements") or [])
+    # a lock does not say which wheels hold compiled code; these are the CUDA builds among the pins
+    compiled = {n for n in packages if n in ("mmcv-full", "spconv") or n.startswith(("cupy", "spconv"))}
+    return CurrentEnv(
+        compiled=compiled,
+        source=str(lock_dir),
+        kind="lock",
+        python=lk.python,
+        packages=packages,
+        torch_cuda=res.get("cuda"),
+        source_builds=builds,
+        requirements=reqs,
+        manager=lk.manager,
+        name=lk.name,
+    )
+
+
+def requirements_for(current: CurrentEnv) -> list[str]:
+    """What to re-resolve: the lock's own requirements, or the env's CUDA-sensitive packages pinned."""
+    if current.requirements:
+        return list(current.requirements)
+    reqs: list[str] = []
+    for name, version in sorted(current.packages.items()):
+        base = _base(version)
+        if name.startswith("cupy"):
+            reqs.append(f"cupy=={base}")  # the resolver picks the cupy-cudaXXX package for the target
+        elif name in CUDA_SENSITIVE:
+            reqs.append(f"{name}=={base}")
+    return reqs
+
+
+# --- planning ------------------------------------------------------------------------------------
+
+
+def _ver(text: str | None) -> Version | None:
+    try:
+        return None if not text else Version(str(text))
+    except InvalidVersion:
+        return None
+
+
+def _mm(text: str | None) -> str | None:
+    v = _ver(_base(text))
+    return None if v is None else f"{v.major}.{v.minor}"
+
+
+def _arch_list(target: Profile, res: Resolution) -> str | None:
+    ccs = sorted(
+        {g.compute_capability for g in target.gpus if g.compute_capability}, key=lambda c: _ver(c) or 0
+    )
+    if ccs:
+        return ";".join(ccs)
+    got = res.build.get("torch_cuda_arch_list")
+    return str(got) if got else None
+
+
+def _gcc_max(cuda: str | None, res: Resolution) -> int | None:
+    got = res.build.get("gcc_max")
+    if got is not None:
+        try:
+            return int(str(got).split(".")[0])
+        except ValueError:
+            pass
+    from envbuild.doctor import _facts  # the matrix reader doctor already wraps
+
+    return _facts().gcc_max(cuda)
+
+
+def _pip(python: str, *args: str) -> list[str]:
+    return [python, "-m", "pip", *args]
+
+
+def _wheel_steps(
+    current: CurrentEnv, res: Resolution, target: Profile, cuda: str | None, index_args: list[str]
+) -> tuple[list[Step], bool]:
+    """Wheels whose pin (or build) changes; True when the torch family changes."""
+    py = "$PYTHON"
+    steps: list[Step] = []
+    sb_names = {_name(sb["name"]) for sb in res.source_builds}
+    # 1. wheels whose pin changes (torch +cu113 -> +cu102, cupy-cuda113 -> cupy-cuda102)
+    torch_changed = False
+    new_torch = res.packages.get("torch")
+    torch_moves = new_torch is not None and current.packages.get("torch") not in (None, new_torch)
+    for name, pin in sorted(res.packages.items()):
+        n = _name(name)
+        if n in sb_names:
+            continue
+        old = current.packages.get(n)
+        renamed = False
+        if old is None and n.startswith("cupy"):
+            olds = [k for k in current.packages if k.startswith("cupy")]
+            for o in olds:
+                steps.append(
+                    Step(
+                        "uninstall",
+                        f"{o} is built for another CUDA than the target's {cuda}; {n} replaces it",
+                        o,
+                        current.packages[o],
+                        None,
+                        _pip(py, "uninstall", "-y", o),
+                    )
+                )
+            old, renamed = (f"{olds[0]}=={current.packages[olds[0]]}", True) if olds else (None, False)
+        rebuilt_for_torch = torch_moves and n in current.compiled and old == pin
+        if old == pin and not rebuilt_for_torch:
+            continue
+        if old is None and n not in _TORCH_FAMILY and not n.startswith("cupy"):
+            continue  # not installed before: the rebuild changes, it does not add
+        if renamed:
+            why = f"CuPy for CUDA {cuda} (the runtime torch will use) replaces {old}"
+        elif rebuilt_for_torch:
+            why = (
+                f"{n} {old} holds ops compiled for torch {current.packages.get('torch')}; the same version "
+                f"built for torch {res.packages.get('torch')} comes from the target's index/find-links"
+            )
+        elif n in _TORCH_FAMILY:
+            torch_changed = True
+            why = (
+                f"{n} {old} is built for CUDA {current.torch_cuda or _cuda_of(old)}; the target's driver "
+                f"{target.driver_version} (CUDA {target.driver_cuda_version}) needs the CUDA {cuda} build"
+            )
+        else:
+            why = f"{n} {old} -> {pin}: the build for the target's torch/CUDA"
+        steps.append(
+            Step(
+                "install",
+                why,
+                n,
+                old,
+                pin,
+                _pip(
+                    py,
+                    "install",
+                    "--no-deps",
+                    "--force-reinstall",
+                    "--only-binary",
+                    ":all:",
+                    *index_args,
+                    f"{n}=={pin}",
+                ),
+            )
+        )
+    # torch first: the other wheels were built against it
+    order = {"uninstall": 0, "install": 1}
+    steps.sort(
+        key=lambda st: (order.get(st.kind, 2), st.kind == "install" and st.package not in _TORCH_FAMILY)
+    )
+    return steps, torch_changed
+
+
+def _build_steps(
+    current: CurrentEnv,
+    res: Resolution,
+    target: Profile,
+    cuda: str | None,
+    arch: str | None,
+    gcc_max: int | None,
+    cuda_home: str | None,
+    index_args: list[str],
+    torch_changed: bool,
+) -> tuple[list[Step], list[str]]:
+    """Source-built ops to recompile (with the env vars nvcc needs), and notes for the user."""
+    py = "$PYTHON"
+    steps: list[Step] = []
+    notes: list[str] = []
+    # 2. source-built ops: rebuilt when torch or its CUDA changes (their .so link both)
+    builds: dict[str, dict[str, Any]] = {}
+    for sb in res.source_builds:
+        builds[_name(sb["name"])] = {
+            "version": sb.get("version"),
+            "env": dict(sb.get("env") or {}),
+            "reason": sb.get("reason"),
+        }
+    for n, cur in current.source_builds.items():
+        builds.setdefault(n, {"version": _base(cur.get("version")), "env": {}, "reason": None})
+    gcc_v = _ver(target.gcc_version)
+    cc_env: dict[str, str] = {}
+    if gcc_max is not None and gcc_v is not None and gcc_v.major > gcc_max:
+        cc_env = {"CC": f"gcc-{gcc_max}", "CXX": f"g++-{gcc_max}"}
+    for n, b in sorted(builds.items()):
+        cur = current.source_builds.get(n) or {}
+        if not (torch_changed or n not in current.source_builds or _base(cur.get("version")) != b["version"]):
+            continue
+        env = {"FORCE_CUDA": "1", **{k: str(v) for k, v in b["env"].items()}}
+        if arch:
+            env["TORCH_CUDA_ARCH_LIST"] = arch
+        if cuda_home:
+            env["CUDA_HOME"] = cuda_home
+        env.update(cc_env)
+        src = cur.get("dir")
+        if src:
+            cmd = _pip(
+                py,
+                "install",
+                "--no-build-isolation",
+                "--no-deps",
+                "--force-reinstall",
+                *(["-e"] if cur.get("editable") else []),
+                src,
+            )
+        else:
+            cmd = _pip(
+                py,
+                "install",
+                "--no-build-isolation",
+                "--no-deps",
+                "--force-reinstall",
+                "--no-binary",
+                n,
+                *index_args,
+                f"{n}=={b['version']}",
+            )
+        why = (
+            f"{n}'s compiled ops link torch and the CUDA runtime: compile them against torch "
+            f"{res.packages.get('torch')} with nvcc {cuda} (an nvcc {_mm(_first_toolkit(target))} build "
+            f"would need libcudart.so.{_mm(_first_toolkit(target))} at run time) for "
+            f"TORCH_CUDA_ARCH_LIST={arch}"
+        )
+        steps.append(Step("build", why, n, cur.get("version"), b["version"], cmd, env))
+        if src and cur.get("editable"):
+            notes.append(
+                f"{n} is an editable install in {src}: its old build/ and in-tree .so files are "
+                "removed first, or Python would keep importing them."
+            )
+    return steps, notes
+
+
+def plan_rebuild(current: CurrentEnv, res: Resolution, target: Profile) -> RebuildPlan:
+    """The minimal change list from ``current`` to the resolution ``res`` for ``target``."""
+    if not res.ok:
+        raise ConflictError(
+            "no consistent set of versions exists for the target: " + " ".join(res.conflicts),
+            conflicts=list(res.conflicts),
+        )
+    cuda = _mm(res.cuda) or _cuda_of(res.packages.get("torch"))
+    arch = _arch_list(target, res)
+    gcc_max = _gcc_max(cuda, res)
+    toolkit = next((t for t in target.cuda_toolkits if _mm(t.version) == cuda), None)
+    cuda_home = (toolkit.path if toolkit and toolkit.path else None) or (
+        f"/usr/local/cuda-{cuda}" if cuda else None
+    )
+
+    index_args: list[str] = []
+    for i, u in enumerate(res.index_urls):
+        index_args += ["--index-url" if i == 0 else "--extra-index-url", u]
+    for fl in res.find_links:
+        index_args += ["--find-links", fl]
+    steps, torch_changed = _wheel_steps(current, res, target, cuda, index_args)
+    builds, notes = _build_steps(
+        current, res, target, cuda, arch, gcc_max, cuda_home, index_args, torch_changed
+    )
+    steps += builds
+    if not toolkit and any(s.kind == "build" for s in steps):
+        notes.append(
+            f"The target has no CUDA {cuda} toolkit (it has: "
+            f"{', '.join(t.version + ' at ' + str(t.path) for t in target.cuda_toolkits) or 'none'}); "
+            f"rebuild.sh expects one at {cuda_home} (override with CUDA_HOME=...): the NVIDIA "
+            f"runfile installs it without a driver ('--toolkit --silent --toolkitpath={cuda_home}')."
+        )
+    return RebuildPlan(
+        current=current,
+        target=target,
+        resolution=res,
+        steps=steps,
+        cuda=cuda,
+        arch_list=arch,
+        cuda_home=cuda_home,
+        toolkit_found=toolkit is not None,
+        gcc=target.gcc_version,
+        gcc_max=gcc_max,
+        notes=notes,
+    )
+
+
+def _cuda_of(pin: str | None) -> str | None:
+    m = re.search(r"\+cu(\d+)(\d)$", pin or "")
+    return f"{m.group(1)}.{m.group(2)}" if m else None
+
+
+def _first_toolkit(target: Profile) -> str | None:
+    return target.cuda_toolkits[0].version if target.cuda_toolkits else None
+
+
+# --- rendering -----------------------------------------------------------------------------------
+
+
+def _template_dir() -> Path:
+    for cand in (Path(__file__).resolve().parents[1] / "templates", Path(__file__).parent / "templates"):
+        if (cand / "rebuild.sh.j2").is_file():
+            return cand
+    raise ToolError("templates/rebuild.sh.j2 is missing from this installation.", hint="Reinstall envbuild.")
+
+
+def render_script(plan: RebuildPlan) -> str:
+    """rebuild.sh for ``plan`` (every value shell-quoted; each step echoes its reason)."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(_template_dir())),
+        autoescape=False,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    env.filters["q"] = lambda v: shlex.quote(str(v))
+    env.filters["cmd"] = lambda argv: " ".join(
+        '"$PYTHON"' if a == "$PYTHON" else shlex.quote(a) for a in argv
+    )
+    env.filters["comment"] = lambda s: re.sub(r"[\r\n]+", " ", str(s))
+    prefix = plan.current.source if plan.current.kind == "prefix" else None
+    builds = [s for s in plan.steps if s.kind == "build"]
+    return env.get_template("rebuild.sh.j2").render(
+        version=__version__,
+        plan=plan,
+        prefix=prefix,
+        steps=plan.steps,
+        builds=builds,
+        torch_pin=plan.resolution.packages.get("torch"),
+        editable_dirs=[(s.package, s.command[-1]) for s in builds if "-e" in s.command],
+    )
+
+
+# --- the stage -----------------------------------------------------------------------------------
+
+
+def _resolve(reqs: Sequence[str], target: Profile, indexes: Mapping[str, str] | None) -> Resolution:
+    try:
+        resolver = importlib.import_module("envbuild.resolve")
+    except ModuleNotFoundError:
+        raise ToolError(
+            "the resolver stage (envbuild.resolve) is not installed.",
+            hint="Install envbuild completely; rebuild re-resolves for the target.",
+        ) from None
+    kw: dict[str, Any] = {"indexes": dict(indexes)} if indexes else {}
+    res: Resolution = resolver.resolve(list(reqs), target, **kw)
+    return res
+
+
+def rebuild(
+    source: Path,
+    target: Profile,
+    *,
+    out_dir: Path | None = None,
+    lock: bool = True,
+    indexes: Mapping[str, str] | None = None,
+    resolution: Resolution | None = None,
+) -> RebuildPlan:
+    """Plan the re-target of ``source`` (an env prefix or a lock dir) and write the files to ``out_dir``.
+
+    Raises:
+        InputError: ``source`` is neither an env (bin/python) nor a lock directory.
+        ConflictError: no consistent set exists for the target.
+    """
+    source = Path(source)
+    if (source / "envbuild.lock.json").is_file():
+        current = current_from_lock(source)
+    elif (source / "bin" / "python").exists() or (source / "bin" / "python3").exists():
+        current = current_from_prefix(source)
+    else:
+        raise InputError(
+            "neither an env (no bin/python) nor a lock directory (no envbuild.lock.json).",
+            path=str(source),
+            field="--prefix/LOCK_DIR",
+            hint="Pass --prefix ENV for an installed env, or lockfiles/NAME for a lock.",
+        )
+    reqs = requirements_for(current)
+    if not reqs:
+        raise InputError(
+            "nothing CUDA-dependent to rebuild (no torch, mmcv, cupy ... found).", path=str(source)
+        )
+    res = resolution if resolution is not None else _resolve(reqs, target, indexes)
+    plan = plan_rebuild(current, res, target)
+    plan.requirements = reqs
+    out = (
+        Path(out_dir)
+        if out_dir is not None
+        else Path("rebuild") / f"{current.name}-{target.hostname or 'target'}"
+    )
+    script = render_script(plan)
+    with atomic_dir(out) as tmp:
+        (tmp / "rebuild.sh").write_text(script)
+        (tmp / "rebuild.sh").chmod(0o755)
+        (tmp / "resolution.json").write_text(json.dumps(res.to_dict(), indent=2, sort_keys=True) + "\n")
+        plan.out_dir, plan.files = str(out), ["plan.json", "rebuild.sh", "resolution.json"]
+        (tmp / "plan.json").write_text(json.dumps(plan.to_dict(), indent=2, sort_keys=True) + "\n")
+    if lock:
+        plan.lock_dir = str(_write_lock(current, reqs, target, res, out / "lock", indexes))
+        plan.files.append("lock/")
+    return plan
+
+
+def _write_lock(
+    current: CurrentEnv,
+    reqs: Sequence[str],
+    target: Profile,
+    res: Resolution,
+    out: Path,
+    indexes: Mapping[str, str] | None,
+) -> Path:
+    from envbuild.lock import lock as lock_stage
+    from envbuild.spec import spec_from_requirements
+
+    spec = spec_from_requirements(
+        list(reqs),
+        name=current.name,
+        python=current.python,
+        manager=current.manager if current.manager in ("conda", "venv") else "venv",
+    )
+    lock_stage(
+        spec,
+        target,
+        out_dir=out,
+        resolution=res,
+        indexes=indexes,
+        command=f"envbuild rebuild {shlex.quote(current.source)} --target ...",
+    )
+    return out
+
+
+def present_plan(plan: RebuildPlan, as_json: bool) -> None:
+    """Print the plan: JSON, or a table of changes and the path of rebuild.sh."""
+    from envbuild.output import console, print_json, table
+
+    if as_json:
+        print_json(plan.to_dict())
+        return
+    rows = [(s.kind, s.package or "-", s.old or "-", s.new or "-", s.reason) for s in plan.steps]
+    console.print(
+        table(
+            f"rebuild {plan.current.source} for {plan.target.hostname or 'the target'}",
+            ["step", "package", "now", "then", "why"],
+            rows,
+        )
+    )
+    console.print(
+        f"CUDA {plan.cuda}, TORCH_CUDA_ARCH_LIST={plan.arch_list}, CUDA_HOME={plan.cuda_home} "
+        f"({'found on the target' if plan.toolkit_found else 'NOT on the target yet'}), "
+        f"gcc {plan.gcc} (nvcc {plan.cuda} accepts <= {plan.gcc_max})",
+        markup=False,
+        highlight=False,
+    )
+    for n in plan.notes:
+        console.print(f"note: {n}", markup=False, highlight=False)
+    console.print(f"wrote {plan.out_dir}/rebuild.sh", markup=False, highlight=False)
