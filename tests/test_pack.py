@@ -468,7 +468,7 @@ def test_cu113_torch_on_driver_418_will_not_work(wheels: dict[str, Path], tmp_pa
     js = run([*ENVBUILD, "unpack", archive, tmp_path / "copy2", "--target", profile, "--json"])
     report = json.loads(js.stdout)
     assert js.returncode == 1 and not report["ok"]
-    err = [f for f in report["findings"] if f["severity"] == "error" and f["family"] == "driver"]
+    err = [f for f in report["findings"] if f["severity"] == "error" and f["family"].startswith("driver")]
     assert err and "418.67" in err[0]["cause"] and "11.3" in err[0]["cause"]
     # the same env against a driver that supports CUDA 11.3 is fine
     profile.write_text(
@@ -485,6 +485,25 @@ def test_cu113_torch_on_driver_418_will_not_work(wheels: dict[str, Path], tmp_pa
     assert not [
         f for f in json.loads(ok.stdout)["findings"] if f["family"] == "driver" and f["severity"] == "error"
     ]
+
+
+def test_torch_driver_check_without_doctor() -> None:
+    from envbuild.models import Gpu, Profile
+    from envbuild.pack import torch_findings
+
+    torch = {"version": "1.10.0+cu113", "cuda": "11.3", "site": SP}
+    v100 = (Gpu("Tesla V100-SXM2-32GB", "7.0"),)
+    old = torch_findings(torch, Profile(gpus=v100, driver_version="418.67", driver_cuda_version="10.1"))
+    assert [f["severity"] for f in old] == ["error"]
+    assert (
+        "will not work here" in old[0]["cause"] and "418.67" in old[0]["cause"] and "11.3" in old[0]["cause"]
+    )
+    minor = torch_findings(torch, Profile(gpus=v100, driver_version="460.32", driver_cuda_version="11.2"))
+    assert [f["severity"] for f in minor] == ["warning"]
+    fine = torch_findings(torch, Profile(gpus=v100, driver_version="470.57", driver_cuda_version="11.4"))
+    assert [f["severity"] for f in fine] == ["info"]
+    cpu = torch_findings(torch, Profile())
+    assert [f["severity"] for f in cpu] == ["warning"] and "CPU-only" in cpu[0]["cause"]
 
 
 def test_old_prefix_left_in_a_script_is_reported(wheels: dict[str, Path], tmp_path: Path) -> None:
