@@ -1,0 +1,617 @@
+"""The compatibility matrix: the ONLY reader of ``envbuild/data/*.json``.
+
+``load_matrix()`` reads and validates every data file once (cached) into frozen
+records and offers the queries the resolver, ``envbuild matrix`` and the other
+stages need (torch variants, driver minimums, wheel arch lists, GPU names,
+mmcv wheels, CuPy packages, NumPy <-> Python).  A malformed file raises
+``DataError`` naming the file, the row and the field.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+from envbuild.errors import DataError
+
+__all__ = [
+    "DATA_DIR",
+    "ArchRow",
+    "CupyPackage",
+    "CupyRelease",
+    "GpuModel",
+    "Matrix",
+    "MmPackage",
+    "MmcvWheels",
+    "NumpyMinor",
+    "TorchRelease",
+    "cuda_of_variant",
+    "load_matrix",
+    "load_table",
+    "normalize_gpu_name",
+    "variant_of_cuda",
+    "vers",
+]
+
+DATA_DIR = Path(__file__).parent / "data"
+TABLES = ("torch", "torch_arch", "nvidia", "gpus", "mmcv", "openmmlab", "cupy", "numpy")
+
+
+def vers(text: str) -> Version:
+    """A Version from text like '470.223.02', '12.4' or '1.10.0+cu113' (local label kept)."""
+    return Version(text.strip().lstrip(">= "))
+
+
+def cuda_of_variant(variant: str) -> str:
+    """'cu113' -> '11.3', 'cu92' -> '9.2', 'cu130' -> '13.0'."""
+    digits = variant[2:]
+    return f"{digits[:-1]}.{digits[-1]}"
+
+
+def variant_of_cuda(cuda: str) -> str:
+    """'11.3' -> 'cu113'."""
+    major, minor = cuda.split(".")[:2]
+    return f"cu{major}{minor}"
+
+
+def _mm(v: str) -> tuple[int, int]:
+    parts = [int(x) for x in re.findall(r"\d+", v)[:2]]
+    return (parts[0], parts[1] if len(parts) > 1 else 0)
+
+
+# --- records -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TorchRelease:
+    version: str
+    torchvision: str | None
+    torchaudio: str | None
+    variants: tuple[str, ...]  # confirmed cuXYZ
+    unverified: tuple[str, ...]  # believed to exist, no source lists them
+    cpu: bool
+    python: tuple[str, ...]
+    source: str
+    confidence: str | None = None
+
+    @property
+    def series(self) -> str:
+        """'1.10.2' -> '1.10'."""
+        v = vers(self.version)
+        return f"{v.major}.{v.minor}"
+
+    @property
+    def all_variants(self) -> tuple[str, ...]:
+        """Confirmed and unverified cuXYZ variants, newest CUDA first."""
+        vs = set(self.variants) | set(self.unverified)
+        return tuple(sorted(vs, key=lambda s: _mm(cuda_of_variant(s)), reverse=True))
+
+
+@dataclass(frozen=True)
+class ArchRow:
+    torch: str
+    cuda: str
+    arch_list: tuple[str, ...]  # "7.0", "12.0+PTX"
+    source: str
+    confidence: str | None = None
+
+    @property
+    def text(self) -> str:
+        return ";".join(self.arch_list)
+
+
+@dataclass(frozen=True)
+class GpuModel:
+    name: str
+    compute_capability: str
+    architecture: str
+    source: str
+    confidence: str | None
+    key: str
+
+
+@dataclass(frozen=True)
+class MmcvWheels:
+    package: str
+    cuda: str  # "11.3" or "cpu"
+    torch_series: str  # "1.10"
+    versions: tuple[str, ...]
+    source: str
+
+
+@dataclass(frozen=True)
+class MmPackage:
+    name: str
+    version: str
+    requires: Mapping[str, str]
+    source: str
+    numpy: str | None = None
+    python_max: str | None = None
+    runtime: tuple[str, ...] = ()
+    build_from_source: bool = False
+
+
+@dataclass(frozen=True)
+class CupyPackage:
+    package: str
+    cuda_min: str
+    cuda_max: str
+    versions: tuple[str, ...]
+    python_by_version: Mapping[str, tuple[str, ...]]
+    source: str
+
+    def covers(self, cuda: str) -> bool:
+        return _mm(self.cuda_min) <= _mm(cuda) <= _mm(self.cuda_max)
+
+
+@dataclass(frozen=True)
+class CupyRelease:
+    version: str
+    numpy: str
+    requires_python: str | None
+    source: str
+
+
+@dataclass(frozen=True)
+class NumpyMinor:
+    minor: str
+    python_min: str
+    python_max: str
+    latest: str
+    source: str
+
+    def supports(self, python: str) -> bool:
+        return _mm(self.python_min) <= _mm(python) <= _mm(self.python_max)
+
+
+@dataclass(frozen=True)
+class AbiRule:
+    package: str
+    versions: str
+    numpy: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """Every compatibility fact envbuild knows, validated; query it through the methods."""
+
+    torch: tuple[TorchRelease, ...]
+    arch: tuple[ArchRow, ...]
+    driver_min: Mapping[str, tuple[str, str]]  # cuda -> (min driver, source)
+    compat_min: Mapping[int, tuple[str, str]]  # cuda major -> (min driver, source)
+    gcc: Mapping[str, tuple[int, str, str | None]]  # cuda -> (max major, source, confidence)
+    cc_windows: Mapping[str, tuple[str | None, str | None, str]]  # cc -> (first cuda, last cuda, source)
+    gpus: tuple[GpuModel, ...]
+    gpu_ignore: frozenset[str]
+    mmcv: tuple[MmcvWheels, ...]
+    mm: Mapping[str, tuple[MmPackage, ...]]  # mmdet / mmsegmentation / mmdet3d, oldest first
+    cupy_packages: tuple[CupyPackage, ...]
+    cupy_releases: Mapping[str, CupyRelease]
+    numpy: tuple[NumpyMinor, ...]  # oldest first
+    abi: tuple[AbiRule, ...]
+    sources: Mapping[str, str] = field(default_factory=dict)  # named sources (index patterns, rules)
+    tables: Mapping[str, Any] = field(default_factory=dict)  # raw JSON per file (read-only use)
+
+    # torch ---------------------------------------------------------------------------------------
+    def torch_releases(self) -> list[TorchRelease]:
+        """Every torch release, newest first."""
+        return sorted(self.torch, key=lambda r: vers(r.version), reverse=True)
+
+    def torch_release(self, version: str) -> TorchRelease | None:
+        base = vers(version).base_version
+        for r in self.torch:
+            if vers(r.version).base_version == base:
+                return r
+        return None
+
+    def variants(self, torch: str) -> list[str]:
+        """cuXYZ variants of a torch release (confirmed + unverified), newest CUDA first."""
+        r = self.torch_release(torch)
+        return list(r.all_variants) if r else []
+
+    def arch_row(self, torch: str, cuda: str) -> ArchRow | None:
+        """Wheel arch list of (torch version, CUDA X.Y): the exact version row, else its 'X.Y.x' row."""
+        v = vers(torch)
+        exact, series = v.base_version, f"{v.major}.{v.minor}.x"
+        for key in (exact, series):
+            for a in self.arch:
+                if a.torch == key and a.cuda == cuda:
+                    return a
+        return None
+
+    # NVIDIA --------------------------------------------------------------------------------------
+    def min_driver(self, cuda: str) -> str | None:
+        """Lowest Linux driver that runs CUDA ``X.Y`` natively (None when unknown)."""
+        hit = self.driver_min.get(f"{_mm(cuda)[0]}.{_mm(cuda)[1]}")
+        return hit[0] if hit else None
+
+    def native_cuda(self, driver: str) -> str | None:
+        """Newest CUDA minor the driver supports natively."""
+        d = vers(driver)
+        ok = [c for c, (m, _) in self.driver_min.items() if vers(m) <= d]
+        return max(ok, key=_mm) if ok else None
+
+    def compat_min_driver(self, cuda: str) -> str | None:
+        """Driver needed to run any CUDA of this major through minor-version compatibility (11+)."""
+        hit = self.compat_min.get(_mm(cuda)[0])
+        return hit[0] if hit else None
+
+    def driver_support(self, driver: str, cuda: str) -> str | None:
+        """'native', 'compat' (minor-version compatibility) or None: can this driver run CUDA X.Y?"""
+        need = self.min_driver(cuda)
+        if need is None:
+            return None
+        d = vers(driver)
+        if d >= vers(need):
+            return "native"
+        cm = self.compat_min_driver(cuda)
+        if cm is not None and d >= vers(cm):
+            return "compat"
+        return None
+
+    def max_cuda(self, driver: str, *, compat: bool = True) -> str | None:
+        """Newest CUDA the driver runs: natively, or (compat=True) through minor-version compatibility."""
+        best = self.native_cuda(driver)
+        if compat:
+            d = vers(driver)
+            for major, (m, _) in self.compat_min.items():
+                if d >= vers(m):
+                    top = max((c for c in self.driver_min if _mm(c)[0] == major), key=_mm, default=None)
+                    if top and (best is None or _mm(top) > _mm(best)):
+                        best = top
+        return best
+
+    def gcc_max(self, cuda: str) -> int | None:
+        """Newest host gcc major nvcc X.Y accepts."""
+        hit = self.gcc.get(f"{_mm(cuda)[0]}.{_mm(cuda)[1]}")
+        return hit[0] if hit else None
+
+    # GPUs ----------------------------------------------------------------------------------------
+    def _key(self, name: str) -> str:
+        return normalize_gpu_name(name, self.gpu_ignore)
+
+    def gpu(self, name: str) -> GpuModel | None:
+        """The model a name (as nvidia-smi prints it, or as sold) refers to, or None."""
+        key = self._key(name)
+        if not key:
+            return None
+        by_key = {g.key: g for g in self.gpus}
+        if key in by_key:
+            return by_key[key]
+        tokens = key.split()
+        # "h100 80gb hbm3" -> "h100"; "rtx 4070 ti super" -> "rtx 4070 ti": longest known prefix wins
+        for n in range(len(tokens) - 1, 0, -1):
+            hit = by_key.get(" ".join(tokens[:n]))
+            if hit:
+                return hit
+        return None
+
+    def suggest_gpus(self, name: str, n: int = 4) -> list[str]:
+        """Known GPU names close to ``name`` (for 'did you mean')."""
+        keys = {g.key: g.name for g in self.gpus}
+        close = difflib.get_close_matches(self._key(name), list(keys), n=n, cutoff=0.5)
+        return [keys[k] for k in close]
+
+    # mmcv ----------------------------------------------------------------------------------------
+    def mmcv_wheels(self, package: str, cuda: str | None, torch: str) -> list[str]:
+        """mmcv(-full) versions with a prebuilt wheel for (CUDA X.Y or None=cpu, torch series), newest 1st."""
+        series = ".".join(torch.split("+")[0].split(".")[:2])
+        dev = cuda or "cpu"
+        for w in self.mmcv:
+            if w.package == package and w.cuda == dev and w.torch_series == series:
+                return sorted(w.versions, key=vers, reverse=True)
+        return []
+
+    def mmcv_versions(self, package: str) -> list[str]:
+        """Every mmcv(-full) version the wheel table names, newest first."""
+        vs = {v for w in self.mmcv if w.package == package for v in w.versions}
+        return sorted(vs, key=vers, reverse=True)
+
+    def mmcv_pairs(self, package: str, version: str) -> list[tuple[str, str]]:
+        """(cuda or 'cpu', torch series) pairs that have a prebuilt wheel of this version."""
+        return [(w.cuda, w.torch_series) for w in self.mmcv if w.package == package and version in w.versions]
+
+    def mmcv_find_links(self, base: str, cuda: str | None, torch: str) -> str:
+        """OpenMMLab find-links URL for (CUDA, torch), e.g. .../cu113/torch1.10/index.html."""
+        v = vers(torch)
+        dev = variant_of_cuda(cuda) if cuda else "cpu"
+        return f"{base.rstrip('/')}/{dev}/torch{v.major}.{v.minor}/index.html"
+
+    def mm_package(self, name: str, version: str) -> MmPackage | None:
+        for p in self.mm.get(name, ()):
+            if p.version == version:
+                return p
+        return None
+
+    # CuPy / NumPy --------------------------------------------------------------------------------
+    def cupy_for_cuda(self, cuda: str) -> list[CupyPackage]:
+        """CuPy packages whose wheels target CUDA X.Y (per-minor package first, then the per-major one)."""
+        hits = [p for p in self.cupy_packages if p.covers(cuda)]
+        return sorted(hits, key=lambda p: p.cuda_min != p.cuda_max)
+
+    def numpy_for_python(self, python: str) -> list[NumpyMinor]:
+        """NumPy minors supporting Python X.Y, newest first."""
+        return [n for n in reversed(self.numpy) if n.supports(python)]
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+
+def normalize_gpu_name(name: str, ignore: frozenset[str] | set[str] = frozenset()) -> str:
+    """Lower-case, drop vendor/form-factor/memory tokens: 'NVIDIA A100-SXM4-40GB' -> 'a100'."""
+    text = name.lower().replace("(r)", " ").replace("(tm)", " ")
+    text = re.sub(r"[-_/,]", " ", text)
+    out = []
+    for t in text.split():
+        if t in ignore or re.fullmatch(r"\d+\s*gb|\d+g", t):
+            continue
+        out.append(t)
+    return " ".join(out)
+
+
+class _Reader:
+    """Typed field access that names file/row/field in every error."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.path = DATA_DIR / f"{name}.json"
+
+    def fail(self, where: str, msg: str) -> DataError:
+        return DataError(msg, path=str(self.path), field=where,
+                         hint="The bundled compatibility data is broken; fix the file or reinstall envbuild.")
+
+    def load(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise DataError(f"cannot read ({exc.strerror}).", path=str(self.path)) from None
+        except json.JSONDecodeError as exc:
+            raise DataError(f"not valid JSON (line {exc.lineno}: {exc.msg}).", path=str(self.path)) from None
+        if not isinstance(data, dict):
+            raise self.fail("<root>", "must be a JSON object.")
+        for key in ("schema_version", "checked", "description"):
+            if key not in data:
+                raise self.fail(key, "missing header field.")
+        if data["schema_version"] != 1:
+            raise self.fail("schema_version", f"unsupported version {data['schema_version']!r} (expected 1).")
+        return data
+
+    def rows(self, data: Mapping[str, Any], key: str) -> list[tuple[str, dict[str, Any]]]:
+        rows = data.get(key)
+        if not isinstance(rows, list) or not rows:
+            raise self.fail(key, "expected a non-empty list of rows.")
+        out = []
+        for i, r in enumerate(rows):
+            where = f"{key}[{i}]"
+            if not isinstance(r, dict):
+                raise self.fail(where, "each row must be an object.")
+            s = r.get("source")
+            ok = isinstance(s, str) or (isinstance(s, list) and all(isinstance(x, str) for x in s))
+            if not s or not ok:
+                raise self.fail(f"{where}.source", "every entry needs a source (URL or repo@commit path).")
+            out.append((where, r))
+        return out
+
+    def s(self, where: str, r: Mapping[str, Any], key: str, *, optional: bool = False) -> str:
+        v = r.get(key)
+        if v is None and optional:
+            return ""
+        if not isinstance(v, str) or not v:
+            raise self.fail(f"{where}.{key}", f"expected a non-empty string, got {v!r}.")
+        return v
+
+    def ver(self, where: str, r: Mapping[str, Any], key: str) -> str:
+        v = self.s(where, r, key)
+        try:
+            vers(v)
+        except InvalidVersion:
+            raise self.fail(f"{where}.{key}", f"not a version: {v!r}.") from None
+        return v
+
+    def spec(self, where: str, text: str) -> str:
+        try:
+            SpecifierSet(text)
+        except InvalidSpecifier:
+            raise self.fail(where, f"not a version specifier: {text!r}.") from None
+        return text
+
+    def strs(self, where: str, r: Mapping[str, Any], key: str) -> tuple[str, ...]:
+        v = r.get(key) or []
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise self.fail(f"{where}.{key}", "expected a list of strings.")
+        return tuple(v)
+
+
+def _src(r: Mapping[str, Any]) -> str:
+    s = r["source"]
+    return s if isinstance(s, str) else "; ".join(s)
+
+
+def _load_torch(rd: _Reader, data: dict[str, Any]) -> tuple[TorchRelease, ...]:
+    out = []
+    for where, r in rd.rows(data, "releases"):
+        var = rd.strs(where, r, "cuda_variants_pip_linux")
+        unv = rd.strs(where, r, "cuda_variants_unverified")
+        for v in var + unv:
+            if not re.fullmatch(r"cu\d{2,3}", v):
+                raise rd.fail(f"{where}.cuda_variants", f"bad variant {v!r} (expected cuXYZ).")
+        py = rd.strs(where, r, "python")
+        if not py:
+            raise rd.fail(f"{where}.python", "no Python versions.")
+        out.append(TorchRelease(
+            version=rd.ver(where, r, "torch"), torchvision=r.get("torchvision"),
+            torchaudio=r.get("torchaudio"),
+            variants=var, unverified=unv, cpu=bool(r.get("cpu_variant", True)), python=py, source=_src(r),
+            confidence=r.get("confidence")))
+    return tuple(out)
+
+
+def _load_arch(rd: _Reader, data: dict[str, Any]) -> tuple[ArchRow, ...]:
+    out = []
+    for where, r in rd.rows(data, "wheels"):
+        torch = rd.s(where, r, "torch")
+        if not re.fullmatch(r"\d+\.\d+\.(\d+|x)", torch):
+            raise rd.fail(f"{where}.torch", f"expected X.Y.Z or X.Y.x, got {torch!r}.")
+        cuda = rd.s(where, r, "cuda")
+        lst = tuple(a for a in rd.s(where, r, "TORCH_CUDA_ARCH_LIST").split(";") if a)
+        for a in lst:
+            if not re.fullmatch(r"\d+\.\d+(\+PTX)?", a):
+                raise rd.fail(f"{where}.TORCH_CUDA_ARCH_LIST", f"bad arch entry {a!r}.")
+        out.append(ArchRow(torch, cuda, lst, _src(r), r.get("confidence")))
+    return tuple(out)
+
+
+def _load_nvidia(rd: _Reader, data: dict[str, Any]) -> tuple[Any, ...]:
+    dmin: dict[str, tuple[str, str]] = {}
+    for where, r in rd.rows(data, "driver_min_per_cuda_minor_linux"):
+        dmin[rd.s(where, r, "cuda")] = (rd.ver(where, r, "min_linux_driver"), _src(r))
+    cmin: dict[int, tuple[str, str]] = {}
+    for where, r in rd.rows(data, "minor_version_compatibility"):
+        cmin[int(rd.s(where, r, "cuda_major"))] = (rd.ver(where, r, "min_driver"), _src(r))
+    gcc: dict[str, tuple[int, str, str | None]] = {}
+    for where, r in rd.rows(data, "host_gcc_max"):
+        g = rd.s(where, r, "max_gcc_major")
+        if not g.isdigit():
+            raise rd.fail(f"{where}.max_gcc_major", f"expected an integer, got {g!r}.")
+        gcc[rd.s(where, r, "cuda")] = (int(g), _src(r), r.get("confidence"))
+    ccw: dict[str, tuple[str | None, str | None, str]] = {}
+    for where, r in rd.rows(data, "compute_capability_support"):
+        ccw[rd.s(where, r, "compute_capability")] = (r.get("first_cuda"), r.get("last_cuda"), _src(r))
+    return dmin, cmin, gcc, ccw
+
+
+def _load_gpus(rd: _Reader, data: dict[str, Any]) -> tuple[tuple[GpuModel, ...], frozenset[str]]:
+    ignore = frozenset(x.lower() for x in rd.strs("ignore_tokens", data, "ignore_tokens"))
+    out = []
+    for where, r in rd.rows(data, "gpus"):
+        name = rd.s(where, r, "gpu")
+        cc = rd.s(where, r, "compute_capability")
+        if not re.fullmatch(r"\d+\.\d", cc):
+            raise rd.fail(f"{where}.compute_capability", f"expected X.Y, got {cc!r}.")
+        out.append(GpuModel(name, cc, r.get("architecture") or "", _src(r), r.get("confidence"),
+                            normalize_gpu_name(name, ignore)))
+    return tuple(out), ignore
+
+
+def _load_mmcv(rd: _Reader, data: dict[str, Any]) -> tuple[MmcvWheels, ...]:
+    out = []
+    for where, r in rd.rows(data, "wheels"):
+        pkg = rd.s(where, r, "package")
+        if pkg not in ("mmcv-full", "mmcv"):
+            raise rd.fail(f"{where}.package", f"expected mmcv-full or mmcv, got {pkg!r}.")
+        series = rd.s(where, r, "torch_series")
+        vs = rd.strs(where, r, "versions")
+        for v in vs:
+            vers(v)
+        out.append(MmcvWheels(pkg, rd.s(where, r, "cuda"), series.removesuffix(".x"), vs, _src(r)))
+    return tuple(out)
+
+
+def _load_openmmlab(rd: _Reader, data: dict[str, Any]) -> dict[str, tuple[MmPackage, ...]]:
+    out: dict[str, tuple[MmPackage, ...]] = {}
+    for key in ("mmdet", "mmsegmentation", "mmdet3d"):
+        pkgs = []
+        for where, r in rd.rows(data, key):
+            req = r.get("requires") or {}
+            if not isinstance(req, dict):
+                raise rd.fail(f"{where}.requires", "expected an object {package: specifier}.")
+            for k, v in req.items():
+                rd.spec(f"{where}.requires.{k}", v)
+            np_pin = r.get("numpy")
+            if np_pin:
+                rd.spec(f"{where}.numpy", np_pin)
+            pkgs.append(MmPackage(
+                key, rd.ver(where, r, "version"), dict(req), _src(r), np_pin or None, r.get("python_max"),
+                rd.strs(where, r, "runtime"), bool(r.get("build_from_source", False))))
+        out[key] = tuple(sorted(pkgs, key=lambda p: vers(p.version)))
+    return out
+
+
+def _load_cupy(rd: _Reader, data: dict[str, Any]) -> tuple[tuple[CupyPackage, ...], dict[str, CupyRelease]]:
+    pk = []
+    for where, r in rd.rows(data, "packages"):
+        pbv = r.get("python_by_version") or {}
+        if not isinstance(pbv, dict):
+            raise rd.fail(f"{where}.python_by_version", "expected an object.")
+        pk.append(CupyPackage(rd.s(where, r, "package"), rd.s(where, r, "cuda_min"),
+                              rd.s(where, r, "cuda_max"),
+                              rd.strs(where, r, "versions"), {k: tuple(v) for k, v in pbv.items()}, _src(r)))
+    rel = {}
+    for where, r in rd.rows(data, "releases"):
+        v = rd.ver(where, r, "cupy")
+        np_spec = rd.spec(f"{where}.numpy", rd.s(where, r, "numpy"))
+        rel[v] = CupyRelease(v, np_spec, r.get("requires_python"), _src(r))
+    return tuple(pk), rel
+
+
+def _load_numpy(rd: _Reader, data: dict[str, Any]) -> tuple[tuple[NumpyMinor, ...], tuple[AbiRule, ...]]:
+    out = []
+    for where, r in rd.rows(data, "releases"):
+        latest = rd.ver(where, r, "latest_patch")
+        minor = rd.s(where, r, "numpy")
+        if not latest.startswith(minor + "."):
+            raise rd.fail(f"{where}.latest_patch", f"{latest} is not a {minor}.x release.")
+        out.append(NumpyMinor(minor, rd.s(where, r, "python_min"), rd.s(where, r, "python_max"), latest,
+                              _src(r)))
+    abi = []
+    for where, r in rd.rows(data, "abi_rules"):
+        abi.append(AbiRule(rd.s(where, r, "package"),
+                           rd.spec(f"{where}.versions", rd.s(where, r, "versions")),
+                           rd.spec(f"{where}.numpy", rd.s(where, r, "numpy")), _src(r)))
+    return tuple(sorted(out, key=lambda n: _mm(n.minor))), tuple(abi)
+
+
+@functools.cache
+def load_table(name: str) -> dict[str, Any]:
+    """The raw JSON of one data file (header checked); prefer ``load_matrix()`` queries."""
+    if name not in TABLES:
+        raise DataError(f"no data table {name!r} (known: {', '.join(TABLES)}).", path=str(DATA_DIR))
+    return _Reader(name).load()
+
+
+@functools.cache
+def load_matrix() -> Matrix:
+    """Read and validate every data file once.
+
+    Raises:
+        DataError: a file is missing, not JSON, or a row lacks a field or its source.
+    """
+    readers = {n: _Reader(n) for n in TABLES}
+    raw = {n: load_table(n) for n in TABLES}
+    dmin, cmin, gcc, ccw = _load_nvidia(readers["nvidia"], raw["nvidia"])
+    gpus, ignore = _load_gpus(readers["gpus"], raw["gpus"])
+    cpk, crel = _load_cupy(readers["cupy"], raw["cupy"])
+    npm, abi = _load_numpy(readers["numpy"], raw["numpy"])
+    m = Matrix(
+        torch=_load_torch(readers["torch"], raw["torch"]),
+        arch=_load_arch(readers["torch_arch"], raw["torch_arch"]),
+        driver_min=dmin, compat_min=cmin, gcc=gcc, cc_windows=ccw, gpus=gpus, gpu_ignore=ignore,
+        mmcv=_load_mmcv(readers["mmcv"], raw["mmcv"]),
+        mm=_load_openmmlab(readers["openmmlab"], raw["openmmlab"]),
+        cupy_packages=cpk, cupy_releases=crel, numpy=npm, abi=abi,
+        sources={
+            "pytorch_index": str(raw["torch"].get("index_url_source", "")),
+            "pytorch_index_default": str(raw["torch"].get("index_url_default", "https://download.pytorch.org/whl")),
+            "openmmlab_default": str(raw["mmcv"].get("find_links_default_base",
+                                                     "https://download.openmmlab.com/mmcv/dist")),
+            "mmcv_find_links": "; ".join(str(r.get("source")) for r in raw["mmcv"].get("url_rules", [])[:2]),
+            "source_build": str((raw["openmmlab"].get("source_build_rule") or {}).get("source", "")),
+        },
+        tables=raw,
+    )
+    return m
+
+
+def check_cuda_list(values: Sequence[str]) -> list[str]:
+    """Sorted unique CUDA X.Y strings (helper for tables)."""
+    return sorted(set(values), key=_mm)
