@@ -426,6 +426,20 @@ def lock_cmd(
     present_lock(result, as_json)
 
 
+@app.command("render")
+@handle_errors
+def render_cmd(
+    lock_dir: Annotated[Path, typer.Argument(help="Lock directory (lockfiles/NAME).")],
+    out: Annotated[Path | None, typer.Option("--output", "-o", help="Output dir (default: the lock dir).")] = None,
+    manager: ManagerOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write install.sh, install-offline.sh, verify.sh and INSTALL.md for a lock."""
+    from envbuild.render import present_render, render
+
+    present_render(render(lock_dir, out, manager=manager), as_json)
+
+
 # --- end lock ---
 
 

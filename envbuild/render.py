@@ -1,0 +1,218 @@
+"""Render install scripts from a lock: install.sh, install-offline.sh, verify.sh and INSTALL.md.
+
+The templates live in ``templates/`` (jinja2).  Every value that reaches a script goes
+through the ``q`` filter (``shlex.quote``) or the ``comment`` filter (one line, for ``#``
+comments); the scripts themselves find the lock files beside them, so a rendered directory
+can be copied anywhere.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from packaging.utils import canonicalize_name
+
+from envbuild._fs import atomic_write
+from envbuild.errors import InputError
+from envbuild.lockfile import LOCK_FILE, Lock, load_lock
+
+__all__ = ["SCRIPTS", "RenderResult", "render", "render_scripts"]
+
+SCRIPTS = ("install.sh", "install-offline.sh", "verify.sh")
+DOCS = ("INSTALL.md",)
+LOCK_TEXTS = (LOCK_FILE, "requirements.txt", "conda.txt", "source-builds.txt", "git.txt")
+MANAGERS = ("conda", "mamba", "micromamba", "venv")
+
+# Distribution name -> module to import when verifying (only where the two differ).
+_IMPORT_NAMES = {
+    "mmcv-full": "mmcv", "mmsegmentation": "mmseg", "opencv-python": "cv2",
+    "opencv-python-headless": "cv2", "opencv-contrib-python": "cv2", "pillow": "PIL",
+    "pyyaml": "yaml", "scikit-learn": "sklearn", "scikit-image": "skimage", "pytorch-lightning":
+    "pytorch_lightning", "tensorboard": "tensorboard", "protobuf": "google.protobuf",
+}
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    """What ``render`` wrote."""
+
+    lock_name: str
+    manager: str
+    out_dir: Path
+    files: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": True, "lock": self.lock_name, "manager": self.manager, "out_dir": str(self.out_dir),
+                "files": list(self.files)}
+
+
+def _template_dirs() -> list[str]:
+    here = Path(__file__).resolve().parent
+    return [str(p) for p in (here.parent / "templates", here / "templates") if p.is_dir()]
+
+
+def _comment(value: object) -> str:
+    """One line of text for a shell/markdown comment: no newline can end the comment early."""
+    return re.sub(r"[\r\n]+", " ", str(value))
+
+
+def _quote(value: object) -> str:
+    return shlex.quote(str(value))
+
+
+def _environment() -> Any:
+    import jinja2
+
+    dirs = _template_dirs()
+    if not dirs:
+        raise InputError("the templates directory is missing from this envbuild installation.",
+                         hint="Reinstall envbuild.")
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(dirs), undefined=jinja2.StrictUndefined, autoescape=False,
+        keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
+    )
+    env.filters["q"] = _quote
+    env.filters["comment"] = _comment
+    return env
+
+
+def _context(lk: Lock, manager: str) -> dict[str, Any]:
+    res = lk.resolution
+    index_args: list[str] = []
+    for i, u in enumerate(lk.index_urls):
+        index_args += ["--index-url" if i == 0 else "--extra-index-url", u]
+    for u in lk.find_links:
+        index_args += ["--find-links", u]
+    sb_meta = {str(canonicalize_name(s.get("name", ""))): s for s in res.get("source_builds", [])}
+    build_env: dict[str, str] = {}
+    for s in res.get("source_builds", []):
+        build_env.update({str(k): str(v) for k, v in (s.get("env") or {}).items()})
+    build = res.get("build") or {}
+    if lk.source_builds and lk.cuda:
+        build_env.setdefault("FORCE_CUDA", "1")
+        if build.get("torch_cuda_arch_list"):
+            build_env.setdefault("TORCH_CUDA_ARCH_LIST", str(build["torch_cuda_arch_list"]))
+    for k in build_env:
+        if not _ENV_NAME.fullmatch(k):
+            raise InputError(f"'{k}' is not a usable environment variable name.", path=lk.path,
+                             field="resolution.source_builds[].env",
+                             hint="The lock is damaged; re-create it with 'envbuild lock'.")
+    cached = []
+    for a in lk.artifacts:
+        if a.kind == "git" or not a.sha256:
+            continue
+        rel = f"conda/{a.subdir or 'noarch'}/{a.filename}" if a.kind == "conda" else f"wheels/{a.filename}"
+        cached.append({"rel": rel, "sha256": a.sha256})
+    rows = []
+    for a in lk.artifacts:
+        how = {"wheel": "pip wheel", "sdist": "pip sdist", "git": f"git {(a.commit or '')[:12]}",
+               "conda": f"conda ({a.subdir})"}.get(a.kind, a.kind)
+        rows.append({"name": a.name, "version": a.version,
+                     "how": "built from source" if a.build == "source" else how})
+    return {
+        "title": f"Install {lk.name}: Python {lk.python} on {lk.platform.get('pip_platform', '?')}"
+                 + (f", CUDA {lk.cuda}" if lk.cuda else "") + f" ({manager})",
+        "generated_by": lk.generated_by or "envbuild",
+        "lock_name": lk.name,
+        "spec_hash": lk.spec_hash or "-",
+        "python": lk.python,
+        "cuda": lk.cuda,
+        "manager": manager,
+        "platform": lk.platform,
+        "index_args": index_args,
+        "git": [{"name": g.name, "url": g.url, "commit": g.commit or ""} for g in lk.git],
+        "source_builds": [{"name": a.name, "version": a.version,
+                           "reason": str(sb_meta.get(a.name, {}).get("reason") or "")}
+                          for a in lk.source_builds],
+        "build_env": sorted(build_env.items()),
+        "build_nvcc": str(build["nvcc"]) if build.get("nvcc") else "",
+        "build_gcc_max": str(build["gcc_max"]) if build.get("gcc_max") else "",
+        "conda": [{"subdir": a.subdir or "noarch", "filename": a.filename, "sha256": a.sha256}
+                  for a in lk.conda] if manager != "venv" else [],
+        "cached": cached,
+        "imports": _imports(lk),
+        "artifacts": rows,
+        "warnings": list(res.get("warnings") or []),
+    }
+
+
+def _imports(lk: Lock) -> list[list[str]]:
+    """(distribution, module) pairs verify.sh imports: the packages the user asked for by name."""
+    wanted = {str(canonicalize_name(n)) for n in (lk.resolution.get("packages") or {})}
+    for r in lk.spec.get("requirements") or []:
+        m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", str(r))
+        if m:
+            wanted.add(str(canonicalize_name(m.group(1))))
+    wanted |= {a.name for a in lk.git} | {a.name for a in lk.source_builds}
+    present = {a.name for a in lk.artifacts if a.kind != "conda"}
+    out = []
+    for name in sorted(wanted & present):
+        module = _IMPORT_NAMES.get(name)
+        if module is None:
+            module = "cupy" if name.startswith("cupy") else name.replace("-", "_")
+        out.append([name, module])
+    return out
+
+
+def render(lock_dir: str | Path, out_dir: str | Path | None = None, *,
+           manager: str | None = None) -> RenderResult:
+    """Write install.sh, install-offline.sh, verify.sh and INSTALL.md for a lock.
+
+    ``out_dir`` defaults to the lock directory; elsewhere the lock's files are copied beside
+    the scripts so the directory is self-contained.
+
+    Raises:
+        LockError: the lock cannot be read.
+        InputError: unknown manager, or a conda-like manager for a lock without a conda part.
+    """
+    lk = load_lock(lock_dir)
+    src = Path(lk.path or Path(lock_dir) / LOCK_FILE).parent
+    mgr = manager or lk.manager
+    if mgr not in MANAGERS:
+        raise InputError(f"unknown manager '{mgr}'.", field="--manager",
+                         hint=f"Use one of: {', '.join(MANAGERS)}.")
+    if mgr != "venv" and not lk.conda:
+        raise InputError(
+            f"the lock '{lk.name}' has no conda part, so it cannot be installed with {mgr}.",
+            path=lk.path, field="manager",
+            hint=f"Render with '--manager venv', or re-lock with 'envbuild lock --manager {mgr}'.",
+        )
+    env = _environment()
+    ctx = _context(lk, mgr)
+    texts = {name: env.get_template(f"{name}.j2").render(**ctx) for name in (*SCRIPTS, *DOCS)}
+    out = Path(out_dir) if out_dir is not None else src
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    if out.resolve() != src.resolve():
+        for name in LOCK_TEXTS:
+            if (src / name).is_file():
+                atomic_write(out / name, (src / name).read_bytes())
+                written.append(name)
+    for name, text in texts.items():
+        atomic_write(out / name, text, mode=0o755 if name.endswith(".sh") else 0o644)
+        written.append(name)
+    return RenderResult(lock_name=lk.name, manager=mgr, out_dir=out, files=tuple(sorted(written)))
+
+
+def render_scripts(lock_dir: str | Path, out_dir: str | Path) -> list[Path]:
+    """The scripts and INSTALL.md rendered into ``out_dir`` (used by ``envbuild bundle``)."""
+    result = render(lock_dir, out_dir)
+    return [result.out_dir / f for f in result.files if f in (*SCRIPTS, *DOCS)]
+
+
+def present_render(result: RenderResult, as_json: bool) -> None:
+    """Print what was written (or JSON)."""
+    from envbuild.output import console, print_json
+
+    if as_json:
+        print_json(result.to_dict())
+        return
+    console.print(f"rendered {result.lock_name} for {result.manager} into {result.out_dir}/: "
+                  + ", ".join(result.files), highlight=False)
+    console.print(f"next: bash {result.out_dir}/install.sh   (offline: install-offline.sh beside an "
+                  "offline_cache/ from 'envbuild fetch')", highlight=False)
