@@ -457,3 +457,145 @@ def test_cli_bad_input_exits_2(args: list[str]) -> None:
     assert out.returncode == 2
     err = json.loads(out.stdout)
     assert err["ok"] is False and re.search(r"--prefix|--log", str(err["field"]))
+
+
+# --- pip over conda, on a real rattler-installed conda env (seed scenario A.1) --------------------
+
+
+@pytest.fixture(scope="module")
+def numpy_channel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from conda_fixture import make_channel, python_package_spec
+
+    py = f"{sys.version_info.major}.{sys.version_info.minor}"
+    sp = f"lib/python{py}/site-packages"
+    di = f"{sp}/numpy-1.21.6.dist-info"
+    # as conda ships a Python library: files + dist-info with INSTALLER 'conda' and no pip RECORD
+    files = {
+        f"{sp}/numpy/__init__.py": "__version__ = '1.21.6'\n",
+        f"{di}/METADATA": "Metadata-Version: 2.1\nName: numpy\nVersion: 1.21.6\n",
+        f"{di}/INSTALLER": "conda\n",
+    }
+    pkg = dict(name="numpy", version="1.21.6", subdir="noarch", depends=["python"], files=files)
+    return make_channel(tmp_path_factory.mktemp("np-channel") / "ch", [python_package_spec(), pkg])
+
+
+def test_pip_over_conda_numpy_real_env(numpy_channel: Path, tmp_path: Path) -> None:
+    from conda_fixture import install_env
+    from pypi_fixture import make_wheel
+
+    env = install_env(numpy_channel, tmp_path / "env", ["python", "numpy"])
+    assert [f.family for f in doctor.check_env(env, None)] == ["healthy"]  # conda's own numpy is fine
+
+    whl = make_wheel(tmp_path / "w", "numpy", "1.19.3")
+    uv = Path(sys.executable).parent / "uv"
+    out = subprocess.run(
+        [str(uv), "pip", "install", "--python", str(env / "bin" / "python"), "--no-index", str(whl)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    # uv's own words for seed scenario A.1 are recognised ...
+    said = doctor.read_log(out.stderr)
+    assert said and said[0].family == "pip-over-conda" and "numpy 1.21.6" in said[0].cause
+    # ... and the env it left is diagnosed: two numpy, and conda's files overwritten
+    findings = doctor.check_env(env, None)
+    assert findings[0].family == "pip-over-conda" and findings[0].severity == "error"
+    assert "1.19.3" in findings[0].cause and "1.21.6" in findings[0].cause
+    over = [f for f in findings if f.rule == "env-overwrite"]
+    assert len(over) == 1 and "conda's numpy" in over[0].cause
+
+
+# --- NumPy C-API of compiled extensions ------------------------------------------------------
+
+
+def _numpy_ext(tmp: Path, include: str, name: str = "npext") -> Path:
+    import sysconfig
+
+    src = tmp / f"{name}.c"
+    src.write_text(
+        textwrap.dedent(f"""
+        #define PY_SSIZE_T_CLEAN
+        #include <Python.h>
+        #include <numpy/arrayobject.h>
+        static PyObject* zeros3(PyObject* s, PyObject* a) {{ npy_intp d[1] = {{3}};
+            return PyArray_ZEROS(1, d, NPY_DOUBLE, 0); }}
+        static PyMethodDef M[] = {{{{"zeros3", zeros3, METH_NOARGS, ""}}, {{NULL, NULL, 0, NULL}}}};
+        static struct PyModuleDef mod = {{PyModuleDef_HEAD_INIT, "{name}", NULL, -1, M}};
+        PyMODINIT_FUNC PyInit_{name}(void) {{ import_array(); return PyModule_Create(&mod); }}
+    """)
+    )
+    so = tmp / f"{name}{sysconfig.get_config_var('EXT_SUFFIX')}"
+    _gcc(
+        [
+            "gcc",
+            "-shared",
+            "-fPIC",
+            f"-I{sysconfig.get_paths()['include']}",
+            f"-I{include}",
+            str(src),
+            "-o",
+            str(so),
+        ],
+        tmp,
+    )
+    return so
+
+
+@needs_gcc
+def test_extension_built_with_numpy2_headers_is_fine(tmp_path: Path) -> None:
+    # the base interpreter of this venv may have NumPy (this venv itself does not need it)
+    base = Path(sys.base_prefix) / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    out = subprocess.run(
+        [str(base), "-c", "import numpy; print(numpy.__version__); print(numpy.get_include())"],
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0 or not out.stdout.startswith("2."):
+        pytest.skip("no NumPy 2 headers on this machine")
+    version, include = out.stdout.split()
+    so = _numpy_ext(tmp_path, include)
+    info = elf.read_elf(so)
+    assert info is not None and info.numpy_api == "2.x"
+    prefix, site = _venv(tmp_path / "env")
+    shutil.copy(so, site / so.name)
+    _dist(site, "numpy", version, ["numpy/__init__.py"])
+    assert [f.family for f in doctor.check_env(prefix, None)] == ["healthy"]
+
+
+@needs_gcc
+@pytest.mark.network
+def test_extension_built_with_numpy1_headers_under_numpy2(tmp_path: Path) -> None:
+    """Headers of a real NumPy 1.26 wheel from PyPI; the extension is then found under NumPy 2."""
+    wheels = tmp_path / "dl"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "numpy==1.26.4",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.11",
+            "--platform",
+            "manylinux2014_x86_64",
+            "-d",
+            str(wheels),
+            "-q",
+        ],
+        check=True,
+    )
+    (whl,) = wheels.glob("numpy-1.26.4-*.whl")
+    inc = tmp_path / "np1"
+    with zipfile.ZipFile(whl) as z:
+        z.extractall(inc, [m for m in z.namelist() if m.startswith("numpy/core/include/")])
+    so = _numpy_ext(tmp_path, str(inc / "numpy/core/include"))
+    info = elf.read_elf(so)
+    assert info is not None and info.numpy_api == "1.x"
+    prefix, site = _venv(tmp_path / "env")
+    shutil.copy(so, site / so.name)
+    _dist(site, "numpy", "2.1.3", ["numpy/__init__.py"])
+    findings = doctor.check_env(prefix, None, load=False)
+    assert findings[0].family == "numpy-abi" and so.name in findings[0].cause
+    assert "numpy<2" in findings[0].fix
