@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
@@ -35,6 +35,9 @@ from packaging.version import InvalidVersion, Version
 from envbuild import elf
 from envbuild.errors import DataError, InputError, ToolError
 from envbuild.models import Profile
+
+if TYPE_CHECKING:
+    from envbuild.matrix import Matrix
 
 __all__ = [
     "FAMILIES",
@@ -70,7 +73,6 @@ FAMILIES = (
     "distributed-not-initialized",
     "numerical-instability",
 )
-_RULES_FILE = Path(__file__).parent / "data" / "doctor_rules.json"
 _ENVCHECK = Path(__file__).parent / "_envcheck.py"
 
 
@@ -143,76 +145,41 @@ def _mm(text: str | None) -> str | None:
 
 
 class _Facts:
-    """The few matrix facts doctor needs, with None when the data does not say."""
+    """The few matrix queries doctor needs, None when the data does not say (or cannot be read)."""
 
-    def __init__(self, tables: Mapping[str, Any]) -> None:
-        self.t = tables
-
-    def _rows(self, table: str, key: str) -> list[dict[str, Any]]:
-        rows = (self.t.get(table) or {}).get(key) or []
-        return [r for r in rows if isinstance(r, dict)]
+    def __init__(self, matrix: Matrix | None) -> None:
+        self.m = matrix
 
     def gcc_max(self, cuda: str | None) -> int | None:
         c = _mm(cuda)
-        for r in self._rows("nvidia", "host_gcc_max"):
-            if str(r.get("cuda")) == c:
-                try:
-                    return int(str(r.get("max_gcc_major")))
-                except ValueError:
-                    return None
-        return None
+        return None if self.m is None or c is None else self.m.gcc_max(c)
 
     def min_driver(self, cuda: str | None) -> str | None:
-        """Lowest Linux driver that ships CUDA ``cuda`` (the toolkit's own driver table)."""
+        """Lowest Linux driver that runs CUDA ``cuda`` natively."""
         c = _mm(cuda)
-        best: Version | None = None
-        for r in self._rows("nvidia", "driver_table"):
-            if str(r.get("cuda")) != c:
-                continue
-            v = _ver(str(r.get("linux_x86_64_driver") or "").lstrip(">= "))
-            if v is not None and (best is None or v < best):
-                best = v
-        if best is None:
-            for r in self._rows("nvidia", "driver_min_per_cuda_minor_linux"):
-                if str(r.get("cuda")) == c:
-                    best = _ver(str(r.get("min_linux_driver_any_release_of_minor")))
-        return None if best is None else str(best)
+        return None if self.m is None or c is None else self.m.min_driver(c)
 
     def torch_variants(self, torch: str | None) -> list[str]:
-        """cuXYZ builds of a torch release, confirmed and believed (``cu102``, ``cu113`` ...)."""
-        base = str(_ver(torch) or "")
-        for r in self._rows("torch", "releases"):
-            if str(r.get("torch")) == base:
-                vs = list(r.get("cuda_variants_pip_linux") or []) + list(
-                    r.get("cuda_variants_unverified") or []
-                )
-                return sorted({str(v) for v in vs}, key=lambda s: int(s[2:]) if s[2:].isdigit() else 0)
-        return []
+        """cuXYZ builds of a torch release (confirmed and believed), oldest CUDA first."""
+        if self.m is None or not torch or _ver(torch) is None:
+            return []
+        return list(reversed(self.m.variants(torch)))
 
     def torch_archs(self, torch: str | None, cuda: str | None) -> list[elf.GpuCode]:
-        v, c = _ver(torch), _mm(cuda)
-        if v is None or c is None:
+        c = _mm(cuda)
+        if self.m is None or not torch or _ver(torch) is None or c is None:
             return []
-        series = f"{v.major}.{v.minor}.x"
-        for r in self._rows("torch_arch", "wheels"):
-            if str(r.get("cuda")) == c and str(r.get("torch")) in (series, str(v)):
-                return _parse_arch_list(str(r.get("TORCH_CUDA_ARCH_LIST") or ""))
-        return []
+        row = self.m.arch_row(torch, c)
+        return _parse_arch_list(";".join(row.arch_list)) if row else []
 
     def gpu_cc(self, name: str) -> str | None:
-        n = name.lower().replace("nvidia ", "")
-        for r in self._rows("gpus", "gpus"):
-            g = str(r.get("gpu", "")).lower().replace("nvidia ", "")
-            if g and (g == n or g in n):
-                return str(r.get("compute_capability"))
-        return None
+        g = None if self.m is None else self.m.gpu(name)
+        return None if g is None else str(g.compute_capability)
 
     def cupy_package(self, cuda: str | None) -> str | None:
         c = _mm(cuda)
-        if c is None:
-            return None
-        names = {str(r.get("cuda")): str(r.get("package")) for r in self._rows("cupy", "packages")}
-        return names.get(c) or names.get(f"{c.split('.')[0]}.x")
+        hits = [] if self.m is None or c is None else self.m.cupy_for_cuda(c)
+        return str(hits[0].package) if hits else None
 
 
 def _parse_arch_list(text: str) -> list[elf.GpuCode]:
@@ -229,23 +196,12 @@ def _parse_arch_list(text: str) -> list[elf.GpuCode]:
 
 @lru_cache(maxsize=1)
 def _facts() -> _Facts:
+    from envbuild.matrix import load_matrix
+
     try:
-        from envbuild import matrix as _matrix  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return _Facts({})
-    tables: dict[str, Any] = {}
-    loader = getattr(_matrix, "load_table", None) or getattr(_matrix, "raw_table", None)
-    for name in ("nvidia", "torch", "torch_arch", "gpus", "cupy"):
-        try:
-            if loader is not None:
-                tables[name] = loader(name)
-            else:
-                m = _matrix.load_matrix()
-                raw = getattr(m, "raw", None) or getattr(m, "tables", None) or {}
-                tables[name] = raw.get(name) if isinstance(raw, Mapping) else getattr(m, name, None)
-        except Exception:  # a partial matrix must not break diagnosis
-            tables[name] = None
-    return _Facts(tables)
+        return _Facts(load_matrix())
+    except DataError:  # broken data must not stop a diagnosis; fixes just get less concrete
+        return _Facts(None)
 
 
 # --- rules ---------------------------------------------------------------------------------------
@@ -270,23 +226,23 @@ def load_rules() -> tuple[_Rule, ...]:
     Raises:
         DataError: the file is missing or a rule is malformed.
     """
-    try:
-        data = json.loads(_RULES_FILE.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"cannot read the doctor rules ({exc}).", path=str(_RULES_FILE)) from None
+    from envbuild import matrix
+
+    data = matrix.load_doctor_rules()
+    rules_file = str(matrix.DATA_DIR / "doctor_rules.json")
     families = data.get("families") or {}
     rules: list[_Rule] = []
     for i, r in enumerate(data.get("rules") or []):
         where = f"rules[{i}]"
         fam = r.get("family")
         if fam not in FAMILIES or fam not in families:
-            raise DataError(f"unknown family {fam!r}.", path=str(_RULES_FILE), field=where)
+            raise DataError(f"unknown family {fam!r}.", path=rules_file, field=where)
         if r.get("severity", "error") not in SEVERITIES:
-            raise DataError("severity must be error|warning|info.", path=str(_RULES_FILE), field=where)
+            raise DataError("severity must be error|warning|info.", path=rules_file, field=where)
         try:
             pat = re.compile(r["pattern"], re.MULTILINE | (re.IGNORECASE if "i" in r.get("flags", "") else 0))
         except (KeyError, re.error) as exc:
-            raise DataError(f"bad pattern ({exc}).", path=str(_RULES_FILE), field=where) from None
+            raise DataError(f"bad pattern ({exc}).", path=rules_file, field=where) from None
 
         def seq(v: Any) -> tuple[str, ...]:
             return tuple(v) if isinstance(v, list) else (str(v),)

@@ -35,6 +35,7 @@ __all__ = [
     "NumpyMinor",
     "TorchRelease",
     "cuda_of_variant",
+    "load_doctor_rules",
     "load_matrix",
     "load_table",
     "normalize_gpu_name",
@@ -615,3 +616,9 @@ def load_matrix() -> Matrix:
 def check_cuda_list(values: Sequence[str]) -> list[str]:
     """Sorted unique CUDA X.Y strings (helper for tables)."""
     return sorted(set(values), key=_mm)
+
+
+@functools.cache
+def load_doctor_rules() -> dict[str, Any]:
+    """The raw ``doctor_rules.json`` (log patterns per failure family); envbuild.doctor validates the rules."""
+    return _Reader("doctor_rules").load()

@@ -121,22 +121,21 @@ def test_driver_and_gcc_versions_come_from_the_log() -> None:
 
 
 def test_rules_file_is_validated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    bad = tmp_path / "rules.json"
-    bad.write_text(
-        json.dumps(
-            {
-                "families": {"yapf-too-new": {}},
-                "rules": [{"family": "yapf-too-new", "pattern": "(unclosed", "cause": "c", "fix": "f"}],
-            }
-        )
-    )
-    monkeypatch.setattr(doctor, "_RULES_FILE", bad)
+    from envbuild import matrix
+
+    bad = tmp_path / "doctor_rules.json"
+    rule = {"family": "yapf-too-new", "pattern": "(unclosed", "cause": "c", "fix": "f"}
+    header = {"schema_version": 1, "checked": "2026-11-23", "description": "test"}
+    bad.write_text(json.dumps({**header, "families": {"yapf-too-new": {}}, "rules": [rule]}))
+    monkeypatch.setattr(matrix, "DATA_DIR", tmp_path)
+    matrix.load_doctor_rules.cache_clear()
     doctor.load_rules.cache_clear()
     try:
         with pytest.raises(doctor.DataError, match="bad pattern") as exc:
             doctor.load_rules()
         assert exc.value.field == "rules[0]" and exc.value.path == str(bad)
     finally:
+        matrix.load_doctor_rules.cache_clear()
         doctor.load_rules.cache_clear()
 
 
