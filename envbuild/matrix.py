@@ -69,6 +69,8 @@ def _mm(v: str) -> tuple[int, int]:
     return (parts[0], parts[1] if len(parts) > 1 else 0)
 
 
+_Runtime = tuple[str, str, tuple[str, ...], str]
+
 # --- records -------------------------------------------------------------------------------------
 
 
@@ -200,6 +202,7 @@ class Matrix:
     cupy_releases: Mapping[str, CupyRelease]
     numpy: tuple[NumpyMinor, ...]  # oldest first
     abi: tuple[AbiRule, ...]
+    mmcv_runtime: tuple[_Runtime, ...] = ()  # (package, versions, requires, source)
     sources: Mapping[str, str] = field(default_factory=dict)  # named sources (index patterns, rules)
     tables: Mapping[str, Any] = field(default_factory=dict)  # raw JSON per file (read-only use)
 
@@ -327,6 +330,13 @@ class Matrix:
         v = vers(torch)
         dev = variant_of_cuda(cuda) if cuda else "cpu"
         return f"{base.rstrip('/')}/{dev}/torch{v.major}.{v.minor}/index.html"
+
+    def mmcv_requires(self, package: str, version: str) -> tuple[list[str], str | None]:
+        """Runtime requirements of an mmcv(-full) release (for building it from source) and their source."""
+        for pkg, spec, reqs, source in self.mmcv_runtime:
+            if pkg == package and vers(version) in SpecifierSet(spec):
+                return list(reqs), source
+        return [], None
 
     def mm_package(self, name: str, version: str) -> MmPackage | None:
         for p in self.mm.get(name, ()):
@@ -518,6 +528,14 @@ def _load_mmcv(rd: _Reader, data: dict[str, Any]) -> tuple[MmcvWheels, ...]:
     return tuple(out)
 
 
+def _load_mmcv_runtime(rd: _Reader, data: dict[str, Any]) -> tuple[_Runtime, ...]:
+    out = []
+    for where, r in rd.rows(data, "runtime_requires"):
+        out.append((rd.s(where, r, "package"), rd.spec(f"{where}.versions", rd.s(where, r, "versions")),
+                    rd.strs(where, r, "requires"), _src(r)))
+    return tuple(out)
+
+
 def _load_openmmlab(rd: _Reader, data: dict[str, Any]) -> dict[str, tuple[MmPackage, ...]]:
     out: dict[str, tuple[MmPackage, ...]] = {}
     for key in ("mmdet", "mmsegmentation", "mmdet3d"):
@@ -600,6 +618,7 @@ def load_matrix() -> Matrix:
         mmcv=_load_mmcv(readers["mmcv"], raw["mmcv"]),
         mm=_load_openmmlab(readers["openmmlab"], raw["openmmlab"]),
         cupy_packages=cpk, cupy_releases=crel, numpy=npm, abi=abi,
+        mmcv_runtime=_load_mmcv_runtime(readers["mmcv"], raw["mmcv"]),
         sources={
             "pytorch_index": str(raw["torch"].get("index_url_source", "")),
             "pytorch_index_default": str(raw["torch"].get("index_url_default", "https://download.pytorch.org/whl")),
@@ -620,5 +639,5 @@ def check_cuda_list(values: Sequence[str]) -> list[str]:
 
 @functools.cache
 def load_doctor_rules() -> dict[str, Any]:
-    """The raw ``doctor_rules.json`` (log patterns per failure family); envbuild.doctor validates the rules."""
+    """The raw ``doctor_rules.json`` (log patterns per failure family); envbuild.doctor validates them."""
     return _Reader("doctor_rules").load()
