@@ -30,7 +30,7 @@ from typing import IO, Any
 
 from envbuild import __version__
 from envbuild._fs import safe_extract, sha256_file
-from envbuild.errors import HashMismatch, InputError, PackError
+from envbuild.errors import EnvbuildError, HashMismatch, InputError, PackError
 from envbuild.models import Profile
 
 __all__ = [
@@ -803,16 +803,18 @@ def _ver_tuple(v: str | None) -> tuple[int, ...] | None:
     return tuple(int(x) for x in nums[:3]) if nums else None
 
 
-def _min_driver(cuda: str) -> str | None:
-    """Minimum Linux driver for a CUDA runtime, from the bundled matrix (None if unknown)."""
+def _driver_support(driver: str | None, cuda: str) -> tuple[str | None, str | None, str | None]:
+    """(native min driver, minor-compat min driver, 'native'|'compat'|'no'|None) from envbuild.matrix."""
     try:
-        import importlib
+        from envbuild.matrix import load_matrix
 
-        m = importlib.import_module("envbuild.matrix").load_matrix()
-        fn = getattr(m, "min_driver", None)
-        return str(fn(cuda)) if callable(fn) and fn(cuda) else None
-    except Exception:  # the matrix is optional here; the check still runs on driver_cuda_version
-        return None
+        m = load_matrix()
+        need, compat = m.min_driver(cuda), m.compat_min_driver(cuda)
+        if need is None or not driver:
+            return need, compat, None
+        return need, compat, m.driver_support(driver, cuda) or "no"
+    except Exception:  # an unparsable driver string or data problem: fall back to driver_cuda_version
+        return None, None, None
 
 
 def torch_findings(torch: dict[str, Any] | None, profile: Profile) -> list[Finding]:
@@ -821,35 +823,40 @@ def torch_findings(torch: dict[str, Any] | None, profile: Profile) -> list[Findi
         return []
     tv, cuda = torch.get("version") or "torch", str(torch["cuda"])
     build = f"torch {tv} (built for CUDA {cuda})"
-    need = _min_driver(cuda)
     evidence = f"{torch.get('site', 'site-packages')}/torch/version.py: cuda = '{cuda}'"
     if not profile.has_gpu:
         return [_finding("driver", "warning", f"{build}: the target has no NVIDIA driver/GPU, so torch will "
                          "run CPU-only (torch.cuda.is_available() is False).",
                          "Run on a GPU node, or pack a CPU build of torch.", evidence)]
     drv, dcuda = profile.driver_version, profile.driver_cuda_version
-    have = _ver_tuple(dcuda)
-    want = _ver_tuple(cuda)
-    drv_t, need_t = _ver_tuple(drv), _ver_tuple(need)
-    too_old = bool(drv_t and need_t and drv_t < need_t) or bool(have and want and have[0] < want[0])
-    if too_old:
-        limit = f"supports CUDA up to {dcuda}" if dcuda else "is too old"
-        need_txt = f" (needs driver >= {need})" if need else ""
+    need, compat, support = _driver_support(drv, cuda)
+    have, want = _ver_tuple(dcuda), _ver_tuple(cuda)
+    if support is None:  # no matrix row or no driver version: compare with the driver's CUDA
+        support = "no" if have and want and have[0] < want[0] else \
+            "compat" if have and want and have < want else "native" if have else None
+    shown = f"{drv or '?'}" + (f" (CUDA {dcuda})" if dcuda else "")
+    if support == "no":
+        need_txt = f" (needs driver >= {need}" + (f", or >= {compat} through minor-version compatibility"
+                                                  if compat else "") + ")" if need else ""
         return [_finding(
             "driver", "error",
-            f"will not work here: {build}, but the target's NVIDIA driver {drv or '?'} {limit}{need_txt}; "
+            f"will not work here: {build}, but the target's NVIDIA driver {shown} is too old{need_txt}; "
             "torch.cuda.is_available() will be False ('The NVIDIA driver on your system is too old').",
-            f"Upgrade the driver to one that supports CUDA {cuda}{need_txt}, or rebuild the env for this "
-            f"machine with a torch built for CUDA <= {dcuda or 'the driver version'} "
-            "('envbuild lock --target PROFILE.json' picks one).", evidence)]
-    if have and want and have < want:
+            f"Upgrade the driver{need_txt}, or rebuild the env for this machine with a torch built for "
+            f"CUDA <= {dcuda or 'what the driver supports'} "
+            "('envbuild lock --target PROFILE.json' picks one).",
+            evidence)]
+    if support == "compat":
         return [_finding(
             "driver", "warning",
-            f"{build} on driver {drv or '?'} (CUDA {dcuda}): runs through CUDA minor-version compatibility, "
-            "but kernels that need PTX JIT for a newer CUDA can fail.",
-            f"Prefer a driver that supports CUDA {cuda}.", evidence)]
-    return [_finding("driver", "info", f"{build} fits driver {drv or '?'} (CUDA {dcuda or '?'}).", "",
-                     evidence)]
+            f"{build} on driver {shown}: runs only through CUDA minor-version compatibility; kernels that "
+            "need PTX JIT for the newer CUDA can fail.",
+            f"Prefer a driver >= {need or 'one that supports CUDA ' + cuda}.", evidence)]
+    if support is None:
+        return [_finding("driver", "warning", f"{build}: the target's driver version is unknown.",
+                         "Probe the target with 'envbuild probe -o PROFILE.json' and pass --target.",
+                         evidence)]
+    return [_finding("driver", "info", f"{build} fits driver {shown}.", "", evidence)]
 
 
 def prefix_findings(dest: Path, old: str | None) -> list[Finding]:
@@ -896,6 +903,23 @@ def prefix_findings(dest: Path, old: str | None) -> list[Finding]:
     return out
 
 
+def link_findings(dest: Path, manifest: dict[str, Any] | None) -> list[Finding]:
+    """A venv's links to its base interpreter (outside the env) must resolve on the target."""
+    links = ((manifest or {}).get("fixup") or {}).get("python_links") or {}
+    broken = sorted(f"{rel} -> {target}" for rel, target in links.items() if not (dest / rel).exists())
+    if not broken:
+        return []
+    home = _meta_field(_read_text(dest / "pyvenv.cfg").replace(" = ", ": "), "home") or "?"
+    version = (manifest or {}).get("python") or "the same version"
+    return [_finding(
+        "interpreter", "error",
+        f"will not work here: this venv runs on its base interpreter outside the env ({home}), which does "
+        "not exist on this machine; a venv is not self-contained.",
+        f"Install Python {version} at {home} (same path) on this machine, or recreate the env here "
+        "with 'envbuild lock' + the install script; to move an env between machines, prefer a conda env "
+        "(it carries its own interpreter).", "; ".join(broken))]
+
+
 def _doctor_findings(dest: Path, profile: Profile) -> tuple[list[Finding], bool]:
     try:
         from envbuild import doctor
@@ -904,7 +928,11 @@ def _doctor_findings(dest: Path, profile: Profile) -> tuple[list[Finding], bool]
     check = getattr(doctor, "check_env", None)
     if not callable(check):
         return [], False
-    found = check(dest, profile)
+    try:
+        found = check(dest, profile)
+    except EnvbuildError as exc:  # e.g. the env's python cannot start here: report, do not crash
+        return [_finding("doctor", "warning", f"the env check could not run: {exc.render()}",
+                         "Fix the errors above, then run 'envbuild doctor --prefix DEST'.")], True
     out = []
     for f in found:
         d = asdict(f) if is_dataclass(f) and not isinstance(f, type) else dict(f)
@@ -959,8 +987,9 @@ def unpack(archive: Path, dest: Path, *, target: Profile | None = None) -> dict[
     old = ((manifest or {}).get("fixup") or {}).get("old_prefix")
     if old is None and (dest / "bin" / "conda-unpack").is_file():
         old = _old_prefix_from_unpack((dest / "bin" / "conda-unpack").read_text(errors="replace"))
-    findings = prefix_findings(dest, old)
-    doc, delegated = _doctor_findings(dest, profile)
+    findings = prefix_findings(dest, old) + link_findings(dest, manifest)
+    doc, delegated = ([], False) if any(f["family"] == "interpreter" for f in findings) else \
+        _doctor_findings(dest, profile)
     if delegated:
         findings += doc
     # doctor owns the driver check when it ran; ours is the fallback (and says the same thing).
@@ -1055,7 +1084,9 @@ def present_unpack(report: dict[str, Any], as_json: bool) -> None:
             if f["severity"] != "info"]
     if rows:
         console.print(table("What will break here", ["severity", "check", "cause", "fix", "evidence"], rows))
-    if report["ok"]:
+    if report["ok"] and rows:
+        console.print("[green]ok:[/] no errors; read the warnings above before running jobs.")
+    elif report["ok"]:
         console.print("[green]ok:[/] nothing found that will break on this target.")
     else:
         console.print("[bold red]will not work here:[/] fix the errors above before running jobs.")

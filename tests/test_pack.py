@@ -301,6 +301,27 @@ def test_venv_round_trip(wheels: dict[str, Path], tmp_path: Path) -> None:
     assert no_file_names(dest, str(venv)) == []
 
 
+def test_venv_whose_base_python_is_missing_here_is_an_error(
+    channel: Path, wheels: dict[str, Path], tmp_path: Path
+) -> None:
+    base = conda_env(channel, tmp_path / "base")  # a Python that exists only on the "source" machine
+    venv = tmp_path / "venv"
+    subprocess.run([base / "bin" / f"python{PY}", "-m", "venv", "--without-pip", venv], check=True)
+    uv_install(venv / "bin" / "python", wheels["otherpkg"])
+    archive = tmp_path / "v.tar.gz"
+    pack(venv, archive)
+    shutil.rmtree(base)
+    out = run([*ENVBUILD, "unpack", archive, tmp_path / "copy", "--json"])
+    report = json.loads(out.stdout)
+    assert out.returncode == 1 and not report["ok"]
+    (f,) = [f for f in report["findings"] if f["severity"] == "error"]
+    assert (
+        f["family"] == "interpreter"
+        and str(base / "bin") in f["cause"]
+        and f"bin/python{PY}" in f["evidence"]
+    )
+
+
 # --- conda-pack refusals, explained --------------------------------------------------------
 
 
