@@ -356,6 +356,11 @@ def _derive(ctx: dict[str, Any], facts: _Facts) -> None:
         if tc is not None and tc > dc:
             ctx["old_driver_cuda"], ctx["old_driver_tag"] = f"{dc.major}.{dc.minor}", ctx["driver_tag"]
             ctx.setdefault("old_driver_gcc_max", facts.gcc_max(ctx["old_driver_cuda"]))
+    _derive_log(ctx, facts)
+
+
+def _derive_log(ctx: dict[str, Any], facts: _Facts) -> None:
+    """Derived fields of log captures: arch numbers, demangled symbols, the CUDA of a library."""
     if ctx.get("arch"):
         m = re.search(r"(\d)(\d+)", ctx["arch"])
         if m:
@@ -373,6 +378,13 @@ def _derive(ctx: dict[str, Any], facts: _Facts) -> None:
             ctx["lib_kind"] = m.group(1)
     if ctx.get("target_cc"):
         ctx["arch_list"] = ctx["target_cc"]
+    if ctx.get("gcc_max_log"):
+        # only name the profile's nvcc / gcc when they are the ones the log's limit belongs to
+        if ctx.get("nvcc_cuda") and facts.gcc_max(ctx["nvcc_cuda"]) == int(ctx["gcc_max_log"]):
+            ctx["nvcc_for_gcc"] = ctx["nvcc_cuda"]
+        gv = _ver(ctx.get("target_gcc"))
+        if gv is not None and gv.major > int(ctx["gcc_max_log"]):
+            ctx["gcc_too_new"] = ctx["target_gcc"]
 
 
 def _cu_version(tag: str) -> Version:
@@ -1086,25 +1098,30 @@ def _build_findings(
             )
     else:
         return out
-    if nvcc and _mm(nvcc) != torch_cuda:
+    # when the driver cannot run torch's CUDA, ops will be built for the torch that replaces it
+    want = ctx.get("torch_for_driver_cuda") or torch_cuda
+    uses = (
+        f"torch is built with CUDA {want}"
+        if want == torch_cuda
+        else f"torch will use CUDA {want} once replaced as the driver-too-old finding says"
+    )
+    if nvcc and _mm(nvcc) != want:
         out.append(
             Finding(
                 "cuda-toolkit-mismatch",
                 "warning",
-                f"building CUDA ops here would use nvcc {nvcc} ({where}) but torch is built with CUDA "
-                f"{torch_cuda}: "
-                f"torch.utils.cpp_extension refuses ('The detected CUDA version ({nvcc}) mismatches "
-                "...') or the ops "
-                f"link libcudart.so.{nvcc}.",
-                f"Build ops with CUDA_HOME at a CUDA {torch_cuda} toolkit (conda "
-                f"'cudatoolkit-dev={torch_cuda}' or "
-                f"/usr/local/cuda-{torch_cuda}), or install torch built for CUDA {nvcc} if the driver "
-                "allows.",
+                f"building CUDA ops here would use nvcc {nvcc} ({where}) but {uses}: "
+                "torch.utils.cpp_extension refuses ('The detected CUDA version ({nvcc}) "
+                f"mismatches ...') or the ops link libcudart.so.{nvcc}, which torch does not ship.",
+                f"Build ops with CUDA_HOME at a CUDA {want} toolkit (/usr/local/cuda-{want}: the NVIDIA "
+                "runfile installs one with '--toolkit --silent' and no driver change); 'envbuild rebuild "
+                "--target PROFILE' writes the steps.",
                 f"nvcc {nvcc} at {where}; torch cuda={torch_cuda}",
                 rule="env-nvcc-torch",
                 weight=40,
             )
         )
+    torch_cuda = want
     gmax = facts.gcc_max(torch_cuda)
     gv = _ver(gcc)
     if gmax is not None and gv is not None and gv.major > gmax:
