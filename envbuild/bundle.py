@@ -304,8 +304,9 @@ def bundle(lock_dir: str | os.PathLike[str], cache: str | os.PathLike[str] = CAC
         os.close(fd)
         try:
             with tarfile.open(part, "w", format=tarfile.PAX_FORMAT) as tf:
-                for p in sorted(stage.iterdir()):
-                    tf.add(p, f"{top}/{p.name}", filter=_tar_filter)
+                # Only the scripts and the README at the top: the lock lives under lockfiles/NAME/.
+                for name in sorted({*scripts, "README.txt"}):
+                    tf.add(stage / name, f"{top}/{name}", filter=_tar_filter)
                 for p in sorted(lock.path.iterdir()):
                     if p.is_file():
                         tf.add(p, f"{top}/lockfiles/{lock.name}/{p.name}", filter=_tar_filter)

@@ -1,0 +1,112 @@
+"""End to end: lock real PyPI packages + a local git dependency, fetch, bundle, then install the
+unpacked bundle under ``unshare -n`` (no network at all); and a one-byte-altered wheel stops the
+install before anything is installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fetch_fixture import git_repo
+
+from envbuild._fs import safe_extract
+
+pytestmark = [pytest.mark.network, pytest.mark.slow]
+
+HAS_UNSHARE = shutil.which("unshare") is not None and subprocess.run(
+    ["unshare", "-n", "true"], capture_output=True, check=False).returncode == 0
+PY = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def _envbuild(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, "-m", "envbuild", *args], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, "COLUMNS": "200"}, check=False)
+    assert proc.returncode == 0, f"envbuild {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def _offline(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` in a new network namespace: not even loopback is up."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_", "VIRTUAL_ENV"))}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    return subprocess.run(["unshare", "-n", *cmd], capture_output=True, text=True, cwd=cwd, env=env,
+                          check=False, timeout=600)
+
+
+def _install_cmd(top: Path) -> list[str]:
+    return ["bash", str(top / "install-offline.sh")]
+
+
+@pytest.fixture(scope="module")
+def bundle_tar(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    work = tmp_path_factory.mktemp("e2e")
+    repo, commits = git_repo(work / "mypkg")
+    spec = work / "envbuild.toml"
+    spec.write_text(
+        '[project]\nname = "e2e"\n'
+        f'python = "{PY}"\nmanager = "venv"\n'
+        'requirements = ["numpy==2.2.6", "six==1.17.0"]\n'
+        f'git = ["mypkg @ git+{repo.as_uri()}@v1.0"]\n'
+    )
+    _envbuild("lock", "--spec", str(spec), "--cpu", "-o", "lockfiles/e2e", cwd=work)
+    lock = json.loads((work / "lockfiles" / "e2e" / "envbuild.lock.json").read_text())
+    assert {a["name"] for a in lock["artifacts"]} >= {"numpy", "six", "mypkg"}
+    _envbuild("fetch", "lockfiles/e2e", "--cache", "offline_cache", "--json", cwd=work)
+    _envbuild("bundle", "lockfiles/e2e", "--cache", "offline_cache", "-o", "e2e-offline.tar", cwd=work)
+    return work / "e2e-offline.tar", commits
+
+
+@pytest.mark.skipif(not HAS_UNSHARE, reason="needs 'unshare -n' (user namespaces)")
+def test_bundle_installs_with_no_network(bundle_tar: tuple[Path, list[str]], tmp_path: Path) -> None:
+    tar, commits = bundle_tar
+    top = safe_extract(tar, tmp_path / "server") / "e2e-offline"
+    proc = _offline(_install_cmd(top), cwd=top)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    pythons = sorted(top.glob("**/bin/python"))
+    assert pythons, f"no environment was created under {top}"
+    env_python = pythons[0]
+    check = _offline([str(env_python), "-c",
+                      "import numpy, six, mypkg, json; "
+                      "print(json.dumps([numpy.__version__, six.__version__, mypkg.COMMIT_MARK, "
+                      "float(numpy.arange(4).sum())]))"], cwd=top)
+    assert check.returncode == 0, check.stderr
+    assert json.loads(check.stdout) == ["2.2.6", "1.17.0", "v1.0", 6.0]
+    manifest = json.loads((top / "offline_cache" / "manifest.json").read_text())
+    (git_entry,) = [e for e in manifest["files"] if e["kind"].startswith("git")]
+    assert git_entry["commit"] == commits[0], "the git dependency is at the locked (tagged) commit"
+
+
+@pytest.mark.skipif(not HAS_UNSHARE, reason="needs 'unshare -n' (user namespaces)")
+def test_one_altered_byte_stops_the_install_before_anything_is_installed(
+        bundle_tar: tuple[Path, list[str]], tmp_path: Path) -> None:
+    tar, _ = bundle_tar
+    top = safe_extract(tar, tmp_path / "server") / "e2e-offline"
+    (victim,) = (top / "offline_cache" / "wheels").glob("six-*.whl")
+    import hashlib
+
+    good = hashlib.sha256(victim.read_bytes()).hexdigest()
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    victim.write_bytes(bytes(data))
+    bad = hashlib.sha256(bytes(data)).hexdigest()
+    before = {p for p in top.rglob("*")}
+
+    proc = _offline(_install_cmd(top), cwd=top)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert victim.name in out and good in out and bad in out, out[-3000:]
+    created = {p for p in top.rglob("*")} - before
+    assert not [p for p in created if "site-packages" in p.parts], "nothing may be installed"
+
+    report = subprocess.run([sys.executable, "-m", "envbuild", "verify-cache", str(top / "offline_cache"),
+                             "--json"], capture_output=True, text=True, check=False)
+    assert report.returncode == 3
+    (problem,) = json.loads(report.stdout)["problems"]
+    assert problem["file"] == f"wheels/{victim.name}" and problem["expected"] == good
+    assert problem["actual"] == bad
