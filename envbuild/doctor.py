@@ -353,6 +353,7 @@ def _derive(ctx: dict[str, Any], facts: _Facts) -> None:
             ctx["fix_gcc_max"] = facts.gcc_max(ctx["torch_for_driver_cuda"])
     if dc is not None:
         ctx["driver_tag"] = _tag(str(dc))
+        ctx["driver_gcc_max"] = facts.gcc_max(str(dc))
         if tc is not None and tc > dc:
             ctx["old_driver_cuda"], ctx["old_driver_tag"] = f"{dc.major}.{dc.minor}", ctx["driver_tag"]
             ctx.setdefault("old_driver_gcc_max", facts.gcc_max(ctx["old_driver_cuda"]))
@@ -1111,7 +1112,7 @@ def _build_findings(
                 "cuda-toolkit-mismatch",
                 "warning",
                 f"building CUDA ops here would use nvcc {nvcc} ({where}) but {uses}: "
-                "torch.utils.cpp_extension refuses ('The detected CUDA version ({nvcc}) "
+                f"torch.utils.cpp_extension refuses ('The detected CUDA version ({nvcc}) "
                 f"mismatches ...') or the ops link libcudart.so.{nvcc}, which torch does not ship.",
                 f"Build ops with CUDA_HOME at a CUDA {want} toolkit (/usr/local/cuda-{want}: the NVIDIA "
                 "runfile installs one with '--toolkit --silent' and no driver change); 'envbuild rebuild "

@@ -107,6 +107,9 @@ def test_seed_server_profile_makes_fixes_concrete(profiles_dir: Path) -> None:
     (f,) = doctor.read_log(text, server)
     # the driver (CUDA 10.2) cannot run torch's CUDA 11.3: the fix must not say "install CUDA 11.3"
     assert "cu102" in f.fix and "10.2 toolkit" in f.fix and "libcudart.so.10.1" in f.fix
+    # seed B.2: ops built by the server's nvcc 10.1 next to torch +cu102
+    lib = doctor.read_log((DATA / "logs" / "cuda-lib-missing.log").read_text(), server)[0]
+    assert "CUDA 10.2 toolkit" in lib.fix and "gcc <= 8" in lib.fix and "cu102" in lib.fix
     arch = doctor.read_log((DATA / "logs" / "gpu-arch-unsupported.log").read_text(), server)[0]
     assert 'TORCH_CUDA_ARCH_LIST="7.0"' in arch.fix and "V100" in arch.cause
 
@@ -315,9 +318,11 @@ def test_seed_server_env_names_the_old_driver(tmp_path: Path, profiles_dir: Path
     findings = doctor.check_env(prefix, server)
     assert findings[0].family == "driver-too-old" and findings[0].severity == "error"
     assert "11.3" in findings[0].cause and "440.33.01" in findings[0].cause
-    assert "10.2" in findings[0].fix
-    # building ops on the server: nvcc 10.1 differs from torch's CUDA 11.3
-    assert any(f.family == "cuda-toolkit-mismatch" for f in findings)
+    assert "torch==1.10.0+cu102" in findings[0].fix  # the newest build of torch 1.10.0 this driver runs
+    assert re.search(r"driver to >= \d+\.\d+", findings[0].fix)
+    # building ops on the server: nvcc 10.1 differs from the CUDA 10.2 torch must move to
+    (tk,) = [f for f in findings if f.family == "cuda-toolkit-mismatch"]
+    assert "nvcc 10.1" in tk.cause and "CUDA 10.2 toolkit" in tk.fix
     # and on a driver that supports CUDA 11.3 the same env is fine
     ok = Profile(
         gpus=(Gpu("Tesla V100-SXM2-32GB", "7.0"),),
