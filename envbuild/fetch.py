@@ -758,6 +758,8 @@ def fetch(
         "platform": lock.pip_platform,
         "files": [{**asdict(e), **({"build_key": key} if e.kind == "build-req" else {})} for e in entries],
     }
+    # install-offline.sh reads this with awk (no python needed on the server): keep one key per
+    # line and sorted keys, so "file" precedes "sha256" in every entry.
     atomic_write(root / MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return FetchResult(
         cache=str(root),
