@@ -430,7 +430,7 @@ def lock_cmd(
 @handle_errors
 def render_cmd(
     lock_dir: Annotated[Path, typer.Argument(help="Lock directory (lockfiles/NAME).")],
-    out: Annotated[Path | None, typer.Option("--output", "-o", help="Output dir (default: the lock dir).")] = None,
+    out: Annotated[Path | None, typer.Option("--output", "-o", help="Output dir (default: lock).")] = None,
     manager: ManagerOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
