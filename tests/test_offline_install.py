@@ -110,3 +110,26 @@ def test_one_altered_byte_stops_the_install_before_anything_is_installed(
     (problem,) = json.loads(report.stdout)["problems"]
     assert problem["file"] == f"wheels/{victim.name}" and problem["expected"] == good
     assert problem["actual"] == bad
+
+
+PY38 = sorted(Path("/root/.pyenv/versions").glob("3.8*/bin/python3.8"))
+
+
+@pytest.mark.skipif(not HAS_UNSHARE, reason="needs 'unshare -n' (user namespaces)")
+def test_lock_for_python38_manylinux2014_fetches_and_installs_the_targets_wheels(tmp_path: Path) -> None:
+    """The host is 3.11; a 3.8 target gets cp38 wheels, which a real 3.8 installs with no network."""
+    py38 = PY38[0] if PY38 else None
+    if py38 is None:
+        pytest.skip("no Python 3.8 interpreter here")
+    _envbuild("lock", "pyyaml==6.0.1", "markupsafe==2.1.5", "--cpu", "--python", "3.8", "--manager", "venv",
+              "--name", "t38", "-o", "lockfiles/t38", cwd=tmp_path)
+    _envbuild("fetch", "lockfiles/t38", "--cache", "offline_cache", cwd=tmp_path)
+    wheels = sorted(p.name for p in (tmp_path / "offline_cache" / "wheels").iterdir())
+    assert len(wheels) == 2 and all("-cp38-cp38-" in w and "manylinux" in w for w in wheels), wheels
+    proc = _offline([str(py38), "-m", "pip", "install", "--no-index", "--no-deps", "--target", "site",
+                     "--find-links", "offline_cache/wheels", "pyyaml", "markupsafe"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    check = _offline([str(py38), "-c", "import sys; sys.path.insert(0, 'site'); import yaml, markupsafe; "
+                      "print(yaml.__with_libyaml__, markupsafe.escape('<'))"], cwd=tmp_path)
+    assert check.returncode == 0, check.stderr
+    assert check.stdout.split() == ["True", "&lt;"]
