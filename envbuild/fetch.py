@@ -603,10 +603,10 @@ def _rel_for(art: LockedArtifact, lock: LockView) -> str:
     return f"wheels/{art.filename}"
 
 
-def _plan(cache: Path, jobs: Sequence[_Job], stats: _Stats, lock_file: Path) -> tuple[list[_Job], list[_Job]]:
+def _plan(cache: Path, jobs: Sequence[_Job], stats: _Stats, lock_file: Path,
+          workers: int = 4) -> tuple[list[_Job], list[_Job]]:
     """Split files into already-good (no request needed) and to-download."""
-    have: list[_Job] = []
-    todo: list[_Job] = []
+    unique: list[_Job] = []
     seen: dict[str, str] = {}
     for job in jobs:
         if job.rel in seen:
@@ -615,15 +615,23 @@ def _plan(cache: Path, jobs: Sequence[_Job], stats: _Stats, lock_file: Path) -> 
                                  path=str(lock_file), field="artifacts")
             continue
         seen[job.rel] = job.sha256
-        dest = cache / job.rel
-        if dest.is_file() and job.sha256:
-            if sha256_file(dest) == job.sha256:
+        unique.append(job)
+    present = [j for j in unique if j.sha256 and (cache / j.rel).is_file()]
+    # Re-hashing a warm cache (torch alone is 2 GB) is I/O bound and hashlib drops the GIL.
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        digests = dict(zip((j.rel for j in present), pool.map(lambda j: sha256_file(cache / j.rel), present),
+                           strict=True))
+    have: list[_Job] = []
+    todo: list[_Job] = []
+    for job in unique:
+        if job.rel in digests:
+            if digests[job.rel] == job.sha256:
                 have.append(job)
                 stats.skipped += 1
                 continue
             # An altered cached file is never used: drop it and download the locked bytes again.
             stats.repaired.append(job.rel)
-            dest.unlink()
+            (cache / job.rel).unlink()
         todo.append(job)
     return have, todo
 
