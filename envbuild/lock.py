@@ -179,13 +179,20 @@ class IndexClient:
     """Reads project pages of indexes and find-links pages (each page fetched once)."""
 
     def __init__(self, index_urls: Sequence[str], find_links: Sequence[str], *, timeout: float = 60) -> None:
-        import requests
-
         self.index_urls = [u.rstrip("/") for u in index_urls]
         self.find_links = list(find_links)
         self.timeout = timeout
-        self.session = requests.Session()
+        self._session: Any = None
         self._flat: list[IndexFile] | None = None
+
+    @property
+    def session(self) -> Any:
+        # requests is imported on first use: the uv engine usually needs no index request at all.
+        if self._session is None:
+            import requests
+
+            self._session = requests.Session()
+        return self._session
 
     def _get(self, url: str, accept: str | None = None) -> tuple[str, str, str] | None:
         """(final url, content type, text); None for 404.  Local paths/file:// are read directly."""

@@ -1,0 +1,101 @@
+"""Benchmark: ``envbuild lock`` vs raw ``uv pip compile`` vs ``pip-compile`` on the same spec, same run.
+
+Needs PyPI.  Each tool gets its own fresh cache for the cold run and reuses it for the warm
+runs, so a cold number includes every metadata download.  All three lock for this host's
+Python (pip-compile cannot target another one) with hashes.
+
+    .venv/bin/python bench/bench_lock.py [--warm 3] [--no-pip-compile] [--json] [REQ ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SPEC = ["numpy<2", "scipy", "opencv-python-headless", "mmengine", "numba"]
+HOST = f"{sys.version_info[0]}.{sys.version_info[1]}"
+BIN = Path(sys.executable).parent
+INDEX = "https://pypi.org/simple"
+
+
+def _clean_env(cache: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
+    env.update({"PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+                "UV_CACHE_DIR": str(cache / "uv"), "ENVBUILD_CACHE_DIR": str(cache / "envbuild"),
+                "UV_NO_CONFIG": "1"})
+    if "PIP_CERT" in os.environ:
+        env["PIP_CERT"] = os.environ["PIP_CERT"]
+    return env
+
+
+def _time(cmd: list[str], env: dict[str, str], cwd: Path) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
+    dt = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+    return dt
+
+
+def commands(reqs: list[str], work: Path, cache: Path) -> dict[str, list[str]]:
+    req_in = work / "requirements.in"
+    req_in.write_text("\n".join(reqs) + "\n")
+    from uv import find_uv_bin
+
+    return {
+        "envbuild lock": [str(BIN / "envbuild"), "lock", *reqs, "--python", HOST, "-o", str(work / "lk"),
+                          "--json"],
+        "uv pip compile": [str(find_uv_bin()), "pip", "compile", str(req_in), "--python-version", HOST,
+                           "--python-platform", "x86_64-manylinux_2_17", "--generate-hashes", "--quiet",
+                           "--index-url", INDEX, "-o", str(work / "uv.txt")],
+        "pip-compile": [str(BIN / "pip-compile"), str(req_in), "--generate-hashes", "--quiet", "--index-url",
+                        INDEX, "--cache-dir", str(cache / "pip"), "-o", str(work / "pt.txt")],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("reqs", nargs="*", default=SPEC)
+    ap.add_argument("--warm", type=int, default=3, help="warm runs per tool (median reported)")
+    ap.add_argument("--no-pip-compile", action="store_true", help="skip pip-compile (slow cold)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    results: dict[str, dict[str, float]] = {}
+    root = Path(tempfile.mkdtemp(prefix="bench-lock-"))
+    try:
+        for tool in ("uv pip compile", "envbuild lock", "pip-compile"):
+            if tool == "pip-compile" and args.no_pip_compile:
+                continue
+            work = root / tool.replace(" ", "-")
+            cache = work / "cache"
+            work.mkdir(parents=True)
+            cmd = commands(list(args.reqs), work, cache)[tool]
+            env = _clean_env(cache)
+            cold = _time(cmd, env, work)
+            warm = [_time(cmd, env, work) for _ in range(args.warm)]
+            results[tool] = {"cold_s": round(cold, 2), "warm_s": round(statistics.median(warm), 2)}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    base = results["uv pip compile"]
+    for r in results.values():
+        r["cold_vs_uv"] = round(r["cold_s"] / base["cold_s"], 2)
+        r["warm_vs_uv"] = round(r["warm_s"] / base["warm_s"], 2)
+    if args.json:
+        print(json.dumps({"spec": args.reqs, "python": HOST, "results": results}, indent=2))
+        return
+    print(f"spec: {' '.join(args.reqs)}   (Python {HOST}, hashes, PyPI)")
+    print(f"{'tool':<16}{'cold s':>9}{'warm s':>9}{'cold/uv':>9}{'warm/uv':>9}")
+    for tool, r in results.items():
+        print(f"{tool:<16}{r['cold_s']:>9.2f}{r['warm_s']:>9.2f}{r['cold_vs_uv']:>9.2f}{r['warm_vs_uv']:>9.2f}")
+
+
+if __name__ == "__main__":
+    main()
