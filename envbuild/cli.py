@@ -285,13 +285,15 @@ def doctor_cmd(
 def pack_cmd(
     prefix: Annotated[Path, typer.Argument(help="The env to pack (conda prefix or venv).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Archive to write.")],
-    fmt: Annotated[str | None, typer.Option("--format", help="tar.gz | tar.zst | zip (default: from -o).")] = None,
-    jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Compression threads (default: all CPUs).")] = None,
+    fmt: Annotated[str | None, typer.Option("--format",
+                                            help="tar.gz | tar.zst | zip (default: from -o).")] = None,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j",
+                                             help="Compression threads (default: all CPUs).")] = None,
     level: Annotated[int | None, typer.Option("--level", help="Compression level.")] = None,
     ignore_editable: Annotated[bool, typer.Option("--ignore-editable-packages",
                                                   help="Pack without editable installs.")] = False,
-    ignore_missing: Annotated[bool, typer.Option("--ignore-missing-files",
-                                                 help="Pack despite missing/overwritten conda files.")] = False,
+    ignore_missing: Annotated[bool, typer.Option(
+        "--ignore-missing-files", help="Pack despite missing/overwritten conda files.")] = False,
     slurm_script: Annotated[Path | None, typer.Option("--slurm-script",
                                                       help="Also write a Slurm unpack script here.")] = None,
     as_json: JsonOpt = False,
@@ -312,13 +314,15 @@ def unpack_cmd(
     archive: Annotated[Path, typer.Argument(help="Archive from 'envbuild pack' or conda-pack.")],
     dest: Annotated[Path, typer.Argument(help="New, empty directory to unpack into.")],
     target: TargetOpt = None,
+    check_only: Annotated[bool, typer.Option("--check-only",
+                                             help="Only check the manifest against the target.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Unpack safely, fix prefixes, and report what will break on this machine (or --target); exit 1 if so."""
     from envbuild.models import load_profile
     from envbuild.pack import present_unpack, unpack
 
-    report = unpack(archive, dest, target=load_profile(target) if target else None)
+    report = unpack(archive, dest, target=load_profile(target) if target else None, check_only=check_only)
     present_unpack(report, as_json)
     if not report["ok"]:
         raise typer.Exit(1)
@@ -342,7 +346,8 @@ def slurm_script_cmd(
     archive: Annotated[Path, typer.Argument(help="Archive from 'envbuild pack'.")],
     dest: Annotated[str | None, typer.Option("--dest", help="Node-local directory (default "
                                              "$TMPDIR/$USER/envbuild/NAME).")] = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Script to write.")] = Path("slurm-unpack.sh"),
+    output: Annotated[Path, typer.Option("--output", "-o", help="Script to write.")] = Path(
+        "slurm-unpack.sh"),
     as_json: JsonOpt = False,
 ) -> None:
     """Write a bash script that sbcasts the archive to every node of an allocation and unpacks it."""

@@ -946,8 +946,36 @@ def _place(tmp: Path, dest: Path) -> None:
     os.replace(tmp, dest)
 
 
-def unpack(archive: Path, dest: Path, *, target: Profile | None = None) -> dict[str, Any]:
+def manifest_findings(manifest: dict[str, Any] | None, profile: Profile) -> list[Finding]:
+    """What the manifest alone tells about the target, before extraction: platform, glibc, driver."""
+    if not manifest:
+        return []
+    src = (manifest.get("source") or {}).get("profile") or {}
+    out: list[Finding] = []
+    for key in ("os", "arch"):
+        if src.get(key) and profile.to_dict().get(key) and src[key] != profile.to_dict()[key]:
+            out.append(_finding("platform", "error",
+                                f"will not work here: the env was packed on {key} {src[key]}, the target is "
+                                f"{profile.to_dict()[key]}; its binaries cannot run there.",
+                                "Build the env for the target platform ('envbuild lock --target').",
+                                f"manifest source.profile.{key}"))
+    sg, tg = _ver_tuple(src.get("glibc_version")), _ver_tuple(profile.glibc_version)
+    if sg and tg and tg < sg:
+        out.append(_finding("glibc", "warning",
+                            f"the target's glibc {profile.glibc_version} is older than the source's "
+                            f"{src.get('glibc_version')}: anything compiled on the source machine "
+                            "(source-built ops such as mmcv/mmdet3d CUDA extensions) can fail with "
+                            "'GLIBC_2.xx not found'.",
+                            "Rebuild source-built packages on the target ('envbuild rebuild').",
+                            "manifest source.profile.glibc_version"))
+    return out + torch_findings(manifest.get("torch"), profile)
+
+
+def unpack(archive: Path, dest: Path, *, target: Profile | None = None,
+           check_only: bool = False) -> dict[str, Any]:
     """Extract ``archive`` to ``dest``, fix prefixes, check the env against ``target`` (this machine).
+
+    With ``check_only`` nothing is extracted: only what the manifest tells is checked.
 
     Raises:
         UnsafeArchive: a member or link escapes DEST (nothing is written).
@@ -961,6 +989,9 @@ def unpack(archive: Path, dest: Path, *, target: Profile | None = None) -> dict[
                          hint="Unpack into a new directory (conda-unpack bakes the path into the env).")
     manifest = read_manifest(archive)
     profile = target or this_machine()
+    pre = manifest_findings(manifest, profile)
+    if check_only:
+        return _report(archive, dest, manifest, profile, {}, pre, False, checked="manifest")
     # Remember the first directory we create, so a refused archive leaves no trace at all.
     created = next((p for p in reversed([dest.parent, *dest.parent.parents]) if not p.exists()), None)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -987,19 +1018,27 @@ def unpack(archive: Path, dest: Path, *, target: Profile | None = None) -> dict[
     old = ((manifest or {}).get("fixup") or {}).get("old_prefix")
     if old is None and (dest / "bin" / "conda-unpack").is_file():
         old = _old_prefix_from_unpack((dest / "bin" / "conda-unpack").read_text(errors="replace"))
-    findings = prefix_findings(dest, old) + link_findings(dest, manifest)
+    findings = [f for f in pre if f["family"] != "driver"]
+    findings += prefix_findings(dest, old) + link_findings(dest, manifest)
     doc, delegated = ([], False) if any(f["family"] == "interpreter" for f in findings) else \
         _doctor_findings(dest, profile)
-    if delegated:
-        findings += doc
+    findings += doc
     # doctor owns the driver check when it ran; ours is the fallback (and says the same thing).
     if not any(str(d["family"]).startswith("driver") for d in doc):
         findings += torch_findings(torch_build(dest), profile)
+    return _report(archive, dest, manifest, profile, fix, findings, delegated, checked="unpacked env",
+                   old=old)
+
+
+def _report(archive: Path, dest: Path, manifest: dict[str, Any] | None, profile: Profile,
+            fix: dict[str, Any], findings: list[Finding], delegated: bool, *, checked: str,
+            old: str | None = None) -> dict[str, Any]:
     errors = [f for f in findings if f["severity"] == "error"]
+    src = (manifest or {}).get("source") or {}
     return {
-        "ok": not errors, "archive": str(archive), "dest": str(dest), "kind": kind,
-        "source": (manifest or {}).get("source", {}).get("prefix") if manifest else old,
-        "source_host": (((manifest or {}).get("source") or {}).get("profile") or {}).get("hostname"),
+        "ok": not errors, "archive": str(archive), "dest": str(dest), "checked": checked,
+        "kind": (manifest or {}).get("kind") or ("conda" if (dest / "conda-meta").is_dir() else "venv"),
+        "source": src.get("prefix") or old, "source_host": (src.get("profile") or {}).get("hostname"),
         "target": profile.to_dict(), "fixup": fix, "doctor": delegated, "findings": findings,
     }
 
@@ -1075,7 +1114,9 @@ def present_unpack(report: dict[str, Any], as_json: bool) -> None:
         print_json(report)
         return
     tgt = report["target"]
-    console.print(f"unpacked {report['kind']} env into {report['dest']} (packed from "
+    what = "checked the archive's manifest (nothing extracted) for" if report.get("checked") == "manifest" \
+        else "unpacked"
+    console.print(f"{what} {report['kind']} env into {report['dest']} (packed from "
                   f"{report.get('source') or '?'} on {report.get('source_host') or '?'}); checked against "
                   f"{tgt.get('hostname') or 'the given profile'}: "
                   f"driver {tgt.get('driver_version') or 'none'}, "

@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -491,6 +492,20 @@ def test_cu113_torch_on_driver_418_will_not_work(wheels: dict[str, Path], tmp_pa
     assert js.returncode == 1 and not report["ok"]
     err = [f for f in report["findings"] if f["severity"] == "error" and f["family"].startswith("driver")]
     assert err and "418.67" in err[0]["cause"] and "11.3" in err[0]["cause"]
+    # --check-only says the same from the manifest alone, extracting nothing
+    pre = run(
+        [*ENVBUILD, "unpack", archive, tmp_path / "never", "--target", profile, "--check-only", "--json"]
+    )
+    pre_report = json.loads(pre.stdout)
+    assert pre.returncode == 1 and pre_report["checked"] == "manifest" and not (tmp_path / "never").exists()
+    assert any("418.67" in f["cause"] for f in pre_report["findings"] if f["severity"] == "error")
+    # a different CPU architecture is refused the same way
+    arm = json.loads(profile.read_text()) | {"arch": "aarch64"}
+    (tmp_path / "arm.json").write_text(json.dumps(arm))
+    arm_res = run(
+        [*ENVBUILD, "unpack", archive, tmp_path / "x", "--target", tmp_path / "arm.json", "--check-only"]
+    )
+    assert arm_res.returncode == 1 and "aarch64" in " ".join(arm_res.stdout.split())
     # the same env against a driver that supports CUDA 11.3 is fine
     profile.write_text(
         json.dumps(
@@ -561,6 +576,11 @@ def test_slurm_script_is_shellcheck_clean_quoted_and_works(channel: Path, tmp_pa
     sc = run([shellcheck, "-S", "style", script])
     assert sc.returncode == 0, sc.stdout
     assert render_slurm(archive) != text  # default dest uses $TMPDIR/$USER, not the given one
+    both = run(
+        [*ENVBUILD, "pack", env, "-o", tmp_path / "b.tar.gz", "--slurm-script", tmp_path / "b.sh", "--json"]
+    )
+    assert both.returncode == 0 and json.loads(both.stdout)["slurm_script"] == str(tmp_path / "b.sh")
+    assert shlex.quote(str(tmp_path / "b.tar.gz")) in (tmp_path / "b.sh").read_text()
 
     # Run it for real with stand-ins for the two Slurm commands (one local "node").
     shims = tmp_path / "shims"
