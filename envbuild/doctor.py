@@ -564,7 +564,9 @@ def _env_findings(
 
     out += _torch_driver(torch, torch_cuda, ctx, profile)
     exts = list(info.get("extensions") or [])
-    elfs = [e for e in (elf.read_elf(p) for p in exts) if e is not None]
+    np_d = dists.get("numpy")
+    np2 = np_d is not None and (_ver(np_d["version"]) or Version("0")) >= Version("2")
+    elfs = [e for e in (elf.read_elf(p, numpy_scan=np2) for p in exts) if e is not None]
     provided: dict[str, str] = {}
     for e in elfs:
         provided.setdefault(os.path.basename(e.path), e.path)

@@ -16,12 +16,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, ClassVar
 
 from elftools.common.exceptions import ELFError
-from elftools.elf.dynamic import DynamicSection
+from elftools.elf import elffile as _elffile_module
+from elftools.elf.dynamic import DynamicSegment
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
+from elftools.elf.structs import ELFStructs
 
 __all__ = [
     "ElfInfo",
@@ -34,6 +36,40 @@ __all__ = [
 ]
 
 _FATBIN_MAGIC = 0xBA55ED50
+
+
+class _SharedStructs(ELFStructs):
+    """ELFStructs whose parsers are built once per ELF flavour.
+
+    pyelftools rebuilds ~30k construct objects for every file it opens (85% of the time
+    of reading a small .so); they are stateless parse definitions, so files of the same
+    class/endianness/type/machine can share them. This keeps ``doctor`` on an env with a
+    few hundred extensions well under a second.
+    """
+
+    _built: ClassVar[dict[tuple[Any, ...], dict[str, Any]]] = {}
+
+    def _reuse(self, key: tuple[Any, ...], build: Any) -> None:
+        hit = self._built.get(key)
+        if hit is None:
+            build()
+            self._built[key] = dict(self.__dict__)
+        else:
+            self.__dict__.update(hit)
+
+    def create_basic_structs(self) -> None:
+        self._reuse(("basic", self.little_endian, self.elfclass), super().create_basic_structs)
+
+    def create_advanced_structs(
+        self, e_type: Any = None, e_machine: Any = None, e_ident_osabi: Any = None
+    ) -> None:
+        self._reuse(
+            ("advanced", self.little_endian, self.elfclass, e_type, e_machine, e_ident_osabi),
+            lambda: super(_SharedStructs, self).create_advanced_structs(e_type, e_machine, e_ident_osabi),
+        )
+
+
+_elffile_module.ELFStructs = _SharedStructs  # type: ignore[attr-defined,misc,unused-ignore]
 _SYSTEM_DIRS = (
     "/lib64",
     "/usr/lib64",
@@ -79,21 +115,27 @@ def _expand(entries: str, origin: str) -> list[str]:
     return out
 
 
-def _fatbin_codes(blob: bytes) -> list[GpuCode]:
-    """Walk every fat-binary container in a ``.nv_fatbin`` section and list its entries."""
+def _fatbin_codes(fh: BinaryIO, offset: int, size: int) -> list[GpuCode]:
+    """Walk every fat-binary container of a ``.nv_fatbin`` section by seeking from header to header.
+
+    Only the 16-byte container and 64-byte entry headers are read: torch's section is ~1 GB.
+    """
     codes: list[GpuCode] = []
-    i, n = 0, len(blob)
-    while i + 16 <= n:
-        magic, _ver, hsz, fsz = struct.unpack_from("<IHHQ", blob, i)
+    i = 0
+    while i + 16 <= size:
+        fh.seek(offset + i)
+        magic, _ver, hsz, fsz = struct.unpack("<IHHQ", fh.read(16))
         if magic != _FATBIN_MAGIC or hsz < 16:
             i += 8  # containers are 8-aligned
             continue
-        p, end = i + hsz, min(i + hsz + fsz, n)
+        p, end = i + hsz, min(i + hsz + fsz, size)
         while p + 32 <= end:
-            kind, _v, ehsz, psz = struct.unpack_from("<HHIQ", blob, p)
+            fh.seek(offset + p)
+            head = fh.read(32)
+            kind, _v, ehsz, psz = struct.unpack_from("<HHIQ", head)
             if ehsz < 32 or kind not in (1, 2):
                 break
-            (sm,) = struct.unpack_from("<I", blob, p + 28)
+            (sm,) = struct.unpack_from("<I", head, 28)
             code = GpuCode(cc=int(sm), ptx=kind == 1)
             if code not in codes:
                 codes.append(code)
@@ -118,34 +160,47 @@ def _numpy_api(strings: bytes) -> str | None:
     return None
 
 
-def read_elf(path: str | Path) -> ElfInfo | None:
-    """Parse ``path``; None when it is not an ELF file (a linker script, a truncated file)."""
+def _dynamic(seg: DynamicSegment, info: ElfInfo, origin: str) -> None:
+    for tag in seg.iter_tags():
+        # pyelftools sets needed/rpath/runpath/soname dynamically per tag kind
+        t: Any = tag
+        if t.entry.d_tag == "DT_NEEDED":
+            info.needed.append(str(t.needed))
+        elif t.entry.d_tag == "DT_RPATH":
+            info.rpath = _expand(str(t.rpath), origin)
+        elif t.entry.d_tag == "DT_RUNPATH":
+            info.runpath = _expand(str(t.runpath), origin)
+        elif t.entry.d_tag == "DT_SONAME":
+            info.soname = str(t.soname)
+
+
+def read_elf(path: str | Path, *, numpy_scan: bool = True) -> ElfInfo | None:
+    """Parse ``path``; None when it is not an ELF file (a linker script, a truncated file).
+
+    ``numpy_scan`` looks for NumPy C-API imports in .rodata (costly on big libraries; only needed
+    when the env has NumPy 2).
+    """
     p = str(path)
     info = ElfInfo(path=p)
     origin = os.path.dirname(os.path.abspath(p))
     try:
         with open(p, "rb") as fh:
             elf = ELFFile(fh)
-            for sec in elf.iter_sections():
-                if isinstance(sec, DynamicSection):
-                    for tag in sec.iter_tags():
-                        # pyelftools sets needed/rpath/runpath/soname dynamically per tag kind
-                        t: Any = tag
-                        if t.entry.d_tag == "DT_NEEDED":
-                            info.needed.append(str(t.needed))
-                        elif t.entry.d_tag == "DT_RPATH":
-                            info.rpath = _expand(str(t.rpath), origin)
-                        elif t.entry.d_tag == "DT_RUNPATH":
-                            info.runpath = _expand(str(t.runpath), origin)
-                        elif t.entry.d_tag == "DT_SONAME":
-                            info.soname = str(t.soname)
-                elif sec.name == ".nv_fatbin":
+            # program headers are few; section headers are many: touch sections only when needed
+            for seg in elf.iter_segments():
+                if isinstance(seg, DynamicSegment):
+                    _dynamic(seg, info, origin)
+            shstrndx = elf["e_shstrndx"]
+            names = elf.get_section(shstrndx).data() if shstrndx else b""
+            if b".nv_fatbin" in names:
+                sec = elf.get_section_by_name(".nv_fatbin")
+                if sec is not None and sec["sh_type"] != "SHT_NOBITS":
                     info.has_fatbin = True
-                    info.gpu_code = _fatbin_codes(sec.data())
-                elif sec.name in (".rodata", ".dynstr"):
-                    api = _numpy_api(sec.data())
-                    if api and info.numpy_api != "2.x":
-                        info.numpy_api = api
+                    info.gpu_code = _fatbin_codes(fh, sec["sh_offset"], sec["sh_size"])
+            if numpy_scan:
+                ro = elf.get_section_by_name(".rodata")
+                if ro is not None and ro["sh_type"] != "SHT_NOBITS":
+                    info.numpy_api = _numpy_api(ro.data())
     except (ELFError, OSError, struct.error, ValueError):
         return None
     return info
