@@ -471,6 +471,9 @@ def pack(
     """
     t0 = time.monotonic()
     prefix = Path(os.path.abspath(prefix))
+    if Path(os.path.abspath(output)).is_relative_to(prefix):
+        raise InputError("the archive would be written inside the env it packs.", path=str(output),
+                         field="--output", hint=f"Write it outside {prefix}.")
     with _progress(show_progress, f"packing {prefix.name}") as on_progress:
         result = _pack(prefix, Path(output), fmt, jobs, level, ignore_editable, ignore_missing, on_progress)
     result["seconds"] = round(time.monotonic() - t0, 2)

@@ -351,6 +351,8 @@ def test_editable_pip_install_refused_with_name_and_source(channel: Path, tmp_pa
     assert "editable packages" in ei.value.conda_pack_said  # type: ignore[attr-defined]  # conda-pack refused
     assert not (tmp_path / "x.tar.gz").exists()
     assert pack(env, tmp_path / "y.tar.gz", ignore_editable=True)["ok"]
+    inside = run([*ENVBUILD, "pack", env, "-o", env / "self.tar.gz"])
+    assert inside.returncode == 2 and "inside the env" in inside.stderr and not (env / "self.tar.gz").exists()
 
 
 def test_setup_py_develop_egg_link_refused(channel: Path, tmp_path: Path) -> None:
