@@ -485,6 +485,55 @@ def rebuild_cmd(
 # --- end rebuild ---
 
 
+# --- resolve ---
+
+
+@app.command("resolve")
+@handle_errors
+def resolve_cmd(
+    reqs: Annotated[list[str] | None,
+                    typer.Argument(help="PEP 508 requirements, e.g. mmcv-full==1.4.0 cupy numpy.")] = None,
+    spec: SpecOpt = None,
+    target: TargetOpt = None,
+    python: PythonOpt = None,
+    driver: DriverOpt = None,
+    gpu: GpuOpt = None,
+    cuda_toolkit: ToolkitOpt = None,
+    gcc: GccOpt = None,
+    cpu: CpuOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Pick the newest consistent torch/CUDA/mmcv/CuPy/NumPy set for a target (exit 1: conflicts)."""
+    from envbuild.resolve import present_resolution, resolve_cli
+
+    res = resolve_cli(reqs or [], spec_path=spec, target_path=target, python=python, driver=driver, gpu=gpu,
+                      cuda_toolkit=cuda_toolkit, gcc=gcc, cpu=cpu)
+    present_resolution(res, as_json)
+    if not res.ok:
+        raise typer.Exit(1)
+
+
+@app.command("matrix")
+@handle_errors
+def matrix_cmd(
+    kind: Annotated[str, typer.Argument(help="torch | mmcv | cupy | driver")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Print a compatibility table from the bundled data (rows versions, columns CUDA variants)."""
+    from envbuild.matrix import matrix_table
+    from envbuild.output import console, table
+
+    t = matrix_table(kind)
+    if as_json:
+        print_json(t)
+    else:
+        console.print(table(t["title"], t["columns"], t["rows"]))
+        console.print(t["legend"], markup=False, highlight=False)
+
+
+# --- end resolve ---
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="envbuild")

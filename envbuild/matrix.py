@@ -38,6 +38,7 @@ __all__ = [
     "load_doctor_rules",
     "load_matrix",
     "load_table",
+    "matrix_table",
     "normalize_gpu_name",
     "variant_of_cuda",
     "vers",
@@ -641,3 +642,75 @@ def check_cuda_list(values: Sequence[str]) -> list[str]:
 def load_doctor_rules() -> dict[str, Any]:
     """The raw ``doctor_rules.json`` (log patterns per failure family); envbuild.doctor validates them."""
     return _Reader("doctor_rules").load()
+
+
+# --- tables for `envbuild matrix` ----------------------------------------------------------------
+
+MATRIX_KINDS = ("torch", "mmcv", "cupy", "driver")
+
+
+def _span(versions: Sequence[str]) -> str:
+    vs = sorted(versions, key=vers)
+    return vs[0] if len(vs) == 1 else f"{vs[0]}-{vs[-1]}"
+
+
+def matrix_table(kind: str, m: Matrix | None = None) -> dict[str, Any]:
+    """One data table as forum-style rows (versions) x columns (CUDA variants): title, columns, rows, legend.
+
+    Raises:
+        InputError: ``kind`` is not one of torch, mmcv, cupy, driver.
+    """
+    from envbuild.errors import InputError
+
+    m = m or load_matrix()
+    if kind == "torch":
+        cudas = check_cuda_list([cuda_of_variant(v) for r in m.torch for v in r.all_variants])
+        cols = ["torch", "python", *[variant_of_cuda(c) for c in cudas], "cpu", "torchvision", "torchaudio"]
+        rows = []
+        for r in m.torch_releases():
+            cells = ["✓" if variant_of_cuda(c) in r.variants else "?" if variant_of_cuda(c) in r.unverified
+                     else "" for c in cudas]
+            rows.append([r.version, _span(r.python), *cells, "✓" if r.cpu else "", r.torchvision or "",
+                         r.torchaudio or ""])
+        legend = ("✓ wheel on download.pytorch.org/whl/<variant> (sourced); "
+                  "? believed to exist, no source read")
+        return {"kind": kind, "title": "PyTorch pip wheels (Linux x86_64)", "columns": cols, "rows": rows,
+                "legend": legend}
+    if kind == "mmcv":
+        devs = check_cuda_list([w.cuda for w in m.mmcv if w.cuda != "cpu"])
+        cols = ["package", "torch", *[variant_of_cuda(c) for c in devs], "cpu"]
+        keys = sorted({(w.package, w.torch_series) for w in m.mmcv},
+                      key=lambda k: (k[0] != "mmcv", vers(k[1])), reverse=True)
+        rows = []
+        for pkg, series in keys:
+            by_dev = {w.cuda: w.versions for w in m.mmcv if w.package == pkg and w.torch_series == series}
+            rows.append([pkg, series, *[_span(by_dev[c]) if c in by_dev else "" for c in [*devs, "cpu"]]])
+        return {"kind": kind, "title": "prebuilt mmcv-full / mmcv wheels on download.openmmlab.com (Linux)",
+                "columns": cols, "rows": rows, "legend": "cell: mmcv versions with a wheel for (CUDA, torch "
+                                                         "series)"}
+    if kind == "cupy":
+        pkgs = sorted(m.cupy_packages, key=lambda p: (_mm(p.cuda_min), p.cuda_min != p.cuda_max))
+        cols = ["cupy", "numpy", "python", *[p.package.removeprefix("cupy-") for p in pkgs]]
+        rows = []
+        for v in sorted(m.cupy_releases, key=vers, reverse=True):
+            rel = m.cupy_releases[v]
+            cells = [_span(p.python_by_version[v]) if v in p.python_by_version else "" for p in pkgs]
+            if any(cells):
+                rows.append([v, rel.numpy, rel.requires_python or "", *cells])
+        return {"kind": kind, "title": "CuPy wheels per CUDA package (cell: Python versions)",
+                "columns": cols,
+                "rows": rows, "legend": "cupy-cudaXY: one CUDA minor; cupy-cuda11x/12x/13x: the whole major"}
+    if kind == "driver":
+        cols = ["cuda", "min driver (native)", "min driver (minor-version compat)", "max gcc",
+                "GPU archs added"]
+        rows = []
+        for c in sorted(m.driver_min, key=_mm, reverse=True):
+            added = [cc for cc, w in m.cc_windows.items() if w[0] == c]
+            rows.append([c, m.driver_min[c][0], m.compat_min_driver(c) or "", str(m.gcc_max(c) or ""),
+                         ", ".join(f"sm_{a.replace('.', '')}" for a in sorted(added, key=_mm))])
+        return {"kind": kind, "title": "NVIDIA: Linux driver per CUDA, host gcc, new GPU architectures",
+                "columns": cols, "rows": rows, "legend": "native: driver of the toolkit's GA release; "
+                                                         "compat: any "
+                "CUDA of that major through minor-version compatibility (no PTX JIT)"}
+    raise InputError(f"unknown matrix '{kind}'.", field="KIND",
+                     hint=f"Use one of: {', '.join(MATRIX_KINDS)}.")

@@ -1,0 +1,1117 @@
+"""Pick the newest consistent torch / CUDA / mmcv / CuPy / NumPy set for a target machine.
+
+Pure: no subprocess, no network, no clock.  Every fact comes from
+``envbuild.matrix`` (the bundled data).  The search is an ordered walk:
+torch releases (newest first) x CUDA variants (newest first) x Python x
+mmcv versions x OpenMMLab packages x CuPy releases x NumPy minors; the first
+complete set wins.  Drivers run a CUDA variant natively or, only when no
+native set exists, through minor-version compatibility (with a warning).
+When nothing fits, ``conflicts`` explains the closest miss in plain words.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from envbuild.errors import InputError, ProfileError
+from envbuild.matrix import (
+    ArchRow,
+    CupyPackage,
+    Matrix,
+    MmPackage,
+    TorchRelease,
+    cuda_of_variant,
+    load_matrix,
+    vers,
+)
+from envbuild.models import Gpu, Profile, Resolution, Toolkit
+
+__all__ = ["make_target", "present_resolution", "resolve", "resolve_cli"]
+
+DEFAULT_PYTORCH = "https://download.pytorch.org/whl"
+DEFAULT_OPENMMLAB = "https://download.openmmlab.com/mmcv/dist"
+MM = ("mmdet", "mmsegmentation", "mmdet3d")
+KNOWN = {"torch", "torchvision", "torchaudio", "mmcv-full", "mmcv", "numpy", "cupy", *MM}
+PYTHONS = tuple(f"3.{n}" for n in range(14, 5, -1))  # newest first, when the target does not say
+STAGES = ("torch", "python", "driver", "arch", "domain", "mmcv", "mm", "cupy", "numpy")
+
+
+def _mm(v: str) -> tuple[int, int]:
+    parts = [int(x) for x in re.findall(r"\d+", v)[:2]]
+    return (parts[0], parts[1] if len(parts) > 1 else 0)
+
+
+def _xy(v: str) -> str:
+    a, b = _mm(v)
+    return f"{a}.{b}"
+
+
+# --- target ----------------------------------------------------------------------------------------
+
+
+def _parse_cc(text: str) -> str | None:
+    """'sm_86' / 'sm86' / 'compute_86' / '8.6' -> '8.6'; None when it is not a capability."""
+    t = text.strip().lower()
+    m = re.fullmatch(r"(?:sm|compute)_?(\d{2,3})", t)
+    if m:
+        d = m.group(1)
+        return f"{d[:-1]}.{d[-1]}"
+    if re.fullmatch(r"\d{1,2}\.\d", t):
+        return t
+    return None
+
+
+def _check_version(value: str, flag: str, pattern: str, example: str) -> str:
+    if not re.fullmatch(pattern, value.strip()):
+        raise InputError(f"'{value}' is not a valid version for {flag}.", field=flag, hint="Write it like "
+                                                                                           f"{example}.")
+    return value.strip()
+
+
+def _gpu_from_name(name: str, m: Matrix, where: str, path: str | None = None) -> Gpu:
+    cc = _parse_cc(name)
+    if cc is not None:
+        return Gpu(name=f"sm_{cc.replace('.', '')}", compute_capability=cc)
+    model = m.gpu(name)
+    if model is None:
+        close = m.suggest_gpus(name)
+        hint = ("Did you mean: " + ", ".join(repr(c) for c in close) + "? " if close else "")
+        raise ProfileError(
+            f"unknown GPU model '{name}'.", path=path, field=where,
+            hint=hint + "Or give the compute capability instead, e.g. --gpu sm_86 or --gpu 8.6.")
+    return Gpu(name=name, compute_capability=model.compute_capability)
+
+
+def make_target(base: Profile | None, *, python: str | None = None, driver: str | None = None,
+                gpu: str | None = None, cuda_toolkit: str | None = None, gcc: str | None = None,
+                cpu: bool = False, matrix: Matrix | None = None) -> Profile:
+    """The target profile: ``base`` (a probed/loaded profile or nothing) overridden by flags.
+
+    Raises:
+        InputError: a flag value is malformed or flags contradict each other (--cpu with --gpu/--driver).
+        ProfileError: a GPU name is unknown (suggests close names).
+    """
+    m = matrix or load_matrix()
+    prof = base or Profile(notes=("described by flags",))
+    changes: dict[str, Any] = {}
+    if python is not None:
+        changes["python_version"] = _check_version(python, "--python", r"3\.\d{1,2}(\.\d+)?", "--python 3.10")
+    if cpu and (gpu or driver):
+        raise InputError("--cpu cannot be combined with --gpu or --driver.", field="--cpu",
+                         hint="Drop --cpu to plan for a GPU machine, or drop --gpu/--driver for a CPU-only "
+                              "one.")
+    if driver is not None:
+        drv = _check_version(driver, "--driver", r"\d{2,4}(\.\d{1,3}){1,2}", "--driver 470.223.02")
+        changes["driver_version"] = drv
+        changes["driver_cuda_version"] = m.native_cuda(drv)
+    if gpu is not None:
+        changes["gpus"] = (_gpu_from_name(gpu, m, "--gpu"),)
+    if cuda_toolkit is not None:
+        tk = _check_version(cuda_toolkit, "--cuda-toolkit", r"\d{1,2}\.\d(\.\d+)?", "--cuda-toolkit 11.3")
+        changes["cuda_toolkits"] = (Toolkit(version=_xy(tk), path=None, source="--cuda-toolkit"),)
+    if gcc is not None:
+        changes["gcc_version"] = _check_version(gcc, "--gcc", r"\d{1,2}(\.\d+){0,2}", "--gcc 7.5")
+    if cpu:
+        changes.update(gpus=(), driver_version=None, driver_cuda_version=None)
+    prof = dataclasses.replace(prof, **changes)
+    # A loaded profile may name a GPU without its capability: fill it from the data (or refuse).
+    gpus = []
+    for i, g in enumerate(prof.gpus):
+        if g.compute_capability:
+            gpus.append(g)
+        else:
+            filled = _gpu_from_name(g.name, m, f"gpus[{i}].name")
+            gpus.append(Gpu(name=g.name, compute_capability=filled.compute_capability,
+                            memory_mib=g.memory_mib))
+    if prof.driver_version and not prof.driver_cuda_version:
+        try:
+            gpus_ok = m.native_cuda(prof.driver_version)
+        except InvalidVersion:
+            raise ProfileError(f"'{prof.driver_version}' is not a driver version.", field="driver_version",
+                               hint="Write it like 470.223.02.") from None
+        prof = dataclasses.replace(prof, driver_cuda_version=gpus_ok)
+    return dataclasses.replace(prof, gpus=tuple(gpus))
+
+
+@dataclass(frozen=True)
+class _Facts:
+    python: str | None
+    driver: str | None
+    gpus: tuple[tuple[str, str], ...]  # (name, cc)
+    cpu: bool
+    toolkits: tuple[Toolkit, ...]
+    gcc: str | None
+
+    @classmethod
+    def of(cls, p: Profile) -> _Facts:
+        py = _xy(p.python_version) if p.python_version else None
+        gpus = tuple(dict.fromkeys((g.name, _xy(g.compute_capability))
+                                   for g in p.gpus if g.compute_capability))
+        if p.driver_version:
+            try:
+                vers(p.driver_version)
+            except InvalidVersion:
+                raise ProfileError(f"'{p.driver_version}' is not a driver version.", field="driver_version",
+                                   hint="Write it like 470.223.02.") from None
+        return cls(py, p.driver_version, gpus, not p.has_gpu, p.cuda_toolkits, p.gcc_version)
+
+    @property
+    def ccs(self) -> list[str]:
+        return sorted({cc for _, cc in self.gpus}, key=_mm)
+
+
+# --- requirements ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Want:
+    name: str
+    spec: SpecifierSet
+    text: str
+    extras: tuple[str, ...] = ()
+
+    @property
+    def pinned(self) -> str | None:
+        for s in self.spec:
+            if s.operator in ("==", "===") and "*" not in s.version:
+                return s.version
+        return None
+
+
+def _parse(requirements: Sequence[str]) -> tuple[dict[str, _Want], list[str]]:
+    wants: dict[str, _Want] = {}
+    passthrough: list[str] = []
+    for text in requirements:
+        try:
+            r = Requirement(text)
+        except InvalidRequirement as exc:
+            why = str(exc).splitlines()[0] if str(exc) else "unparsable"
+            raise InputError(f"'{text}' is not a valid PEP 508 requirement ({why}).", field="requirements",
+                             hint="Write it like 'numpy<1.20', 'mmcv-full==1.4.0' or 'torch>=2'.") from None
+        name = str(canonicalize_name(r.name))
+        if r.url or r.marker is not None or not (name in KNOWN or name.startswith("cupy-cuda")):
+            passthrough.append(text)
+            continue
+        if name in wants:
+            wants[name].spec &= r.specifier
+            wants[name].text += f", {text}"
+        else:
+            wants[name] = _Want(name, SpecifierSet(str(r.specifier)), text, tuple(sorted(r.extras)))
+    if "mmcv" in wants and "mmcv-full" in wants:
+        raise InputError("both 'mmcv' and 'mmcv-full' are requested; they install the same module.",
+                         field="requirements", hint="Keep one: mmcv-full for the 1.x series, mmcv for 2.x.")
+    return wants, passthrough
+
+
+def _contains(spec: SpecifierSet, version: str) -> bool:
+    return spec.contains(version, prereleases=True) if version else False
+
+
+# --- search ----------------------------------------------------------------------------------------
+
+
+_MmSet = tuple[dict[str, MmPackage], dict[str, str]]
+
+
+@dataclass
+class _Log:
+    """Why candidates were dropped, per stage: turned into conflict sentences when nothing fits."""
+
+    records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def add(self, stage: str, **info: Any) -> None:
+        self.records.setdefault(stage, []).append(info)
+
+    def deepest(self) -> str | None:
+        hit = [s for s in STAGES if s in self.records]
+        return hit[-1] if hit else None
+
+
+@dataclass
+class _Pick:
+    python: str
+    torch: TorchRelease | None = None
+    variant: str | None = None  # cuXYZ; None = cpu build or no torch
+    cuda: str | None = None
+    support: str | None = None  # native | compat | None (unknown driver / cpu)
+    arch_notes: list[str] = field(default_factory=list)
+    arch_row: ArchRow | None = None
+    mmcv: tuple[str, str, bool] | None = None  # (name, version, prebuilt)
+    mm: dict[str, MmPackage] = field(default_factory=dict)
+    mm_unknown: dict[str, str] = field(default_factory=dict)
+    cupy: tuple[CupyPackage, str] | None = None
+    numpy: str | None = None
+    numpy_specs: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Mode:
+    compat: bool
+    mmcv_source: bool
+
+
+class _Search:
+    def __init__(self, wants: dict[str, _Want], t: _Facts, m: Matrix, mode: _Mode, log: _Log) -> None:
+        self.w, self.t, self.m, self.mode, self.log = wants, t, m, mode, log
+        mm_needed = [n for n in MM if n in wants]
+        if "mmdet3d" in wants:
+            mm_needed = list(dict.fromkeys([*mm_needed, "mmdet", "mmsegmentation"]))
+        self.mm_needed = mm_needed
+        self.need_mmcv = bool(mm_needed) or "mmcv" in wants or "mmcv-full" in wants
+        self.need_torch = self.need_mmcv or any(n in wants for n in ("torch", "torchvision", "torchaudio"))
+        self.cupy_wants = [w for n, w in wants.items() if n == "cupy" or n.startswith("cupy-cuda")]
+        self.need_numpy = "numpy" in wants or bool(self.cupy_wants) or "mmdet3d" in mm_needed
+
+    # entry ---------------------------------------------------------------------------------------
+    def run(self) -> _Pick | None:
+        if self.need_torch:
+            return self._torch_walk()
+        for cuda, support in self._bare_cudas():
+            for py in self._pythons(None):
+                pick = _Pick(python=py, cuda=cuda, support=support)
+                got = self._rest(pick)
+                if got:
+                    return got
+        return None
+
+    def _pythons(self, rel: TorchRelease | None) -> list[str]:
+        if self.t.python:
+            return [self.t.python]
+        return sorted(rel.python, key=_mm, reverse=True) if rel else list(PYTHONS)
+
+    def _bare_cudas(self) -> list[tuple[str | None, str | None]]:
+        """CUDA candidates when no torch is involved (only CuPy needs one)."""
+        if not self.cupy_wants or self.t.cpu:
+            return [(None, None)]
+        out: list[tuple[str | None, str | None]] = []
+        for cuda in sorted(self.m.driver_min, key=_mm, reverse=True):
+            if not self.m.cupy_for_cuda(cuda):
+                continue
+            sup = self._driver(cuda)
+            if sup:
+                out.append((cuda, sup if sup != "unknown" else None))
+        return out
+
+    def _driver(self, cuda: str) -> str | None:
+        if not self.t.driver:
+            return "unknown"
+        sup = self.m.driver_support(self.t.driver, cuda)
+        if sup == "native" or (sup == "compat" and self.mode.compat):
+            return sup
+        return None
+
+    # torch ---------------------------------------------------------------------------------------
+    def _torch_walk(self) -> _Pick | None:
+        tw = self.w.get("torch")
+        spec = tw.spec if tw else SpecifierSet()
+        any_rel = False
+        cands: list[tuple[TorchRelease, str | None]] = []
+        for rel in self.m.torch_releases():
+            variants: list[str | None] = (
+                ([None] if rel.cpu else []) if self.t.cpu else list(rel.all_variants))
+            for var in variants:
+                if _contains(spec, f"{rel.version}+{var or 'cpu'}"):
+                    cands.append((rel, var))
+        # Builds of the driver's own CUDA major come first (a 12.x driver gets a cu12x build even when a
+        # newer torch also ships a legacy cu118 one); within a tier: newest torch, then newest CUDA.
+        native = self.m.native_cuda(self.t.driver) if self.t.driver else None
+        major = _mm(native)[0] if native else None
+
+        def tier(c: tuple[TorchRelease, str | None]) -> tuple[int, int, int, bool]:
+            t0 = 0 if major is None or c[1] is None or _mm(cuda_of_variant(c[1]))[0] >= major else 1
+            if not self.need_mmcv:
+                return (t0, 0, 0, False)
+            # mmcv wheels are compiled against torch X.Y.0 only: prefer that patch within a series
+            v = Version(c[0].version)
+            return (t0, -v.major, -v.minor, v.micro != 0)
+
+        for rel, var in sorted(cands, key=tier):  # stable: keeps newest-first order inside a tier
+            any_rel = True
+            got = self._torch_candidate(rel, var)
+            if got:
+                return got
+        if not any_rel:
+            self.log.add("torch", spec=str(spec), cpu=self.t.cpu)
+        return None
+
+    def _torch_candidate(self, rel: TorchRelease, var: str | None) -> _Pick | None:
+        t, m = self.t, self.m
+        pys = [p for p in self._pythons(rel) if p in rel.python]
+        if not pys:
+            self.log.add("python", torch=rel, variant=var, python=t.python)
+            return None
+        cuda = cuda_of_variant(var) if var else None
+        support: str | None = None
+        if cuda:
+            s = self._driver(cuda)
+            if s is None:
+                self.log.add("driver", torch=rel, variant=var, cuda=cuda)
+                return None
+            support = None if s == "unknown" else s
+        row = m.arch_row(rel.version, cuda) if cuda else None
+        notes: list[str] = []
+        for name, cc in t.gpus if cuda else ():
+            ok, note = _arch_ok(row, cc, compat=support == "compat", family_cuda=_family_first(m, cc),
+                                cuda=cuda)
+            if not ok:
+                self.log.add("arch", torch=rel, variant=var, cuda=cuda, gpu=name, cc=cc, row=row, why=note)
+                return None
+            notes.append(f"{name} (sm_{cc.replace('.', '')}): {note}")
+        for dom in ("torchvision", "torchaudio"):
+            w = self.w.get(dom)
+            if w is None:
+                continue
+            have = getattr(rel, dom)
+            if not have or not _contains(w.spec, have):
+                self.log.add("domain", torch=rel, variant=var, package=dom, have=have, spec=str(w.spec))
+                return None
+        for py in pys:
+            pick = _Pick(python=py, torch=rel, variant=var, cuda=cuda, support=support, arch_notes=notes,
+                         arch_row=row)
+            got = self._rest(pick)
+            if got:
+                return got
+        return None
+
+    # mmcv + OpenMMLab ----------------------------------------------------------------------------
+    def _rest(self, pick: _Pick) -> _Pick | None:
+        if not self.need_mmcv:
+            return self._numeric(pick)
+        assert pick.torch is not None
+        names = [n for n in ("mmcv-full", "mmcv") if n in self.w] or ["mmcv", "mmcv-full"]
+        for name in names:
+            for version, prebuilt in self._mmcv_versions(name, pick):
+                for mm, unknown in self._mm_sets(name, version, pick):
+                    cand = dataclasses.replace(pick, mmcv=(name, version, prebuilt), mm=mm,
+                                               mm_unknown=unknown)
+                    got = self._numeric(cand)
+                    if got:
+                        return got
+        return None
+
+    def _mm_cands(self, name: str) -> tuple[list[MmPackage], str | None]:
+        w = self.w.get(name)
+        rows = list(reversed(self.m.mm.get(name, ())))
+        if w is None:
+            return rows, None
+        hits = [p for p in rows if _contains(w.spec, p.version) and (not Version(p.version).is_prerelease
+                                                                      or w.pinned == p.version)]
+        if not hits and w.pinned:
+            return [], w.pinned  # a release the data does not know: passes unchecked
+        return hits, None
+
+    def _mmcv_versions(self, name: str, pick: _Pick) -> Iterator[tuple[str, bool]]:
+        assert pick.torch is not None
+        w = self.w.get(name)
+        known = self.m.mmcv_versions(name)
+        if w is not None and w.pinned and w.pinned not in known:
+            known = [w.pinned, *known]
+        wanted = [v for v in known if w is None or _contains(w.spec, v)]
+        if w is None or not w.pinned:
+            wanted = [v for v in wanted if not Version(v).is_prerelease]
+        # versions some combination of the requested OpenMMLab packages accepts
+        allowed = [v for v in wanted if self._mm_accepts_any(name, v)]
+        if not allowed:
+            self.log.add("mm", mmcv=name, wanted=[w.text] if w else [], mm=self.mm_needed, torch=pick.torch)
+            return
+        prebuilt = set(self.m.mmcv_wheels(name, pick.cuda, pick.torch.version))
+        yielded = False
+        for v in allowed:
+            if v in prebuilt:
+                yielded = True
+                yield v, True
+        if self.mode.mmcv_source and pick.cuda:
+            for v in allowed:
+                if v not in prebuilt:
+                    yielded = True
+                    yield v, False
+        if not yielded:
+            self.log.add("mmcv", mmcv=name, versions=allowed, torch=pick.torch, variant=pick.variant,
+                         cuda=pick.cuda)
+
+    def _mm_accepts_any(self, mmcv_name: str, v: str) -> bool:
+        for name in self.mm_needed:
+            cands, unknown = self._mm_cands(name)
+            if unknown:
+                continue
+            if not any(_accepts(p, mmcv_name, v) for p in cands):
+                return False
+        return True
+
+    def _mm_sets(self, mmcv_name: str, v: str, pick: _Pick) -> Iterator[_MmSet]:
+        if not self.mm_needed:
+            yield {}, {}
+            return
+        cands: dict[str, list[MmPackage]] = {}
+        unknown: dict[str, str] = {}
+        for name in self.mm_needed:
+            c, unk = self._mm_cands(name)
+            if unk:
+                unknown[name] = unk
+            cands[name] = [p for p in c if _accepts(p, mmcv_name, v)]
+        d3s: list[MmPackage | None] = list(cands.get("mmdet3d", [])) if "mmdet3d" in cands else [None]
+        for d3 in d3s:
+            if d3 is not None and d3.python_max and _mm(pick.python) > _mm(d3.python_max):
+                self.log.add("mm", python=pick.python, mmdet3d=d3, torch=pick.torch)
+                continue
+            chosen: dict[str, MmPackage] = {} if d3 is None else {"mmdet3d": d3}
+            ok = True
+            for name in ("mmdet", "mmsegmentation"):
+                if name not in cands or name in unknown:
+                    continue
+                req = d3.requires.get(name) if d3 else None
+                fit = [p for p in cands[name] if req is None or _contains(SpecifierSet(req), p.version)]
+                if not fit:
+                    self.log.add("mm", package=name, within=req, mmdet3d=d3, mmcv=(mmcv_name, v))
+                    ok = False
+                    break
+                chosen[name] = fit[0]
+            if ok:
+                yield chosen, unknown
+
+    # CuPy + NumPy --------------------------------------------------------------------------------
+    def _numeric(self, pick: _Pick) -> _Pick | None:
+        specs = self._numpy_specs(pick)
+        if not self.cupy_wants:
+            if not self.need_numpy:
+                return pick
+            np = self._numpy(pick.python, specs)
+            if np is None:
+                self.log.add("numpy", python=pick.python, specs=specs, cupy=[], torch=pick.torch)
+                return None
+            return dataclasses.replace(pick, numpy=np, numpy_specs=specs)
+        if pick.cuda is None:
+            self.log.add("cupy", why="cpu", torch=pick.torch)
+            return None
+        tried: list[tuple[CupyPackage, str, str]] = []
+        cands = self._cupy_cands(pick)
+        if not cands:
+            self.log.add("cupy", why="none", cuda=pick.cuda, python=pick.python, torch=pick.torch,
+                         variant=pick.variant)
+            return None
+        for pkg, ver in cands:
+            rel = self.m.cupy_releases.get(ver)
+            cspecs = list(specs)
+            if rel is not None:
+                cspecs.append((f"{pkg.package} {ver}", rel.numpy))
+            np = self._numpy(pick.python, cspecs) if self.need_numpy else None
+            if np is not None or not self.need_numpy:
+                return dataclasses.replace(pick, cupy=(pkg, ver), numpy=np, numpy_specs=cspecs)
+            tried.append((pkg, ver, rel.numpy if rel else ""))
+        self.log.add("numpy", python=pick.python, specs=specs, cupy=tried, torch=pick.torch,
+                     variant=pick.variant,
+                     cuda=pick.cuda)
+        return None
+
+    def _cupy_cands(self, pick: _Pick) -> list[tuple[CupyPackage, str]]:
+        assert pick.cuda is not None
+        out: list[tuple[CupyPackage, str]] = []
+        for pkg in self.m.cupy_for_cuda(pick.cuda):
+            for w in self.cupy_wants:
+                if w.name != "cupy" and w.name != pkg.package:
+                    continue
+                for ver in pkg.versions:
+                    if not _contains(w.spec, ver) or Version(ver).is_prerelease:
+                        continue
+                    if pick.python not in pkg.python_by_version.get(ver, ()):
+                        continue
+                    out.append((pkg, ver))
+        # newest CuPy first; for equal versions the per-minor package (exact CUDA) first
+        out.sort(key=lambda pv: (Version(pv[1]), pv[0].cuda_min == pv[0].cuda_max), reverse=True)
+        unique: dict[tuple[str, str], tuple[CupyPackage, str]] = {}
+        for pv in out:
+            unique.setdefault((pv[0].package, pv[1]), pv)
+        return list(unique.values())
+
+    def _numpy_specs(self, pick: _Pick) -> list[tuple[str, str]]:
+        specs: list[tuple[str, str]] = []
+        w = self.w.get("numpy")
+        if w is not None and str(w.spec):
+            specs.append(("your requirement", str(w.spec)))
+        d3 = pick.mm.get("mmdet3d")
+        if d3 is not None and d3.numpy:
+            specs.append((f"mmdet3d {d3.version}", d3.numpy))
+        for rule in self.m.abi:
+            have = None
+            if rule.package == "torch" and pick.torch is not None:
+                have = pick.torch.version
+            elif rule.package == "torchvision" and pick.torch is not None and "torchvision" in self.w:
+                have = pick.torch.torchvision
+            if have and _contains(SpecifierSet(rule.versions), have):
+                specs.append((f"{rule.package} {have} (built against NumPy 1.x)", rule.numpy))
+        return specs
+
+    def _numpy(self, python: str, specs: Sequence[tuple[str, str]]) -> str | None:
+        w = self.w.get("numpy")
+        for minor in self.m.numpy_for_python(python):
+            cands = [minor.latest]
+            if w is not None and w.pinned and w.pinned.startswith(minor.minor + "."):
+                cands = [w.pinned]
+            for v in cands:
+                if all(_contains(SpecifierSet(s), v) for _, s in specs):
+                    return v
+        return None
+
+
+def _accepts(p: MmPackage, mmcv_name: str, v: str) -> bool:
+    other = "mmcv" if mmcv_name == "mmcv-full" else "mmcv-full"
+    spec = p.requires.get(mmcv_name)
+    if spec is None:
+        return other not in p.requires
+    return _contains(SpecifierSet(spec), v)
+
+
+def _family_first(m: Matrix, cc: str) -> str | None:
+    """First CUDA that knows any GPU of this major generation (e.g. 12.8 for sm_120)."""
+    firsts = [w[0] for c, w in m.cc_windows.items() if _mm(c)[0] == _mm(cc)[0] and w[0]]
+    return min(firsts, key=_mm) if firsts else None
+
+
+def _arch_ok(row: ArchRow | None, cc: str, *, compat: bool, family_cuda: str | None = None,
+             cuda: str | None = None) -> tuple[bool, str]:
+    """Can a wheel with this arch list run on a GPU of capability ``cc``? (ok, why)"""
+    if family_cuda and cuda and _mm(cuda) < _mm(family_cuda):
+        return False, (f"CUDA {cuda} predates compute capability {_mm(cc)[0]}.x (first supported by CUDA "
+                       f"{family_cuda}), so neither its kernels nor PTX JIT of its libraries can serve this "
+                       "GPU")
+    if row is None:
+        return True, "the wheel's arch list is not in the data (unchecked)"
+    g = _mm(cc)
+    sass = [_mm(a.removesuffix("+PTX")) for a in row.arch_list]
+    ptx = [_mm(a.removesuffix("+PTX")) for a in row.arch_list if a.endswith("+PTX")]
+    if g in sass:
+        return True, f"sm_{g[0]}{g[1]} is in the wheel's arch list ({row.text})"
+    same = [a for a in sass if a[0] == g[0] and a[1] <= g[1]]
+    if same:
+        b = max(same)
+        return True, f"runs the wheel's sm_{b[0]}{b[1]} code (same major version; list {row.text})"
+    jit = [a for a in ptx if a <= g]
+    if jit:
+        if compat:
+            return False, "only PTX fits, and PTX JIT is not available under minor-version compatibility"
+        b = max(jit)
+        return True, f"JIT-compiles the wheel's compute_{b[0]}{b[1]} PTX (slow first start; list {row.text})"
+    return False, f"not in the wheel's arch list ({row.text}) and no PTX to JIT"
+
+
+# --- explanations ----------------------------------------------------------------------------------
+
+
+def _explain(log: _Log, wants: dict[str, _Want], t: _Facts, m: Matrix) -> list[str]:
+    stage = log.deepest()
+    recs = log.records.get(stage or "", [])
+    tw = wants.get("torch")
+    torch_desc = f"torch{tw.spec}" if tw and str(tw.spec) else "torch"
+    out: list[str] = []
+    if stage is None:
+        return ["no candidate set was found (no requirement the data knows)."]
+    if stage == "torch":
+        known = m.torch_releases()
+        out.append(f"no torch release known to envbuild matches '{torch_desc}'"
+                   + (" with a CPU build" if t.cpu else "")
+                   + f" (known: {known[-1].version} ... {known[0].version}): relax the torch requirement.")
+    elif stage == "python":
+        pys = sorted({p for r in recs for p in r["torch"].python}, key=_mm)
+        vs = sorted({r["torch"].version for r in recs}, key=Version)
+        out.append(f"Python {t.python} is not supported by {torch_desc} (releases {vs[0]}..{vs[-1]} have "
+                   "wheels "
+                   f"for Python {pys[0]}-{pys[-1]}): use --python in that range or relax torch.")
+    elif stage == "driver":
+        cudas = sorted({r["cuda"] for r in recs}, key=_mm)
+        low = cudas[0]
+        oldest = min((r for r in recs if r["cuda"] == low), key=lambda r: Version(r["torch"].version))
+        native = m.native_cuda(t.driver) if t.driver else None
+        need = m.min_driver(low)
+        cm = m.compat_min_driver(low)
+        compat_txt = (f" (or >= {cm} to run CUDA {_mm(low)[0]}.x through minor-version compatibility)"
+                      if cm and (not t.driver or vers(t.driver) < vers(cm)) else "")
+        out.append(f"driver {t.driver} supports CUDA <= {native or 'unknown'}; {torch_desc} needs CUDA >= "
+                   f"{low} "
+                   f"(oldest fitting build: torch {oldest['torch'].version}+{oldest['variant']}): upgrade "
+                   "the driver "
+                   f"to >= {need}{compat_txt} or relax torch.")
+    elif stage == "arch":
+        r0 = recs[0]
+        gpu, cc = r0["gpu"], r0["cc"]
+        fits = _builds_with_arch(m, cc)
+        lift = ""
+        if fits:
+            low = min(fits, key=lambda x: (_mm(x[1]), Version(x[0])))
+            lift = (f"; the first torch wheels that run sm_{cc.replace('.', '')} are CUDA {low[1]} builds "
+                    f"(torch {low[0]}+cu{low[1].replace('.', '')}, driver >= {m.min_driver(low[1])})")
+            need = m.min_driver(low[1])
+            if t.driver and need and vers(t.driver) >= vers(need):
+                fix = f"relax torch to allow torch >= {low[0]}"
+            else:
+                fix = f"upgrade the driver to >= {need} and allow torch >= {low[0]}"
+        else:
+            fix = "choose another GPU target"
+        tried = ", ".join(dict.fromkeys(f"{r['torch'].version}+{r['variant']}" for r in recs[:4]))
+        out.append(f"GPU {gpu} (compute capability {cc}) cannot run the {torch_desc} builds this driver "
+                   "allows "
+                   f"({tried}): {r0['why']}{lift}: {fix}.")
+    elif stage == "domain":
+        r0 = recs[0]
+        out.append(f"{r0['package']}{r0['spec']} is not paired with any {torch_desc} build that fits this "
+                   "target "
+                   f"(torch {r0['torch'].version} pairs with {r0['package']} {r0['have']}): relax one of "
+                   "them.")
+    elif stage == "mmcv":
+        r0 = recs[0]
+        name, versions = r0["mmcv"], r0["versions"]
+        v = versions[0]
+        pairs = m.mmcv_pairs(name, v)
+        gpu_pairs = [f"cu{c.replace('.', '')}/torch{s}" if c != "cpu" else f"cpu/torch{s}" for c, s in pairs]
+        tried = ", ".join(dict.fromkeys(f"{r['torch'].version}+{r['variant'] or 'cpu'}" for r in recs[:5]))
+        out.append(f"{name} {v} has prebuilt wheels only for "
+                   f"{', '.join(gpu_pairs) or 'no (CUDA, torch) pair'}; "
+                   f"none matches a torch build this target can use ({tried}): pick a torch/CUDA pair from "
+                   "that "
+                   f"list (upgrade the driver if needed) or another {name} version.")
+    elif stage == "mm":
+        out.extend(_explain_mm(recs, wants, m))
+    elif stage == "cupy":
+        r0 = recs[0]
+        if r0["why"] == "cpu":
+            out.append("cupy needs an NVIDIA GPU and CUDA; the target is CPU-only (--cpu or no driver): "
+                       "drop cupy "
+                       "or plan for a GPU machine (--driver/--gpu).")
+        else:
+            pk = ", ".join(p.package for p in m.cupy_for_cuda(r0["cuda"])) or "no CuPy package"
+            out.append(f"no CuPy wheel for CUDA {r0['cuda']} ({pk}) supports Python {r0['python']}: use "
+                       "another "
+                       f"--python or a torch build with another CUDA.")
+    elif stage == "numpy":
+        out.extend(_explain_numpy(recs, m))
+    return list(dict.fromkeys(out))[:6]
+
+
+def _builds_with_arch(m: Matrix, cc: str) -> list[tuple[str, str]]:
+    out = []
+    fam = _family_first(m, cc)
+    for rel in m.torch_releases():
+        for var in rel.all_variants:
+            cuda = cuda_of_variant(var)
+            ok, _ = _arch_ok(m.arch_row(rel.version, cuda), cc, compat=False, family_cuda=fam, cuda=cuda)
+            if ok and m.arch_row(rel.version, cuda) is not None:
+                out.append((rel.version, cuda))
+    return out
+
+
+def _explain_mm(recs: list[dict[str, Any]], wants: dict[str, _Want], m: Matrix) -> list[str]:
+    out = []
+    for r in recs:
+        if "python" in r:
+            d3 = r["mmdet3d"]
+            out.append(f"mmdet3d {d3.version} needs Python <= {d3.python_max} (it pins "
+                       f"{', '.join(x for x in d3.runtime if x.startswith('numba'))}); the target has Python "
+                       f"{r['python']}: use --python {d3.python_max} or a newer mmdet3d.")
+        elif "package" in r:
+            d3 = r["mmdet3d"]
+            w = wants.get(r["package"])
+            asked = f" you asked {w.text}" if w else f" no {r['package']} release fits"
+            out.append(f"mmdet3d {d3.version} needs {r['package']}{r['within']};{asked} (with "
+                       f"{r['mmcv'][0]} {r['mmcv'][1]}): change one of the pins.")
+        else:
+            name = r["mmcv"]
+            sides = [f"you asked {t}" for t in r["wanted"]]
+            for pkg in r["mm"]:
+                w = wants.get(pkg)
+                rows = [p for p in m.mm.get(pkg, ()) if w is None or _contains(w.spec, p.version)]
+                specs = sorted({p.requires.get(name, "") for p in rows if p.requires.get(name)})
+                label = f"{pkg} {w.pinned}" if w and w.pinned else pkg
+                if specs:
+                    sides.append(f"{label} needs {name}{' or '.join(specs[:3])}")
+                else:
+                    sides.append(f"{label} does not use {name}")
+            out.append("; ".join(sides) + f": no {name} version satisfies all of them; change one of the "
+                                          "pins.")
+    return out
+
+
+def _explain_numpy(recs: list[dict[str, Any]], m: Matrix) -> list[str]:
+    out = []
+    for r in recs:
+        py = r["python"]
+        specs: list[tuple[str, str]] = r["specs"]
+        tried: list[tuple[CupyPackage, str, str]] = r["cupy"]
+        np_py = m.numpy_for_python(py)
+        py_range = f"numpy {np_py[-1].minor}-{np_py[0].minor}" if np_py else "no numpy"
+        if tried:
+            by_pkg: dict[str, list[tuple[str, str]]] = {}
+            for pkg, ver, s in tried:
+                by_pkg.setdefault(pkg.package, []).append((ver, s))
+            cupy_side = "; ".join(
+                f"{pkg} {min((v for v, _ in vs), key=Version)}..{max((v for v, _ in vs), key=Version)} "
+                "(every "
+                f"release for CUDA {r.get('cuda')} and Python {py}) needs numpy{_loosest([s for _, s in vs])}"
+                for pkg, vs in by_pkg.items())
+            cupy_specs = [s for _, _, s in tried if s]
+            blocking = [(label, s) for label, s in specs
+                        if not any(_numpy_fits(m, py, [s, c]) for c in cupy_specs)] or specs
+            others = ("; ".join(f"{label} needs numpy{s}" for label, s in blocking)
+                      or f"Python {py} allows {py_range}")
+            out.append(f"{others}; {cupy_side}: no numpy release satisfies both. Lift it with a torch build "
+                       "whose "
+                       "CUDA still has a CuPy 10.x package (cupy-cuda1xx 10.6.0 accepts "
+                       "numpy>=1.18,<1.25), or a "
+                       f"newer release of the package that caps numpy.")
+        else:
+            sides = "; ".join(f"{label} needs numpy{s}" for label, s in specs)
+            out.append(f"{sides}; Python {py} allows {py_range}: no numpy release satisfies all of them; "
+                       "change "
+                       f"--python or one of the pins.")
+    return out
+
+
+def _numpy_fits(m: Matrix, python: str, specs: Sequence[str]) -> bool:
+    return any(all(_contains(SpecifierSet(s), n.latest) for s in specs) for n in m.numpy_for_python(python))
+
+
+def _loosest(specs: Sequence[str]) -> str:
+    """The most permissive lower bound among CuPy numpy requirements (for one summary phrase)."""
+    lows = []
+    for s in specs:
+        for sp in SpecifierSet(s):
+            if sp.operator == ">=":
+                lows.append(sp.version)
+    return f">={min(lows, key=Version)}" if lows else "(unknown)"
+
+
+# --- result ----------------------------------------------------------------------------------------
+
+
+def _indexes(indexes: Mapping[str, str] | None) -> tuple[str, str]:
+    idx = dict(indexes or {})
+    pytorch = (idx.get("pytorch") or DEFAULT_PYTORCH).rstrip("/")
+    return pytorch, (idx.get("openmmlab") or DEFAULT_OPENMMLAB).rstrip("/")
+
+
+def _arch_list(pick: _Pick, t: _Facts, m: Matrix, reasons: list[str]) -> str | None:
+    if pick.cuda is None:
+        return None
+    out = []
+    for cc in t.ccs:
+        window = m.cc_windows.get(cc)
+        first = window[0] if window else None
+        if first and _mm(first) > _mm(pick.cuda):
+            # nvcc X.Y does not know this GPU yet: build the newest same-major arch it knows (runs as SASS)
+            known = [c for c, w in m.cc_windows.items() if _mm(c)[0] == _mm(cc)[0] and _mm(c) < _mm(cc)
+                     and (w[0] is None or _mm(w[0]) <= _mm(pick.cuda))]
+            if known:
+                best = max(known, key=_mm)
+                reasons.append(f"TORCH_CUDA_ARCH_LIST {best} for sm_{cc.replace('.', '')}: nvcc {pick.cuda} "
+                               "predates "
+                               f"compute capability {cc} (first in CUDA {first}) "
+                               f"[{window[2] if window else ''}]")
+                out.append(best)
+                continue
+        out.append(cc)
+    if out:
+        return ";".join(dict.fromkeys(out))
+    return pick.arch_row.text if pick.arch_row else None
+
+
+class _Builder:
+    """Turns a pick into a Resolution: pins, reasons citing sources, warnings, source builds."""
+
+    NV_SRC = "envbuild/data/nvidia.json (NVIDIA CUDA Toolkit Release Notes, Table 3)"
+
+    def __init__(self, pick: _Pick, wants: dict[str, _Want], t: _Facts, m: Matrix,
+                 indexes: Mapping[str, str] | None) -> None:
+        self.p, self.w, self.t, self.m = pick, wants, t, m
+        self.pytorch, self.openmmlab = _indexes(indexes)
+        self.packages: dict[str, str] = {}
+        self.choices: list[dict[str, Any]] = []
+        self.reasons: list[str] = []
+        self.warnings: list[str] = []
+        self.source_builds: list[dict[str, Any]] = []
+        self.index_urls: list[str] = []
+        self.find_links: list[str] = []
+
+    def choose(self, pkg: str, version: str, reason: str, source: str, *, pin: bool = True) -> None:
+        if pin:
+            self.packages[pkg] = version
+        self.choices.append({"package": pkg, "version": version, "reason": reason, "source": source})
+        self.reasons.append(f"{pkg} {version}: {reason} [{source}]")
+
+    def build(self, target: Profile, passthrough: list[str]) -> Resolution:
+        self._python_cuda(target)
+        self._torch()
+        self._mmcv()
+        for name in MM:
+            self._mm(name)
+        self._cupy_numpy()
+        arch = _arch_list(self.p, self.t, self.m, self.reasons)
+        gcc_max = self.m.gcc_max(self.p.cuda) if self.p.cuda else None
+        for sb in self.source_builds:
+            if arch:
+                sb["env"]["TORCH_CUDA_ARCH_LIST"] = arch
+            if self.p.cuda is None:
+                sb["env"].pop("FORCE_CUDA", None)
+        self._toolchain_warnings(gcc_max)
+        sb_names = {sb["name"] for sb in self.source_builds}
+        for sb in self.source_builds:
+            self.packages[sb["name"]] = sb["version"]
+        reqs = [f"{k}=={v}" for k, v in self.packages.items() if k not in sb_names] + list(passthrough)
+        return Resolution(
+            ok=True, python=self.p.python, cuda=self.p.cuda, packages=self.packages, requirements=reqs,
+            source_builds=self.source_builds, index_urls=self.index_urls, find_links=self.find_links,
+            build={"nvcc": self.p.cuda, "gcc_max": gcc_max, "torch_cuda_arch_list": arch},
+            reasons=self.reasons, warnings=self.warnings, conflicts=[], choices=self.choices,
+            target=target.to_dict())
+
+    def _python_cuda(self, target: Profile) -> None:
+        p, t, m = self.p, self.t, self.m
+        py_why = ("the target's Python" if t.python and target.python_version
+                  else "newest Python the chosen packages all support (the target does not say)")
+        self.reasons.append(f"python {p.python}: {py_why}")
+        if p.cuda and t.driver:
+            how = ("natively" if p.support == "native"
+                   else f"through minor-version compatibility (>= {m.compat_min_driver(p.cuda)})")
+            self.reasons.append(
+                f"CUDA {p.cuda}: driver {t.driver} runs CUDA <= {m.native_cuda(t.driver)} natively; CUDA "
+                f"{p.cuda} needs >= {m.min_driver(p.cuda)}, so it runs {how} [{self.NV_SRC}]")
+        elif p.cuda:
+            self.warnings.append(f"the target's driver is unknown: CUDA {p.cuda} needs driver >= "
+                                 f"{m.min_driver(p.cuda)}; check with nvidia-smi (or pass --driver).")
+        if p.support == "compat":
+            self.warnings.append(
+                f"no build fits the driver natively: CUDA {p.cuda} runs on driver {t.driver} only through "
+                "minor-version compatibility (no PTX JIT; torch.compile / triton and kernels shipped as PTX "
+                "may "
+                f"fail). Upgrade the driver to >= {m.min_driver(p.cuda or '')} to lift this.")
+
+    def _torch(self) -> None:
+        p, rel = self.p, self.p.torch
+        if rel is None:
+            return
+        label = p.variant or "cpu"
+        kind = f"CUDA {p.cuda}" if p.cuda else "CPU"
+        why = f"newest torch release with a {kind} build that fits the target and every requirement"
+        if p.variant in rel.unverified:
+            why += f" ({label} for {rel.version} is not in the read sources but is widely published)"
+        self.choose("torch", f"{rel.version}+{label}", why, rel.source)
+        self.index_urls.append(f"{self.pytorch}/{label}")
+        arch_src = p.arch_row.source if p.arch_row else "envbuild/data/torch_arch.json"
+        for note in p.arch_notes:
+            self.reasons.append(f"GPU {note} [{arch_src}]")
+        for dom in ("torchvision", "torchaudio"):
+            have = getattr(rel, dom)
+            if dom in self.w and have:
+                self.choose(dom, f"{have}+{label}", f"the release paired with torch {rel.version}",
+                            rel.source)
+
+    def _mmcv(self) -> None:
+        p, m, rel = self.p, self.m, self.p.torch
+        if p.mmcv is None or rel is None:
+            return
+        name, mv, prebuilt = p.mmcv
+        src = next((w.source for w in m.mmcv if w.package == name), "envbuild/data/mmcv.json")
+        dev = p.variant or "cpu"
+        if prebuilt:
+            fl = m.mmcv_find_links(self.openmmlab, p.cuda, rel.version)
+            self.find_links.append(fl)
+            self.choose(name, mv, f"newest {name} with a prebuilt wheel for {dev}/torch{rel.series} ({fl}) "
+                                  "that "
+                                  "the OpenMMLab pins accept", src)
+            self.reasons.append(f"torch {rel.version} rather than a later {rel.series}.x: OpenMMLab "
+                                "compiles its "
+                                f"wheels against torch {rel.series}.0 only "
+                                f"[{m.sources.get('mmcv_find_links', '')}]")
+            return
+        reqs, rsrc = m.mmcv_requires(name, mv)
+        pairs = ", ".join(f"cu{c.replace('.', '')}/torch{s}" for c, s in m.mmcv_pairs(name, mv) if c != "cpu")
+        why = (f"no prebuilt {name} {mv} wheel for {dev}/torch{rel.series} (prebuilt: {pairs or 'none'}): "
+               "it is "
+               "compiled on the target after torch")
+        self.choose(name, mv, why, src, pin=False)
+        self.warnings.append(
+            f"{name} {mv} has no prebuilt wheel for torch {rel.series} + {dev}: it will be built from "
+            "source on "
+            f"the target (slow; needs nvcc {p.cuda} and gcc <= {m.gcc_max(p.cuda or '')}). Prebuilt wheels "
+            f"exist for: {pairs or 'none'}.")
+        self.source_builds.append({"name": name, "version": mv, "requires": reqs,
+                                   "env": {"FORCE_CUDA": "1", "MMCV_WITH_OPS": "1"}, "reason": why,
+                                   "source": rsrc or src})
+
+    def _mm(self, name: str) -> None:
+        p = self.p
+        pkg = p.mm.get(name)
+        if pkg is None:
+            if name in p.mm_unknown:
+                v = p.mm_unknown[name]
+                self.choose(name, v, "your pin (not in the data: its mmcv range is unchecked)",
+                            "your requirement")
+                self.warnings.append(f"{name} {v} is not in envbuild's data: its mmcv/numpy pins were not "
+                                     "checked.")
+            return
+        mmcv_txt = f"{p.mmcv[0]} {p.mmcv[1]}" if p.mmcv else "mmcv"
+        req_txt = ", ".join(f"{k}{v}" for k, v in pkg.requires.items())
+        pinned = name in self.w and self.w[name].pinned
+        why = (("your pin" if pinned else f"newest {name} that accepts {mmcv_txt}")
+               + f" (needs {req_txt})")
+        if not pkg.build_from_source:
+            self.choose(name, pkg.version, why, pkg.source)
+            return
+        why += "; its setup.py imports torch and compiles CUDA ops, so it is built on the target after torch"
+        self.choose(name, pkg.version, why, pkg.source, pin=False)
+        self.source_builds.append({"name": name, "version": pkg.version, "requires": list(pkg.runtime),
+                                   "env": {"FORCE_CUDA": "1"}, "reason": why, "source": pkg.source})
+
+    def _cupy_numpy(self) -> None:
+        p, m = self.p, self.m
+        if p.cupy is not None:
+            pkg, cv = p.cupy
+            crel = m.cupy_releases.get(cv)
+            nps = f"; its numpy range {crel.numpy}" if crel else ""
+            others = [f"{lab} {s}" for lab, s in p.numpy_specs if not lab.startswith(pkg.package)]
+            fit = f" fits {', '.join(others)}" if others and crel else ""
+            self.choose(pkg.package, cv, f"newest CuPy wheel for CUDA {p.cuda} and Python "
+                                         f"{p.python}{nps}{fit}",
+                        pkg.source)
+            if _mm(pkg.cuda_min)[0] <= 11:
+                self.reasons.append(
+                    f"{pkg.package} loads the CUDA {p.cuda} runtime from the system or a conda cudatoolkit="
+                    f"{p.cuda}; another libcudart gives 'undefined symbol: cudaMemPoolCreate'")
+        if p.numpy is not None:
+            minor = next(n for n in m.numpy if p.numpy.startswith(n.minor + "."))
+            pins = "; ".join(f"{lab}: numpy{s}" for lab, s in p.numpy_specs) or "no pins"
+            self.choose("numpy", p.numpy, f"newest numpy for Python {p.python} (numpy {minor.minor} supports "
+                        f"{minor.python_min}-{minor.python_max}) inside every pin ({pins})", minor.source)
+
+    def _toolchain_warnings(self, gcc_max: int | None) -> None:
+        p, t = self.p, self.t
+        if p.cuda and t.toolkits:
+            tks = [tk.version for tk in t.toolkits]
+            if not any(_xy(v) == p.cuda for v in tks):
+                built = ", ".join(sb["name"] for sb in self.source_builds) or "mmcv/mmdet3d-style extensions"
+                where = next((tk.path for tk in t.toolkits if tk.path), None)
+                self.warnings.append(
+                    f"target nvcc {', '.join(tks)}{' at ' + where if where else ''} differs from torch's "
+                    "CUDA "
+                    f"{p.cuda}: CUDA ops built there ({built}) will fail to load (e.g. "
+                    f"'libcudart.so.{tks[0]}: "
+                    f"cannot open shared object file') or be refused; install a CUDA {p.cuda} toolkit and "
+                    "point CUDA_HOME at it before building.")
+        elif p.cuda and self.source_builds:
+            self.warnings.append(f"source builds need nvcc {p.cuda} on the target; the target lists no CUDA "
+                                 "toolkit (install one and set CUDA_HOME).")
+        if gcc_max is not None and t.gcc and self.source_builds:
+            m = re.match(r"\d+", t.gcc)
+            if m and int(m.group(0)) > gcc_max:
+                self.warnings.append(f"target gcc {t.gcc} is newer than nvcc {p.cuda} accepts (gcc <= "
+                                     f"{gcc_max}): "
+                                     f"install gcc-{gcc_max} and export CC/CXX for the source builds.")
+
+
+def resolve(requirements: Sequence[str], target: Profile, matrix: Matrix | None = None,
+            *, indexes: Mapping[str, str] | None = None) -> Resolution:
+    """Pick the newest consistent set for ``target`` (``ok=False`` + ``conflicts`` when none exists).
+
+    Raises:
+        InputError: a requirement is not PEP 508.
+        ProfileError: the target's driver version is malformed.
+    """
+    m = matrix or load_matrix()
+    wants, passthrough = _parse(requirements)
+    t = _Facts.of(target)
+    modes = [_Mode(False, False), _Mode(True, False)]
+    if any(n in wants for n in ("mmcv-full", "mmcv", *MM)):
+        modes += [_Mode(False, True), _Mode(True, True)]
+    log = _Log()
+    for mode in modes:
+        log = _Log()
+        pick = _Search(wants, t, m, mode, log).run()
+        if pick is not None:
+            return _Builder(pick, wants, t, m, indexes).build(target, passthrough)
+    # Explain with the strictest log that got furthest (the prebuilt-wheel passes are the ones users expect).
+    logs = []
+    for mode in modes[:2]:
+        lg = _Log()
+        _Search(wants, t, m, mode, lg).run()
+        logs.append(lg)
+    best = max(logs, key=lambda lg: STAGES.index(lg.deepest()) if lg.deepest() else -1)
+    conflicts = _explain(best, wants, t, m)
+    return Resolution(ok=False, python=t.python or "", cuda=None, requirements=list(requirements),
+                      conflicts=conflicts, target=target.to_dict(),
+                      reasons=[f"searched {len(m.torch)} torch releases x CUDA variants x CuPy x NumPy; "
+                               "nothing satisfies every requirement on this target"])
+
+
+# --- CLI glue --------------------------------------------------------------------------------------
+
+
+def resolve_cli(reqs: Sequence[str], *, spec_path: Path | None = None, target_path: Path | None = None,
+                python: str | None = None, driver: str | None = None, gpu: str | None = None,
+                cuda_toolkit: str | None = None, gcc: str | None = None, cpu: bool = False) -> Resolution:
+    """What ``envbuild resolve`` does: read spec/profile, apply flags, resolve.
+
+    Raises:
+        InputError: no requirements, bad flag, bad spec or profile.
+    """
+    from envbuild.models import load_profile
+    from envbuild.spec import load_spec
+
+    requirements = list(reqs)
+    indexes: dict[str, str] = {}
+    profile_path = target_path
+    if spec_path is not None:
+        spec = load_spec(spec_path)
+        requirements = list(spec.requirements) + requirements
+        python = python or spec.python
+        indexes = dict(spec.indexes)
+        if profile_path is None and spec.target_profile:
+            p = Path(spec.target_profile)
+            if not p.is_absolute() and not p.exists():
+                p = Path(spec_path).parent / p
+            profile_path = p
+    if not requirements:
+        raise InputError("nothing to resolve.", field="requirements",
+                         hint="Pass requirements (e.g. 'envbuild resolve torch numpy') or --spec "
+                              "envbuild.toml.")
+    base = load_profile(profile_path) if profile_path is not None else None
+    target = make_target(base, python=python, driver=driver, gpu=gpu, cuda_toolkit=cuda_toolkit, gcc=gcc,
+                         cpu=cpu)
+    return resolve(requirements, target, indexes=indexes)
+
+
+def present_resolution(res: Resolution, as_json: bool) -> None:
+    """Print a resolution: table (package, version, why) + build info + warnings, or JSON."""
+    from envbuild.output import console, err_console, print_json, table
+
+    if as_json:
+        print_json(res.to_dict())
+        return
+    if not res.ok:
+        err_console.print("[bold red]no consistent set for this target:[/]")
+        for c in res.conflicts:
+            err_console.print(f"  - {c}", markup=False, highlight=False)
+        return
+    head = f"Python {res.python}, " + (f"CUDA {res.cuda}" if res.cuda else "CPU build (cuda: none)")
+    rows = [(c["package"], c["version"], c["reason"]) for c in res.choices]
+    console.print(table(head, ["package", "version", "why"], rows))
+    b = res.build
+    cols = ["nvcc", "gcc max", "TORCH_CUDA_ARCH_LIST"]
+    console.print(table("build (compiling CUDA ops on the target)", cols,
+                        [(b.get("nvcc"), b.get("gcc_max"), b.get("torch_cuda_arch_list"))]))
+    for sb in res.source_builds:
+        env = " ".join(f"{k}={v}" for k, v in sb["env"].items())
+        console.print(f"build on the target after torch: {sb['name']}=={sb['version']}  ({env})",
+                      markup=False, highlight=False)
+    for u in res.index_urls:
+        console.print(f"--extra-index-url {u}", markup=False, highlight=False)
+    for u in res.find_links:
+        console.print(f"--find-links {u}", markup=False, highlight=False)
+    for w in res.warnings:
+        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
