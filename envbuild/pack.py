@@ -53,7 +53,10 @@ FIXUP_SCRIPT = "bin/envbuild-unpack"
 MANIFEST_SCHEMA = 1
 CONDA_PLACEHOLDER = "/opt/anaconda1anaconda2" "anaconda3"  # split so it never appears in this file
 # Members envbuild adds itself; an env that was unpacked from an envbuild archive carries them.
-_OWN = (MANIFEST, CHECKSUMS, FIXUP_SCRIPT)
+_OWN = (MANIFEST, CHECKSUMS, FIXUP_SCRIPT, ".envbuild-unpacked")
+# conda-pack writes these into every archive; an unpacked env carries the old ones.
+_CONDA_PACK_OWN = ("bin/conda-unpack", "bin/conda_unpack_progress.py")
+_DIST_FILE = re.compile(r"lib/python[^/]+/site-packages/([^/]+)\.dist-info/(METADATA|INSTALLER)")
 _CUDA_LOCAL = re.compile(r"\+cu(\d+)$")
 _TORCH_CUDA = re.compile(r"""^cuda\s*(?::[^=]*)?=\s*['"]([0-9.]+)['"]""", re.M)
 
@@ -330,6 +333,16 @@ def _explain_missing(prefix: Path, state: dict[str, Any], raw: str | None) -> Pa
     return err
 
 
+def _unclaimed_changes(prefix: Path, state: dict[str, Any]) -> str | None:
+    owners = _pip_owners(prefix)
+    edited = [r for rels in state["changed"].values() for r in rels if os.path.normpath(r) not in owners]
+    if not edited:
+        return None
+    return (f"{len(edited)} conda-managed file(s) were edited after install (no pip package claims them): "
+            "conda-pack packs the package-cache copy, so these edits are NOT in the archive: "
+            + ", ".join(edited[:5]))
+
+
 def _explain_changed(prefix: Path, state: dict[str, Any]) -> PackError | None:
     owners = _pip_owners(prefix)
     parts, hints = [], []
@@ -515,7 +528,8 @@ def _pack(prefix: Path, output: Path, fmt: str | None, jobs: int | None, level: 
         state = conda_state(prefix)
         try:
             loaded = condapack.load_env(prefix, ignore_editable=ignore_editable,
-                                        ignore_missing=ignore_missing, exclude=_OWN)
+                                        ignore_missing=ignore_missing,
+                                        exclude=_OWN + _CONDA_PACK_OWN)
         except condapack.CondaPackRefused as exc:
             if exc.kind == "editable":
                 _raise_editables(prefix, _editables(prefix), exc.raw)
@@ -525,6 +539,8 @@ def _pack(prefix: Path, output: Path, fmt: str | None, jobs: int | None, level: 
                             hint="See docs/pack.md (conda-pack refusals).") from None
         if not ignore_missing and (changed := _explain_changed(prefix, state)):
             raise changed
+        if edited := _unclaimed_changes(prefix, state):
+            warnings.append(edited)
         if state["uncached"]:
             warnings.append("not in the package cache (conda-pack packs their files as unmanaged; binary "
                             "files with an embedded prefix are not relocated): "
@@ -711,6 +727,7 @@ def inspect_archive(archive: Path) -> dict[str, Any]:
                 "packages": manifest.get("packages", [])}
     pkgs: list[dict[str, Any]] = []
     prefix = None
+    dists: dict[str, dict[str, str]] = {}
     try:
         with _open_stream(archive) as arc:
             members: Iterator[tuple[str, Callable[[], bytes]]]
@@ -730,9 +747,18 @@ def inspect_archive(archive: Path) -> dict[str, Any]:
                                  "cuda": _cuda_of(str(rec.get("version", "")), str(rec.get("build", "")))})
                 elif name == "bin/conda-unpack":
                     prefix = _old_prefix_from_unpack(read().decode("utf-8", "replace"))
+                elif m := _DIST_FILE.fullmatch(name):
+                    dists.setdefault(m.group(1), {})[m.group(2)] = read().decode("utf-8", "replace")
     except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as exc:
         raise PackError(f"cannot read the archive ({exc}).", path=str(archive),
                         hint="The file is truncated or not an env archive; pack it again.") from None
+    for meta in dists.values():
+        if meta.get("INSTALLER", "").strip() == "conda" or "METADATA" not in meta:
+            continue
+        dname, dver = _meta_field(meta["METADATA"], "Name"), _meta_field(meta["METADATA"], "Version") or ""
+        if dname and _canon(dname) not in {_canon(str(p["name"])) for p in pkgs}:
+            pkgs.append({"name": dname, "version": dver, "build": None, "channel": None,
+                         "installer": meta.get("INSTALLER", "").strip() or "unknown", "cuda": _cuda_of(dver)})
     return {"archive": str(archive), "size": archive.stat().st_size, "has_manifest": False,
             "kind": "conda" if pkgs else None, "source": {"prefix": prefix, "profile": None},
             "python": next((p["version"] for p in pkgs if p["name"] == "python"), None), "torch": None,

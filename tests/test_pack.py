@@ -229,6 +229,12 @@ def test_conda_env_round_trip_relocates(
     assert run([dest / "bin" / "greet"]).stdout == f"greet from {dest}\n"
     assert (dest / "share/greet/config.txt").read_text() == f"data_dir = {dest}/share/greet\n"
     assert no_file_names(dest, str(env)) == []
+    if fmt == "tar.zst":  # an unpacked copy packs and moves again
+        pack(dest, tmp_path / "again.tar.zst")
+        third = tmp_path / "third"
+        assert unpack(tmp_path / "again.tar.zst", third)["ok"]
+        assert run([third / "bin" / "hello-cli"]).stdout == "hello\n"
+        assert run([third / "bin" / "greet"]).stdout == f"greet from {third}\n"
 
 
 def test_inspect_reads_manifest_without_unpacking(
@@ -253,17 +259,19 @@ def test_inspect_reads_manifest_without_unpacking(
     assert "otherpkg" in table.stdout and str(env) in table.stdout
 
 
-def test_inspect_plain_conda_pack_archive_lists_conda_meta(channel: Path, tmp_path: Path) -> None:
+def test_inspect_plain_conda_pack_archive_lists_conda_meta(
+    channel: Path, wheels: dict[str, Path], tmp_path: Path
+) -> None:
     import conda_pack
 
-    env = conda_env(channel, tmp_path / "env", "greet")
+    env = conda_env(channel, tmp_path / "env", "greet", "sixish")
+    uv_install(env / "bin" / "python", wheels["otherpkg"])
     archive = Path(conda_pack.pack(prefix=str(env), output=str(tmp_path / "plain.tar.gz")))
     info = inspect_archive(archive)
     assert not info["has_manifest"]
-    assert {(p["name"], p["version"]) for p in info["packages"]} >= {
-        ("greet", "1.0"),
-        ("python", info["python"]),
-    }
+    got = {(p["name"], p["version"], p["installer"]) for p in info["packages"]}
+    assert got >= {("greet", "1.0", "conda"), ("python", info["python"], "conda"), ("otherpkg", "1.2", "uv")}
+    assert ("sixish", "1.0", "conda") in got and not any(p[0] == "sixish" and p[2] != "conda" for p in got)
     assert info["source"]["prefix"] == str(env)
     # and unpack still fixes it with conda-unpack
     report = unpack(archive, tmp_path / "copy")
@@ -300,6 +308,10 @@ def test_venv_round_trip(wheels: dict[str, Path], tmp_path: Path) -> None:
         or f"VIRTUAL_ENV='{dest}'" in (dest / "bin" / "activate").read_text()
     )
     assert no_file_names(dest, str(venv)) == []
+    # and the copy can be packed and moved again
+    pack(dest, tmp_path / "again.tar.gz")
+    again = unpack(tmp_path / "again.tar.gz", tmp_path / "third" / "venv")
+    assert again["ok"] and run([tmp_path / "third/venv/bin/hello-cli"]).stdout == "hello\n"
 
 
 def test_venv_whose_base_python_is_missing_here_is_an_error(
@@ -403,6 +415,16 @@ def test_deleted_file_not_blamed_on_pip(channel: Path, tmp_path: Path) -> None:
     assert "greet 1.0" in text and "share/greet/config.txt" in text
     assert "other than pip" in text and "replaced it" not in text
     assert "conda install -p" in text and "--force-reinstall greet" in text
+
+
+def test_hand_edited_conda_file_is_a_warning(channel: Path, tmp_path: Path) -> None:
+    env = conda_env(channel, tmp_path / "env", "sixish")
+    target = env / SP / "sixish.py"
+    target.unlink()  # a new inode: the package-cache copy stays pristine, as with an editor's save
+    target.write_text("V = 'patched by hand'\n")
+    result = pack(env, tmp_path / "x.tar.gz")
+    (warning,) = [w for w in result["warnings"] if "edited after install" in w]
+    assert f"{SP}/sixish.py" in warning and "NOT in the archive" in warning
 
 
 def test_case_insensitive_collision_not_blamed_on_pip(channel: Path, tmp_path: Path) -> None:
