@@ -113,6 +113,7 @@ class RebuildPlan:
     toolkit_found: bool
     gcc: str | None
     gcc_max: int | None
+    index_args: list[str] = field(default_factory=list)  # where the new wheels come from (online)
     requirements: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     out_dir: str | None = None
@@ -131,6 +132,7 @@ class RebuildPlan:
             "toolkit_found": self.toolkit_found,
             "gcc": self.gcc,
             "gcc_max": self.gcc_max,
+            "index_args": self.index_args,
             "requirements": self.requirements,
             "changes": {
                 s.package: {"old": s.old, "new": s.new}
@@ -349,7 +351,6 @@ def _wheel_steps(
                     "--force-reinstall",
                     "--only-binary",
                     ":all:",
-                    *index_args,
                     f"{n}=={pin}",
                 ),
             )
@@ -421,7 +422,6 @@ def _build_steps(
                 "--force-reinstall",
                 "--no-binary",
                 n,
-                *index_args,
                 f"{n}=={b['version']}",
             )
         why = (
@@ -455,8 +455,9 @@ def plan_rebuild(current: CurrentEnv, res: Resolution, target: Profile) -> Rebui
     )
 
     index_args: list[str] = []
-    for i, u in enumerate(res.index_urls):
-        index_args += ["--index-url" if i == 0 else "--extra-index-url", u]
+    for u in res.index_urls:
+        # extra: the default index (PyPI or the user's mirror) still serves everything else
+        index_args += ["--extra-index-url", u]
     for fl in res.find_links:
         index_args += ["--find-links", fl]
     steps, torch_changed = _wheel_steps(current, res, target, cuda, index_args)
@@ -482,6 +483,7 @@ def plan_rebuild(current: CurrentEnv, res: Resolution, target: Profile) -> Rebui
         toolkit_found=toolkit is not None,
         gcc=target.gcc_version,
         gcc_max=gcc_max,
+        index_args=index_args,
         notes=notes,
     )
 

@@ -1,0 +1,369 @@
+"""envbuild rebuild: re-target the seed env (built for cu113) to the lab server (driver CUDA 10.2, V100).
+
+The env is a real venv; the ops .so files are real ELF files built with gcc; the resolver is
+the real one over the bundled matrix; rebuild.sh is checked with shellcheck and really run
+(offline, from a wheelhouse of real wheels).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from envbuild import doctor
+from envbuild.models import load_profile
+from envbuild.rebuild import rebuild
+
+ENVBUILD = [sys.executable, "-m", "envbuild"]
+SHELLCHECK = Path(sys.executable).parent / "shellcheck"
+needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc not installed")
+
+
+def _dist(
+    site: Path, name: str, version: str, files: list[str], direct_url: dict[str, object] | None = None
+) -> None:
+    """The dist-info pip writes (METADATA, INSTALLER, RECORD, and direct_url.json for local installs)."""
+    di = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    di.mkdir()
+    (di / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (di / "INSTALLER").write_text("pip\n")
+    if direct_url is not None:
+        (di / "direct_url.json").write_text(json.dumps(direct_url))
+    rows = [*files, *(f"{di.name}/{x}" for x in ("METADATA", "INSTALLER", "RECORD"))]
+    (di / "RECORD").write_text("".join(f"{r},,\n" for r in rows))
+
+
+def make_wheel(out: Path, name: str, version: str, files: dict[str, str]) -> Path:
+    """A spec-conformant pure wheel holding ``files`` (pip installs it like any other)."""
+    import base64
+    import hashlib
+    import zipfile
+
+    dist = name.replace("-", "_")
+    di = f"{dist}-{version}.dist-info"
+    content = {k: v.encode() for k, v in files.items()}
+    content[f"{di}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
+    content[f"{di}/WHEEL"] = (
+        b"Wheel-Version: 1.0\nGenerator: envbuild-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    )
+
+    def h(d: bytes) -> str:
+        return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(d).digest()).rstrip(b"=").decode()
+
+    rows = [f"{p},{h(d)},{len(d)}" for p, d in content.items()] + [f"{di}/RECORD,,"]
+    content[f"{di}/RECORD"] = ("\n".join(rows) + "\n").encode()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{dist}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        for p, d in content.items():
+            zf.writestr(p, d)
+    return path
+
+
+def _venv_with_pip(prefix: Path) -> Path:
+    """A venv whose pip comes from the interpreter's bundled wheel (uv installs it in a blink)."""
+    import ensurepip
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(prefix)], check=True)
+    bundled = next((Path(ensurepip.__file__).parent / "_bundled").glob("pip-*.whl"))
+    uv = Path(sys.executable).parent / "uv"
+    subprocess.run(
+        [
+            str(uv),
+            "pip",
+            "install",
+            "-q",
+            "--offline",
+            "--no-index",
+            "--python",
+            str(prefix / "bin" / "python"),
+            str(bundled),
+        ],
+        check=True,
+    )
+    return prefix / "bin" / "python"
+
+
+def _so(path: Path, tmp: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    src = tmp / f"{path.stem.split('.')[0]}.c"
+    src.write_text("int ops_ready(void) { return 1; }\n")
+    subprocess.run(["gcc", "-shared", "-fPIC", str(src), "-o", str(path)], check=True, capture_output=True)
+
+
+def _torch_files(site: Path, version: str, cuda: str) -> list[str]:
+    (site / "torch").mkdir()
+    (site / "torch" / "__init__.py").write_text(
+        "from torch import cuda, version\n__version__ = version.__version__\n"
+    )
+    (site / "torch" / "version.py").write_text(f"__version__ = '{version}'\ncuda = '{cuda}'\n")
+    (site / "torch" / "cuda.py").write_text("def is_available():\n    return False\n")
+    return ["torch/__init__.py", "torch/version.py", "torch/cuda.py"]
+
+
+@pytest.fixture
+def seed_env(tmp_path: Path) -> tuple[Path, Path]:
+    """The laptop env of SCENARIOS A after step 3, as pip left it: torch 1.10.0+cu113 and friends."""
+    prefix = tmp_path / "radar"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(prefix)], check=True)
+    site = next((prefix / "lib").glob("python3.*/site-packages"))
+    _dist(site, "torch", "1.10.0+cu113", _torch_files(site, "1.10.0+cu113", "11.3"))
+    _so(site / "mmcv" / "_ext.cpython-37m-x86_64-linux-gnu.so", tmp_path)
+    _dist(site, "mmcv-full", "1.4.0", ["mmcv/_ext.cpython-37m-x86_64-linux-gnu.so"])
+    _dist(site, "mmdet", "2.19.0", ["mmdet/__init__.py"])
+    _dist(site, "mmsegmentation", "0.20.0", ["mmseg/__init__.py"])
+    _dist(site, "numpy", "1.19.5", ["numpy/__init__.py"])
+    _dist(site, "cupy-cuda113", "10.6.0", ["cupy/__init__.py"])
+    _dist(site, "terminaltables", "3.1.10", ["terminaltables.py"])
+    # mmdet3d from `pip install -e .` in its clone, ops compiled in-tree
+    src = tmp_path / "mmdetection3d"
+    _so(src / "mmdet3d" / "ops" / "iou3d" / "iou3d_cuda.cpython-37m-x86_64-linux-gnu.so", tmp_path)
+    _dist(
+        site,
+        "mmdet3d",
+        "0.17.3",
+        ["__editable__.mmdet3d-0.17.3.pth"],
+        direct_url={"url": src.as_uri(), "dir_info": {"editable": True}},
+    )
+    return prefix, src
+
+
+@needs_gcc
+def test_seed_server_rebuild_plan(seed_env: tuple[Path, Path], profiles_dir: Path, tmp_path: Path) -> None:
+    prefix, src = seed_env
+    server = load_profile(profiles_dir / "seed-server.json")
+    before = doctor.check_env(prefix, server)
+    assert before[0].family == "driver-too-old"
+
+    out = tmp_path / "plan"
+    plan = rebuild(prefix, server, out_dir=out, lock=False)
+    d = plan.to_dict()
+    # cu102 plan: the newest CUDA the server's driver 440.33.01 runs
+    assert d["cuda"] == "10.2" and d["resolution"]["packages"]["torch"] == "1.10.0+cu102"
+    assert d["changes"]["torch"] == {"old": "1.10.0+cu113", "new": "1.10.0+cu102"}
+    assert d["changes"]["cupy-cuda102"]["new"] == "10.6.0"
+    assert "mmcv-full" in d["changes"]  # its ops were compiled for +cu113: reinstall the cu102 build
+    # only what must change: pure-Python pins stay as they are
+    for same in ("mmdet", "mmsegmentation", "numpy", "terminaltables"):
+        assert same not in d["changes"]
+    build = [s for s in d["steps"] if s["kind"] == "build"]
+    assert [s["package"] for s in build] == ["mmdet3d"]
+    env = build[0]["env"]
+    assert env["FORCE_CUDA"] == "1" and env["TORCH_CUDA_ARCH_LIST"] == "7.0"
+    # nvcc 10.1 at /usr/local/cuda would link libcudart.so.10.1, absent at run time: need a 10.2 toolkit
+    assert env["CUDA_HOME"] == "/usr/local/cuda-10.2" and d["toolkit_found"] is False
+    assert "libcudart.so.10.1" in build[0]["reason"]
+    assert d["gcc_max"] == 8 and "CC" not in env  # gcc 7.5 is accepted by nvcc 10.2
+    assert build[0]["command"][-2:] == ["-e", str(src)]
+
+    script = (out / "rebuild.sh").read_text()
+    assert sorted(p.name for p in out.iterdir()) == ["plan.json", "rebuild.sh", "resolution.json"]
+    assert "TORCH_CUDA_ARCH_LIST=7.0" in script and "FORCE_CUDA=1" in script
+    assert "torch==1.10.0+cu102" in script and "cupy-cuda113" in script
+    assert "https://download.pytorch.org/whl/cu102" in script
+    assert 'nvcc_release" != 10.2' in script and "(( gcc_major > 8 ))" in script
+    assert script.count("# why: ") == len(d["steps"]) and script.count("echo '[") == len(d["steps"])
+    subprocess.run([str(SHELLCHECK), str(out / "rebuild.sh")], check=True)
+    assert json.loads((out / "plan.json").read_text())["changes"] == d["changes"]
+
+
+@needs_gcc
+def test_rebuild_sh_refuses_a_stale_nvcc_before_changing_anything(
+    seed_env: tuple[Path, Path], profiles_dir: Path, tmp_path: Path
+) -> None:
+    prefix, _ = seed_env
+    plan = rebuild(
+        prefix, load_profile(profiles_dir / "seed-server.json"), out_dir=tmp_path / "p", lock=False
+    )
+    site = next((prefix / "lib").glob("python3.*/site-packages"))
+    before = sorted(p.name for p in site.iterdir())
+    # this machine's toolkit (nvcc 13, or none) is not the CUDA 10.2 the ops must be built with
+    env = {**os.environ, "PREFIX": str(prefix), "CUDA_HOME": "/usr/local/cuda"}
+    out = subprocess.run(
+        ["bash", str(Path(plan.out_dir or "") / "rebuild.sh")], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 1
+    assert "need nvcc 10.2 at CUDA_HOME=/usr/local/cuda" in out.stderr
+    assert "--toolkit --silent" in out.stderr  # how to get one without touching the driver
+    assert sorted(p.name for p in site.iterdir()) == before
+
+
+def test_rebuild_sh_runs_offline_and_doctor_agrees(profiles_dir: Path, tmp_path: Path) -> None:
+    """No source builds: torch and CuPy move to cu102 from a local wheelhouse; doctor then agrees."""
+    prefix = tmp_path / "env"
+    py = _venv_with_pip(prefix)
+    wheels = tmp_path / "wheels"
+    torch_src = {
+        "torch/__init__.py": "from torch import cuda, version\n__version__ = version.__version__\n",
+        "torch/cuda.py": "def is_available():\n    return False\n",
+    }
+    old = [
+        make_wheel(
+            wheels / "old",
+            "torch",
+            "1.10.0+cu113",
+            {**torch_src, "torch/version.py": "__version__ = '1.10.0+cu113'\ncuda = '11.3'\n"},
+        ),
+        make_wheel(wheels / "old", "cupy-cuda113", "10.6.0", {"cupy/__init__.py": "CUDA = '11.3'\n"}),
+        make_wheel(wheels / "old", "numpy", "1.19.5", {"numpy/__init__.py": "__version__ = '1.19.5'\n"}),
+    ]
+    subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", "--no-index", "--no-deps", *map(str, old)],
+        check=True,
+        env={**os.environ, "PIP_CONFIG_FILE": os.devnull},
+    )
+    server = load_profile(profiles_dir / "seed-server.json")
+    assert doctor.check_env(prefix, server)[0].family == "driver-too-old"
+
+    plan = rebuild(prefix, server, out_dir=tmp_path / "p", lock=False)
+    assert not [s for s in plan.steps if s.kind == "build"]
+    house = wheels / "house"
+    make_wheel(
+        house,
+        "torch",
+        "1.10.0+cu102",
+        {**torch_src, "torch/version.py": "__version__ = '1.10.0+cu102'\ncuda = '10.2'\n"},
+    )
+    make_wheel(house, "cupy-cuda102", "10.6.0", {"cupy/__init__.py": "CUDA = '10.2'\n"})
+    env = {
+        **os.environ,
+        "PREFIX": str(prefix),
+        "ENVBUILD_WHEELHOUSE": str(house),
+        "PIP_CONFIG_FILE": os.devnull,
+    }
+    out = subprocess.run(
+        ["bash", str(tmp_path / "p" / "rebuild.sh")], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "torch 1.10.0+cu102 CUDA 10.2" in out.stdout
+    assert "[1/3] uninstall cupy-cuda113" in out.stdout
+    after = doctor.check_env(prefix, server)
+    # the driver now runs torch's CUDA; what remains is the honest note that building ops there
+    # would still need a CUDA 10.2 toolkit (the server only has nvcc 10.1)
+    assert [(f.family, f.severity) for f in after] == [("cuda-toolkit-mismatch", "warning")], after
+    listed = subprocess.run(
+        [str(py), "-m", "pip", "list", "--format=json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PIP_CONFIG_FILE": os.devnull},
+        check=True,
+    )
+    names = {p["name"].lower(): p["version"] for p in json.loads(listed.stdout)}
+    assert names["torch"] == "1.10.0+cu102" and "cupy-cuda113" not in names and names["numpy"] == "1.19.5"
+
+
+def test_cli_rebuild_json_and_bad_input(profiles_dir: Path, tmp_path: Path) -> None:
+    prefix = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(prefix)], check=True)
+    site = next((prefix / "lib").glob("python3.*/site-packages"))
+    _dist(site, "torch", "1.10.0+cu113", _torch_files(site, "1.10.0+cu113", "11.3"))
+    target = profiles_dir / "seed-server.json"
+    out = subprocess.run(
+        [
+            *ENVBUILD,
+            "rebuild",
+            "--prefix",
+            str(prefix),
+            "--target",
+            str(target),
+            "-o",
+            str(tmp_path / "o"),
+            "--no-lock",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["changes"]["torch"]["new"] == "1.10.0+cu102" and data["out_dir"] == str(tmp_path / "o")
+    # neither an env nor a lock: exit 2, nothing written
+    bad = subprocess.run(
+        [
+            *ENVBUILD,
+            "rebuild",
+            str(tmp_path),
+            "--target",
+            str(target),
+            "-o",
+            str(tmp_path / "x"),
+            "--no-lock",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and not (tmp_path / "x").exists()
+    assert "envbuild.lock.json" in json.loads(bad.stdout)["message"]
+    none = subprocess.run(
+        [*ENVBUILD, "rebuild", "--prefix", str(prefix), "--no-lock"], capture_output=True, text=True
+    )
+    assert none.returncode == 2 and "--target" in none.stderr
+
+
+def test_rebuild_from_a_lock_directory(profiles_dir: Path, tmp_path: Path) -> None:
+    """A lock for the laptop (cu113) re-targeted to the server: same requirements, new pins."""
+    from envbuild.lockfile import LOCK_FILE, Lock
+    from envbuild.resolve import resolve
+
+    laptop = load_profile(profiles_dir / "seed-laptop.json")
+    reqs = [
+        "torch==1.10.0",
+        "mmcv-full==1.4.0",
+        "mmdet==2.19.0",
+        "mmsegmentation==0.20.0",
+        "mmdet3d==0.17.3",
+        "cupy",
+        "numpy",
+    ]
+    res = resolve(reqs, laptop)
+    assert res.ok and res.packages["torch"].endswith("+cu113")
+    lk = Lock(
+        name="radar",
+        manager="venv",
+        python=res.python,
+        platform={"os": "linux"},
+        target=laptop.to_dict(),
+        resolution=res.to_dict(),
+        artifacts=(),
+        spec={"requirements": reqs},
+    )
+    lock_dir = tmp_path / "lockfiles" / "radar"
+    lock_dir.mkdir(parents=True)
+    (lock_dir / LOCK_FILE).write_text(lk.dumps())
+    plan = rebuild(
+        lock_dir, load_profile(profiles_dir / "seed-server.json"), out_dir=tmp_path / "o", lock=False
+    )
+    d = plan.to_dict()
+    assert d["source_kind"] == "lock" and d["requirements"] == reqs
+    assert d["changes"]["torch"] == {"old": res.packages["torch"], "new": "1.10.0+cu102"}
+    assert [s["package"] for s in d["steps"] if s["kind"] == "build"] == ["mmdet3d"]
+    script = (tmp_path / "o" / "rebuild.sh").read_text()
+    assert 'PREFIX="${PREFIX:?' in script  # a lock names no env: the user says which one
+    subprocess.run([str(SHELLCHECK), str(tmp_path / "o" / "rebuild.sh")], check=True)
+
+
+def test_script_values_are_quoted(seed_env: tuple[Path, Path], profiles_dir: Path, tmp_path: Path) -> None:
+    prefix, _ = seed_env
+    weird = tmp_path / "it's $(touch pwned) dir"
+    shutil.move(str(prefix), str(weird))
+    rebuild(weird, load_profile(profiles_dir / "seed-server.json"), out_dir=tmp_path / "o", lock=False)
+    script = tmp_path / "o" / "rebuild.sh"
+    subprocess.run([str(SHELLCHECK), str(script)], check=True)
+    # the default PREFIX the script computes is the path itself, and nothing in it ran
+    head = "".join(ln for ln in script.read_text().splitlines(keepends=True) if "prefix" in ln.lower()[:16])
+    out = subprocess.run(
+        ["bash", "-c", head + 'printf %s "$PREFIX"'],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "PREFIX"},
+    )
+    assert out.stdout == str(weird)
+    assert not (tmp_path / "pwned").exists()
