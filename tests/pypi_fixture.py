@@ -216,6 +216,14 @@ def seed_indexes(root: Path) -> Index:
         make_wheel(d, "addict", "2.4.0"),
         make_wheel(d, "plyfile", "0.7.4", requires=["numpy>=1.11"]),
         make_sdist(d, "mmdet3d", "0.17.3", requires=["numpy<1.20", "plyfile"]),
+        # mmdet3d 0.17.3's own runtime requirements (requirements/runtime.txt), as tiny wheels.
+        make_wheel(d, "lyft_dataset_sdk", "0.0.8"),
+        make_wheel(d, "networkx", "2.2", tag="py2.py3-none-any"),
+        make_wheel(d, "numba", "0.48.0", tag="cp37-cp37m-manylinux1_x86_64", requires=["numpy>=1.15"]),
+        make_wheel(d, "nuscenes_devkit", "1.1.9"),
+        make_wheel(d, "scikit_image", "0.19.3", tag=CP37, requires=["numpy>=1.17.0"], module="skimage"),
+        make_wheel(d, "tensorboard", "2.11.2"),
+        make_wheel(d, "trimesh", "2.35.39"),
     ]
     torch = [
         make_wheel(d, "torch", "1.10.0+cu113", tag="cp37-cp37m-linux_x86_64", requires=["typing-extensions"]),
@@ -231,4 +239,5 @@ def seed_indexes(root: Path) -> Index:
     idx.add("simple", pypi)
     idx.add("whl/cu113", torch)
     idx.add_find_links("mmcv/dist/cu113/torch1.10.0/index.html", mmcv)
+    idx.add_find_links("mmcv/dist/cu113/torch1.10/index.html", mmcv)  # both spellings are served
     return idx

@@ -138,6 +138,41 @@ def test_seed_laptop_lock(seed: tuple[Index, str], tmp_path: Path) -> None:
     assert got == ["1.10.0+cu113", "1.19.5"]
 
 
+def test_seed_laptop_through_the_resolver_and_cli(seed: tuple[Index, str], tmp_path: Path,
+                                                  profiles_dir: Path) -> None:
+    """`envbuild lock --spec` with the seed laptop profile: the real resolver picks the stack."""
+    _, url = seed
+    spec = tmp_path / "proj" / "envbuild.toml"
+    spec.parent.mkdir()
+    spec.write_text(
+        "[project]\nname = 'echofusion'\npython = '3.7'\nmanager = 'venv'\n"
+        "requirements = ['mmcv-full==1.4.0', 'mmdet==2.19.0', 'mmsegmentation==0.20.0', "
+        "'mmdet3d==0.17.3', 'cupy', 'numpy']\n"
+    )
+    out = tmp_path / "lockfiles" / "echofusion"
+    args = ["lock", "--spec", str(spec), "--target", str(profiles_dir / "seed-laptop.json"),
+            "--index-url", f"{url}/simple", "--pytorch-index", f"{url}/whl",
+            "--openmmlab-index", f"{url}/mmcv/dist", "-o", str(out), "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    got = json.loads(result.stdout)
+    assert got["cuda"] == "11.3" and got["python"] == "3.7"
+    assert got["packages"]["torch"] == "1.10.0+cu113" and got["packages"]["cupy-cuda113"] == "10.6.0"
+    text = (out / "requirements.txt").read_text()
+    lines = text.splitlines()
+    assert f"--extra-index-url {url}/whl/cu113" in lines
+    assert any(ln.startswith(f"--find-links {url}/mmcv/dist/cu113/torch1.10") for ln in lines)
+    entries = req_entries(text)
+    assert all(entries.values()) and "mmdet3d==0.17.3" not in entries
+    assert entries["numba==0.48.0"], "mmdet3d's own requirements are locked for the target"
+    assert "mmdet3d==0.17.3" in req_entries((out / "source-builds.txt").read_text())
+    # The header's command regenerates the same bytes.
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert f"envbuild lock --spec {spec}" in text
+    assert runner.invoke(app, args).exit_code == 0
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 def test_credentials_never_written(tmp_path: Path, serve: Callable[[Index], str]) -> None:
     idx = Index(tmp_path / "www")
     idx.add("simple", [make_wheel(idx.file("x").parent, "six", "1.16.0", tag="py2.py3-none-any")])
