@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from envbuild import doctor
 from envbuild.models import load_profile
@@ -367,3 +368,61 @@ def test_script_values_are_quoted(seed_env: tuple[Path, Path], profiles_dir: Pat
     )
     assert out.stdout == str(weird)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_rebuild_writes_the_new_lock(seed_env: tuple[Path, Path], profiles_dir: Path, tmp_path: Path) -> None:
+    """With indexes (PyPI/PyTorch/OpenMMLab stand-ins on 127.0.0.1) rebuild also locks for the target."""
+    from pypi_fixture import CP37, Index, make_sdist, serving
+    from pypi_fixture import make_wheel as index_wheel
+
+    from envbuild.lockfile import load_lock
+    from envbuild.resolve import resolve
+
+    server = load_profile(profiles_dir / "seed-server.json")
+    idx = Index(tmp_path / "www")
+    d = idx.file("x").parent
+    res0 = resolve(["mmdet3d==0.17.3"], server)  # what mmdet3d's source build will need on the server
+    build_reqs = {str(r).split(";")[0] for sb in res0.source_builds for r in sb["requires"]}
+    pypi = [
+        index_wheel(d, "numpy", "1.19.5", tag="cp37-cp37m-manylinux2010_x86_64"),
+        index_wheel(d, "typing_extensions", "4.7.1"),
+        index_wheel(d, "fastrlock", "0.8.2", tag=CP37),
+        index_wheel(d, "addict", "2.4.0"),
+        index_wheel(d, "mmdet", "2.19.0", requires=["numpy"]),
+        index_wheel(d, "mmsegmentation", "0.20.0", requires=["numpy"]),
+        index_wheel(d, "cupy_cuda102", "10.6.0", tag=CP37, requires=["numpy<1.25,>=1.18", "fastrlock>=0.5"]),
+        make_sdist(d, "mmdet3d", "0.17.3", requires=["numpy<1.20"]),
+    ]
+    for req in sorted(build_reqs - {"numpy<1.20.0"}):
+        r = Requirement(req)
+        pin = next((s.version for s in r.specifier if s.operator in ("==", ">=")), "1.0.0")
+        pypi.append(index_wheel(d, r.name.replace("-", "_"), pin))
+    idx.add("simple", pypi)
+    idx.add(
+        "whl/cu102",
+        [
+            index_wheel(
+                d, "torch", "1.10.0+cu102", tag="cp37-cp37m-linux_x86_64", requires=["typing-extensions"]
+            )
+        ],
+    )
+    idx.add_find_links(
+        "mmcv/dist/cu102/torch1.10/index.html",
+        [index_wheel(d, "mmcv_full", "1.4.0", tag="cp37-cp37m-manylinux1_x86_64", requires=["addict"])],
+    )
+    prefix, _ = seed_env
+    with serving(idx) as url:
+        indexes = {"pypi": f"{url}/simple", "pytorch": f"{url}/whl", "openmmlab": f"{url}/mmcv/dist"}
+        plan = rebuild(prefix, server, out_dir=tmp_path / "o", lock=True, indexes=indexes)
+    assert plan.lock_dir == str(tmp_path / "o" / "lock")
+    lk = load_lock(tmp_path / "o" / "lock")
+    pins = {a.name: a.version for a in lk.artifacts}
+    assert (
+        pins["torch"] == "1.10.0+cu102" and pins["cupy-cuda102"] == "10.6.0" and pins["mmcv-full"] == "1.4.0"
+    )
+    assert [a.name for a in lk.source_builds] == ["mmdet3d"]
+    assert all(a.sha256 for a in lk.artifacts if a.kind in ("wheel", "sdist"))
+    assert lk.target["hostname"] == "lab-server"
+    # the script installs what the lock pinned
+    script = (tmp_path / "o" / "rebuild.sh").read_text()
+    assert f"{url}/whl/cu102" in script and "torch==1.10.0+cu102" in script
