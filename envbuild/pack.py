@@ -154,12 +154,16 @@ def _dists(prefix: Path) -> list[dict[str, Any]]:
 def torch_build(prefix: Path) -> dict[str, Any] | None:
     """torch's version and the CUDA it was built for, read from files (torch is never imported)."""
     for site in _site_packages(prefix):
-        infos = sorted(site.glob("torch-*.dist-info"))
+        # conda's pytorch ships an .egg-info, pip's a .dist-info
+        infos = sorted(site.glob("torch-*.dist-info")) + sorted(site.glob("torch-*.egg-info"))
         vfile = site / "torch" / "version.py"
         if not infos and not vfile.exists():
             continue
-        version = infos[0].name[len("torch-"):-len(".dist-info")] if infos else None
-        m = _TORCH_CUDA.search(_read_text(vfile))
+        text = _read_text(vfile)
+        vm = re.search(r"""^__version__\s*=\s*['"]([^'"]+)['"]""", text, re.M)
+        stem = infos[0].name.removesuffix(".dist-info").removesuffix(".egg-info") if infos else ""
+        version = vm.group(1) if vm else (stem.removeprefix("torch-").split("-py")[0] or None)
+        m = _TORCH_CUDA.search(text)
         cuda = m.group(1) if m else (_cuda_of(version) if version else None)
         return {"version": version, "cuda": cuda, "site": site.relative_to(prefix).as_posix()}
     return None

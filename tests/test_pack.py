@@ -547,6 +547,27 @@ def test_cu113_torch_on_driver_418_will_not_work(wheels: dict[str, Path], tmp_pa
     ]
 
 
+def test_torch_build_read_from_conda_and_new_style_version_files(tmp_path: Path) -> None:
+    from envbuild.pack import torch_build
+
+    site = tmp_path / "lib/python3.9/site-packages"
+    (site / "torch").mkdir(parents=True)
+    (site / "torch-1.10.0-py3.9.egg-info").mkdir()  # conda's pytorch package ships an egg-info
+    (site / "torch" / "version.py").write_text("__version__ = '1.10.0'\ndebug = False\ncuda = '11.3'\n")
+    assert torch_build(tmp_path) == {
+        "version": "1.10.0",
+        "cuda": "11.3",
+        "site": "lib/python3.9/site-packages",
+    }
+    # torch >= 2.1 annotates the fields
+    (site / "torch" / "version.py").write_text(
+        "from typing import Optional\n__version__ = '2.1.0+cu121'\ncuda: Optional[str] = '12.1'\n"
+    )
+    assert torch_build(tmp_path)["cuda"] == "12.1"
+    (site / "torch" / "version.py").write_text("__version__ = '2.1.0+cpu'\ncuda: Optional[str] = None\n")
+    assert torch_build(tmp_path)["cuda"] is None
+
+
 def test_torch_driver_check_without_doctor() -> None:
     from envbuild.models import Gpu, Profile
     from envbuild.pack import torch_findings
