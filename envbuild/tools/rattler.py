@@ -103,10 +103,15 @@ def solve_conda(
 
 
 def explicit_lines(records: Sequence[CondaRecord]) -> list[str]:
-    """``@EXPLICIT`` body lines: ``URL#sha256`` (md5 when the channel gives no sha256)."""
+    """``@EXPLICIT`` body lines ``URL#md5`` (``URL#sha256`` when a channel records no md5).
+
+    The explicit format defines the anchor as an MD5 (conda's text-spec files); every conda,
+    mamba and micromamba release reads it, while a sha256 anchor is not understood by older
+    conda.  The lock JSON keeps each package's sha256, which fetch and install-offline.sh check.
+    """
     lines = []
     for r in records:
-        digest = r.sha256 or r.md5
+        digest = r.md5 or r.sha256
         if not digest:
             raise ToolError(f"the channel gives no hash for {r.filename}.", field="conda.channels",
                             hint="Use a channel whose repodata.json records sha256 or md5.")
