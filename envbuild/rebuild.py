@@ -592,15 +592,17 @@ def rebuild(
         else Path("rebuild") / f"{current.name}-{target.hostname or 'target'}"
     )
     script = render_script(plan)
+    plan.out_dir, plan.files = str(out), ["plan.json", "rebuild.sh", "resolution.json"]
     with atomic_dir(out) as tmp:
+        # the lock first: when it fails (an index down) nothing of the rebuild dir appears
+        if lock:
+            _write_lock(current, reqs, target, res, tmp / "lock", indexes)
+            plan.lock_dir = str(out / "lock")
+            plan.files.append("lock/")
         (tmp / "rebuild.sh").write_text(script)
         (tmp / "rebuild.sh").chmod(0o755)
         (tmp / "resolution.json").write_text(json.dumps(res.to_dict(), indent=2, sort_keys=True) + "\n")
-        plan.out_dir, plan.files = str(out), ["plan.json", "rebuild.sh", "resolution.json"]
         (tmp / "plan.json").write_text(json.dumps(plan.to_dict(), indent=2, sort_keys=True) + "\n")
-    if lock:
-        plan.lock_dir = str(_write_lock(current, reqs, target, res, out / "lock", indexes))
-        plan.files.append("lock/")
     return plan
 
 

@@ -426,3 +426,19 @@ def test_rebuild_writes_the_new_lock(seed_env: tuple[Path, Path], profiles_dir: 
     # the script installs what the lock pinned
     script = (tmp_path / "o" / "rebuild.sh").read_text()
     assert f"{url}/whl/cu102" in script and "torch==1.10.0+cu102" in script
+
+
+def test_failed_lock_leaves_no_output(
+    seed_env: tuple[Path, Path], profiles_dir: Path, tmp_path: Path
+) -> None:
+    from envbuild.errors import EnvbuildError
+
+    prefix, _ = seed_env
+    dead = "http://127.0.0.1:9"  # discard port: nothing listens
+    indexes = {"pypi": f"{dead}/simple", "pytorch": f"{dead}/whl", "openmmlab": f"{dead}/mmcv/dist"}
+    with pytest.raises(EnvbuildError):
+        rebuild(
+            prefix, load_profile(profiles_dir / "seed-server.json"), out_dir=tmp_path / "o", indexes=indexes
+        )
+    assert not (tmp_path / "o").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".o.")]
