@@ -207,6 +207,19 @@ def _editables(prefix: Path) -> list[dict[str, str]]:
             src = lines[0].strip() if lines else "?"
             found.append({"name": link.stem, "version": "", "source": src, "how": "setup.py develop",
                           "evidence": link.relative_to(prefix).as_posix()})
+        # Any other .pth path entry outside the env (`conda develop`, hand-made) is the same trap.
+        seen = {os.path.normpath(e["source"]) for e in found}
+        for pth in sorted(site.glob("*.pth")):
+            for line in _read_text(pth).splitlines():
+                line = line.strip()
+                if not line or line.startswith(("#", "import ", "import\t")):
+                    continue
+                loc = os.path.normpath(os.path.join(site, line))
+                if loc in seen or Path(loc).is_relative_to(prefix):
+                    continue
+                seen.add(loc)
+                found.append({"name": Path(loc).name, "version": "", "source": loc,
+                              "how": "a .pth path entry", "evidence": pth.relative_to(prefix).as_posix()})
     return found
 
 
@@ -524,7 +537,8 @@ def _pack(prefix: Path, output: Path, fmt: str | None, jobs: int | None, level: 
     jobs = jobs or os.cpu_count() or 1
     warnings: list[str] = []
     if not ignore_editable:
-        eds = [e for e in _editables(prefix) if kind == "venv" or e["how"] == "setup.py develop"]
+        # conda-pack itself only detects the pip ones (direct_url.json), so it explains those.
+        eds = [e for e in _editables(prefix) if kind == "venv" or e["how"] != "pip install -e"]
         if eds:
             _raise_editables(prefix, eds, None)
     manifest = build_manifest(prefix, kind, fmt)

@@ -380,6 +380,16 @@ def test_setup_py_develop_egg_link_refused(channel: Path, tmp_path: Path) -> Non
     assert not (tmp_path / "x.tar.gz").exists()
 
 
+def test_pth_path_outside_env_refused_in_venv(wheels: dict[str, Path], tmp_path: Path) -> None:
+    venv = make_venv(tmp_path / "venv", wheels["otherpkg"])
+    src = tmp_path / "work" / "mylib"
+    src.mkdir(parents=True)
+    (venv / SP / "mylib-dev.pth").write_text(f"import os\n{src}\n")  # what `conda develop` writes
+    with pytest.raises(EditableInstall) as ei:
+        pack(venv, tmp_path / "v.tar.gz")
+    assert str(src) in ei.value.render() and f"{SP}/mylib-dev.pth" in ei.value.render()
+
+
 def test_pip_replacing_conda_package_is_explained(
     channel: Path, wheels: dict[str, Path], tmp_path: Path
 ) -> None:
