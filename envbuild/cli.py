@@ -322,7 +322,8 @@ def unpack_cmd(
     from envbuild.models import load_profile
     from envbuild.pack import present_unpack, unpack
 
-    report = unpack(archive, dest, target=load_profile(target) if target else None, check_only=check_only)
+    report = unpack(archive, dest, target=load_profile(target) if target else None, check_only=check_only,
+                    show_progress=not as_json)
     present_unpack(report, as_json)
     if not report["ok"]:
         raise typer.Exit(1)

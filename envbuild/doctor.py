@@ -599,6 +599,7 @@ def _env_findings(
         py = str(_env_python(prefix))
         errors = _load_check(py, items)
         out += _load_findings(errors, sites, ctx)
+    out += _cupy_findings(dists, torch_cuda, profile)
     out += _conda_findings(info, dists)
     out += _mmcv_findings(info, dists)
     out += _build_findings(torch_cuda, ctx, profile, info)
@@ -914,6 +915,48 @@ def _load_findings(errors: Mapping[str, str], sites: Sequence[str], ctx: Mapping
                     f"{path}: {err}",
                     rule="env-dlopen",
                     weight=60,
+                )
+            )
+    return out
+
+
+def _cupy_findings(
+    dists: Mapping[str, Any], torch_cuda: str | None, profile: Profile | None
+) -> list[Finding]:
+    """cupy-cudaXYZ names its CUDA: it must match torch's runtime and run on the driver."""
+    out: list[Finding] = []
+    for name, d in sorted(dists.items()):
+        m = re.fullmatch(r"cupy-cuda(\d+?)(\d|x)", name)
+        if not m:
+            continue
+        cupy_cuda = f"{m.group(1)}.{m.group(2)}"
+        want = _facts().cupy_package(torch_cuda) if torch_cuda else None
+        if torch_cuda and m.group(2) != "x" and cupy_cuda != torch_cuda:
+            out.append(
+                Finding(
+                    "cuda-toolkit-mismatch",
+                    "error",
+                    f"{name} {d['version']} is built for CUDA {cupy_cuda} but torch uses CUDA {torch_cuda}; "
+                    "one process then loads two CUDA runtimes "
+                    "('undefined symbol: cuda..., version libcudart.so...').",
+                    f"Install {want or 'the cupy-cudaXXX package for CUDA ' + torch_cuda} instead of {name}.",
+                    f"{d['dir']}",
+                    rule="env-cupy-cuda",
+                    weight=83,
+                )
+            )
+        dc = _ver(profile.driver_cuda_version) if profile is not None else None
+        if dc is not None and m.group(2) != "x" and (_ver(cupy_cuda) or dc) > dc:
+            out.append(
+                Finding(
+                    "driver-too-old",
+                    "error",
+                    f"{name} needs CUDA {cupy_cuda} but the driver "
+                    f"{profile.driver_version if profile else ''} supports only CUDA {dc}.",
+                    f"Install the cupy-cudaXXX package for CUDA {dc} or older (with a torch of that CUDA).",
+                    f"{d['dir']}",
+                    rule="env-cupy-driver",
+                    weight=80,
                 )
             )
     return out

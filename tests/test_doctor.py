@@ -603,3 +603,30 @@ def test_extension_built_with_numpy1_headers_under_numpy2(tmp_path: Path) -> Non
     findings = doctor.check_env(prefix, None, load=False)
     assert findings[0].family == "numpy-abi" and so.name in findings[0].cause
     assert "numpy<2" in findings[0].fix
+
+
+def test_torch_arch_list_vs_target_gpu(tmp_path: Path) -> None:
+    """torch 1.10.0+cu102 wheels carry 3.7;5.0;6.0;7.0 (matrix): no kernels for an RTX 3060 (8.6)."""
+    prefix, site = _venv(tmp_path / "env")
+    _fake_torch(site, "1.10.0+cu102", "10.2")
+    rtx = Profile(
+        gpus=(Gpu("NVIDIA GeForce RTX 3060", "8.6"),), driver_version="470.223.02", driver_cuda_version="11.4"
+    )
+    arch = [f for f in doctor.check_env(prefix, rtx) if f.family == "gpu-arch-unsupported"]
+    assert len(arch) == 1 and "torch 1.10.0+cu102" in arch[0].cause and "sm_86" in arch[0].fix
+    v100 = Profile(
+        gpus=(Gpu("Tesla V100-SXM2-32GB", "7.0"),), driver_version="440.33.01", driver_cuda_version="10.2"
+    )
+    assert [f.family for f in doctor.check_env(prefix, v100)] == ["healthy"]
+
+
+def test_cupy_for_another_cuda_than_torch(tmp_path: Path, profiles_dir: Path) -> None:
+    """Seed A.2/A.3: cupy-cuda111 next to torch +cu113, then on the server (driver CUDA 10.2)."""
+    prefix, site = _venv(tmp_path / "env")
+    _fake_torch(site, "1.10.0+cu113", "11.3")
+    _dist(site, "cupy-cuda111", "10.6.0", ["cupy/__init__.py"])
+    mix = [f for f in doctor.check_env(prefix, None) if f.rule == "env-cupy-cuda"]
+    assert len(mix) == 1 and "CUDA 11.1" in mix[0].cause and "cupy-cuda113" in mix[0].fix
+    server = load_profile(profiles_dir / "seed-server.json")
+    old = [f for f in doctor.check_env(prefix, server) if f.rule == "env-cupy-driver"]
+    assert len(old) == 1 and "CUDA 10.2" in old[0].cause
