@@ -1019,7 +1019,7 @@ def manifest_findings(manifest: dict[str, Any] | None, profile: Profile) -> list
 
 
 def unpack(archive: Path, dest: Path, *, target: Profile | None = None,
-           check_only: bool = False) -> dict[str, Any]:
+           check_only: bool = False, show_progress: bool = False) -> dict[str, Any]:
     """Extract ``archive`` to ``dest``, fix prefixes, check the env against ``target`` (this machine).
 
     With ``check_only`` nothing is extracted: only what the manifest tells is checked.
@@ -1039,18 +1039,46 @@ def unpack(archive: Path, dest: Path, *, target: Profile | None = None,
     pre = manifest_findings(manifest, profile)
     if check_only:
         return _report(archive, dest, manifest, profile, {}, pre, False, checked="manifest")
+    with _steps(show_progress, 4) as step:
+        return _unpack(archive, dest, manifest, profile, pre, step)
+
+
+@contextmanager
+def _steps(show: bool, total: int) -> Iterator[Callable[[str], None]]:
+    if not show:
+        yield lambda _label: None
+        return
+    from envbuild.output import progress
+
+    with progress() as bar:
+        task = bar.add_task("unpack", total=total)
+        first = [True]
+
+        def step(label: str) -> None:
+            bar.update(task, description=label, advance=0 if first[0] else 1)
+            first[0] = False
+
+        yield step
+        bar.update(task, description="done", completed=total)
+
+
+def _unpack(archive: Path, dest: Path, manifest: dict[str, Any] | None, profile: Profile,
+            pre: list[Finding], step: Callable[[str], None]) -> dict[str, Any]:
+    step("extracting")
     # Remember the first directory we create, so a refused archive leaves no trace at all.
     created = next((p for p in reversed([dest.parent, *dest.parent.parents]) if not p.exists()), None)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.unpack-{os.getpid()}"
     try:
         safe_extract(archive, tmp)
+        step("verifying sha256")
         verified = _verify(tmp, archive)
     except BaseException:
         shutil.rmtree(created or tmp, ignore_errors=True)
         raise
     _place(tmp, dest)
     kind = (manifest or {}).get("kind") or ("conda" if (dest / "conda-meta").is_dir() else "venv")
+    step("fixing prefixes")
     try:
         fix: dict[str, Any] = {"verified_files": verified}
         if kind == "conda":
@@ -1065,6 +1093,7 @@ def unpack(archive: Path, dest: Path, *, target: Profile | None = None,
     old = ((manifest or {}).get("fixup") or {}).get("old_prefix")
     if old is None and (dest / "bin" / "conda-unpack").is_file():
         old = _old_prefix_from_unpack((dest / "bin" / "conda-unpack").read_text(errors="replace"))
+    step("checking the env")
     findings = [f for f in pre if f["family"] != "driver"]
     findings += prefix_findings(dest, old) + link_findings(dest, manifest)
     doc, delegated = ([], False) if any(f["family"] == "interpreter" for f in findings) else \
