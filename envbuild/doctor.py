@@ -946,6 +946,7 @@ def _cupy_findings(
                 )
             )
         dc = _ver(profile.driver_cuda_version) if profile is not None else None
+        cupy_for_driver = _facts().cupy_package(str(dc)) or f"the cupy-cudaXXX package for CUDA {dc}"
         if dc is not None and m.group(2) != "x" and (_ver(cupy_cuda) or dc) > dc:
             out.append(
                 Finding(
@@ -953,7 +954,7 @@ def _cupy_findings(
                     "error",
                     f"{name} needs CUDA {cupy_cuda} but the driver "
                     f"{profile.driver_version if profile else ''} supports only CUDA {dc}.",
-                    f"Install the cupy-cudaXXX package for CUDA {dc} or older (with a torch of that CUDA).",
+                    f"Install {cupy_for_driver} (with a torch built for the same CUDA).",
                     f"{d['dir']}",
                     rule="env-cupy-driver",
                     weight=80,
