@@ -12,6 +12,7 @@ When nothing fits, ``conflicts`` explains the closest miss in plain words.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -213,8 +214,21 @@ def _parse(requirements: Sequence[str]) -> tuple[dict[str, _Want], list[str]]:
     return wants, passthrough
 
 
+@functools.lru_cache(maxsize=65536)
 def _contains(spec: SpecifierSet, version: str) -> bool:
     return spec.contains(version, prereleases=True) if version else False
+
+
+@functools.lru_cache(maxsize=65536)
+def _in(spec: str, version: str) -> bool:
+    """``version in spec`` for specifier text (cached: keyed on strings, cheap to hash)."""
+    return _sp(spec).contains(version, prereleases=True) if version else False
+
+
+@functools.lru_cache(maxsize=4096)
+def _sp(text: str) -> SpecifierSet:
+    """A parsed (and cached) specifier: the search asks the same few thousand questions many times."""
+    return SpecifierSet(text)
 
 
 # --- search ----------------------------------------------------------------------------------------
@@ -271,6 +285,12 @@ class _Search:
         self.need_torch = self.need_mmcv or any(n in wants for n in ("torch", "torchvision", "torchaudio"))
         self.cupy_wants = [w for n, w in wants.items() if n == "cupy" or n.startswith("cupy-cuda")]
         self.need_numpy = "numpy" in wants or bool(self.cupy_wants) or "mmdet3d" in mm_needed
+        # The CuPy/NumPy answer depends only on (CUDA, Python, numpy pins): memoised, since every mmcv /
+        # OpenMMLab combination of one torch build asks the same question.
+        self._numeric_memo: dict[tuple[Any, ...], tuple[Any, ...] | None] = {}
+        self._mm_memo: dict[str, tuple[list[MmPackage], str | None]] = {}
+        self._accepts_memo: dict[str, bool] = {}
+        self._sets_memo: dict[str, tuple[dict[str, list[MmPackage]], dict[str, str]]] = {}
 
     # entry ---------------------------------------------------------------------------------------
     def run(self) -> _Pick | None:
@@ -400,6 +420,11 @@ class _Search:
         return None
 
     def _mm_cands(self, name: str) -> tuple[list[MmPackage], str | None]:
+        if name not in self._mm_memo:
+            self._mm_memo[name] = self._mm_cands_uncached(name)
+        return self._mm_memo[name]
+
+    def _mm_cands_uncached(self, name: str) -> tuple[list[MmPackage], str | None]:
         w = self.w.get(name)
         rows = list(reversed(self.m.mm.get(name, ())))
         if w is None:
@@ -440,6 +465,12 @@ class _Search:
                          cuda=pick.cuda)
 
     def _mm_accepts_any(self, mmcv_name: str, v: str) -> bool:
+        key = f"{mmcv_name}=={v}"
+        if key not in self._accepts_memo:
+            self._accepts_memo[key] = self._mm_accepts_any_uncached(mmcv_name, v)
+        return self._accepts_memo[key]
+
+    def _mm_accepts_any_uncached(self, mmcv_name: str, v: str) -> bool:
         for name in self.mm_needed:
             cands, unknown = self._mm_cands(name)
             if unknown:
@@ -452,13 +483,17 @@ class _Search:
         if not self.mm_needed:
             yield {}, {}
             return
-        cands: dict[str, list[MmPackage]] = {}
-        unknown: dict[str, str] = {}
-        for name in self.mm_needed:
-            c, unk = self._mm_cands(name)
-            if unk:
-                unknown[name] = unk
-            cands[name] = [p for p in c if _accepts(p, mmcv_name, v)]
+        key = f"{mmcv_name}=={v}"
+        if key not in self._sets_memo:
+            cands_: dict[str, list[MmPackage]] = {}
+            unknown_: dict[str, str] = {}
+            for name in self.mm_needed:
+                c, unk = self._mm_cands(name)
+                if unk:
+                    unknown_[name] = unk
+                cands_[name] = [p for p in c if _accepts(p, mmcv_name, v)]
+            self._sets_memo[key] = (cands_, unknown_)
+        cands, unknown = self._sets_memo[key]
         d3s: list[MmPackage | None] = list(cands.get("mmdet3d", [])) if "mmdet3d" in cands else [None]
         for d3 in d3s:
             if d3 is not None and d3.python_max and _mm(pick.python) > _mm(d3.python_max):
@@ -470,7 +505,7 @@ class _Search:
                 if name not in cands or name in unknown:
                     continue
                 req = d3.requires.get(name) if d3 else None
-                fit = [p for p in cands[name] if req is None or _contains(SpecifierSet(req), p.version)]
+                fit = [p for p in cands[name] if req is None or _in(req, p.version)]
                 if not fit:
                     self.log.add("mm", package=name, within=req, mmdet3d=d3, mmcv=(mmcv_name, v))
                     ok = False
@@ -482,6 +517,16 @@ class _Search:
     # CuPy + NumPy --------------------------------------------------------------------------------
     def _numeric(self, pick: _Pick) -> _Pick | None:
         specs = self._numpy_specs(pick)
+        key = (pick.cuda, pick.python, tuple(specs))
+        if key not in self._numeric_memo:
+            got = self._numeric_solve(pick, specs)
+            self._numeric_memo[key] = None if got is None else (got.cupy, got.numpy, got.numpy_specs)
+        hit = self._numeric_memo[key]
+        if hit is None:
+            return None
+        return dataclasses.replace(pick, cupy=hit[0], numpy=hit[1], numpy_specs=hit[2])
+
+    def _numeric_solve(self, pick: _Pick, specs: list[tuple[str, str]]) -> _Pick | None:
         if not self.cupy_wants:
             if not self.need_numpy:
                 return pick
@@ -547,7 +592,7 @@ class _Search:
                 have = pick.torch.version
             elif rule.package == "torchvision" and pick.torch is not None and "torchvision" in self.w:
                 have = pick.torch.torchvision
-            if have and _contains(SpecifierSet(rule.versions), have):
+            if have and _in(rule.versions, have):
                 specs.append((f"{rule.package} {have} (built against NumPy 1.x)", rule.numpy))
         return specs
 
@@ -558,7 +603,7 @@ class _Search:
             if w is not None and w.pinned and w.pinned.startswith(minor.minor + "."):
                 cands = [w.pinned]
             for v in cands:
-                if all(_contains(SpecifierSet(s), v) for _, s in specs):
+                if all(_in(s, v) for _, s in specs):
                     return v
         return None
 
@@ -568,7 +613,7 @@ def _accepts(p: MmPackage, mmcv_name: str, v: str) -> bool:
     spec = p.requires.get(mmcv_name)
     if spec is None:
         return other not in p.requires
-    return _contains(SpecifierSet(spec), v)
+    return _in(spec, v)
 
 
 def _family_first(m: Matrix, cc: str) -> str | None:
@@ -775,7 +820,7 @@ def _explain_numpy(recs: list[dict[str, Any]], m: Matrix) -> list[str]:
 
 
 def _numpy_fits(m: Matrix, python: str, specs: Sequence[str]) -> bool:
-    return any(all(_contains(SpecifierSet(s), n.latest) for s in specs) for n in m.numpy_for_python(python))
+    return any(all(_in(s, n.latest) for s in specs) for n in m.numpy_for_python(python))
 
 
 def _loosest(specs: Sequence[str]) -> str:
@@ -1029,19 +1074,15 @@ def resolve(requirements: Sequence[str], target: Profile, matrix: Matrix | None 
     modes = [_Mode(False, False), _Mode(True, False)]
     if any(n in wants for n in ("mmcv-full", "mmcv", *MM)):
         modes += [_Mode(False, True), _Mode(True, True)]
-    log = _Log()
+    logs: list[_Log] = []
     for mode in modes:
         log = _Log()
         pick = _Search(wants, t, m, mode, log).run()
         if pick is not None:
             return _Builder(pick, wants, t, m, indexes).build(target, passthrough)
-    # Explain with the strictest log that got furthest (the prebuilt-wheel passes are the ones users expect).
-    logs = []
-    for mode in modes[:2]:
-        lg = _Log()
-        _Search(wants, t, m, mode, lg).run()
-        logs.append(lg)
-    best = max(logs, key=lambda lg: STAGES.index(lg.deepest()) if lg.deepest() else -1)
+        logs.append(log)
+    # Explain with the prebuilt-wheel pass that got furthest (those are the answers users expect).
+    best = max(logs[:2], key=lambda lg: STAGES.index(lg.deepest() or "torch") if lg.deepest() else -1)
     conflicts = _explain(best, wants, t, m)
     return Resolution(ok=False, python=t.python or "", cuda=None, requirements=list(requirements),
                       conflicts=conflicts, target=target.to_dict(),

@@ -1,0 +1,323 @@
+"""The resolver against real-world stories (tests/cases/resolve/*.json), plus its CLI.
+
+Every successful resolution is also re-checked against the data by an independent
+checker (driver minimum, arch list, prebuilt mmcv wheel, numpy inside every pin), so a
+case passes only when the answer is both the expected one and actually consistent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+
+from envbuild.errors import InputError, ProfileError
+from envbuild.matrix import Matrix, cuda_of_variant, load_matrix
+from envbuild.models import Profile, Resolution, load_profile
+from envbuild.resolve import make_target, resolve
+
+CASES = Path(__file__).parent / "cases" / "resolve"
+PROFILES = Path(__file__).parent / "data" / "profiles"
+CASE_FILES = sorted(CASES.glob("*.json"))
+CONTRACT_KEYS = {"ok", "python", "cuda", "packages", "index_urls", "find_links", "build", "reasons",
+                 "warnings", "conflicts", "choices", "requirements", "source_builds"}
+
+
+def _mm(v: str) -> tuple[int, int]:
+    a, b = (int(x) for x in v.split(".")[:2])
+    return a, b
+
+
+def _target(case: dict[str, Any]) -> Profile:
+    base = load_profile(PROFILES / case["profile"]) if case.get("profile") else None
+    return make_target(base, **case.get("flags", {}))
+
+
+def _check_consistent(res: Resolution, target: Profile, m: Matrix) -> None:
+    """Re-derive every constraint from the data; any violation is a resolver bug."""
+    pk = res.packages
+    sb = {s["name"] for s in res.source_builds}
+    for name, version in pk.items():
+        if name not in sb:
+            assert f"{name}=={version}" in res.requirements, f"{name} missing from requirements"
+    assert not sb & {r.split("==")[0] for r in res.requirements}, "a source build leaked into requirements"
+    if "torch" in pk:
+        base, label = pk["torch"].split("+")
+        rel = m.torch_release(base)
+        assert rel is not None and res.python in rel.python
+        if label == "cpu":
+            assert res.cuda is None and rel.cpu
+        else:
+            assert label in rel.all_variants and cuda_of_variant(label) == res.cuda
+    if res.cuda and target.driver_version:
+        drv = Version(target.driver_version)
+        native = drv >= Version(m.min_driver(res.cuda) or "9999")
+        compat_min = m.compat_min_driver(res.cuda)
+        assert native or (compat_min and drv >= Version(compat_min) and
+                          any("minor-version compatibility" in w for w in res.warnings))
+    if res.cuda and "torch" in pk:
+        row = m.arch_row(pk["torch"].split("+")[0], res.cuda)
+        assert row is not None
+        sass = [_mm(a.removesuffix("+PTX")) for a in row.arch_list]
+        for g in target.gpus:
+            cc = _mm(g.compute_capability or "0.0")
+            assert any(a[0] == cc[0] and a[1] <= cc[1] for a in sass), f"{g.name} not runnable by {row.text}"
+    for name in ("mmcv-full", "mmcv"):
+        if name in pk and name not in sb:
+            assert pk[name] in m.mmcv_wheels(name, res.cuda, pk["torch"].split("+")[0])
+            major, minor = pk["torch"].split(".")[:2]
+            assert any(f"torch{major}.{minor}/" in u for u in res.find_links)
+    cupy = [n for n in pk if n.startswith("cupy-")]
+    if cupy:
+        pkg = next(p for p in m.cupy_packages if p.package == cupy[0])
+        assert res.cuda and pkg.covers(res.cuda)
+        rel_c = m.cupy_releases[pk[cupy[0]]]
+        assert res.python in pkg.python_by_version[pk[cupy[0]]]
+        if "numpy" in pk:
+            assert SpecifierSet(rel_c.numpy).contains(pk["numpy"])
+    if "numpy" in pk:
+        np_minor = next(n for n in m.numpy if pk["numpy"].startswith(n.minor + "."))
+        assert np_minor.supports(res.python)
+        d3 = m.mm_package("mmdet3d", pk.get("mmdet3d", "")) if "mmdet3d" in pk else None
+        if d3 is not None and d3.numpy:
+            assert SpecifierSet(d3.numpy).contains(pk["numpy"])
+
+
+@pytest.mark.parametrize("path", CASE_FILES, ids=[p.stem for p in CASE_FILES])
+def test_case(path: Path) -> None:
+    case = json.loads(path.read_text())
+    assert case.get("#"), "every case names its real-world story"
+    exp = case["expected"]
+    target = _target(case)
+    res = resolve(case["requested"], target)
+    d = res.to_dict()
+    assert d.keys() >= CONTRACT_KEYS
+    assert res.ok is exp["ok"], res.conflicts or res.packages
+    if not res.ok:
+        assert res.conflicts, "a failure must explain itself"
+        text = " ".join(res.conflicts)
+        for group in exp.get("conflicts_contain", []):
+            assert any(all(s in c for s in group) for c in res.conflicts), f"{group} not in {text}"
+        return
+    _check_consistent(res, target, load_matrix())
+    if "python" in exp:
+        assert res.python == exp["python"]
+    if "cuda_in" in exp:
+        assert res.cuda in exp["cuda_in"]
+    if "cuda_min" in exp:
+        assert res.cuda and _mm(exp["cuda_min"]) <= _mm(res.cuda) <= _mm(exp["cuda_max"])
+    for name, pattern in exp.get("packages", {}).items():
+        assert name in res.packages, f"{name} not chosen: {res.packages}"
+        assert re.search(pattern, res.packages[name]), f"{name}={res.packages[name]} !~ {pattern}"
+    if exp.get("cupy_matches_cuda"):
+        cupy = [n for n in res.packages if n.startswith("cupy-")]
+        assert cupy and res.cuda
+        flat, major = "cupy-cuda" + res.cuda.replace(".", ""), f"cupy-cuda{res.cuda.split('.')[0]}x"
+        assert cupy[0] in (flat, major)
+    if "arch_contains" in exp:
+        assert exp["arch_contains"] in (res.build["torch_cuda_arch_list"] or "").split(";")
+    if "gcc_max" in exp:
+        assert res.build["gcc_max"] == exp["gcc_max"]
+    if "source_builds" in exp:
+        assert [s["name"] for s in res.source_builds] == exp["source_builds"]
+        for s in res.source_builds:
+            assert s["env"]["FORCE_CUDA"] == "1" and s["env"]["TORCH_CUDA_ARCH_LIST"] == res.build[
+                "torch_cuda_arch_list"]
+            assert s["reason"] and s["version"] == res.packages[s["name"]]
+    for group in exp.get("warnings_contain", []):
+        assert any(all(s in w for s in group) for w in res.warnings), f"{group} not in {res.warnings}"
+    if "find_links_contain" in exp:
+        assert any(exp["find_links_contain"] in u for u in res.find_links)
+    if "index_urls_contain" in exp:
+        assert any(exp["index_urls_contain"] in u for u in res.index_urls)
+    for r in exp.get("requirements_contain", []):
+        assert r in res.requirements
+    assert len(res.choices) >= len(res.packages) and all(c["source"] for c in res.choices)
+
+
+def test_seed_laptop_story_in_detail() -> None:
+    """Scenario A end to end: every number a user would check."""
+    laptop = make_target(None, python="3.7", driver="470.223.02", gpu="NVIDIA GeForce RTX 3060 Laptop GPU")
+    res = resolve(["mmcv-full==1.4.0", "mmdet==2.19.0", "mmsegmentation==0.20.0", "mmdet3d==0.17.3", "cupy",
+                   "numpy"], laptop)
+    # mmcv wheels are compiled against torch X.Y.0; CUDA 11.3 runs natively on driver 470
+    assert res.packages["torch"] == "1.10.0+cu113"
+    assert res.packages["cupy-cuda113"] == "10.6.0" and res.packages["numpy"] == "1.19.5"
+    assert res.find_links == ["https://download.openmmlab.com/mmcv/dist/cu113/torch1.10/index.html"]
+    assert res.index_urls == ["https://download.pytorch.org/whl/cu113"]
+    assert "mmdet3d" not in " ".join(res.requirements)
+    assert res.source_builds[0]["requires"] and "numpy<1.20.0" in res.source_builds[0]["requires"]
+    assert any(r.startswith("numpy 1.19.5") and "mmdet3d 0.17.3" in r for r in res.reasons)
+
+
+def test_mirrors_are_used() -> None:
+    res = resolve(["mmcv-full==1.4.0"], make_target(None, python="3.8", driver="470.223.02", gpu="sm_86"),
+                  indexes={"pytorch": "https://mirror.example/torch/", "openmmlab": "https://mirror.example/mm"})
+    assert res.index_urls[0].startswith("https://mirror.example/torch/cu11")
+    assert res.find_links[0].startswith("https://mirror.example/mm/cu11")
+
+
+def test_no_python_given_picks_one_that_fits_every_pin() -> None:
+    res = resolve(["mmdet3d==0.17.3", "mmcv-full==1.4.0"], make_target(None, driver="470.223.02", gpu="8.6"))
+    assert res.ok and res.python == "3.8"  # numba 0.48 (mmdet3d 0.17) has wheels up to cp38
+
+
+@pytest.mark.parametrize(("gpu", "cc"), [
+    ("NVIDIA GeForce RTX 3060 Laptop GPU", "8.6"), ("Tesla V100-SXM2-32GB", "7.0"),
+    ("Tesla V100-SXM2-16GB", "7.0"),
+    ("NVIDIA GeForce RTX 4090", "8.9"), ("NVIDIA GeForce RTX 5090", "12.0"), ("NVIDIA A100-SXM4-40GB", "8.0"),
+    ("NVIDIA H100 80GB HBM3", "9.0"), ("Tesla T4", "7.5"), ("nvidia geforce gtx 1080 ti", "6.1"),
+    ("NVIDIA TITAN RTX", "7.5"), ("NVIDIA B200", "10.0"), ("Tesla P100-PCIE-16GB", "6.0"), ("sm_86", "8.6"),
+    ("sm120", "12.0"), ("7.5", "7.5"),
+])
+def test_gpu_flag(gpu: str, cc: str) -> None:
+    assert make_target(None, gpu=gpu).gpus[0].compute_capability == cc
+
+
+def test_unknown_gpu_suggests_names() -> None:
+    with pytest.raises(ProfileError) as ei:
+        make_target(None, gpu="GeForce RTX 9090")
+    text = ei.value.render()
+    assert "RTX 9090" in text and "RTX 5090" in text and "sm_86" in text and ei.value.exit_code == 2
+
+
+@pytest.mark.parametrize(("flags", "field"), [
+    ({"driver": "latest"}, "--driver"), ({"python": "three"}, "--python"),
+    ({"cuda_toolkit": "11"}, "--cuda-toolkit"),
+    ({"cpu": True, "gpu": "sm_86"}, "--cpu"),
+])
+def test_bad_flags(flags: dict[str, Any], field: str) -> None:
+    with pytest.raises(InputError) as ei:
+        make_target(None, **flags)
+    assert ei.value.field == field
+
+
+def test_flags_override_profile() -> None:
+    base = load_profile(PROFILES / "seed-server.json")
+    t = make_target(base, driver="470.223.02", gpu="sm_86", python="3.8")
+    assert t.driver_version == "470.223.02" and t.driver_cuda_version == "11.4"
+    assert [g.compute_capability for g in t.gpus] == ["8.6"] and t.python_version == "3.8"
+    assert t.cuda_toolkits == base.cuda_toolkits and t.gcc_version == "7.5.0"
+    cpu = make_target(base, cpu=True)
+    assert not cpu.has_gpu and cpu.python_version == "3.7"
+
+
+def test_bad_requirement() -> None:
+    with pytest.raises(InputError) as ei:
+        resolve(["torch>=>2"], make_target(None, cpu=True, python="3.11"))
+    assert "torch>=>2" in ei.value.render() and "\n" not in ei.value.message
+
+
+def test_resolving_is_fast() -> None:
+    """Data loads once; a scenario resolves well under a second (the measured time is printed)."""
+    load_matrix()
+    target = make_target(None, python="3.7", driver="440.33.01", gpu="Tesla V100-SXM2-32GB",
+                         cuda_toolkit="10.1", gcc="7.5")
+    reqs = ["mmcv-full==1.4.0", "mmdet==2.19.0", "mmsegmentation==0.20.0", "mmdet3d==0.17.3", "cupy", "numpy"]
+    t0 = time.perf_counter()
+    res = resolve(reqs, target)
+    ok_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    bad = resolve(["torch>=2.0"], make_target(None, python="3.10", driver="418.67", gpu="sm_70"))
+    fail_s = time.perf_counter() - t0
+    print(f"\nresolve seed-server-B: {ok_s * 1000:.1f} ms; failing V100/418.67 case: {fail_s * 1000:.1f} ms")
+    assert res.ok and not bad.ok
+    assert ok_s < 1.0 and fail_s < 1.0
+
+
+# --- CLI -------------------------------------------------------------------------------------------------
+
+
+def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "250", "NO_COLOR": "1"}
+    return subprocess.run([sys.executable, "-m", "envbuild", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=120)
+
+
+def test_cli_resolve_table_and_json() -> None:
+    p = _cli("resolve", "torch", "torchvision", "cupy", "numpy", "--python", "3.11", "--driver", "550.54.14",
+             "--gpu", "NVIDIA GeForce RTX 4090")
+    assert p.returncode == 0, p.stderr
+    assert "cupy-cuda12x" in p.stdout and "TORCH_CUDA_ARCH_LIST" in p.stdout and "8.9" in p.stdout
+    p = _cli("resolve", "torch", "numpy", "--python", "3.11", "--cpu", "--json")
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert d.keys() >= CONTRACT_KEYS and d["ok"] is True and d["cuda"] is None
+
+
+def test_cli_conflict_exit_1() -> None:
+    p = _cli("resolve", "torch>=2.0", "--python", "3.10", "--driver", "418.67", "--gpu",
+             "Tesla V100-SXM2-16GB", "--json")
+    assert p.returncode == 1
+    d = json.loads(p.stdout)
+    assert d["ok"] is False and any("418.67" in c for c in d["conflicts"])
+    p = _cli("resolve", "torch>=2.0", "--python", "3.10", "--driver", "418.67", "--gpu", "sm_70")
+    assert p.returncode == 1 and "418.67" in p.stderr and "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ("resolve", "torch", "--gpu", "GeForce RTX 9090"),
+    ("resolve", "torch>=>2", "--cpu"),
+    ("resolve", "torch", "--driver", "new"),
+    ("resolve",),
+    ("matrix", "pandas"),
+])
+def test_cli_bad_input_exit_2(args: tuple[str, ...]) -> None:
+    p = _cli(*args)
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stderr and p.stderr.startswith("error:")
+    assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_cli_malformed_profile_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "target.json"
+    bad.write_text('{"gpus": [{"name": "Tesla V100"}], "driver_version": ')
+    p = _cli("resolve", "torch", "--target", str(bad))
+    assert p.returncode == 2 and str(bad) in p.stderr and "Traceback" not in p.stderr
+    bad.write_text('{"gpus": [{"name": "Quantum Accelerator 9000"}]}')
+    p = _cli("resolve", "torch", "--target", str(bad), "--json")
+    assert p.returncode == 2 and json.loads(p.stdout)["field"] == "gpus[0].name"
+
+
+def test_cli_spec_file(tmp_path: Path) -> None:
+    (tmp_path / "targets").mkdir()
+    (tmp_path / "targets" / "server.json").write_text((PROFILES / "seed-server.json").read_text())
+    (tmp_path / "envbuild.toml").write_text(
+        '[project]\nname = "echofusion"\npython = "3.7"\n'
+        'requirements = ["mmcv-full==1.4.0", "mmdet==2.19.0", "mmsegmentation==0.20.0", "mmdet3d==0.17.3", '
+        '"cupy", "numpy", "scipy"]\n[target]\nprofile = "targets/server.json"\n'
+        '[indexes]\npytorch = "https://mirror.example/whl"\n')
+    p = _cli("resolve", "--spec", "envbuild.toml", "--json", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert d["cuda"] == "10.2" and d["index_urls"] == ["https://mirror.example/whl/cu102"]
+    assert "scipy" in d["requirements"] and d["python"] == "3.7"
+
+
+@pytest.mark.parametrize("kind", ["torch", "mmcv", "cupy", "driver"])
+def test_cli_matrix(kind: str) -> None:
+    p = _cli("matrix", kind, "--json")
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert d["rows"] and all(len(r) == len(d["columns"]) for r in d["rows"])
+    if kind == "torch":
+        row = next(r for r in d["rows"] if r[0] == "1.10.0")
+        assert row[d["columns"].index("cu113")] in ("✓", "?") and row[d["columns"].index("cu111")] == "✓"
+    if kind == "mmcv":
+        row = next(r for r in d["rows"] if r[0] == "mmcv-full" and r[1] == "1.10")
+        assert "1.4" not in row[d["columns"].index("cu113")] or row[d["columns"].index("cu113")]
+        assert row[d["columns"].index("cu115")] == ""
+    if kind == "driver":
+        row = next(r for r in d["rows"] if r[0] == "11.4")
+        assert row[1].startswith("470.")
+    p = _cli("matrix", kind)
+    assert p.returncode == 0 and d["columns"][0] in p.stdout
