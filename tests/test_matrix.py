@@ -1,0 +1,177 @@
+"""The bundled compatibility data: every row sourced, tables consistent with each other, loader strict."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from packaging.version import Version
+
+from envbuild import matrix as mx
+from envbuild.errors import DataError
+from envbuild.matrix import cuda_of_variant, load_matrix, load_table, normalize_gpu_name
+
+
+@pytest.fixture
+def fresh_cache() -> Iterator[None]:
+    mx.load_matrix.cache_clear()
+    mx.load_table.cache_clear()
+    yield
+    mx.load_matrix.cache_clear()
+    mx.load_table.cache_clear()
+
+
+def test_every_file_has_a_header() -> None:
+    for name in mx.TABLES:
+        t = load_table(name)
+        assert t["schema_version"] == 1 and t["checked"] and t["description"], name
+
+
+def _rows(obj: Any, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+                for i, r in enumerate(v):
+                    yield f"{where}.{k}[{i}]", r
+
+
+def test_no_entry_without_source() -> None:
+    missing = [w for name in mx.TABLES for w, r in _rows(load_table(name), name) if not r.get("source")]
+    assert not missing, missing[:10]
+
+
+def test_loading_is_fast(fresh_cache: None) -> None:
+    t0 = time.perf_counter()
+    m = load_matrix()
+    took = time.perf_counter() - t0
+    print(f"\nload_matrix (8 files, validated): {took * 1000:.1f} ms")
+    assert took < 0.1
+    assert load_matrix() is m  # cached: loaded once per process
+
+
+def test_every_torch_cuda_has_a_driver_minimum_and_an_arch_list() -> None:
+    m = load_matrix()
+    for rel in m.torch:
+        for var in rel.all_variants:
+            cuda = cuda_of_variant(var)
+            assert m.min_driver(cuda), f"torch {rel.version} {var}: CUDA {cuda} not in the driver table"
+            assert m.gcc_max(cuda), f"torch {rel.version} {var}: no gcc limit for CUDA {cuda}"
+            assert m.arch_row(rel.version, cuda), f"torch {rel.version} {var}: no arch list"
+
+
+def test_every_mmcv_row_names_a_torch_build_that_exists() -> None:
+    m = load_matrix()
+    for w in m.mmcv:
+        series = [r for r in m.torch if r.series == w.torch_series]
+        assert series, f"{w.package} row names torch {w.torch_series}, unknown to torch.json"
+        if w.cuda != "cpu":
+            var = "cu" + w.cuda.replace(".", "")
+            assert any(var in r.all_variants for r in series), f"{w.package} {var}/torch{w.torch_series}"
+            assert m.min_driver(w.cuda)
+
+
+def test_every_gpu_capability_is_in_the_capability_table() -> None:
+    m = load_matrix()
+    for g in m.gpus:
+        assert g.compute_capability in m.cc_windows, f"{g.name}: {g.compute_capability}"
+    keys = [g.key for g in m.gpus]
+    assert len(keys) == len(set(keys)), "two GPU rows normalise to the same name"
+
+
+def test_openmmlab_and_cupy_rows_are_consistent() -> None:
+    m = load_matrix()
+    for pkg in m.cupy_packages:
+        assert m.min_driver(pkg.cuda_min), pkg.package
+        for v in pkg.versions:
+            assert v in m.cupy_releases, f"{pkg.package} {v} has no release row (numpy range)"
+    d3 = m.mm_package("mmdet3d", "0.17.3")
+    assert d3 is not None and d3.numpy == "<1.20.0" and d3.build_from_source and d3.python_max == "3.8"
+    for n in m.numpy:
+        assert n.latest.startswith(n.minor + ".")
+
+
+@pytest.mark.parametrize(("driver", "native", "with_compat"), [
+    ("470.223.02", "11.4", "11.8"), ("440.33.01", "10.2", "10.2"), ("550.54.14", "12.4", "12.9"),
+    ("570.86.10", "12.8", "12.9"), ("418.67", "10.1", "10.1"), ("580.65.06", "13.0", "13.2"),
+])
+def test_driver_queries(driver: str, native: str, with_compat: str) -> None:
+    m = load_matrix()
+    assert m.native_cuda(driver) == native
+    assert m.max_cuda(driver) == with_compat
+    assert m.driver_support(driver, native) == "native"
+
+
+def test_known_facts() -> None:
+    m = load_matrix()
+    assert "cu113" in m.variants("1.10.0") and "cu111" in m.variants("1.10.0")
+    assert m.min_driver("11.3") == "465.19.01" and m.min_driver("12.8") == "570.26"
+    assert m.gcc_max("10.2") == 8 and m.gcc_max("11.3") == 10
+    assert "1.4.0" in m.mmcv_wheels("mmcv-full", "11.3", "1.10.0")
+    assert "1.4.0" not in m.mmcv_wheels("mmcv-full", "11.3", "1.11.0")
+    assert m.mmcv_find_links("https://x/dist", "11.3", "1.10.2") == "https://x/dist/cu113/torch1.10/index.html"
+    assert [p.package for p in m.cupy_for_cuda("11.3")] == ["cupy-cuda113", "cupy-cuda11x"]
+    row = m.arch_row("1.10.2", "11.3")
+    assert row is not None and "8.6" in row.arch_list
+    assert Version(m.numpy_for_python("3.7")[0].latest) < Version("1.22")
+
+
+@pytest.mark.parametrize(("name", "expect"), [
+    ("NVIDIA GeForce RTX 4090", "GeForce RTX 4090"), ("Tesla V100-SXM2-32GB", "NVIDIA V100"),
+    ("NVIDIA A100-SXM4-40GB", "NVIDIA A100"), ("NVIDIA H100 80GB HBM3", "NVIDIA H100"),
+    ("NVIDIA GeForce RTX 3060 Laptop GPU", "GeForce RTX 3060"), ("nvidia h100 pcie", "NVIDIA H100"),
+    ("NVIDIA GeForce RTX 4070 Ti SUPER", "GeForce RTX 4070 Ti"), ("Quadro RTX 8000", "Quadro RTX 8000"),
+])
+def test_gpu_names(name: str, expect: str) -> None:
+    g = load_matrix().gpu(name)
+    assert g is not None and g.name == expect
+
+
+def test_gpu_unknown_and_suggestions() -> None:
+    m = load_matrix()
+    assert m.gpu("Radeon RX 7900") is None
+    assert "GeForce RTX 4090" in m.suggest_gpus("RTX 4909")
+    assert normalize_gpu_name("NVIDIA A100-SXM4-80GB", m.gpu_ignore) == "a100"
+
+
+def _broken_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, file: str, edit: Any) -> Path:
+    data = tmp_path / "data"
+    shutil.copytree(mx.DATA_DIR, data)
+    path = data / f"{file}.json"
+    doc = json.loads(path.read_text())
+    edit(doc)
+    path.write_text(json.dumps(doc))
+    monkeypatch.setattr(mx, "DATA_DIR", data)
+    return path
+
+
+def test_row_without_source_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_cache: None) -> None:
+    path = _broken_copy(tmp_path, monkeypatch, "torch", lambda d: d["releases"][3].pop("source"))
+    with pytest.raises(DataError) as ei:
+        load_matrix()
+    assert ei.value.path == str(path) and ei.value.field == "releases[3].source"
+
+
+def test_bad_field_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_cache: None) -> None:
+    def edit(d: dict[str, Any]) -> None:
+        d["gpus"][0]["compute_capability"] = "eight"
+
+    path = _broken_copy(tmp_path, monkeypatch, "gpus", edit)
+    with pytest.raises(DataError) as ei:
+        load_matrix()
+    text = ei.value.render()
+    assert str(path) in text and "gpus[0].compute_capability" in text and "eight" in text
+
+
+def test_unparsable_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_cache: None) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(mx.DATA_DIR, data)
+    (data / "cupy.json").write_text("{ not json")
+    monkeypatch.setattr(mx, "DATA_DIR", data)
+    with pytest.raises(DataError) as ei:
+        load_matrix()
+    assert "cupy.json" in ei.value.render() and "line 1" in ei.value.render()
