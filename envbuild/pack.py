@@ -501,6 +501,11 @@ def pack(
     """
     t0 = time.monotonic()
     prefix = Path(os.path.abspath(prefix))
+    from envbuild.tools.condapack import FORMATS
+
+    if fmt is not None and fmt not in FORMATS:
+        raise InputError(f"unknown archive format '{fmt}'.", field="--format",
+                         hint="Use one of: " + ", ".join(FORMATS) + ".")
     if Path(os.path.abspath(output)).is_relative_to(prefix):
         raise InputError("the archive would be written inside the env it packs.", path=str(output),
                          field="--output", hint=f"Write it outside {prefix}.")
