@@ -149,7 +149,8 @@ def _broken_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, file: str, edi
     return path
 
 
-def test_row_without_source_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_cache: None) -> None:
+def test_row_without_source_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     fresh_cache: None) -> None:
     path = _broken_copy(tmp_path, monkeypatch, "torch", lambda d: d["releases"][3].pop("source"))
     with pytest.raises(DataError) as ei:
         load_matrix()
