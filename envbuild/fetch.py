@@ -526,6 +526,31 @@ def _build_git(
                          art.name, art.version, "git-sdist", art.commit), requires
 
 
+def _sdist_build_requires(path: Path) -> list[str]:
+    """``[build-system] requires`` of an sdist's top-level pyproject.toml, read without extracting."""
+    import tarfile
+    import zipfile
+
+    text: str | None = None
+    try:
+        if path.name.endswith(".zip"):
+            with zipfile.ZipFile(path) as zf:
+                names = [n for n in zf.namelist() if n.count("/") == 1 and n.endswith("/pyproject.toml")]
+                text = zf.read(names[0]).decode() if names else None
+        else:
+            with tarfile.open(path) as tf:
+                for m in tf:
+                    if m.isfile() and m.name.count("/") == 1 and m.name.endswith("/pyproject.toml"):
+                        fh = tf.extractfile(m)
+                        text = fh.read().decode() if fh is not None else None
+                        break
+        data = tomllib.loads(text) if text else {}
+    except (OSError, tarfile.TarError, zipfile.BadZipFile, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return []
+    reqs = data.get("build-system", {}).get("requires", [])
+    return [str(r) for r in reqs] if isinstance(reqs, list) else []
+
+
 def _pyproject_requires(src: Path) -> list[str]:
     try:
         data = tomllib.loads((src / "pyproject.toml").read_text())
@@ -744,6 +769,10 @@ def fetch(
     entries = _download_round(root, files, stats, jobs, show_progress, lock_file)
     git_entries, git_info, extra_reqs = _git_round(root, lock, old, stats)
     entries += git_entries
+    # An sdist's own pyproject.toml names its build backend (meson-python, scikit-build, ...).
+    for art in lock.artifacts:
+        if art.kind == "sdist":
+            extra_reqs += _sdist_build_requires(root / _rel_for(art, lock))
 
     build_reqs: list[str] = []
     if extra_reqs or any(a.kind == "sdist" or a.build == "source" for a in lock.artifacts):

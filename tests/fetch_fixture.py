@@ -73,8 +73,8 @@ def make_wheel(
     return path
 
 
-def make_sdist(out: Path, name: str, version: str) -> Path:
-    """A setuptools sdist (setup.py + PKG-INFO)."""
+def make_sdist(out: Path, name: str, version: str, build_requires: Sequence[str] = ()) -> Path:
+    """A setuptools sdist (setup.py + PKG-INFO; a pyproject.toml when ``build_requires``)."""
     out.mkdir(parents=True, exist_ok=True)
     mod = canonicalize_name(name).replace("-", "_")
     stem = f"{mod}-{version}"
@@ -84,6 +84,10 @@ def make_sdist(out: Path, name: str, version: str) -> Path:
         f"packages=[{mod!r}])\n",
         f"{stem}/{mod}/__init__.py": f"__version__ = {version!r}\n",
     }
+    if build_requires:
+        members[f"{stem}/pyproject.toml"] = (
+            f"[build-system]\nrequires = {json.dumps(list(build_requires))}\n"
+            'build-backend = "setuptools.build_meta"\n')
     path = out / f"{stem}.tar.gz"
     with tarfile.open(path, "w:gz") as tf:
         for fn, text in members.items():

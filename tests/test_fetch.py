@@ -141,7 +141,8 @@ def test_target_python_and_platform_decide_the_files(tmp_path: Path) -> None:
     idx = tmp_path / "idx"
     cp38 = make_wheel(idx, "fastmod", "1.0", "cp38-cp38-manylinux2014_x86_64")
     make_wheel(idx, "fastmod", "1.0", "cp311-cp311-manylinux2014_x86_64")
-    sd = make_sdist(idx, "slowpkg", "2.0")
+    sd = make_sdist(idx, "slowpkg", "2.0", build_requires=["setuptools>=59", "backendx"])
+    make_wheel(idx, "backendx", "1.0")
     make_wheel(idx, "setuptools", "60.0.0")
     make_wheel(idx, "wheel", "0.40.0")
     make_wheel(idx, "cybuild", "3.0", "cp38-cp38-manylinux2014_x86_64")
@@ -155,10 +156,10 @@ def test_target_python_and_platform_decide_the_files(tmp_path: Path) -> None:
     wheels = sorted(p.name for p in (cache / "wheels").iterdir())
     assert wheels == sorted([cp38.name, sd.name])
     build = sorted(p.name for p in (cache / "build").iterdir())
-    assert build == ["cybuild-3.0-cp38-cp38-manylinux2014_x86_64.whl", "setuptools-60.0.0-py3-none-any.whl",
-                     "wheel-0.40.0-py3-none-any.whl"]
-    # fastmod is in the lock already, so it is not a separate build requirement.
-    assert list(res.build_requirements) == ["cybuild>=3", "setuptools", "wheel"]
+    assert build == ["backendx-1.0-py3-none-any.whl", "cybuild-3.0-cp38-cp38-manylinux2014_x86_64.whl",
+                     "setuptools-60.0.0-py3-none-any.whl", "wheel-0.40.0-py3-none-any.whl"]
+    # The lock's requires and the sdist's own pyproject.toml; fastmod is in the lock already.
+    assert list(res.build_requirements) == ["backendx", "cybuild>=3", "setuptools>=59", "wheel"]
     entries = {e["file"]: e for e in load_manifest(cache)["files"]}
     for name in build:
         e = entries[f"build/{name}"]
