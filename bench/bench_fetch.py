@@ -1,9 +1,8 @@
 """Benchmark: ``envbuild fetch`` vs ``pip download -r requirements.txt`` on the same lock, cold caches.
 
-Needs PyPI.  Builds a lock of ~20-25 real wheels (the full closure of REQUIREMENTS for the
-host's Python on manylinux x86_64, resolved once with ``pip install --dry-run --report``),
-writes it as an envbuild lock directory (envbuild.lock.json + hashed requirements.txt), then
-times both tools into fresh directories with no cache in the same run.
+Needs PyPI.  ``envbuild lock`` pins the closure of REQUIREMENTS (~30 real wheels) for the
+host's Python on manylinux x86_64 (envbuild.lock.json + hashed requirements.txt); then both
+tools download that lock into fresh directories with no cache, in the same run.
 
     .venv/bin/python bench/bench_fetch.py [--rounds 1] [--jobs 8] [--keep DIR]
 """
@@ -11,7 +10,6 @@ times both tools into fresh directories with no cache in the same run.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -20,15 +18,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
 from pathlib import Path
 
-from packaging.utils import parse_wheel_filename
-
-# Small-to-medium wheels (one C extension: numpy) whose closure is ~24 files.
+# Small-to-medium wheels (C extensions: numpy, pyyaml, markupsafe, wrapt); closure ~30 files.
+# numpy 2.2.6 is the last with manylinux2014 wheels (the lock targets manylinux_2_17).
 REQUIREMENTS = [
     "requests", "rich", "click", "jinja2", "pyyaml", "python-dateutil", "pytz", "attrs", "packaging",
-    "pytest", "six", "numpy", "typing-extensions", "tomli", "filelock", "platformdirs", "wrapt",
+    "pytest", "six", "numpy==2.2.6", "typing-extensions", "tomli", "filelock", "platformdirs", "wrapt",
     "tqdm", "decorator",
 ]
 INDEX = "https://pypi.org/simple"
@@ -36,37 +32,14 @@ ENV = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHE
        "PIP_NO_CACHE_DIR": "1"}
 
 
-def resolve(work: Path) -> list[dict[str, str]]:
-    """The closure of REQUIREMENTS as (name, version, url, sha256, filename), via pip's dry-run report."""
-    report = work / "report.json"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-                    "--only-binary=:all:", "--index-url", INDEX, "--report", str(report), *REQUIREMENTS],
-                   check=True, env=ENV)
-    arts = []
-    for item in json.loads(report.read_text())["install"]:
-        url = item["download_info"]["url"]
-        fn = Path(urllib.parse.urlsplit(url).path).name
-        name, version, _, _ = parse_wheel_filename(fn)
-        arts.append({"name": str(name), "version": str(version), "kind": "wheel", "url": url,
-                     "sha256": item["download_info"]["archive_info"]["hashes"]["sha256"], "filename": fn,
-                     "build": None, "commit": None, "subdir": None, "requires": []})
-    return sorted(arts, key=lambda a: a["name"])
-
-
-def write_lock(lock: Path, arts: list[dict[str, str]]) -> None:
-    lock.mkdir(parents=True)
+def make_lock(work: Path) -> Path:
+    """``envbuild lock`` of REQUIREMENTS for the host's Python (CPU target): the lock both tools use."""
     py = ".".join(platform.python_version_tuple()[:2])
-    data = {"schema_version": 1, "name": "bench", "generated_by": "bench/bench_fetch.py",
-            "command": "bench", "spec_hash": hashlib.sha256(json.dumps(arts).encode()).hexdigest(),
-            "spec": {"requirements": REQUIREMENTS}, "manager": "venv", "python": py,
-            "platform": {"os": "linux", "arch": "x86_64", "pip_platform": "manylinux_2_17_x86_64",
-                         "conda_subdir": "linux-64"},
-            "target": {}, "resolution": {}, "index_urls": [INDEX], "find_links": [], "conda_channels": [],
-            "artifacts": arts}
-    (lock / "envbuild.lock.json").write_text(json.dumps(data, indent=2))
-    lines = [f"--index-url {INDEX}"] + [f"{a['name']}=={a['version']} --hash=sha256:{a['sha256']}"
-                                          for a in arts]
-    (lock / "requirements.txt").write_text("\n".join(lines) + "\n")
+    out = work / "lockfiles" / "bench"
+    subprocess.run([sys.executable, "-m", "envbuild", "lock", *REQUIREMENTS, "--cpu", "--python", py,
+                    "--manager", "venv", "--name", "bench", "--index-url", INDEX, "-o", str(out), "--json"],
+                   check=True, env=ENV, stdout=subprocess.DEVNULL)
+    return out
 
 
 def timed(cmd: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
@@ -86,9 +59,8 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-fetch-"))
     try:
-        arts = resolve(work)
-        lock = work / "lockfiles" / "bench"
-        write_lock(lock, arts)
+        lock = make_lock(work)
+        arts = [a for a in json.loads((lock / "envbuild.lock.json").read_text())["artifacts"]]
         print(f"lock: {len(arts)} wheels from PyPI ({', '.join(a['name'] for a in arts)})")
         results = []
         for r in range(args.rounds):
