@@ -313,3 +313,15 @@ def test_ctrl_c_stops_downloads_promptly_and_keeps_the_partial_file(tmp_path: Pa
     assert rc != 0
     assert stopped_in < 3, f"took {stopped_in:.1f} s to stop; the file alone needs ~10 s"
     assert part.exists() and not (cache / "wheels" / big.name).exists()
+
+
+def test_file_urls_from_a_local_find_links_directory_are_copied_and_checked(tmp_path: Path) -> None:
+    w = make_wheel(tmp_path / "links", "localpkg", "0.3")
+    art = {"name": "localpkg", "version": "0.3", "kind": "wheel", "url": w.as_uri(), "sha256": sha256(w),
+           "filename": w.name}
+    res = fetch(write_lock(tmp_path / "lock", [art]), tmp_path / "cache", show_progress=False)
+    assert res.downloaded == 1 and sha256(tmp_path / "cache" / "wheels" / w.name) == sha256(w)
+    bad = write_lock(tmp_path / "lock2", [{**art, "sha256": "f" * 64}])
+    with pytest.raises(HashMismatch):
+        fetch(bad, tmp_path / "cache2", show_progress=False)
+    assert not list((tmp_path / "cache2").rglob("*.whl*"))
