@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -24,22 +25,32 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
                           env={**os.environ, "COLUMNS": "250"}, check=False)
 
 
-@pytest.fixture
-def fetched(tmp_path: Path) -> tuple[Path, Path, list[Path]]:
+@pytest.fixture(scope="module")
+def _fetched_once(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[Path]]:
     """A lock (two wheels + a git dependency) fetched into a cache; the server is gone afterwards."""
-    idx = tmp_path / "idx"
+    base = tmp_path_factory.mktemp("fetched")
+    idx = base / "idx"
     wheels = [make_wheel(idx, "alpha", "1.0", payload=4000), make_wheel(idx, "beta", "2.0", payload=4000)]
-    repo, commits = git_repo(tmp_path / "mypkg")
+    repo, commits = git_repo(base / "mypkg")
     with serve(idx) as srv:
         arts = [wheel_artifact(srv, w) for w in wheels]
         arts.append({"name": "mypkg", "version": "1.0", "kind": "git", "url": repo.as_uri(),
                      "commit": commits[0]})
-        lock = write_lock(tmp_path / "lockfiles" / "demo", arts)
+        lock = write_lock(base / "lockfiles" / "demo", arts)
         (lock / "install-offline.sh").write_text("#!/bin/sh\necho install\n")
         (lock / "install-offline.sh").chmod(0o755)
-        cache = tmp_path / "offline_cache"
+        cache = base / "offline_cache"
         fetch(lock, cache, show_progress=False)
     return lock, cache, wheels
+
+
+@pytest.fixture
+def fetched(_fetched_once: tuple[Path, Path, list[Path]], tmp_path: Path) -> tuple[Path, Path, list[Path]]:
+    """A private copy of the fetched lock and cache (tests alter them)."""
+    lock, cache, wheels = _fetched_once
+    shutil.copytree(lock, tmp_path / "lockfiles" / "demo")
+    shutil.copytree(cache, tmp_path / "offline_cache")
+    return tmp_path / "lockfiles" / "demo", tmp_path / "offline_cache", wheels
 
 
 def _flip_byte(path: Path, offset: int = 100) -> None:
