@@ -252,7 +252,7 @@ def _readme(name: str, top: str, scripts: list[str]) -> str:
         f"  cd {top}",
     ]
     if install:
-        lines += [f"  bash {install}", "",
+        lines += [f"  bash {install}            # options: --prefix DIR (default ./env), --cache DIR", "",
                   "The script checks every file against manifest.json and the lock's sha256 before it",
                   "installs anything, then installs with --no-index from offline_cache/."]
     else:
