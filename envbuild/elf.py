@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import struct
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
@@ -306,13 +307,199 @@ def arch_runs_on(codes: Sequence[GpuCode], cc: int) -> bool:
 
 @lru_cache(maxsize=256)
 def demangle(symbol: str) -> str | None:
-    """The C++ name of a mangled symbol (c++filt from binutils); None when not C++ or no c++filt."""
+    """The C++ name of a mangled symbol: c++filt (binutils) when present, else a small built-in demangler.
+
+    None when the symbol is not C++ or neither can read it.
+    """
     if not symbol.startswith("_Z"):
         return None
+    if shutil.which("c++filt"):
+        try:
+            out = subprocess.run(
+                ["c++filt", symbol], capture_output=True, text=True, timeout=10, check=False
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        if out and out != symbol:
+            return out
+    return demangle_builtin(symbol)
+
+
+_BUILTIN = {
+    "v": "void", "b": "bool", "c": "char", "a": "signed char", "h": "unsigned char", "s": "short",
+    "t": "unsigned short", "i": "int", "j": "unsigned int", "l": "long", "m": "unsigned long",
+    "x": "long long", "y": "unsigned long long", "f": "float", "d": "double", "e": "long double",
+    "w": "wchar_t", "z": "...",
+}
+
+
+class _Unsupported(Exception):
+    pass
+
+
+class _Demangler:
+    """The subset of the Itanium C++ ABI that torch/mmcv symbols use: nested names, templates of
+    types, substitutions (S_, S0_, St), template parameters (T_), const/pointer/reference types.
+    Constructors, operators, literals and lambdas raise _Unsupported."""
+
+    def __init__(self, text: str) -> None:
+        self.s, self.i = text, 0
+        self.subs: list[str] = []
+        self.targs: list[str] = []
+
+    def peek(self, n: int = 1) -> str:
+        return self.s[self.i : self.i + n]
+
+    def take(self, n: int = 1) -> str:
+        out = self.s[self.i : self.i + n]
+        if len(out) < n:
+            raise _Unsupported
+        self.i += n
+        return out
+
+    def number(self) -> int:
+        j = self.i
+        while self.peek().isdigit():
+            self.i += 1
+        if j == self.i:
+            raise _Unsupported
+        return int(self.s[j : self.i])
+
+    def source_name(self) -> str:
+        return self.take(self.number())
+
+    def subst(self) -> str:
+        self.take()  # S
+        if self.peek() == "t":
+            self.take()
+            return "std"
+        seq = ""
+        while self.peek() != "_":
+            seq += self.take()
+        self.take()
+        idx = 0 if not seq else int(seq, 36) + 1
+        if idx >= len(self.subs):
+            raise _Unsupported
+        return self.subs[idx]
+
+    def template_args(self) -> list[str]:
+        self.take()  # I
+        args = []
+        while self.peek() != "E":
+            args.append(self.type())
+        self.take()
+        return args
+
+    @staticmethod
+    def fmt(args: list[str]) -> str:
+        inner = ", ".join(args)
+        return "<" + inner + (" >" if inner.endswith(">") else ">")  # c++filt never writes ">>"
+
+    def name(self, *, entity: bool) -> tuple[str, bool, bool]:
+        """(qualified name, is a template, const method); prefixes become substitutions."""
+        if self.peek() != "N":
+            if self.peek(2) == "St":
+                self.take(2)
+                base = "std::" + self.source_name()
+            else:
+                base = self.source_name()
+            if self.peek() == "I":
+                self.subs.append(base)  # the template name
+                targs = self.template_args()
+                if entity:
+                    self.targs = targs
+                else:
+                    self.subs.append(base + self.fmt(targs))
+                return base + self.fmt(targs), True, False
+            if not entity:
+                self.subs.append(base)
+            return base, False, False
+        self.take()  # N
+        const = False
+        if self.peek() == "K":
+            self.take()
+            const = True
+        parts = ""
+        pending: str | None = None  # the prefix so far, a substitution candidate once extended
+        is_template = False
+        while self.peek() != "E":
+            c = self.peek()
+            if pending is not None:
+                self.subs.append(pending)
+                pending = None
+            if c == "S":
+                comp = self.subst()  # a reference (or std::) is not a new candidate
+                parts = comp if not parts else parts + "::" + comp
+                is_template = False
+            elif c == "I":
+                targs = self.template_args()
+                if entity:
+                    self.targs = targs
+                parts += self.fmt(targs)
+                pending, is_template = parts, True
+            elif c.isdigit():
+                comp = self.source_name()
+                parts = comp if not parts else parts + "::" + comp
+                pending, is_template = parts, False
+            else:
+                raise _Unsupported
+        if pending is not None and not entity:
+            self.subs.append(pending)
+        self.take()  # E
+        return parts, is_template, const
+
+    def type(self) -> str:
+        c = self.peek()
+        if c in _BUILTIN:
+            self.take()
+            return _BUILTIN[c]
+        if c in "PRO":
+            self.take()
+            inner = self.type()
+            out = inner + {"P": "*", "R": "&", "O": "&&"}[c]
+        elif c == "K":
+            self.take()
+            out = self.type() + " const"
+        elif c == "T":
+            self.take()
+            seq = ""
+            while self.peek() != "_":
+                seq += self.take()
+            self.take()
+            idx = 0 if not seq else int(seq) + 1
+            if idx >= len(self.targs):
+                raise _Unsupported
+            out = self.targs[idx]
+        elif c == "S" and self.peek(2) != "St":
+            out = self.subst()
+            if self.peek() == "I":
+                out += self.fmt(self.template_args())
+            else:
+                return out
+        elif c == "N" or c.isdigit() or self.peek(2) == "St":
+            out, _, _ = self.name(entity=False)
+            return out
+        else:
+            raise _Unsupported
+        self.subs.append(out)
+        return out
+
+    def encoding(self) -> str:
+        self.take(2)  # _Z
+        name, is_template, const = self.name(entity=True)
+        if self.i >= len(self.s):
+            return name
+        ret = self.type() + " " if is_template else ""
+        params = []
+        while self.i < len(self.s):
+            params.append(self.type())
+        plist = "" if params == ["void"] else ", ".join(params)
+        return f"{ret}{name}({plist})" + (" const" if const else "")
+
+
+def demangle_builtin(symbol: str) -> str | None:
+    """Demangle the common torch/mmcv symbol shapes without binutils; None for anything else."""
     try:
-        out = subprocess.run(
-            ["c++filt", symbol], capture_output=True, text=True, timeout=10, check=False
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
+        return _Demangler(symbol.split("@")[0]).encoding()
+    except (_Unsupported, ValueError, IndexError):
         return None
-    return out if out and out != symbol else None

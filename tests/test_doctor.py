@@ -635,3 +635,36 @@ def test_cupy_for_another_cuda_than_torch(tmp_path: Path, profiles_dir: Path) ->
     server = load_profile(profiles_dir / "seed-server.json")
     old = [f for f in doctor.check_env(prefix, server) if f.rule == "env-cupy-driver"]
     assert len(old) == 1 and "CUDA 10.2" in old[0].cause
+
+
+TORCH_SYMBOLS = [  # undefined symbols quoted in mmcv/mmdet3d issues (SCENARIOS A.4 and the FAQ)
+    "_ZNK2at6Tensor8data_ptrIfEEPT_v",
+    "_ZNK2at10TensorBase8data_ptrIdEEPT_v",
+    "_ZN2at5sliceERKNS_6TensorElN3c108optionalIlEES5_l",
+    "_ZN3c1019UndefinedTensorImpl10_singletonE",
+    "_ZN2at7getTypeERKNS_6TensorE",
+    "_ZNSt15__exception_ptr13exception_ptr9_M_addrefEv",
+]
+
+
+@pytest.mark.skipif(shutil.which("c++filt") is None, reason="needs c++filt to compare with")
+def test_builtin_demangler_agrees_with_cxxfilt() -> None:
+    """Without binutils envbuild demangles itself: never differently from c++filt, and every torch symbol."""
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import SymbolTableSection
+
+    syms = list(TORCH_SYMBOLS)
+    libstdcxx = elf.ld_cache().get("libstdc++.so.6")
+    if libstdcxx:
+        with open(libstdcxx, "rb") as fh:
+            sec = ELFFile(fh).get_section_by_name(".dynsym")
+            assert isinstance(sec, SymbolTableSection)
+            syms += sorted({s.name for s in sec.iter_symbols() if s.name.startswith("_Z")})
+    ref = subprocess.run(["c++filt"], input="\n".join(syms), capture_output=True, text=True).stdout.split(
+        "\n"
+    )
+    ours = [elf.demangle_builtin(s) for s in syms]
+    wrong = [(s, o, r) for s, o, r in zip(syms, ours, ref, strict=False) if o is not None and o != r]
+    assert wrong == []
+    assert all(o is not None for o in ours[: len(TORCH_SYMBOLS)])
+    assert sum(o is not None for o in ours) > len(syms) // 5  # functions, methods, templates: a real share
