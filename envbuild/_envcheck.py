@@ -9,13 +9,14 @@ import os
 import re
 import sys
 import sysconfig
+from typing import Any  # noqa: F401 (used in the type comments, which 3.6 can parse)
 
 
-def _norm(name):
+def _norm(name):  # type: (str) -> str
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _read(path):
+def _read(path):  # type: (str) -> str | None
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
             return fh.read()
@@ -23,12 +24,12 @@ def _read(path):
         return None
 
 
-def _metadata_field(text, key):
+def _metadata_field(text, key):  # type: (str | None, str) -> str | None
     m = re.search(r"^" + key + r":\s*(.+?)\s*$", text or "", re.M)
     return m.group(1) if m else None
 
 
-def _site_dirs():
+def _site_dirs():  # type: () -> list[str]
     out = []
     for key in ("purelib", "platlib"):
         try:
@@ -40,8 +41,8 @@ def _site_dirs():
     return out
 
 
-def _conda_meta(prefix):
-    pkgs = []
+def _conda_meta(prefix):  # type: (str) -> list[dict[str, Any]]
+    pkgs = []  # type: list[dict[str, Any]]
     d = os.path.join(prefix, "conda-meta")
     if not os.path.isdir(d):
         return pkgs
@@ -64,7 +65,7 @@ def _conda_meta(prefix):
     return pkgs
 
 
-def _dists(site, prefix, conda_files):
+def _dists(site, prefix, conda_files):  # type: (str, str, dict[str, Any]) -> list[dict[str, Any]]
     out = []
     for entry in sorted(os.listdir(site)):
         if not (entry.endswith(".dist-info") or entry.endswith(".egg-info")):
@@ -120,11 +121,11 @@ def _dists(site, prefix, conda_files):
     return out
 
 
-def _torch(site):
+def _torch(site):  # type: (str) -> dict[str, Any] | None
     text = _read(os.path.join(site, "torch", "version.py"))
     if text is None:
         return None
-    info = {"path": os.path.join(site, "torch")}
+    info = {"path": os.path.join(site, "torch")}  # type: dict[str, Any]
     for key in ("__version__", "cuda", "git_version", "hip"):
         m = re.search(r"^" + key + r"\s*(?::\s*[^=]+)?=\s*['\"]?([^'\"\n]*)['\"]?", text, re.M)
         val = m.group(1).strip() if m else None
@@ -132,7 +133,7 @@ def _torch(site):
     return info
 
 
-def _mmcv(site):
+def _mmcv(site):  # type: (str) -> dict[str, Any] | None
     text = _read(os.path.join(site, "mmcv", "version.py"))
     if text is None:
         return None
@@ -141,7 +142,7 @@ def _mmcv(site):
     return {"version": m.group(1) if m else None, "has_ext": bool(ext)}
 
 
-def _extensions(site):
+def _extensions(site):  # type: (str) -> list[str]
     out = []
     for root, dirs, files in os.walk(site):
         # tests and bundled data of big packages hold no loadable code worth the walk
@@ -154,7 +155,7 @@ def _extensions(site):
     return sorted(out)
 
 
-def collect(prefix):
+def collect(prefix):  # type: (str) -> dict[str, Any]
     conda = _conda_meta(prefix)
     conda_all = {}
     conda_dirs = set()
@@ -197,7 +198,7 @@ def collect(prefix):
     }
 
 
-def load(items):
+def load(items):  # type: (list[dict[str, Any]]) -> None
     mode = getattr(os, "RTLD_NOW", 2) | getattr(os, "RTLD_LOCAL", 0)
     for item in items:
         for pre in item.get("preload", []):

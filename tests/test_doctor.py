@@ -668,3 +668,22 @@ def test_builtin_demangler_agrees_with_cxxfilt() -> None:
     assert wrong == []
     assert all(o is not None for o in ours[: len(TORCH_SYMBOLS)])
     assert sum(o is not None for o in ours) > len(syms) // 5  # functions, methods, templates: a real share
+
+
+OLD_PYTHONS = sorted(Path("/root/.pyenv/versions").glob("3.[67].*/bin/python3"))
+
+
+@pytest.mark.skipif(not OLD_PYTHONS, reason="no Python 3.6/3.7 interpreter on this machine")
+@pytest.mark.parametrize("python", OLD_PYTHONS, ids=[p.parts[-3] for p in OLD_PYTHONS])
+def test_env_check_runs_in_an_old_interpreter(python: Path, tmp_path: Path, profiles_dir: Path) -> None:
+    """The seed env is Python 3.7: the check script must run there (it is never imported here)."""
+    prefix = tmp_path / "py-old"
+    subprocess.run([str(python), "-m", "venv", "--without-pip", str(prefix)], check=True)
+    site = next((prefix / "lib").glob("python3.*/site-packages"))
+    _fake_torch(site, "1.10.0+cu113", "11.3")
+    info = doctor.env_info(prefix)
+    assert info["python"].startswith(python.parts[-3][:3]) and info["torch"]["cuda"] == "11.3"
+    assert (
+        doctor.check_env(prefix, load_profile(profiles_dir / "seed-server.json"))[0].family
+        == "driver-too-old"
+    )
