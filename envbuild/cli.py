@@ -522,14 +522,9 @@ def matrix_cmd(
 ) -> None:
     """Print a compatibility table from the bundled data (rows versions, columns CUDA variants)."""
     from envbuild.matrix import matrix_table
-    from envbuild.output import console, table
+    from envbuild.resolve import present_matrix
 
-    t = matrix_table(kind)
-    if as_json:
-        print_json(t)
-    else:
-        console.print(table(t["title"], t["columns"], t["rows"]))
-        console.print(t["legend"], markup=False, highlight=False)
+    present_matrix(matrix_table(kind), as_json)
 
 
 # --- end resolve ---

@@ -65,6 +65,7 @@ def variant_of_cuda(cuda: str) -> str:
     return f"cu{major}{minor}"
 
 
+@functools.lru_cache(maxsize=4096)
 def _mm(v: str) -> tuple[int, int]:
     parts = [int(x) for x in re.findall(r"\d+", v)[:2]]
     return (parts[0], parts[1] if len(parts) > 1 else 0)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,16 +38,18 @@ from envbuild.matrix import (
 )
 from envbuild.models import Gpu, Profile, Resolution, Toolkit
 
-__all__ = ["make_target", "present_resolution", "resolve", "resolve_cli"]
+__all__ = ["make_target", "present_matrix", "present_resolution", "resolve", "resolve_cli"]
 
 DEFAULT_PYTORCH = "https://download.pytorch.org/whl"
 DEFAULT_OPENMMLAB = "https://download.openmmlab.com/mmcv/dist"
 MM = ("mmdet", "mmsegmentation", "mmdet3d")
 KNOWN = {"torch", "torchvision", "torchaudio", "mmcv-full", "mmcv", "numpy", "cupy", *MM}
 PYTHONS = tuple(f"3.{n}" for n in range(14, 5, -1))  # newest first, when the target does not say
+HOST_PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"
 STAGES = ("torch", "python", "driver", "arch", "domain", "mmcv", "mm", "cupy", "numpy")
 
 
+@functools.lru_cache(maxsize=4096)
 def _mm(v: str) -> tuple[int, int]:
     parts = [int(x) for x in re.findall(r"\d+", v)[:2]]
     return (parts[0], parts[1] if len(parts) > 1 else 0)
@@ -275,8 +278,10 @@ class _Mode:
 
 
 class _Search:
-    def __init__(self, wants: dict[str, _Want], t: _Facts, m: Matrix, mode: _Mode, log: _Log) -> None:
+    def __init__(self, wants: dict[str, _Want], t: _Facts, m: Matrix, mode: _Mode, log: _Log,
+                 shared: dict[str, Any] | None = None) -> None:
         self.w, self.t, self.m, self.mode, self.log = wants, t, m, mode, log
+        self.shared: dict[str, Any] = {} if shared is None else shared  # memos valid across passes
         mm_needed = [n for n in MM if n in wants]
         if "mmdet3d" in wants:
             mm_needed = list(dict.fromkeys([*mm_needed, "mmdet", "mmsegmentation"]))
@@ -287,10 +292,12 @@ class _Search:
         self.need_numpy = "numpy" in wants or bool(self.cupy_wants) or "mmdet3d" in mm_needed
         # The CuPy/NumPy answer depends only on (CUDA, Python, numpy pins): memoised, since every mmcv /
         # OpenMMLab combination of one torch build asks the same question.
-        self._numeric_memo: dict[tuple[Any, ...], tuple[Any, ...] | None] = {}
-        self._mm_memo: dict[str, tuple[list[MmPackage], str | None]] = {}
-        self._accepts_memo: dict[str, bool] = {}
-        self._sets_memo: dict[str, tuple[dict[str, list[MmPackage]], dict[str, str]]] = {}
+        self._numeric_memo: dict[tuple[Any, ...], Any] = self.shared.setdefault("numeric", {})
+        self._mm_memo: dict[str, tuple[list[MmPackage], str | None]] = self.shared.setdefault("mm", {})
+        self._accepts_memo: dict[str, bool] = self.shared.setdefault("accepts", {})
+        self._sets_memo: dict[str, Any] = self.shared.setdefault("sets", {})
+        self._np_py: dict[str, list[Any]] = self.shared.setdefault("np_py", {})
+        self._mmcv_known: dict[str, list[str]] = self.shared.setdefault("mmcv_known", {})
 
     # entry ---------------------------------------------------------------------------------------
     def run(self) -> _Pick | None:
@@ -307,7 +314,10 @@ class _Search:
     def _pythons(self, rel: TorchRelease | None) -> list[str]:
         if self.t.python:
             return [self.t.python]
-        return sorted(rel.python, key=_mm, reverse=True) if rel else list(PYTHONS)
+        pys = sorted(rel.python, key=_mm, reverse=True) if rel else list(PYTHONS)
+        # No target Python: envbuild's own Python first when it fits (the lock engines can then run for it),
+        # else the newest the packages support.
+        return sorted(pys, key=lambda p: p != HOST_PYTHON)
 
     def _bare_cudas(self) -> list[tuple[str | None, str | None]]:
         """CUDA candidates when no torch is involved (only CuPy needs one)."""
@@ -438,7 +448,9 @@ class _Search:
     def _mmcv_versions(self, name: str, pick: _Pick) -> Iterator[tuple[str, bool]]:
         assert pick.torch is not None
         w = self.w.get(name)
-        known = self.m.mmcv_versions(name)
+        if name not in self._mmcv_known:
+            self._mmcv_known[name] = self.m.mmcv_versions(name)
+        known = self._mmcv_known[name]
         if w is not None and w.pinned and w.pinned not in known:
             known = [w.pinned, *known]
         wanted = [v for v in known if w is None or _contains(w.spec, v)]
@@ -519,10 +531,18 @@ class _Search:
         specs = self._numpy_specs(pick)
         key = (pick.cuda, pick.python, tuple(specs))
         if key not in self._numeric_memo:
+            before = {k: len(v) for k, v in self.log.records.items()}
             got = self._numeric_solve(pick, specs)
-            self._numeric_memo[key] = None if got is None else (got.cupy, got.numpy, got.numpy_specs)
-        hit = self._numeric_memo[key]
-        if hit is None:
+            if got is None:  # keep the failure's log records: a later pass must explain itself too
+                added = [(k, r) for k, v in self.log.records.items() for r in v[before.get(k, 0):]]
+                self._numeric_memo[key] = ("fail", added)
+            else:
+                self._numeric_memo[key] = ("ok", (got.cupy, got.numpy, got.numpy_specs))
+        kind, hit = self._numeric_memo[key]
+        if kind == "fail":
+            for stage, rec in hit:
+                if rec not in self.log.records.get(stage, []):
+                    self.log.add(stage, **rec)
             return None
         return dataclasses.replace(pick, cupy=hit[0], numpy=hit[1], numpy_specs=hit[2])
 
@@ -598,8 +618,10 @@ class _Search:
 
     def _numpy(self, python: str, specs: Sequence[tuple[str, str]]) -> str | None:
         w = self.w.get("numpy")
-        for minor in self.m.numpy_for_python(python):
-            cands = [minor.latest]
+        if python not in self._np_py:
+            self._np_py[python] = self.m.numpy_for_python(python)
+        for minor in self._np_py[python]:
+            cands: list[str] = [minor.latest]
             if w is not None and w.pinned and w.pinned.startswith(minor.minor + "."):
                 cands = [w.pinned]
             for v in cands:
@@ -918,8 +940,12 @@ class _Builder:
 
     def _python_cuda(self, target: Profile) -> None:
         p, t, m = self.p, self.t, self.m
-        py_why = ("the target's Python" if t.python and target.python_version
-                  else "newest Python the chosen packages all support (the target does not say)")
+        if t.python and target.python_version:
+            py_why = "the target's Python"
+        elif p.python == HOST_PYTHON:
+            py_why = "the target does not say; envbuild's own Python fits every pin"
+        else:
+            py_why = "the target does not say; newest Python the chosen packages all support"
         self.reasons.append(f"python {p.python}: {py_why}")
         if p.cuda and t.driver:
             how = ("natively" if p.support == "native"
@@ -1075,9 +1101,10 @@ def resolve(requirements: Sequence[str], target: Profile, matrix: Matrix | None 
     if any(n in wants for n in ("mmcv-full", "mmcv", *MM)):
         modes += [_Mode(False, True), _Mode(True, True)]
     logs: list[_Log] = []
+    shared: dict[str, Any] = {}
     for mode in modes:
         log = _Log()
-        pick = _Search(wants, t, m, mode, log).run()
+        pick = _Search(wants, t, m, mode, log, shared).run()
         if pick is not None:
             return _Builder(pick, wants, t, m, indexes).build(target, passthrough)
         logs.append(log)
@@ -1156,3 +1183,29 @@ def present_resolution(res: Resolution, as_json: bool) -> None:
         console.print(f"--find-links {u}", markup=False, highlight=False)
     for w in res.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+
+
+def present_matrix(t: Mapping[str, Any], as_json: bool) -> None:
+    """Print an ``envbuild matrix`` table compactly (forum style), or JSON."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    from envbuild.output import console, print_json
+
+    if as_json:
+        print_json(dict(t))
+        return
+    tab = Table(title=str(t["title"]), box=box.SIMPLE_HEAD, padding=(0, 1), header_style="bold")
+    for c in t["columns"]:
+        tab.add_column(str(c), no_wrap=True)
+    for r in t["rows"]:
+        tab.add_row(*("" if v is None else str(v) for v in r))
+    # Forum tables are wide: print at their natural width rather than eliding cells on a narrow terminal.
+    cols = t["columns"]
+    natural = sum(max([len(str(c)), *(len(str(r[i] or "")) for r in t["rows"])]) + 3
+                  for i, c in enumerate(cols))
+    wide = Console(file=console.file, width=max(console.width, natural + 10), no_color=console.no_color,
+                   force_terminal=console.is_terminal, soft_wrap=False)
+    wide.print(tab)
+    wide.print(str(t["legend"]), markup=False, highlight=False)
