@@ -617,12 +617,9 @@ def _write_lock(
     from envbuild.lock import lock as lock_stage
     from envbuild.spec import spec_from_requirements
 
-    spec = spec_from_requirements(
-        list(reqs),
-        name=current.name,
-        python=current.python,
-        manager=current.manager if current.manager in ("conda", "venv") else "venv",
-    )
+    # rebuild.sh changes pip packages only, so the new lock is the pip part (a conda env's own conda
+    # packages -- python, cudatoolkit -- are not re-solved; solving them would need its channels)
+    spec = spec_from_requirements(list(reqs), name=current.name, python=current.python, manager="venv")
     lock_stage(
         spec,
         target,
