@@ -466,6 +466,13 @@ def rebuild_cmd(
     no_lock: Annotated[
         bool, typer.Option("--no-lock", help="Write the plan and rebuild.sh only (no index access).")
     ] = False,
+    index_url: Annotated[str | None, typer.Option("--index-url", help="PyPI mirror (simple API).")] = None,
+    pytorch_index: Annotated[
+        str | None, typer.Option("--pytorch-index", help="PyTorch wheel index mirror (…/whl).")
+    ] = None,
+    openmmlab_index: Annotated[
+        str | None, typer.Option("--openmmlab-index", help="OpenMMLab find-links mirror (…/dist).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Re-resolve an env or lock for another machine; write the new lock and a minimal rebuild.sh."""
