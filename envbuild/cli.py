@@ -486,7 +486,10 @@ def rebuild_cmd(
     if target is None:
         raise InputError("a target profile is required.", field="--target",
                          hint="Write one with 'envbuild probe -o server.json' on the target machine.")
-    plan = rebuild(prefix or source or Path("."), load_profile(target), out_dir=output, lock=not no_lock)
+    mirrors = {k: v for k, v in (("pypi", index_url), ("pytorch", pytorch_index),
+                                 ("openmmlab", openmmlab_index)) if v}
+    plan = rebuild(prefix or source or Path("."), load_profile(target), out_dir=output, lock=not no_lock,
+                   indexes=mirrors or None)
     present_plan(plan, as_json)
 
 
