@@ -409,6 +409,7 @@ def lock_cmd(
         str | None, typer.Option("--pytorch-index", help="PyTorch wheel index mirror (…/whl).")] = None,
     openmmlab_index: Annotated[
         str | None, typer.Option("--openmmlab-index", help="OpenMMLab find-links mirror (…/dist).")] = None,
+    upgrade: Annotated[bool, typer.Option("--upgrade", help="Ignore the existing lock's pins.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Pin the whole tree for the target (hashes, git commits, conda part) into lockfiles/NAME/."""
@@ -424,11 +425,13 @@ def lock_cmd(
     cmd_flags = {"target": target, **flags, "manager": manager, "index_url": index_url,
                  "pytorch_index": pytorch_index, "openmmlab_index": openmmlab_index}
     command = _lock_command_line(spec, reqs or [], out_dir, engine, cmd_flags)
+    kw: dict[str, Any] = {"out_dir": out_dir, "engine": engine, "indexes": mirrors, "command": command,
+                          "upgrade": upgrade}
     if as_json:
-        result = lock(the_spec, profile, out_dir=out_dir, engine=engine, indexes=mirrors, command=command)
+        result = lock(the_spec, profile, **kw)
     else:
         with err_console.status(f"locking {the_spec.name} with {engine}…"):
-            result = lock(the_spec, profile, out_dir=out_dir, engine=engine, indexes=mirrors, command=command)
+            result = lock(the_spec, profile, **kw)
     present_lock(result, as_json)
 
 
@@ -494,6 +497,42 @@ def rebuild_cmd(
 
 
 # --- end rebuild ---
+
+
+# --- plan ---
+
+
+@app.command("plan")
+@handle_errors
+def plan_cmd(
+    spec: SpecOpt = None,
+    target: TargetOpt = None,
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="Output directory (default out/NAME).")] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Also fetch every artifact and bundle.")] = False,
+    python: PythonOpt = None,
+    driver: DriverOpt = None,
+    gpu: GpuOpt = None,
+    cuda_toolkit: ToolkitOpt = None,
+    gcc: GccOpt = None,
+    cpu: CpuOpt = False,
+    engine: Annotated[str, typer.Option("--engine", help="Lock engine: uv or pip-tools.")] = "uv",
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Parallel downloads with --offline.")] = 8,
+    as_json: JsonOpt = False,
+) -> None:
+    """Resolve -> lock -> render (-> fetch -> bundle with --offline) in one command."""
+    from envbuild.lock import build_target, input_spec
+    from envbuild.output import err_console as _err
+    from envbuild.plan import plan, present_plan
+
+    the_spec = input_spec(spec, [], python=python)
+    the_target = build_target(the_spec, target, python=python, driver=driver, gpu=gpu,
+                              cuda_toolkit=cuda_toolkit, gcc=gcc, cpu=cpu)
+    result = plan(
+        the_spec, the_target, out or Path("out") / the_spec.name, offline=offline, engine=engine,
+        jobs=jobs, show_progress=not as_json,
+        step=None if as_json else (lambda s: _err.print(f"[bold cyan]» {s}[/]", highlight=False)),
+    )
+    present_plan(result, as_json)
 
 
 # --- resolve ---

@@ -386,11 +386,14 @@ def lock(
     resolution: Resolution | None = None,
     command: str | None = None,
     cache_dir: str | None = None,
+    upgrade: bool = False,
 ) -> LockResult:
     """Lock ``spec`` for ``target`` into ``out_dir`` (written whole or not at all).
 
     ``indexes`` override the spec's mirrors (keys pypi, pytorch, openmmlab); ``resolution``
-    skips the resolver (tests, or a caller that already resolved).
+    skips the resolver (tests, or a caller that already resolved).  An existing lock in
+    ``out_dir`` gives the engine its pins as preferences (kept unless the inputs force a
+    change, like pip-compile); ``upgrade`` ignores them.
 
     Raises:
         InputError: unknown engine, or pip-tools asked to lock for another Python.
@@ -424,6 +427,12 @@ def lock(
         reqs += [r for r in sb.get("requires", []) if _req_name(r) not in sb_names]
     reqs = list(dict.fromkeys(reqs))
 
+    out = Path(out_dir)
+    previous = None
+    prev_file = out / ("pylock.toml" if engine == "uv" else "requirements.txt")
+    if not upgrade and prev_file.is_file():
+        previous = prev_file.read_text()
+
     t1 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=4) as pool:
         # git ls-remote, the sdists of source builds and the conda solve overlap the engine run.
@@ -431,10 +440,13 @@ def lock(
         sb_f = pool.submit(_lock_source_builds, client, res.source_builds)
         conda_f = (pool.submit(_lock_conda, spec, python, plat, target)
                    if spec.manager in CONDA_MANAGERS else None)
+        # An upgrade must see releases newer than the cached index pages.
+        opts = dataclasses.replace(_options(reqs, python, plat, primary, extras, find_links),
+                                   refresh=upgrade)
         if engine == "uv":
-            locked = _engine_uv(reqs, python, plat, primary, extras, find_links, client, cache_dir)
+            pylock, locked = _engine_uv(opts, python, plat, client, cache_dir, previous)
         else:
-            locked = _engine_piptools(reqs, python, plat, primary, extras, find_links, client, cache_dir)
+            pylock, locked = "", _engine_piptools(opts, python, plat, client, cache_dir, previous)
         timings["engine"] = time.perf_counter() - t1
         git_arts = git_f.result()
         sb_locked = sb_f.result()
@@ -443,7 +455,6 @@ def lock(
 
     artifacts = sorted([*(x.artifact for x in [*locked, *sb_locked]), *git_arts, *conda_arts],
                        key=lambda a: (a.kind, a.name, a.filename))
-    out = Path(out_dir)
     cmd = command or _default_command(spec, out, engine)
     spec_dict = json.loads(redact(json.dumps({**spec.to_dict(), "indexes": dict(sorted(idx.items()))})))
     canonical = json.dumps(spec_dict, sort_keys=True, separators=(",", ":"))
@@ -466,6 +477,9 @@ def lock(
         "source-builds.txt": _source_builds_txt(head, res, sb_locked),
         "git.txt": head + "".join(f"{a.name} @ git+{a.url}@{a.commit}\n" for a in git_arts),
     }
+    if pylock:
+        # uv's PEP 751 lock of the same pins (target files only); also the next re-lock's preferences.
+        texts["pylock.toml"] = pylock
     if spec.manager in CONDA_MANAGERS:
         texts["conda.txt"] = head + f"# platform: {plat.conda_subdir}\n@EXPLICIT\n" + "".join(
             f"{ln}\n" for ln in conda_lines)
@@ -589,14 +603,13 @@ def _choose(name: str, version: str, files: Sequence[IndexFile], rank: Mapping[T
     return None
 
 
-def _engine_uv(reqs: Sequence[str], python: str, plat: TargetPlatform, primary: str, extras: Sequence[str],
-               find_links: Sequence[str], client: IndexClient, cache_dir: str | None) -> list[_Locked]:
+def _engine_uv(opts: Any, python: str, plat: TargetPlatform, client: IndexClient, cache_dir: str | None,
+               previous: str | None) -> tuple[str, list[_Locked]]:
     from envbuild.tools.uv import compile_pylock
 
-    if not reqs:
-        return []
-    opts = _options(reqs, python, plat, primary, extras, find_links)
-    _, packages = compile_pylock(opts, cache_dir=cache_dir)
+    if not opts.requirements:
+        return "", []
+    raw, packages = compile_pylock(opts, cache_dir=cache_dir, previous=previous)
     rank = {t: i for i, t in enumerate(plat.tags(python))}
     out = []
     for p in packages:
@@ -607,12 +620,11 @@ def _engine_uv(reqs: Sequence[str], python: str, plat: TargetPlatform, primary: 
                              f"{plat.pip_platform} with Python {python}.",
                              hint="Check the target's Python/glibc, or the indexes that carry this package.")
         out.append(got)
-    return out
+    return raw, out
 
 
-def _engine_piptools(reqs: Sequence[str], python: str, plat: TargetPlatform, primary: str,
-                     extras: Sequence[str], find_links: Sequence[str], client: IndexClient,
-                     cache_dir: str | None) -> list[_Locked]:
+def _engine_piptools(opts: Any, python: str, plat: TargetPlatform, client: IndexClient,
+                     cache_dir: str | None, previous: str | None) -> list[_Locked]:
     from envbuild.tools import piptools
 
     if python != piptools.host_python():
@@ -621,10 +633,9 @@ def _engine_piptools(reqs: Sequence[str], python: str, plat: TargetPlatform, pri
             f"not for the target's Python {python}.",
             field="--engine", hint="Use '--engine uv' (the default) to lock for another Python or platform.",
         )
-    if not reqs:
+    if not opts.requirements:
         return []
-    _, pins = piptools.compile_requirements(_options(reqs, python, plat, primary, extras, find_links),
-                                            cache_dir=cache_dir)
+    _, pins = piptools.compile_requirements(opts, cache_dir=cache_dir, previous=previous)
     rank = {t: i for i, t in enumerate(plat.tags(python))}
     with ThreadPoolExecutor(max_workers=16) as pool:
         pages = list(pool.map(lambda p: client.files(p.name), pins))

@@ -374,3 +374,21 @@ def test_pip_tools_same_pins_on_pypi(tmp_path: Path) -> None:
         assert result.exit_code == 0, result.output
     ra, rb = (req_entries((d / "requirements.txt").read_text()) for d in (a, b))
     assert ra == rb and ra["packaging==24.2"]
+
+
+def test_relock_keeps_pins_until_upgrade(tmp_path: Path, serve: Callable[[Index], str]) -> None:
+    idx = Index(tmp_path / "www")
+    d = idx.file("x").parent
+    idx.add("simple", [make_wheel(d, "six", "1.15.0")])
+    url = serve(idx)
+    out = tmp_path / "lk"
+    args = ["lock", "six", "--python", "3.8", "--index-url", f"{url}/simple", "-o", str(out), "--json"]
+    assert runner.invoke(app, args).exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert "pylock.toml" in before
+    idx.add("simple", [make_wheel(d, "six", "1.16.0")])  # a new release appears
+    assert runner.invoke(app, args).exit_code == 0
+    # Like pip-compile with an existing output: the unchanged spec keeps its pins, byte for byte.
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    result = runner.invoke(app, [*args, "--upgrade"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["packages"] == {"six": "1.16.0"}

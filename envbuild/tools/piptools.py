@@ -23,9 +23,11 @@ def host_python() -> str:
     return f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 
-def compile_requirements(opts: CompileOptions, *, cache_dir: str | None = None,
+def compile_requirements(opts: CompileOptions, *, cache_dir: str | None = None, previous: str | None = None,
                          timeout: float = 3600) -> tuple[str, list[Pinned]]:
     """Run pip-compile in this interpreter; return (raw output, pins with every file's hash).
+
+    ``previous`` is an earlier requirements.txt whose pins pip-compile keeps where it can.
 
     Raises:
         ConflictError: pip's resolver found no consistent set.
@@ -35,6 +37,8 @@ def compile_requirements(opts: CompileOptions, *, cache_dir: str | None = None,
         req_in = Path(tmp) / "requirements.in"
         req_in.write_text("\n".join(opts.requirements) + "\n")
         out = Path(tmp) / "requirements.txt"
+        if previous:
+            out.write_text(previous)
         cmd = [sys.executable, "-m", "piptools", "compile", str(req_in), "--output-file", str(out),
                "--generate-hashes", "--no-header", "--quiet", "--resolver", "backtracking",
                "--strip-extras", "--allow-unsafe", "--no-emit-index-url", "--no-emit-find-links"]
@@ -50,6 +54,8 @@ def compile_requirements(opts: CompileOptions, *, cache_dir: str | None = None,
             cmd += ["--find-links", u]
         if cache_dir:
             cmd += ["--cache-dir", cache_dir]
+        if opts.refresh:
+            cmd += ["--rebuild"]
         # The same inputs as uv: no pip.conf and no PIP_* variables of the user.
         env = {"PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
         if "PIP_CERT" in os.environ:

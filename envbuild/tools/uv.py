@@ -36,6 +36,7 @@ class CompileOptions:
     extra_index_urls: tuple[str, ...] = ()
     find_links: tuple[str, ...] = ()
     index_strategy: str | None = None
+    refresh: bool = False
     constraints: tuple[str, ...] = ()
 
 
@@ -170,35 +171,46 @@ def _explain(stderr: str) -> list[str]:
     return [b for b in body if b][:40]
 
 
-def compile_requirements(opts: CompileOptions, *, cache_dir: str | None = None,
+def compile_requirements(opts: CompileOptions, *, cache_dir: str | None = None, previous: str | None = None,
                          timeout: float = 1800) -> tuple[str, list[Pinned]]:
     """Run ``uv pip compile --generate-hashes`` for the target; return (raw output, pins).
 
+    ``previous`` is an earlier output: uv keeps its pins where the inputs still allow them.
+
     Raises:
         ConflictError: no set of versions satisfies the inputs (uv's explanation attached).
         ToolError: uv is missing or failed for another reason (network, build failure).
     """
-    out = _compile(opts, ["--generate-hashes"], cache_dir, timeout)
+    out = _compile(opts, ["--generate-hashes"], "requirements.txt", previous, cache_dir, timeout)
     return out, parse_compiled(out)
 
 
-def compile_pylock(opts: CompileOptions, *, cache_dir: str | None = None,
+def compile_pylock(opts: CompileOptions, *, cache_dir: str | None = None, previous: str | None = None,
                    timeout: float = 1800) -> tuple[str, list[PylockPackage]]:
     """Run ``uv pip compile --format pylock.toml``: pins plus the target's file URLs and hashes.
+
+    ``previous`` is an earlier pylock.toml: uv prefers its pins (as pip-compile does with an
+    existing output file), so a re-lock changes nothing unless the inputs force it, and it is
+    faster because uv need not look at newer releases.
 
     Raises:
         ConflictError: no set of versions satisfies the inputs (uv's explanation attached).
         ToolError: uv is missing or failed for another reason (network, build failure).
     """
-    out = _compile(opts, ["--format", "pylock.toml"], cache_dir, timeout)
+    out = _compile(opts, ["--format", "pylock.toml"], "pylock.toml", previous, cache_dir, timeout)
     return out, parse_pylock(out)
 
 
-def _compile(opts: CompileOptions, fmt: list[str], cache_dir: str | None, timeout: float) -> str:
+def _compile(opts: CompileOptions, fmt: list[str], out_name: str, previous: str | None,
+             cache_dir: str | None, timeout: float) -> str:
     with tempfile.TemporaryDirectory(prefix="envbuild-uv-") as tmp:
         req_in = Path(tmp) / "requirements.in"
         req_in.write_text("\n".join(opts.requirements) + "\n")
-        cmd = [uv_bin(), "pip", "compile", str(req_in), *fmt, "--no-header",
+        # uv reads an existing output file as pin preferences.
+        out_file = Path(tmp) / out_name
+        if previous:
+            out_file.write_text(previous)
+        cmd = [uv_bin(), "pip", "compile", str(req_in), *fmt, "-o", str(out_file), "--no-header",
                "--quiet", "--color", "never", "--no-strip-markers"]
         if opts.constraints:
             cons = Path(tmp) / "constraints.txt"
@@ -216,11 +228,13 @@ def _compile(opts: CompileOptions, fmt: list[str], cache_dir: str | None, timeou
             cmd += ["--find-links", u]
         if opts.index_strategy:
             cmd += ["--index-strategy", opts.index_strategy]
+        if opts.refresh:
+            cmd += ["--refresh"]
         env = {"UV_NO_CONFIG": "1", "UV_PYTHON_DOWNLOADS": "never"}
         if cache_dir:
             env["UV_CACHE_DIR"] = cache_dir
         try:
-            proc = run(cmd, env=env, timeout=timeout, tool="uv", cwd=tmp)
+            run(cmd, env=env, timeout=timeout, tool="uv", cwd=tmp)
         except ToolFailed as exc:
             if "No solution found" in exc.stderr:
                 reasons = _explain(exc.stderr)
@@ -231,4 +245,4 @@ def _compile(opts: CompileOptions, fmt: list[str], cache_dir: str | None, timeou
                     hint="Relax a pin, or check the target's Python version and platform.",
                 ) from None
             raise
-    return proc.stdout
+        return out_file.read_text()
