@@ -371,7 +371,7 @@ def test_script_values_are_quoted(seed_env: tuple[Path, Path], profiles_dir: Pat
 
 
 def test_rebuild_writes_the_new_lock(seed_env: tuple[Path, Path], profiles_dir: Path, tmp_path: Path) -> None:
-    """With indexes (PyPI/PyTorch/OpenMMLab stand-ins on 127.0.0.1) rebuild also locks for the target."""
+    """With mirrors (PyPI/PyTorch/OpenMMLab stand-ins on 127.0.0.1) rebuild also locks for the target."""
     from pypi_fixture import CP37, Index, make_sdist, serving
     from pypi_fixture import make_wheel as index_wheel
 
@@ -412,9 +412,29 @@ def test_rebuild_writes_the_new_lock(seed_env: tuple[Path, Path], profiles_dir: 
     )
     prefix, _ = seed_env
     with serving(idx) as url:
-        indexes = {"pypi": f"{url}/simple", "pytorch": f"{url}/whl", "openmmlab": f"{url}/mmcv/dist"}
-        plan = rebuild(prefix, server, out_dir=tmp_path / "o", lock=True, indexes=indexes)
-    assert plan.lock_dir == str(tmp_path / "o" / "lock")
+        out = subprocess.run(
+            [
+                *ENVBUILD,
+                "rebuild",
+                "--prefix",
+                str(prefix),
+                "--target",
+                str(profiles_dir / "seed-server.json"),
+                "-o",
+                str(tmp_path / "o"),
+                "--index-url",
+                f"{url}/simple",
+                "--pytorch-index",
+                f"{url}/whl",
+                "--openmmlab-index",
+                f"{url}/mmcv/dist",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+        )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["lock_dir"] == str(tmp_path / "o" / "lock")
     lk = load_lock(tmp_path / "o" / "lock")
     pins = {a.name: a.version for a in lk.artifacts}
     assert (
