@@ -369,6 +369,9 @@ def _derive_log(ctx: dict[str, Any], facts: _Facts) -> None:
             ctx["arch_fallback"] = f"{m.group(1)}.0"
     if ctx.get("symbol"):
         ctx["demangled"] = elf.demangle(ctx["symbol"])
+    if ctx.get("block"):
+        lines = [ln.strip() for ln in str(ctx["block"]).splitlines() if "depends on" in ln]
+        ctx["conflict"] = "; ".join(lines)
     if ctx.get("lib"):
         m = re.match(
             r"lib(cudart|cublas|cublasLt|cufft|curand|cusparse|cusolver|nvrtc|cudnn)\.so\.(\d+(?:\.\d+)?)",
