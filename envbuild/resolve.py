@@ -217,6 +217,10 @@ def _parse(requirements: Sequence[str]) -> tuple[dict[str, _Want], list[str]]:
     return wants, passthrough
 
 
+def _extras(w: _Want | None) -> str:
+    return f"[{','.join(w.extras)}]" if w is not None and w.extras else ""
+
+
 @functools.lru_cache(maxsize=65536)
 def _contains(spec: SpecifierSet, version: str) -> bool:
     return spec.contains(version, prereleases=True) if version else False
@@ -418,7 +422,7 @@ class _Search:
         if not self.need_mmcv:
             return self._numeric(pick)
         assert pick.torch is not None
-        names = [n for n in ("mmcv-full", "mmcv") if n in self.w] or ["mmcv", "mmcv-full"]
+        names = [n for n in ("mmcv-full", "mmcv") if n in self.w] or self._mmcv_names()
         for name in names:
             for version, prebuilt in self._mmcv_versions(name, pick):
                 for mm, unknown in self._mm_sets(name, version, pick):
@@ -428,6 +432,11 @@ class _Search:
                     if got:
                         return got
         return None
+
+    def _mmcv_names(self) -> list[str]:
+        """mmcv packages the requested OpenMMLab releases use (mmcv-full for the 1.x era, mmcv for 2.x)."""
+        used = {k for n in self.mm_needed if n in self.w for p in self._mm_cands(n)[0] for k in p.requires}
+        return [n for n in ("mmcv", "mmcv-full") if n in used] or ["mmcv", "mmcv-full"]
 
     def _mm_cands(self, name: str) -> tuple[list[MmPackage], str | None]:
         if name not in self._mm_memo:
@@ -483,7 +492,8 @@ class _Search:
         return self._accepts_memo[key]
 
     def _mm_accepts_any_uncached(self, mmcv_name: str, v: str) -> bool:
-        for name in self.mm_needed:
+        # only what was asked for; packages mmdet3d implies are checked against the chosen mmdet3d
+        for name in [n for n in self.mm_needed if n in self.w]:
             cands, unknown = self._mm_cands(name)
             if unknown:
                 continue
@@ -516,6 +526,8 @@ class _Search:
             for name in ("mmdet", "mmsegmentation"):
                 if name not in cands or name in unknown:
                     continue
+                if name not in self.w and (d3 is None or name not in d3.requires):
+                    continue  # implied only by an mmdet3d release that does not use it (1.x has no mmseg)
                 req = d3.requires.get(name) if d3 else None
                 fit = [p for p in cands[name] if req is None or _in(req, p.version)]
                 if not fit:
@@ -873,8 +885,12 @@ def _arch_list(pick: _Pick, t: _Facts, m: Matrix, reasons: list[str]) -> str | N
         first = window[0] if window else None
         if first and _mm(first) > _mm(pick.cuda):
             # nvcc X.Y does not know this GPU yet: build the newest same-major arch it knows (runs as SASS)
-            known = [c for c, w in m.cc_windows.items() if _mm(c)[0] == _mm(cc)[0] and _mm(c) < _mm(cc)
-                     and (w[0] is None or _mm(w[0]) <= _mm(pick.cuda))]
+            # prefer the archs torch itself ships (8.6, not the Jetson-only 8.7)
+            shipped = [a.removesuffix("+PTX") for a in (pick.arch_row.arch_list if pick.arch_row else ())]
+            pool = shipped or list(m.cc_windows)
+            known = [c for c in pool if _mm(c)[0] == _mm(cc)[0] and _mm(c) < _mm(cc)
+                     and (m.cc_windows.get(c, (None,))[0] is None
+                          or _mm(m.cc_windows[c][0] or "0.0") <= _mm(pick.cuda))]
             if known:
                 best = max(known, key=_mm)
                 reasons.append(f"TORCH_CUDA_ARCH_LIST {best} for sm_{cc.replace('.', '')}: nvcc {pick.cuda} "
@@ -930,7 +946,8 @@ class _Builder:
         sb_names = {sb["name"] for sb in self.source_builds}
         for sb in self.source_builds:
             self.packages[sb["name"]] = sb["version"]
-        reqs = [f"{k}=={v}" for k, v in self.packages.items() if k not in sb_names] + list(passthrough)
+        reqs = [f"{k}{_extras(self.w.get(k))}=={v}" for k, v in self.packages.items() if k not in sb_names]
+        reqs += list(passthrough)
         return Resolution(
             ok=True, python=self.p.python, cuda=self.p.cuda, packages=self.packages, requirements=reqs,
             source_builds=self.source_builds, index_urls=self.index_urls, find_links=self.find_links,
@@ -1149,8 +1166,13 @@ def resolve_cli(reqs: Sequence[str], *, spec_path: Path | None = None, target_pa
                          hint="Pass requirements (e.g. 'envbuild resolve torch numpy') or --spec "
                               "envbuild.toml.")
     base = load_profile(profile_path) if profile_path is not None else None
-    target = make_target(base, python=python, driver=driver, gpu=gpu, cuda_toolkit=cuda_toolkit, gcc=gcc,
-                         cpu=cpu)
+    try:
+        target = make_target(base, python=python, driver=driver, gpu=gpu, cuda_toolkit=cuda_toolkit, gcc=gcc,
+                             cpu=cpu)
+    except ProfileError as exc:
+        if exc.path is None and profile_path is not None and (exc.field or "").startswith("gpus["):
+            exc.path = str(profile_path)  # the bad GPU came from the profile file, not a flag
+        raise
     return resolve(requirements, target, indexes=indexes)
 
 

@@ -125,6 +125,10 @@ def test_case(path: Path) -> None:
         assert cupy[0] in (flat, major)
     if "arch_contains" in exp:
         assert exp["arch_contains"] in (res.build["torch_cuda_arch_list"] or "").split(";")
+    if "arch_list_equals" in exp:
+        assert res.build["torch_cuda_arch_list"] == exp["arch_list_equals"]
+    for name in exp.get("absent", []):
+        assert name not in res.packages
     if "gcc_max" in exp:
         assert res.build["gcc_max"] == exp["gcc_max"]
     if "source_builds" in exp:
@@ -285,7 +289,8 @@ def test_cli_malformed_profile_exit_2(tmp_path: Path) -> None:
     assert p.returncode == 2 and str(bad) in p.stderr and "Traceback" not in p.stderr
     bad.write_text('{"gpus": [{"name": "Quantum Accelerator 9000"}]}')
     p = _cli("resolve", "torch", "--target", str(bad), "--json")
-    assert p.returncode == 2 and json.loads(p.stdout)["field"] == "gpus[0].name"
+    err = json.loads(p.stdout)
+    assert p.returncode == 2 and err["field"] == "gpus[0].name" and err["path"] == str(bad)
 
 
 def test_cli_spec_file(tmp_path: Path) -> None:
