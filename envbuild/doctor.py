@@ -159,6 +159,13 @@ class _Facts:
         c = _mm(cuda)
         return None if self.m is None or c is None else self.m.min_driver(c)
 
+    def driver_support(self, driver: str | None, cuda: str | None) -> str | None:
+        """'native', 'compat' (minor-version compatibility) or None (too old, or unknown)."""
+        c = _mm(cuda)
+        if self.m is None or c is None or not driver or _ver(driver) is None:
+            return None
+        return self.m.driver_support(driver, c)
+
     def torch_variants(self, torch: str | None) -> list[str]:
         """cuXYZ builds of a torch release (confirmed and believed), oldest CUDA first."""
         if self.m is None or not torch or _ver(torch) is None:
@@ -612,22 +619,22 @@ def _env_findings(
 def _torch_driver(
     torch: Mapping[str, Any], torch_cuda: str | None, ctx: Mapping[str, Any], profile: Profile | None
 ) -> list[Finding]:
-    if not torch_cuda or profile is None:
+    if not torch_cuda or profile is None or (profile.driver_version is None and not profile.gpus):
         return []
-    dc = _ver(profile.driver_cuda_version)
-    if profile.driver_version is None and not profile.gpus:
+    tc, dc = _ver(torch_cuda), _ver(profile.driver_cuda_version)
+    # the driver's own version against NVIDIA's table decides; its reported CUDA is the fallback
+    support = _facts().driver_support(profile.driver_version, torch_cuda)
+    if support == "native" or tc is None:
         return []
-    if dc is None:
-        return []
-    tc = _ver(torch_cuda)
-    assert tc is not None
-    if tc <= dc:
+    table_decides = profile.driver_version is not None and _facts().min_driver(torch_cuda) is not None
+    if support is None and not table_decides and (dc is None or tc <= dc):
+        # without NVIDIA's table (no driver version, or a CUDA it lacks) the driver's reported CUDA decides
         return []
     evidence = (
         f"torch {torch.get('version')} (torch/version.py cuda='{torch.get('cuda')}') vs driver "
         f"{profile.driver_version} (CUDA {profile.driver_cuda_version})"
     )
-    minor_ok = tc.major == dc.major and tc.major >= 11
+    minor_ok = support == "compat"
     fix = _fill(
         [
             "Install torch=={torch_for_driver} (built for CUDA {torch_for_driver_cuda}, which driver "
@@ -645,9 +652,9 @@ def _torch_driver(
             Finding(
                 "driver-too-old",
                 "warning",
-                f"torch is built for CUDA {torch_cuda} but the driver supports CUDA "
-                f"{profile.driver_cuda_version}; CUDA {tc.major}.x minor-version compatibility runs "
-                "most kernels, but PTX JIT and newer runtime APIs fail.",
+                f"torch is built for CUDA {torch_cuda} but the driver {profile.driver_version} supports "
+                f"CUDA {profile.driver_cuda_version} natively; CUDA {tc.major}.x minor-version "
+                "compatibility runs most kernels, but PTX JIT and newer runtime APIs fail.",
                 fix,
                 evidence,
                 rule="env-torch-driver",

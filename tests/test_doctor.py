@@ -687,3 +687,23 @@ def test_env_check_runs_in_an_old_interpreter(python: Path, tmp_path: Path, prof
         doctor.check_env(prefix, load_profile(profiles_dir / "seed-server.json"))[0].family
         == "driver-too-old"
     )
+
+
+@pytest.mark.parametrize(
+    ("driver", "driver_cuda", "torch", "cuda", "expect"),
+    [
+        ("440.33.01", "10.2", "1.10.0+cu113", "11.3", "error"),  # seed server
+        ("470.223.02", "11.4", "1.10.0+cu113", "11.3", None),  # seed laptop: native
+        ("470.223.02", "11.4", "1.13.1+cu116", "11.6", "warning"),  # CUDA 11 minor-version compatibility
+        ("418.87.00", "10.1", "1.10.0+cu102", "10.2", "error"),  # CUDA 10 has no minor compatibility
+        ("535.104.05", "12.2", "1.10.0+cu102", "10.2", None),
+    ],
+)
+def test_driver_against_torch_cuda(
+    tmp_path: Path, driver: str, driver_cuda: str, torch: str, cuda: str, expect: str | None
+) -> None:
+    prefix, site = _venv(tmp_path / "env")
+    _fake_torch(site, torch, cuda)
+    prof = Profile(driver_version=driver, driver_cuda_version=driver_cuda)
+    got = [f.severity for f in doctor.check_env(prefix, prof) if f.family == "driver-too-old"]
+    assert got == ([expect] if expect else [])
