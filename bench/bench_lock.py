@@ -1,8 +1,8 @@
 """Benchmark: ``envbuild lock`` vs raw ``uv pip compile`` vs ``pip-compile`` on the same spec, same run.
 
-Needs PyPI.  Each tool gets its own fresh cache for the cold run and reuses it for the warm
-runs, so a cold number includes every metadata download.  All three lock for this host's
-Python (pip-compile cannot target another one) with hashes.
+Needs PyPI.  Each tool gets its own fresh cache for the cold run and reuses it (and its own
+previous output, as a re-lock does) for the warm runs, which are interleaved.  All three lock
+for this host's Python (pip-compile cannot target another one) with hashes.
 
     .venv/bin/python bench/bench_lock.py [--warm 3] [--no-pip-compile] [--json] [REQ ...]
 """
@@ -70,18 +70,25 @@ def main() -> None:
     args = ap.parse_args()
     results: dict[str, dict[str, float]] = {}
     root = Path(tempfile.mkdtemp(prefix="bench-lock-"))
+    tools = [t for t in ("uv pip compile", "envbuild lock", "pip-compile")
+             if not (t == "pip-compile" and args.no_pip_compile)]
     try:
-        for tool in ("uv pip compile", "envbuild lock", "pip-compile"):
-            if tool == "pip-compile" and args.no_pip_compile:
-                continue
+        runs: dict[str, tuple[list[str], dict[str, str], Path]] = {}
+        for tool in tools:
             work = root / tool.replace(" ", "-")
             cache = work / "cache"
             work.mkdir(parents=True)
-            cmd = commands(list(args.reqs), work, cache)[tool]
-            env = _clean_env(cache)
-            cold = _time(cmd, env, work)
-            warm = [_time(cmd, env, work) for _ in range(args.warm)]
-            results[tool] = {"cold_s": round(cold, 2), "warm_s": round(statistics.median(warm), 2)}
+            runs[tool] = (commands(list(args.reqs), work, cache)[tool], _clean_env(cache), work)
+        cold = {tool: _time(*runs[tool]) for tool in tools}
+        # Warm runs interleaved, so a slow minute of the network hits every tool alike.  Each tool
+        # re-locks over its own previous output (uv and pip-compile read it as pin preferences).
+        warm: dict[str, list[float]] = {tool: [] for tool in tools}
+        for _ in range(args.warm):
+            for tool in tools:
+                warm[tool].append(_time(*runs[tool]))
+        for tool in tools:
+            results[tool] = {"cold_s": round(cold[tool], 2),
+                             "warm_s": round(statistics.median(warm[tool]), 2)}
     finally:
         shutil.rmtree(root, ignore_errors=True)
     base = results["uv pip compile"]
