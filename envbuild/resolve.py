@@ -990,6 +990,10 @@ class _Builder:
         if p.variant in rel.unverified:
             why += f" ({label} for {rel.version} is not in the read sources but is widely published)"
         self.choose("torch", f"{rel.version}+{label}", why, rel.source)
+        newer = self._newer_legacy_build()
+        if newer:
+            self.reasons.append(f"torch {newer} is newer but built for an older CUDA major than the "
+                                "driver's; builds of the driver's own CUDA major come first")
         self.index_urls.append(f"{self.pytorch}/{label}")
         arch_src = p.arch_row.source if p.arch_row else "envbuild/data/torch_arch.json"
         for note in p.arch_notes:
@@ -999,6 +1003,26 @@ class _Builder:
             if dom in self.w and have:
                 self.choose(dom, f"{have}+{label}", f"the release paired with torch {rel.version}",
                             rel.source)
+
+    def _newer_legacy_build(self) -> str | None:
+        """A newer torch only runnable as an older-CUDA-major build (2.7.1+cu118 on a 12.4 driver)."""
+        p, t, m = self.p, self.t, self.m
+        only_torch = set(self.w) <= {"torch", "torchvision", "torchaudio", "numpy"}
+        if p.torch is None or p.cuda is None or not t.driver or not only_torch:
+            return None
+        for rel in m.torch_releases():
+            if Version(rel.version) <= Version(p.torch.version):
+                return None
+            for var in rel.all_variants:
+                cuda = cuda_of_variant(var)
+                tw = self.w.get("torch")
+                fits = (_mm(cuda)[0] < _mm(p.cuda)[0] and m.driver_support(t.driver, cuda) == "native"
+                        and p.python in rel.python
+                        and (tw is None or _contains(tw.spec, f"{rel.version}+{var}"))
+                        and all(_arch_ok(m.arch_row(rel.version, cuda), cc, compat=False)[0] for cc in t.ccs))
+                if fits:
+                    return f"{rel.version}+{var}"
+        return None
 
     def _mmcv(self) -> None:
         p, m, rel = self.p, self.m, self.p.torch

@@ -326,3 +326,19 @@ def test_cli_matrix(kind: str) -> None:
         assert row[1].startswith("470.")
     p = _cli("matrix", kind)
     assert p.returncode == 0 and d["columns"][0] in p.stdout
+
+
+def test_profile_gpu_without_capability_is_filled_or_refused() -> None:
+    base = Profile.from_dict({"python_version": "3.10", "driver_version": "550.54.14",
+                              "gpus": [{"name": "NVIDIA GeForce RTX 4090"}]})
+    assert make_target(base).gpus[0].compute_capability == "8.9"
+    bad = Profile.from_dict({"gpus": [{"name": "Quantum Accelerator 9000"}]})
+    with pytest.raises(ProfileError) as ei:
+        make_target(bad)
+    assert ei.value.field == "gpus[0].name"
+
+
+def test_newer_legacy_major_build_is_explained() -> None:
+    res = resolve(["torch"], make_target(None, python="3.11", driver="550.54.14", gpu="NVIDIA GeForce RTX 4090"))
+    assert res.packages["torch"].endswith("+cu124")
+    assert any("2.7.1+cu118 is newer" in r for r in res.reasons)
