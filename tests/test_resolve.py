@@ -339,6 +339,7 @@ def test_profile_gpu_without_capability_is_filled_or_refused() -> None:
 
 
 def test_newer_legacy_major_build_is_explained() -> None:
-    res = resolve(["torch"], make_target(None, python="3.11", driver="550.54.14", gpu="NVIDIA GeForce RTX 4090"))
+    ws = make_target(None, python="3.11", driver="550.54.14", gpu="NVIDIA GeForce RTX 4090")
+    res = resolve(["torch"], ws)
     assert res.packages["torch"].endswith("+cu124")
     assert any("2.7.1+cu118 is newer" in r for r in res.reasons)
