@@ -465,6 +465,11 @@ def plan_rebuild(current: CurrentEnv, res: Resolution, target: Profile) -> Rebui
         current, res, target, cuda, arch, gcc_max, cuda_home, index_args, torch_changed
     )
     steps += builds
+    if not steps:
+        notes.append(
+            f"Nothing must change: the installed builds already fit the target (torch "
+            f"{res.packages.get('torch') or current.packages.get('torch')}, CUDA {cuda})."
+        )
     if not toolkit and any(s.kind == "build" for s in steps):
         notes.append(
             f"The target has no CUDA {cuda} toolkit (it has: "

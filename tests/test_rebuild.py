@@ -462,3 +462,19 @@ def test_failed_lock_leaves_no_output(
         )
     assert not (tmp_path / "o").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".o.")]
+
+
+@needs_gcc
+def test_env_that_already_fits_needs_no_change(
+    seed_env: tuple[Path, Path], profiles_dir: Path, tmp_path: Path
+) -> None:
+    """The cu113 env re-targeted to the laptop it was built on: nothing to do, and rebuild.sh only checks."""
+    prefix, _ = seed_env
+    plan = rebuild(
+        prefix, load_profile(profiles_dir / "seed-laptop.json"), out_dir=tmp_path / "o", lock=False
+    )
+    assert plan.steps == [] and plan.cuda == "11.3"
+    assert any(n.startswith("Nothing must change") for n in plan.notes)
+    script = (tmp_path / "o" / "rebuild.sh").read_text()
+    assert " -m pip " not in script and "nvcc_release" not in script
+    subprocess.run([str(SHELLCHECK), str(tmp_path / "o" / "rebuild.sh")], check=True)
