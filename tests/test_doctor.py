@@ -707,3 +707,25 @@ def test_driver_against_torch_cuda(
     prof = Profile(driver_version=driver, driver_cuda_version=driver_cuda)
     got = [f.severity for f in doctor.check_env(prefix, prof) if f.family == "driver-too-old"]
     assert got == ([expect] if expect else [])
+
+
+def test_log_fixes_name_the_installed_versions(tmp_path: Path) -> None:
+    """With --prefix, a log's fix names what is installed (seed A.5 on the cu113 env)."""
+    prefix, site = _venv(tmp_path / "env")
+    _fake_torch(site, "1.10.0+cu113", "11.3")
+    _dist(site, "setuptools", "65.5.0", ["setuptools/__init__.py"])
+    _dist(site, "yapf", "0.40.2", ["yapf/__init__.py"])
+    _dist(site, "cupy-cuda111", "9.6.0", ["cupy/__init__.py"])
+    text = "\n".join(
+        (DATA / "logs" / f"{n}.log").read_text()
+        for n in ("setuptools-too-new", "yapf-too-new", "undefined-symbol--cupy", "undefined-symbol")
+    )
+    report = doctor.diagnose(prefix, None, text)
+    by_rule = {f.rule: f for f in report.findings}
+    assert "setuptools 65.5.0" in by_rule["distutils-version"].cause
+    assert "torch 1.10.0+cu113" in by_rule["distutils-version"].cause
+    assert "yapf 0.40.2" in by_rule["yapf-verify"].cause
+    cupy = by_rule["cuda-runtime-symbol"]
+    assert "cupy-cuda111==9.6.0" in cupy.cause and "Install cupy-cuda113" in cupy.fix
+    assert "installed 1.10.0+cu113" in by_rule["torch-abi-symbol"].cause
+    assert not report.ok
