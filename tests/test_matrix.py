@@ -46,11 +46,15 @@ def test_no_entry_without_source() -> None:
 
 
 def test_loading_is_fast(fresh_cache: None) -> None:
-    t0 = time.perf_counter()
-    m = load_matrix()
-    took = time.perf_counter() - t0
-    print(f"\nload_matrix (8 files, validated): {took * 1000:.1f} ms")
-    assert took < 0.1
+    runs = []
+    for _ in range(3):  # best of three: a busy CI machine must not make this flaky
+        mx.load_matrix.cache_clear()
+        mx.load_table.cache_clear()
+        t0 = time.perf_counter()
+        m = load_matrix()
+        runs.append(time.perf_counter() - t0)
+    print(f"\nload_matrix (8 files, validated): best {min(runs) * 1000:.1f} ms of {len(runs)}")
+    assert min(runs) < 0.1
     assert load_matrix() is m  # cached: loaded once per process
 
 
