@@ -582,20 +582,18 @@ def _env_findings(
         provided.setdefault(os.path.basename(e.path), e.path)
         if e.soname:
             provided.setdefault(e.soname, e.path)
-    ld_path = (
-        [p for p in (info.get("environ") or {}).get("LD_LIBRARY_PATH", "").split(":") if p]
-        if info.get("environ") and (info.get("environ") or {}).get("LD_LIBRARY_PATH")
-        else []
-    )
+    ld_path = [p for p in str((info.get("environ") or {}).get("LD_LIBRARY_PATH") or "").split(":") if p]
     lib_dirs = list(info.get("lib_dirs") or [])
     missing_by_file: dict[str, list[str]] = {}
     preload: dict[str, list[str]] = {}
+    in_env = set(provided.values())
     for e in elfs:
         res = elf.resolve_needed(e, env_lib_dirs=lib_dirs, ld_library_path=ld_path, provided=provided)
         miss = [lib for lib, hit in res.items() if hit is None]
         if miss:
             missing_by_file[e.path] = miss
-        preload[e.path] = [hit for lib, hit in res.items() if hit and hit in provided.values()]
+        # a library another package ships (torch/lib/libc10.so) is loaded by that package's import
+        preload[e.path] = [hit for hit in res.values() if hit in in_env]
     out += _missing_lib_findings(missing_by_file, sites, ctx)
     out += _cudart_mismatch(elfs, torch_cuda, sites, ctx)
     out += _arch_findings(elfs, torch, ctx, sites, facts)
