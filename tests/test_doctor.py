@@ -729,3 +729,40 @@ def test_log_fixes_name_the_installed_versions(tmp_path: Path) -> None:
     assert "cupy-cuda111==9.6.0" in cupy.cause and "Install cupy-cuda113" in cupy.fix
     assert "installed 1.10.0+cu113" in by_rule["torch-abi-symbol"].cause
     assert not report.ok
+
+
+@needs_gcc
+def test_ops_built_against_another_torch(tmp_path: Path) -> None:
+    """Seed A.4 for real: an op library linked to torch's libc10.so (found through torch/lib, as after
+    `import torch`) loads while the symbol exists, and is named when the installed torch lacks it."""
+    prefix, site = _venv(tmp_path / "env")
+    _fake_torch(site, "1.10.0+cu113", "11.3")
+    lib = site / "torch" / "lib"
+    lib.mkdir()
+    build = tmp_path / "b"
+    build.mkdir()
+
+    def c10(body: str) -> None:
+        (build / "c10.cpp").write_text("namespace c10 { " + body + " }\n")
+        _gcc(
+            ["g++", "-shared", "-fPIC", "-Wl,-soname,libc10.so", "c10.cpp", "-o", str(lib / "libc10.so")],
+            build,
+        )
+
+    c10("int device_count() { return 1; }")
+    (build / "ops.cpp").write_text(
+        "namespace c10 { int device_count(); }\n"
+        'extern "C" int ops_devices() { return c10::device_count(); }\n'
+    )
+    ops = site / "mmdet3d" / "ops" / "voxel_layer.cpython-311-x86_64-linux-gnu.so"
+    ops.parent.mkdir(parents=True)
+    _gcc(["g++", "-shared", "-fPIC", "ops.cpp", f"-L{lib}", "-lc10", "-o", str(ops)], build)
+    assert (elf.read_elf(ops) or elf.ElfInfo(path="")).needed[0] == "libc10.so"
+    # (this machine's gcc may be too new for CUDA 11.3 ops: a warning, not what this test is about)
+    assert not [f for f in doctor.check_env(prefix, None) if f.severity == "error"]
+
+    c10("long device_count(int) { return 1; }")  # "another torch": same library, other signature
+    found = [f for f in doctor.check_env(prefix, None) if f.family == "undefined-symbol"]
+    assert len(found) == 1
+    assert "_ZN3c1012device_countEv" in found[0].cause and "c10::device_count()" in found[0].cause
+    assert "another torch" in found[0].cause and "mmdet3d/ops/voxel_layer" in found[0].cause
