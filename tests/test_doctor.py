@@ -766,3 +766,62 @@ def test_ops_built_against_another_torch(tmp_path: Path) -> None:
     assert len(found) == 1
     assert "_ZN3c1012device_countEv" in found[0].cause and "c10::device_count()" in found[0].cause
     assert "another torch" in found[0].cause and "mmdet3d/ops/voxel_layer" in found[0].cause
+
+
+@needs_gcc
+def test_ops_linking_another_cuda_runtime_than_torch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seed B.2 with /usr/local/cuda-10.1/lib64 on LD_LIBRARY_PATH: the ops load, but next to
+    torch's CUDA 10.2 runtime they bring CUDA 10.1's."""
+    prefix, site = _venv(tmp_path / "env")
+    _fake_torch(site, "1.10.0+cu102", "10.2")
+    lib = site / "torch" / "lib"
+    lib.mkdir()
+    cuda101 = tmp_path / "cuda-10.1" / "lib64"
+    cuda101.mkdir(parents=True)
+    b = tmp_path / "b"
+    b.mkdir()
+    (b / "c10.c").write_text("int c10_ready(void) { return 1; }\n")
+    _gcc(["gcc", "-shared", "-fPIC", "-Wl,-soname,libc10.so", "c10.c", "-o", str(lib / "libc10.so")], b)
+    (b / "rt.c").write_text("int cudaRuntimeGetVersion(int *v) { *v = 10010; return 0; }\n")
+    _gcc(
+        [
+            "gcc",
+            "-shared",
+            "-fPIC",
+            "-Wl,-soname,libcudart.so.10.1",
+            "rt.c",
+            "-o",
+            str(cuda101 / "libcudart.so.10.1"),
+        ],
+        b,
+    )
+    (b / "ops.c").write_text(
+        "int c10_ready(void); int cudaRuntimeGetVersion(int *v);\n"
+        "int ops(void) { int v; cudaRuntimeGetVersion(&v); return c10_ready() + v; }\n"
+    )
+    ops = site / "mmdet3d" / "ops" / "iou3d_cuda.cpython-311-x86_64-linux-gnu.so"
+    ops.parent.mkdir(parents=True)
+    _gcc(
+        [
+            "gcc",
+            "-shared",
+            "-fPIC",
+            "ops.c",
+            f"-L{lib}",
+            "-lc10",
+            f"-L{cuda101}",
+            "-l:libcudart.so.10.1",
+            "-o",
+            str(ops),
+        ],
+        b,
+    )
+    monkeypatch.setenv("LD_LIBRARY_PATH", str(cuda101))
+    findings = doctor.check_env(prefix, None)
+    assert not [f for f in findings if f.family in ("cuda-lib-missing", "undefined-symbol")]
+    (mix,) = [f for f in findings if f.rule == "env-cudart"]
+    assert mix.severity == "error" and "nvcc 10.1" in mix.cause and "CUDA 10.2" in mix.cause
+    assert "CUDA_HOME at a CUDA 10.2 toolkit" in mix.fix
+    monkeypatch.delenv("LD_LIBRARY_PATH")
+    (miss,) = [f for f in doctor.check_env(prefix, None) if f.family == "cuda-lib-missing"]
+    assert "libcudart.so.10.1" in miss.cause and "CUDA 10.2" in miss.cause
