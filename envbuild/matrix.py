@@ -710,8 +710,8 @@ def matrix_table(kind: str, m: Matrix | None = None) -> dict[str, Any]:
             rows.append([c, m.driver_min[c][0], m.compat_min_driver(c) or "", str(m.gcc_max(c) or ""),
                          ", ".join(f"sm_{a.replace('.', '')}" for a in sorted(added, key=_mm))])
         return {"kind": kind, "title": "NVIDIA: Linux driver per CUDA, host gcc, new GPU architectures",
-                "columns": cols, "rows": rows, "legend": "native: driver of the toolkit's GA release; "
-                                                         "compat: any "
-                "CUDA of that major through minor-version compatibility (no PTX JIT)"}
+                "columns": cols, "rows": rows,
+                "legend": "native: driver of the toolkit's GA release; compat: any CUDA of that major "
+                          "through minor-version compatibility (no PTX JIT)"}
     raise InputError(f"unknown matrix '{kind}'.", field="KIND",
                      hint=f"Use one of: {', '.join(MATRIX_KINDS)}.")

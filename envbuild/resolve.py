@@ -77,8 +77,8 @@ def _parse_cc(text: str) -> str | None:
 
 def _check_version(value: str, flag: str, pattern: str, example: str) -> str:
     if not re.fullmatch(pattern, value.strip()):
-        raise InputError(f"'{value}' is not a valid version for {flag}.", field=flag, hint="Write it like "
-                                                                                           f"{example}.")
+        raise InputError(f"'{value}' is not a valid version for {flag}.", field=flag,
+                         hint=f"Write it like {example}.")
     return value.strip()
 
 
@@ -112,8 +112,8 @@ def make_target(base: Profile | None, *, python: str | None = None, driver: str 
         changes["python_version"] = _check_version(python, "--python", r"3\.\d{1,2}(\.\d+)?", "--python 3.10")
     if cpu and (gpu or driver):
         raise InputError("--cpu cannot be combined with --gpu or --driver.", field="--cpu",
-                         hint="Drop --cpu to plan for a GPU machine, or drop --gpu/--driver for a CPU-only "
-                              "one.")
+                         hint="Drop --cpu to plan for a GPU machine, "
+                              "or drop --gpu/--driver for a CPU-only one.")
     if driver is not None:
         drv = _check_version(driver, "--driver", r"\d{2,4}(\.\d{1,3}){1,2}", "--driver 470.223.02")
         changes["driver_version"] = drv
@@ -660,9 +660,9 @@ def _arch_ok(row: ArchRow | None, cc: str, *, compat: bool, family_cuda: str | N
              cuda: str | None = None) -> tuple[bool, str]:
     """Can a wheel with this arch list run on a GPU of capability ``cc``? (ok, why)"""
     if family_cuda and cuda and _mm(cuda) < _mm(family_cuda):
-        return False, (f"CUDA {cuda} predates compute capability {_mm(cc)[0]}.x (first supported by CUDA "
-                       f"{family_cuda}), so neither its kernels nor PTX JIT of its libraries can serve this "
-                       "GPU")
+        return False, (f"CUDA {cuda} predates compute capability {_mm(cc)[0]}.x (first supported by "
+                       f"CUDA {family_cuda}), so neither its kernels nor PTX JIT of its libraries can "
+                       "serve this GPU")
     if row is None:
         return True, "the wheel's arch list is not in the data (unchecked)"
     g = _mm(cc)
@@ -703,8 +703,7 @@ def _explain(log: _Log, wants: dict[str, _Want], t: _Facts, m: Matrix) -> list[s
         pys = sorted({p for r in recs for p in r["torch"].python}, key=_mm)
         vs = sorted({r["torch"].version for r in recs}, key=Version)
         out.append(f"Python {t.python} is not supported by {torch_desc} (releases {vs[0]}..{vs[-1]} have "
-                   "wheels "
-                   f"for Python {pys[0]}-{pys[-1]}): use --python in that range or relax torch.")
+                   f"wheels for Python {pys[0]}-{pys[-1]}): use --python in that range or relax torch.")
     elif stage == "driver":
         cudas = sorted({r["cuda"] for r in recs}, key=_mm)
         low = cudas[0]
@@ -714,11 +713,9 @@ def _explain(log: _Log, wants: dict[str, _Want], t: _Facts, m: Matrix) -> list[s
         cm = m.compat_min_driver(low)
         compat_txt = (f" (or >= {cm} to run CUDA {_mm(low)[0]}.x through minor-version compatibility)"
                       if cm and (not t.driver or vers(t.driver) < vers(cm)) else "")
-        out.append(f"driver {t.driver} supports CUDA <= {native or 'unknown'}; {torch_desc} needs CUDA >= "
-                   f"{low} "
-                   f"(oldest fitting build: torch {oldest['torch'].version}+{oldest['variant']}): upgrade "
-                   "the driver "
-                   f"to >= {need}{compat_txt} or relax torch.")
+        out.append(f"driver {t.driver} supports CUDA <= {native or 'unknown'}; {torch_desc} needs "
+                   f"CUDA >= {low} (oldest fitting build: torch {oldest['torch'].version}+"
+                   f"{oldest['variant']}): upgrade the driver to >= {need}{compat_txt} or relax torch.")
     elif stage == "arch":
         r0 = recs[0]
         gpu, cc = r0["gpu"], r0["cc"]
@@ -737,14 +734,12 @@ def _explain(log: _Log, wants: dict[str, _Want], t: _Facts, m: Matrix) -> list[s
             fix = "choose another GPU target"
         tried = ", ".join(dict.fromkeys(f"{r['torch'].version}+{r['variant']}" for r in recs[:4]))
         out.append(f"GPU {gpu} (compute capability {cc}) cannot run the {torch_desc} builds this driver "
-                   "allows "
-                   f"({tried}): {r0['why']}{lift}: {fix}.")
+                   f"allows ({tried}): {r0['why']}{lift}: {fix}.")
     elif stage == "domain":
         r0 = recs[0]
-        out.append(f"{r0['package']}{r0['spec']} is not paired with any {torch_desc} build that fits this "
-                   "target "
-                   f"(torch {r0['torch'].version} pairs with {r0['package']} {r0['have']}): relax one of "
-                   "them.")
+        out.append(f"{r0['package']}{r0['spec']} is not paired with any {torch_desc} build that fits "
+                   f"this target (torch {r0['torch'].version} pairs with {r0['package']} "
+                   f"{r0['have']}): relax one of them.")
     elif stage == "mmcv":
         r0 = recs[0]
         name, versions = r0["mmcv"], r0["versions"]
@@ -755,21 +750,22 @@ def _explain(log: _Log, wants: dict[str, _Want], t: _Facts, m: Matrix) -> list[s
         out.append(f"{name} {v} has prebuilt wheels only for "
                    f"{', '.join(gpu_pairs) or 'no (CUDA, torch) pair'}; "
                    f"none matches a torch build this target can use ({tried}): pick a torch/CUDA pair from "
-                   "that "
-                   f"list (upgrade the driver if needed) or another {name} version.")
+                   f"that list (upgrade the driver if needed) or another {name} version.")
     elif stage == "mm":
         out.extend(_explain_mm(recs, wants, m))
     elif stage == "cupy":
         r0 = recs[0]
         if r0["why"] == "cpu":
             out.append("cupy needs an NVIDIA GPU and CUDA; the target is CPU-only (--cpu or no driver): "
-                       "drop cupy "
-                       "or plan for a GPU machine (--driver/--gpu).")
+                       "drop cupy or plan for a GPU machine (--driver/--gpu).")
         else:
             pk = ", ".join(p.package for p in m.cupy_for_cuda(r0["cuda"])) or "no CuPy package"
-            out.append(f"no CuPy wheel for CUDA {r0['cuda']} ({pk}) supports Python {r0['python']}: use "
-                       "another "
-                       f"--python or a torch build with another CUDA.")
+            asked = [w.text for n, w in wants.items()
+                     if (n == "cupy" or n.startswith("cupy-cuda")) and str(w.spec)]
+            spec_txt = f" matching {', '.join(asked)}" if asked else ""
+            out.append(f"no CuPy wheel{spec_txt} for CUDA {r0['cuda']} ({pk}) supports Python "
+                       f"{r0['python']}: use another --python, relax the CuPy pin or a torch build with "
+                       "another CUDA.")
     elif stage == "numpy":
         out.extend(_explain_numpy(recs, m))
     return list(dict.fromkeys(out))[:6]
@@ -804,7 +800,7 @@ def _explain_mm(recs: list[dict[str, Any]], wants: dict[str, _Want], m: Matrix) 
         else:
             name = r["mmcv"]
             sides = [f"you asked {t}" for t in r["wanted"]]
-            for pkg in r["mm"]:
+            for pkg in [n for n in r["mm"] if n in wants]:
                 w = wants.get(pkg)
                 rows = [p for p in m.mm.get(pkg, ()) if w is None or _contains(w.spec, p.version)]
                 specs = sorted({p.requires.get(name, "") for p in rows if p.requires.get(name)})
@@ -813,8 +809,8 @@ def _explain_mm(recs: list[dict[str, Any]], wants: dict[str, _Want], m: Matrix) 
                     sides.append(f"{label} needs {name}{' or '.join(specs[:3])}")
                 else:
                     sides.append(f"{label} does not use {name}")
-            out.append("; ".join(sides) + f": no {name} version satisfies all of them; change one of the "
-                                          "pins.")
+            out.append("; ".join(sides)
+                       + f": no {name} version satisfies all of them; change one of the pins.")
     return out
 
 
@@ -832,8 +828,8 @@ def _explain_numpy(recs: list[dict[str, Any]], m: Matrix) -> list[str]:
                 by_pkg.setdefault(pkg.package, []).append((ver, s))
             cupy_side = "; ".join(
                 f"{pkg} {min((v for v, _ in vs), key=Version)}..{max((v for v, _ in vs), key=Version)} "
-                "(every "
-                f"release for CUDA {r.get('cuda')} and Python {py}) needs numpy{_loosest([s for _, s in vs])}"
+                f"(every release for CUDA {r.get('cuda')} and Python {py}) "
+                f"needs numpy{_loosest([s for _, s in vs])}"
                 for pkg, vs in by_pkg.items())
             cupy_specs = [s for _, _, s in tried if s]
             blocking = [(label, s) for label, s in specs
@@ -841,15 +837,12 @@ def _explain_numpy(recs: list[dict[str, Any]], m: Matrix) -> list[str]:
             others = ("; ".join(f"{label} needs numpy{s}" for label, s in blocking)
                       or f"Python {py} allows {py_range}")
             out.append(f"{others}; {cupy_side}: no numpy release satisfies both. Lift it with a torch build "
-                       "whose "
-                       "CUDA still has a CuPy 10.x package (cupy-cuda1xx 10.6.0 accepts "
-                       "numpy>=1.18,<1.25), or a "
-                       f"newer release of the package that caps numpy.")
+                       "whose CUDA still has a CuPy 10.x package (cupy-cuda1xx 10.6.0 accepts "
+                       "numpy>=1.18,<1.25), or a newer release of the package that caps numpy.")
         else:
             sides = "; ".join(f"{label} needs numpy{s}" for label, s in specs)
             out.append(f"{sides}; Python {py} allows {py_range}: no numpy release satisfies all of them; "
-                       "change "
-                       f"--python or one of the pins.")
+                       "change --python or one of the pins.")
     return out
 
 
@@ -894,8 +887,7 @@ def _arch_list(pick: _Pick, t: _Facts, m: Matrix, reasons: list[str]) -> str | N
             if known:
                 best = max(known, key=_mm)
                 reasons.append(f"TORCH_CUDA_ARCH_LIST {best} for sm_{cc.replace('.', '')}: nvcc {pick.cuda} "
-                               "predates "
-                               f"compute capability {cc} (first in CUDA {first}) "
+                               f"predates compute capability {cc} (first in CUDA {first}) "
                                f"[{window[2] if window else ''}]")
                 out.append(best)
                 continue
@@ -977,8 +969,7 @@ class _Builder:
             self.warnings.append(
                 f"no build fits the driver natively: CUDA {p.cuda} runs on driver {t.driver} only through "
                 "minor-version compatibility (no PTX JIT; torch.compile / triton and kernels shipped as PTX "
-                "may "
-                f"fail). Upgrade the driver to >= {m.min_driver(p.cuda or '')} to lift this.")
+                f"may fail). Upgrade the driver to >= {m.min_driver(p.cuda or '')} to lift this.")
 
     def _torch(self) -> None:
         p, rel = self.p, self.p.torch
@@ -1035,24 +1026,20 @@ class _Builder:
             fl = m.mmcv_find_links(self.openmmlab, p.cuda, rel.version)
             self.find_links.append(fl)
             self.choose(name, mv, f"newest {name} with a prebuilt wheel for {dev}/torch{rel.series} ({fl}) "
-                                  "that "
-                                  "the OpenMMLab pins accept", src)
+                                  "that the OpenMMLab pins accept", src)
             self.reasons.append(f"torch {rel.version} rather than a later {rel.series}.x: OpenMMLab "
-                                "compiles its "
-                                f"wheels against torch {rel.series}.0 only "
+                                f"compiles its wheels against torch {rel.series}.0 only "
                                 f"[{m.sources.get('mmcv_find_links', '')}]")
             return
         reqs, rsrc = m.mmcv_requires(name, mv)
         pairs = ", ".join(f"cu{c.replace('.', '')}/torch{s}" for c, s in m.mmcv_pairs(name, mv) if c != "cpu")
         why = (f"no prebuilt {name} {mv} wheel for {dev}/torch{rel.series} (prebuilt: {pairs or 'none'}): "
-               "it is "
-               "compiled on the target after torch")
+               "it is compiled on the target after torch")
         self.choose(name, mv, why, src, pin=False)
         self.warnings.append(
             f"{name} {mv} has no prebuilt wheel for torch {rel.series} + {dev}: it will be built from "
-            "source on "
-            f"the target (slow; needs nvcc {p.cuda} and gcc <= {m.gcc_max(p.cuda or '')}). Prebuilt wheels "
-            f"exist for: {pairs or 'none'}.")
+            f"source on the target (slow; needs nvcc {p.cuda} and gcc <= {m.gcc_max(p.cuda or '')}). "
+            f"Prebuilt wheels exist for: {pairs or 'none'}.")
         self.source_builds.append({"name": name, "version": mv, "requires": reqs,
                                    "env": {"FORCE_CUDA": "1", "MMCV_WITH_OPS": "1"}, "reason": why,
                                    "source": rsrc or src})
@@ -1065,8 +1052,8 @@ class _Builder:
                 v = p.mm_unknown[name]
                 self.choose(name, v, "your pin (not in the data: its mmcv range is unchecked)",
                             "your requirement")
-                self.warnings.append(f"{name} {v} is not in envbuild's data: its mmcv/numpy pins were not "
-                                     "checked.")
+                self.warnings.append(
+                    f"{name} {v} is not in envbuild's data: its mmcv/numpy pins were not checked.")
             return
         mmcv_txt = f"{p.mmcv[0]} {p.mmcv[1]}" if p.mmcv else "mmcv"
         req_txt = ", ".join(f"{k}{v}" for k, v in pkg.requires.items())
@@ -1089,8 +1076,8 @@ class _Builder:
             nps = f"; its numpy range {crel.numpy}" if crel else ""
             others = [f"{lab} {s}" for lab, s in p.numpy_specs if not lab.startswith(pkg.package)]
             fit = f" fits {', '.join(others)}" if others and crel else ""
-            self.choose(pkg.package, cv, f"newest CuPy wheel for CUDA {p.cuda} and Python "
-                                         f"{p.python}{nps}{fit}",
+            self.choose(pkg.package, cv,
+                        f"newest CuPy wheel for CUDA {p.cuda} and Python {p.python}{nps}{fit}",
                         pkg.source)
             if _mm(pkg.cuda_min)[0] <= 11:
                 self.reasons.append(
@@ -1111,20 +1098,18 @@ class _Builder:
                 where = next((tk.path for tk in t.toolkits if tk.path), None)
                 self.warnings.append(
                     f"target nvcc {', '.join(tks)}{' at ' + where if where else ''} differs from torch's "
-                    "CUDA "
-                    f"{p.cuda}: CUDA ops built there ({built}) will fail to load (e.g. "
-                    f"'libcudart.so.{tks[0]}: "
-                    f"cannot open shared object file') or be refused; install a CUDA {p.cuda} toolkit and "
-                    "point CUDA_HOME at it before building.")
+                    f"CUDA {p.cuda}: CUDA ops built there ({built}) will fail to load (e.g. "
+                    f"'libcudart.so.{tks[0]}: cannot open shared object file') or be refused; install a "
+                    f"CUDA {p.cuda} toolkit and point CUDA_HOME at it before building.")
         elif p.cuda and self.source_builds:
             self.warnings.append(f"source builds need nvcc {p.cuda} on the target; the target lists no CUDA "
                                  "toolkit (install one and set CUDA_HOME).")
         if gcc_max is not None and t.gcc and self.source_builds:
             m = re.match(r"\d+", t.gcc)
             if m and int(m.group(0)) > gcc_max:
-                self.warnings.append(f"target gcc {t.gcc} is newer than nvcc {p.cuda} accepts (gcc <= "
-                                     f"{gcc_max}): "
-                                     f"install gcc-{gcc_max} and export CC/CXX for the source builds.")
+                self.warnings.append(
+                    f"target gcc {t.gcc} is newer than nvcc {p.cuda} accepts (gcc <= {gcc_max}): "
+                    f"install gcc-{gcc_max} and export CC/CXX for the source builds.")
 
 
 def resolve(requirements: Sequence[str], target: Profile, matrix: Matrix | None = None,
@@ -1187,8 +1172,8 @@ def resolve_cli(reqs: Sequence[str], *, spec_path: Path | None = None, target_pa
             profile_path = p
     if not requirements:
         raise InputError("nothing to resolve.", field="requirements",
-                         hint="Pass requirements (e.g. 'envbuild resolve torch numpy') or --spec "
-                              "envbuild.toml.")
+                         hint="Pass requirements (e.g. 'envbuild resolve torch numpy') "
+                              "or --spec envbuild.toml.")
     base = load_profile(profile_path) if profile_path is not None else None
     try:
         target = make_target(base, python=python, driver=driver, gpu=gpu, cuda_toolkit=cuda_toolkit, gcc=gcc,

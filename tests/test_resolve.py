@@ -343,3 +343,12 @@ def test_newer_legacy_major_build_is_explained() -> None:
     res = resolve(["torch"], ws)
     assert res.packages["torch"].endswith("+cu124")
     assert any("2.7.1+cu118 is newer" in r for r in res.reasons)
+
+
+def test_conflicts_quote_the_pin_that_blocks() -> None:
+    laptop = make_target(None, python="3.7", driver="470.223.02", gpu="sm_86")
+    res = resolve(["cupy<5"], laptop)
+    assert not res.ok and "cupy<5" in res.conflicts[0]
+    res = resolve(["mmdet3d==0.17.3", "mmdet==3.0.0"], laptop)
+    assert not res.ok and any("mmdet 3.0.0" in c and "mmdet3d 0.17.3" in c for c in res.conflicts)
+    assert not any("mmsegmentation needs" in c for c in res.conflicts)  # implied, not asked for
