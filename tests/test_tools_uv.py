@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pypi_fixture import Index, make_wheel, serving
 
-from envbuild.errors import ConflictError, ToolError
+from envbuild.errors import ConflictError, FetchError, ToolError
 from envbuild.tools import piptools
 from envbuild.tools.uv import CompileOptions, compile_pylock, compile_requirements, parse_compiled
 
@@ -50,10 +50,14 @@ def test_compile_parse_and_conflict(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         _, pt = piptools.compile_requirements(CompileOptions(requirements=("addict",),
                                                              index_url=f"{url}/simple"))
         assert [(p.name, p.version) for p in pt] == [("addict", "2.4.0"), ("six", "1.16.0")]
-    # A dead index is a tool failure (exit 4) with uv's message, not a conflict.
-    with pytest.raises(ToolError) as err:
+    # A dead index is a fetch failure (exit 3) with uv's message, not a conflict.
+    with pytest.raises(FetchError) as err:
         compile_requirements(CompileOptions(requirements=("six",), index_url="http://127.0.0.1:9/simple"))
-    assert not isinstance(err.value, ConflictError) and err.value.exit_code == 4
+    assert err.value.exit_code == 3 and "127.0.0.1:9" in err.value.message
+    # A requirement uv cannot build is a tool failure (exit 4).
+    with pytest.raises(ToolError) as err2:
+        compile_requirements(CompileOptions(requirements=("broken @ file:///nonexistent/broken",)))
+    assert err2.value.exit_code == 4 and not isinstance(err2.value, ConflictError)
     assert piptools.host_python() == HOST
 
 

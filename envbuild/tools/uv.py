@@ -9,7 +9,7 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
-from envbuild.errors import ConflictError, ToolError
+from envbuild.errors import ConflictError, FetchError, ToolError
 from envbuild.tools._run import ToolFailed, redact, run
 
 __all__ = [
@@ -244,5 +244,15 @@ def _compile(opts: CompileOptions, fmt: list[str], out_name: str, previous: str 
                     conflicts=reasons,
                     hint="Relax a pin, or check the target's Python version and platform.",
                 ) from None
-            raise
+            tail = "\n".join(exc.stderr.strip().splitlines()[-12:])
+            if any(w in exc.stderr for w in ("dns error", "Failed to fetch", "Connect", "timed out")):
+                raise FetchError(
+                    f"uv could not read an index:\n{tail}", field="indexes",
+                    hint="Check the network, or point --index-url / --pytorch-index / --openmmlab-index "
+                         "at reachable mirrors.",
+                ) from None
+            raise ToolError(
+                f"uv pip compile failed (exit {exc.returncode}):\n{tail}", field="uv",
+                hint="'uv pip compile' with the same inputs reproduces it.",
+            ) from None
         return out_file.read_text()
