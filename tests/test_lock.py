@@ -392,3 +392,28 @@ def test_relock_keeps_pins_until_upgrade(tmp_path: Path, serve: Callable[[Index]
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     result = runner.invoke(app, [*args, "--upgrade"])
     assert result.exit_code == 0 and json.loads(result.stdout)["packages"] == {"six": "1.16.0"}
+
+
+def test_find_links_without_hashes_are_hashed_for_the_target(tmp_path: Path,
+                                                            serve: Callable[[Index], str]) -> None:
+    """OpenMMLab's pages list no hashes: the target's file is downloaded once and hashed."""
+    idx = Index(tmp_path / "www")
+    d = idx.file("x").parent
+    tag = f"cp{sys.version_info[0]}{sys.version_info[1]}"
+    mine = make_wheel(d, "mmcv_full", "1.4.0", tag=f"{tag}-{tag}-manylinux1_x86_64", requires=["addict"])
+    other = make_wheel(d, "mmcv_full", "1.4.0", tag="cp37-cp37m-manylinux1_x86_64", requires=["addict"])
+    idx.add("simple", [make_wheel(d, "addict", "2.4.0")])
+    idx.add_find_links("mmcv/dist/cu113/torch1.10.0/index.html", [mine, other])
+    url = serve(idx)
+    host = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    res = Resolution(ok=True, python=host, cuda="11.3", requirements=["mmcv-full==1.4.0"],
+                     find_links=[f"{url}/mmcv/dist/cu113/torch1.10.0/index.html"])
+    spec = Spec(name="fl", python=host, requirements=("mmcv-full==1.4.0",), indexes={"pypi": f"{url}/simple"})
+    entries = {}
+    for engine in ("uv", "pip-tools"):
+        lock(spec, Profile(python_version=host), out_dir=tmp_path / engine, engine=engine, resolution=res)
+        entries[engine] = req_entries((tmp_path / engine / "requirements.txt").read_text())
+    assert entries["uv"] == entries["pip-tools"]
+    assert entries["uv"]["mmcv-full==1.4.0"] == [sha(mine)]
+    cache = json.loads((Path(os.environ["ENVBUILD_CACHE_DIR"]) / "url-sha256.json").read_text())
+    assert cache[f"{url}/files/{mine.name}"] == sha(mine)
