@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conda_fixture import make_channel
 
-from envbuild.errors import ConflictError, ToolError
+from envbuild.errors import ConflictError, FetchError, ToolError
 from envbuild.tools.rattler import explicit_lines, solve_conda
 
 
@@ -27,3 +27,6 @@ def test_virtual_packages_are_the_targets(tmp_path: Path) -> None:
             solve_conda([ch.as_uri()], ["cudatoolkit"], cuda=cuda, cache_dir=cache)
     with pytest.raises(ToolError, match="repodata"):
         solve_conda([(tmp_path / "nowhere").as_uri()], ["python"], cache_dir=cache)
+    # An unreachable channel is a fetch failure (exit 3), not a tool bug.
+    with pytest.raises(FetchError, match="unreachable"):
+        solve_conda(["http://127.0.0.1:9/conda-forge"], ["python"], cache_dir=cache)

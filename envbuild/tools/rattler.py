@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from envbuild.errors import ConflictError, ToolError
+from envbuild.errors import ConflictError, FetchError, ToolError
 from envbuild.tools._run import redact
 
 if TYPE_CHECKING:
@@ -84,6 +84,11 @@ def solve_conda(
                 f"the conda packages cannot be solved for {subdir}: {text}",
                 conflicts=[text], field="conda.packages",
                 hint="Relax a conda package pin or add the channel that has it.",
+            ) from None
+        if any(w in text for w in ("error sending request", "dns error", "Connect", "timed out")):
+            raise FetchError(
+                f"a conda channel is unreachable: {text}", field="conda.channels",
+                hint="Check the network, or list a reachable mirror of the channel in [conda] channels.",
             ) from None
         raise ToolError(
             f"py-rattler could not solve the conda part ({kind}): {text}",
