@@ -463,6 +463,11 @@ def rebuild_cmd(
     ] = None,
     prefix: Annotated[Path | None, typer.Option("--prefix", help="Installed env to re-target.")] = None,
     target: TargetOpt = None,
+    python: PythonOpt = None,
+    driver: DriverOpt = None,
+    gpu: GpuOpt = None,
+    cuda_toolkit: ToolkitOpt = None,
+    gcc: GccOpt = None,
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Directory for rebuild.sh, plan.json and lock/.")
     ] = None,
@@ -486,12 +491,18 @@ def rebuild_cmd(
     if (source is None) == (prefix is None):
         raise InputError("give exactly one of --prefix ENV or a lock directory.", field="--prefix/LOCK_DIR",
                          hint="e.g. 'envbuild rebuild --prefix ~/envs/radar --target server.json'.")
-    if target is None:
-        raise InputError("a target profile is required.", field="--target",
-                         hint="Write one with 'envbuild probe -o server.json' on the target machine.")
+    flags = {"python": python, "driver": driver, "gpu": gpu, "cuda_toolkit": cuda_toolkit, "gcc": gcc}
+    if target is None and not any(flags.values()):
+        raise InputError("a target is required.", field="--target",
+                         hint="Write one with 'envbuild probe -o server.json' on the target machine, or "
+                              "describe it with --driver/--gpu/--cuda-toolkit/--gcc/--python.")
+    from envbuild.resolve import make_target
+
+    profile = make_target(load_profile(target) if target is not None else None, python=python, driver=driver,
+                          gpu=gpu, cuda_toolkit=cuda_toolkit, gcc=gcc)
     mirrors = {k: v for k, v in (("pypi", index_url), ("pytorch", pytorch_index),
                                  ("openmmlab", openmmlab_index)) if v}
-    plan = rebuild(prefix or source or Path("."), load_profile(target), out_dir=output, lock=not no_lock,
+    plan = rebuild(prefix or source or Path("."), profile, out_dir=output, lock=not no_lock,
                    indexes=mirrors or None)
     present_plan(plan, as_json)
 

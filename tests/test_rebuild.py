@@ -478,3 +478,42 @@ def test_env_that_already_fits_needs_no_change(
     script = (tmp_path / "o" / "rebuild.sh").read_text()
     assert " -m pip " not in script and "nvcc_release" not in script
     subprocess.run([str(SHELLCHECK), str(tmp_path / "o" / "rebuild.sh")], check=True)
+
+
+def test_cli_target_described_by_flags(tmp_path: Path) -> None:
+    """No profile file: the server described by --driver/--gpu/--cuda-toolkit/--gcc/--python."""
+    prefix = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(prefix)], check=True)
+    site = next((prefix / "lib").glob("python3.*/site-packages"))
+    _dist(site, "torch", "1.10.0+cu113", _torch_files(site, "1.10.0+cu113", "11.3"))
+    args = [
+        "--driver",
+        "440.33.01",
+        "--gpu",
+        "Tesla V100-SXM2-32GB",
+        "--cuda-toolkit",
+        "10.1",
+        "--gcc",
+        "7.5",
+        "--python",
+        "3.7",
+    ]
+    out = subprocess.run(
+        [
+            *ENVBUILD,
+            "rebuild",
+            "--prefix",
+            str(prefix),
+            *args,
+            "-o",
+            str(tmp_path / "o"),
+            "--no-lock",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["changes"]["torch"]["new"] == "1.10.0+cu102" and data["torch_cuda_arch_list"] == "7.0"
+    assert data["gcc_max"] == 8 and data["toolkit_found"] is False
