@@ -417,3 +417,14 @@ def test_find_links_without_hashes_are_hashed_for_the_target(tmp_path: Path,
     assert entries["uv"]["mmcv-full==1.4.0"] == [sha(mine)]
     cache = json.loads((Path(os.environ["ENVBUILD_CACHE_DIR"]) / "url-sha256.json").read_text())
     assert cache[f"{url}/files/{mine.name}"] == sha(mine)
+
+
+def test_resolver_conflict_exit_1_no_dir(tmp_path: Path) -> None:
+    out = tmp_path / "lk"
+    result = runner.invoke(app, ["lock", "torch==1.10.0", "--python", "3.7", "--driver", "384.81", "--gpu",
+                                 "V100", "-o", str(out), "--json"])
+    assert result.exit_code == 1, result.output
+    err = json.loads(result.stdout)
+    # The resolver's own words: what the driver allows, what torch needs, what to do.
+    assert err["error"] == "ConflictError" and "384.81" in err["message"] and "torch" in err["message"]
+    assert not out.exists() and list(tmp_path.iterdir()) == []
