@@ -103,6 +103,9 @@ class ConflictError(EnvbuildError):
         super().__init__(message, **kw)
         self.conflicts = list(conflicts or [])
 
+    def to_dict(self) -> dict[str, object]:
+        return {**super().to_dict(), "conflicts": list(self.conflicts)}
+
 
 class FetchError(EnvbuildError):
     """A download, a cache or a bundle is unusable."""

@@ -427,4 +427,5 @@ def test_resolver_conflict_exit_1_no_dir(tmp_path: Path) -> None:
     err = json.loads(result.stdout)
     # The resolver's own words: what the driver allows, what torch needs, what to do.
     assert err["error"] == "ConflictError" and "384.81" in err["message"] and "torch" in err["message"]
+    assert any("440.33" in c for c in err["conflicts"])
     assert not out.exists() and list(tmp_path.iterdir()) == []
