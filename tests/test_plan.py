@@ -1,0 +1,145 @@
+"""The user journeys of issue 7, end to end with real parts.
+
+1. Fresh server without internet: ``plan --offline`` -> bundle -> install under ``unshare -n``
+   -> verify.sh green.
+2. Laptop -> cluster: the env made from that lock is packed, unpacked elsewhere, doctor green.
+3. CUDA mismatch: see tests/test_rebuild.py (doctor names it, rebuild yields a plan that fits).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fetch_fixture import git_repo
+
+from envbuild._fs import safe_extract
+
+PY = f"{sys.version_info.major}.{sys.version_info.minor}"
+HAS_UNSHARE = shutil.which("unshare") is not None and subprocess.run(
+    ["unshare", "-n", "true"], capture_output=True, check=False).returncode == 0
+
+
+def _envbuild(*args: str, cwd: Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, "-m", "envbuild", *args], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, "COLUMNS": "200"}, check=False)
+    if ok:
+        assert proc.returncode == 0, f"envbuild {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def _offline(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_", "VIRTUAL_ENV"))}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    return subprocess.run(["unshare", "-n", *cmd], capture_output=True, text=True, cwd=cwd, env=env,
+                          check=False, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def journey1(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """``plan --offline`` on a small real spec: two PyPI packages and a local git dependency."""
+    work = tmp_path_factory.mktemp("journey1")
+    repo, commits = git_repo(work / "mypkg")
+    (work / "targets").mkdir()
+    (work / "targets" / "server.json").write_text(json.dumps(
+        {"os": "linux", "arch": "x86_64", "glibc_version": "2.36", "python_version": PY, "gpus": [],
+         "driver_version": None, "cuda_toolkits": [], "gcc_version": "12.2.0", "hostname": "lab-server"}))
+    (work / "envbuild.toml").write_text(
+        '[project]\nname = "j1"\n'
+        f'python = "{PY}"\nmanager = "venv"\n'
+        'requirements = ["six==1.17.0", "packaging==24.2"]\n'
+        f'git = ["mypkg @ git+{repo.as_uri()}@v1.0"]\n\n'
+        '[target]\nprofile = "targets/server.json"\n'
+    )
+    proc = _envbuild("plan", "--spec", "envbuild.toml", "-o", "out/j1", "--offline", "--json", cwd=work)
+    return {"work": work, "commits": commits, "result": json.loads(proc.stdout)}
+
+
+@pytest.mark.network
+def test_plan_reports_what_was_written_and_what_to_run(journey1: dict[str, object]) -> None:
+    work = journey1["work"]
+    assert isinstance(work, Path)
+    res = journey1["result"]
+    assert isinstance(res, dict)
+    assert res["ok"] is True and res["cuda"] is None and res["offline"] is True
+    out = work / "out" / "j1"
+    assert (out / "lock" / "envbuild.lock.json").is_file()
+    assert {"install.sh", "install-offline.sh", "verify.sh", "INSTALL.md"} <= set(os.listdir(out))
+    assert (work / res["bundle"]).is_file() and res["fetch"]["files"] >= 3
+    assert any("install-offline.sh" in s for s in res["next_steps"])
+    plan_json = json.loads((out / "plan.json").read_text())
+    assert plan_json["bundle"] == res["bundle"]
+
+
+@pytest.fixture(scope="module")
+def installed(journey1: dict[str, object], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundle unpacked in a new directory and installed with no network at all."""
+    if not HAS_UNSHARE:
+        pytest.skip("needs 'unshare -n'")
+    work = journey1["work"]
+    assert isinstance(work, Path)
+    server = tmp_path_factory.mktemp("server")
+    top = safe_extract(work / "out" / "j1" / "j1-offline.tar", server) / "j1-offline"
+    proc = _offline(["bash", str(top / "install-offline.sh")], cwd=top)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return top
+
+
+@pytest.mark.network
+def test_journey1_offline_bundle_installs_with_no_network(journey1: dict[str, object], installed: Path) -> None:
+    top = installed
+    commits = journey1["commits"]
+    assert isinstance(commits, list)
+    # install-offline.sh ends by running verify.sh; running it again on its own must also pass.
+    verify = _offline(["bash", str(top / "verify.sh")], cwd=top)
+    assert verify.returncode == 0, verify.stdout[-2000:] + verify.stderr[-2000:]
+    (py,) = sorted(top.glob("*/bin/python"))[:1]
+    check = _offline([str(py), "-c", "import six, packaging, mypkg; print(six.__version__, "
+                      "packaging.__version__, mypkg.COMMIT_MARK)"], cwd=top)
+    assert check.stdout.split() == ["1.17.0", "24.2", "v1.0"], check.stderr
+    manifest = json.loads((top / "offline_cache" / "manifest.json").read_text())
+    (git_entry,) = [e for e in manifest["files"] if e["kind"].startswith("git")]
+    assert git_entry["commit"] == commits[0]
+
+
+@pytest.mark.network
+def test_journey2_env_from_lock_packed_unpacked_elsewhere_doctor_green(
+        journey1: dict[str, object], installed: Path, tmp_path: Path) -> None:
+    work = journey1["work"]
+    assert isinstance(work, Path)
+    (env_python,) = sorted(installed.glob("*/bin/python"))[:1]
+    env = env_python.parent.parent
+    archive = tmp_path / "j1-env.tar.gz"
+    _envbuild("pack", str(env), "-o", str(archive), "--json", cwd=tmp_path)
+    moved = env.with_name("gone")
+    env.rename(moved)  # the laptop copy is out of the way: the cluster copy must stand on its own
+    try:
+        dest = tmp_path / "cluster" / "envs" / "j1"
+        unpacked = _envbuild("unpack", str(archive), str(dest), "--target",
+                             str(work / "targets" / "server.json"), "--json", cwd=tmp_path)
+        assert json.loads(unpacked.stdout)["ok"] is True
+        doctor = _envbuild("doctor", "--prefix", str(dest), "--target",
+                           str(work / "targets" / "server.json"), "--json", cwd=tmp_path)
+        report = json.loads(doctor.stdout)
+        assert not [f for f in report["findings"] if f["severity"] == "error"], report
+        run = subprocess.run([str(dest / "bin" / "python"), "-c", "import six, mypkg; print(mypkg.COMMIT_MARK)"],
+                             capture_output=True, text=True, check=False)
+        assert run.stdout.strip() == "v1.0", run.stderr
+    finally:
+        moved.rename(env)
+
+
+def test_plan_conflict_writes_nothing(tmp_path: Path) -> None:
+    (tmp_path / "envbuild.toml").write_text(
+        '[project]\nname = "old"\npython = "3.10"\nrequirements = ["torch>=2.0"]\n')
+    proc = _envbuild("plan", "--spec", "envbuild.toml", "--driver", "418.67", "--gpu", "Tesla V100-SXM2-16GB",
+                     "-o", "out/old", "--json", cwd=tmp_path, ok=False)
+    assert proc.returncode == 1
+    err = json.loads(proc.stdout)
+    assert err["ok"] is False and "418" in err["message"]
+    assert not (tmp_path / "out").exists()
