@@ -155,6 +155,7 @@ class _Facts:
     cpu: bool
     toolkits: tuple[Toolkit, ...]
     gcc: str | None
+    driver_cuda: str | None = None  # only used when the driver version itself is unknown
 
     @classmethod
     def of(cls, p: Profile) -> _Facts:
@@ -167,7 +168,10 @@ class _Facts:
             except InvalidVersion:
                 raise ProfileError(f"'{p.driver_version}' is not a driver version.", field="driver_version",
                                    hint="Write it like 470.223.02.") from None
-        return cls(py, p.driver_version, gpus, not p.has_gpu, p.cuda_toolkits, p.gcc_version)
+        dcuda = None
+        if p.driver_cuda_version and re.fullmatch(r"\d+\.\d+(\.\d+)?", p.driver_cuda_version.strip()):
+            dcuda = _xy(p.driver_cuda_version)
+        return cls(py, p.driver_version, gpus, not p.has_gpu, p.cuda_toolkits, p.gcc_version, dcuda)
 
     @property
     def ccs(self) -> list[str]:
@@ -338,7 +342,15 @@ class _Search:
 
     def _driver(self, cuda: str) -> str | None:
         if not self.t.driver:
-            return "unknown"
+            dc = self.t.driver_cuda
+            if dc is None:
+                return "unknown"
+            # only "CUDA <= X.Y" is known (a profile without the driver version): same rules by CUDA
+            if _mm(cuda) <= _mm(dc):
+                return "native"
+            if self.mode.compat and _mm(cuda)[0] == _mm(dc)[0] >= 11:
+                return "compat"
+            return None
         sup = self.m.driver_support(self.t.driver, cuda)
         if sup == "native" or (sup == "compat" and self.mode.compat):
             return sup
@@ -358,7 +370,7 @@ class _Search:
                     cands.append((rel, var))
         # Builds of the driver's own CUDA major come first (a 12.x driver gets a cu12x build even when a
         # newer torch also ships a legacy cu118 one); within a tier: newest torch, then newest CUDA.
-        native = self.m.native_cuda(self.t.driver) if self.t.driver else None
+        native = self.m.native_cuda(self.t.driver) if self.t.driver else self.t.driver_cuda
         major = _mm(native)[0] if native else None
 
         def tier(c: tuple[TorchRelease, str | None]) -> tuple[int, int, int, bool]:
@@ -708,12 +720,13 @@ def _explain(log: _Log, wants: dict[str, _Want], t: _Facts, m: Matrix) -> list[s
         cudas = sorted({r["cuda"] for r in recs}, key=_mm)
         low = cudas[0]
         oldest = min((r for r in recs if r["cuda"] == low), key=lambda r: Version(r["torch"].version))
-        native = m.native_cuda(t.driver) if t.driver else None
+        native = m.native_cuda(t.driver) if t.driver else t.driver_cuda
         need = m.min_driver(low)
         cm = m.compat_min_driver(low)
         compat_txt = (f" (or >= {cm} to run CUDA {_mm(low)[0]}.x through minor-version compatibility)"
                       if cm and (not t.driver or vers(t.driver) < vers(cm)) else "")
-        out.append(f"driver {t.driver} supports CUDA <= {native or 'unknown'}; {torch_desc} needs "
+        out.append(f"driver {t.driver or '(version unknown)'} supports CUDA <= {native or 'unknown'}; "
+                   f"{torch_desc} needs "
                    f"CUDA >= {low} (oldest fitting build: torch {oldest['torch'].version}+"
                    f"{oldest['variant']}): upgrade the driver to >= {need}{compat_txt} or relax torch.")
     elif stage == "arch":
@@ -962,6 +975,10 @@ class _Builder:
             self.reasons.append(
                 f"CUDA {p.cuda}: driver {t.driver} runs CUDA <= {m.native_cuda(t.driver)} natively; CUDA "
                 f"{p.cuda} needs >= {m.min_driver(p.cuda)}, so it runs {how} [{self.NV_SRC}]")
+        elif p.cuda and t.driver_cuda:
+            self.reasons.append(f"CUDA {p.cuda}: the profile says the driver runs CUDA <= {t.driver_cuda} "
+                                f"(its version is unknown; CUDA {p.cuda} needs >= {m.min_driver(p.cuda)}) "
+                                f"[{self.NV_SRC}]")
         elif p.cuda:
             self.warnings.append(f"the target's driver is unknown: CUDA {p.cuda} needs driver >= "
                                  f"{m.min_driver(p.cuda)}; check with nvidia-smi (or pass --driver).")

@@ -352,3 +352,15 @@ def test_conflicts_quote_the_pin_that_blocks() -> None:
     res = resolve(["mmdet3d==0.17.3", "mmdet==3.0.0"], laptop)
     assert not res.ok and any("mmdet 3.0.0" in c and "mmdet3d 0.17.3" in c for c in res.conflicts)
     assert not any("mmsegmentation needs" in c for c in res.conflicts)  # implied, not asked for
+
+
+def test_profile_with_only_the_drivers_cuda() -> None:
+    """A profile that knows 'CUDA <= 12.2' but not the driver version (e.g. read from nvidia-smi's header)."""
+    base = Profile.from_dict({"python_version": "3.10", "driver_cuda_version": "12.2",
+                              "gpus": [{"name": "NVIDIA A100-SXM4-40GB"}]})
+    res = resolve(["torch"], make_target(base))
+    assert res.ok and res.cuda is not None and _mm(res.cuda) <= (12, 2)
+    old = Profile.from_dict({"python_version": "3.10", "driver_cuda_version": "10.1",
+                             "gpus": [{"name": "Tesla V100-SXM2-16GB"}]})
+    bad = resolve(["torch>=2"], make_target(old))
+    assert not bad.ok and "CUDA <= 10.1" in bad.conflicts[0]
