@@ -32,13 +32,15 @@ HOST = f"{sys.version_info[0]}.{sys.version_info[1]}"
 runner = CliRunner()
 
 
-def _git_repo(path: Path) -> str:
+def _git_repo(path: Path, version: str = "0.1") -> str:
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@e"}
     path.mkdir()
+    (path / "pypcd").mkdir()
+    (path / "pypcd" / "__init__.py").write_text("")
+    (path / "setup.py").write_text("from setuptools import setup\n"
+                                   f"setup(name='pypcd', version={version!r}, packages=['pypcd'])\n")
     for args in (["init", "-q", "-b", "master"], ["add", "."], ["commit", "-q", "-m", "one"]):
-        if args[0] == "add":
-            (path / "setup.py").write_text("from setuptools import setup\nsetup(name='pypcd')\n")
         subprocess.run(["git", "-C", str(path), *args], check=True, env=env)
     return path.as_uri()
 
@@ -113,8 +115,10 @@ def tiny(tmp_path: Path) -> Iterator[tuple[Index, str]]:
 
 def _freeze(prefix: Path) -> set[str]:
     out = subprocess.run([str(prefix / "bin/python"), "-m", "pip", "freeze", "--all"], capture_output=True,
-                         text=True, check=True).stdout.split()
-    return {x.lower() for x in out if not x.lower().startswith(("pip==", "setuptools==", "wheel=="))}
+                         text=True, check=True).stdout.splitlines()
+    # "name @ URL" lines (a wheel installed from a file) become "name@".
+    lines = {x.split(" @ ")[0] + "@" if " @ " in x else x for x in (ln.strip().lower() for ln in out)}
+    return {x for x in lines if x and not x.startswith(("pip==", "setuptools==", "wheel=="))}
 
 
 def _bash(script: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -170,11 +174,15 @@ def test_install_offline_from_a_real_fetch(tiny: tuple[Index, str], tmp_path: Pa
     from envbuild.fetch import fetch
 
     idx, url = tiny
-    spec = Spec(name="tiny", python=HOST, requirements=("addict",), indexes={"pypi": f"{url}/simple"})
+    # A git requirement too: fetch builds it at the locked commit into offline_cache/git/.
+    repo = _git_repo(tmp_path / "pypcd", version="0.1.1")
+    spec = Spec(name="tiny", python=HOST, requirements=("addict",), indexes={"pypi": f"{url}/simple"},
+                git=(GitRequirement("pypcd", repo, "master"),))
     lock(spec, Profile(python_version=HOST), out_dir=tmp_path / "lk")
     site = tmp_path / "site"
     render(tmp_path / "lk", site)
     fetch(tmp_path / "lk", site / "offline_cache", show_progress=False)
+    assert [p.name for p in (site / "offline_cache" / "git").iterdir()] == ["pypcd-0.1.1-py3-none-any.whl"]
     # No network from here on: the index is gone.
     with contextlib.suppress(Exception):
         (idx.root / "simple").rename(idx.root / "gone")
@@ -182,9 +190,13 @@ def test_install_offline_from_a_real_fetch(tiny: tuple[Index, str], tmp_path: Pa
     first = _bash(site / "install-offline.sh", "--prefix", str(prefix))
     assert first.returncode == 0, first.stderr
     assert "cache verified" in first.stderr
-    assert _freeze(prefix) == {"addict==2.4.0", "six==1.16.0"}
+    assert _freeze(prefix) == {"addict==2.4.0", "six==1.16.0", "pypcd@"}
+    got = subprocess.run([str(prefix / "bin/python"), "-c", "import pypcd; print(pypcd.__file__)"],
+                         capture_output=True, text=True, check=True).stdout
+    assert str(prefix) in got
     second = _bash(site / "install-offline.sh", "--prefix", str(prefix))
     assert second.returncode == 0 and "Successfully installed" not in second.stdout + second.stderr
+    assert "pypcd 0.1.1 is installed" in second.stderr
 
     # An altered file stops the script before anything is installed, naming it and both hashes.
     wheel = site / "offline_cache" / "wheels" / "six-1.16.0-py2.py3-none-any.whl"
