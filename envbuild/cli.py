@@ -131,7 +131,9 @@ def verify_cache_cmd(
 def bundle_cmd(
     lock_dir: Annotated[Path, typer.Argument(help="Lock directory (lockfiles/NAME).")],
     cache: Annotated[Path, typer.Option("--cache", help="Offline cache directory.")] = Path("offline_cache"),
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Bundle file (NAME-offline.tar).")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Bundle file (NAME-offline.tar).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Write one .tar with the lock, the rendered scripts, the verified cache and a README."""
@@ -518,7 +520,9 @@ def rebuild_cmd(
 def plan_cmd(
     spec: SpecOpt = None,
     target: TargetOpt = None,
-    out: Annotated[Path | None, typer.Option("-o", "--out", help="Output directory (default out/NAME).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("-o", "--out", help="Output directory (default out/NAME).")
+    ] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Also fetch every artifact and bundle.")] = False,
     python: PythonOpt = None,
     driver: DriverOpt = None,

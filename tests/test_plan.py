@@ -91,7 +91,8 @@ def installed(journey1: dict[str, object], tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.mark.network
-def test_journey1_offline_bundle_installs_with_no_network(journey1: dict[str, object], installed: Path) -> None:
+def test_journey1_offline_bundle_installs_with_no_network(
+        journey1: dict[str, object], installed: Path) -> None:
     top = installed
     commits = journey1["commits"]
     assert isinstance(commits, list)
@@ -127,7 +128,7 @@ def test_journey2_env_from_lock_packed_unpacked_elsewhere_doctor_green(
                            str(work / "targets" / "server.json"), "--json", cwd=tmp_path)
         report = json.loads(doctor.stdout)
         assert not [f for f in report["findings"] if f["severity"] == "error"], report
-        run = subprocess.run([str(dest / "bin" / "python"), "-c", "import six, mypkg; print(mypkg.COMMIT_MARK)"],
+        run = subprocess.run([str(dest / "bin" / "python"), "-c", "import mypkg; print(mypkg.COMMIT_MARK)"],
                              capture_output=True, text=True, check=False)
         assert run.stdout.strip() == "v1.0", run.stderr
     finally:
