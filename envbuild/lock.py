@@ -42,6 +42,7 @@ from envbuild.lockfile import LOCK_FILE, Lock
 from envbuild.models import LockedArtifact, Profile, Resolution
 from envbuild.spec import Spec
 from envbuild.tools._run import redact
+from envbuild.tools.git import pip_git_url
 
 __all__ = [
     "ENGINES",
@@ -475,7 +476,7 @@ def lock(
         LOCK_FILE: lk.dumps(),
         "requirements.txt": _requirements_txt(head, primary, extras, find_links, locked),
         "source-builds.txt": _source_builds_txt(head, res, sb_locked),
-        "git.txt": head + "".join(f"{a.name} @ git+{a.url}@{a.commit}\n" for a in git_arts),
+        "git.txt": head + "".join(f"{a.name} @ git+{pip_git_url(a.url)}@{a.commit}\n" for a in git_arts),
     }
     if pylock:
         # uv's PEP 751 lock of the same pins (target files only); also the next re-lock's preferences.

@@ -19,6 +19,7 @@ from packaging.utils import canonicalize_name
 from envbuild._fs import atomic_write
 from envbuild.errors import InputError
 from envbuild.lockfile import LOCK_FILE, Lock, load_lock
+from envbuild.tools.git import pip_git_url
 
 __all__ = ["SCRIPTS", "RenderResult", "render", "render_scripts"]
 
@@ -125,7 +126,7 @@ def _context(lk: Lock, manager: str) -> dict[str, Any]:
         "manager": manager,
         "platform": lk.platform,
         "index_args": index_args,
-        "git": [{"name": g.name, "url": g.url, "commit": g.commit or ""} for g in lk.git],
+        "git": [{"name": g.name, "url": pip_git_url(g.url), "commit": g.commit or ""} for g in lk.git],
         "source_builds": [{"name": a.name, "version": a.version,
                            "reason": str(sb_meta.get(a.name, {}).get("reason") or "")}
                           for a in lk.source_builds],

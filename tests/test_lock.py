@@ -300,7 +300,8 @@ def test_conda_part_and_git_commit(tmp_path: Path, serve: Callable[[Index], str]
     assert lk.conda_channels == (ch.as_uri(),)
     [g] = lk.git
     assert (g.name, g.commit, g.url) == ("pypcd", head, repo.as_uri())
-    assert f"pypcd @ git+{repo.as_uri()}@{head}" in (out / "git.txt").read_text().splitlines()
+    # git.txt is pip input: pip's parser wants file://localhost/ rather than file:///.
+    assert f"pypcd @ git+file://localhost{repo}@{head}" in (out / "git.txt").read_text().splitlines()
     # A glibc too old for a conda package is a conflict for that target, not this machine.
     old = Profile(python_version="3.7", glibc_version="2.12")
     with pytest.raises(ConflictError, match="__glibc"):

@@ -219,16 +219,24 @@ def test_install_offline_from_a_real_fetch(tiny: tuple[Index, str], tmp_path: Pa
 @pytest.mark.network
 def test_install_sh_from_pypi_matches_the_lock(tmp_path: Path) -> None:
     lk = tmp_path / "lockfiles" / "tiny"
-    result = runner.invoke(app, ["lock", "six", "packaging", "--python", HOST, "-o", str(lk)])
+    repo = _git_repo(tmp_path / "pypcd", version="0.1.1")
+    result = runner.invoke(app, ["lock", "six", "packaging", f"pypcd @ git+{repo}@master", "--python", HOST,
+                                 "-o", str(lk)])
     assert result.exit_code == 0, result.output
     render(lk)
     first = _bash(lk / "install.sh")
     assert first.returncode == 0, first.stderr
     arts = json.loads((lk / "envbuild.lock.json").read_text())["artifacts"]
-    pins = {f"{a['name']}=={a['version']}" for a in arts}
+    pins = {f"{a['name']}=={a['version']}" for a in arts if a["kind"] == "wheel"} | {"pypcd@"}
     assert _freeze(lk / "env") == pins
+    [git] = [a for a in arts if a["kind"] == "git"]
+    direct = subprocess.run([str(lk / "env/bin/python"), "-m", "pip", "freeze"], capture_output=True,
+                            text=True, check=True).stdout
+    # pip records the locked commit (the URL in pip's file://localhost/ spelling).
+    assert f"pypcd @ git+file://localhost{repo[len('file://'):]}@{git['commit']}" in direct.splitlines()
     second = _bash(lk / "install.sh")
     assert second.returncode == 0 and "Successfully installed" not in second.stdout + second.stderr
+    assert f"pypcd is installed at {git['commit'][:12]}" in second.stderr
     assert _freeze(lk / "env") == pins
 
 

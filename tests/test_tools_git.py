@@ -72,3 +72,11 @@ def test_checkout_exact_commit(repo: tuple[Path, dict[str, str]], tmp_path: Path
     assert (dest / "setup.py").read_text() == "# version 1\n"
     with pytest.raises(ToolError, match="not empty"):
         checkout(url, shas["c0"], dest)
+
+
+def test_pip_git_url_spelling() -> None:
+    from envbuild.tools.git import pip_git_url
+
+    assert pip_git_url("file:///srv/repo") == "file://localhost/srv/repo"
+    assert pip_git_url("/srv/repo") == "file://localhost/srv/repo"
+    assert pip_git_url("https://github.com/klintan/pypcd.git") == "https://github.com/klintan/pypcd.git"

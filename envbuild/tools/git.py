@@ -11,7 +11,7 @@ from pathlib import Path
 from envbuild.errors import InputError, ToolError
 from envbuild.tools._run import ToolFailed, redact, run
 
-__all__ = ["checkout", "is_full_sha", "resolve_ref"]
+__all__ = ["checkout", "is_full_sha", "pip_git_url", "resolve_ref"]
 
 _FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _SHORT_SHA = re.compile(r"[0-9a-f]{7,39}")
@@ -23,6 +23,19 @@ _HINT = "Check the URL and that the ref exists ('git ls-remote URL' shows the re
 def is_full_sha(ref: str) -> bool:
     """True for a full 40 (sha1) or 64 (sha256) hex commit id."""
     return bool(_FULL_SHA.fullmatch(ref.lower()))
+
+
+def pip_git_url(url: str) -> str:
+    """The repository URL to write after ``git+`` in a pip requirement ``name @ git+URL@COMMIT``.
+
+    pip's PEP 508 parser rejects ``git+file:///path`` (no host) while git and pip both take
+    ``file://localhost/path``; a bare local path becomes that form too.
+    """
+    if url.startswith("file:///"):
+        return "file://localhost/" + url[len("file:///"):]
+    if url.startswith("/"):
+        return "file://localhost" + url
+    return url
 
 
 def _check_url(url: str) -> str:
