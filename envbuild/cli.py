@@ -566,13 +566,17 @@ def resolve_cmd(
     cuda_toolkit: ToolkitOpt = None,
     gcc: GccOpt = None,
     cpu: CpuOpt = False,
+    pytorch_index_always: Annotated[bool, typer.Option(
+        "--pytorch-index-always",
+        help="Pin torch==X+cuYYY from download.pytorch.org even when the plain PyPI wheel is that CUDA build."
+    )] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Pick the newest consistent torch/CUDA/mmcv/CuPy/NumPy set for a target (exit 1: conflicts)."""
     from envbuild.resolve import present_resolution, resolve_cli
 
     res = resolve_cli(reqs or [], spec_path=spec, target_path=target, python=python, driver=driver, gpu=gpu,
-                      cuda_toolkit=cuda_toolkit, gcc=gcc, cpu=cpu)
+                      cuda_toolkit=cuda_toolkit, gcc=gcc, cpu=cpu, prefer_pypi=not pytorch_index_always)
     present_resolution(res, as_json)
     if not res.ok:
         raise typer.Exit(1)

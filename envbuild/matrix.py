@@ -87,6 +87,8 @@ class TorchRelease:
     python: tuple[str, ...]
     source: str
     confidence: str | None = None
+    pypi_cuda: str | None = None  # CUDA of the plain `pip install torch==X` wheel on PyPI (Linux x86_64)
+    pypi_source: str | None = None
 
     @property
     def series(self) -> str:
@@ -461,11 +463,16 @@ def _load_torch(rd: _Reader, data: dict[str, Any]) -> tuple[TorchRelease, ...]:
         py = rd.strs(where, r, "python")
         if not py:
             raise rd.fail(f"{where}.python", "no Python versions.")
+        pypi_cuda = rd.s(where, r, "pypi_default_wheel_cuda", optional=True) or None
+        if pypi_cuda is not None and not re.fullmatch(r"\d+\.\d+", pypi_cuda):
+            raise rd.fail(f"{where}.pypi_default_wheel_cuda",
+                          f"expected a CUDA version X.Y, got {pypi_cuda!r}.")
+        pypi_src = rd.s(where, r, "pypi_default_wheel_source", optional=pypi_cuda is None) or None
         out.append(TorchRelease(
             version=rd.ver(where, r, "torch"), torchvision=r.get("torchvision"),
             torchaudio=r.get("torchaudio"),
             variants=var, unverified=unv, cpu=bool(r.get("cpu_variant", True)), python=py, source=_src(r),
-            confidence=r.get("confidence")))
+            confidence=r.get("confidence"), pypi_cuda=pypi_cuda, pypi_source=pypi_src))
     return tuple(out)
 
 

@@ -916,8 +916,10 @@ class _Builder:
     NV_SRC = "envbuild/data/nvidia.json (NVIDIA CUDA Toolkit Release Notes, Table 3)"
 
     def __init__(self, pick: _Pick, wants: dict[str, _Want], t: _Facts, m: Matrix,
-                 indexes: Mapping[str, str] | None) -> None:
+                 indexes: Mapping[str, str] | None, *, prefer_pypi: bool = True) -> None:
         self.p, self.w, self.t, self.m = pick, wants, t, m
+        self.prefer_pypi = prefer_pypi
+        self.target: Profile | None = None
         self.pytorch, self.openmmlab = _indexes(indexes)
         self.packages: dict[str, str] = {}
         self.choices: list[dict[str, Any]] = []
@@ -934,6 +936,7 @@ class _Builder:
         self.reasons.append(f"{pkg} {version}: {reason} [{source}]")
 
     def build(self, target: Profile, passthrough: list[str]) -> Resolution:
+        self.target = target
         self._python_cuda(target)
         self._torch()
         self._mmcv()
@@ -988,6 +991,25 @@ class _Builder:
                 "minor-version compatibility (no PTX JIT; torch.compile / triton and kernels shipped as PTX "
                 f"may fail). Upgrade the driver to >= {m.min_driver(p.cuda or '')} to lift this.")
 
+    def _pypi_default(self) -> tuple[bool, str | None]:
+        """Whether the chosen CUDA build is the plain PyPI wheel (and why not, when that matters)."""
+        p, rel, target = self.p, self.p.torch, self.target
+        if rel is None or p.variant is None or rel.pypi_cuda is None or not self.prefer_pypi:
+            return False, None
+        if rel.pypi_cuda != p.cuda:
+            return False, (f"torch {rel.version}'s default wheel on PyPI is the CUDA {rel.pypi_cuda} build "
+                           f"[{rel.pypi_source}]: the {p.variant} build comes from the PyTorch index")
+        if target is not None and (target.os, target.arch) != ("linux", "x86_64"):
+            return False, None  # the data describes the Linux x86_64 wheels only
+        for dom, ver in (("torch", rel.version), ("torchvision", rel.torchvision),
+                         ("torchaudio", rel.torchaudio)):
+            w = self.w.get(dom)
+            if w is not None and ver and not _contains(w.spec, ver):
+                # a pin naming the local label (torch==2.6.0+cu124) matches only the index's wheel
+                return False, (f"{w.text} names the +{p.variant} wheel: taken from the PyTorch index "
+                               f"although the plain PyPI wheel is the same CUDA {p.cuda} build")
+        return True, None
+
     def _torch(self) -> None:
         p, rel = self.p, self.p.torch
         if rel is None:
@@ -997,19 +1019,30 @@ class _Builder:
         why = f"newest torch release with a {kind} build that fits the target and every requirement"
         if p.variant in rel.unverified:
             why += f" ({label} for {rel.version} is not in the read sources but is widely published)"
-        self.choose("torch", f"{rel.version}+{label}", why, rel.source)
+        from_pypi, note = self._pypi_default()
+        suffix = "" if from_pypi else f"+{label}"
+        if from_pypi:
+            why += f"; the plain PyPI wheel is this CUDA {p.cuda} build (no extra index)"
+        self.choose("torch", f"{rel.version}{suffix}", why, rel.source)
         newer = self._newer_legacy_build()
         if newer:
             self.reasons.append(f"torch {newer} is newer but built for an older CUDA major than the "
                                 "driver's; builds of the driver's own CUDA major come first")
-        self.index_urls.append(f"{self.pytorch}/{label}")
+        if from_pypi:
+            self.reasons.append(f"torch {rel.version}'s default wheel on PyPI is the CUDA {p.cuda} build "
+                                f"(source: {rel.pypi_source}): no extra index needed")
+        else:
+            self.index_urls.append(f"{self.pytorch}/{label}")
+            if note:
+                self.reasons.append(note)
         arch_src = p.arch_row.source if p.arch_row else "envbuild/data/torch_arch.json"
         for note in p.arch_notes:
             self.reasons.append(f"GPU {note} [{arch_src}]")
         for dom in ("torchvision", "torchaudio"):
             have = getattr(rel, dom)
             if dom in self.w and have:
-                self.choose(dom, f"{have}+{label}", f"the release paired with torch {rel.version}",
+                where = "; its PyPI wheel is built against that torch" if from_pypi else ""
+                self.choose(dom, f"{have}{suffix}", f"the release paired with torch {rel.version}{where}",
                             rel.source)
 
     def _newer_legacy_build(self) -> str | None:
@@ -1130,8 +1163,11 @@ class _Builder:
 
 
 def resolve(requirements: Sequence[str], target: Profile, matrix: Matrix | None = None,
-            *, indexes: Mapping[str, str] | None = None) -> Resolution:
+            *, indexes: Mapping[str, str] | None = None, prefer_pypi: bool = True) -> Resolution:
     """Pick the newest consistent set for ``target`` (``ok=False`` + ``conflicts`` when none exists).
+
+    With ``prefer_pypi`` a CUDA build that is the release's plain PyPI wheel (torch 2.6.0 = CUDA 12.4) is
+    pinned without its local label and needs no PyTorch index; otherwise ``torch==X+cuYYY`` + index.
 
     Raises:
         InputError: a requirement is not PEP 508.
@@ -1149,7 +1185,7 @@ def resolve(requirements: Sequence[str], target: Profile, matrix: Matrix | None 
         log = _Log()
         pick = _Search(wants, t, m, mode, log, shared).run()
         if pick is not None:
-            return _Builder(pick, wants, t, m, indexes).build(target, passthrough)
+            return _Builder(pick, wants, t, m, indexes, prefer_pypi=prefer_pypi).build(target, passthrough)
         logs.append(log)
     # Explain with the prebuilt-wheel pass that got furthest (those are the answers users expect).
     best = max(logs[:2], key=lambda lg: STAGES.index(lg.deepest() or "torch") if lg.deepest() else -1)
@@ -1165,7 +1201,8 @@ def resolve(requirements: Sequence[str], target: Profile, matrix: Matrix | None 
 
 def resolve_cli(reqs: Sequence[str], *, spec_path: Path | None = None, target_path: Path | None = None,
                 python: str | None = None, driver: str | None = None, gpu: str | None = None,
-                cuda_toolkit: str | None = None, gcc: str | None = None, cpu: bool = False) -> Resolution:
+                cuda_toolkit: str | None = None, gcc: str | None = None, cpu: bool = False,
+                prefer_pypi: bool = True) -> Resolution:
     """What ``envbuild resolve`` does: read spec/profile, apply flags, resolve.
 
     Raises:
@@ -1199,7 +1236,7 @@ def resolve_cli(reqs: Sequence[str], *, spec_path: Path | None = None, target_pa
         if exc.path is None and profile_path is not None and (exc.field or "").startswith("gpus["):
             exc.path = str(profile_path)  # the bad GPU came from the profile file, not a flag
         raise
-    return resolve(requirements, target, indexes=indexes)
+    return resolve(requirements, target, indexes=indexes, prefer_pypi=prefer_pypi)
 
 
 def present_resolution(res: Resolution, as_json: bool) -> None:

@@ -180,3 +180,27 @@ def test_unparsable_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     with pytest.raises(DataError) as ei:
         load_matrix()
     assert "cupy.json" in ei.value.render() and "line 1" in ei.value.render()
+
+
+def test_pypi_default_wheel_facts() -> None:
+    m = load_matrix()
+    known = {r.version: r.pypi_cuda for r in m.torch if r.pypi_cuda}
+    assert known["2.6.0"] == "12.4" and known["2.4.1"] == "12.1" and known["1.13.1"] == "11.7"
+    assert "1.10.0" not in known  # no read source states it: never guessed
+    for r in m.torch:
+        if r.pypi_cuda:
+            assert r.pypi_source, r.version
+            # the PyPI wheel of a release is one of its CUDA builds (its arch list is that build's)
+            assert not r.all_variants or f"cu{r.pypi_cuda.replace('.', '')}" in r.all_variants, r.version
+
+
+def test_bad_pypi_default_cuda_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        fresh_cache: None) -> None:
+    def edit(d: dict[str, Any]) -> None:
+        d["releases"][-3]["pypi_default_wheel_cuda"] = "cu124"
+
+    path = _broken_copy(tmp_path, monkeypatch, "torch", edit)
+    with pytest.raises(DataError) as ei:
+        load_matrix()
+    assert ei.value.path == str(path) and ei.value.field.endswith("].pypi_default_wheel_cuda")
+    assert "cu124" in ei.value.render()

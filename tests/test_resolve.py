@@ -7,6 +7,7 @@ case passes only when the answer is both the expected one and actually consisten
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -51,13 +52,21 @@ def _check_consistent(res: Resolution, target: Profile, m: Matrix) -> None:
             assert f"{name}=={version}" in res.requirements, f"{name} missing from requirements"
     assert not sb & {r.split("==")[0] for r in res.requirements}, "a source build leaked into requirements"
     if "torch" in pk:
-        base, label = pk["torch"].split("+")
+        base, _, label = pk["torch"].partition("+")
         rel = m.torch_release(base)
         assert rel is not None and res.python in rel.python
-        if label == "cpu":
+        if not label:
+            # the plain PyPI wheel: only when it is the chosen CUDA build, and then no PyTorch index at all
+            assert res.cuda is not None and rel.pypi_cuda == res.cuda
+            assert not any("download.pytorch.org" in u for u in res.index_urls)
+            assert any(f"default wheel on PyPI is the CUDA {res.cuda} build" in r for r in res.reasons)
+            for dom in ("torchvision", "torchaudio"):
+                assert "+" not in pk.get(dom, "")
+        elif label == "cpu":
             assert res.cuda is None and rel.cpu
         else:
             assert label in rel.all_variants and cuda_of_variant(label) == res.cuda
+            assert any(u.endswith(f"/whl/{label}") for u in res.index_urls)
     if res.cuda and target.driver_version:
         drv = Version(target.driver_version)
         native = drv >= Version(m.min_driver(res.cuda) or "9999")
@@ -143,6 +152,10 @@ def test_case(path: Path) -> None:
         assert any(exp["find_links_contain"] in u for u in res.find_links)
     if "index_urls_contain" in exp:
         assert any(exp["index_urls_contain"] in u for u in res.index_urls)
+    if "index_urls_equal" in exp:
+        assert res.index_urls == exp["index_urls_equal"]
+    for group in exp.get("reasons_contain", []):
+        assert any(all(s in r for s in group) for r in res.reasons), f"{group} not in {res.reasons}"
     for r in exp.get("requirements_contain", []):
         assert r in res.requirements
     assert len(res.choices) >= len(res.packages) and all(c["source"] for c in res.choices)
@@ -341,7 +354,7 @@ def test_profile_gpu_without_capability_is_filled_or_refused() -> None:
 def test_newer_legacy_major_build_is_explained() -> None:
     ws = make_target(None, python="3.11", driver="550.54.14", gpu="NVIDIA GeForce RTX 4090")
     res = resolve(["torch"], ws)
-    assert res.packages["torch"].endswith("+cu124")
+    assert res.packages["torch"] == "2.6.0"  # CUDA 12.4: the plain PyPI wheel
     assert any("2.7.1+cu118 is newer" in r for r in res.reasons)
 
 
@@ -364,3 +377,74 @@ def test_profile_with_only_the_drivers_cuda() -> None:
                              "gpus": [{"name": "Tesla V100-SXM2-16GB"}]})
     bad = resolve(["torch>=2"], make_target(old))
     assert not bad.ok and "CUDA <= 10.1" in bad.conflicts[0]
+
+
+# --- the plain PyPI wheel vs the PyTorch index ------------------------------------------------------
+
+
+def test_pypi_default_build_needs_no_pytorch_index() -> None:
+    """torch 2.6.0's PyPI wheel is the CUDA 12.4 build: the index path's choice minus label and index."""
+    ws = make_target(None, python="3.11", driver="550.54.14", gpu="NVIDIA GeForce RTX 4090")
+    reqs = ["torch", "torchvision", "torchaudio", "numpy"]
+    pypi, index = resolve(reqs, ws), resolve(reqs, ws, prefer_pypi=False)
+    assert pypi.packages == {"torch": "2.6.0", "torchvision": "0.21.0", "torchaudio": "2.6.0",
+                             "numpy": index.packages["numpy"]}
+    assert pypi.requirements[:3] == ["torch==2.6.0", "torchvision==0.21.0", "torchaudio==2.6.0"]
+    assert pypi.index_urls == [] and pypi.find_links == []
+    assert index.packages["torch"] == "2.6.0+cu124" and index.packages["torchaudio"] == "2.6.0+cu124"
+    assert index.index_urls == ["https://download.pytorch.org/whl/cu124"]
+    # the CUDA, the arch list and the driver verdict do not depend on where the wheel comes from
+    assert pypi.cuda == index.cuda == "12.4" and pypi.build == index.build
+    assert pypi.build["torch_cuda_arch_list"] == "8.9" and pypi.warnings == index.warnings
+    line = next(r for r in pypi.reasons if "default wheel on PyPI" in r)
+    assert line.startswith("torch 2.6.0's default wheel on PyPI is the CUDA 12.4 build (source: PyPI wheel "
+                           "metadata (PEP 658) of torch-2.6.0-") and line.endswith("): no extra index needed")
+    assert not any("default wheel on PyPI" in r for r in index.reasons)
+
+
+@pytest.mark.parametrize(("reqs", "flags", "pin", "index", "why"), [
+    # the driver runs 12.6: 2.6.0's newest build is cu126, not the PyPI wheel's 12.4
+    (["torch==2.6.0"], {"python": "3.11", "driver": "560.28.03", "gpu": "sm_89"}, "2.6.0+cu126", "cu126",
+     "default wheel on PyPI is the CUDA 12.4 build"),
+    # a pin naming the label matches only the index's wheel
+    (["torch==2.6.0+cu124"], {"python": "3.11", "driver": "550.54.14", "gpu": "sm_89"}, "2.6.0+cu124",
+     "cu124", "torch==2.6.0+cu124 names the +cu124 wheel"),
+    # the data knows no PyPI default for 1.10 (seed server B): the index path, as before
+    (["torch==1.10.0"], {"python": "3.7", "driver": "440.33.01", "gpu": "sm_70"}, "1.10.0+cu102", "cu102",
+     None),
+    # CPU builds always come from the index (PyPI's wheel is a CUDA build)
+    (["torch==2.6.0"], {"python": "3.11", "cpu": True}, "2.6.0+cpu", "cpu", None),
+])
+def test_other_builds_keep_the_pytorch_index(reqs: list[str], flags: dict[str, Any], pin: str, index: str,
+                                             why: str | None) -> None:
+    res = resolve(reqs, make_target(None, **flags))
+    assert res.packages["torch"] == pin
+    assert res.index_urls == [f"https://download.pytorch.org/whl/{index}"]
+    if why:
+        assert any(why in r for r in res.reasons), res.reasons
+
+
+def test_old_release_with_a_recorded_pypi_default() -> None:
+    """torch 1.8.1's PyPI wheel is the CUDA 10.2 build (previous-versions page): PyPI on a 10.2 driver."""
+    srv = make_target(None, python="3.8", driver="440.33.01", gpu="sm_70")
+    res = resolve(["torch==1.8.1", "torchvision"], srv)
+    assert res.packages["torch"] == "1.8.1" and res.packages["torchvision"] == "0.9.1"
+    assert res.cuda == "10.2" and res.index_urls == []
+    assert any("previous-versions.md" in r and "no extra index needed" in r for r in res.reasons)
+
+
+def test_non_x86_target_keeps_the_pytorch_index() -> None:
+    ws = make_target(None, python="3.11", driver="550.54.14", gpu="sm_89")
+    base = dataclasses.replace(ws, arch="aarch64")
+    res = resolve(["torch"], base)
+    assert res.packages["torch"] == "2.6.0+cu124" and res.index_urls
+
+
+def test_cli_pytorch_index_always() -> None:
+    args = ("resolve", "torch", "--python", "3.11", "--driver", "550.54.14", "--gpu", "sm_89", "--json")
+    d = json.loads(_cli(*args).stdout)
+    assert d["packages"]["torch"] == "2.6.0" and d["index_urls"] == [] and d["cuda"] == "12.4"
+    p = _cli(*args, "--pytorch-index-always")
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert d["packages"]["torch"] == "2.6.0+cu124" and d["index_urls"] == ["https://download.pytorch.org/whl/cu124"]
