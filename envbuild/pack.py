@@ -182,9 +182,12 @@ def packages(prefix: Path, kind: str) -> list[dict[str, Any]]:
     for d in _dists(prefix):
         if d["installer"] == "conda" or (d["installer"] is None and _canon(d["name"]) in conda_names):
             continue
+        cuda = _cuda_of(d["version"])
+        if cuda is None and _canon(d["name"]) == "torch":
+            # PyPI's torch carries no +cuXXX label (2.6.0 is the CUDA 12.4 build): torch/version.py says
+            cuda = (torch_build(prefix) or {}).get("cuda")
         out.append({"name": d["name"], "version": d["version"], "build": None,
-                    "installer": d["installer"] or "unknown", "channel": None,
-                    "cuda": _cuda_of(d["version"])})
+                    "installer": d["installer"] or "unknown", "channel": None, "cuda": cuda})
     return out
 
 

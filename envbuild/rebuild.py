@@ -296,7 +296,10 @@ def _wheel_steps(
     # 1. wheels whose pin changes (torch +cu113 -> +cu102, cupy-cuda113 -> cupy-cuda102)
     torch_changed = False
     new_torch = res.packages.get("torch")
-    torch_moves = new_torch is not None and current.packages.get("torch") not in (None, new_torch)
+    old_torch = current.packages.get("torch")
+    torch_moves = new_torch is not None and old_torch is not None and not _same_build(
+        "torch", old_torch, new_torch, current, res
+    )
     for name, pin in sorted(res.packages.items()):
         n = _name(name)
         if n in sb_names:
@@ -317,8 +320,9 @@ def _wheel_steps(
                     )
                 )
             old, renamed = (f"{olds[0]}=={current.packages[olds[0]]}", True) if olds else (None, False)
-        rebuilt_for_torch = torch_moves and n in current.compiled and old == pin
-        if old == pin and not rebuilt_for_torch:
+        same = old is not None and _same_build(n, old, pin, current, res)
+        rebuilt_for_torch = torch_moves and n in current.compiled and same
+        if same and not rebuilt_for_torch:
             continue
         if old is None and n not in _TORCH_FAMILY and not n.startswith("cupy"):
             continue  # not installed before: the rebuild changes, it does not add
@@ -496,6 +500,20 @@ def plan_rebuild(current: CurrentEnv, res: Resolution, target: Profile) -> Rebui
 def _cuda_of(pin: str | None) -> str | None:
     m = re.search(r"\+cu(\d+)(\d)$", pin or "")
     return f"{m.group(1)}.{m.group(2)}" if m else None
+
+
+def _same_build(name: str, old: str, pin: str, current: CurrentEnv, res: Resolution) -> bool:
+    """``old`` installed is the build ``pin`` names: equal, or torch-family versions of one CUDA.
+
+    The plain PyPI torch wheel has no local label (``2.6.0`` is the CUDA 12.4 build); its CUDA is
+    torch/version.py's (``current.torch_cuda``) when installed and the resolution's when pinned.
+    """
+    if old == pin:
+        return True
+    if _name(name) not in _TORCH_FAMILY or _base(old) != _base(pin) or "+cpu" in old + pin:
+        return False
+    was = _mm(_cuda_of(old) or current.torch_cuda)
+    return was is not None and was == _mm(_cuda_of(pin) or res.cuda)
 
 
 def _first_toolkit(target: Profile) -> str | None:

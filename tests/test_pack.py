@@ -668,3 +668,22 @@ def test_slurm_script_is_shellcheck_clean_quoted_and_works(channel: Path, tmp_pa
         env={**os.environ, "PATH": f"{shims}:{os.environ['PATH']}", "SLURM_JOB_ID": "1"},
     )
     assert bad.returncode == 1 and "does not match the sha256" in bad.stderr
+
+
+def test_pypi_torch_without_local_label_reports_its_cuda(tmp_path: Path) -> None:
+    """PyPI's torch 2.6.0 is the CUDA 12.4 build but its version has no +cu124: version.py says so."""
+    from envbuild.pack import packages, torch_build
+
+    site = tmp_path / "lib/python3.11/site-packages"
+    (site / "torch").mkdir(parents=True)
+    (site / "torch" / "version.py").write_text(
+        "from typing import Optional\n__version__ = '2.6.0'\ncuda: Optional[str] = '12.4'\n"
+    )
+    di = site / "torch-2.6.0.dist-info"
+    di.mkdir()
+    (di / "METADATA").write_text("Metadata-Version: 2.1\nName: torch\nVersion: 2.6.0\n")
+    (di / "INSTALLER").write_text("uv\n")
+    assert torch_build(tmp_path) == {"version": "2.6.0", "cuda": "12.4",
+                                     "site": "lib/python3.11/site-packages"}
+    row = next(p for p in packages(tmp_path, "venv") if p["name"] == "torch")
+    assert (row["version"], row["cuda"]) == ("2.6.0", "12.4")

@@ -517,3 +517,34 @@ def test_cli_target_described_by_flags(tmp_path: Path) -> None:
     data = json.loads(out.stdout)
     assert data["changes"]["torch"]["new"] == "1.10.0+cu102" and data["torch_cuda_arch_list"] == "7.0"
     assert data["gcc_max"] == 8 and data["toolkit_found"] is False
+
+
+@pytest.mark.parametrize(
+    ("installed", "driver", "change"),
+    [
+        ("2.6.0", "550.54.14", None),  # the plain PyPI wheel already is the CUDA 12.4 build
+        ("2.6.0+cu124", "550.54.14", None),  # the index's cu124 wheel: the same build as the PyPI pin
+        ("2.6.0", "535.104.05", "2.6.0+cu118"),  # a CUDA 12.2 driver: the cu118 build from the index
+    ],
+)
+def test_pypi_torch_without_local_label(
+    tmp_path: Path, installed: str, driver: str, change: str | None
+) -> None:
+    """An installed PyPI torch has no +cuXXX label; its CUDA comes from torch/version.py."""
+    from envbuild.resolve import make_target
+
+    prefix = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(prefix)], check=True)
+    site = next((prefix / "lib").glob("python3.*/site-packages"))
+    _dist(site, "torch", installed, _torch_files(site, installed, "12.4"))
+    target = make_target(None, python=f"{sys.version_info[0]}.{sys.version_info[1]}", driver=driver,
+                         gpu="NVIDIA GeForce RTX 4090")
+    plan = rebuild(prefix, target, out_dir=tmp_path / "o", lock=False)
+    assert plan.current.torch_cuda == "12.4"
+    if change is None:
+        assert plan.resolution.packages["torch"] == "2.6.0" and plan.resolution.index_urls == []
+        assert plan.steps == [] and any(n.startswith("Nothing must change") for n in plan.notes)
+    else:
+        step = next(s for s in plan.steps if s.package == "torch")
+        assert (step.old, step.new) == (installed, change) and "built for CUDA 12.4" in step.reason
+        assert plan.index_args == ["--extra-index-url", "https://download.pytorch.org/whl/cu118"]
