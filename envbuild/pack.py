@@ -1130,17 +1130,9 @@ def _report(archive: Path, dest: Path, manifest: dict[str, Any] | None, profile:
 # --- Slurm -------------------------------------------------------------------------------------
 
 
-def _template_dir() -> Path:
-    for cand in (Path(__file__).resolve().parents[1] / "templates", Path(__file__).parent / "templates"):
-        if (cand / "slurm-unpack.sh.j2").is_file():
-            return cand
-    raise PackError("templates/slurm-unpack.sh.j2 is missing from this installation.",
-                    hint="Reinstall envbuild.")
-
-
 def render_slurm(archive: Path, dest: str | None = None) -> str:
     """A bash script that sbcasts ``archive`` to every node of the allocation and unpacks it there."""
-    import jinja2
+    from envbuild.render import template_environment
 
     archive = Path(os.path.abspath(archive))
     manifest = read_manifest(archive)
@@ -1148,9 +1140,7 @@ def render_slurm(archive: Path, dest: str | None = None) -> str:
     name = archive.name
     fmt = "zip" if name.endswith(".zip") else "tar.zst" if name.endswith((".zst", ".tzst")) else "tar.gz"
     stem = re.sub(r"[^A-Za-z0-9._-]", "_", re.sub(r"(\.tar\.gz|\.tgz|\.tar\.zst|\.tzst|\.zip)$", "", name))
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(_template_dir())), autoescape=False,
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    env.filters["q"] = lambda v: shlex.quote(str(v))
+    env = template_environment(trim=False)
     return env.get_template("slurm-unpack.sh.j2").render(
         version=__version__, archive=str(archive), sha256=sha256_file(archive), fmt=fmt, kind=kind,
         dest=dest, stem=stem, has_fixup=manifest is not None,

@@ -523,28 +523,11 @@ def _first_toolkit(target: Profile) -> str | None:
 # --- rendering -----------------------------------------------------------------------------------
 
 
-def _template_dir() -> Path:
-    for cand in (Path(__file__).resolve().parents[1] / "templates", Path(__file__).parent / "templates"):
-        if (cand / "rebuild.sh.j2").is_file():
-            return cand
-    raise ToolError("templates/rebuild.sh.j2 is missing from this installation.", hint="Reinstall envbuild.")
-
-
 def render_script(plan: RebuildPlan) -> str:
     """rebuild.sh for ``plan`` (every value shell-quoted; each step echoes its reason)."""
-    import jinja2
+    from envbuild.render import template_environment
 
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(_template_dir())),
-        autoescape=False,
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-    )
-    env.filters["q"] = lambda v: shlex.quote(str(v))
-    env.filters["cmd"] = lambda argv: " ".join(
-        '"$PYTHON"' if a == "$PYTHON" else shlex.quote(a) for a in argv
-    )
-    env.filters["comment"] = lambda s: re.sub(r"[\r\n]+", " ", str(s))
+    env = template_environment(trim=False)
     prefix = plan.current.source if plan.current.kind == "prefix" else None
     builds = [s for s in plan.steps if s.kind == "build"]
     return env.get_template("rebuild.sh.j2").render(

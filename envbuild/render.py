@@ -1,6 +1,6 @@
 """Render install scripts from a lock: install.sh, install-offline.sh, verify.sh and INSTALL.md.
 
-The templates live in ``templates/`` (jinja2).  Every value that reaches a script goes
+The templates live in ``envbuild/templates/`` (jinja2, package data).  Every value that reaches a script goes
 through the ``q`` filter (``shlex.quote``) or the ``comment`` filter (one line, for ``#``
 comments); the scripts themselves find the lock files beside them, so a rendered directory
 can be copied anywhere.
@@ -12,16 +12,19 @@ import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from packaging.utils import canonicalize_name
 
 from envbuild._fs import atomic_write
 from envbuild.errors import InputError
 from envbuild.lockfile import LOCK_FILE, Lock, load_lock
+
+if TYPE_CHECKING:
+    import jinja2
 from envbuild.tools.git import pip_git_url
 
-__all__ = ["SCRIPTS", "RenderResult", "render", "render_scripts"]
+__all__ = ["SCRIPTS", "TEMPLATE_DIR", "RenderResult", "render", "render_scripts", "template_environment"]
 
 SCRIPTS = ("install.sh", "install-offline.sh", "verify.sh")
 DOCS = ("INSTALL.md",)
@@ -52,9 +55,8 @@ class RenderResult:
                 "files": list(self.files)}
 
 
-def _template_dirs() -> list[str]:
-    here = Path(__file__).resolve().parent
-    return [str(p) for p in (here.parent / "templates", here / "templates") if p.is_dir()]
+# Package data, so an installed (non-editable) envbuild renders too.
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 
 
 def _comment(value: object) -> str:
@@ -66,20 +68,37 @@ def _quote(value: object) -> str:
     return shlex.quote(str(value))
 
 
-def _environment() -> Any:
+def _cmd(argv: list[str]) -> str:
+    """An argv as one shell line; ``$PYTHON`` stays a (quoted) variable reference."""
+    return " ".join('"$PYTHON"' if a == "$PYTHON" else shlex.quote(a) for a in argv)
+
+
+def template_environment(*, trim: bool = True) -> jinja2.Environment:
+    """The one jinja2 environment every script template renders in.
+
+    Values reach scripts only through the filters ``q`` (shlex.quote), ``cmd`` (argv -> quoted
+    line) and ``comment`` (one line), and an undefined name is an error, not an empty string.
+
+    Raises:
+        InputError: the templates are missing from this installation.
+    """
     import jinja2
 
-    dirs = _template_dirs()
-    if not dirs:
+    if not TEMPLATE_DIR.is_dir():
         raise InputError("the templates directory is missing from this envbuild installation.",
-                         hint="Reinstall envbuild.")
+                         path=str(TEMPLATE_DIR), hint="Reinstall envbuild.")
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(dirs), undefined=jinja2.StrictUndefined, autoescape=False,
-        keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
+        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)), undefined=jinja2.StrictUndefined,
+        autoescape=False, keep_trailing_newline=True, trim_blocks=trim, lstrip_blocks=trim,
     )
     env.filters["q"] = _quote
+    env.filters["cmd"] = _cmd
     env.filters["comment"] = _comment
     return env
+
+
+def _environment() -> Any:
+    return template_environment()
 
 
 def _context(lk: Lock, manager: str) -> dict[str, Any]:
