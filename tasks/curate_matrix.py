@@ -26,6 +26,9 @@ def write(name, desc, body):
     (OUT / f"{name}.json").write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
 # ---------------- torch ----------------
+_OLD = Path(__file__).resolve().parents[1] / "envbuild" / "data" / "torch.json"
+_HAND = ({x["torch"]: x.get("pypi_default_wheel_source") for x in json.loads(_OLD.read_text())["releases"]}
+         if _OLD.exists() else {})
 rels = []
 py_prev = None
 for r in ref["torch"]["releases"]:
@@ -41,6 +44,9 @@ for r in ref["torch"]["releases"]:
     row["python"] = py
     py_prev = py
     row["pypi_default_wheel_cuda"] = r.get("pypi_default_wheel_cuda")
+    # Curated by hand (which PyPI metadata or page shows the default wheel's CUDA): carried over.
+    if _HAND.get(r["torch"]):
+        row["pypi_default_wheel_source"] = _HAND[r["torch"]]
     row["source"] = r["cuda_variants_source"]
     row["python_source"] = r.get("python_pypi_wheels_source") if r.get("python_pypi_wheels") else \
         "inferred: same Python set as the previous release (no PyPI wheels listed for this LTS release)"
