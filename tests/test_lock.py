@@ -129,8 +129,9 @@ def test_seed_laptop_lock(seed: tuple[Index, str], tmp_path: Path) -> None:
     if not PY37.exists():
         pytest.skip("no Python 3.7 here")
     venv = tmp_path / "venv37"
-    subprocess.run([str(PY37), "-m", "venv", "--without-pip", str(venv)], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin/python"), "install", "-q",
+    # The target's own (bundled) pip: pip >= 25 no longer runs under --python for a 3.7 interpreter.
+    subprocess.run([str(PY37), "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin/python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
                     "--require-hashes", "--no-deps", "-r", str(out / "requirements.txt")], check=True)
     got = subprocess.run([str(venv / "bin/python"), "-c", "import torch, numpy, mmcv_full; "
                           "print(torch.__version__, numpy.__version__)"],
@@ -359,8 +360,8 @@ def test_python38_lock_differs_and_installs(tmp_path: Path) -> None:
     if not PY38.exists():
         pytest.skip("no Python 3.8 here")
     venv = tmp_path / "v38"
-    subprocess.run([str(PY38), "-m", "venv", "--without-pip", str(venv)], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin/python"), "install", "-q",
+    subprocess.run([str(PY38), "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin/python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
                     "--require-hashes", "--no-deps", "-r", str(out / "requirements.txt")], check=True)
     v = subprocess.run([str(venv / "bin/python"), "-c", "import numpy; print(numpy.__version__)"],
                        capture_output=True, text=True, check=True).stdout.strip()
