@@ -412,6 +412,10 @@ def lock_cmd(
     openmmlab_index: Annotated[
         str | None, typer.Option("--openmmlab-index", help="OpenMMLab find-links mirror (…/dist).")] = None,
     upgrade: Annotated[bool, typer.Option("--upgrade", help="Ignore the existing lock's pins.")] = False,
+    pytorch_index_always: Annotated[
+        bool, typer.Option("--pytorch-index-always",
+                           help="Take torch from the PyTorch index even when PyPI has the same build.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Pin the whole tree for the target (hashes, git commits, conda part) into lockfiles/NAME/."""
@@ -428,7 +432,7 @@ def lock_cmd(
                  "pytorch_index": pytorch_index, "openmmlab_index": openmmlab_index}
     command = _lock_command_line(spec, reqs or [], out_dir, engine, cmd_flags)
     kw: dict[str, Any] = {"out_dir": out_dir, "engine": engine, "indexes": mirrors, "command": command,
-                          "upgrade": upgrade}
+                          "upgrade": upgrade, "prefer_pypi": not pytorch_index_always}
     if as_json:
         result = lock(the_spec, profile, **kw)
     else:
@@ -532,6 +536,10 @@ def plan_cmd(
     cpu: CpuOpt = False,
     engine: Annotated[str, typer.Option("--engine", help="Lock engine: uv or pip-tools.")] = "uv",
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Parallel downloads with --offline.")] = 8,
+    pytorch_index_always: Annotated[
+        bool, typer.Option("--pytorch-index-always",
+                           help="Take torch from the PyTorch index even when PyPI has the same build.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Resolve -> lock -> render (-> fetch -> bundle with --offline) in one command."""
@@ -544,7 +552,7 @@ def plan_cmd(
                               cuda_toolkit=cuda_toolkit, gcc=gcc, cpu=cpu)
     result = plan(
         the_spec, the_target, out or Path("out") / the_spec.name, offline=offline, engine=engine,
-        jobs=jobs, show_progress=not as_json,
+        jobs=jobs, show_progress=not as_json, prefer_pypi=not pytorch_index_always,
         step=None if as_json else (lambda s: _err.print(f"[bold cyan]» {s}[/]", highlight=False)),
     )
     present_plan(result, as_json)

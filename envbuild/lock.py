@@ -340,7 +340,8 @@ class LockResult:
 # --- resolution ---------------------------------------------------------------------------------
 
 
-def resolve_for_lock(spec: Spec, target: Profile, indexes: Mapping[str, str]) -> Resolution:
+def resolve_for_lock(spec: Spec, target: Profile, indexes: Mapping[str, str], *,
+                     prefer_pypi: bool = True) -> Resolution:
     """Run ``envbuild.resolve.resolve`` for the spec's requirements.
 
     Raises:
@@ -355,7 +356,8 @@ def resolve_for_lock(spec: Spec, target: Profile, indexes: Mapping[str, str]) ->
         return Resolution(ok=True, python=spec.python or target.python_version or "", cuda=None,
                           requirements=list(spec.requirements), target=target.to_dict(),
                           reasons=["no resolver stage: requirements passed to the engine unchanged"])
-    res: Resolution = resolver.resolve(list(spec.requirements), target, indexes=dict(indexes))
+    res: Resolution = resolver.resolve(list(spec.requirements), target, indexes=dict(indexes),
+                                       prefer_pypi=prefer_pypi)
     if not res.ok:
         raise ConflictError(
             "no consistent set of versions exists for this target: " + " ".join(res.conflicts),
@@ -388,13 +390,15 @@ def lock(
     command: str | None = None,
     cache_dir: str | None = None,
     upgrade: bool = False,
+    prefer_pypi: bool = True,
 ) -> LockResult:
     """Lock ``spec`` for ``target`` into ``out_dir`` (written whole or not at all).
 
     ``indexes`` override the spec's mirrors (keys pypi, pytorch, openmmlab); ``resolution``
     skips the resolver (tests, or a caller that already resolved).  An existing lock in
     ``out_dir`` gives the engine its pins as preferences (kept unless the inputs force a
-    change, like pip-compile); ``upgrade`` ignores them.
+    change, like pip-compile); ``upgrade`` ignores them.  ``prefer_pypi=False`` takes torch from
+    the PyTorch index even when PyPI's default wheel is the same CUDA build.
 
     Raises:
         InputError: unknown engine, or pip-tools asked to lock for another Python.
@@ -408,7 +412,8 @@ def lock(
                          hint=f"Use one of: {', '.join(ENGINES)}.")
     idx = {**spec.indexes, **dict(indexes or {})}
     plat = target_platform(target)
-    res = resolution if resolution is not None else resolve_for_lock(spec, target, idx)
+    res = (resolution if resolution is not None
+           else resolve_for_lock(spec, target, idx, prefer_pypi=prefer_pypi))
     if not res.ok:
         raise ConflictError("no consistent set of versions exists for this target: "
                             + " ".join(res.conflicts), conflicts=list(res.conflicts), path=spec.path)

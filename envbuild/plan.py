@@ -101,6 +101,7 @@ def plan(
     jobs: int = 8,
     step: Step | None = None,
     show_progress: bool = True,
+    prefer_pypi: bool = True,
 ) -> PlanResult:
     """Resolve, lock and render ``spec`` for ``target`` into ``out_dir``; with ``offline`` also
     fetch every artifact and bundle it all into one tar.
@@ -118,7 +119,8 @@ def plan(
     out = Path(out_dir)
     lock_dir = out / "lock"
     with _timed(seconds, "resolve", say):
-        res = resolve_stage.resolve(list(spec.requirements), target, indexes=dict(spec.indexes))
+        res = resolve_stage.resolve(list(spec.requirements), target, indexes=dict(spec.indexes),
+                                    prefer_pypi=prefer_pypi)
         if not res.ok:
             from envbuild.errors import ConflictError
 

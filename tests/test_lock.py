@@ -431,3 +431,25 @@ def test_resolver_conflict_exit_1_no_dir(tmp_path: Path) -> None:
     assert err["error"] == "ConflictError" and "384.81" in err["message"] and "torch" in err["message"]
     assert any("440.33" in c for c in err["conflicts"])
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_pytorch_index_always_takes_the_labelled_build_from_the_pytorch_index(tmp_path: Path) -> None:
+    """RTX 4090 / driver 550: by default torch 2.6.0 comes from PyPI; the flag keeps the cu124 index."""
+    from pypi_fixture import Index, serving
+    from pypi_fixture import make_wheel as index_wheel
+
+    idx = Index(tmp_path / "www")
+    d = idx.file("x").parent
+    idx.add("simple", [index_wheel(d, "six", "1.17.0")])
+    idx.add("whl/cu124", [index_wheel(d, "torch", "2.6.0+cu124", tag="cp311-cp311-linux_x86_64",
+                                      requires=["six"])])
+    out = tmp_path / "lk"
+    with serving(idx) as url:
+        result = runner.invoke(app, ["lock", "torch", "--python", "3.11", "--driver", "550.54.14", "--gpu",
+                                     "NVIDIA GeForce RTX 4090", "--pytorch-index-always",
+                                     "--index-url", f"{url}/simple", "--pytorch-index", f"{url}/whl",
+                                     "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    text = (out / "requirements.txt").read_text()
+    assert f"--extra-index-url {url}/whl/cu124" in text
+    assert "torch==2.6.0+cu124" in text and "six==1.17.0" in text
