@@ -6,37 +6,23 @@ install before anything is installed.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from e2e import HAS_UNSHARE
+from e2e import envbuild as _envbuild
+from e2e import offline as _offline
 from fetch_fixture import git_repo
 
 from envbuild._fs import safe_extract
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 
-HAS_UNSHARE = shutil.which("unshare") is not None and subprocess.run(
-    ["unshare", "-n", "true"], capture_output=True, check=False).returncode == 0
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
-def _envbuild(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "envbuild", *args], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, "COLUMNS": "200"}, check=False)
-    assert proc.returncode == 0, f"envbuild {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
-def _offline(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run ``cmd`` in a new network namespace: not even loopback is up."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_", "VIRTUAL_ENV"))}
-    env["PIP_CONFIG_FILE"] = os.devnull
-    return subprocess.run(["unshare", "-n", *cmd], capture_output=True, text=True, cwd=cwd, env=env,
-                          check=False, timeout=600)
 
 
 def _install_cmd(top: Path) -> list[str]:
