@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import stat
 import tarfile
 import tempfile
@@ -217,24 +216,10 @@ class BundleResult:
 
 
 def _render_scripts(lock_dir: Path, out: Path) -> list[str]:
-    """Rendered scripts (install-offline.sh, verify.sh, ...): from envbuild.render when it exists,
-    else the ones already in the lock directory."""
-    import importlib
+    """The scripts and INSTALL.md rendered from the lock into ``out``."""
+    from envbuild.render import render_scripts
 
-    try:
-        render_mod: Any = importlib.import_module("envbuild.render")
-    except ImportError:
-        render_mod = None
-    fn = getattr(render_mod, "render_scripts", None)
-    if fn is not None:
-        written = fn(lock_dir, out)
-        return sorted(Path(p).name for p in written)
-    names = []
-    for p in sorted(lock_dir.iterdir()):
-        if p.is_file() and p.suffix in (".sh", ".ps1", ".bat"):
-            shutil.copy2(p, out / p.name)
-            names.append(p.name)
-    return names
+    return sorted(p.name for p in render_scripts(lock_dir, out))
 
 
 def _readme(name: str, top: str, scripts: list[str]) -> str:

@@ -347,15 +347,8 @@ def resolve_for_lock(spec: Spec, target: Profile, indexes: Mapping[str, str], *,
     Raises:
         ConflictError: the resolver found no consistent set (its explanations attached).
     """
-    import importlib
+    from envbuild import resolve as resolver
 
-    try:
-        # Imported by name: the resolver is its own stage and may be absent from a partial install.
-        resolver = importlib.import_module("envbuild.resolve")
-    except ModuleNotFoundError:
-        return Resolution(ok=True, python=spec.python or target.python_version or "", cuda=None,
-                          requirements=list(spec.requirements), target=target.to_dict(),
-                          reasons=["no resolver stage: requirements passed to the engine unchanged"])
     res: Resolution = resolver.resolve(list(spec.requirements), target, indexes=dict(indexes),
                                        prefer_pypi=prefer_pypi)
     if not res.ok:
@@ -737,23 +730,14 @@ def input_spec(spec_path: Path | None, reqs: Sequence[str], *, manager: str | No
 
 def build_target(spec: Spec, profile_path: Path | None, **flags: Any) -> Profile:
     """Target profile: the ``--target`` file (or the spec's), overridden by target flags."""
-    import importlib
-
     from envbuild.models import load_profile
+    from envbuild.resolve import make_target
 
     path = profile_path or (Path(spec.target_profile) if spec.target_profile else None)
     base = load_profile(path) if path else None
     flags = {k: v for k, v in flags.items() if v not in (None, False)}
     flags.setdefault("python", spec.python)
-    try:
-        resolver = importlib.import_module("envbuild.resolve")
-    except ModuleNotFoundError:
-        # Without the resolver stage only the Python version of a target can be set.
-        prof = base or Profile()
-        py = flags.get("python") or prof.python_version
-        return dataclasses.replace(prof, python_version=py)
-    target: Profile = resolver.make_target(base, **flags)
-    return target
+    return make_target(base, **flags)
 
 
 def present_lock(result: LockResult, as_json: bool) -> None:

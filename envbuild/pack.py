@@ -24,7 +24,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
@@ -976,21 +976,16 @@ def link_findings(dest: Path, manifest: dict[str, Any] | None) -> list[Finding]:
 
 
 def _doctor_findings(dest: Path, profile: Profile) -> tuple[list[Finding], bool]:
+    from envbuild.doctor import check_env
+
     try:
-        from envbuild import doctor
-    except ImportError:
-        return [], False
-    check = getattr(doctor, "check_env", None)
-    if not callable(check):
-        return [], False
-    try:
-        found = check(dest, profile)
+        found = check_env(dest, profile)
     except EnvbuildError as exc:  # e.g. the env's python cannot start here: report, do not crash
         return [_finding("doctor", "warning", f"the env check could not run: {exc.render()}",
                          "Fix the errors above, then run 'envbuild doctor --prefix DEST'.")], True
     out = []
     for f in found:
-        d = asdict(f) if is_dataclass(f) and not isinstance(f, type) else dict(f)
+        d = asdict(f)
         out.append({k: d.get(k) for k in ("family", "severity", "cause", "fix", "evidence")})
     return out, True
 

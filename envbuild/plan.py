@@ -112,23 +112,13 @@ def plan(
     """
     from envbuild import lock as lock_stage
     from envbuild import render as render_stage
-    from envbuild import resolve as resolve_stage
 
     say: Step = step or (lambda _s: None)
     seconds: dict[str, float] = {}
     out = Path(out_dir)
     lock_dir = out / "lock"
     with _timed(seconds, "resolve", say):
-        res = resolve_stage.resolve(list(spec.requirements), target, indexes=dict(spec.indexes),
-                                    prefer_pypi=prefer_pypi)
-        if not res.ok:
-            from envbuild.errors import ConflictError
-
-            raise ConflictError(
-                "no consistent set of versions exists for this target: " + " ".join(res.conflicts),
-                conflicts=list(res.conflicts), path=spec.path,
-                hint="Change a pin or the target; 'envbuild resolve --spec ...' explains each choice.",
-            )
+        res = lock_stage.resolve_for_lock(spec, target, spec.indexes, prefer_pypi=prefer_pypi)
     with _timed(seconds, "lock", say):
         lock_stage.lock(spec, target, out_dir=lock_dir, engine=engine, resolution=res,
                         command=_command(spec, target, out, offline))

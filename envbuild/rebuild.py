@@ -14,7 +14,6 @@ packages for the target profile with ``envbuild.resolve.resolve``, and writes:
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 import shlex
@@ -28,7 +27,7 @@ from packaging.version import InvalidVersion, Version
 
 from envbuild import __version__
 from envbuild._fs import atomic_dir
-from envbuild.errors import ConflictError, InputError, ToolError
+from envbuild.errors import ConflictError, InputError
 from envbuild.models import Profile, Resolution
 
 __all__ = [
@@ -545,13 +544,8 @@ def render_script(plan: RebuildPlan) -> str:
 
 
 def _resolve(reqs: Sequence[str], target: Profile, indexes: Mapping[str, str] | None) -> Resolution:
-    try:
-        resolver = importlib.import_module("envbuild.resolve")
-    except ModuleNotFoundError:
-        raise ToolError(
-            "the resolver stage (envbuild.resolve) is not installed.",
-            hint="Install envbuild completely; rebuild re-resolves for the target.",
-        ) from None
+    from envbuild import resolve as resolver
+
     kw: dict[str, Any] = {"indexes": dict(indexes)} if indexes else {}
     res: Resolution = resolver.resolve(list(reqs), target, **kw)
     return res
