@@ -83,6 +83,10 @@ ToolkitOpt = Annotated[
 ]
 GccOpt = Annotated[str | None, typer.Option("--gcc", help="Host gcc version on the target.")]
 CpuOpt = Annotated[bool, typer.Option("--cpu", help="Plan a CPU-only environment.")]
+NativeDriverOpt = Annotated[bool, typer.Option(
+    "--native-driver-only",
+    help="Only builds the driver supports natively (no CUDA minor-version compatibility): the strict "
+         "choice.")]
 SpecOpt = Annotated[
     Path | None, typer.Option("--spec", help="envbuild.toml (or requirements.txt / environment.yml).")
 ]
@@ -578,13 +582,17 @@ def resolve_cmd(
         "--pytorch-index-always",
         help="Pin torch==X+cuYYY from download.pytorch.org even when the plain PyPI wheel is that CUDA build."
     )] = False,
+    native_driver_only: NativeDriverOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Pick the newest consistent torch/CUDA/mmcv/CuPy/NumPy set for a target (exit 1: conflicts)."""
+    import datetime as dt
+
     from envbuild.resolve import present_resolution, resolve_cli
 
     res = resolve_cli(reqs or [], spec_path=spec, target_path=target, python=python, driver=driver, gpu=gpu,
-                      cuda_toolkit=cuda_toolkit, gcc=gcc, cpu=cpu, prefer_pypi=not pytorch_index_always)
+                      cuda_toolkit=cuda_toolkit, gcc=gcc, cpu=cpu, prefer_pypi=not pytorch_index_always,
+                      native_driver_only=native_driver_only, today=dt.date.today())
     present_resolution(res, as_json)
     if not res.ok:
         raise typer.Exit(1)

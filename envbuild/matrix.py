@@ -26,15 +26,23 @@ from envbuild.errors import DataError
 __all__ = [
     "DATA_DIR",
     "ArchRow",
+    "BuildFacts",
     "CupyPackage",
     "CupyRelease",
+    "Fact",
+    "GpuDriverRule",
     "GpuModel",
+    "Implied",
     "Matrix",
     "MmPackage",
     "MmcvWheels",
     "NumpyMinor",
+    "TargetFacts",
     "TorchRelease",
+    "Verdict",
+    "confidence_level",
     "cuda_of_variant",
+    "digit_version",
     "load_doctor_rules",
     "load_matrix",
     "load_table",
@@ -73,6 +81,43 @@ def _mm(v: str) -> tuple[int, int]:
 
 _Runtime = tuple[str, str, tuple[str, ...], str]
 
+
+def confidence_level(text: str | None) -> str:
+    """'confirmed', 'inferred', 'secondary' or 'unverified' from a row's free-text ``confidence``."""
+    t = (text or "").lower()
+    for level in ("unverified", "inferred", "secondary"):
+        if t.startswith(level) or f" {level}" in t or f"({level}" in t:
+            return level
+    return "confirmed"
+
+
+def digit_version(text: str) -> list[int]:
+    """OpenMMLab's own ``digit_version`` (mmdet 2.x / mmseg 0.x ``__init__``): '1.4.0' -> [1, 4, 0],
+    '2.0.0rc4' -> [2, 0, -1, 4].  Their mmcv checks compare these lists, not PEP 440 versions."""
+    out: list[int] = []
+    for x in text.split("+")[0].split("."):
+        if x.isdigit():
+            out.append(int(x))
+        elif "rc" in x:
+            head, _, tail = x.partition("rc")
+            out.append(int(head or 0) - 1)
+            out.append(int(tail or 0))
+    return out
+
+
+def _digit_contains(spec: str, version: str) -> bool:
+    """``version`` in ``spec`` compared the way ``digit_version`` compares (a list compare)."""
+    have = digit_version(version)
+    ops = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
+           "<": lambda a, b: a < b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b}
+    for part in (x.strip() for x in spec.split(",") if x.strip()):
+        m = re.fullmatch(r"(>=|<=|==|!=|>|<)\s*(\S+)", part)
+        if m is None:
+            return SpecifierSet(spec).contains(version, prereleases=True)
+        if not ops[m.group(1)](have, digit_version(m.group(2))):
+            return False
+    return True
+
 # --- records -------------------------------------------------------------------------------------
 
 
@@ -89,6 +134,17 @@ class TorchRelease:
     confidence: str | None = None
     pypi_cuda: str | None = None  # CUDA of the plain `pip install torch==X` wheel on PyPI (Linux x86_64)
     pypi_source: str | None = None
+    # a torch release can pair with more than one torchvision/torchaudio (their Requires-Dist say so)
+    torchvision_compatible: tuple[str, ...] = ()
+    torchaudio_compatible: tuple[str, ...] = ()
+    released: str | None = None
+    checked: str | None = None
+
+    def domain_versions(self, package: str) -> tuple[str, ...]:
+        """torchvision / torchaudio releases usable with this torch, the paired one first."""
+        primary = getattr(self, package)
+        extra = self.torchvision_compatible if package == "torchvision" else self.torchaudio_compatible
+        return tuple(dict.fromkeys([*([primary] if primary else []), *extra]))
 
     @property
     def series(self) -> str:
@@ -110,6 +166,7 @@ class ArchRow:
     arch_list: tuple[str, ...]  # "7.0", "12.0+PTX"
     source: str
     confidence: str | None = None
+    checked: str | None = None
 
     @property
     def text(self) -> str:
@@ -136,6 +193,18 @@ class MmcvWheels:
 
 
 @dataclass(frozen=True)
+class Implied:
+    """A bound a package implies on another one it does not declare (mmdet3d 1.4.0 -> numpy<1.24)."""
+
+    package: str
+    spec: str
+    reason: str
+    source: str
+    evidence: tuple[str, ...] = ()  # "path:line name"
+    checked: str | None = None
+
+
+@dataclass(frozen=True)
 class MmPackage:
     name: str
     version: str
@@ -145,6 +214,18 @@ class MmPackage:
     python_max: str | None = None
     runtime: tuple[str, ...] = ()
     build_from_source: bool = False
+    implied: tuple[Implied, ...] = ()
+    compare: str | None = None  # "digit_version": the package's own check compares digit lists
+    checked: str | None = None
+
+    def accepts(self, package: str, version: str) -> bool:
+        """Does this release's own version check accept ``package==version``?"""
+        spec = self.requires.get(package)
+        if spec is None:
+            return True
+        if self.compare == "digit_version":
+            return _digit_contains(spec, version)
+        return SpecifierSet(spec).contains(version, prereleases=True)
 
 
 @dataclass(frozen=True)
@@ -189,6 +270,90 @@ class AbiRule:
 
 
 @dataclass(frozen=True)
+class GpuDriverRule:
+    """Driver branches that know a GPU generation: ``min_driver`` and/or last branch ``max_branch``."""
+
+    architecture: str
+    cc_min: str
+    cc_max: str
+    min_driver: str | None
+    max_branch: int | None
+    source: str
+    confidence: str | None = None
+
+    def covers(self, cc: str) -> bool:
+        return _mm(self.cc_min) <= _mm(cc) <= _mm(self.cc_max)
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One fact a verdict stands on, with where it comes from."""
+
+    text: str
+    source: str
+    confidence: str = "confirmed"  # confirmed | inferred | secondary | unverified
+
+    def to_dict(self) -> dict[str, str]:
+        return {"text": self.text, "source": self.source, "confidence": self.confidence}
+
+
+@dataclass(frozen=True)
+class BuildFacts:
+    """A package build as the verdict sees it.
+
+    ``bundles_runtime``: the wheel carries its own CUDA runtime (torch's CUDA wheels, cupy-cuda12x),
+    so minor-version compatibility applies; ``source_build``: compiled on the target by its nvcc.
+    """
+
+    cuda: str | None
+    bundles_runtime: bool = True
+    arch: ArchRow | None = None
+    source_build: bool = False
+    label: str = "the build"
+
+
+@dataclass(frozen=True)
+class TargetFacts:
+    driver: str | None = None
+    driver_cuda: str | None = None  # "CUDA <= X.Y" when only that is known
+    cc: str | None = None
+    gpu: str | None = None
+    nvcc: str | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Can this build run on that target?  ``rule`` names what decided it.
+
+    Rules: ``cpu`` (no CUDA), ``native-driver`` (the driver supports the build's CUDA itself),
+    ``minor-version-compat`` (a bundled runtime on a driver meeting its CUDA major's floor),
+    ``source-build`` (compiled by the target's nvcc), ``driver-unknown`` (nothing to check);
+    refusals: ``driver-too-old``, ``gpu-driver-branch``, ``cuda-predates-gpu``, ``no-sass``,
+    ``ptx-needs-native-driver``, ``nvcc-mismatch``.
+    """
+
+    ok: bool
+    rule: str
+    reason: str
+    facts: tuple[Fact, ...] = ()
+    arch_note: str | None = None
+
+    @property
+    def support(self) -> str | None:
+        """'native', 'compat' or None (the resolver's older vocabulary)."""
+        return {"native-driver": "native", "minor-version-compat": "compat"}.get(self.rule)
+
+    @property
+    def unverified(self) -> tuple[Fact, ...]:
+        """Facts the verdict used that no primary source confirms (never to be used silently)."""
+        return tuple(f for f in self.facts if f.confidence != "confirmed")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "rule": self.rule, "reason": self.reason,
+                "facts": [f.to_dict() for f in self.facts]}
+
+
+@dataclass(frozen=True)
 class Matrix:
     """Every compatibility fact envbuild knows, validated; query it through the methods."""
 
@@ -207,6 +372,7 @@ class Matrix:
     numpy: tuple[NumpyMinor, ...]  # oldest first
     abi: tuple[AbiRule, ...]
     mmcv_runtime: tuple[_Runtime, ...] = ()  # (package, versions, requires, source)
+    gpu_driver: tuple[GpuDriverRule, ...] = ()
     sources: Mapping[str, str] = field(default_factory=dict)  # named sources (index patterns, rules)
     tables: Mapping[str, Any] = field(default_factory=dict)  # raw JSON per file (read-only use)
 
@@ -283,6 +449,147 @@ class Matrix:
         """Newest host gcc major nvcc X.Y accepts."""
         hit = self.gcc.get(f"{_mm(cuda)[0]}.{_mm(cuda)[1]}")
         return hit[0] if hit else None
+
+    def checked(self, table: str) -> str | None:
+        """The date a data file was last checked (its header)."""
+        t = self.tables.get(table) or {}
+        c = t.get("checked")
+        return str(c) if c else None
+
+    # the compatibility verdict -------------------------------------------------------------------
+    def verdict(self, build: BuildFacts, target: TargetFacts, *, native_only: bool = False) -> Verdict:
+        """Does ``build`` run on ``target``?  One rule for resolve, doctor and pack.
+
+        A build that bundles its CUDA runtime runs where the driver meets its CUDA major's
+        minor-version-compatibility floor (12.x >= 525.60.13, 13.x >= 580, 11.x >= 450.80.02) and the
+        build has SASS for the GPU (same major, minor <= the GPU's); support through PTX only needs
+        the native driver for that CUDA (JIT); a source build depends on the target's nvcc.
+        ``native_only`` keeps the strict rule (the driver must support the build's CUDA itself).
+        """
+        facts: list[Fact] = []
+        if build.cuda is None:
+            return Verdict(True, "cpu", f"{build.label} is a CPU build (no CUDA)")
+        cuda = f"{_mm(build.cuda)[0]}.{_mm(build.cuda)[1]}"
+        rule, why = self._driver_rule(build, target, cuda, facts, native_only)
+        if rule in ("driver-too-old", "nvcc-mismatch"):
+            return Verdict(False, rule, why, tuple(facts))
+        if target.cc:
+            branch = self._branch_check(target, facts)
+            if branch:
+                return Verdict(False, "gpu-driver-branch", branch, tuple(facts))
+            ok, arch_rule, note = self._arch_check(build, target.cc, cuda, rule, facts)
+            if not ok:
+                return Verdict(False, arch_rule, note, tuple(facts), arch_note=note)
+            return Verdict(True, rule, why, tuple(facts), arch_note=note)
+        return Verdict(True, rule, why, tuple(facts))
+
+    def _driver_rule(self, build: BuildFacts, target: TargetFacts, cuda: str, facts: list[Fact],
+                     native_only: bool) -> tuple[str, str]:
+        nv_src = self.driver_min.get(cuda, ("", "envbuild/data/nvidia.json"))[1]
+        if build.source_build:
+            if target.nvcc is None:
+                why = f"{build.label} is compiled on the target: it needs nvcc {cuda} there (none is known)"
+                facts.append(Fact(why, "envbuild/data/openmmlab.json source_build_rule"))
+                return "source-build", why
+            if _mm(target.nvcc)[0] != _mm(cuda)[0]:
+                why = (f"{build.label} is compiled on the target by nvcc {target.nvcc}, but torch's CUDA is "
+                       f"{cuda}: extensions built by another CUDA major fail to load")
+                facts.append(Fact(why, "torch.utils.cpp_extension CUDA version check"))
+                return "nvcc-mismatch", why
+        need = self.min_driver(cuda)
+        compat = self.compat_min_driver(cuda)
+        major = _mm(cuda)[0]
+        if target.driver:
+            d = vers(target.driver)
+            if need is not None and d >= vers(need):
+                facts.append(Fact(f"CUDA {cuda} needs driver >= {need} natively", nv_src))
+                return "native-driver", (f"driver {target.driver} supports CUDA {cuda} natively "
+                                         f"(needs >= {need})")
+            if (not native_only and build.bundles_runtime and compat is not None and d >= vers(compat)
+                    and major >= 11):
+                facts.append(Fact(f"CUDA {major}.x runs on driver >= {compat} through minor-version "
+                                  "compatibility", self.compat_min[major][1]))
+                return "minor-version-compat", (
+                    f"{build.label} bundles its CUDA {cuda} runtime; driver {target.driver} meets the CUDA "
+                    f"{major}.x minor-version-compatibility minimum (>= {compat}) although CUDA {cuda} "
+                    f"natively needs >= {need or 'unknown'} (no PTX JIT under this rule)")
+            facts.append(Fact(f"CUDA {cuda} needs driver >= {need or 'unknown'}"
+                              + (f" (>= {compat} through minor-version compatibility)" if compat else ""),
+                              nv_src))
+            return "driver-too-old", (f"driver {target.driver} is too old for CUDA {cuda} (needs >= "
+                                      f"{need or 'unknown'}"
+                                      + (f"; {compat} through minor-version compatibility"
+                                         if compat and not native_only and build.bundles_runtime else "")
+                                      + ")")
+        if target.driver_cuda:
+            dc = _mm(target.driver_cuda)
+            if _mm(cuda) <= dc:
+                return "native-driver", f"the driver runs CUDA <= {target.driver_cuda}, which covers {cuda}"
+            if not native_only and build.bundles_runtime and dc[0] == major >= 11:
+                facts.append(Fact(f"CUDA {major}.x runs on any {major}.x driver through minor-version "
+                                  "compatibility", self.compat_min[major][1] if major in self.compat_min
+                                  else "envbuild/data/nvidia.json"))
+                return "minor-version-compat", (
+                    f"the driver runs CUDA <= {target.driver_cuda}; {build.label} bundles its CUDA {cuda} "
+                    "runtime (minor-version compatibility)")
+            return "driver-too-old", f"the driver runs CUDA <= {target.driver_cuda}, older than {cuda}"
+        return "driver-unknown", f"the target's driver is unknown: CUDA {cuda} needs driver >= {need}"
+
+    def _branch_check(self, target: TargetFacts, facts: list[Fact]) -> str | None:
+        if not target.driver or not target.cc:
+            return None
+        d = vers(target.driver)
+        for rule in self.gpu_driver:
+            if not rule.covers(target.cc):
+                continue
+            conf = confidence_level(rule.confidence)
+            if rule.min_driver and d < vers(rule.min_driver):
+                facts.append(Fact(f"{rule.architecture} GPUs need driver >= {rule.min_driver}", rule.source,
+                                  conf))
+                return (f"driver {target.driver} predates {rule.architecture} (compute capability "
+                        f"{target.cc}): that GPU needs driver branch R{rule.min_driver} or newer")
+            if rule.max_branch is not None and d.major > rule.max_branch:
+                facts.append(Fact(f"R{rule.max_branch} is the last branch for {rule.architecture}",
+                                  rule.source, conf))
+                return (f"driver {target.driver} no longer supports {rule.architecture} (compute capability "
+                        f"{target.cc}): R{rule.max_branch} is the last branch for it")
+        return None
+
+    def _arch_check(self, build: BuildFacts, cc: str, cuda: str, rule: str,
+                    facts: list[Fact]) -> tuple[bool, str, str]:
+        fam = [w[0] for c, w in self.cc_windows.items() if _mm(c)[0] == _mm(cc)[0] and w[0]]
+        first = min(fam, key=_mm) if fam else None
+        if first and _mm(cuda) < _mm(first):
+            return False, "cuda-predates-gpu", (
+                f"CUDA {cuda} predates compute capability {_mm(cc)[0]}.x (first supported by CUDA {first}), "
+                "so neither its kernels nor PTX JIT of its libraries can serve this GPU")
+        if build.source_build:
+            return True, rule, f"compiled on the target for sm_{cc.replace('.', '')}"
+        row = build.arch
+        if row is None:
+            facts.append(Fact(f"the arch list of {build.label} is not in the data",
+                              "envbuild/data/torch_arch.json", "unverified"))
+            return True, rule, "the wheel's arch list is not in the data (unchecked)"
+        facts.append(Fact(f"{build.label} carries {row.text}", row.source, confidence_level(row.confidence)))
+        g = _mm(cc)
+        sass = [_mm(a.removesuffix("+PTX")) for a in row.arch_list]
+        ptx = [_mm(a.removesuffix("+PTX")) for a in row.arch_list if a.endswith("+PTX")]
+        if g in sass:
+            return True, rule, f"sm_{g[0]}{g[1]} is in the wheel's arch list ({row.text})"
+        same = [a for a in sass if a[0] == g[0] and a[1] <= g[1]]
+        if same:
+            b = max(same)
+            return True, rule, f"runs the wheel's sm_{b[0]}{b[1]} code (same major version; list {row.text})"
+        jit = [a for a in ptx if a <= g]
+        if jit:
+            if rule == "minor-version-compat":
+                return False, "ptx-needs-native-driver", (
+                    f"only PTX fits ({row.text}), and PTX JIT needs the native driver for CUDA {cuda}; "
+                    "minor-version compatibility does not cover it")
+            b = max(jit)
+            return True, rule, (f"JIT-compiles the wheel's compute_{b[0]}{b[1]} PTX (slow first start; "
+                                f"list {row.text})")
+        return False, "no-sass", f"not in the wheel's arch list ({row.text}) and no PTX to JIT"
 
     # GPUs ----------------------------------------------------------------------------------------
     def _key(self, name: str) -> str:
@@ -440,6 +747,15 @@ class _Reader:
             raise self.fail(where, f"not a version specifier: {text!r}.") from None
         return text
 
+    def date(self, where: str, r: Mapping[str, Any], key: str = "checked") -> str | None:
+        """An optional ISO date field (when a fact was last checked)."""
+        v = r.get(key)
+        if v is None:
+            return None
+        if not isinstance(v, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", v):
+            raise self.fail(f"{where}.{key}", f"expected a date YYYY-MM-DD, got {v!r}.")
+        return v
+
     def strs(self, where: str, r: Mapping[str, Any], key: str) -> tuple[str, ...]:
         v = r.get(key) or []
         if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
@@ -468,11 +784,21 @@ def _load_torch(rd: _Reader, data: dict[str, Any]) -> tuple[TorchRelease, ...]:
             raise rd.fail(f"{where}.pypi_default_wheel_cuda",
                           f"expected a CUDA version X.Y, got {pypi_cuda!r}.")
         pypi_src = rd.s(where, r, "pypi_default_wheel_source", optional=pypi_cuda is None) or None
+        tvc = rd.strs(where, r, "torchvision_compatible")
+        tac = rd.strs(where, r, "torchaudio_compatible")
+        for v in tvc + tac:
+            try:
+                vers(v)
+            except InvalidVersion:
+                raise rd.fail(f"{where}.torch*_compatible", f"not a version: {v!r}.") from None
         out.append(TorchRelease(
             version=rd.ver(where, r, "torch"), torchvision=r.get("torchvision"),
             torchaudio=r.get("torchaudio"),
             variants=var, unverified=unv, cpu=bool(r.get("cpu_variant", True)), python=py, source=_src(r),
-            confidence=r.get("confidence"), pypi_cuda=pypi_cuda, pypi_source=pypi_src))
+            confidence=r.get("confidence"), pypi_cuda=pypi_cuda, pypi_source=pypi_src,
+            torchvision_compatible=tvc, torchaudio_compatible=tac,
+            released=rd.s(where, r, "released", optional=True) or None,
+            checked=rd.date(where, r)))
     return tuple(out)
 
 
@@ -487,7 +813,7 @@ def _load_arch(rd: _Reader, data: dict[str, Any]) -> tuple[ArchRow, ...]:
         for a in lst:
             if not re.fullmatch(r"\d+\.\d+(\+PTX)?", a):
                 raise rd.fail(f"{where}.TORCH_CUDA_ARCH_LIST", f"bad arch entry {a!r}.")
-        out.append(ArchRow(torch, cuda, lst, _src(r), r.get("confidence")))
+        out.append(ArchRow(torch, cuda, lst, _src(r), r.get("confidence"), rd.date(where, r)))
     return tuple(out)
 
 
@@ -507,7 +833,16 @@ def _load_nvidia(rd: _Reader, data: dict[str, Any]) -> tuple[Any, ...]:
     ccw: dict[str, tuple[str | None, str | None, str]] = {}
     for where, r in rd.rows(data, "compute_capability_support"):
         ccw[rd.s(where, r, "compute_capability")] = (r.get("first_cuda"), r.get("last_cuda"), _src(r))
-    return dmin, cmin, gcc, ccw
+    branches = []
+    for where, r in (rd.rows(data, "gpu_driver_branches") if data.get("gpu_driver_branches") else []):
+        md = rd.ver(where, r, "min_driver") if r.get("min_driver") else None
+        mb = r.get("max_driver_branch")
+        if mb is not None and not str(mb).isdigit():
+            raise rd.fail(f"{where}.max_driver_branch", f"expected a branch number like 580, got {mb!r}.")
+        branches.append(GpuDriverRule(rd.s(where, r, "architecture"), rd.s(where, r, "cc_min"),
+                                      rd.s(where, r, "cc_max"), md, int(mb) if mb is not None else None,
+                                      _src(r), r.get("confidence")))
+    return dmin, cmin, gcc, ccw, tuple(branches)
 
 
 def _load_gpus(rd: _Reader, data: dict[str, Any]) -> tuple[tuple[GpuModel, ...], frozenset[str]]:
@@ -558,11 +893,29 @@ def _load_openmmlab(rd: _Reader, data: dict[str, Any]) -> dict[str, tuple[MmPack
             np_pin = r.get("numpy")
             if np_pin:
                 rd.spec(f"{where}.numpy", np_pin)
+            compare = r.get("compare")
+            if compare not in (None, "digit_version", "pep440"):
+                raise rd.fail(f"{where}.compare", f"expected 'digit_version' or 'pep440', got {compare!r}.")
             pkgs.append(MmPackage(
                 key, rd.ver(where, r, "version"), dict(req), _src(r), np_pin or None, r.get("python_max"),
-                rd.strs(where, r, "runtime"), bool(r.get("build_from_source", False))))
+                rd.strs(where, r, "runtime"), bool(r.get("build_from_source", False)),
+                _load_implied(rd, where, r), compare, rd.date(where, r)))
         out[key] = tuple(sorted(pkgs, key=lambda p: vers(p.version)))
     return out
+
+
+def _load_implied(rd: _Reader, where: str, r: Mapping[str, Any]) -> tuple[Implied, ...]:
+    rows = r.get("implied") or []
+    if not isinstance(rows, list):
+        raise rd.fail(f"{where}.implied", "expected a list of {package, spec, reason, source} objects.")
+    out = []
+    for i, x in enumerate(rows):
+        w = f"{where}.implied[{i}]"
+        if not isinstance(x, dict) or not x.get("source"):
+            raise rd.fail(w, "each implied bound needs package, spec, reason and a source.")
+        out.append(Implied(rd.s(w, x, "package"), rd.spec(f"{w}.spec", rd.s(w, x, "spec")),
+                           rd.s(w, x, "reason"), _src(x), rd.strs(w, x, "evidence"), rd.date(w, x)))
+    return tuple(out)
 
 
 def _load_cupy(rd: _Reader, data: dict[str, Any]) -> tuple[tuple[CupyPackage, ...], dict[str, CupyRelease]]:
@@ -616,7 +969,7 @@ def load_matrix() -> Matrix:
     """
     readers = {n: _Reader(n) for n in TABLES}
     raw = {n: load_table(n) for n in TABLES}
-    dmin, cmin, gcc, ccw = _load_nvidia(readers["nvidia"], raw["nvidia"])
+    dmin, cmin, gcc, ccw, branches = _load_nvidia(readers["nvidia"], raw["nvidia"])
     gpus, ignore = _load_gpus(readers["gpus"], raw["gpus"])
     cpk, crel = _load_cupy(readers["cupy"], raw["cupy"])
     npm, abi = _load_numpy(readers["numpy"], raw["numpy"])
@@ -628,6 +981,7 @@ def load_matrix() -> Matrix:
         mm=_load_openmmlab(readers["openmmlab"], raw["openmmlab"]),
         cupy_packages=cpk, cupy_releases=crel, numpy=npm, abi=abi,
         mmcv_runtime=_load_mmcv_runtime(readers["mmcv"], raw["mmcv"]),
+        gpu_driver=branches,
         sources={
             "pytorch_index": str(raw["torch"].get("index_url_source", "")),
             "pytorch_index_default": str(raw["torch"].get("index_url_default", "https://download.pytorch.org/whl")),

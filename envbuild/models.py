@@ -192,6 +192,12 @@ class Resolution:
     conflicts: list[str] = field(default_factory=list)
     choices: list[dict[str, Any]] = field(default_factory=list)
     target: dict[str, Any] = field(default_factory=dict)
+    # bounds the chosen packages imply (numpy<2 for torch<2.3, numpy<1.24 for mmdet3d 1.4.0), with evidence
+    implied: list[dict[str, Any]] = field(default_factory=list)
+    # when the facts used were checked: {checked, oldest, newest, age_days, tables, ...}
+    knowledge: dict[str, Any] = field(default_factory=dict)
+    # the torch build's compatibility verdict: {ok, rule, reason, facts}
+    verdict: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

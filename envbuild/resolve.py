@@ -1,17 +1,20 @@
 """Pick the newest consistent torch / CUDA / mmcv / CuPy / NumPy set for a target machine.
 
-Pure: no subprocess, no network, no clock.  Every fact comes from
-``envbuild.matrix`` (the bundled data).  The search is an ordered walk:
-torch releases (newest first) x CUDA variants (newest first) x Python x
-mmcv versions x OpenMMLab packages x CuPy releases x NumPy minors; the first
-complete set wins.  Drivers run a CUDA variant natively or, only when no
-native set exists, through minor-version compatibility (with a warning).
+Pure: no subprocess, no network, no clock (the CLI passes ``today``).  Every
+fact comes from ``envbuild.matrix`` (the bundled data).  The search is an
+ordered walk: torch releases (newest first) x CUDA variants x Python x mmcv
+versions x OpenMMLab packages x CuPy releases x NumPy minors; the first
+complete set wins.  Whether a build runs is ``Matrix.verdict``: natively, or
+(torch's wheels bundle their CUDA runtime) through minor-version
+compatibility; within one release native builds come first.  Builds resting
+on an unverified fact come after every confirmed one and are warned about.
 When nothing fits, ``conflicts`` explains the closest miss in plain words.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import functools
 import re
 import sys
@@ -28,10 +31,13 @@ from packaging.version import InvalidVersion, Version
 from envbuild.errors import InputError, ProfileError
 from envbuild.matrix import (
     ArchRow,
+    BuildFacts,
     CupyPackage,
     Matrix,
     MmPackage,
+    TargetFacts,
     TorchRelease,
+    Verdict,
     cuda_of_variant,
     load_matrix,
     vers,
@@ -44,9 +50,10 @@ DEFAULT_PYTORCH = "https://download.pytorch.org/whl"
 DEFAULT_OPENMMLAB = "https://download.openmmlab.com/mmcv/dist"
 MM = ("mmdet", "mmsegmentation", "mmdet3d")
 KNOWN = {"torch", "torchvision", "torchaudio", "mmcv-full", "mmcv", "numpy", "cupy", *MM}
-PYTHONS = tuple(f"3.{n}" for n in range(14, 5, -1))  # newest first, when the target does not say
+PYTHONS = tuple(f"3.{n}" for n in range(15, 5, -1))  # newest first, when the target does not say
 HOST_PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"
 STAGES = ("torch", "python", "driver", "arch", "domain", "mmcv", "mm", "cupy", "numpy")
+STALE_DAYS = 30  # older knowledge gets a warning naming `envbuild data update`
 
 
 @functools.lru_cache(maxsize=4096)
@@ -269,6 +276,8 @@ class _Pick:
     variant: str | None = None  # cuXYZ; None = cpu build or no torch
     cuda: str | None = None
     support: str | None = None  # native | compat | None (unknown driver / cpu)
+    verdict: Verdict | None = None  # the torch build's verdict (first GPU's; all GPUs passed)
+    domains: dict[str, str] = field(default_factory=dict)  # torchvision / torchaudio chosen
     arch_notes: list[str] = field(default_factory=list)
     arch_row: ArchRow | None = None
     mmcv: tuple[str, str, bool] | None = None  # (name, version, prebuilt)
@@ -277,6 +286,7 @@ class _Pick:
     cupy: tuple[CupyPackage, str] | None = None
     numpy: str | None = None
     numpy_specs: list[tuple[str, str]] = field(default_factory=list)
+    implied: list[dict[str, Any]] = field(default_factory=list)  # bounds nobody asked for, with evidence
 
 
 @dataclass(frozen=True)
@@ -338,7 +348,8 @@ class _Search:
             sup = self._driver(cuda)
             if sup:
                 out.append((cuda, sup if sup != "unknown" else None))
-        return out
+        # without torch the CUDA only says which toolkit CuPy is paired with: the driver's own CUDA first
+        return sorted(out, key=lambda c: c[1] == "compat")
 
     def _driver(self, cuda: str) -> str | None:
         if not self.t.driver:
@@ -361,27 +372,31 @@ class _Search:
         tw = self.w.get("torch")
         spec = tw.spec if tw else SpecifierSet()
         any_rel = False
-        cands: list[tuple[TorchRelease, str | None]] = []
-        for rel in self.m.torch_releases():
-            variants: list[str | None] = (
-                ([None] if rel.cpu else []) if self.t.cpu else list(rel.all_variants))
-            for var in variants:
-                if _contains(spec, f"{rel.version}+{var or 'cpu'}"):
-                    cands.append((rel, var))
+        cands: list[tuple[tuple[Any, ...], TorchRelease, str | None]] = []
         # Builds of the driver's own CUDA major come first (a 12.x driver gets a cu12x build even when a
-        # newer torch also ships a legacy cu118 one); within a tier: newest torch, then newest CUDA.
+        # newer torch also ships a legacy cu118 one).
         native = self.m.native_cuda(self.t.driver) if self.t.driver else self.t.driver_cuda
         major = _mm(native)[0] if native else None
-
-        def tier(c: tuple[TorchRelease, str | None]) -> tuple[int, int, int, bool]:
-            t0 = 0 if major is None or c[1] is None or _mm(cuda_of_variant(c[1]))[0] >= major else 1
-            if not self.need_mmcv:
-                return (t0, 0, 0, False)
-            # mmcv wheels are compiled against torch X.Y.0 only: prefer that patch within a series
-            v = Version(c[0].version)
-            return (t0, -v.major, -v.minor, v.micro != 0)
-
-        for rel, var in sorted(cands, key=tier):  # stable: keeps newest-first order inside a tier
+        for ri, rel in enumerate(self.m.torch_releases()):
+            variants: list[str | None] = (
+                ([None] if rel.cpu else []) if self.t.cpu else list(rel.all_variants))
+            for vi, var in enumerate(variants):
+                if not _contains(spec, f"{rel.version}+{var or 'cpu'}"):
+                    continue
+                v = self._verdicts(rel, var)[0]
+                tier = 0 if major is None or var is None or _mm(cuda_of_variant(var))[0] >= major else 1
+                # a build resting on an unverified fact ("?" cell, unknown arch list) comes after every
+                # confirmed one: it is used only when nothing confirmed fits (and then with a warning)
+                demoted = int(var is not None and (var in rel.unverified or self._arch_unknown(rel, var)))
+                rank = {"native-driver": 0, "minor-version-compat": 1}.get(v.rule, 0 if v.ok else 2)
+                mm_key: tuple[Any, ...] = ()
+                if self.need_mmcv:
+                    # mmcv wheels are compiled against torch X.Y.0 only: prefer that patch within a series
+                    ver = Version(rel.version)
+                    mm_key = (-ver.major, -ver.minor, ver.micro != 0)
+                cands.append(((tier, demoted, *mm_key, ri, rank, vi), rel, var))
+        cands.sort(key=lambda c: c[0])
+        for _, rel, var in cands:
             any_rel = True
             got = self._torch_candidate(rel, var)
             if got:
@@ -390,40 +405,62 @@ class _Search:
             self.log.add("torch", spec=str(spec), cpu=self.t.cpu)
         return None
 
+    def _arch_unknown(self, rel: TorchRelease, var: str) -> bool:
+        return bool(self.t.gpus) and self.m.arch_row(rel.version, cuda_of_variant(var)) is None
+
+    def _verdicts(self, rel: TorchRelease, var: str | None) -> list[Verdict]:
+        """The verdict for this build on each target GPU (one entry when the GPU is unknown)."""
+        key = ("verdict", rel.version, var, self.mode.compat)
+        memo: dict[Any, list[Verdict]] = self.shared.setdefault("verdicts", {})
+        if key not in memo:
+            cuda = cuda_of_variant(var) if var else None
+            build = BuildFacts(cuda, bundles_runtime=True,
+                               arch=self.m.arch_row(rel.version, cuda) if cuda else None,
+                               label=f"torch {rel.version}+{var or 'cpu'}")
+            ccs: list[tuple[str | None, str | None]] = list(self.t.gpus) or [(None, None)]
+            memo[key] = [self.m.verdict(build, TargetFacts(self.t.driver, self.t.driver_cuda, cc, name),
+                                        native_only=not self.mode.compat) for name, cc in ccs]
+        return memo[key]
+
     def _torch_candidate(self, rel: TorchRelease, var: str | None) -> _Pick | None:
-        t, m = self.t, self.m
+        t = self.t
         pys = [p for p in self._pythons(rel) if p in rel.python]
         if not pys:
             self.log.add("python", torch=rel, variant=var, python=t.python)
             return None
         cuda = cuda_of_variant(var) if var else None
-        support: str | None = None
-        if cuda:
-            s = self._driver(cuda)
-            if s is None:
-                self.log.add("driver", torch=rel, variant=var, cuda=cuda)
-                return None
-            support = None if s == "unknown" else s
-        row = m.arch_row(rel.version, cuda) if cuda else None
+        verdicts = self._verdicts(rel, var)
+        first = verdicts[0]
+        if cuda and first.rule == "driver-too-old":
+            self.log.add("driver", torch=rel, variant=var, cuda=cuda)
+            return None
+        row = self.m.arch_row(rel.version, cuda) if cuda else None
         notes: list[str] = []
-        for name, cc in t.gpus if cuda else ():
-            ok, note = _arch_ok(row, cc, compat=support == "compat", family_cuda=_family_first(m, cc),
-                                cuda=cuda)
-            if not ok:
-                self.log.add("arch", torch=rel, variant=var, cuda=cuda, gpu=name, cc=cc, row=row, why=note)
+        for (name, cc), v in zip(t.gpus if cuda else (), verdicts, strict=False):
+            if not v.ok:
+                self.log.add("arch", torch=rel, variant=var, cuda=cuda, gpu=name, cc=cc, row=row,
+                             why=v.reason)
                 return None
-            notes.append(f"{name} (sm_{cc.replace('.', '')}): {note}")
+            notes.append(f"{name} (sm_{cc.replace('.', '')}): {v.arch_note}")
+        if cuda and not first.ok:
+            self.log.add("driver", torch=rel, variant=var, cuda=cuda)
+            return None
+        support = first.support
+        domains: dict[str, str] = {}
         for dom in ("torchvision", "torchaudio"):
             w = self.w.get(dom)
             if w is None:
                 continue
-            have = getattr(rel, dom)
-            if not have or not _contains(w.spec, have):
-                self.log.add("domain", torch=rel, variant=var, package=dom, have=have, spec=str(w.spec))
+            have = rel.domain_versions(dom)
+            fit = [d for d in have if _contains(w.spec, d)]
+            if not fit:
+                self.log.add("domain", torch=rel, variant=var, package=dom, have=have[0] if have else None,
+                             spec=str(w.spec))
                 return None
+            domains[dom] = fit[0]  # the release's own pair when it fits, else a compatible one
         for py in pys:
             pick = _Pick(python=py, torch=rel, variant=var, cuda=cuda, support=support, arch_notes=notes,
-                         arch_row=row)
+                         arch_row=row, verdict=first if cuda else None, domains=domains)
             got = self._rest(pick)
             if got:
                 return got
@@ -573,7 +610,12 @@ class _Search:
     def _numeric_solve(self, pick: _Pick, specs: list[tuple[str, str]]) -> _Pick | None:
         if not self.cupy_wants:
             if not self.need_numpy:
-                return pick
+                # numpy is not asked for, but a chosen package implies a bound on it: the bound is pinned
+                # (as a requirement) only if some numpy release for this Python satisfies it
+                if specs and self._numpy(pick.python, specs) is None:
+                    self.log.add("numpy", python=pick.python, specs=specs, cupy=[], torch=pick.torch)
+                    return None
+                return dataclasses.replace(pick, numpy_specs=specs)
             np = self._numpy(pick.python, specs)
             if np is None:
                 self.log.add("numpy", python=pick.python, specs=specs, cupy=[], torch=pick.torch)
@@ -630,14 +672,8 @@ class _Search:
         d3 = pick.mm.get("mmdet3d")
         if d3 is not None and d3.numpy:
             specs.append((f"mmdet3d {d3.version}", d3.numpy))
-        for rule in self.m.abi:
-            have = None
-            if rule.package == "torch" and pick.torch is not None:
-                have = pick.torch.version
-            elif rule.package == "torchvision" and pick.torch is not None and "torchvision" in self.w:
-                have = pick.torch.torchvision
-            if have and _in(rule.versions, have):
-                specs.append((f"{rule.package} {have} (built against NumPy 1.x)", rule.numpy))
+        specs += [(b["by"], b["spec"]) for b in _implied_bounds(pick, self.w, self.m)
+                  if b["package"] == "numpy"]
         return specs
 
     def _numpy(self, python: str, specs: Sequence[tuple[str, str]]) -> str | None:
@@ -659,40 +695,42 @@ def _accepts(p: MmPackage, mmcv_name: str, v: str) -> bool:
     spec = p.requires.get(mmcv_name)
     if spec is None:
         return other not in p.requires
-    return _in(spec, v)
+    # the package's own check compares digit lists (digit_version), not PEP 440 versions
+    return p.accepts(mmcv_name, v) if p.compare == "digit_version" else _in(spec, v)
 
 
-def _family_first(m: Matrix, cc: str) -> str | None:
-    """First CUDA that knows any GPU of this major generation (e.g. 12.8 for sm_120)."""
-    firsts = [w[0] for c, w in m.cc_windows.items() if _mm(c)[0] == _mm(cc)[0] and w[0]]
-    return min(firsts, key=_mm) if firsts else None
+def _implied_bounds(pick: _Pick, wants: Mapping[str, _Want], m: Matrix) -> list[dict[str, Any]]:
+    """Bounds the chosen packages imply on packages the user may not have named, each with its evidence.
+
+    torch / torchvision built against NumPy 1.x -> numpy<2 (ABI); OpenMMLab releases that use names NumPy
+    removed -> numpy below that release (``implied`` rows, file:line evidence).  CuPy's own numpy range is
+    handled with CuPy (it is part of CuPy's metadata).
+    """
+    out: list[dict[str, Any]] = []
+    for rule in m.abi:
+        have = None
+        if rule.package == "torch" and pick.torch is not None:
+            have = pick.torch.version
+        elif rule.package == "torchvision" and pick.torch is not None and "torchvision" in wants:
+            have = pick.domains.get("torchvision") or pick.torch.torchvision
+        if have and _in(rule.versions, have):
+            why = (f"{rule.package} {have}'s C extensions were compiled against NumPy 1.x; under NumPy 2 "
+                   "they fail to import ('_ARRAY_API not found')")
+            out.append({"package": "numpy", "spec": rule.numpy, "by": f"{rule.package} {have} (built against "
+                        "NumPy 1.x)", "reason": why, "evidence": [], "source": rule.source})
+    for name in MM:
+        pkg = pick.mm.get(name)
+        for imp in pkg.implied if pkg is not None else ():
+            by = f"{name} {pkg.version if pkg else ''}"
+            out.append({"package": imp.package, "spec": imp.spec, "by": by,
+                        "reason": imp.reason, "evidence": list(imp.evidence), "source": imp.source})
+    return out
 
 
-def _arch_ok(row: ArchRow | None, cc: str, *, compat: bool, family_cuda: str | None = None,
-             cuda: str | None = None) -> tuple[bool, str]:
-    """Can a wheel with this arch list run on a GPU of capability ``cc``? (ok, why)"""
-    if family_cuda and cuda and _mm(cuda) < _mm(family_cuda):
-        return False, (f"CUDA {cuda} predates compute capability {_mm(cc)[0]}.x (first supported by "
-                       f"CUDA {family_cuda}), so neither its kernels nor PTX JIT of its libraries can "
-                       "serve this GPU")
-    if row is None:
-        return True, "the wheel's arch list is not in the data (unchecked)"
-    g = _mm(cc)
-    sass = [_mm(a.removesuffix("+PTX")) for a in row.arch_list]
-    ptx = [_mm(a.removesuffix("+PTX")) for a in row.arch_list if a.endswith("+PTX")]
-    if g in sass:
-        return True, f"sm_{g[0]}{g[1]} is in the wheel's arch list ({row.text})"
-    same = [a for a in sass if a[0] == g[0] and a[1] <= g[1]]
-    if same:
-        b = max(same)
-        return True, f"runs the wheel's sm_{b[0]}{b[1]} code (same major version; list {row.text})"
-    jit = [a for a in ptx if a <= g]
-    if jit:
-        if compat:
-            return False, "only PTX fits, and PTX JIT is not available under minor-version compatibility"
-        b = max(jit)
-        return True, f"JIT-compiles the wheel's compute_{b[0]}{b[1]} PTX (slow first start; list {row.text})"
-    return False, f"not in the wheel's arch list ({row.text}) and no PTX to JIT"
+def _runs_on(m: Matrix, rel: TorchRelease, cuda: str, cc: str) -> bool:
+    """Does the (torch, CUDA) wheel have code for this GPU (driver aside)?  The matrix's verdict decides."""
+    v = m.verdict(BuildFacts(cuda, arch=m.arch_row(rel.version, cuda)), TargetFacts(cc=cc))
+    return v.ok
 
 
 # --- explanations ----------------------------------------------------------------------------------
@@ -786,12 +824,10 @@ def _explain(log: _Log, wants: dict[str, _Want], t: _Facts, m: Matrix) -> list[s
 
 def _builds_with_arch(m: Matrix, cc: str) -> list[tuple[str, str]]:
     out = []
-    fam = _family_first(m, cc)
     for rel in m.torch_releases():
         for var in rel.all_variants:
             cuda = cuda_of_variant(var)
-            ok, _ = _arch_ok(m.arch_row(rel.version, cuda), cc, compat=False, family_cuda=fam, cuda=cuda)
-            if ok and m.arch_row(rel.version, cuda) is not None:
+            if _runs_on(m, rel, cuda, cc) and m.arch_row(rel.version, cuda) is not None:
                 out.append((rel.version, cuda))
     return out
 
@@ -910,13 +946,70 @@ def _arch_list(pick: _Pick, t: _Facts, m: Matrix, reasons: list[str]) -> str | N
     return pick.arch_row.text if pick.arch_row else None
 
 
+def _req_ok(text: str) -> bool:
+    try:
+        Requirement(text)
+    except InvalidRequirement:
+        return False
+    return True
+
+
+def _knowledge(m: Matrix, pick: _Pick | None, today: dt.date | None) -> dict[str, Any]:
+    """When the facts this answer stands on were last checked: per table, oldest, newest, age in days."""
+    used: dict[str, list[str]] = {}
+
+    def note(table: str, row_date: str | None = None) -> None:
+        d = row_date or m.checked(table)
+        if d:
+            used.setdefault(table, []).append(d)
+
+    if pick is None:
+        for name in m.tables:
+            note(name)
+    else:
+        if pick.torch is not None:
+            note("torch", pick.torch.checked)
+        if pick.cuda:
+            note("nvidia")
+            if pick.arch_row is not None:
+                note("torch_arch", pick.arch_row.checked)
+        if pick.verdict is not None and pick.verdict.arch_note:
+            note("gpus")
+        if pick.mmcv is not None:
+            note("mmcv")
+        for pkg in pick.mm.values():
+            note("openmmlab", pkg.checked)
+        if pick.cupy is not None:
+            note("cupy")
+        if pick.numpy is not None or pick.numpy_specs:
+            note("numpy")
+        if not used:
+            note("torch")
+    tables = {k: min(v) for k, v in sorted(used.items())}
+    dates = [d for v in used.values() for d in v]
+    oldest, newest = (min(dates), max(dates)) if dates else (None, None)
+    age = (today - dt.date.fromisoformat(oldest)).days if today and oldest else None
+    return {"checked": oldest, "oldest": oldest, "newest": newest, "age_days": age, "tables": tables,
+            "today": today.isoformat() if today else None, "stale_after_days": STALE_DAYS}
+
+
+def _stale_warning(knowledge: Mapping[str, Any], warnings: list[str]) -> None:
+    age = knowledge.get("age_days")
+    if age is not None and age > STALE_DAYS:
+        warnings.append(f"envbuild's compatibility knowledge used here was last checked "
+                        f"{knowledge['oldest']} ({age} days ago): newer releases or fixes may be missing; "
+                        "run "
+                        "`envbuild data update` to refresh it.")
+
+
 class _Builder:
     """Turns a pick into a Resolution: pins, reasons citing sources, warnings, source builds."""
 
     NV_SRC = "envbuild/data/nvidia.json (NVIDIA CUDA Toolkit Release Notes, Table 3)"
 
     def __init__(self, pick: _Pick, wants: dict[str, _Want], t: _Facts, m: Matrix,
-                 indexes: Mapping[str, str] | None, *, prefer_pypi: bool = True) -> None:
+                 indexes: Mapping[str, str] | None, *, prefer_pypi: bool = True,
+                 today: dt.date | None = None) -> None:
         self.p, self.w, self.t, self.m = pick, wants, t, m
         self.prefer_pypi = prefer_pypi
         self.target: Profile | None = None
@@ -928,6 +1021,8 @@ class _Builder:
         self.source_builds: list[dict[str, Any]] = []
         self.index_urls: list[str] = []
         self.find_links: list[str] = []
+        self.implied: list[dict[str, Any]] = []
+        self.today = today
 
     def choose(self, pkg: str, version: str, reason: str, source: str, *, pin: bool = True) -> None:
         if pin:
@@ -955,13 +1050,41 @@ class _Builder:
         for sb in self.source_builds:
             self.packages[sb["name"]] = sb["version"]
         reqs = [f"{k}{_extras(self.w.get(k))}=={v}" for k, v in self.packages.items() if k not in sb_names]
+        reqs += self._implied(passthrough)
         reqs += list(passthrough)
+        knowledge = _knowledge(self.m, self.p, self.today)
+        _stale_warning(knowledge, self.warnings)
         return Resolution(
             ok=True, python=self.p.python, cuda=self.p.cuda, packages=self.packages, requirements=reqs,
             source_builds=self.source_builds, index_urls=self.index_urls, find_links=self.find_links,
             build={"nvcc": self.p.cuda, "gcc_max": gcc_max, "torch_cuda_arch_list": arch},
             reasons=self.reasons, warnings=self.warnings, conflicts=[], choices=self.choices,
-            target=target.to_dict())
+            target=target.to_dict(), implied=self.implied, knowledge=knowledge,
+            verdict=self.p.verdict.to_dict() if self.p.verdict else {})
+
+    def _implied(self, passthrough: Sequence[str]) -> list[str]:
+        """Bounds the chosen packages imply: reasons + ``implied`` entries; requirements for unpinned ones."""
+        bounds = _implied_bounds(self.p, self.w, self.m)
+        extra: dict[str, list[str]] = {}
+        for b in bounds:
+            pinned = self.packages.get(b["package"])
+            ev = f"; evidence: {', '.join(b['evidence'])}" if b["evidence"] else ""
+            self.reasons.append(f"{b['package']}{b['spec']}: implied by {b['by']}: {b['reason']}{ev} "
+                                f"[{b['source']}]")
+            entry = {k: b[k] for k in ("package", "spec", "by", "reason", "evidence", "source")}
+            entry["pinned"] = pinned
+            self.implied.append(entry)
+            if pinned is None:
+                extra.setdefault(b["package"], []).append(b["spec"])
+        named = {str(canonicalize_name(Requirement(r).name)) for r in passthrough if _req_ok(r)}
+        out = []
+        for pkg, specs in extra.items():
+            spec = ",".join(dict.fromkeys(specs))
+            if pkg in named:
+                self.warnings.append(f"{pkg} is in your requirements without a version the data checks; the "
+                                     f"chosen packages need {pkg}{spec} (see implied)")
+            out.append(f"{pkg}{spec}")
+        return out
 
     def _python_cuda(self, target: Profile) -> None:
         p, t, m = self.p, self.t, self.m
@@ -972,12 +1095,16 @@ class _Builder:
         else:
             py_why = "the target does not say; newest Python the chosen packages all support"
         self.reasons.append(f"python {p.python}: {py_why}")
+        v = p.verdict
+        rule = f" (rule: {v.rule})" if v is not None else ""
         if p.cuda and t.driver:
             how = ("natively" if p.support == "native"
-                   else f"through minor-version compatibility (>= {m.compat_min_driver(p.cuda)})")
+                   else f"through minor-version compatibility (>= {m.compat_min_driver(p.cuda)}; torch's "
+                        "CUDA wheels bundle their runtime, so the CUDA major's floor is what counts; "
+                        "no PTX JIT)")
             self.reasons.append(
                 f"CUDA {p.cuda}: driver {t.driver} runs CUDA <= {m.native_cuda(t.driver)} natively; CUDA "
-                f"{p.cuda} needs >= {m.min_driver(p.cuda)}, so it runs {how} [{self.NV_SRC}]")
+                f"{p.cuda} needs >= {m.min_driver(p.cuda)}, so it runs {how}{rule} [{self.NV_SRC}]")
         elif p.cuda and t.driver_cuda:
             self.reasons.append(f"CUDA {p.cuda}: the profile says the driver runs CUDA <= {t.driver_cuda} "
                                 f"(its version is unknown; CUDA {p.cuda} needs >= {m.min_driver(p.cuda)}) "
@@ -985,11 +1112,21 @@ class _Builder:
         elif p.cuda:
             self.warnings.append(f"the target's driver is unknown: CUDA {p.cuda} needs driver >= "
                                  f"{m.min_driver(p.cuda)}; check with nvidia-smi (or pass --driver).")
-        if p.support == "compat":
+        if v is not None:
+            self._unverified_warnings(v)
+
+    def _unverified_warnings(self, v: Verdict) -> None:
+        """An unverified fact is never used silently (it is only chosen when nothing confirmed fits)."""
+        p, rel = self.p, self.p.torch
+        if rel is not None and p.variant in rel.unverified:
             self.warnings.append(
-                f"no build fits the driver natively: CUDA {p.cuda} runs on driver {t.driver} only through "
-                "minor-version compatibility (no PTX JIT; torch.compile / triton and kernels shipped as PTX "
-                f"may fail). Upgrade the driver to >= {m.min_driver(p.cuda or '')} to lift this.")
+                f"torch {rel.version}+{p.variant} is not confirmed by a read source "
+                f"({rel.confidence or 'a ? cell'}); "
+                "no confirmed build fits this target and your pins: check that the wheel exists on "
+                f"{self.pytorch}/{p.variant} before relying on it.")
+        for f in v.unverified:
+            self.warnings.append(f"{f.text}: this fact is {f.confidence} [{f.source}]; "
+                                 "`envbuild data update` may confirm it.")
 
     def _pypi_default(self) -> tuple[bool, str | None]:
         """Whether the chosen CUDA build is the plain PyPI wheel (and why not, when that matters)."""
@@ -1001,8 +1138,9 @@ class _Builder:
                            f"[{rel.pypi_source}]: the {p.variant} build comes from the PyTorch index")
         if target is not None and (target.os, target.arch) != ("linux", "x86_64"):
             return False, None  # the data describes the Linux x86_64 wheels only
-        for dom, ver in (("torch", rel.version), ("torchvision", rel.torchvision),
-                         ("torchaudio", rel.torchaudio)):
+        for dom, ver in (("torch", rel.version),
+                         ("torchvision", p.domains.get("torchvision", rel.torchvision)),
+                         ("torchaudio", p.domains.get("torchaudio", rel.torchaudio))):
             w = self.w.get(dom)
             if w is not None and ver and not _contains(w.spec, ver):
                 # a pin naming the local label (torch==2.6.0+cu124) matches only the index's wheel
@@ -1017,13 +1155,19 @@ class _Builder:
         label = p.variant or "cpu"
         kind = f"CUDA {p.cuda}" if p.cuda else "CPU"
         why = f"newest torch release with a {kind} build that fits the target and every requirement"
+        v = p.verdict
+        if v is not None:
+            why += f"; {v.reason} (rule: {v.rule})"
         if p.variant in rel.unverified:
-            why += f" ({label} for {rel.version} is not in the read sources but is widely published)"
+            why += f" ({label} for {rel.version} is not confirmed by a read source: see warnings)"
         from_pypi, note = self._pypi_default()
         suffix = "" if from_pypi else f"+{label}"
         if from_pypi:
             why += f"; the plain PyPI wheel is this CUDA {p.cuda} build (no extra index)"
         self.choose("torch", f"{rel.version}{suffix}", why, rel.source)
+        if v is not None:
+            self.choices[-1]["rule"] = v.rule
+            self.choices[-1]["verdict"] = v.to_dict()
         newer = self._newer_legacy_build()
         if newer:
             self.reasons.append(f"torch {newer} is newer but built for an older CUDA major than the "
@@ -1039,11 +1183,14 @@ class _Builder:
         for note in p.arch_notes:
             self.reasons.append(f"GPU {note} [{arch_src}]")
         for dom in ("torchvision", "torchaudio"):
-            have = getattr(rel, dom)
+            have = p.domains.get(dom) or getattr(rel, dom)
             if dom in self.w and have:
                 where = "; its PyPI wheel is built against that torch" if from_pypi else ""
-                self.choose(dom, f"{have}{suffix}", f"the release paired with torch {rel.version}{where}",
-                            rel.source)
+                paired = have == getattr(rel, dom)
+                what = (f"the release paired with torch {rel.version}" if paired
+                        else f"a release whose Requires-Dist accepts torch {rel.version} (also usable: "
+                             f"{', '.join(rel.domain_versions(dom))})")
+                self.choose(dom, f"{have}{suffix}", what + where, rel.source)
 
     def _newer_legacy_build(self) -> str | None:
         """A newer torch only runnable as an older-CUDA-major build (2.7.1+cu118 on a 12.4 driver)."""
@@ -1060,7 +1207,7 @@ class _Builder:
                 fits = (_mm(cuda)[0] < _mm(p.cuda)[0] and m.driver_support(t.driver, cuda) == "native"
                         and p.python in rel.python
                         and (tw is None or _contains(tw.spec, f"{rel.version}+{var}"))
-                        and all(_arch_ok(m.arch_row(rel.version, cuda), cc, compat=False)[0] for cc in t.ccs))
+                        and all(_runs_on(m, rel, cuda, cc) for cc in t.ccs))
                 if fits:
                     return f"{rel.version}+{var}"
         return None
@@ -1163,11 +1310,14 @@ class _Builder:
 
 
 def resolve(requirements: Sequence[str], target: Profile, matrix: Matrix | None = None,
-            *, indexes: Mapping[str, str] | None = None, prefer_pypi: bool = True) -> Resolution:
+            *, indexes: Mapping[str, str] | None = None, prefer_pypi: bool = True,
+            native_driver_only: bool = False, today: dt.date | None = None) -> Resolution:
     """Pick the newest consistent set for ``target`` (``ok=False`` + ``conflicts`` when none exists).
 
     With ``prefer_pypi`` a CUDA build that is the release's plain PyPI wheel (torch 2.6.0 = CUDA 12.4) is
     pinned without its local label and needs no PyTorch index; otherwise ``torch==X+cuYYY`` + index.
+    ``native_driver_only`` refuses builds that run only through minor-version compatibility (the strict
+    rule).  ``today`` (from the caller: the resolver reads no clock) dates the answer's ``knowledge``.
 
     Raises:
         InputError: a requirement is not PEP 508.
@@ -1176,22 +1326,27 @@ def resolve(requirements: Sequence[str], target: Profile, matrix: Matrix | None 
     m = matrix or load_matrix()
     wants, passthrough = _parse(requirements)
     t = _Facts.of(target)
-    modes = [_Mode(False, False), _Mode(True, False)]
+    compat = not native_driver_only
+    modes = [_Mode(compat, False)]
     if any(n in wants for n in ("mmcv-full", "mmcv", *MM)):
-        modes += [_Mode(False, True), _Mode(True, True)]
+        modes += [_Mode(compat, True)]
     logs: list[_Log] = []
     shared: dict[str, Any] = {}
     for mode in modes:
         log = _Log()
         pick = _Search(wants, t, m, mode, log, shared).run()
         if pick is not None:
-            return _Builder(pick, wants, t, m, indexes, prefer_pypi=prefer_pypi).build(target, passthrough)
+            return _Builder(pick, wants, t, m, indexes, prefer_pypi=prefer_pypi,
+                            today=today).build(target, passthrough)
         logs.append(log)
-    # Explain with the prebuilt-wheel pass that got furthest (those are the answers users expect).
-    best = max(logs[:2], key=lambda lg: STAGES.index(lg.deepest() or "torch") if lg.deepest() else -1)
+    # Explain with the prebuilt-wheel pass (those are the answers users expect).
+    best = logs[0]
     conflicts = _explain(best, wants, t, m)
+    knowledge = _knowledge(m, None, today)
+    warnings: list[str] = []
+    _stale_warning(knowledge, warnings)
     return Resolution(ok=False, python=t.python or "", cuda=None, requirements=list(requirements),
-                      conflicts=conflicts, target=target.to_dict(),
+                      conflicts=conflicts, target=target.to_dict(), warnings=warnings, knowledge=knowledge,
                       reasons=[f"searched {len(m.torch)} torch releases x CUDA variants x CuPy x NumPy; "
                                "nothing satisfies every requirement on this target"])
 
@@ -1202,7 +1357,8 @@ def resolve(requirements: Sequence[str], target: Profile, matrix: Matrix | None 
 def resolve_cli(reqs: Sequence[str], *, spec_path: Path | None = None, target_path: Path | None = None,
                 python: str | None = None, driver: str | None = None, gpu: str | None = None,
                 cuda_toolkit: str | None = None, gcc: str | None = None, cpu: bool = False,
-                prefer_pypi: bool = True) -> Resolution:
+                prefer_pypi: bool = True, native_driver_only: bool = False,
+                today: dt.date | None = None) -> Resolution:
     """What ``envbuild resolve`` does: read spec/profile, apply flags, resolve.
 
     Raises:
@@ -1236,7 +1392,8 @@ def resolve_cli(reqs: Sequence[str], *, spec_path: Path | None = None, target_pa
         if exc.path is None and profile_path is not None and (exc.field or "").startswith("gpus["):
             exc.path = str(profile_path)  # the bad GPU came from the profile file, not a flag
         raise
-    return resolve(requirements, target, indexes=indexes, prefer_pypi=prefer_pypi)
+    return resolve(requirements, target, indexes=indexes, prefer_pypi=prefer_pypi,
+                   native_driver_only=native_driver_only, today=today)
 
 
 def present_resolution(res: Resolution, as_json: bool) -> None:
@@ -1246,10 +1403,15 @@ def present_resolution(res: Resolution, as_json: bool) -> None:
     if as_json:
         print_json(res.to_dict())
         return
+    know = _knowledge_line(res.knowledge)
     if not res.ok:
         err_console.print("[bold red]no consistent set for this target:[/]")
         for c in res.conflicts:
             err_console.print(f"  - {c}", markup=False, highlight=False)
+        if know:
+            err_console.print(know, markup=False, highlight=False)
+        for w in res.warnings:
+            err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
         return
     head = f"Python {res.python}, " + (f"CUDA {res.cuda}" if res.cuda else "CPU build (cuda: none)")
     rows = [(c["package"], c["version"], c["reason"]) for c in res.choices]
@@ -1266,8 +1428,24 @@ def present_resolution(res: Resolution, as_json: bool) -> None:
         console.print(f"--extra-index-url {u}", markup=False, highlight=False)
     for u in res.find_links:
         console.print(f"--find-links {u}", markup=False, highlight=False)
+    for b in res.implied:
+        ev = f" ({', '.join(b['evidence'])})" if b.get("evidence") else ""
+        pin = f", pinned {b['package']} {b['pinned']}" if b.get("pinned") else ""
+        console.print(f"implied: {b['package']}{b['spec']} by {b['by']}{ev}{pin}", markup=False,
+                      highlight=False)
+    if know:
+        console.print(know, markup=False, highlight=False)
     for w in res.warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+
+
+def _knowledge_line(k: Mapping[str, Any]) -> str | None:
+    """'knowledge: checked 2026-11-23 .. 2026-12-01 (8 days old)' for the table output."""
+    if not k or not k.get("oldest"):
+        return None
+    span = k["oldest"] if k["oldest"] == k.get("newest") else f"{k['oldest']} .. {k['newest']}"
+    age = f" ({k['age_days']} days old)" if k.get("age_days") is not None else ""
+    return f"knowledge: facts checked {span}{age}; refresh with `envbuild data update`"
 
 
 def present_matrix(t: Mapping[str, Any], as_json: bool) -> None:

@@ -65,7 +65,9 @@ def test_every_torch_cuda_has_a_driver_minimum_and_an_arch_list() -> None:
             cuda = cuda_of_variant(var)
             assert m.min_driver(cuda), f"torch {rel.version} {var}: CUDA {cuda} not in the driver table"
             assert m.gcc_max(cuda), f"torch {rel.version} {var}: no gcc limit for CUDA {cuda}"
-            assert m.arch_row(rel.version, cuda), f"torch {rel.version} {var}: no arch list"
+            # an unverified variant ("?" cell) may lack its arch list: the resolver then warns and demotes it
+            assert m.arch_row(rel.version, cuda) or var in rel.unverified, (
+                f"torch {rel.version} {var}: no arch list")
 
 
 def test_every_mmcv_row_names_a_torch_build_that_exists() -> None:
@@ -101,7 +103,7 @@ def test_openmmlab_and_cupy_rows_are_consistent() -> None:
 
 @pytest.mark.parametrize(("driver", "native", "with_compat"), [
     ("470.223.02", "11.4", "11.8"), ("440.33.01", "10.2", "10.2"), ("550.54.14", "12.4", "12.9"),
-    ("570.86.10", "12.8", "12.9"), ("418.67", "10.1", "10.1"), ("580.65.06", "13.0", "13.2"),
+    ("570.86.10", "12.8", "12.9"), ("418.67", "10.1", "10.1"), ("580.65.06", "13.0", "13.4"),
 ])
 def test_driver_queries(driver: str, native: str, with_compat: str) -> None:
     m = load_matrix()

@@ -30,7 +30,8 @@ CASES = Path(__file__).parent / "cases" / "resolve"
 PROFILES = Path(__file__).parent / "data" / "profiles"
 CASE_FILES = sorted(CASES.glob("*.json"))
 CONTRACT_KEYS = {"ok", "python", "cuda", "packages", "index_urls", "find_links", "build", "reasons",
-                 "warnings", "conflicts", "choices", "requirements", "source_builds"}
+                 "warnings", "conflicts", "choices", "requirements", "source_builds", "implied", "knowledge",
+                 "verdict"}
 
 
 def _mm(v: str) -> tuple[int, int]:
@@ -71,8 +72,17 @@ def _check_consistent(res: Resolution, target: Profile, m: Matrix) -> None:
         drv = Version(target.driver_version)
         native = drv >= Version(m.min_driver(res.cuda) or "9999")
         compat_min = m.compat_min_driver(res.cuda)
+        # natively, or (torch's wheels bundle their runtime) through minor-version compatibility, said so
         assert native or (compat_min and drv >= Version(compat_min) and
-                          any("minor-version compatibility" in w for w in res.warnings))
+                          any("minor-version compatibility" in r for r in res.reasons))
+        if "torch" in pk and res.verdict:
+            assert res.verdict["rule"] == ("native-driver" if native else "minor-version-compat")
+    if res.verdict:
+        torch_choice = next(c for c in res.choices if c["package"] == "torch")
+        assert torch_choice["rule"] == res.verdict["rule"] and res.verdict["ok"] is True
+        for f in res.verdict["facts"]:  # an unverified fact is never used silently
+            if f["confidence"] != "confirmed":
+                assert any(f["text"] in w for w in res.warnings), f"{f} used without a warning"
     if res.cuda and "torch" in pk:
         row = m.arch_row(pk["torch"].split("+")[0], res.cuda)
         assert row is not None
@@ -107,7 +117,7 @@ def test_case(path: Path) -> None:
     assert case.get("#"), "every case names its real-world story"
     exp = case["expected"]
     target = _target(case)
-    res = resolve(case["requested"], target)
+    res = resolve(case["requested"], target, **case.get("options", {}))
     d = res.to_dict()
     assert d.keys() >= CONTRACT_KEYS
     assert res.ok is exp["ok"], res.conflicts or res.packages
@@ -158,6 +168,18 @@ def test_case(path: Path) -> None:
         assert any(all(s in r for s in group) for r in res.reasons), f"{group} not in {res.reasons}"
     for r in exp.get("requirements_contain", []):
         assert r in res.requirements
+    if "rule" in exp:
+        assert res.verdict["rule"] == exp["rule"], res.verdict
+    for imp in exp.get("implied_contain", []):
+        hit = [b for b in res.implied if b["package"] == imp["package"] and b["spec"] == imp["spec"]]
+        assert hit, f"{imp} not in {res.implied}"
+        for ev in imp.get("evidence_contains", []):
+            assert any(ev in e for b in hit for e in b["evidence"]), hit
+        pinned = res.packages.get(imp["package"])
+        if pinned:  # the pin honours the bound
+            assert SpecifierSet(imp["spec"]).contains(pinned)
+        else:  # or the bound itself goes to the lock engine
+            assert any(r.startswith(imp["package"]) and imp["spec"] in r for r in res.requirements)
     assert len(res.choices) >= len(res.packages) and all(c["source"] for c in res.choices)
 
 
@@ -353,7 +375,7 @@ def test_profile_gpu_without_capability_is_filled_or_refused() -> None:
 
 def test_newer_legacy_major_build_is_explained() -> None:
     ws = make_target(None, python="3.11", driver="550.54.14", gpu="NVIDIA GeForce RTX 4090")
-    res = resolve(["torch"], ws)
+    res = resolve(["torch"], ws, native_driver_only=True)  # the strict rule: builds the driver runs natively
     assert res.packages["torch"] == "2.6.0"  # CUDA 12.4: the plain PyPI wheel
     assert any("2.7.1+cu118 is newer" in r for r in res.reasons)
 
@@ -372,7 +394,11 @@ def test_profile_with_only_the_drivers_cuda() -> None:
     base = Profile.from_dict({"python_version": "3.10", "driver_cuda_version": "12.2",
                               "gpus": [{"name": "NVIDIA A100-SXM4-40GB"}]})
     res = resolve(["torch"], make_target(base))
-    assert res.ok and res.cuda is not None and _mm(res.cuda) <= (12, 2)
+    # a 12.x driver runs any 12.x wheel through minor-version compatibility; natively only <= 12.2
+    assert res.ok and res.cuda is not None and _mm(res.cuda)[0] == 12
+    assert res.verdict["rule"] == ("native-driver" if _mm(res.cuda) <= (12, 2) else "minor-version-compat")
+    strict = resolve(["torch"], make_target(base), native_driver_only=True)
+    assert strict.ok and strict.cuda is not None and _mm(strict.cuda) <= (12, 2)
     old = Profile.from_dict({"python_version": "3.10", "driver_cuda_version": "10.1",
                              "gpus": [{"name": "Tesla V100-SXM2-16GB"}]})
     bad = resolve(["torch>=2"], make_target(old))
@@ -386,7 +412,9 @@ def test_pypi_default_build_needs_no_pytorch_index() -> None:
     """torch 2.6.0's PyPI wheel is the CUDA 12.4 build: the index path's choice minus label and index."""
     ws = make_target(None, python="3.11", driver="550.54.14", gpu="NVIDIA GeForce RTX 4090")
     reqs = ["torch", "torchvision", "torchaudio", "numpy"]
-    pypi, index = resolve(reqs, ws), resolve(reqs, ws, prefer_pypi=False)
+    # the strict driver rule keeps the CUDA 12.4 choice this test is about
+    pypi, index = (resolve(reqs, ws, native_driver_only=True),
+                   resolve(reqs, ws, prefer_pypi=False, native_driver_only=True))
     assert pypi.packages == {"torch": "2.6.0", "torchvision": "0.21.0", "torchaudio": "2.6.0",
                              "numpy": index.packages["numpy"]}
     assert pypi.requirements[:3] == ["torch==2.6.0", "torchvision==0.21.0", "torchaudio==2.6.0"]
@@ -436,12 +464,13 @@ def test_old_release_with_a_recorded_pypi_default() -> None:
 def test_non_x86_target_keeps_the_pytorch_index() -> None:
     ws = make_target(None, python="3.11", driver="550.54.14", gpu="sm_89")
     base = dataclasses.replace(ws, arch="aarch64")
-    res = resolve(["torch"], base)
+    res = resolve(["torch"], base, native_driver_only=True)
     assert res.packages["torch"] == "2.6.0+cu124" and res.index_urls
 
 
 def test_cli_pytorch_index_always() -> None:
-    args = ("resolve", "torch", "--python", "3.11", "--driver", "550.54.14", "--gpu", "sm_89", "--json")
+    args = ("resolve", "torch", "--python", "3.11", "--driver", "550.54.14", "--gpu", "sm_89", "--json",
+            "--native-driver-only")
     d = json.loads(_cli(*args).stdout)
     assert d["packages"]["torch"] == "2.6.0" and d["index_urls"] == [] and d["cuda"] == "12.4"
     p = _cli(*args, "--pytorch-index-always")
