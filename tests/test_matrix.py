@@ -206,3 +206,46 @@ def test_bad_pypi_default_cuda_is_named(tmp_path: Path, monkeypatch: pytest.Monk
         load_matrix()
     assert ei.value.path == str(path) and ei.value.field.endswith("].pypi_default_wheel_cuda")
     assert "cu124" in ei.value.render()
+
+
+def test_digit_version_compares_like_openmmlab() -> None:
+    assert mx.digit_version("2.0.0rc4") == [2, 0, -1, 4] and mx.digit_version("1.4.0") == [1, 4, 0]
+    m = load_matrix()
+    mmdet = m.mm_package("mmdet", "2.14.0")
+    assert mmdet is not None and mmdet.compare == "digit_version" and mmdet.checked
+    # mmdet 2.14.0's own check: mmcv_version <= digit_version('1.4.0') (inclusive)
+    assert mmdet.accepts("mmcv-full", "1.4.0") and mmdet.accepts("mmcv-full", "1.3.8")
+    assert not mmdet.accepts("mmcv-full", "1.4.1") and not mmdet.accepts("mmcv-full", "1.3.7")
+
+
+@pytest.mark.parametrize(("cuda", "arch", "driver", "cc", "native_only", "ok", "rule"), [
+    ("12.6", "5.0;6.0;7.0;7.5;8.0;8.6;9.0", "550.54.14", "8.9", False, True, "minor-version-compat"),
+    ("12.6", "5.0;6.0;7.0;7.5;8.0;8.6;9.0", "550.54.14", "8.9", True, False, "driver-too-old"),
+    ("12.4", "5.0;6.0;7.0;7.5;8.0;8.6;9.0", "550.54.14", "8.9", False, True, "native-driver"),
+    ("13.0", "7.5;8.0;8.6;9.0;10.0;12.0+PTX", "550.54.14", "9.0", False, False, "driver-too-old"),
+    ("13.2", "7.5;8.0;8.6;9.0;10.0;12.0+PTX", "580.65.06", "9.0", False, True, "minor-version-compat"),
+    ("11.8", "3.7;5.0;6.0;7.0;7.5;8.0;8.6;9.0", "450.80.02", "8.0", False, True, "minor-version-compat"),
+    ("11.8", "3.7;5.0;6.0;7.0;7.5;8.0;8.6;9.0", "450.51.05", "8.0", False, False, "driver-too-old"),
+    # PTX-only support needs the native driver (JIT); minor-version compatibility does not cover it
+    ("12.9", "7.5;8.0;8.6;9.0+PTX", "570.86.10", "10.0", False, False, "ptx-needs-native-driver"),
+    ("12.8", "7.5;8.0;8.6;9.0+PTX", "570.86.10", "10.0", False, True, "native-driver"),
+    ("12.8", "7.5;8.0;8.6;9.0;10.0;12.0", "570.86.10", "7.0", False, False, "no-sass"),
+    # the GPU needs a driver branch that knows it (Ada: R520+)
+    ("11.8", "3.7;5.0;6.0;7.0;7.5;8.0;8.6;9.0", "515.43.04", "8.9", False, False, "gpu-driver-branch"),
+])
+def test_verdict_rules(cuda: str, arch: str, driver: str, cc: str, native_only: bool, ok: bool,
+                       rule: str) -> None:
+    m = load_matrix()
+    row = mx.ArchRow("x", cuda, tuple(arch.split(";")), "test")
+    v = m.verdict(mx.BuildFacts(cuda, arch=row), mx.TargetFacts(driver=driver, cc=cc),
+                  native_only=native_only)
+    assert (v.ok, v.rule) == (ok, rule), v.reason
+    assert v.reason and all(f.source for f in v.facts)
+
+
+def test_verdict_for_source_builds_needs_the_target_nvcc() -> None:
+    m = load_matrix()
+    b = mx.BuildFacts("11.3", source_build=True, label="mmcv-full 1.4.0")
+    assert m.verdict(b, mx.TargetFacts(driver="470.57.02", cc="7.0", nvcc="11.3")).ok
+    bad = m.verdict(b, mx.TargetFacts(driver="470.57.02", cc="7.0", nvcc="10.2"))
+    assert not bad.ok and bad.rule == "nvcc-mismatch"

@@ -8,6 +8,7 @@ case passes only when the answer is both the expected one and actually consisten
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import os
 import re
@@ -477,3 +478,99 @@ def test_cli_pytorch_index_always() -> None:
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
     assert d["packages"]["torch"] == "2.6.0+cu124" and d["index_urls"] == ["https://download.pytorch.org/whl/cu124"]
+
+
+# --- the compatibility verdict, unverified facts, implied bounds, knowledge date --------------------
+
+
+def _newest_passing(m: Matrix, reqs_ok: Any, target: Profile, *, native_only: bool = False) -> Version:
+    """Independently: the newest torch in the data with a build the matrix verdict accepts on ``target``."""
+    from envbuild.matrix import BuildFacts, TargetFacts
+
+    best = None
+    for rel in m.torch:
+        if target.python_version not in rel.python or not reqs_ok(rel):
+            continue
+        for var in rel.variants:  # confirmed builds only
+            cuda = cuda_of_variant(var)
+            ok = all(m.verdict(BuildFacts(cuda, arch=m.arch_row(rel.version, cuda)),
+                               TargetFacts(driver=target.driver_version, cc=g.compute_capability),
+                               native_only=native_only).ok for g in target.gpus)
+            if ok and (best is None or Version(rel.version) > best):
+                best = Version(rel.version)
+    assert best is not None
+    return best
+
+
+def test_rtx4090_driver550_gets_the_newest_torch_through_minor_version_compat() -> None:
+    ws = make_target(None, python="3.11", driver="550.54.14", gpu="NVIDIA GeForce RTX 4090")
+    m = load_matrix()
+    res = resolve(["torch", "torchvision"], ws)
+    _check_consistent(res, ws, m)
+    chosen = Version(res.packages["torch"].split("+")[0])
+    assert chosen == _newest_passing(m, lambda r: bool(r.domain_versions("torchvision")), ws)
+    assert res.verdict["rule"] == "minor-version-compat"
+    assert any("minor-version compatibility" in r and "525.60.13" in r for r in res.reasons)
+    # the strict rule gives an older torch, natively supported by the driver
+    strict = resolve(["torch", "torchvision"], ws, native_driver_only=True)
+    assert strict.verdict["rule"] == "native-driver"
+    assert Version(strict.packages["torch"].split("+")[0]) < chosen
+    assert strict.cuda is not None and _mm(strict.cuda) <= (12, 4)
+
+
+def test_v100_torch211_refuses_cu128_for_its_arch_list() -> None:
+    from envbuild.matrix import BuildFacts, TargetFacts
+
+    m = load_matrix()
+    v = m.verdict(BuildFacts("12.8", arch=m.arch_row("2.11.0", "12.8")),
+                  TargetFacts(driver="570.86.10", cc="7.0"))
+    assert not v.ok and v.rule == "no-sass" and "7.5;8.0" in v.reason
+    res = resolve(["torch==2.11.*"], make_target(None, python="3.11", driver="570.86.10", gpu="sm_70"))
+    assert res.cuda == "12.6" and "sm_70" in " ".join(res.reasons)
+
+
+def test_unverified_build_is_demoted_and_warned() -> None:
+    """2.14's cu134 is a '?' cell: a driver that runs 13.4 natively still gets the confirmed cu132."""
+    h100 = make_target(None, python="3.12", driver="615.10", gpu="NVIDIA H100 80GB HBM3")
+    m = load_matrix()
+    rel = m.torch_release("2.14.1")
+    assert rel is not None and "cu134" in rel.unverified and "cu132" in rel.variants
+    res = resolve(["torch==2.14.1"], h100)
+    assert res.packages["torch"].endswith("+cu132") and not any("cu134" in w for w in res.warnings)
+    only = resolve(["torch==2.14.1+cu134"], h100)
+    assert only.ok and any("cu134 is not confirmed" in w for w in only.warnings)
+
+
+def test_knowledge_date_and_age() -> None:
+    ws = make_target(None, python="3.11", driver="550.54.14", gpu="sm_89")
+    fresh = resolve(["torch"], ws, today=dt.date(2026, 12, 1))
+    k = fresh.knowledge
+    assert k["oldest"] <= k["newest"]
+    assert k["age_days"] == (dt.date(2026, 12, 1) - dt.date.fromisoformat(k["oldest"])).days
+    stale_msg = "knowledge used here was last checked"
+    assert not any(stale_msg in w for w in fresh.warnings) or k["age_days"] > 30
+    late = dt.date.fromisoformat(k["oldest"]) + dt.timedelta(days=31)
+    stale = resolve(["torch"], ws, today=late)
+    assert stale.knowledge["age_days"] == 31
+    assert any(stale_msg in w and "envbuild data update" in w for w in stale.warnings)
+    bad = resolve(["torch>=2.0"], make_target(None, python="3.10", driver="418.67", gpu="sm_70"), today=late)
+    assert not bad.ok and bad.knowledge["age_days"] is not None
+    assert any(stale_msg in w for w in bad.warnings)
+    assert resolve(["torch"], ws).knowledge["age_days"] is None  # no clock inside the resolver
+
+
+def test_cli_knowledge_and_native_driver_only() -> None:
+    args = ("resolve", "torch", "--python", "3.11", "--driver", "550.54.14", "--gpu", "sm_89")
+    d = json.loads(_cli(*args, "--json").stdout)
+    assert d["knowledge"]["age_days"] is not None and d["knowledge"]["checked"]
+    assert d["verdict"]["rule"] == "minor-version-compat"
+    strict = json.loads(_cli(*args, "--json", "--native-driver-only").stdout)
+    assert strict["verdict"]["rule"] == "native-driver" and strict["cuda"] == "12.4"
+    p = _cli(*args)
+    assert p.returncode == 0 and "knowledge: facts checked" in p.stdout
+
+
+def test_implied_bounds_reach_the_table() -> None:
+    p = _cli("resolve", "torch==2.1.0", "mmengine", "--python", "3.11", "--driver", "550.54.14", "--gpu",
+             "sm_89")
+    assert p.returncode == 0 and "implied: numpy<2 by torch 2.1.0" in p.stdout
