@@ -105,6 +105,7 @@ def digit_version(text: str) -> list[int]:
     return out
 
 
+@functools.lru_cache(maxsize=8192)
 def _digit_contains(spec: str, version: str) -> bool:
     """``version`` in ``spec`` compared the way ``digit_version`` compares (a list compare)."""
     have = digit_version(version)

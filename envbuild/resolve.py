@@ -243,6 +243,11 @@ def _in(spec: str, version: str) -> bool:
     return _sp(spec).contains(version, prereleases=True) if version else False
 
 
+@functools.lru_cache(maxsize=8192)
+def _is_pre(version: str) -> bool:
+    return Version(version).is_prerelease
+
+
 @functools.lru_cache(maxsize=4096)
 def _sp(text: str) -> SpecifierSet:
     """A parsed (and cached) specifier: the search asks the same few thousand questions many times."""
@@ -406,7 +411,13 @@ class _Search:
         return None
 
     def _arch_unknown(self, rel: TorchRelease, var: str) -> bool:
-        return bool(self.t.gpus) and self.m.arch_row(rel.version, cuda_of_variant(var)) is None
+        if not self.t.gpus:
+            return False
+        memo: dict[tuple[str, str], bool] = self.shared.setdefault("arch_unknown", {})
+        key = (rel.version, var)
+        if key not in memo:
+            memo[key] = self.m.arch_row(rel.version, cuda_of_variant(var)) is None
+        return memo[key]
 
     def _verdicts(self, rel: TorchRelease, var: str | None) -> list[Verdict]:
         """The verdict for this build on each target GPU (one entry when the GPU is unknown)."""
@@ -513,7 +524,7 @@ class _Search:
             known = [w.pinned, *known]
         wanted = [v for v in known if w is None or _contains(w.spec, v)]
         if w is None or not w.pinned:
-            wanted = [v for v in wanted if not Version(v).is_prerelease]
+            wanted = [v for v in wanted if not _is_pre(v)]
         # versions some combination of the requested OpenMMLab packages accepts
         allowed = [v for v in wanted if self._mm_accepts_any(name, v)]
         if not allowed:
