@@ -420,6 +420,7 @@ def lock_cmd(
         bool, typer.Option("--pytorch-index-always",
                            help="Take torch from the PyTorch index even when PyPI has the same build.")
     ] = False,
+    native_driver_only: NativeDriverOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Pin the whole tree for the target (hashes, git commits, conda part) into lockfiles/NAME/."""
@@ -433,10 +434,12 @@ def lock_cmd(
                                  ("openmmlab", openmmlab_index)) if v}
     out_dir = out or Path("lockfiles") / the_spec.name
     cmd_flags = {"target": target, **flags, "manager": manager, "index_url": index_url,
-                 "pytorch_index": pytorch_index, "openmmlab_index": openmmlab_index}
+                 "pytorch_index": pytorch_index, "openmmlab_index": openmmlab_index,
+                 "native_driver_only": native_driver_only}
     command = _lock_command_line(spec, reqs or [], out_dir, engine, cmd_flags)
     kw: dict[str, Any] = {"out_dir": out_dir, "engine": engine, "indexes": mirrors, "command": command,
-                          "upgrade": upgrade, "prefer_pypi": not pytorch_index_always}
+                          "upgrade": upgrade, "prefer_pypi": not pytorch_index_always,
+                          "native_driver_only": native_driver_only}
     if as_json:
         result = lock(the_spec, profile, **kw)
     else:
@@ -491,6 +494,7 @@ def rebuild_cmd(
     openmmlab_index: Annotated[
         str | None, typer.Option("--openmmlab-index", help="OpenMMLab find-links mirror (…/dist).")
     ] = None,
+    native_driver_only: NativeDriverOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Re-resolve an env or lock for another machine; write the new lock and a minimal rebuild.sh."""
@@ -513,7 +517,7 @@ def rebuild_cmd(
     mirrors = {k: v for k, v in (("pypi", index_url), ("pytorch", pytorch_index),
                                  ("openmmlab", openmmlab_index)) if v}
     plan = rebuild(prefix or source or Path("."), profile, out_dir=output, lock=not no_lock,
-                   indexes=mirrors or None)
+                   indexes=mirrors or None, native_driver_only=native_driver_only)
     present_plan(plan, as_json)
 
 
@@ -544,6 +548,7 @@ def plan_cmd(
         bool, typer.Option("--pytorch-index-always",
                            help="Take torch from the PyTorch index even when PyPI has the same build.")
     ] = False,
+    native_driver_only: NativeDriverOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Resolve -> lock -> render (-> fetch -> bundle with --offline) in one command."""
@@ -557,6 +562,7 @@ def plan_cmd(
     result = plan(
         the_spec, the_target, out or Path("out") / the_spec.name, offline=offline, engine=engine,
         jobs=jobs, show_progress=not as_json, prefer_pypi=not pytorch_index_always,
+        native_driver_only=native_driver_only,
         step=None if as_json else (lambda s: _err.print(f"[bold cyan]» {s}[/]", highlight=False)),
     )
     present_plan(result, as_json)

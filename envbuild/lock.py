@@ -341,7 +341,7 @@ class LockResult:
 
 
 def resolve_for_lock(spec: Spec, target: Profile, indexes: Mapping[str, str], *,
-                     prefer_pypi: bool = True) -> Resolution:
+                     prefer_pypi: bool = True, native_driver_only: bool = False) -> Resolution:
     """Run ``envbuild.resolve.resolve`` for the spec's requirements.
 
     Raises:
@@ -350,7 +350,7 @@ def resolve_for_lock(spec: Spec, target: Profile, indexes: Mapping[str, str], *,
     from envbuild import resolve as resolver
 
     res: Resolution = resolver.resolve(list(spec.requirements), target, indexes=dict(indexes),
-                                       prefer_pypi=prefer_pypi)
+                                       prefer_pypi=prefer_pypi, native_driver_only=native_driver_only)
     if not res.ok:
         raise ConflictError(
             "no consistent set of versions exists for this target: " + " ".join(res.conflicts),
@@ -384,6 +384,7 @@ def lock(
     cache_dir: str | None = None,
     upgrade: bool = False,
     prefer_pypi: bool = True,
+    native_driver_only: bool = False,
 ) -> LockResult:
     """Lock ``spec`` for ``target`` into ``out_dir`` (written whole or not at all).
 
@@ -406,7 +407,8 @@ def lock(
     idx = {**spec.indexes, **dict(indexes or {})}
     plat = target_platform(target)
     res = (resolution if resolution is not None
-           else resolve_for_lock(spec, target, idx, prefer_pypi=prefer_pypi))
+           else resolve_for_lock(spec, target, idx, prefer_pypi=prefer_pypi,
+                                 native_driver_only=native_driver_only))
     if not res.ok:
         raise ConflictError("no consistent set of versions exists for this target: "
                             + " ".join(res.conflicts), conflicts=list(res.conflicts), path=spec.path)

@@ -102,6 +102,7 @@ def plan(
     step: Step | None = None,
     show_progress: bool = True,
     prefer_pypi: bool = True,
+    native_driver_only: bool = False,
 ) -> PlanResult:
     """Resolve, lock and render ``spec`` for ``target`` into ``out_dir``; with ``offline`` also
     fetch every artifact and bundle it all into one tar.
@@ -118,7 +119,8 @@ def plan(
     out = Path(out_dir)
     lock_dir = out / "lock"
     with _timed(seconds, "resolve", say):
-        res = lock_stage.resolve_for_lock(spec, target, spec.indexes, prefer_pypi=prefer_pypi)
+        res = lock_stage.resolve_for_lock(spec, target, spec.indexes, prefer_pypi=prefer_pypi,
+                                          native_driver_only=native_driver_only)
     with _timed(seconds, "lock", say):
         lock_stage.lock(spec, target, out_dir=lock_dir, engine=engine, resolution=res,
                         command=_command(spec, target, out, offline))

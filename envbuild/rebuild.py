@@ -543,10 +543,12 @@ def render_script(plan: RebuildPlan) -> str:
 # --- the stage -----------------------------------------------------------------------------------
 
 
-def _resolve(reqs: Sequence[str], target: Profile, indexes: Mapping[str, str] | None) -> Resolution:
+def _resolve(reqs: Sequence[str], target: Profile, indexes: Mapping[str, str] | None,
+             native_driver_only: bool = False) -> Resolution:
     from envbuild import resolve as resolver
 
     kw: dict[str, Any] = {"indexes": dict(indexes)} if indexes else {}
+    kw["native_driver_only"] = native_driver_only
     res: Resolution = resolver.resolve(list(reqs), target, **kw)
     return res
 
@@ -559,6 +561,7 @@ def rebuild(
     lock: bool = True,
     indexes: Mapping[str, str] | None = None,
     resolution: Resolution | None = None,
+    native_driver_only: bool = False,
 ) -> RebuildPlan:
     """Plan the re-target of ``source`` (an env prefix or a lock dir) and write the files to ``out_dir``.
 
@@ -583,7 +586,7 @@ def rebuild(
         raise InputError(
             "nothing CUDA-dependent to rebuild (no torch, mmcv, cupy ... found).", path=str(source)
         )
-    res = resolution if resolution is not None else _resolve(reqs, target, indexes)
+    res = resolution if resolution is not None else _resolve(reqs, target, indexes, native_driver_only)
     plan = plan_rebuild(current, res, target)
     plan.requirements = reqs
     out = (

@@ -298,6 +298,7 @@ class _Pick:
 class _Mode:
     compat: bool
     mmcv_source: bool
+    pypi: bool = False  # the plain PyPI wheel is usable (prefer_pypi and a Linux x86_64 target)
 
 
 class _Search:
@@ -394,12 +395,16 @@ class _Search:
                 # confirmed one: it is used only when nothing confirmed fits (and then with a warning)
                 demoted = int(var is not None and (var in rel.unverified or self._arch_unknown(rel, var)))
                 rank = {"native-driver": 0, "minor-version-compat": 1}.get(v.rule, 0 if v.ok else 2)
+                # under minor-version compatibility every build of the major is equal to the driver: the
+                # plain PyPI wheel (no extra index) first; natively, the newest CUDA first
+                plain = int(not (rank == 1 and self.mode.pypi and var is not None
+                                 and rel.pypi_cuda == cuda_of_variant(var)))
                 mm_key: tuple[Any, ...] = ()
                 if self.need_mmcv:
                     # mmcv wheels are compiled against torch X.Y.0 only: prefer that patch within a series
                     ver = Version(rel.version)
                     mm_key = (-ver.major, -ver.minor, ver.micro != 0)
-                cands.append(((tier, demoted, *mm_key, ri, rank, vi), rel, var))
+                cands.append(((tier, demoted, *mm_key, ri, rank, plain, vi), rel, var))
         cands.sort(key=lambda c: c[0])
         for _, rel, var in cands:
             any_rel = True
@@ -1338,9 +1343,10 @@ def resolve(requirements: Sequence[str], target: Profile, matrix: Matrix | None 
     wants, passthrough = _parse(requirements)
     t = _Facts.of(target)
     compat = not native_driver_only
-    modes = [_Mode(compat, False)]
+    pypi = prefer_pypi and (target.os, target.arch) == ("linux", "x86_64")
+    modes = [_Mode(compat, False, pypi)]
     if any(n in wants for n in ("mmcv-full", "mmcv", *MM)):
-        modes += [_Mode(compat, True)]
+        modes += [_Mode(compat, True, pypi)]
     logs: list[_Log] = []
     shared: dict[str, Any] = {}
     for mode in modes:

@@ -434,7 +434,8 @@ def test_resolver_conflict_exit_1_no_dir(tmp_path: Path) -> None:
 
 
 def test_pytorch_index_always_takes_the_labelled_build_from_the_pytorch_index(tmp_path: Path) -> None:
-    """RTX 4090 / driver 550: by default torch 2.6.0 comes from PyPI; the flag keeps the cu124 index."""
+    """RTX 4090 / driver 550, strict driver rule: torch 2.6.0 (CUDA 12.4) comes from PyPI by default; the flag
+    keeps the cu124 index.  (Without --native-driver-only a newer torch runs via minor-version compat.)"""
     from pypi_fixture import Index, serving
     from pypi_fixture import make_wheel as index_wheel
 
@@ -447,6 +448,7 @@ def test_pytorch_index_always_takes_the_labelled_build_from_the_pytorch_index(tm
     with serving(idx) as url:
         result = runner.invoke(app, ["lock", "torch", "--python", "3.11", "--driver", "550.54.14", "--gpu",
                                      "NVIDIA GeForce RTX 4090", "--pytorch-index-always",
+                                     "--native-driver-only",
                                      "--index-url", f"{url}/simple", "--pytorch-index", f"{url}/whl",
                                      "-o", str(out), "--json"])
     assert result.exit_code == 0, result.output

@@ -520,15 +520,18 @@ def test_cli_target_described_by_flags(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("installed", "driver", "change"),
+    ("installed", "driver", "strict", "change"),
     [
-        ("2.6.0", "550.54.14", None),  # the plain PyPI wheel already is the CUDA 12.4 build
-        ("2.6.0+cu124", "550.54.14", None),  # the index's cu124 wheel: the same build as the PyPI pin
-        ("2.6.0", "535.104.05", "2.6.0+cu118"),  # a CUDA 12.2 driver: the cu118 build from the index
+        ("2.6.0", "550.54.14", False, None),  # the plain PyPI wheel already is the CUDA 12.4 build
+        ("2.6.0+cu124", "550.54.14", False, None),  # the index's cu124 wheel: the same build as the PyPI pin
+        # a CUDA 12.2 driver runs the CUDA 12.4 wheel through minor-version compatibility: nothing changes
+        ("2.6.0", "535.104.05", False, None),
+        # the strict rule (--native-driver-only): the cu118 build from the index
+        ("2.6.0", "535.104.05", True, "2.6.0+cu118"),
     ],
 )
 def test_pypi_torch_without_local_label(
-    tmp_path: Path, installed: str, driver: str, change: str | None
+    tmp_path: Path, installed: str, driver: str, strict: bool, change: str | None
 ) -> None:
     """An installed PyPI torch has no +cuXXX label; its CUDA comes from torch/version.py."""
     from envbuild.resolve import make_target
@@ -539,7 +542,7 @@ def test_pypi_torch_without_local_label(
     _dist(site, "torch", installed, _torch_files(site, installed, "12.4"))
     target = make_target(None, python=f"{sys.version_info[0]}.{sys.version_info[1]}", driver=driver,
                          gpu="NVIDIA GeForce RTX 4090")
-    plan = rebuild(prefix, target, out_dir=tmp_path / "o", lock=False)
+    plan = rebuild(prefix, target, out_dir=tmp_path / "o", lock=False, native_driver_only=strict)
     assert plan.current.torch_cuda == "12.4"
     if change is None:
         assert plan.resolution.packages["torch"] == "2.6.0" and plan.resolution.index_urls == []
