@@ -376,6 +376,8 @@ class Matrix:
     gpu_driver: tuple[GpuDriverRule, ...] = ()
     sources: Mapping[str, str] = field(default_factory=dict)  # named sources (index patterns, rules)
     tables: Mapping[str, Any] = field(default_factory=dict)  # raw JSON per file (read-only use)
+    # (torch key, cuda) -> row, built on first use: the resolver asks a few hundred times per answer
+    _arch_index: dict[tuple[str, str], ArchRow] = field(default_factory=dict, compare=False, repr=False)
 
     # torch ---------------------------------------------------------------------------------------
     def torch_releases(self) -> list[TorchRelease]:
@@ -396,13 +398,12 @@ class Matrix:
 
     def arch_row(self, torch: str, cuda: str) -> ArchRow | None:
         """Wheel arch list of (torch version, CUDA X.Y): the exact version row, else its 'X.Y.x' row."""
+        if not self._arch_index:
+            for a in self.arch:
+                self._arch_index.setdefault((a.torch, a.cuda), a)
         v = vers(torch)
         exact, series = v.base_version, f"{v.major}.{v.minor}.x"
-        for key in (exact, series):
-            for a in self.arch:
-                if a.torch == key and a.cuda == cuda:
-                    return a
-        return None
+        return self._arch_index.get((exact, cuda)) or self._arch_index.get((series, cuda))
 
     # NVIDIA --------------------------------------------------------------------------------------
     def min_driver(self, cuda: str) -> str | None:
