@@ -597,6 +597,15 @@ class Matrix:
     def _key(self, name: str) -> str:
         return normalize_gpu_name(name, self.gpu_ignore)
 
+    def torch_verdict(self, torch: str, cuda: str | None, target: TargetFacts, *,
+                      native_only: bool = False) -> Verdict:
+        """The verdict for an official torch wheel (``2.6.0``, CUDA ``12.4``) on ``target``: the arch list
+        comes from the data; for doctor / pack checking an installed torch against a driver."""
+        arch = self.arch_row(torch, cuda) if cuda else None
+        label = f"torch {torch}" + (f" (CUDA {cuda})" if cuda else "")
+        return self.verdict(BuildFacts(cuda, bundles_runtime=True, arch=arch, label=label), target,
+                            native_only=native_only)
+
     def gpu(self, name: str) -> GpuModel | None:
         """The model a name (as nvidia-smi prints it, or as sold) refers to, or None."""
         key = self._key(name)
@@ -884,7 +893,9 @@ def _load_mmcv_runtime(rd: _Reader, data: dict[str, Any]) -> tuple[_Runtime, ...
 
 def _load_openmmlab(rd: _Reader, data: dict[str, Any]) -> dict[str, tuple[MmPackage, ...]]:
     out: dict[str, tuple[MmPackage, ...]] = {}
-    for key in ("mmdet", "mmsegmentation", "mmdet3d"):
+    # mmcv / mmcv-full sections are optional (rows carrying only `implied` bounds, e.g. from the harvester)
+    keys = ["mmdet", "mmsegmentation", "mmdet3d", *(k for k in ("mmcv", "mmcv-full") if data.get(k))]
+    for key in keys:
         pkgs = []
         for where, r in rd.rows(data, key):
             req = r.get("requires") or {}

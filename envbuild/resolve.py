@@ -734,8 +734,9 @@ def _implied_bounds(pick: _Pick, wants: Mapping[str, _Want], m: Matrix) -> list[
                    "they fail to import ('_ARRAY_API not found')")
             out.append({"package": "numpy", "spec": rule.numpy, "by": f"{rule.package} {have} (built against "
                         "NumPy 1.x)", "reason": why, "evidence": [], "source": rule.source})
-    for name in MM:
-        pkg = pick.mm.get(name)
+    mmcv_row = m.mm_package(pick.mmcv[0], pick.mmcv[1]) if pick.mmcv else None
+    chosen = [(n, pick.mm.get(n)) for n in MM] + ([(mmcv_row.name, mmcv_row)] if mmcv_row else [])
+    for name, pkg in chosen:
         for imp in pkg.implied if pkg is not None else ():
             by = f"{name} {pkg.version if pkg else ''}"
             out.append({"package": imp.package, "spec": imp.spec, "by": by,

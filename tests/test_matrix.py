@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from envbuild import matrix as mx
@@ -249,3 +250,34 @@ def test_verdict_for_source_builds_needs_the_target_nvcc() -> None:
     assert m.verdict(b, mx.TargetFacts(driver="470.57.02", cc="7.0", nvcc="11.3")).ok
     bad = m.verdict(b, mx.TargetFacts(driver="470.57.02", cc="7.0", nvcc="10.2"))
     assert not bad.ok and bad.rule == "nvcc-mismatch"
+
+
+def test_torch_verdict_for_doctor_and_pack() -> None:
+    m = load_matrix()
+    # an installed PyPI torch 2.6.0 (CUDA 12.4) on a 12.2 driver: runs through minor-version compatibility
+    v = m.torch_verdict("2.6.0", "12.4", mx.TargetFacts(driver="535.104.05", cc="8.0"))
+    assert v.ok and v.rule == "minor-version-compat" and v.support == "compat"
+    strict = m.torch_verdict("2.6.0", "12.4", mx.TargetFacts(driver="535.104.05", cc="8.0"), native_only=True)
+    assert not strict.ok and strict.rule == "driver-too-old"
+    assert m.torch_verdict("2.6.0", None, mx.TargetFacts(driver="535.104.05")).rule == "cpu"
+
+
+def test_mmcv_rows_may_carry_implied_bounds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            fresh_cache: None) -> None:
+    """A harvested mmcv row with an `implied` numpy bound reaches the resolution."""
+    data = tmp_path / "data"
+    shutil.copytree(mx.DATA_DIR, data)
+    om = json.loads((data / "openmmlab.json").read_text())
+    bound = {"package": "numpy", "spec": "<1.20", "evidence": ["mmcv/x.py:1 np.float"],
+             "reason": "test bound", "source": "test", "checked": "2026-12-01"}
+    om["mmcv-full"] = [{"version": "1.4.0", "requires": {}, "source": "test", "implied": [bound]}]
+    (data / "openmmlab.json").write_text(json.dumps(om))
+    monkeypatch.setattr(mx, "DATA_DIR", data)
+    from envbuild.resolve import make_target, resolve
+
+    m = mx.load_matrix()
+    target = make_target(None, python="3.8", driver="470.57.02", gpu="sm_70", matrix=m)
+    res = resolve(["mmcv-full==1.4.0", "torch"], target, m)
+    assert res.ok and any(b["spec"] == "<1.20" and b["by"] == "mmcv-full 1.4.0" for b in res.implied)
+    bound = SpecifierSet(next(r for r in res.requirements if r.startswith("numpy")).removeprefix("numpy"))
+    assert "1.19.5" in bound and "1.20.0" not in bound
