@@ -1082,6 +1082,13 @@ class _Builder:
     def _implied(self, passthrough: Sequence[str]) -> list[str]:
         """Bounds the chosen packages imply: reasons + ``implied`` entries; requirements for unpinned ones."""
         bounds = _implied_bounds(self.p, self.w, self.m)
+        if self.p.cupy is not None:  # CuPy's own numpy range (its metadata): already inside the numpy pin
+            cpkg, cv = self.p.cupy
+            crel = self.m.cupy_releases.get(cv)
+            if crel is not None:
+                bounds.append({"package": "numpy", "spec": crel.numpy, "by": f"{cpkg.package} {cv}",
+                               "reason": f"{cpkg.package} {cv} declares numpy{crel.numpy} (install_requires)",
+                               "evidence": [], "source": crel.source})
         extra: dict[str, list[str]] = {}
         for b in bounds:
             pinned = self.packages.get(b["package"])

@@ -104,6 +104,14 @@ def _check_consistent(res: Resolution, target: Profile, m: Matrix) -> None:
         assert res.python in pkg.python_by_version[pk[cupy[0]]]
         if "numpy" in pk:
             assert SpecifierSet(rel_c.numpy).contains(pk["numpy"])
+            # CuPy's numpy range is listed among the implied bounds, pinned inside it
+            by = f"{cupy[0]} {pk[cupy[0]]}"
+            assert any(b["by"] == by and b["pinned"] == pk["numpy"] for b in res.implied)
+    for b in res.implied:  # every implied bound is honoured: by the numpy pin or as a requirement
+        if b["pinned"]:
+            assert SpecifierSet(b["spec"]).contains(b["pinned"], prereleases=True)
+        else:
+            assert any(r.startswith(b["package"]) and b["spec"] in r for r in res.requirements)
     if "numpy" in pk:
         np_minor = next(n for n in m.numpy if pk["numpy"].startswith(n.minor + "."))
         assert np_minor.supports(res.python)
