@@ -455,7 +455,7 @@ class _Search:
         for (name, cc), v in zip(t.gpus if cuda else (), verdicts, strict=False):
             if not v.ok:
                 self.log.add("arch", torch=rel, variant=var, cuda=cuda, gpu=name, cc=cc, row=row,
-                             why=v.reason)
+                             why=v.reason, rule=v.rule)
                 return None
             notes.append(f"{name} (sm_{cc.replace('.', '')}): {v.arch_note}")
         if cuda and not first.ok:
@@ -784,6 +784,10 @@ def _explain(log: _Log, wants: dict[str, _Want], t: _Facts, m: Matrix) -> list[s
                    f"{torch_desc} needs "
                    f"CUDA >= {low} (oldest fitting build: torch {oldest['torch'].version}+"
                    f"{oldest['variant']}): upgrade the driver to >= {need}{compat_txt} or relax torch.")
+    elif stage == "arch" and all(r.get("rule") == "gpu-driver-branch" for r in recs):
+        r0 = recs[0]
+        out.append(f"GPU {r0['gpu']} (compute capability {r0['cc']}): {r0['why']}: upgrade the NVIDIA driver "
+                   "(no torch build can lift this).")
     elif stage == "arch":
         r0 = recs[0]
         gpu, cc = r0["gpu"], r0["cc"]
