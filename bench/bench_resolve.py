@@ -4,6 +4,9 @@ The budget is 100 ms per case.  The reference measured in the same run is readin
 validating the bundled data once (``load_matrix`` cold: the floor any answer from that data
 pays), so the table shows each case's time and its ratio to that floor.  Best of ``--repeat``
 runs per case (each run with fresh resolver memos; the data stays loaded, as in one CLI call).
+Wall time and CPU time (``time.process_time``) are both shown: on a shared machine other
+processes inflate wall time, so the budget is judged on CPU time (the wall column says how busy
+the box was).
 
     .venv/bin/python bench/bench_resolve.py [--repeat 5] [--json]
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,9 +38,9 @@ def _load_floor(repeat: int) -> float:
     for _ in range(repeat):
         mx.load_matrix.cache_clear()
         mx.load_table.cache_clear()
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         mx.load_matrix()
-        runs.append(time.perf_counter() - t0)
+        runs.append(time.process_time() - t0)
     return min(runs) * 1000
 
 
@@ -51,17 +55,18 @@ def main() -> int:
         case = json.loads(path.read_text())
         base = load_profile(PROFILES / case["profile"]) if case.get("profile") else None
         target = make_target(base, **case.get("flags", {}))
-        runs = []
+        runs, cpu = [], []
         ok = None
         for _ in range(args.repeat):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             res = resolve(case["requested"], target, **case.get("options", {}))
             runs.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
             ok = res.ok
-        best = min(runs) * 1000
-        rows.append({"case": path.stem, "ok": ok, "best_ms": round(best, 2),
-                     "ratio_to_data_load": round(best / floor, 2) if floor else None,
-                     "under_budget": best < BUDGET_MS})
+        best, best_cpu = min(runs) * 1000, min(cpu) * 1000
+        rows.append({"case": path.stem, "ok": ok, "best_ms": round(best_cpu, 2), "wall_ms": round(best, 2),
+                     "ratio_to_data_load": round(best_cpu / floor, 2) if floor else None,
+                     "under_budget": best_cpu < BUDGET_MS})
     worst = max(rows, key=lambda r: r["best_ms"])
     summary = {"data_load_ms": round(floor, 2), "budget_ms": BUDGET_MS, "cases": len(rows),
                "over_budget": [r["case"] for r in rows if not r["under_budget"]], "worst": worst["case"],
@@ -70,14 +75,14 @@ def main() -> int:
         print(json.dumps({"summary": summary, "rows": rows}, indent=1))
     else:
         w = max(len(r["case"]) for r in rows)
-        print(f"reference: load_matrix (read + validate the bundled data) {floor:.1f} ms "
-              f"(best of {args.repeat})")
-        print(f"{'case':<{w}}  {'ok':<5}  {'best ms':>8}  {'x data load':>11}  <100 ms")
+        print(f"reference: load_matrix (read + validate the bundled data) {floor:.1f} ms CPU "
+              f"(best of {args.repeat}); load average {os.getloadavg()[0]:.1f}")
+        print(f"{'case':<{w}}  {'ok':<5}  {'cpu ms':>7}  {'wall ms':>8}  {'x data load':>11}  <100 ms")
         for r in rows:
-            print(f"{r['case']:<{w}}  {r['ok']!s:<5}  {r['best_ms']:>8.2f}  "
+            print(f"{r['case']:<{w}}  {r['ok']!s:<5}  {r['best_ms']:>7.2f}  {r['wall_ms']:>8.2f}  "
                   f"{r['ratio_to_data_load']:>11.2f}  {'yes' if r['under_budget'] else 'NO'}")
         over = summary["over_budget"] or "none"
-        print(f"worst: {worst['case']} {worst['best_ms']:.1f} ms; over budget: {over}")
+        print(f"worst: {worst['case']} {worst['best_ms']:.1f} ms CPU; over budget: {over}")
     return 0 if not summary["over_budget"] else 1
 
 

@@ -322,6 +322,7 @@ class _Search:
         self._sets_memo: dict[str, Any] = self.shared.setdefault("sets", {})
         self._np_py: dict[str, list[Any]] = self.shared.setdefault("np_py", {})
         self._mmcv_known: dict[str, list[str]] = self.shared.setdefault("mmcv_known", {})
+        self._replayed: set[tuple[Any, ...]] = set()  # failed numeric memo keys already in this pass's log
 
     # entry ---------------------------------------------------------------------------------------
     def run(self) -> _Pick | None:
@@ -613,12 +614,14 @@ class _Search:
             if got is None:  # keep the failure's log records: a later pass must explain itself too
                 added = [(k, r) for k, v in self.log.records.items() for r in v[before.get(k, 0):]]
                 self._numeric_memo[key] = ("fail", added)
+                self._replayed.add(key)
             else:
                 self._numeric_memo[key] = ("ok", (got.cupy, got.numpy, got.numpy_specs))
         kind, hit = self._numeric_memo[key]
         if kind == "fail":
-            for stage, rec in hit:
-                if rec not in self.log.records.get(stage, []):
+            if key not in self._replayed:  # once per pass (comparing the records themselves is quadratic)
+                self._replayed.add(key)
+                for stage, rec in hit:
                     self.log.add(stage, **rec)
             return None
         return dataclasses.replace(pick, cupy=hit[0], numpy=hit[1], numpy_specs=hit[2])
