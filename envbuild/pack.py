@@ -574,7 +574,8 @@ def _pack(prefix: Path, output: Path, fmt: str | None, jobs: int | None, level: 
                             "files with an embedded prefix are not relocated): "
                             + ", ".join(state["uncached"]))
         manifest["fixup"]["shebangs"] = _shebang_scripts(prefix)
-        manifest["content"] = _content([(f.source, f.target) for f in loaded.env.files])
+        # The env's own files (conda-pack may read a package-cache copy; the user counts these).
+        manifest["content"] = _content([(str(prefix / f.target), f.target) for f in loaded.env.files])
         total = len(loaded.env.files)
         history = prefix / "conda-meta" / "history"
         stamp = history.lstat().st_mtime if history.exists() else None
@@ -1301,10 +1302,24 @@ def present_pack(result: dict[str, Any], as_json: bool) -> None:
                   f"({result['format']}, {_size(result['size'])}, {result['members']} members, "
                   f"{result['packages']} packages{extra}) in {result['seconds']} s with {result['jobs']} "
                   "thread(s)", highlight=False)
+    if (line := _inode_line(result)) is not None:
+        console.print(line, highlight=False)
     for w in result.get("warnings", []):
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
     if result.get("slurm_script"):
         console.print(f"Slurm unpack script: {result['slurm_script']}", highlight=False)
+
+
+def _inode_line(info: dict[str, Any]) -> str | None:
+    """'env: N files, D dirs, B; squashfs image: 1 file when mounted' - the inode saving at a glance."""
+    files, dirs, nbytes = info.get("env_files"), info.get("env_dirs"), info.get("env_bytes")
+    if files is None:
+        return None
+    what = f"env: {files:,} files in {dirs or 0:,} directories" + (f", {_size(nbytes)}" if nbytes else "")
+    if info.get("image_files") == 1:
+        return (f"{what}; as a squashfs image it is 1 file of {_size(info['size'])} (mounted with "
+                f"squashfuse: 1 inode on the shared filesystem instead of {files + (dirs or 0):,})")
+    return f"{what}; unpacking creates {info.get('inodes_when_used') or files:,} inodes on the target"
 
 
 def present_unpack(report: dict[str, Any], as_json: bool) -> None:
@@ -1348,6 +1363,8 @@ def present_inspect(info: dict[str, Any], as_json: bool) -> None:
                   f"(driver {prof.get('driver_version') or '-'}), created {info.get('created') or '?'}"
                   + ("" if info["has_manifest"] else "; no envbuild manifest (plain conda-pack archive)"),
                   highlight=False)
+    if (line := _inode_line(info)) is not None:
+        console.print(line, highlight=False)
     rows = [(p["name"], p["version"], p.get("build"), p.get("installer"), p.get("cuda"))
             for p in info["packages"]]
     console.print(table("Packages", ["name", "version", "build", "installer", "cuda"], rows))
