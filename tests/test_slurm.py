@@ -136,9 +136,13 @@ def test_conda_env_spread_and_prefix_fixed_on_the_node(
     # (no blank in the node-local prefix: the kernel would split a "#!" line there)
     dest = tmp_path / "node-local" / "conda-env"
     script = tmp_path / "unpack.sh"
-    out = run([*ENVBUILD, "slurm-script", archive, "--archive", str(archive), "--dest", str(dest), "-o", "-"])
+    out = run([*ENVBUILD, "slurm-script", archive, "--archive", str(archive), "--dest", str(dest), "-o", "-"],
+              cwd=tmp_path)
     assert out.returncode == 0, out.stderr
+    assert not (tmp_path / "-").exists()  # '-o -' is stdout, not a file named '-'
     script.write_text(out.stdout)  # stdout is the script itself
+    default = run([*ENVBUILD, "slurm-script", archive, "--archive", str(archive), "--dest", str(dest)])
+    assert default.stdout == out.stdout  # no -o: stdout too
     env.rename(laptop / "gone")
     res = salloc(cluster, "bash", script)
     assert res.returncode == 0, res.stdout + res.stderr + cluster.logs()
