@@ -163,7 +163,14 @@ def test_a_failing_node_is_named(cluster: Cluster, tmp_path: Path) -> None:
     res = salloc(cluster, "bash", script, ENVBUILD_DEST=str(blocker / "env"))
     assert res.returncode == 1, res.stdout + res.stderr
     assert "not ready on 1 of 1 node(s)" in res.stderr
-    assert f"    {cluster.node} (" in res.stderr
+    assert f"    {cluster.node} (cannot create {blocker} on this node)" in res.stderr
+    # a DEST holding someone's files is never wiped: the node says so and fails
+    mine = tmp_path / "my-scratch"
+    mine.mkdir()
+    (mine / "results.csv").write_text("precious\n")
+    res = salloc(cluster, "bash", script, ENVBUILD_DEST=str(mine))
+    assert res.returncode == 1 and f"{cluster.node} ({mine} exists and is not an env" in res.stderr
+    assert (mine / "results.csv").read_text() == "precious\n"
 
 
 @pytest.mark.skipif(not (Path("/dev/fuse").exists() and shutil.which("squashfuse")
