@@ -76,6 +76,11 @@ def test_conda_env_squashfs_is_one_file_listed_inspected_and_unpacked(channel: P
     assert (info["env_files"], info["image_files"]) == (result["env_files"], 1)
     table = run([*ENVBUILD, "inspect", image]).stdout
     assert "1 file" in table and f"{result['env_files']:,} files" in table
+    # the same env as tar.zst: same files, but every one of them (and each directory) is unpacked
+    tar = pack(env, tmp_path / "env.tar.zst")
+    assert (tar["env_files"], tar["env_bytes"]) == (result["env_files"], result["env_bytes"])
+    assert tar["image_files"] is None and tar["inodes_when_used"] == tar["env_files"] + tar["env_dirs"]
+    assert inspect_archive(tmp_path / "env.tar.zst")["inodes_when_used"] == tar["inodes_when_used"]
 
     dest = tmp_path / "unpacked" / "env"
     report = unpack(image, dest)
