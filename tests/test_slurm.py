@@ -198,3 +198,27 @@ def test_squashfs_image_is_mounted_on_the_node_instead_of_extracted(cluster: Clu
         if run(["mountpoint", "-q", dest]).returncode == 0:
             # unmounting ends the squashfuse process the script started
             subprocess.run(["umount", str(dest)], check=False)
+
+
+@pytest.mark.skipif(not (Path("/dev/fuse").exists() and shutil.which("squashfuse")
+                         and shutil.which("mksquashfs")), reason="needs /dev/fuse, squashfuse and mksquashfs")
+def test_conda_squashfs_mounted_on_the_node_activates_in_place(
+    cluster: Cluster, greet_channel: Path, tmp_path: Path
+) -> None:
+    env = install_env(greet_channel, tmp_path / "laptop" / "env", ["python", "greet"])
+    image = tmp_path / "env.squashfs"
+    pack(env, image)
+    script = tmp_path / "mount.sh"
+    assert run([*ENVBUILD, "slurm-script", image, "--squashfs", "-o", script]).returncode == 0
+    env.rename(tmp_path / "laptop" / "gone")
+    dest = tmp_path / "node-local" / "env"
+    try:
+        res = salloc(cluster, "bash", script, ENVBUILD_DEST=str(dest))
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert f"Activate with: source {dest}/bin/activate" in res.stdout
+        # read-only, not relocated: conda-pack's activate finds the mount point itself
+        greet = on_node(cluster, "bash", "-c", 'source "$1/bin/activate" && greet', "x", dest)
+        assert greet.returncode == 0 and greet.stdout == f"greet from {dest}\n", greet.stderr
+    finally:
+        if run(["mountpoint", "-q", dest]).returncode == 0:
+            subprocess.run(["umount", str(dest)], check=False)
