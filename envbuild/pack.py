@@ -838,7 +838,8 @@ def inspect_archive(archive: Path) -> dict[str, Any]:
     return {"archive": str(archive), "size": archive.stat().st_size, "has_manifest": False,
             "kind": "conda" if pkgs else None, "source": {"prefix": prefix, "profile": None},
             "python": next((p["version"] for p in pkgs if p["name"] == "python"), None), "torch": None,
-            "created": None, "generated_by": None, "lock": None, "packages": pkgs}
+            "created": None, "generated_by": None, "lock": None, "packages": pkgs,
+            "format": _format_of(archive, None), **_content_keys(None, None)}
 
 
 def _is_squashfs(archive: Path) -> bool:
