@@ -126,6 +126,26 @@ def test_missing_and_altered_archives_are_told_apart(cluster: Cluster, tmp_path:
     assert good.returncode == 0, good.stdout + good.stderr
 
 
+def test_sbatch_of_the_script_itself_finds_the_archive_in_the_submit_dir(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    venv = make_venv(tmp_path / "venv")
+    submit = tmp_path / "submit dir"
+    submit.mkdir()
+    archive = submit / "env.tar.gz"
+    pack(venv, archive)
+    script = submit / "unpack.sh"
+    assert run([*ENVBUILD, "slurm-script", archive, "-o", script]).returncode == 0
+    dest, log = tmp_path / "node" / "env", submit / "job.out"
+    # sbatch runs a copy from slurmd's spool directory, not from next to the archive
+    res = subprocess.run(["sbatch", "--wait", "--quiet", f"--output={log}",
+                          f"--export=ALL,ENVBUILD_DEST={dest}", str(script)], cwd=submit,
+                         capture_output=True, text=True, env=cluster.env, timeout=240, check=False)
+    out = log.read_text() if log.exists() else ""
+    assert res.returncode == 0, res.stderr + out
+    assert f"ok: unpacked into {dest}" in out and (dest / "bin" / "python").exists()
+
+
 def test_conda_env_spread_and_prefix_fixed_on_the_node(
     cluster: Cluster, greet_channel: Path, tmp_path: Path
 ) -> None:
