@@ -292,7 +292,8 @@ def pack_cmd(
     prefix: Annotated[Path, typer.Argument(help="The env to pack (conda prefix or venv).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Archive to write.")],
     fmt: Annotated[str | None, typer.Option("--format",
-                                            help="tar.gz | tar.zst | zip (default: from -o).")] = None,
+                                            help="tar.gz | tar.zst | zip | squashfs (default: from -o; "
+                                                 "squashfs: one file to mount with squashfuse).")] = None,
     jobs: Annotated[int | None, typer.Option("--jobs", "-j",
                                              help="Compression threads (default: all CPUs).")] = None,
     level: Annotated[int | None, typer.Option("--level", help="Compression level.")] = None,
@@ -310,6 +311,8 @@ def pack_cmd(
     result = pack(prefix, output, fmt=fmt, jobs=jobs, level=level, ignore_editable=ignore_editable,
                   ignore_missing=ignore_missing, show_progress=not as_json)
     if slurm_script is not None:
+        # The script looks for the archive by its name next to itself on the cluster, never by
+        # this machine's absolute path.
         result["slurm_script"] = str(write_slurm(output, slurm_script))
     present_pack(result, as_json)
 
@@ -350,21 +353,33 @@ def inspect_cmd(
 @app.command("slurm-script")
 @handle_errors
 def slurm_script_cmd(
-    archive: Annotated[Path, typer.Argument(help="Archive from 'envbuild pack'.")],
+    archive: Annotated[Path, typer.Argument(help="Archive from 'envbuild pack' (read here for its sha256).")],
     dest: Annotated[str | None, typer.Option("--dest", help="Node-local directory (default "
-                                             "$TMPDIR/$USER/envbuild/NAME).")] = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Script to write.")] = Path(
-        "slurm-unpack.sh"),
+                                             "$SLURM_TMPDIR, else $TMPDIR, /envbuild-$USER/NAME).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o",
+                                                help="Script to write (default or '-': stdout).")] = None,
+    archive_path: Annotated[str | None, typer.Option(
+        "--archive", help="The archive's path ON THE CLUSTER: absolute, or relative to the script "
+        "(default: its file name, next to the script).")] = None,
+    squashfs: Annotated[bool, typer.Option("--squashfs", help="Mount a squashfs image with squashfuse "
+                                           "on each node instead of extracting it.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Write a bash script that sbcasts the archive to every node of an allocation and unpacks it."""
     from envbuild.output import print_json
-    from envbuild.pack import write_slurm
+    from envbuild.pack import render_slurm, write_slurm
 
-    path = write_slurm(archive, output, dest)
+    to_stdout = output is None or str(output) == "-"
     if as_json:
-        print_json({"ok": True, "script": str(path), "archive": str(archive)})
-    else:
+        extra = {"text": render_slurm(archive, dest, archive_path=archive_path, mount=squashfs)} \
+            if to_stdout else {}
+        path = None if to_stdout else write_slurm(archive, output, dest, archive_path=archive_path,
+                                                  mount=squashfs)
+        print_json({"ok": True, "script": str(path) if path else "-", "archive": str(archive),
+                    "archive_on_cluster": archive_path or archive.name, "squashfs": squashfs, **extra})
+        return
+    path = write_slurm(archive, output, dest, archive_path=archive_path, mount=squashfs)
+    if path is not None:
         typer.echo(f"wrote {path}: run it inside an allocation, e.g. 'salloc -N 4 bash {path}'")
 
 

@@ -466,6 +466,8 @@ def _format_of(output: Path, fmt: str | None) -> str:
         return "tar.zst"
     if name.endswith(".zip"):
         return "zip"
+    if name.endswith((".squashfs", ".sqsh", ".sqfs")):
+        return "squashfs"
     return "tar.gz"
 
 
@@ -572,6 +574,8 @@ def _pack(prefix: Path, output: Path, fmt: str | None, jobs: int | None, level: 
                             "files with an embedded prefix are not relocated): "
                             + ", ".join(state["uncached"]))
         manifest["fixup"]["shebangs"] = _shebang_scripts(prefix)
+        # The env's own files (conda-pack may read a package-cache copy; the user counts these).
+        manifest["content"] = _content([(str(prefix / f.target), f.target) for f in loaded.env.files])
         total = len(loaded.env.files)
         history = prefix / "conda-meta" / "history"
         stamp = history.lstat().st_mtime if history.exists() else None
@@ -582,6 +586,11 @@ def _pack(prefix: Path, output: Path, fmt: str | None, jobs: int | None, level: 
     else:
         files, links, text_files, binary = _venv_files(prefix)
         manifest["fixup"].update({"python_links": links, "text_files": text_files})
+        if fmt == "squashfs":
+            # A mounted image is read-only: it must carry the links to the base interpreter itself
+            # (a tar leaves them to the fix-up, which cannot write into a mount).
+            files = sorted(files + [rel for rel in links if os.path.lexists(prefix / rel)])
+        manifest["content"] = _content([(str(prefix / rel), rel) for rel in files])
         if binary:
             warnings.append(f"{len(binary)} binary file(s) name the old prefix and cannot be relocated: "
                             + ", ".join(binary[:5]))
@@ -597,7 +606,42 @@ def _pack(prefix: Path, output: Path, fmt: str | None, jobs: int | None, level: 
         "members": count + 1, "size": output.stat().st_size,
         "jobs": jobs, "packages": len(manifest["packages"]), "torch": manifest["torch"],
         "python": manifest["python"], "lock": bool(manifest["lock"]), "warnings": warnings,
+        **_content_keys(manifest, fmt),
     }
+
+
+def _content(pairs: list[tuple[str, str]]) -> dict[str, int]:
+    """Files (regular + links), directories and bytes of what is packed: the inodes a tar unpacks to."""
+    nfiles = nbytes = 0
+    dirs: set[str] = set()
+    for source, target in pairs:
+        with suppress(OSError):
+            st = os.lstat(source)
+            if os.path.isdir(source) and not os.path.islink(source):
+                dirs.add(target)
+                continue
+            nfiles += 1
+            if not os.path.islink(source):
+                nbytes += st.st_size
+        parent = os.path.dirname(target)
+        while parent and parent not in dirs:
+            dirs.add(parent)
+            parent = os.path.dirname(parent)
+    return {"files": nfiles, "dirs": len(dirs), "bytes": nbytes}
+
+
+def _content_keys(manifest: dict[str, Any] | None, fmt: str | None) -> dict[str, Any]:
+    """env_files / env_dirs / env_bytes, and the inodes the env costs where it is used.
+
+    A tar or zip is unpacked (every file and directory becomes an inode on the target's
+    filesystem); a squashfs image is mounted and stays ONE file (``image_files``: 1).
+    """
+    content = (manifest or {}).get("content") or {}
+    files, dirs = content.get("files"), content.get("dirs")
+    squash = fmt == "squashfs"
+    inodes = 1 if squash else (files + dirs if files is not None and dirs is not None else None)
+    return {"env_files": files, "env_dirs": dirs, "env_bytes": content.get("bytes"),
+            "image_files": 1 if squash else None, "inodes_when_used": inodes}
 
 
 class _Counting:
@@ -721,6 +765,8 @@ def _check_archive(archive: Path) -> None:
 def read_manifest(archive: Path) -> dict[str, Any] | None:
     """The embedded envbuild-manifest.json (the first member), or None for a plain conda-pack archive."""
     _check_archive(archive)
+    if _is_squashfs(archive):
+        return _squashfs_manifest(archive)
     try:
         with _open_stream(archive) as arc:
             if isinstance(arc, zipfile.ZipFile):
@@ -745,12 +791,16 @@ def inspect_archive(archive: Path) -> dict[str, Any]:
     """Packages and origin of an archive, streamed; never extracts to disk."""
     manifest = read_manifest(archive)
     if manifest is not None:
+        fmt = "squashfs" if _is_squashfs(archive) else manifest.get("format")
         return {"archive": str(archive), "size": archive.stat().st_size, "has_manifest": True,
                 "kind": manifest.get("kind"), "source": manifest.get("source"),
                 "python": manifest.get("python"), "torch": manifest.get("torch"),
                 "created": manifest.get("created"), "generated_by": manifest.get("generated_by"),
                 "lock": (manifest.get("lock") or {}).get("name") if manifest.get("lock") else None,
-                "packages": manifest.get("packages", [])}
+                "packages": manifest.get("packages", []), "format": fmt,
+                **_content_keys(manifest, fmt)}
+    if _is_squashfs(archive):
+        return _inspect_plain_squashfs(archive)
     pkgs: list[dict[str, Any]] = []
     prefix = None
     dists: dict[str, dict[str, str]] = {}
@@ -788,7 +838,65 @@ def inspect_archive(archive: Path) -> dict[str, Any]:
     return {"archive": str(archive), "size": archive.stat().st_size, "has_manifest": False,
             "kind": "conda" if pkgs else None, "source": {"prefix": prefix, "profile": None},
             "python": next((p["version"] for p in pkgs if p["name"] == "python"), None), "torch": None,
-            "created": None, "generated_by": None, "lock": None, "packages": pkgs}
+            "created": None, "generated_by": None, "lock": None, "packages": pkgs,
+            "format": _format_of(archive, None), **_content_keys(None, None)}
+
+
+def _is_squashfs(archive: Path) -> bool:
+    from envbuild.tools import squashfs
+
+    return squashfs.is_image(archive)
+
+
+def _squashfs_manifest(archive: Path) -> dict[str, Any] | None:
+    from envbuild.tools import squashfs
+
+    data = squashfs.cat(archive, MANIFEST)
+    if data is None:
+        return None
+    try:
+        return json.loads(data)  # type: ignore[no-any-return]
+    except json.JSONDecodeError as exc:
+        raise PackError(f"cannot read the image's {MANIFEST} ({exc}).", path=str(archive),
+                        hint="The image is damaged; pack it again.") from None
+
+
+def _inspect_plain_squashfs(archive: Path) -> dict[str, Any]:
+    """A conda-pack squashfs without an envbuild manifest: its conda-meta records, read one by one."""
+    from envbuild.tools import squashfs
+
+    entries = squashfs.listing(archive)
+    pkgs: list[dict[str, Any]] = []
+    for e in entries:
+        if e.type == "-" and re.fullmatch(r"conda-meta/[^/]+\.json", e.path):
+            with suppress(json.JSONDecodeError):
+                rec = json.loads(squashfs.cat(archive, e.path) or b"{}")
+                pkgs.append({"name": rec.get("name"), "version": rec.get("version"),
+                             "build": rec.get("build"), "installer": "conda", "channel": rec.get("channel"),
+                             "cuda": _cuda_of(str(rec.get("version", "")), str(rec.get("build", "")))})
+    unpack_script = squashfs.cat(archive, "bin/conda-unpack") if any(
+        e.path == "bin/conda-unpack" for e in entries) else None
+    prefix = _old_prefix_from_unpack(unpack_script.decode("utf-8", "replace")) if unpack_script else None
+    files = sum(1 for e in entries if e.type != "d")
+    return {"archive": str(archive), "size": archive.stat().st_size, "has_manifest": False,
+            "kind": "conda" if pkgs else None, "source": {"prefix": prefix, "profile": None},
+            "python": next((p["version"] for p in pkgs if p["name"] == "python"), None), "torch": None,
+            "created": None, "generated_by": None, "lock": None, "packages": pkgs, "format": "squashfs",
+            **_content_keys({"content": {"files": files, "dirs": len(entries) - files, "bytes": None}},
+                            "squashfs")}
+
+
+def _extract_any(archive: Path, tmp: Path, manifest: dict[str, Any] | None) -> None:
+    """squashfs images through tools/squashfs.py (listing checked first); the rest via safe_extract."""
+    if _is_squashfs(archive):
+        from envbuild.tools import squashfs
+
+        links = ((manifest or {}).get("fixup") or {}).get("python_links") or {}
+        # Only bin/NAME may point outside (a venv's interpreter links): nothing is ever written
+        # through a link there, while a linked directory could steer the fix-up's writes out.
+        squashfs.extract(archive, tmp, allowed_links={k for k in links if re.fullmatch(r"bin/[^/]+", k)})
+        return
+    safe_extract(archive, tmp)
 
 
 def _tar_read(tf: tarfile.TarFile, m: tarfile.TarInfo) -> bytes:
@@ -1073,7 +1181,7 @@ def _unpack(archive: Path, dest: Path, manifest: dict[str, Any] | None, profile:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.unpack-{os.getpid()}"
     try:
-        safe_extract(archive, tmp)
+        _extract_any(archive, tmp, manifest)
         step("verifying sha256")
         verified = _verify(tmp, archive)
     except BaseException:
@@ -1125,28 +1233,54 @@ def _report(archive: Path, dest: Path, manifest: dict[str, Any] | None, profile:
 # --- Slurm -------------------------------------------------------------------------------------
 
 
-def render_slurm(archive: Path, dest: str | None = None) -> str:
-    """A bash script that sbcasts ``archive`` to every node of the allocation and unpacks it there."""
+def render_slurm(archive: Path, dest: str | None = None, *, archive_path: str | None = None,
+                 mount: bool = False) -> str:
+    """A bash script that sbcasts ``archive`` to every node of the allocation and unpacks it there.
+
+    ``archive`` is read here (sha256, manifest); ``archive_path`` is where the archive is ON THE
+    CLUSTER: absolute, or relative to the script's directory (default: the archive's file name,
+    i.e. copied next to the script). ``mount``: squashfuse-mount a squashfs image on each node
+    instead of extracting it.
+    """
     from envbuild.render import template_environment
 
     archive = Path(os.path.abspath(archive))
+    _check_archive(archive)
     manifest = read_manifest(archive)
     kind = (manifest or {}).get("kind") or "conda"
     name = archive.name
-    fmt = "zip" if name.endswith(".zip") else "tar.zst" if name.endswith((".zst", ".tzst")) else "tar.gz"
-    stem = re.sub(r"[^A-Za-z0-9._-]", "_", re.sub(r"(\.tar\.gz|\.tgz|\.tar\.zst|\.tzst|\.zip)$", "", name))
+    squash = _is_squashfs(archive)
+    fmt = "squashfs" if squash else "zip" if name.endswith(".zip") \
+        else "tar.zst" if name.endswith((".zst", ".tzst")) else "tar.gz"
+    if mount and not squash:
+        raise InputError("--squashfs mounts a squashfs image, but this archive is a " + fmt + ".",
+                         path=str(archive), field="--squashfs",
+                         hint="Pack with 'envbuild pack --format squashfs', or drop --squashfs to unpack it.")
+    if dest is not None and not dest.startswith("/"):
+        raise InputError(f"the node-local destination must be an absolute path, not '{dest}'.",
+                         field="--dest", hint="e.g. --dest /tmp/envs/NAME (the same path on every node).")
+    where = archive_path if archive_path else name
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_",
+                  re.sub(r"(\.tar\.gz|\.tgz|\.tar\.zst|\.tzst|\.zip|\.squashfs|\.sqsh|\.sqfs)$", "", name))
     env = template_environment(trim=False)
     return env.get_template("slurm-unpack.sh.j2").render(
-        version=__version__, archive=str(archive), sha256=sha256_file(archive), fmt=fmt, kind=kind,
-        dest=dest, stem=stem, has_fixup=manifest is not None,
+        version=__version__, archive=where, archive_abs=where.startswith("/"), name=name,
+        sha256=sha256_file(archive), fmt=fmt, kind=kind, dest=dest, stem=stem,
+        has_fixup=manifest is not None, mount=mount,
     )
 
 
-def write_slurm(archive: Path, output: Path, dest: str | None = None) -> Path:
-    """Render the Slurm unpack script for ``archive`` into ``output`` (mode 755)."""
+def write_slurm(archive: Path, output: Path | None, dest: str | None = None, *,
+                archive_path: str | None = None, mount: bool = False) -> Path | None:
+    """Render the Slurm script for ``archive`` into ``output`` (mode 755); ``None`` or ``-``: stdout."""
     from envbuild._fs import atomic_write
 
-    return atomic_write(output, render_slurm(archive, dest), mode=0o755)
+    text = render_slurm(archive, dest, archive_path=archive_path, mount=mount)
+    if output is None or str(output) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return None
+    return atomic_write(output, text, mode=0o755)
 
 
 # --- presentation ------------------------------------------------------------------------------
@@ -1169,10 +1303,24 @@ def present_pack(result: dict[str, Any], as_json: bool) -> None:
                   f"({result['format']}, {_size(result['size'])}, {result['members']} members, "
                   f"{result['packages']} packages{extra}) in {result['seconds']} s with {result['jobs']} "
                   "thread(s)", highlight=False)
+    if (line := _inode_line(result)) is not None:
+        console.print(line, highlight=False)
     for w in result.get("warnings", []):
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
     if result.get("slurm_script"):
         console.print(f"Slurm unpack script: {result['slurm_script']}", highlight=False)
+
+
+def _inode_line(info: dict[str, Any]) -> str | None:
+    """'env: N files, D dirs, B; squashfs image: 1 file when mounted' - the inode saving at a glance."""
+    files, dirs, nbytes = info.get("env_files"), info.get("env_dirs"), info.get("env_bytes")
+    if files is None:
+        return None
+    what = f"env: {files:,} files in {dirs or 0:,} directories" + (f", {_size(nbytes)}" if nbytes else "")
+    if info.get("image_files") == 1:
+        return (f"{what}; as a squashfs image it is 1 file of {_size(info['size'])} (mounted with "
+                f"squashfuse: 1 inode on the shared filesystem instead of {files + (dirs or 0):,})")
+    return f"{what}; unpacking creates {info.get('inodes_when_used') or files:,} inodes on the target"
 
 
 def present_unpack(report: dict[str, Any], as_json: bool) -> None:
@@ -1216,6 +1364,8 @@ def present_inspect(info: dict[str, Any], as_json: bool) -> None:
                   f"(driver {prof.get('driver_version') or '-'}), created {info.get('created') or '?'}"
                   + ("" if info["has_manifest"] else "; no envbuild manifest (plain conda-pack archive)"),
                   highlight=False)
+    if (line := _inode_line(info)) is not None:
+        console.print(line, highlight=False)
     rows = [(p["name"], p["version"], p.get("build"), p.get("installer"), p.get("cuda"))
             for p in info["packages"]]
     console.print(table("Packages", ["name", "version", "build", "installer", "cuda"], rows))
