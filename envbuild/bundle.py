@@ -299,8 +299,10 @@ def _readme(name: str, top: str, scripts: list[str]) -> str:
                   "installs anything, then installs with --no-index from offline_cache/."]
     else:
         lines += ["  (no install script was rendered; run 'envbuild render' on the lock and bundle again)"]
-    lines += ["", "To check the bundle without unpacking it (on any machine with envbuild):",
-              f"  envbuild verify-cache {top}.tar", ""]
+    lines += ["", "To check the bundle without unpacking it (on any machine with envbuild), against your own",
+              "copy of the lock (the bundle's own lock proves only that the bundle is self-consistent):",
+              f"  envbuild verify-cache {top}.tar --lock lockfiles/{name}",
+              f"  envbuild verify-cache {top}.tar --trust-bundle-lock   # against the lock inside it", ""]
     return "\n".join(lines)
 
 
