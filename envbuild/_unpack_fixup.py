@@ -28,6 +28,7 @@ import sys
 import typing  # noqa: F401 - used by the type comments (Python 3.6 syntax)
 
 _MAX_SHEBANG = 127  # Linux < 5.1 truncates longer "#!" lines
+_PYTHON = re.compile(r"^(python|pypy)[0-9.]*t?$")  # python3.11, python3.13t, pypy3.10
 MANIFEST = "envbuild-manifest.json"
 
 
@@ -88,6 +89,10 @@ def validate(manifest):
         field = f"fixup.python_links[{rel!r}]"
         if not isinstance(target, str) or not target or "\0" in target or "\n" in target:
             raise FixupError(field, target, "expected a link target (a string)")
+        if target.startswith("/") and _PYTHON.match(rel.split("/")[-1]) and not _PYTHON.match(
+                target.split("/")[-1]):
+            # unpack's checks run bin/python: its link may only name an interpreter.
+            raise FixupError(field, target, "an interpreter link whose target is not named python*/pypy*")
         if not target.startswith("/"):
             # A relative target must stay inside (an absolute one is the base interpreter).
             depth = 0

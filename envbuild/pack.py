@@ -759,6 +759,27 @@ def _manifest_object(archive: Path, data: bytes) -> dict[str, Any]:
     if not isinstance(manifest, dict):
         raise PackError(f"{MANIFEST} is not a JSON object.", path=str(archive), field=MANIFEST,
                         hint="The archive was not written by 'envbuild pack' or was altered; pack it again.")
+    # The fields unpack and inspect read, by type (fixup is checked by _unpack_fixup.validate).
+    shapes: tuple[tuple[str, Any, type | tuple[type, ...]], ...] = (
+        ("kind", manifest.get("kind"), str), ("python", manifest.get("python"), str),
+        ("source", manifest.get("source"), dict), ("torch", manifest.get("torch"), dict),
+        ("packages", manifest.get("packages"), list), ("fixup", manifest.get("fixup"), dict),
+        ("source.profile", (manifest.get("source") or {}).get("profile")
+         if isinstance(manifest.get("source"), dict) else None, dict))
+    for key, value, want in shapes:
+        if value is not None and not isinstance(value, want):
+            name = want.__name__ if isinstance(want, type) else "/".join(t.__name__ for t in want)
+            raise PackError(f"{MANIFEST} field '{key}' is a {type(value).__name__}, expected a {name}: "
+                            f"{str(value)[:100]!r}.", path=str(archive), field=key,
+                            hint="The archive was not written by 'envbuild pack' or was altered; pack it "
+                                 "again.")
+    if isinstance(manifest.get("source"), dict) and isinstance(manifest["source"].get("profile"), dict):
+        try:
+            Profile.from_dict(manifest["source"]["profile"], path=f"{archive}!{MANIFEST}")
+        except EnvbuildError as exc:
+            raise PackError(f"{MANIFEST} field 'source.profile' is not a machine profile: {exc.message}",
+                            path=str(archive), field=f"source.profile.{exc.field or ''}".rstrip("."),
+                            hint="The archive was altered; pack it again.") from None
     return manifest
 
 

@@ -228,6 +228,7 @@ def _manifest(**fixup: object) -> dict[str, object]:
             "fixup": {"kind": "venv", "old_prefix": "/old/env", **fixup}}
 
 
+@pytest.mark.filterwarnings("ignore:Duplicate name")  # zipfile's own warning while the test writes it
 @pytest.mark.parametrize("fmt", ["tar", "zip"])
 def test_a_second_manifest_member_is_refused(tmp_path: Path, fmt: str) -> None:
     evil = _manifest(python_links={"../../escape": "/bin/sh"})
@@ -261,6 +262,7 @@ def test_a_manifest_that_is_not_the_first_member_is_refused(tmp_path: Path) -> N
     ("text_files", ["/etc/passwd"]),
     ("shebangs", ["bin/../../flag"]),
     ("text_files", "bin/activate"),
+    ("python_links", {"bin/python": "/bin/sh"}),  # unpack's checks would run it
 ])
 def test_fixup_lists_outside_the_destination_are_refused_before_extraction(
     tmp_path: Path, victim: Path, field: str, value: object
@@ -289,3 +291,20 @@ def test_fifo_named_pyvenv_cfg_does_not_hang_unpack(tmp_path: Path) -> None:
     out = subprocess.run([*ENVBUILD, "unpack", str(arc), str(tmp_path / "dest"), "--json"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 5 and "FIFO" in json.loads(out.stdout)["message"]
+
+
+@pytest.mark.parametrize(("patch", "field"), [
+    ({"source": "laptop"}, "source"),
+    ({"torch": ["2.6.0"]}, "torch"),
+    ({"source": {"profile": {"gpus": "A100"}}}, "source.profile.gpus"),
+    ({"fixup": "none"}, "fixup"),
+])
+def test_wrong_types_in_the_manifest_are_an_error_naming_the_field(
+    tmp_path: Path, patch: dict[str, object], field: str
+) -> None:
+    arc = _env_archive(tmp_path / "types.tar.gz", [{**_manifest(), **patch}])
+    out = subprocess.run([*ENVBUILD, "unpack", str(arc), str(tmp_path / "dest"), "--check-only", "--json"],
+                         capture_output=True, text=True)
+    err = json.loads(out.stdout)
+    assert out.returncode == 5 and err["field"] == field and str(arc) in err["path"], err
+    assert "Traceback" not in out.stderr
