@@ -266,6 +266,8 @@ def fixup(prefix, manifest=None, resolve=None):
     for rel, target in sorted(fx["python_links"].items()):
         field = "fixup.python_links"
         path = resolve(field, rel)  # type: ignore[operator]
+        if not os.path.isdir(os.path.dirname(path)):
+            raise FixupError(field, rel, "its directory is not in the archive")
         if not os.path.lexists(path):
             os.symlink(target, path)
             done["links"].append(rel)

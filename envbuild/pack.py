@@ -1191,7 +1191,7 @@ def _unpack(archive: Path, dest: Path, manifest: dict[str, Any] | None, profile:
     tmp = dest.parent / f".{dest.name}.unpack-{os.getpid()}"
     try:
         # One manifest member, and it is the first file: the one read above (and by --check-only).
-        safe_extract(archive, tmp, unique=(MANIFEST, CHECKSUMS), first=MANIFEST)
+        _extract(archive, tmp)
         on_disk = _unpack_fixup.read_regular(str(tmp / MANIFEST))
         if (manifest is None) != (on_disk is None) or (
                 isinstance(on_disk, bytes) and _manifest_object(archive, on_disk) != manifest):
@@ -1215,6 +1215,11 @@ def _unpack(archive: Path, dest: Path, manifest: dict[str, Any] | None, profile:
                 fix.update(_unpack_fixup.fixup(str(dest), manifest, _resolver(dest, archive)))
             except _unpack_fixup.FixupError as exc:
                 raise _fixup_error(archive, exc) from None
+    except OSError as exc:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise PackError(f"the prefix fix-up failed ({exc}); the unpacked env was removed.", path=str(dest),
+                        hint="Check free space and permissions of the destination, then unpack again."
+                        ) from None
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
         raise
@@ -1232,6 +1237,17 @@ def _unpack(archive: Path, dest: Path, manifest: dict[str, Any] | None, profile:
         findings += torch_findings(torch_build(dest), profile)
     return _report(archive, dest, manifest, profile, fix, findings, delegated, checked="unpacked env",
                    old=old)
+
+
+def _extract(archive: Path, tmp: Path) -> None:
+    import zlib
+
+    try:
+        safe_extract(archive, tmp, unique=(MANIFEST, CHECKSUMS), first=MANIFEST)
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError) as exc:
+        raise PackError(f"cannot extract the archive ({exc}).", path=str(archive),
+                        hint="The file is truncated or damaged, or the destination's disk is full; check "
+                             "both and unpack again.") from None
 
 
 def _report(archive: Path, dest: Path, manifest: dict[str, Any] | None, profile: Profile,

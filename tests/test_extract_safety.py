@@ -308,3 +308,14 @@ def test_wrong_types_in_the_manifest_are_an_error_naming_the_field(
     err = json.loads(out.stdout)
     assert out.returncode == 5 and err["field"] == field and str(arc) in err["path"], err
     assert "Traceback" not in out.stderr
+
+
+def test_a_truncated_archive_is_a_pack_error_not_a_traceback(tmp_path: Path) -> None:
+    arc = _env_archive(tmp_path / "t.tar.gz", [_manifest()],
+                       files={f"f{i}": os.urandom(20000) for i in range(5)})
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(arc.read_bytes()[: arc.stat().st_size // 2])
+    out = subprocess.run([*ENVBUILD, "unpack", str(cut), str(tmp_path / "dest"), "--json"],
+                         capture_output=True, text=True)
+    assert out.returncode == 5 and json.loads(out.stdout)["error"] == "PackError", out.stdout + out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.tar.gz", "t.tar.gz"]  # no dest, no temp dir
