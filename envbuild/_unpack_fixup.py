@@ -283,11 +283,25 @@ def fixup(prefix, manifest=None, resolve=None):
     return done
 
 
+def main(prefix):
+    # type: (str) -> dict[str, typing.Any]
+    """The standalone fix-up: conda-unpack's records (read, not run), then the manifest's section.
+
+    Running it after the archive's own conda-unpack changes nothing more (no placeholder is left).
+    """
+    result = {}  # type: dict[str, typing.Any]
+    script = read_regular(os.path.join(prefix, "bin", "conda-unpack"))
+    if isinstance(script, bytes):
+        result.update(conda_fixup(prefix, conda_records(script.decode("utf-8", "replace"))))
+    result.update(fixup(prefix))
+    return result
+
+
 if __name__ == "__main__":
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     target = sys.argv[1] if len(sys.argv) > 1 else here
     try:
-        result = fixup(target)
+        result = main(target)
     except FixupError as exc:
         sys.stderr.write(f"envbuild-unpack: refused: {exc}\n")
         sys.exit(2)

@@ -1157,6 +1157,10 @@ def unpack(archive: Path, dest: Path, *, target: Profile | None = None,
         if manifest is None:
             unchecked.insert(0, "everything the manifest tells: the archive has none (a plain conda-pack "
                                 "archive)")
+        if (manifest or {}).get("kind", "conda") == "conda":
+            unchecked.append("whether DEST is short enough for the prefix placeholders compiled into "
+                             "binaries (they are in bin/conda-unpack, read after extraction)")
+        unchecked.append("free space at DEST (the manifest records no unpacked size)")
         return _report(archive, dest, manifest, profile, {}, pre, False, checked="manifest",
                        unchecked=unchecked)
     with _steps(show_progress, 4) as step:

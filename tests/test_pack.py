@@ -553,6 +553,15 @@ def test_the_archives_own_conda_unpack_is_never_run(channel: Path, tmp_path: Pat
     # the records were still applied: the placeholder became the new prefix
     assert (dest / "share/greet/config.txt").read_text() == f"data_dir = {dest}/share/greet\n"
     assert run([dest / "bin" / "greet"]).stdout == f"greet from {dest}\n"
+    # The standalone fix-up shipped in the archive (what a node without envbuild runs) does the same
+    # from the records, without conda-unpack.
+    from envbuild._fs import safe_extract
+
+    node = safe_extract(evil, tmp_path / "node")
+    fx = run([sys.executable, "-I", node / "bin" / "envbuild-unpack", node])
+    assert fx.returncode == 0 and json.loads(fx.stdout)["prefix_records"] >= 1, fx.stderr
+    assert (node / "share/greet/config.txt").read_text() == f"data_dir = {node}/share/greet\n"
+    assert not marker.exists()
 
     # records naming a path outside DEST are refused, and nothing outside is touched
     victim = tmp_path / "victim.txt"
