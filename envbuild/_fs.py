@@ -315,7 +315,7 @@ class _Tree:
             src = self.resolve(m.link, f"hardlink '{m.name}' -> '{m.link}'")
             try:
                 st = os.lstat(self.path(src))
-            except FileNotFoundError:
+            except OSError:  # not there, or under a file (ENOTDIR)
                 st = None
             if st is None or not stat.S_ISREG(st.st_mode):
                 raise _unsafe(self.archive, f"hardlink '{m.name}' -> '{m.link}' does not name a file "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -319,3 +320,61 @@ def test_a_truncated_archive_is_a_pack_error_not_a_traceback(tmp_path: Path) -> 
                          capture_output=True, text=True)
     assert out.returncode == 5 and json.loads(out.stdout)["error"] == "PackError", out.stdout + out.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.tar.gz", "t.tar.gz"]  # no dest, no temp dir
+
+
+def _snapshot(root: Path, skip: Path) -> dict[str, bytes | str]:
+    out: dict[str, bytes | str] = {}
+    for dirpath, dirs, names in os.walk(root):
+        if Path(dirpath) == skip or skip in Path(dirpath).parents:
+            dirs[:] = []
+            continue
+        for n in names:
+            p = Path(dirpath) / n
+            out[str(p)] = os.readlink(p) if p.is_symlink() else p.read_bytes() if p.is_file() else "?"
+    return out
+
+
+def test_random_member_sequences_never_write_outside(tmp_path: Path) -> None:
+    """300 seeded random archives of files, dirs, symlinks and hardlinks whose names and targets mix
+    '..', '.', absolute paths and names of earlier members: each is extracted or refused, and in
+    no case does anything outside the destination change; after a success every link stays inside."""
+    import random
+
+    rng = random.Random(20261201)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "flag").write_text("original\n")
+    names = ["a", "b", "c", ".", "flag", ""]  # member names: '..' or absolute only now and then
+    targets = [*names, *names, "..", "outside", "outside", str(outside)]
+
+    def path(depth: int, words: list[str]) -> str:
+        p = "/".join(rng.choice(words) for _ in range(rng.randint(1, depth)))
+        return rng.choice(["../", "/", ""]) + p if rng.random() < 0.05 else p
+
+    refused = 0
+    for case in range(300):
+        arc = tmp_path / f"r{case}.tar"
+        with tarfile.open(arc, "w") as tf:
+            for _ in range(rng.randint(1, 8)):
+                kind = rng.choices([tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE],
+                                   [3, 2, 3, 1])[0]
+                _add(tf, path(4, names), kind=kind, link=path(6, targets) if kind != tarfile.REGTYPE else "",
+                     data=b"overwritten\n" if kind == tarfile.REGTYPE else None)
+        dest = tmp_path / "work" / "dest"
+        before = _snapshot(tmp_path, tmp_path / "work")
+        try:
+            safe_extract(arc, dest)
+        except PackError:
+            refused += 1
+            assert not dest.exists()
+        else:
+            real = os.path.realpath(dest)
+            for dirpath, subdirs, files in os.walk(dest):
+                for n in [*files, *subdirs]:
+                    p = Path(dirpath) / n
+                    if p.is_symlink():
+                        assert os.path.commonpath([real, os.path.realpath(p)]) == real, (case, p)
+        assert _snapshot(tmp_path, tmp_path / "work") == before, case
+        shutil.rmtree(tmp_path / "work", ignore_errors=True)
+        arc.unlink()
+    assert 30 <= refused <= 270  # both outcomes were exercised, often
