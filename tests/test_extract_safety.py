@@ -278,6 +278,8 @@ def test_fixup_lists_outside_the_destination_are_refused_before_extraction(
         assert (json.dumps(value) if isinstance(value, str) else "") in text or any(
             str(v) in text for v in (value if isinstance(value, (list, dict)) else [value]))
     _untouched(victim, dest)
+    if value != ["../../flag"]:
+        return  # the exit code through the CLI once is enough
     out = subprocess.run([*ENVBUILD, "unpack", str(arc), str(dest), "--json"], capture_output=True, text=True)
     assert out.returncode == 5 and json.loads(out.stdout)["error"] in ("PackError", "UnsafeArchive")
 
