@@ -118,13 +118,16 @@ def fetch_cmd(
 def verify_cache_cmd(
     cache: Annotated[Path, typer.Argument(help="Offline cache directory or bundle .tar.")] = Path(
         "offline_cache"),
-    lock_dir: Annotated[Path | None, typer.Option("--lock", help="Also check against this lock.")] = None,
+    lock_dir: Annotated[Path | None, typer.Option(
+        "--lock", help="Also check against this lock (a bundle's own lock files must equal it).")] = None,
+    trust_bundle_lock: Annotated[bool, typer.Option(
+        "--trust-bundle-lock", help="Check a bundle against its own lock (self-consistency only).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Re-hash every file of an offline cache or bundle; exit 3 when any is missing or altered."""
     from envbuild.bundle import present_verify, verify_cache
 
-    report = verify_cache(cache, lock_dir)
+    report = verify_cache(cache, lock_dir, trust_bundle_lock=trust_bundle_lock)
     present_verify(report, as_json)
     if not report.ok:
         raise typer.Exit(3)

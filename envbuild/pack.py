@@ -28,9 +28,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
-from envbuild import __version__
-from envbuild._fs import safe_extract, sha256_file
-from envbuild.errors import EnvbuildError, HashMismatch, InputError, PackError
+from envbuild import __version__, _unpack_fixup
+from envbuild._fs import resolve_inside, safe_extract, sha256_file
+from envbuild.errors import EnvbuildError, HashMismatch, InputError, PackError, UnsafeArchive
 from envbuild.models import Profile
 
 __all__ = [
@@ -101,10 +101,9 @@ def _site_packages(prefix: Path) -> list[Path]:
 
 
 def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
+    # Regular files only, opened non-blocking: a FIFO named like a config file never hangs a read.
+    data = _unpack_fixup.read_regular(str(path))
+    return data.decode("utf-8", "replace") if isinstance(data, bytes) else ""
 
 
 def _meta_field(text: str, key: str) -> str | None:
@@ -471,6 +470,10 @@ def _format_of(output: Path, fmt: str | None) -> str:
     return "tar.gz"
 
 
+def _pyvenv_home(prefix: Path) -> str | None:
+    return _meta_field(_read_text(prefix / "pyvenv.cfg").replace(" = ", ": "), "home")
+
+
 def _fixup_source() -> str:
     return (Path(__file__).parent / "_unpack_fixup.py").read_text()
 
@@ -585,7 +588,8 @@ def _pack(prefix: Path, output: Path, fmt: str | None, jobs: int | None, level: 
             count = _add_trailer(writer)
     else:
         files, links, text_files, binary = _venv_files(prefix)
-        manifest["fixup"].update({"python_links": links, "text_files": text_files})
+        manifest["fixup"].update({"python_links": links, "text_files": text_files,
+                                  "home": _pyvenv_home(prefix)})
         if fmt == "squashfs":
             # A mounted image is read-only: it must carry the links to the base interpreter itself
             # (a tar leaves them to the fix-up, which cannot write into a mount).
@@ -770,21 +774,59 @@ def read_manifest(archive: Path) -> dict[str, Any] | None:
     try:
         with _open_stream(archive) as arc:
             if isinstance(arc, zipfile.ZipFile):
-                try:
-                    data = arc.read(MANIFEST)
-                except KeyError:
+                # The same rule as extraction: the manifest is the first file, and there is one.
+                infos = [i for i in arc.infolist() if not i.is_dir()]
+                hits = [i for i in infos if _member(i.filename) == MANIFEST]
+                if len(hits) > 1:
+                    raise UnsafeArchive(f"the archive holds '{MANIFEST}' twice; the second would replace "
+                                        "the one that was read and checked.", path=str(archive),
+                                        hint="The archive is refused whole.")
+                if not hits or infos[0] is not hits[0]:
                     return None
-                return json.loads(data)  # type: ignore[no-any-return]
+                return _manifest_object(archive, arc.read(hits[0]))
             for m in arc:
-                if m.name.lstrip("./") == MANIFEST:
+                if _member(m.name) == MANIFEST and m.isfile():
                     fh = arc.extractfile(m)
-                    return json.loads(fh.read()) if fh else None
+                    return _manifest_object(archive, fh.read()) if fh else None
                 if m.isfile():
                     return None
-    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, json.JSONDecodeError) as exc:
+    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         raise PackError(f"cannot read the archive ({exc}).", path=str(archive),
                         hint="The file is truncated or not an env archive; pack it again.") from None
     return None
+
+
+def _member(name: str) -> str:
+    return "/".join(p for p in name.split("/") if p not in ("", "."))
+
+
+def _manifest_object(archive: Path, data: bytes) -> dict[str, Any]:
+    manifest = json.loads(data.decode("utf-8"))
+    if not isinstance(manifest, dict):
+        raise PackError(f"{MANIFEST} is not a JSON object.", path=str(archive), field=MANIFEST,
+                        hint="The archive was not written by 'envbuild pack' or was altered; pack it again.")
+    # The fields unpack and inspect read, by type (fixup is checked by _unpack_fixup.validate).
+    shapes: tuple[tuple[str, Any, type | tuple[type, ...]], ...] = (
+        ("kind", manifest.get("kind"), str), ("python", manifest.get("python"), str),
+        ("source", manifest.get("source"), dict), ("torch", manifest.get("torch"), dict),
+        ("packages", manifest.get("packages"), list), ("fixup", manifest.get("fixup"), dict),
+        ("source.profile", (manifest.get("source") or {}).get("profile")
+         if isinstance(manifest.get("source"), dict) else None, dict))
+    for key, value, want in shapes:
+        if value is not None and not isinstance(value, want):
+            name = want.__name__ if isinstance(want, type) else "/".join(t.__name__ for t in want)
+            raise PackError(f"{MANIFEST} field '{key}' is a {type(value).__name__}, expected a {name}: "
+                            f"{str(value)[:100]!r}.", path=str(archive), field=key,
+                            hint="The archive was not written by 'envbuild pack' or was altered; pack it "
+                                 "again.")
+    if isinstance(manifest.get("source"), dict) and isinstance(manifest["source"].get("profile"), dict):
+        try:
+            Profile.from_dict(manifest["source"]["profile"], path=f"{archive}!{MANIFEST}")
+        except EnvbuildError as exc:
+            raise PackError(f"{MANIFEST} field 'source.profile' is not a machine profile: {exc.message}",
+                            path=str(archive), field=f"source.profile.{exc.field or ''}".rstrip("."),
+                            hint="The archive was altered; pack it again.") from None
+    return manifest
 
 
 def inspect_archive(archive: Path) -> dict[str, Any]:
@@ -896,7 +938,7 @@ def _extract_any(archive: Path, tmp: Path, manifest: dict[str, Any] | None) -> N
         # through a link there, while a linked directory could steer the fix-up's writes out.
         squashfs.extract(archive, tmp, allowed_links={k for k in links if re.fullmatch(r"bin/[^/]+", k)})
         return
-    safe_extract(archive, tmp)
+    _extract(archive, tmp)
 
 
 def _tar_read(tf: tarfile.TarFile, m: tarfile.TarInfo) -> bytes:
@@ -916,42 +958,68 @@ def _old_prefix_from_unpack(script: str) -> str | None:
 
 
 def _verify(dest: Path, archive: Path) -> int:
-    sums = dest / CHECKSUMS
-    if not sums.is_file():
+    """Every file listed in envbuild-files.sha256 is there with its hash, and no file is unlisted."""
+    raw = _unpack_fixup.read_regular(str(dest / CHECKSUMS))
+    if not isinstance(raw, bytes):
         return 0
-    n = 0
-    for line in sums.read_text().splitlines():
+    listed: dict[str, str] = {}
+    for i, line in enumerate(raw.decode("utf-8", "replace").splitlines(), 1):
         want, _, rel = line.partition("  ")
-        path = dest / rel
-        if not rel or not path.is_file() or path.is_symlink():
+        if not rel:
             continue
+        if rel.startswith("/") or ".." in rel.split("/") or not re.fullmatch(r"[0-9a-f]{64}", want):
+            raise PackError(f"line {i} of {CHECKSUMS} is not 'SHA256  RELATIVE-PATH' inside the env: "
+                            f"{line[:200]!r}.", path=str(archive), field=CHECKSUMS,
+                            hint="The archive was altered; pack it again.")
+        listed[_member(rel)] = want
+    n = 0
+    for rel, want in listed.items():
+        path = dest / rel
+        if path.is_symlink() or not path.is_file():
+            raise PackError(f"'{rel}' is listed in {CHECKSUMS} but is not a file in the archive.",
+                            path=str(archive), field=CHECKSUMS,
+                            hint="The archive is truncated or was altered; pack it again.")
         got = sha256_file(path)
         if got != want:
             raise HashMismatch(f"{archive}!{rel}", want, got)
         n += 1
+    for root, _dirs, names in os.walk(dest):
+        for name in names:
+            path = Path(root) / name
+            rel = path.relative_to(dest).as_posix()
+            if rel != CHECKSUMS and rel not in listed and not path.is_symlink():
+                raise PackError(f"'{rel}' is in the archive but not in {CHECKSUMS}: it was added after "
+                                "packing.", path=str(archive), field=CHECKSUMS,
+                                hint="The archive was altered; pack it again.")
     return n
 
 
-def _python_of(dest: Path) -> str:
-    for cand in (dest / "bin" / "python", dest / "bin" / "python3"):
-        if cand.exists():
-            with suppress(OSError, subprocess.SubprocessError):
-                if subprocess.run([cand, "-c", "pass"], capture_output=True, timeout=60).returncode == 0:
-                    return str(cand)
-    return sys.executable
+def _resolver(dest: Path, archive: Path) -> Callable[[str, str], str]:
+    return lambda field, rel: str(resolve_inside(dest, rel, field, str(archive)))
 
 
-def _conda_unpack(dest: Path) -> dict[str, Any]:
-    script = dest / "bin" / "conda-unpack"
-    if not script.is_file():
-        return {"conda_unpack": False}
-    py = _python_of(dest)
-    proc = subprocess.run([py, str(script)], capture_output=True, text=True, cwd=dest, check=False)
-    if proc.returncode != 0:
-        raise PackError(f"conda-unpack failed with exit code {proc.returncode}: "
-                        f"{(proc.stderr or proc.stdout).strip()[-2000:]}", path=str(dest),
-                        hint="The archive may be damaged; pack it again on the source machine.")
-    return {"conda_unpack": True, "python": py}
+def _fixup_error(archive: Path, exc: _unpack_fixup.FixupError) -> PackError:
+    return PackError(f"the archive's {exc.field} holds {exc.value!r}: {exc.why}.", path=str(archive),
+                     field=exc.field,
+                     hint="The archive was not written by 'envbuild pack' or was altered; nothing outside "
+                          "the destination was changed. Pack it again on the source machine.")
+
+
+def _conda_unpack(dest: Path, archive: Path) -> dict[str, Any]:
+    """conda-unpack's work, done here from its records: the archive's script is never run."""
+    raw = _unpack_fixup.read_regular(str(dest / "bin" / "conda-unpack"))
+    if not isinstance(raw, bytes):
+        return {"conda_unpack": False, "python": None}
+    try:
+        records = _unpack_fixup.conda_records(raw.decode("utf-8", "replace"))
+        done = _unpack_fixup.conda_fixup(str(dest), records, _resolver(dest, archive))
+    except _unpack_fixup.FixupError as exc:
+        raise _fixup_error(archive, exc) from None
+    except (SyntaxError, ValueError, RecursionError) as exc:
+        raise PackError(f"bin/conda-unpack cannot be read as conda-pack's script ({exc}).",
+                        path=str(archive), field="bin/conda-unpack",
+                        hint="The archive may be damaged; pack it again on the source machine.") from None
+    return {"conda_unpack": True, "python": None, "prefix_records": done["prefix_records"]}
 
 
 def this_machine() -> Profile:
@@ -1070,9 +1138,34 @@ def link_findings(dest: Path, manifest: dict[str, Any] | None) -> list[Finding]:
     """A venv's links to its base interpreter (outside the env) must resolve on the target."""
     links = ((manifest or {}).get("fixup") or {}).get("python_links") or {}
     broken = sorted(f"{rel} -> {target}" for rel, target in links.items() if not (dest / rel).exists())
+    home = _meta_field(_read_text(dest / "pyvenv.cfg").replace(" = ", ": "), "home")
+    return _interpreter_finding(manifest, broken, home)
+
+
+def base_interpreter_findings(manifest: dict[str, Any] | None) -> list[Finding]:
+    """Before extraction: the venv's recorded base interpreter must exist on this machine.
+
+    Unpack recreates ``python_links`` as symlinks to these absolute paths and runs them here,
+    so their existence HERE (where unpack runs, whatever ``--target`` says) is what decides.
+    """
+    fx = (manifest or {}).get("fixup") or {}
+    if (manifest or {}).get("kind") != "venv":
+        return []
+    links = fx.get("python_links") or {}
+    broken = sorted(f"{rel} -> {t}" for rel, t in links.items()
+                    if t.startswith("/") and not os.path.exists(t))
+    home = fx.get("home") or next((os.path.dirname(t) for rel, t in sorted(links.items())
+                                   if t.startswith("/") and Path(rel).name.startswith("python")), None)
+    if not links and home and not os.path.isdir(home):
+        broken = [f"pyvenv.cfg home = {home}"]
+    return _interpreter_finding(manifest, broken, home)
+
+
+def _interpreter_finding(manifest: dict[str, Any] | None, broken: list[str],
+                         home: str | None) -> list[Finding]:
     if not broken:
         return []
-    home = _meta_field(_read_text(dest / "pyvenv.cfg").replace(" = ", ": "), "home") or "?"
+    home = home or "?"
     version = (manifest or {}).get("python") or "the same version"
     return [_finding(
         "interpreter", "error",
@@ -1129,14 +1222,28 @@ def manifest_findings(manifest: dict[str, Any] | None, profile: Profile) -> list
     return out + torch_findings(manifest.get("torch"), profile)
 
 
+# What --check-only cannot know before the archive is extracted (it says so in its report).
+NOT_CHECKED_BEFORE_EXTRACTION = (
+    "the sha256 of every member (envbuild-files.sha256 is the archive's last member)",
+    "that every member, link and hardlink stays inside DEST and that the manifest member is the only one "
+    "(checked while extracting)",
+    "files that still name the old prefix after the fix-up (shebangs, configs, binaries)",
+    "envbuild doctor on the unpacked env: GPU compute capability against the archs in its .so files, "
+    "missing shared libraries, that the env's interpreter starts",
+)
+
+
 def unpack(archive: Path, dest: Path, *, target: Profile | None = None,
            check_only: bool = False, show_progress: bool = False) -> dict[str, Any]:
     """Extract ``archive`` to ``dest``, fix prefixes, check the env against ``target`` (this machine).
 
-    With ``check_only`` nothing is extracted: only what the manifest tells is checked.
+    With ``check_only`` nothing is extracted: every check that needs only the manifest and the
+    target runs (platform, glibc, driver, a venv's base interpreter, the fix-up lists), and the
+    report's ``unchecked`` names the rest.
 
     Raises:
         UnsafeArchive: a member or link escapes DEST (nothing is written).
+        PackError: a fix-up path of the manifest is not inside DEST (nothing is written).
         HashMismatch: a member differs from envbuild-files.sha256 (DEST is removed).
     """
     archive = Path(archive).resolve()
@@ -1146,10 +1253,24 @@ def unpack(archive: Path, dest: Path, *, target: Profile | None = None,
         raise InputError("the destination exists and is not empty.", path=str(dest),
                          hint="Unpack into a new directory (conda-unpack bakes the path into the env).")
     manifest = read_manifest(archive)
+    if manifest is not None:
+        try:
+            _unpack_fixup.validate(manifest)
+        except _unpack_fixup.FixupError as exc:
+            raise _fixup_error(archive, exc) from None
     profile = target or this_machine()
-    pre = manifest_findings(manifest, profile)
+    pre = manifest_findings(manifest, profile) + base_interpreter_findings(manifest)
     if check_only:
-        return _report(archive, dest, manifest, profile, {}, pre, False, checked="manifest")
+        unchecked = list(NOT_CHECKED_BEFORE_EXTRACTION)
+        if manifest is None:
+            unchecked.insert(0, "everything the manifest tells: the archive has none (a plain conda-pack "
+                                "archive)")
+        if (manifest or {}).get("kind", "conda") == "conda":
+            unchecked.append("whether DEST is short enough for the prefix placeholders compiled into "
+                             "binaries (they are in bin/conda-unpack, read after extraction)")
+        unchecked.append("free space at DEST (the manifest records no unpacked size)")
+        return _report(archive, dest, manifest, profile, {}, pre, False, checked="manifest",
+                       unchecked=unchecked)
     with _steps(show_progress, 4) as step:
         return _unpack(archive, dest, manifest, profile, pre, step)
 
@@ -1181,7 +1302,13 @@ def _unpack(archive: Path, dest: Path, manifest: dict[str, Any] | None, profile:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.unpack-{os.getpid()}"
     try:
+        # One manifest member, and it is the first file: the one read above (and by --check-only).
         _extract_any(archive, tmp, manifest)
+        on_disk = _unpack_fixup.read_regular(str(tmp / MANIFEST))
+        if (manifest is None) != (on_disk is None) or (
+                isinstance(on_disk, bytes) and _manifest_object(archive, on_disk) != manifest):
+            raise UnsafeArchive(f"the extracted {MANIFEST} is not the one read from the archive.",
+                                path=str(archive), hint="The archive is refused whole.")
         step("verifying sha256")
         verified = _verify(tmp, archive)
     except BaseException:
@@ -1190,22 +1317,29 @@ def _unpack(archive: Path, dest: Path, manifest: dict[str, Any] | None, profile:
     _place(tmp, dest)
     kind = (manifest or {}).get("kind") or ("conda" if (dest / "conda-meta").is_dir() else "venv")
     step("fixing prefixes")
+    # Nothing from the archive runs: the fix-up is envbuild's own code, here, on verified files.
     try:
         fix: dict[str, Any] = {"verified_files": verified}
         if kind == "conda":
-            fix.update(_conda_unpack(dest))
+            fix.update(_conda_unpack(dest, archive))
         if manifest is not None:
-            from envbuild import _unpack_fixup
-
-            fix.update(_unpack_fixup.fixup(str(dest)))
+            try:
+                fix.update(_unpack_fixup.fixup(str(dest), manifest, _resolver(dest, archive)))
+            except _unpack_fixup.FixupError as exc:
+                raise _fixup_error(archive, exc) from None
+    except OSError as exc:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise PackError(f"the prefix fix-up failed ({exc}); the unpacked env was removed.", path=str(dest),
+                        hint="Check free space and permissions of the destination, then unpack again."
+                        ) from None
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
         raise
     old = ((manifest or {}).get("fixup") or {}).get("old_prefix")
-    if old is None and (dest / "bin" / "conda-unpack").is_file():
-        old = _old_prefix_from_unpack((dest / "bin" / "conda-unpack").read_text(errors="replace"))
+    if old is None and (script := _read_text(dest / "bin" / "conda-unpack")):
+        old = _old_prefix_from_unpack(script)
     step("checking the env")
-    findings = [f for f in pre if f["family"] != "driver"]
+    findings = [f for f in pre if f["family"] not in ("driver", "interpreter")]
     findings += prefix_findings(dest, old) + link_findings(dest, manifest)
     doc, delegated = ([], False) if any(f["family"] == "interpreter" for f in findings) else \
         _doctor_findings(dest, profile)
@@ -1217,9 +1351,20 @@ def _unpack(archive: Path, dest: Path, manifest: dict[str, Any] | None, profile:
                    old=old)
 
 
+def _extract(archive: Path, tmp: Path) -> None:
+    import zlib
+
+    try:
+        safe_extract(archive, tmp, unique=(MANIFEST, CHECKSUMS), first=MANIFEST)
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError) as exc:
+        raise PackError(f"cannot extract the archive ({exc}).", path=str(archive),
+                        hint="The file is truncated or damaged, or the destination's disk is full; check "
+                             "both and unpack again.") from None
+
+
 def _report(archive: Path, dest: Path, manifest: dict[str, Any] | None, profile: Profile,
             fix: dict[str, Any], findings: list[Finding], delegated: bool, *, checked: str,
-            old: str | None = None) -> dict[str, Any]:
+            old: str | None = None, unchecked: list[str] | None = None) -> dict[str, Any]:
     errors = [f for f in findings if f["severity"] == "error"]
     src = (manifest or {}).get("source") or {}
     return {
@@ -1227,6 +1372,7 @@ def _report(archive: Path, dest: Path, manifest: dict[str, Any] | None, profile:
         "kind": (manifest or {}).get("kind") or ("conda" if (dest / "conda-meta").is_dir() else "venv"),
         "source": src.get("prefix") or old, "source_host": (src.get("profile") or {}).get("hostname"),
         "target": profile.to_dict(), "fixup": fix, "doctor": delegated, "findings": findings,
+        "unchecked": list(unchecked or []),
     }
 
 
@@ -1348,6 +1494,10 @@ def present_unpack(report: dict[str, Any], as_json: bool) -> None:
         console.print("[green]ok:[/] nothing found that will break on this target.")
     else:
         console.print("[bold red]will not work here:[/] fix the errors above before running jobs.")
+    if report.get("unchecked"):
+        console.print("not checked before extraction (the real unpack checks them):", highlight=False)
+        for item in report["unchecked"]:
+            console.print(f"  - {item}", highlight=False, markup=False)
 
 
 def present_inspect(info: dict[str, Any], as_json: bool) -> None:
