@@ -265,7 +265,11 @@ def fixup(prefix, manifest=None, resolve=None):
     done = {"links": [], "text_files": [], "shebangs": []}  # type: dict[str, list[str]]
     for rel, target in sorted(fx["python_links"].items()):
         field = "fixup.python_links"
-        path = resolve(field, rel)  # type: ignore[operator]
+        # The link itself is never followed (a squashfs image already carries it, pointing at the
+        # base interpreter outside): only its directory must resolve inside, and nothing is
+        # written through an existing link.
+        parent, base = os.path.split(rel)
+        path = os.path.join(resolve(field, parent) if parent else prefix, base)  # type: ignore[operator]
         if not os.path.isdir(os.path.dirname(path)):
             raise FixupError(field, rel, "its directory is not in the archive")
         if not os.path.lexists(path):
