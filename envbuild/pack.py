@@ -718,6 +718,14 @@ def _check_archive(archive: Path) -> None:
                          hint="Give a file written by 'envbuild pack' or conda-pack.")
 
 
+def _checked_manifest(raw: bytes, archive: Path) -> dict[str, Any]:
+    """Decode, parse and validate the manifest member through the one schema layer (envbuild.models)."""
+    from envbuild.models import check_pack_manifest, decode_text, parse_json
+
+    where = f"{archive}!{MANIFEST}"
+    return check_pack_manifest(parse_json(decode_text(raw, path=where), path=where), where)
+
+
 def read_manifest(archive: Path) -> dict[str, Any] | None:
     """The embedded envbuild-manifest.json (the first member), or None for a plain conda-pack archive."""
     _check_archive(archive)
@@ -728,11 +736,11 @@ def read_manifest(archive: Path) -> dict[str, Any] | None:
                     data = arc.read(MANIFEST)
                 except KeyError:
                     return None
-                return json.loads(data)  # type: ignore[no-any-return]
+                return _checked_manifest(data, archive)
             for m in arc:
                 if m.name.lstrip("./") == MANIFEST:
                     fh = arc.extractfile(m)
-                    return json.loads(fh.read()) if fh else None
+                    return _checked_manifest(fh.read(), archive) if fh else None
                 if m.isfile():
                     return None
     except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, json.JSONDecodeError) as exc:
@@ -1158,7 +1166,7 @@ def _size(n: int) -> str:
 
 def present_pack(result: dict[str, Any], as_json: bool) -> None:
     """Print a pack summary (or JSON)."""
-    from envbuild.output import console, err_console, print_json
+    from envbuild.output import console, err_console, print_json, styled
 
     if as_json:
         print_json(result)
@@ -1170,14 +1178,14 @@ def present_pack(result: dict[str, Any], as_json: bool) -> None:
                   f"{result['packages']} packages{extra}) in {result['seconds']} s with {result['jobs']} "
                   "thread(s)", highlight=False)
     for w in result.get("warnings", []):
-        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+        err_console.print(styled("warning:", "yellow", w), highlight=False)
     if result.get("slurm_script"):
         console.print(f"Slurm unpack script: {result['slurm_script']}", highlight=False)
 
 
 def present_unpack(report: dict[str, Any], as_json: bool) -> None:
     """Print the findings table of an unpack (or JSON)."""
-    from envbuild.output import console, print_json, table
+    from envbuild.output import console, print_json, styled, table
 
     if as_json:
         print_json(report)
@@ -1195,11 +1203,11 @@ def present_unpack(report: dict[str, Any], as_json: bool) -> None:
     if rows:
         console.print(table("What will break here", ["severity", "check", "cause", "fix", "evidence"], rows))
     if report["ok"] and rows:
-        console.print("[green]ok:[/] no errors; read the warnings above before running jobs.")
+        console.print(styled("ok:", "green", "no errors; read the warnings above before running jobs."))
     elif report["ok"]:
-        console.print("[green]ok:[/] nothing found that will break on this target.")
+        console.print(styled("ok:", "green", "nothing found that will break on this target."))
     else:
-        console.print("[bold red]will not work here:[/] fix the errors above before running jobs.")
+        console.print(styled("will not work here:", "bold red", "fix the errors above before running jobs."))
 
 
 def present_inspect(info: dict[str, Any], as_json: bool) -> None:
