@@ -56,7 +56,7 @@ NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?")
 SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 COMMIT = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
 URL = re.compile(r"(https?|file|git\+https?|git\+ssh|git\+file|ssh|git)://[^\s]*|[\w.-]+@[\w.-]+:[^\s]+")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # tab is allowed
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
@@ -166,25 +166,33 @@ class Fields:
                       where=self.name(key) or key, what=what)
 
     def text(self, key: str, *, pattern: re.Pattern[str] | None = None, wanted: str = "a string",
-            required: bool = False, numbers: bool = False, controls: bool = False,
-            default: str | None = None) -> str | None:
+             required: bool = False, numbers: bool = False, controls: bool = False,
+             default: str | None = None) -> str | None:
         """A string (``numbers``: a JSON number is taken as its text, as old profiles wrote 8.6)."""
         v = self.data.get(key)
         if v is None:
             if required:
                 self.fail(key, v, wanted)
             return default
+        return self._checked(key, v, pattern=pattern, wanted=wanted, numbers=numbers, controls=controls)
+
+    def _checked(self, key: str, v: Any, *, pattern: re.Pattern[str] | None, wanted: str, numbers: bool,
+                 controls: bool, label: str | None = None) -> str:
+        def bad(extra: str = "") -> NoReturn:
+            raise self.error(f"found {_show(v)}; write {wanted}{extra}.", path=self.path,
+                             field=label or self.name(key), hint=self.hint)
+
         if numbers and isinstance(v, (int, float)) and not isinstance(v, bool):
             v = str(v)
         if not isinstance(v, str):
-            self.fail(key, v, wanted)
+            bad()
         if _SURROGATE.search(v):  # non-UTF-8 bytes of a command line arrive as lone surrogates
-            self.fail(key, v, wanted + " in valid UTF-8")
+            bad(" in valid UTF-8")
         if len(v) > MAX_STR or (not controls and _CONTROL.search(v)) or "\x00" in v:
-            self.fail(key, v, wanted + " (one line, no control characters)")
+            bad(" (one line, no control characters)")
         if pattern is not None and not pattern.fullmatch(v):
-            self.fail(key, v, wanted)
-        return v
+            bad()
+        return str(v)
 
     def req(self, key: str, **kw: Any) -> str:
         out = self.text(key, required=True, **kw)
@@ -227,14 +235,8 @@ class Fields:
     def strs(self, key: str, *, pattern: re.Pattern[str] | None = None, wanted: str = "a string",
              controls: bool = False) -> tuple[str, ...]:
         items = self.items(key, f"a list of strings ({wanted})")
-        wrap = Fields({str(i): v for i, v in enumerate(items)}, path=self.path, error=self.error,
-                      hint=self.hint, where=self.name(key) or key)
-        out = []
-        for i in range(len(items)):
-            v = wrap.text(str(i), pattern=pattern, wanted=wanted, required=True, controls=controls)
-            assert v is not None
-            out.append(v)
-        return tuple(out)
+        return tuple(self._checked(key, v, pattern=pattern, wanted=wanted, numbers=False, controls=controls,
+                                   label=f"{self.name(key)}[{i}]") for i, v in enumerate(items))
 
     def obj(self, key: str) -> dict[str, Any]:
         v = self.data.get(key)
@@ -517,9 +519,8 @@ def check_pack_manifest(data: Any, path: str, error: type[EnvbuildError] = Input
         for key in ("build", "installer", "channel", "cuda", "path", "site"):
             p.text(key, wanted="a string or null")
     if f.data.get("lock") is not None:
-        from envbuild.lockfile import Lock  # lockfile builds on this module
-
-        Lock.from_dict(f.data["lock"], path=path)
+        # whatever lock JSON the env carried (pack copies it as found); only its name is read
+        f.sub("lock").text("name", wanted="the lock's name")
     if f.data.get("fixup") is not None:
         fx = f.sub("fixup")
         fx.text("kind", pattern=_KIND, wanted="conda or venv")

@@ -731,3 +731,94 @@ def test_internal_error_net(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     res = _runner.invoke(_command, ["--debug", "matrix", "torch", "--json"])
     assert res.exit_code == EXIT_INTERNAL and "Traceback (most recent call last)" in res.output
     assert json.loads(res.output[: res.output.index("Traceback")])["error"] == "InternalError"
+
+
+# --- the schema layer's formats, one per field family -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("patch", "field", "found"),
+    [
+        ({"python_version": "abc"}, "python_version", '"abc"'),
+        ({"driver_version": "４７０.１２"}, "driver_version", "４７０.１２"),
+        ({"gpus": [{"name": "RTX", "compute_capability": "８.６"}]}, "gpus[0].compute_capability", "８.６"),
+        ({"gpus": [{"name": "RTX", "memory_mib": -1}]}, "gpus[0].memory_mib", "-1"),
+        ({"gpus": [{"name": ["RTX"]}]}, "gpus[0].name", "a list"),
+        ({"cuda_toolkits": [{"version": "eleven"}]}, "cuda_toolkits[0].version", '"eleven"'),
+        ({"notes": "one note"}, "notes", '"one note"'),
+        ({"schema_version": 9}, "schema_version", "9"),
+        ({"hostname": "a\nb"}, "hostname", "a\\nb"),
+    ],
+)
+def test_profile_fields_are_checked(patch: dict[str, Any], field: str, found: str) -> None:
+    from envbuild.errors import ProfileError
+    from envbuild.models import Profile
+
+    with pytest.raises(ProfileError) as ei:
+        Profile.from_dict({**CPU_PROFILE, **patch}, path="t.json")
+    assert ei.value.field == field and ei.value.path == "t.json" and ei.value.exit_code == 2
+    assert found in ei.value.message and "write" in ei.value.message
+
+
+def test_probe_profiles_and_numbers_written_by_old_profiles_still_load() -> None:
+    from envbuild.models import Profile
+
+    p = Profile.from_dict(
+        {**PROFILE_SEED, "gpus": [{"name": "RTX", "compute_capability": 8.6, "memory_mib": 6144.0}]}
+    )
+    assert p.gpus[0].compute_capability == "8.6" and p.gpus[0].memory_mib == 6144
+    assert Profile.from_dict({**CPU_PROFILE, "python_version": "3.13.0rc1"}).python_version == "3.13.0rc1"
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "field"),
+    [
+        (("artifacts", 0, "filename"), "../../x.whl", "artifacts[0].filename"),
+        (("artifacts", 0, "sha256"), "abc", "artifacts[0].sha256"),
+        (("artifacts", 0, "requires"), "numpy", "artifacts[0].requires"),
+        (("target", "python_version"), "３.１１", "target.python_version"),
+        (("resolution", "packages"), {"numpy": 1}, "resolution.packages.numpy"),
+        (("python",), "eleven", "python"),
+        (("name",), "../../victim", "name"),
+        (("index_urls",), ["not a url"], "index_urls[0]"),
+    ],
+)
+def test_lock_fields_are_checked(where: tuple[Any, ...], value: Any, field: str) -> None:
+    from envbuild.lockfile import Lock, LockError
+
+    data = _set(copy.deepcopy(LOCK_SEED), where, value)
+    with pytest.raises(LockError) as ei:
+        Lock.from_dict(data, path="l.json")
+    assert ei.value.field == field and ei.value.path == "l.json"
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "field"),
+    [
+        (("fixup", "text_files"), ["/etc/passwd"], "fixup.text_files[0]"),
+        (("fixup", "text_files"), ["a/../../x"], "fixup.text_files[0]"),
+        (("fixup", "python_links"), {"../bin/python": "/usr/bin/python3"}, "fixup.python_links"),
+        (("packages", 0, "name"), None, "packages[0].name"),
+        (("source", "profile", "driver_version"), "latest", "source.profile.driver_version"),
+        (("torch",), "2.1", "torch"),
+    ],
+)
+def test_pack_manifest_fields_are_checked(where: tuple[Any, ...], value: Any, field: str) -> None:
+    from envbuild.errors import InputError
+    from envbuild.models import check_pack_manifest
+
+    with pytest.raises(InputError) as ei:
+        check_pack_manifest(_set(copy.deepcopy(MANIFEST_SEED), where, value), "a.tar!m.json")
+    assert ei.value.field == field
+
+
+def test_cache_manifest_entries_are_checked() -> None:
+    from envbuild.errors import FetchError
+    from envbuild.models import check_cache_manifest
+
+    for key, value in (("file", "/etc/passwd"), ("sha256", "x"), ("size", -1), ("commit", "HEAD")):
+        data = copy.deepcopy(CACHE_SEED)
+        data["files"][0][key] = value
+        with pytest.raises(FetchError) as ei:
+            check_cache_manifest(data, "c/manifest.json", error=FetchError)
+        assert ei.value.field == f"files[0].{key}" and ei.value.exit_code == 3
