@@ -86,10 +86,14 @@ def main() -> int:
     if args.json:
         print(json.dumps({"seed": args.seed, "results": results, "crash_logs": crash_logs}, indent=2))
     else:
-        from envbuild.output import console, table
+        from rich.console import Console
 
-        cols = ["kind", "inputs", "tracebacks", "partial outputs", "unclear messages", "undocumented exit",
-                "exit codes", "s"]
+        from envbuild.output import table
+
+        console = Console(width=max(Console().width, 120), markup=False, highlight=False)
+
+        cols = ["kind", "inputs", "tracebacks", "partial outputs", "unclear messages", "bad exit code",
+                "exit codes (code:count)", "seconds"]
         rows = [[r["kind"], r["inputs"], r["tracebacks"], r["partial"], r["unclear"], r["undocumented"],
                  " ".join(f"{c}:{n}" for c, n in r["exits"].items()), r["seconds"]] for r in results]
         total = {key: sum(r[key] for r in results) for key in ("inputs", "tracebacks", "partial", "unclear",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -25,6 +25,7 @@ __all__ = [
     "Resolution",
     "Toolkit",
     "decode_text",
+    "deep_line",
     "load_profile",
     "parse_json",
     "read_json_file",
@@ -98,21 +99,57 @@ def parse_json(text: str, *, path: str, error: type[EnvbuildError] = InputError,
         raise error(f"not valid JSON (column {exc.colno}: {exc.msg}).", path=path,
                     field=f"line {exc.lineno}", hint=hint) from None
     except ValueError as exc:  # NaN / Infinity
-        raise error(f"not valid JSON ({exc}).", path=path, hint=hint) from None
+        name = str(exc).split(" ", 1)[0]
+        raise error(f"not valid JSON ({exc}; write a number or null).", path=path,
+                    field=_outside_strings(text, lambda i, _d: text.startswith(name, i)), hint=hint) from None
     except RecursionError:
-        raise error(f"nested deeper than {MAX_DEPTH} levels.", path=path, hint=hint) from None
-    _check_tree(data, path=path, error=error, hint=hint)
+        raise error(f"nested deeper than {MAX_DEPTH} levels.", path=path, field=deep_line(text),
+                    hint=hint) from None
+    _check_tree(data, path=path, error=error, hint=hint, text=text)
     return data
 
 
-def _check_tree(data: Any, *, path: str, error: type[EnvbuildError], hint: str | None) -> None:
+def deep_line(text: str) -> str | None:
+    """``line N`` where brackets first nest deeper than MAX_DEPTH (strings skipped)."""
+    return _outside_strings(text, lambda _i, depth: depth > MAX_DEPTH)
+
+
+def _outside_strings(text: str, hit: Callable[[int, int], bool]) -> str | None:
+    """``line N`` of the first position outside a string where ``hit(index, depth)``; one linear scan."""
+    depth, line, in_str, esc = 0, 1, False, False
+    for i, ch in enumerate(text):
+        if ch == "\n":
+            line += 1
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+            continue
+        if ch == '"':
+            in_str = True
+            continue
+        if ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        if hit(i, depth):
+            return f"line {line}"
+    return None
+
+
+def _check_tree(data: Any, *, path: str, error: type[EnvbuildError], hint: str | None,
+                text: str | None = None) -> None:
     # iterative: a recursive walk would itself hit RecursionError on the input it is meant to refuse
     stack: list[tuple[Any, int, str]] = [(data, 0, "")]
     while stack:
         node, depth, where = stack.pop()
         if depth > MAX_DEPTH:
-            raise error(f"nested deeper than {MAX_DEPTH} levels.", path=path, field=where or None,
-                        hint=hint)
+            line = deep_line(text) if text is not None else None
+            raise error(f"nested deeper than {MAX_DEPTH} levels.", path=path,
+                        field=line or where[:80] or None, hint=hint)
         if isinstance(node, dict):
             for k, v in node.items():
                 if _SURROGATE.search(k):

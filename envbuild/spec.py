@@ -35,7 +35,7 @@ import tomllib
 from packaging.requirements import InvalidRequirement, Requirement
 
 from envbuild.errors import SpecError
-from envbuild.models import decode_text
+from envbuild.models import decode_text, deep_line
 
 __all__ = [
     "DEFAULT_INDEXES",
@@ -187,14 +187,16 @@ def _table(data: dict[str, Any], key: str, path: str) -> dict[str, Any]:
 def _read_toml(p: Path) -> dict[str, Any]:
     ps = str(p)
     try:
-        return tomllib.loads(decode_text(p.read_bytes(), path=ps, error=SpecError))
+        text = decode_text(p.read_bytes(), path=ps, error=SpecError)
     except OSError as exc:
         raise SpecError(f"cannot read the spec ({exc.strerror}).", path=ps,
                         hint="Create one with 'envbuild init'.") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"not valid TOML ({exc}).", path=ps) from None
     except RecursionError:
-        raise SpecError("nested too deeply to read.", path=ps) from None
+        raise SpecError("nested too deeply to read.", path=ps, field=deep_line(text)) from None
 
 
 def load_spec(path: str | Path) -> Spec:

@@ -441,13 +441,16 @@ def _error_json(output: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and data.get("ok") is False else None
 
 
+UNPARSED = object()  # not JSON, or not a JSON kind: a refusal must then name a line or a field
+
+
 def run_case(
     kind: str,
     files: dict[str, bytes],
     argv: list[str],
     *,
     named: str | None = None,
-    parsed: Any = None,
+    parsed: Any = UNPARSED,
     stdin: bytes | None = None,
 ) -> Outcome:
     """Write ``files``, run ``envbuild ARGV`` in-process in a fresh directory, and judge the outcome.
@@ -477,7 +480,12 @@ def run_case(
         path = str(err.get("path") or "")
         if Path(named).name not in path:
             o.unclear = f"does not name {named}: {err.get('message')!r}"
-        elif isinstance(parsed, dict) and not err.get("field") and "JSON" not in str(err.get("message")):
+        elif (
+            not err.get("field")
+            and (isinstance(parsed, dict) or parsed is UNPARSED)
+            and "line " not in str(err.get("message"))
+            and "cannot read" not in str(err.get("message"))
+        ):
             o.unclear = f"names no field: {err.get('message')!r}"
     if (
         kind == "flags"
@@ -494,9 +502,9 @@ def run_case(
 
 def _parsed(raw: bytes) -> Any:
     try:
-        return json.loads(raw.decode("utf-8"))
+        return json.loads(raw.decode("utf-8-sig"))
     except (ValueError, RecursionError):
-        return None
+        return UNPARSED
 
 
 def _profile_bytes() -> bytes:
