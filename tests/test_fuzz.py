@@ -830,3 +830,14 @@ def test_cache_manifest_entries_are_checked() -> None:
         with pytest.raises(FetchError) as ei:
             check_cache_manifest(data, "c/manifest.json", error=FetchError)
         assert ei.value.field == f"files[0].{key}" and ei.value.exit_code == 3
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("-o", "lk\n--index-url http://evil/"), ("--name", "../../victim"), ("--python", "３.１１")],
+)
+def test_hostile_lock_flags_refused_before_anything_is_written(flag: str, value: str) -> None:
+    o = run_case("flags", {}, ["lock", "six", "--python", "3.11", "--cpu", flag, value, "--json"])
+    err = _error_json(o.output)
+    assert o.exit_code == 2 and err is not None and o.partial == []
+    assert err["field"] in (flag, "--output")
