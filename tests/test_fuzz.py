@@ -640,7 +640,6 @@ CI = settings(
 @pytest.fixture(autouse=True)
 def _crash_logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ENVBUILD_LOG_DIR", str(tmp_path / "crash-logs"))
-    monkeypatch.setenv("ENVBUILD_OFFLINE", "1")
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
