@@ -220,7 +220,7 @@ def verify_cache(
 
 def present_verify(report: VerifyReport, as_json: bool) -> None:
     """Print a verify report: JSON, or a table of problems (or one ok line) for people."""
-    from envbuild.output import console, err_console, print_json, table
+    from envbuild.output import console, err_console, print_json, styled, table
 
     if as_json:
         print_json(report.to_dict())
@@ -247,8 +247,8 @@ def present_verify(report: VerifyReport, as_json: bool) -> None:
     for p in report.problems[:20]:
         err_console.print(f"{p.file}: {p.problem}: expected sha256 {p.expected}, got {p.actual}",
                           highlight=False, soft_wrap=True)
-    err_console.print("[bold red]error:[/] the cache is not usable; delete the bad files and run "
-                      "'envbuild fetch' again.", highlight=False)
+    err_console.print(styled("error:", "bold red", "the cache is not usable; delete the bad files and run "
+                      "'envbuild fetch' again."), highlight=False)
 
 
 # --- bundle -------------------------------------------------------------------------------------

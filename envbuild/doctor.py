@@ -1294,7 +1294,7 @@ def read_log_file(path: str) -> tuple[str, str]:
 
 def present_report(report: Report, as_json: bool) -> None:
     """Print the findings: JSON (``findings`` most likely first) or a table plus one paragraph each."""
-    from envbuild.output import console, print_json, table
+    from envbuild.output import console, print_json, styled, table
 
     if as_json:
         print_json(report.to_dict())
@@ -1311,7 +1311,7 @@ def present_report(report: Report, as_json: bool) -> None:
     for i, f in enumerate(report.findings):
         if f.family == "healthy":
             continue
-        console.print(f"[bold]{i + 1}. {f.family}[/] ({f.severity})", highlight=False)
+        console.print(styled(f"{i + 1}. {f.family}", "bold", f"({f.severity})"), highlight=False)
         console.print(f"   fix: {f.fix}", markup=False, highlight=False)
         console.print(f"   evidence: {f.evidence}", markup=False, highlight=False)
         if f.source:

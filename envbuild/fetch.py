@@ -170,21 +170,12 @@ def load_manifest(cache: str | os.PathLike[str]) -> dict[str, Any]:
     """
     p = Path(cache) / MANIFEST_FILE
     hint = "Run 'envbuild fetch LOCKDIR --cache DIR' to (re)build the cache."
-    try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise FetchError("no manifest.json: this is not an offline cache.", path=str(p), hint=hint) from None
-    except (OSError, ValueError) as exc:
-        raise FetchError(f"cannot read the manifest ({exc}).", path=str(p), hint=hint) from None
-    if not isinstance(data, dict) or not isinstance(data.get("files"), list):
-        raise FetchError("expected an object with a 'files' list.", path=str(p), field="files", hint=hint)
-    for i, e in enumerate(data["files"]):
-        if not isinstance(e, dict) or not isinstance(e.get("file"), str) or not isinstance(
-            e.get("sha256"), str
-        ):
-            raise FetchError("each entry needs 'file' and 'sha256' strings.", path=str(p),
-                             field=f"files[{i}]", hint=hint)
-    return data
+    if not p.exists():
+        raise FetchError("no manifest.json: this is not an offline cache.", path=str(p), hint=hint)
+    from envbuild.models import check_cache_manifest, read_json_file  # the one schema layer
+
+    return check_cache_manifest(read_json_file(p, error=FetchError, what="manifest", hint=hint), str(p),
+                                error=FetchError)
 
 
 def _old_entries(cache: Path) -> list[dict[str, Any]]:

@@ -744,7 +744,7 @@ def build_target(spec: Spec, profile_path: Path | None, **flags: Any) -> Profile
 
 def present_lock(result: LockResult, as_json: bool) -> None:
     """Print the locked artifacts as a table (or the result as JSON)."""
-    from envbuild.output import console, print_json, table
+    from envbuild.output import console, print_json, styled, table
 
     if as_json:
         print_json(result.to_dict())
@@ -756,6 +756,6 @@ def present_lock(result: LockResult, as_json: bool) -> None:
     title += f", CUDA {lk.cuda}" if lk.cuda else ""
     console.print(table(title, ["package", "version", "kind", "file / commit"], rows))
     for w in result.warnings:
-        console.print(f"[yellow]warning:[/] {w}", highlight=False)
+        console.print(styled("warning:", "yellow", w), highlight=False)
     console.print(f"wrote {result.out_dir}/ ({', '.join(result.files)}) in {result.seconds:.1f} s "
                   f"with {result.lock.engine}", highlight=False)

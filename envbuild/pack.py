@@ -766,6 +766,17 @@ def _check_archive(archive: Path) -> None:
                          hint="Give a file written by 'envbuild pack' or conda-pack.")
 
 
+def _checked_manifest(raw: bytes, archive: Path) -> dict[str, Any]:
+    """Decode, parse and validate the manifest member through the one schema layer (envbuild.models)."""
+    from envbuild.models import check_pack_manifest, decode_text, parse_json
+
+    where = f"{archive}!{MANIFEST}"
+    # A damaged manifest is the archive's fault: PackError (exit 5), as for the rest of the archive.
+    return check_pack_manifest(parse_json(decode_text(raw, path=where, error=PackError), path=where,
+                                          error=PackError),
+                               where, error=PackError)
+
+
 def read_manifest(archive: Path) -> dict[str, Any] | None:
     """The embedded envbuild-manifest.json (the first member), or None for a plain conda-pack archive."""
     _check_archive(archive)
@@ -783,11 +794,11 @@ def read_manifest(archive: Path) -> dict[str, Any] | None:
                                         hint="The archive is refused whole.")
                 if not hits or infos[0] is not hits[0]:
                     return None
-                return _manifest_object(archive, arc.read(hits[0]))
+                return _checked_manifest(arc.read(hits[0]), archive)
             for m in arc:
                 if _member(m.name) == MANIFEST and m.isfile():
                     fh = arc.extractfile(m)
-                    return _manifest_object(archive, fh.read()) if fh else None
+                    return _checked_manifest(fh.read(), archive) if fh else None
                 if m.isfile():
                     return None
     except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
@@ -798,35 +809,6 @@ def read_manifest(archive: Path) -> dict[str, Any] | None:
 
 def _member(name: str) -> str:
     return "/".join(p for p in name.split("/") if p not in ("", "."))
-
-
-def _manifest_object(archive: Path, data: bytes) -> dict[str, Any]:
-    manifest = json.loads(data.decode("utf-8"))
-    if not isinstance(manifest, dict):
-        raise PackError(f"{MANIFEST} is not a JSON object.", path=str(archive), field=MANIFEST,
-                        hint="The archive was not written by 'envbuild pack' or was altered; pack it again.")
-    # The fields unpack and inspect read, by type (fixup is checked by _unpack_fixup.validate).
-    shapes: tuple[tuple[str, Any, type | tuple[type, ...]], ...] = (
-        ("kind", manifest.get("kind"), str), ("python", manifest.get("python"), str),
-        ("source", manifest.get("source"), dict), ("torch", manifest.get("torch"), dict),
-        ("packages", manifest.get("packages"), list), ("fixup", manifest.get("fixup"), dict),
-        ("source.profile", (manifest.get("source") or {}).get("profile")
-         if isinstance(manifest.get("source"), dict) else None, dict))
-    for key, value, want in shapes:
-        if value is not None and not isinstance(value, want):
-            name = want.__name__ if isinstance(want, type) else "/".join(t.__name__ for t in want)
-            raise PackError(f"{MANIFEST} field '{key}' is a {type(value).__name__}, expected a {name}: "
-                            f"{str(value)[:100]!r}.", path=str(archive), field=key,
-                            hint="The archive was not written by 'envbuild pack' or was altered; pack it "
-                                 "again.")
-    if isinstance(manifest.get("source"), dict) and isinstance(manifest["source"].get("profile"), dict):
-        try:
-            Profile.from_dict(manifest["source"]["profile"], path=f"{archive}!{MANIFEST}")
-        except EnvbuildError as exc:
-            raise PackError(f"{MANIFEST} field 'source.profile' is not a machine profile: {exc.message}",
-                            path=str(archive), field=f"source.profile.{exc.field or ''}".rstrip("."),
-                            hint="The archive was altered; pack it again.") from None
-    return manifest
 
 
 def inspect_archive(archive: Path) -> dict[str, Any]:
@@ -896,11 +878,7 @@ def _squashfs_manifest(archive: Path) -> dict[str, Any] | None:
     data = squashfs.cat(archive, MANIFEST)
     if data is None:
         return None
-    try:
-        return json.loads(data)  # type: ignore[no-any-return]
-    except json.JSONDecodeError as exc:
-        raise PackError(f"cannot read the image's {MANIFEST} ({exc}).", path=str(archive),
-                        hint="The image is damaged; pack it again.") from None
+    return _checked_manifest(data, archive)
 
 
 def _inspect_plain_squashfs(archive: Path) -> dict[str, Any]:
@@ -1306,7 +1284,7 @@ def _unpack(archive: Path, dest: Path, manifest: dict[str, Any] | None, profile:
         _extract_any(archive, tmp, manifest)
         on_disk = _unpack_fixup.read_regular(str(tmp / MANIFEST))
         if (manifest is None) != (on_disk is None) or (
-                isinstance(on_disk, bytes) and _manifest_object(archive, on_disk) != manifest):
+                isinstance(on_disk, bytes) and _checked_manifest(on_disk, archive) != manifest):
             raise UnsafeArchive(f"the extracted {MANIFEST} is not the one read from the archive.",
                                 path=str(archive), hint="The archive is refused whole.")
         step("verifying sha256")
@@ -1438,7 +1416,7 @@ def _size(n: int) -> str:
 
 def present_pack(result: dict[str, Any], as_json: bool) -> None:
     """Print a pack summary (or JSON)."""
-    from envbuild.output import console, err_console, print_json
+    from envbuild.output import console, err_console, print_json, styled
 
     if as_json:
         print_json(result)
@@ -1452,7 +1430,7 @@ def present_pack(result: dict[str, Any], as_json: bool) -> None:
     if (line := _inode_line(result)) is not None:
         console.print(line, highlight=False)
     for w in result.get("warnings", []):
-        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+        err_console.print(styled("warning:", "yellow", w), highlight=False)
     if result.get("slurm_script"):
         console.print(f"Slurm unpack script: {result['slurm_script']}", highlight=False)
 
@@ -1471,7 +1449,7 @@ def _inode_line(info: dict[str, Any]) -> str | None:
 
 def present_unpack(report: dict[str, Any], as_json: bool) -> None:
     """Print the findings table of an unpack (or JSON)."""
-    from envbuild.output import console, print_json, table
+    from envbuild.output import console, print_json, styled, table
 
     if as_json:
         print_json(report)
@@ -1489,11 +1467,11 @@ def present_unpack(report: dict[str, Any], as_json: bool) -> None:
     if rows:
         console.print(table("What will break here", ["severity", "check", "cause", "fix", "evidence"], rows))
     if report["ok"] and rows:
-        console.print("[green]ok:[/] no errors; read the warnings above before running jobs.")
+        console.print(styled("ok:", "green", "no errors; read the warnings above before running jobs."))
     elif report["ok"]:
-        console.print("[green]ok:[/] nothing found that will break on this target.")
+        console.print(styled("ok:", "green", "nothing found that will break on this target."))
     else:
-        console.print("[bold red]will not work here:[/] fix the errors above before running jobs.")
+        console.print(styled("will not work here:", "bold red", "fix the errors above before running jobs."))
     if report.get("unchecked"):
         console.print("not checked before extraction (the real unpack checks them):", highlight=False)
         for item in report["unchecked"]:

@@ -172,7 +172,7 @@ def _command(spec: Spec, target: Profile, out: Path, offline: bool) -> str:
 
 def present_plan(result: PlanResult, as_json: bool) -> None:
     """The final summary: chosen set with reasons, files written, what to run on the target."""
-    from envbuild.output import console, print_json, table
+    from envbuild.output import console, print_json, styled, table
 
     if as_json:
         print_json(result.to_dict())
@@ -183,7 +183,7 @@ def present_plan(result: PlanResult, as_json: bool) -> None:
     title = f"{result.name}: Python {res.python}, " + (f"CUDA {res.cuda}" if res.cuda else "CPU only")
     console.print(table(title, ["package", "version", "why"], rows))
     for w in res.warnings:
-        console.print(f"[yellow]warning:[/] {w}", highlight=False)
+        console.print(styled("warning:", "yellow", w), highlight=False)
     files = [("lock", str(result.lock_dir)), ("scripts", f"{result.out_dir}/ ({', '.join(result.scripts)})")]
     if result.cache:
         f = result.fetch
@@ -192,8 +192,8 @@ def present_plan(result: PlanResult, as_json: bool) -> None:
     if result.bundle:
         files.append(("bundle", str(result.bundle)))
     console.print(table("written", ["what", "where"], files))
-    console.print("[bold]on the target:[/]", highlight=False)
+    console.print(styled("on the target:", "bold"), highlight=False)
     for i, s in enumerate(result.next_steps(), 1):
         console.print(f"  {i}. {s}", highlight=False)
     timing = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
-    console.print(f"[dim]{timing}[/]", highlight=False)
+    console.print(styled(timing, "dim"), highlight=False)
