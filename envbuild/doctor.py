@@ -221,6 +221,7 @@ class _Rule:
     severity: str
     weight: int
     pattern: re.Pattern[str]
+    anchors: tuple[str, ...]  # every match contains one: the regex runs only around them
     cause: tuple[str, ...]
     fix: tuple[str, ...]
     source: str | None
@@ -254,6 +255,16 @@ def load_rules() -> tuple[_Rule, ...]:
         def seq(v: Any) -> tuple[str, ...]:
             return tuple(v) if isinstance(v, list) else (str(v),)
 
+        anchors = r.get("anchors")
+        if not isinstance(anchors, list) or not anchors or not all(isinstance(a, str) and a for a in anchors):
+            raise DataError(
+                "anchors must be a non-empty list of the literal strings every match contains.",
+                path=rules_file,
+                field=where + ".anchors",
+            )
+        if "i" in r.get("flags", ""):
+            anchors = [a.lower() for a in anchors]
+
         rules.append(
             _Rule(
                 id=str(r.get("id") or f"{fam}-{i}"),
@@ -261,6 +272,7 @@ def load_rules() -> tuple[_Rule, ...]:
                 severity=r.get("severity", "error"),
                 weight=int(r.get("weight", 50)),
                 pattern=pat,
+                anchors=tuple(anchors),
                 cause=seq(r.get("cause", "")),
                 fix=seq(r.get("fix", "")),
                 source=r.get("source") or families[fam].get("source"),
@@ -404,38 +416,110 @@ def _cu_version(tag: str) -> Version:
 
 
 def _snippet(text: str, m: re.Match[str]) -> str:
-    start = text.rfind("\n", 0, m.start()) + 1
-    end = text.find("\n", m.end())
-    end = end if end != -1 else len(text)
+    # bounded searches: the evidence of a match in a 40 KB line is the window around it
+    start = _line_start(text, m.start())
+    end = text.find("\n", m.end(), m.end() + _BEFORE)
+    end = end if end != -1 else min(len(text), m.end() + _BEFORE)
     if end - start > 300:  # a long line: keep the window around the match
         a, b = max(start, m.start() - 60), min(end, max(m.end(), m.start() + 200) + 40)
         return ("..." if a > start else "") + text[a:b].strip() + ("..." if b < end else "")
     return text[start:end].strip()
 
 
+# A regex runs only on windows around its rule's anchors: from the anchor's line start (at most
+# _BEFORE characters back) to the end of the line _AFTER characters on (multi-line rules such as pip's
+# "The conflict is caused by:" block fit in it). Finding anchors is str.find (C speed), so a 20 MB log
+# costs a few scans of it, and a 40 KB line costs no more than its windows.
+_BEFORE, _AFTER = 4096, 8192
+
+
+def _line_start(text: str, pos: int) -> int:
+    """Where the line holding ``pos`` starts, looking back at most _BEFORE characters."""
+    floor = max(0, pos - _BEFORE)
+    nl = text.rfind("\n", floor, pos)
+    return floor if nl == -1 and floor > 0 else nl + 1
+
+
+def _windows(text: str, anchors: Sequence[str], lowered: str | None) -> list[tuple[int, int]]:
+    hay = text if lowered is None else lowered
+    spans: list[tuple[int, int]] = []
+    n = len(text)
+    for a in anchors:
+        pos = hay.find(a)
+        while pos != -1:
+            lo = _line_start(text, pos)
+            end = min(n, pos + len(a) + _AFTER)
+            nl = text.find("\n", end)
+            hi = n if nl == -1 else nl
+            spans.append((lo, hi))
+            pos = hay.find(a, max(hi - len(a) + 1, pos + 1))
+    spans.sort()
+    merged: list[tuple[int, int]] = []
+    for lo, hi in spans:
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def _matches(rule: _Rule, text: str, lowered: str | None, *, anchored: bool = True) -> Iterable[re.Match[str]]:
+    """Every match of ``rule`` in ``text``; ``anchored=False`` scans it all (what tests compare with)."""
+    if not anchored:
+        yield from rule.pattern.finditer(text)
+        return
+    for lo, hi in _windows(text, rule.anchors, lowered):
+        yield from rule.pattern.finditer(text, lo, hi)
+
+
+def _line_starts(text: str, m: re.Match[str]) -> list[int]:
+    """The offsets of the lines a match touches (bounded: a match is at most a window long)."""
+    lo = _line_start(text, m.start())
+    out = [lo]
+    nl = text.find("\n", lo, m.end())
+    while nl != -1:
+        out.append(nl + 1)
+        nl = text.find("\n", nl + 1, m.end())
+    return out
+
+
 def read_log(
-    text: str, profile: Profile | None = None, env: Mapping[str, Any] | None = None
+    text: str,
+    profile: Profile | None = None,
+    env: Mapping[str, Any] | None = None,
+    *,
+    anchored: bool = True,
 ) -> list[Finding]:
     """Name the failure families an error log shows, most likely first.
 
     ``profile`` (the target machine) and ``env`` (from :func:`env_info`) make the
     fixes concrete: versions of torch, the driver needed, the gcc nvcc accepts.
+    Linear in the log's size (see ``_windows``); ``anchored=False`` runs every regex on
+    the whole text (slower; tests use it to check the anchors).
     """
     facts = _facts()
     base: dict[str, Any] = {**_profile_ctx(profile, facts), **_env_ctx(env)}
     found: dict[tuple[str, str], tuple[Finding, int]] = {}
-    claimed: dict[str, list[tuple[int, int]]] = {}
-    for rule in load_rules():
-        for m in rule.pattern.finditer(text):
-            spans = claimed.setdefault(rule.family, [])
+    claimed: dict[str, set[int]] = {}
+    seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+    rules = load_rules()
+    lowered = text.lower() if any(r.pattern.flags & re.IGNORECASE for r in rules) else None
+    for rule in rules:
+        low = lowered if rule.pattern.flags & re.IGNORECASE else None
+        lines = claimed.setdefault(rule.family, set())
+        for m in _matches(rule, text, low, anchored=anchored):
             # rules are listed specific-first: a generic rule of the same family that matches the same
             # line adds nothing
-            lo, hi = text.rfind("\n", 0, m.start()) + 1, m.end()
-            if any(a < hi and lo < b for a, b in spans):
+            touched = _line_starts(text, m)
+            if any(ln in lines for ln in touched):
                 continue
-            spans.append((lo, hi))
-            ctx = dict(base)
+            lines.update(touched)
             groups = {k: v for k, v in m.groupdict().items() if v}
+            key_groups = (rule.id, tuple(sorted(groups.items())))
+            if key_groups in seen:  # the same captures give the same finding: a repeated line costs nothing
+                continue
+            seen.add(key_groups)
+            ctx = dict(base)
             # alternatives in one pattern name their groups x, x2 (a regex name must be unique)
             ctx.update({k.rstrip("2"): v for k, v in groups.items()})
             _derive(ctx, facts)

@@ -52,6 +52,71 @@ def test_log_is_recognised_as_its_family(log: Path) -> None:
     assert top.evidence.strip(".") in text  # evidence is (a window of) the line that shows it
 
 
+def _keys(findings: list[doctor.Finding]) -> list[tuple[str, str, str | None]]:
+    return [(f.family, f.cause, f.rule) for f in findings]
+
+
+def test_anchored_scan_finds_what_a_full_scan_finds() -> None:
+    """The anchors of doctor_rules.json are a pure speed-up: every fixture gives the same findings."""
+    for log in LOGS:
+        text = log.read_text()
+        assert _keys(doctor.read_log(text)) == _keys(doctor.read_log(text, anchored=False)), log.name
+    for rule in doctor.load_rules():  # every match of every fixture holds one of its rule's anchors
+        for log in LOGS:
+            for m in rule.pattern.finditer(log.read_text()):
+                assert any(a in m.group(0) for a in rule.anchors), (rule.id, log.name, m.group(0))
+
+
+def _plain_scan(text: str) -> float:
+    """The time of the simplest useful pass over a log: one regex per line, in Python."""
+    pat = re.compile(r"[Ee]rror")
+    t0 = time.perf_counter()
+    hits = sum(1 for line in text.splitlines() if pat.search(line))
+    assert hits >= 0
+    return time.perf_counter() - t0
+
+
+_LONG_LINES = {
+    # shapes that made the old patterns quadratic (a 40 KB line took 26 s)
+    "word-run": "a" * 40_000,
+    "lib-run": "lib" * 13_334,
+    "dotted": "a.b-" * 10_000,
+    "anchors": "undefined symbol: x, but you " * 1_400,
+}
+
+
+@pytest.mark.parametrize("shape", sorted(_LONG_LINES))
+def test_a_40kb_line_is_read_in_linear_time(shape: str) -> None:
+    line = _LONG_LINES[shape]
+    text = ("log line\n" * 2_000) + line + "\nImportError: libtbb.so.12: cannot open shared object file\n"
+    base = max(_plain_scan(text * 20), 1e-3)  # the line scan of 20x the text: a generous yardstick
+    t0 = time.perf_counter()
+    found = doctor.read_log(text)
+    took = time.perf_counter() - t0
+    assert [f.family for f in found if f.family == "cuda-lib-missing"], "the real error after the line is found"
+    assert took < 10 * base, f"read_log took {took:.3f} s; a line scan of 20x the text {base:.3f} s"
+    if shape == "anchors":  # the evidence of a match in a long line is a window of it, not the line
+        assert all(len(f.evidence) < 1_000 for f in found)
+
+
+def test_a_multi_mb_log_is_read_in_linear_time() -> None:
+    """8 MB of training output with the fixture errors in it: read_log within 10x a plain line scan."""
+    noise = "".join(
+        f"2021-12-10 14:02:11,532 - mmdet - INFO - Epoch [1][{i}/3712] lr: 1.000e-04, loss: 0.{i % 97}\n"
+        for i in range(2_000)
+    )
+    errors = [p.read_text() for p in LOGS]
+    parts = [noise if i % 10 else errors[(i // 10) % len(errors)] for i in range(400)]
+    text = "".join(parts)
+    assert len(text) > 8_000_000
+    base = _plain_scan(text)
+    t0 = time.perf_counter()
+    found = doctor.read_log(text)
+    took = time.perf_counter() - t0
+    assert {f.family for f in found} >= {_family(p) for p in LOGS[:: max(1, len(LOGS) // 10)]}
+    assert took < 10 * max(base, 1e-3), f"read_log took {took:.2f} s; a plain line scan {base:.2f} s"
+
+
 SCENARIO_TEXTS = [
     # every error text quoted in ../shared/seeds/SCENARIOS.md, with its family
     ("Cannot uninstall numpy 1.21.6, RECORD file not found", "pip-over-conda"),
