@@ -41,7 +41,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FAMILIES",
+    "LIB_FAMILY",
     "SEVERITIES",
+    "VERDICTS",
     "Finding",
     "Report",
     "check_env",
@@ -60,6 +62,8 @@ FAMILIES = (
     "cuda-toolkit-mismatch",
     "gcc-unsupported",
     "cuda-lib-missing",
+    "lib-missing",
+    "system-lib-too-old",
     "undefined-symbol",
     "mmcv-ops-missing",
     "mmcv-version-incompatible",
@@ -73,6 +77,21 @@ FAMILIES = (
     "distributed-not-initialized",
     "numerical-instability",
 )
+# Verdicts are findings too (info), so JSON readers see one list; they are not failure families.
+VERDICTS = (
+    "healthy",  # an env whose every check ran and found nothing (and a log, if given, with a known cause)
+    "incomplete",  # nothing found, but some check did not run (named in the finding)
+    "no-known-cause",  # a log none of the rules recognise: envbuild does not know why it failed
+)
+# library_kind of a missing library -> its family (the NVIDIA/torch ones keep the stable id)
+LIB_FAMILY = {
+    "nvidia-cuda": "cuda-lib-missing",
+    "nvidia-driver": "cuda-lib-missing",
+    "torch": "cuda-lib-missing",
+    "package": "lib-missing",
+    "system": "lib-missing",
+    "unknown": "lib-missing",
+}
 _ENVCHECK = Path(__file__).parent / "_envcheck.py"
 
 
@@ -88,6 +107,9 @@ class Finding:
     source: str | None = None  # an explanation to read (FAQ, upstream issue)
     rule: str | None = None
     weight: int = 50
+    library_kind: str | None = (
+        None  # for a missing library: nvidia-cuda|nvidia-driver|torch|package|system|unknown
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -98,6 +120,7 @@ class Finding:
             "evidence": self.evidence,
             "source": self.source,
             "rule": self.rule,
+            "library_kind": self.library_kind,
         }
 
 
@@ -115,9 +138,24 @@ class Report:
     def ok(self) -> bool:
         return not any(f.severity == "error" for f in self.findings)
 
+    @property
+    def verdict(self) -> str:
+        """error | warning | one of VERDICTS: what the exit code says."""
+        sev = {f.severity for f in self.findings}
+        if "error" in sev:
+            return "error"
+        if "warning" in sev:
+            return "warning"
+        fams = {f.family for f in self.findings}
+        for v in ("no-known-cause", "incomplete"):
+            if v in fams:
+                return v
+        return "healthy"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
+            "verdict": self.verdict,
             "prefix": self.prefix,
             "log": self.log,
             "checked": self.checked,
@@ -209,6 +247,94 @@ def _facts() -> _Facts:
         return _Facts(load_matrix())
     except DataError:  # broken data must not stop a diagnosis; fixes just get less concrete
         return _Facts(None)
+
+
+# --- what a library is, and what packages load lazily (envbuild/data/doctor_libs.json) ---------------
+
+
+@dataclass(frozen=True)
+class LibKind:
+    """What a shared library is, from its soname."""
+
+    kind: str  # a key of LIB_FAMILY
+    what: str  # "NVIDIA cuTENSOR", "a system library"
+    provider: str  # who installs it
+    source: str | None = None
+
+    @property
+    def family(self) -> str:
+        return LIB_FAMILY.get(self.kind, "lib-missing")
+
+
+@dataclass(frozen=True)
+class _Lazy:
+    package: str
+    glob: str
+    feature: str
+    source: str
+
+
+@lru_cache(maxsize=1)
+def _libs_data() -> tuple[tuple[tuple[re.Pattern[str], LibKind], ...], tuple[_Lazy, ...]]:
+    from envbuild import matrix
+
+    try:
+        data = matrix.load_doctor_libs()
+    except DataError:  # broken data must not stop a diagnosis: libraries are then 'unknown'
+        return (), ()
+    kinds = []
+    for r in data["library_kinds"]:
+        try:
+            pat = re.compile(str(r["soname"]))
+        except (KeyError, re.error):
+            continue
+        if r.get("kind") not in LIB_FAMILY:
+            continue
+        kinds.append(
+            (
+                pat,
+                LibKind(
+                    str(r["kind"]),
+                    str(r.get("what") or "a library"),
+                    str(r.get("provider") or "its package"),
+                    _first_source(r.get("source")),
+                ),
+            )
+        )
+    lazy = tuple(
+        _Lazy(
+            str(r.get("package")),
+            str(r.get("glob")),
+            str(r.get("feature")),
+            str(_first_source(r.get("source"))),
+        )
+        for r in data["lazy_modules"]
+        if r.get("glob") and r.get("feature")
+    )
+    return tuple(kinds), lazy
+
+
+def _first_source(src: Any) -> str | None:
+    return str(src[0]) if isinstance(src, list) and src else (str(src) if src else None)
+
+
+def library_kind(soname: str) -> LibKind:
+    """What ``soname`` is (NVIDIA CUDA library, torch's, another package's, the system's)."""
+    base = os.path.basename(soname)
+    for pat, kind in _libs_data()[0]:
+        if pat.search(base):
+            return kind
+    return LibKind("unknown", "a library", "the package that ships it")
+
+
+def _lazy_module(relpath: str) -> _Lazy | None:
+    """The curated entry when ``relpath`` (under site-packages) is a module its package loads lazily."""
+    import fnmatch
+
+    for lz in _libs_data()[1]:
+        if fnmatch.fnmatch(relpath, lz.glob):
+            return lz
+    return None
 
 
 # --- rules ---------------------------------------------------------------------------------------
@@ -399,6 +525,8 @@ def _derive_log(ctx: dict[str, Any], facts: _Facts) -> None:
         if m:
             ctx["lib_cuda"] = m.group(2) if "." in m.group(2) or m.group(1) == "cudnn" else None
             ctx["lib_kind"] = m.group(1)
+        lk = library_kind(str(ctx["lib"]))
+        ctx["lib_what"], ctx["lib_provider"] = lk.what, lk.provider
     if ctx.get("target_cc"):
         ctx["arch_list"] = ctx["target_cc"]
     if ctx.get("gcc_max_log"):
@@ -463,7 +591,9 @@ def _windows(text: str, anchors: Sequence[str], lowered: str | None) -> list[tup
     return merged
 
 
-def _matches(rule: _Rule, text: str, lowered: str | None, *, anchored: bool = True) -> Iterable[re.Match[str]]:
+def _matches(
+    rule: _Rule, text: str, lowered: str | None, *, anchored: bool = True
+) -> Iterable[re.Match[str]]:
     """Every match of ``rule`` in ``text``; ``anchored=False`` scans it all (what tests compare with)."""
     if not anchored:
         yield from rule.pattern.finditer(text)
@@ -506,7 +636,8 @@ def read_log(
     lowered = text.lower() if any(r.pattern.flags & re.IGNORECASE for r in rules) else None
     for rule in rules:
         low = lowered if rule.pattern.flags & re.IGNORECASE else None
-        lines = claimed.setdefault(rule.family, set())
+        # the two library families share one claim: a line names one missing library
+        lines = claimed.setdefault("lib" if rule.family in LIB_FAMILY.values() else rule.family, set())
         for m in _matches(rule, text, low, anchored=anchored):
             # rules are listed specific-first: a generic rule of the same family that matches the same
             # line adds nothing
@@ -523,8 +654,18 @@ def read_log(
             # alternatives in one pattern name their groups x, x2 (a regex name must be unique)
             ctx.update({k.rstrip("2"): v for k, v in groups.items()})
             _derive(ctx, facts)
+            family, lib_kind = rule.family, None
+            lib = str(ctx.get("lib") or "")
+            if rule.family in ("cuda-lib-missing", "lib-missing") and lib:
+                if "/" in lib or ".cpython-" in lib:
+                    # the module itself cannot be opened: per the mmcv FAQ the CUDA/gcc runtime it was
+                    # built with differs from the env's (seed scenario C)
+                    family = "cuda-lib-missing"
+                else:
+                    lk = library_kind(lib)
+                    family, lib_kind = lk.family, lk.kind
             f = Finding(
-                family=rule.family,
+                family=family,
                 severity=rule.severity,
                 cause=_fill(rule.cause, ctx),
                 fix=_fill(rule.fix, ctx),
@@ -532,8 +673,9 @@ def read_log(
                 source=rule.source,
                 rule=rule.id,
                 weight=rule.weight,
+                library_kind=lib_kind,
             )
-            key = (rule.family, f.cause)
+            key = (family, f.cause)
             if key not in found:
                 found[key] = (f, m.start())
     return _rank([(f, pos) for f, pos in found.values()])
@@ -594,8 +736,14 @@ def _owner(path: str, sites: Sequence[str]) -> str:
     return path
 
 
+_NOT_LOADED = "<not loaded>"  # key of _load_check's result: how many files the check could not reach
+
+
 def _load_check(py: str, items: list[dict[str, Any]]) -> dict[str, str]:
-    """dlopen each .so in a child process of the env's python; path -> error for failures."""
+    """dlopen each .so in a child process of the env's python; path -> error for failures.
+
+    When the child hangs, the files it did not reach are counted under ``_NOT_LOADED``.
+    """
     errors: dict[str, str] = {}
     todo = list(items)
     for _ in range(5):  # a crashing initialiser costs one restart, not the whole check
@@ -632,6 +780,8 @@ def _load_check(py: str, items: list[dict[str, Any]]) -> dict[str, str]:
         todo = [i for i in todo if i["path"] not in done]
         if proc.returncode == 0:
             break
+    if todo:
+        errors[_NOT_LOADED] = f"{len(todo)} of {len(items)} files not checked"
     return errors
 
 
@@ -644,8 +794,14 @@ def check_env(prefix: Path, profile: Profile | None = None, *, load: bool = True
 
 
 def _env_findings(
-    prefix: Path, info: Mapping[str, Any], profile: Profile | None, load: bool
+    prefix: Path,
+    info: Mapping[str, Any],
+    profile: Profile | None,
+    load: bool,
+    checks: list[str] | None = None,
 ) -> list[Finding]:
+    """Every env check; the name of each check that ran is appended to ``checks``."""
+    checks = [] if checks is None else checks
     facts = _facts()
     out: list[Finding] = []
     sites: list[str] = list(info.get("site_packages") or [])
@@ -657,6 +813,8 @@ def _env_findings(
     _derive(ctx, facts)
 
     out += _torch_driver(torch, torch_cuda, ctx, profile)
+    if profile is not None:
+        checks.append("torch-driver")
     exts = list(info.get("extensions") or [])
     np_d = dists.get("numpy")
     np2 = np_d is not None and (_ver(np_d["version"]) or Version("0")) >= Version("2")
@@ -678,10 +836,16 @@ def _env_findings(
             missing_by_file[e.path] = miss
         # a library another package ships (torch/lib/libc10.so) is loaded by that package's import
         preload[e.path] = [hit for hit in res.values() if hit in in_env]
-    out += _missing_lib_findings(missing_by_file, sites, ctx)
+    evidence = _import_evidence(prefix, missing_by_file, info, sites) if load and missing_by_file else None
+    checks.append("import-evidence" if evidence is not None else "lazy-module-list")
+    out += _missing_lib_findings(missing_by_file, sites, ctx, elfs, info, evidence)
+    checks.append("needed-libraries")
     out += _cudart_mismatch(elfs, torch_cuda, sites, ctx)
     out += _arch_findings(elfs, torch, ctx, sites, facts)
+    if ctx.get("target_cc"):
+        checks.append("gpu-arch")
     out += _numpy_findings(elfs, dists, sites)
+    checks += ["cudart-vs-torch", "numpy-abi"]
     if load:
         items = [
             {"path": e.path, "preload": preload.get(e.path, [])}
@@ -690,11 +854,14 @@ def _env_findings(
         ]
         py = str(_env_python(prefix))
         errors = _load_check(py, items)
+        unchecked = errors.pop(_NOT_LOADED, None)
         out += _load_findings(errors, sites, ctx)
+        checks.append("undefined-symbols" if not unchecked else f"undefined-symbols (partial: {unchecked})")
     out += _cupy_findings(dists, torch_cuda, profile)
     out += _conda_findings(info, dists)
     out += _mmcv_findings(info, dists)
     out += _build_findings(torch_cuda, ctx, profile, info)
+    checks += ["cupy", "pip-over-conda", "mmcv-ops", "build-toolchain"]
     return out
 
 
@@ -758,54 +925,183 @@ def _torch_driver(
     ]
 
 
+@dataclass
+class _ImportEvidence:
+    """What importing the owning packages in the env showed: module -> error, and the mapped files."""
+
+    errors: dict[str, str | None]
+    mapped: set[str]
+
+
+def _top_levels(path: str, info: Mapping[str, Any], sites: Sequence[str]) -> list[str]:
+    """The import names of the dist owning ``path`` (all its top-level packages: cupy, cupyx, ...)."""
+    rel = _owner(path, sites)
+    first = rel.split("/", 1)[0]
+    for d in info.get("dists") or []:
+        top = list(d.get("top_level") or [])
+        if first in top:
+            return [t for t in top if t.isidentifier()]
+    return [first] if first.isidentifier() else []
+
+
+def _import_evidence(
+    prefix: Path, missing: Mapping[str, list[str]], info: Mapping[str, Any], sites: Sequence[str]
+) -> _ImportEvidence | None:
+    """Import the packages that own files with missing libraries, in the env's own interpreter.
+
+    Run only when a library is missing (a healthy env costs nothing); None when the child could not
+    report (it crashed or hung): doctor then falls back to the curated list of lazy modules.
+    """
+    mods = sorted({m for p in missing for m in _top_levels(p, info, sites)})
+    if not mods:
+        return None
+    try:
+        proc = subprocess.run(
+            [str(_env_python(prefix)), "-I", str(_ENVCHECK), "--imports"],
+            input=json.dumps(mods),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            cwd=str(prefix),
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    marker = "@@envbuild-imports@@"
+    if marker not in proc.stdout:
+        return None
+    try:
+        data = json.loads(proc.stdout.rsplit(marker, 1)[1])
+    except json.JSONDecodeError:
+        return None
+    return _ImportEvidence(dict(data.get("errors") or {}), set(data.get("mapped") or []))
+
+
+_MISSING_LIB_FIXES = [
+    "Rebuild the package that owns {file} against the installed torch with CUDA_HOME at a "
+    "CUDA {torch_cuda} toolkit (e.g. CUDA_HOME=/usr/local/cuda-{torch_cuda} FORCE_CUDA=1 "
+    "pip install --no-build-isolation --no-deps --force-reinstall ...), or "
+    "'envbuild rebuild --target PROFILE'.",
+    "Rebuild the package that owns {file} with CUDA_HOME at a toolkit of the CUDA version "
+    "torch uses (python -c 'import torch; print(torch.version.cuda)') and FORCE_CUDA=1, so "
+    "it links the runtime torch ships, or install a CUDA {lib_cuda} runtime into the env.",
+    "Install {lib_provider} into the env (or add the directory holding {lib} to "
+    "LD_LIBRARY_PATH), or rebuild {file} against the libraries that are installed.",
+]
+
+
 def _missing_lib_findings(
-    missing: Mapping[str, list[str]], sites: Sequence[str], ctx: Mapping[str, Any]
+    missing: Mapping[str, list[str]],
+    sites: Sequence[str],
+    ctx: Mapping[str, Any],
+    elfs: Sequence[elf.ElfInfo] = (),
+    info: Mapping[str, Any] | None = None,
+    evidence: _ImportEvidence | None = None,
 ) -> list[Finding]:
+    """One finding per missing library, as bad as the evidence of harm says.
+
+    error: the package's import loads the file (it is mapped after the import, or the import fails
+    naming the library), or the file is ops linking torch / built from source (the user's code loads
+    them). info: a module the package loads only for one feature (import evidence, or the curated
+    list in doctor_libs.json). warning: not loaded by the import and not known: only code that loads
+    that file fails.
+    """
     out: list[Finding] = []
+    info = info or {}
+    by_path = {e.path: e for e in elfs}
+    source_built = {
+        str(d.get("dir")): d
+        for d in info.get("dists") or []
+        if d.get("editable") or (d.get("direct_url") or {}).get("dir_info") is not None
+    }
     for path, libs in sorted(missing.items()):
+        rel = _owner(path, sites)
+        e = by_path.get(path)
+        torch_ops = e is not None and any(n.startswith(("libc10", "libtorch")) for n in e.needed)
+        tops = _top_levels(path, info, sites)
+        own = _user_ops(path, tops, info, source_built)
+        lazy = _lazy_module(rel)
         for lib in libs:
+            lk = library_kind(lib)
             c = dict(ctx)
             c["lib"] = lib
-            c["file"] = _owner(path, sites)
+            c["file"] = rel
             _derive(c, _facts())
+            c["lib_what"] = lk.what
+            imported_by = ""
+            loaded = False
+            if evidence is not None:
+                real = os.path.realpath(path)
+                failed = [m for m in tops if (evidence.errors.get(m) or "").find(lib) != -1]
+                if real in evidence.mapped or failed:
+                    loaded = True
+                    imported_by = ", ".join(failed or [m for m in tops if evidence.errors.get(m) is None])
+            if loaded or torch_ops or own:
+                severity, weight = "error", 85
+                why = (
+                    f"'import {imported_by}' loads it"
+                    if loaded and imported_by
+                    else "the package's import loads it"
+                    if loaded
+                    else "it holds compiled ops that link torch (your code loads them)"
+                    if torch_ops
+                    else "it is built from source in this env (your code loads it)"
+                )
+            elif lazy is not None or evidence is not None:
+                severity, weight = "info", 20
+                why = (
+                    f"{lazy.package} loads it only for {lazy.feature}"
+                    if lazy is not None
+                    else f"'import {', '.join(tops) or rel}' does not load it: only code that uses it fails"
+                )
+            else:
+                severity, weight = "warning", 40
+                why = "whether the package's import loads it was not checked (--no-load)"
             cause = _fill(
                 [
                     "{file} was compiled with CUDA {lib_cuda} (it needs {lib}) but no CUDA "
-                    "{lib_cuda} runtime "
-                    "is on the loader path; torch here ships CUDA {torch_cuda}.",
+                    "{lib_cuda} runtime is on the loader path; torch here ships CUDA {torch_cuda}.",
                     "{file} was compiled with CUDA {lib_cuda} (it needs {lib}) but no CUDA {lib_cuda} "
                     "runtime is on the loader path.",
-                    "{file} needs {lib}, which the loader cannot find (RPATH/RUNPATH, the env's lib dirs, "
-                    "LD_LIBRARY_PATH, the ld.so cache).",
+                    "{file} needs {lib} ({lib_what}), which the loader cannot find (RPATH/RUNPATH, the env's "
+                    "lib dirs, LD_LIBRARY_PATH, the ld.so cache).",
                 ],
                 c,
             )
-            fix = _fill(
-                [
-                    "Rebuild the package that owns {file} against the installed torch with CUDA_HOME at a "
-                    "CUDA {torch_cuda} toolkit (e.g. CUDA_HOME=/usr/local/cuda-{torch_cuda} FORCE_CUDA=1 "
-                    "pip install --no-build-isolation --no-deps --force-reinstall ...), or "
-                    "'envbuild rebuild --target PROFILE'.",
-                    "Rebuild the package that owns {file} with CUDA_HOME at a toolkit of the CUDA version "
-                    "torch uses (python -c 'import torch; print(torch.version.cuda)') and FORCE_CUDA=1, so "
-                    "it links the runtime torch ships, or install a CUDA {lib_cuda} runtime into the env.",
-                    "Install the package that provides {lib} into the env (or add its directory to "
-                    "LD_LIBRARY_PATH), or rebuild {file} against the libraries that are installed.",
-                ],
-                c if c.get("lib_cuda") else {**c, "torch_cuda": None},
-            )
+            cause = cause.rstrip(".") + f"; {why}."
+            if severity == "info":
+                fix = (
+                    f"Nothing to do unless you need {lazy.feature if lazy else 'what ' + rel + ' provides'}; "
+                    f"then install {lk.provider}."
+                )
+            else:
+                fix = _fill(
+                    _MISSING_LIB_FIXES,
+                    {**c, "lib_provider": lk.provider}
+                    if c.get("lib_cuda")
+                    else {**c, "torch_cuda": None, "lib_provider": lk.provider},
+                )
             out.append(
                 Finding(
-                    "cuda-lib-missing",
-                    "error",
+                    lk.family,
+                    severity,
                     cause,
                     fix,
                     f"{path}: NEEDED {lib} not found",
+                    source=lazy.source if lazy is not None and severity == "info" else lk.source,
                     rule="env-needed",
-                    weight=85,
+                    weight=weight,
+                    library_kind=lk.kind,
                 )
             )
     return out
+
+
+def _user_ops(
+    path: str, tops: Sequence[str], info: Mapping[str, Any], source_built: Mapping[str, Any]
+) -> bool:
+    """True when ``path`` belongs to a dist built from a local source tree or installed editable."""
+    return any(any(t in (d.get("top_level") or []) for t in tops) for d in source_built.values())
 
 
 def _cudart_mismatch(
@@ -1303,7 +1599,16 @@ def diagnose(
                 hint="Pass the root of a venv or conda env.",
             )
         info = env_info(prefix)
-        findings += _env_findings(prefix, info, profile, load)
+        checks: list[str] = []
+        findings += _env_findings(prefix, info, profile, load, checks)
+        skipped: dict[str, str] = {}
+        if not load:
+            skipped["undefined-symbols"] = "--no-load: the extensions were not dlopened"
+        if profile is None:
+            skipped["driver-and-gpu"] = "no --target profile: the driver and GPU checks need one"
+        for c in checks:
+            if "(partial" in c:
+                skipped[c.split()[0]] = c
         checked.update(
             {
                 "python": info.get("python"),
@@ -1311,32 +1616,72 @@ def diagnose(
                 "extensions": len(info.get("extensions") or []),
                 "torch": (info.get("torch") or {}).get("version"),
                 "torch_cuda": (info.get("torch") or {}).get("cuda"),
+                "checks": checks,
+                "skipped": skipped,
             }
         )
+    log_findings: list[Finding] = []
     if log_text is not None:
-        findings += read_log(log_text, profile, info)
+        log_findings = read_log(log_text, profile, info)
+        findings += log_findings
+        rules = load_rules()
         checked["log_lines"] = log_text.count("\n") + 1
+        checked["log_rules"] = len(rules)
+        checked["log_families"] = sorted({r.family for r in rules})
     ranked = _rank([(f, i) for i, f in enumerate(_dedupe(findings))])
-    if not any(f.severity in ("error", "warning") for f in ranked):
-        what = []
-        if prefix is not None:
-            what.append(
-                f"{checked.get('packages')} packages and {checked.get('extensions')} compiled extensions "
-                f"in {prefix}"
-            )
-        if log_text is not None:
-            what.append("the log")
+    problems = any(f.severity in ("error", "warning") for f in ranked)
+    if log_text is not None and not log_findings:
+        fams = checked["log_families"]
         ranked.append(
             Finding(
-                "healthy",
+                "no-known-cause",
                 "info",
-                "No known problem found in " + " and ".join(what) + ".",
-                "Nothing to fix.",
-                "; ".join(what),
-                rule="healthy",
+                f"No known cause found in the log ({checked['log_lines']} lines): none of the "
+                f"{checked['log_rules']} rules of {len(fams)} failure families matched, so envbuild cannot "
+                "say why it failed.",
+                "Look at the last error in the log; if it is an environment problem envbuild should know, "
+                "run 'envbuild doctor --prefix ENV' on the env, or report the text so a rule can be added.",
+                "checked families: " + ", ".join(fams),
+                rule="no-known-cause",
                 weight=0,
             )
         )
+    elif not problems and prefix is not None:
+        what = (
+            f"{checked.get('packages')} packages and {checked.get('extensions')} compiled extensions "
+            f"in {prefix}"
+        )
+        skipped = checked.get("skipped") or {}
+        # the driver/GPU checks need a target; without one, 'healthy' is about this machine
+        missing = {k: v for k, v in skipped.items() if k != "driver-and-gpu"}
+        if missing:
+            ranked.append(
+                Finding(
+                    "incomplete",
+                    "info",
+                    f"No problem found in {what} by the checks that ran; not run: "
+                    + "; ".join(f"{k} ({v})" for k, v in missing.items())
+                    + ".",
+                    "Run without the option that skipped them for a full check.",
+                    "ran: " + ", ".join(checked.get("checks") or []),
+                    rule="incomplete",
+                    weight=0,
+                )
+            )
+        else:
+            ranked.append(
+                Finding(
+                    "healthy",
+                    "info",
+                    f"No known problem found in {what}"
+                    + (" for the target" if profile is not None else " (no --target: driver/GPU not checked)")
+                    + ".",
+                    "Nothing to fix.",
+                    "ran: " + ", ".join(checked.get("checks") or []),
+                    rule="healthy",
+                    weight=0,
+                )
+            )
     return Report(
         findings=ranked,
         prefix=None if prefix is None else str(prefix),
@@ -1393,7 +1738,10 @@ def present_report(report: Report, as_json: bool) -> None:
         )
     )
     for i, f in enumerate(report.findings):
-        if f.family == "healthy":
+        if f.family in VERDICTS:
+            if f.family != "healthy":
+                console.print(f"{i + 1}. {f.family}: {f.fix}", markup=False, highlight=False)
+                console.print(f"   {f.evidence}", markup=False, highlight=False)
             continue
         console.print(f"[bold]{i + 1}. {f.family}[/] ({f.severity})", highlight=False)
         console.print(f"   fix: {f.fix}", markup=False, highlight=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "EXIT_CONFLICT",
     "EXIT_INPUT",
+    "EXIT_NO_CAUSE",
     "ConflictError",
     "DataError",
     "EnvbuildError",
@@ -28,6 +29,7 @@ EXIT_INPUT = 2
 EXIT_FETCH = 3
 EXIT_TOOL = 4
 EXIT_PACK = 5
+EXIT_NO_CAUSE = 6  # doctor --log: no rule recognised the log (not "healthy": envbuild does not know)
 
 
 class EnvbuildError(Exception):
