@@ -48,9 +48,12 @@ __all__ = [
     "Report",
     "check_env",
     "diagnose",
+    "dist_extensions",
     "env_info",
+    "known",
     "load_rules",
     "read_log",
+    "torch_cuda_links",
 ]
 
 SEVERITIES = ("error", "warning", "info")
@@ -95,6 +98,17 @@ LIB_FAMILY = {
 _ENVCHECK = Path(__file__).parent / "_envcheck.py"
 
 
+def known(value: Any, alt: str = "unknown") -> str:
+    """``value`` as text, or ``alt`` when the fact is missing: no 'None' on a user-facing line."""
+    return alt if value is None or value == "" else str(value)
+
+
+# Tests set this: a Finding whose text holds the word None (a missing fact formatted raw) then raises
+# instead of being repaired, so every message template is checked with missing facts.
+STRICT_TEXT = False
+_NONE_WORD = re.compile(r"\bNone\b")
+
+
 @dataclass(frozen=True)
 class Finding:
     """One diagnosis: which family, how bad, the cause in a sentence, the fix, what shows it."""
@@ -107,9 +121,16 @@ class Finding:
     source: str | None = None  # an explanation to read (FAQ, upstream issue)
     rule: str | None = None
     weight: int = 50
-    library_kind: str | None = (
-        None  # for a missing library: nvidia-cuda|nvidia-driver|torch|package|system|unknown
-    )
+    # for a missing library: nvidia-cuda|nvidia-driver|torch|package|system|unknown
+    library_kind: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("cause", "fix", "evidence"):
+            text = getattr(self, name)
+            if _NONE_WORD.search(text):
+                if STRICT_TEXT:
+                    raise AssertionError(f"'None' in the {name} of a {self.family} finding: {text}")
+                object.__setattr__(self, name, _NONE_WORD.sub("unknown", text))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -818,7 +839,8 @@ def _env_findings(
     exts = list(info.get("extensions") or [])
     np_d = dists.get("numpy")
     np2 = np_d is not None and (_ver(np_d["version"]) or Version("0")) >= Version("2")
-    elfs = [e for e in (elf.read_elf(p, numpy_scan=np2) for p in exts) if e is not None]
+    # headers only, in parallel threads, cached by file identity (see elf.read_elf_cached)
+    elfs = elf.read_elfs(exts, numpy_scan=np2)
     provided: dict[str, str] = {}
     for e in elfs:
         provided.setdefault(os.path.basename(e.path), e.path)
@@ -880,8 +902,8 @@ def _torch_driver(
         # without NVIDIA's table (no driver version, or a CUDA it lacks) the driver's reported CUDA decides
         return []
     evidence = (
-        f"torch {torch.get('version')} (torch/version.py cuda='{torch.get('cuda')}') vs driver "
-        f"{profile.driver_version} (CUDA {profile.driver_cuda_version})"
+        f"torch {known(torch.get('version'))} (torch/version.py cuda='{known(torch.get('cuda'))}') vs "
+        f"driver {known(profile.driver_version)} (CUDA {known(profile.driver_cuda_version)})"
     )
     minor_ok = support == "compat"
     fix = _fill(
@@ -901,8 +923,9 @@ def _torch_driver(
             Finding(
                 "driver-too-old",
                 "warning",
-                f"torch is built for CUDA {torch_cuda} but the driver {profile.driver_version} supports "
-                f"CUDA {profile.driver_cuda_version} natively; CUDA {tc.major}.x minor-version "
+                f"torch is built for CUDA {torch_cuda} but the driver {known(profile.driver_version, '')} "
+                f"supports CUDA {known(profile.driver_cuda_version, 'older')} natively; CUDA {tc.major}.x "
+                "minor-version "
                 "compatibility runs most kernels, but PTX JIT and newer runtime APIs fail.",
                 fix,
                 evidence,
@@ -914,8 +937,9 @@ def _torch_driver(
         Finding(
             "driver-too-old",
             "error",
-            f"torch is built for CUDA {torch_cuda} but the driver {profile.driver_version} supports "
-            f"only CUDA {profile.driver_cuda_version}: torch.cuda will fail with 'The NVIDIA driver "
+            f"torch is built for CUDA {torch_cuda} but the driver {known(profile.driver_version, '')} "
+            f"supports only CUDA {known(profile.driver_cuda_version, 'older releases')}: torch.cuda will "
+            "fail with 'The NVIDIA driver "
             "on your system is too old'.",
             fix,
             evidence,
@@ -988,6 +1012,48 @@ _MISSING_LIB_FIXES = [
     "Install {lib_provider} into the env (or add the directory holding {lib} to "
     "LD_LIBRARY_PATH), or rebuild {file} against the libraries that are installed.",
 ]
+
+
+def dist_extensions(info: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Canonical dist name -> the compiled files under its top-level packages (from env_info)."""
+    sites = list(info.get("site_packages") or [])
+    owner: dict[str, str] = {}
+    for d in info.get("dists") or []:
+        for t in d.get("top_level") or []:
+            owner.setdefault(t, d["name"])
+    out: dict[str, list[str]] = {}
+    for path in info.get("extensions") or []:
+        first = _owner(path, sites).split("/", 1)[0]
+        if first in owner:
+            out.setdefault(owner[first], []).append(path)
+    return out
+
+
+_TORCH_LIB = re.compile(r"^lib(?:c10|torch|caffe2|shm)\w*\.so")
+_TORCH_SYM = re.compile(r"^_ZN\w*?(?:2at|3c10|5torch|6caffe2)")
+
+
+def torch_cuda_links(paths: Iterable[str]) -> str | None:
+    """Why files built against torch or CUDA would break when torch or CUDA changes, or None.
+
+    Evidence read from the ELF files: a NEEDED torch library (libc10, libtorch*), a NEEDED NVIDIA CUDA
+    library (libcudart.so.X.Y ...), or undefined symbols of torch's C++ API (ops that rely on
+    'import torch' having loaded libc10 first link nothing by name).
+    """
+    for p in paths:
+        e = elf.read_elf_cached(p)
+        if e is None:
+            continue
+        rel = os.path.basename(p)
+        for n in e.needed:
+            if _TORCH_LIB.match(n):
+                return f"{rel} links {n}"
+            if library_kind(n).kind == "nvidia-cuda":
+                return f"{rel} links {n}"
+        syms = [s for s in elf.undefined_symbols(p) if _TORCH_SYM.match(s)]
+        if syms:
+            return f"{rel} uses torch's C++ API ({syms[0]})"
+    return None
 
 
 def _missing_lib_findings(
@@ -1341,7 +1407,7 @@ def _cupy_findings(
                     "driver-too-old",
                     "error",
                     f"{name} needs CUDA {cupy_cuda} but the driver "
-                    f"{profile.driver_version if profile else ''} supports only CUDA {dc}.",
+                    f"{known(profile.driver_version if profile else None, '')} supports only CUDA {dc}.",
                     f"Install {cupy_for_driver} (with a torch built for the same CUDA).",
                     f"{d['dir']}",
                     rule="env-cupy-driver",
@@ -1450,11 +1516,13 @@ def _mmcv_findings(info: Mapping[str, Any], dists: Mapping[str, Any]) -> list[Fi
         Finding(
             "mmcv-ops-missing",
             "error" if "mmdet3d" in dists or "mmcv-full" in dists else "warning",
-            f"mmcv {mm.get('version')} has no compiled ops (mmcv/_ext*.so); "
+            f"mmcv {known(mm.get('version'), '')} has no compiled ops (mmcv/_ext*.so); "
             f"{', '.join(users) or 'mmcv-full'} import them: 'No module named mmcv._ext'.",
-            f"Uninstall plain mmcv and install mmcv-full=={mm.get('version')} built for this torch/CUDA "
+            "Uninstall plain mmcv and install "
+            + (f"mmcv-full=={mm['version']}" if mm.get("version") else "mmcv-full")
+            + " built for this torch/CUDA "
             "(OpenMMLab find-links index) or build it with MMCV_WITH_OPS=1 FORCE_CUDA=1.",
-            str(mm),
+            f"mmcv/version.py: {known(mm.get('version'), 'no __version__')}; no mmcv/_ext*.so",
             rule="env-mmcv-ext",
             weight=78,
         )
@@ -1521,12 +1589,12 @@ def _build_findings(
                 Finding(
                     "cuda-toolkit-mismatch",
                     "warning",
-                    f"CUDA_HOME points at nvcc {tc.get('home_nvcc_version')} but PATH finds "
+                    f"CUDA_HOME points at nvcc {known(tc.get('home_nvcc_version'))} but PATH finds "
                     f"{tc['path_nvcc']} "
-                    f"(nvcc {tc.get('path_nvcc_version')}); builds mix the two.",
+                    f"(nvcc {known(tc.get('path_nvcc_version'))}); builds mix the two.",
                     f"Use one toolkit: export CUDA_HOME=/usr/local/cuda-{torch_cuda} "
                     "PATH=$CUDA_HOME/bin:$PATH.",
-                    f"CUDA_HOME={tc.get('cuda_home')}; which nvcc -> {tc['path_nvcc']}",
+                    f"CUDA_HOME={known(tc.get('cuda_home'), '(unset)')}; which nvcc -> {tc['path_nvcc']}",
                     rule="env-stale-nvcc",
                     weight=45,
                 )

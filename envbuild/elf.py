@@ -11,6 +11,8 @@ check the reader against objects nvcc builds.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import re
 import shutil
@@ -36,6 +38,8 @@ __all__ = [
     "demangle",
     "ld_cache",
     "read_elf",
+    "read_elf_cached",
+    "read_elfs",
     "resolve_needed",
 ]
 
@@ -210,6 +214,126 @@ def read_elf(path: str | Path, *, numpy_scan: bool = True) -> ElfInfo | None:
     return info
 
 
+# --- cached reads: a file's identity (device, inode, size, mtime) names its parse -------------------
+#
+# An env's big libraries (torch's libtorch_cuda.so is ~1 GB, with a .nv_fatbin to walk) do not change
+# between two doctor runs; their headers are parsed once and kept, in this process and in
+# $ENVBUILD_CACHE_DIR/elf-v1.json (default ~/.cache/envbuild), keyed by what stat() says of the file.
+
+_MEM: dict[tuple[int, int, int, int, bool], ElfInfo | None] = {}
+_DISK: dict[str, dict[str, Any]] | None = None
+_DISK_DIRTY = False
+_CACHE_VERSION = 1
+
+
+def _cache_file() -> Path:
+    base = os.environ.get("ENVBUILD_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "envbuild"
+    )
+    return Path(base) / f"elf-v{_CACHE_VERSION}.json"
+
+
+def _disk() -> dict[str, dict[str, Any]]:
+    global _DISK
+    if _DISK is None:
+        try:
+            data = json.loads(_cache_file().read_text())
+            _DISK = data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            _DISK = {}
+    return _DISK
+
+
+def _to_json(info: ElfInfo | None) -> dict[str, Any]:
+    if info is None:
+        return {"none": True}
+    return {
+        "soname": info.soname,
+        "needed": info.needed,
+        "rpath": info.rpath,
+        "runpath": info.runpath,
+        "gpu": [[c.cc, c.ptx] for c in info.gpu_code],
+        "fatbin": info.has_fatbin,
+        "numpy": info.numpy_api,
+    }
+
+
+def _from_json(path: str, d: dict[str, Any]) -> ElfInfo | None:
+    if d.get("none"):
+        return None
+    return ElfInfo(
+        path=path,
+        soname=d.get("soname"),
+        needed=list(d.get("needed") or []),
+        rpath=list(d.get("rpath") or []),
+        runpath=list(d.get("runpath") or []),
+        gpu_code=[GpuCode(int(cc), bool(ptx)) for cc, ptx in d.get("gpu") or []],
+        has_fatbin=bool(d.get("fatbin")),
+        numpy_api=d.get("numpy"),
+    )
+
+
+def read_elf_cached(path: str | Path, *, numpy_scan: bool = True) -> ElfInfo | None:
+    """:func:`read_elf`, parsed once per file identity (dev, inode, size, mtime) and kept on disk."""
+    global _DISK_DIRTY
+    p = str(path)
+    try:
+        st = os.stat(p)
+    except OSError:
+        return None
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, numpy_scan)
+    if key in _MEM:
+        hit = _MEM[key]
+        return None if hit is None else dataclasses.replace(hit, path=p)
+    dkey = ":".join(str(int(k)) for k in key)
+    got = _disk().get(dkey)
+    if isinstance(got, dict):
+        info = _from_json(p, got)
+    else:
+        info = read_elf(p, numpy_scan=numpy_scan)
+        _disk()[dkey] = _to_json(info)
+        _DISK_DIRTY = True
+    _MEM[key] = info
+    return info
+
+
+def read_elfs(paths: Sequence[str], *, numpy_scan: bool = True, jobs: int | None = None) -> list[ElfInfo]:
+    """Read many files in parallel threads (file reads and pyelftools' seeks release the GIL on I/O),
+    cached by identity; the order of ``paths`` is kept and non-ELF files are left out."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not paths:
+        return []
+    _disk()  # load once, before the threads share it
+    workers = jobs or min(8, (os.cpu_count() or 2) * 2, len(paths))
+    if workers <= 1:
+        got = [read_elf_cached(p, numpy_scan=numpy_scan) for p in paths]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as ex:
+            got = list(ex.map(lambda q: read_elf_cached(q, numpy_scan=numpy_scan), paths))
+    save_cache()
+    return [e for e in got if e is not None]
+
+
+def save_cache() -> None:
+    """Write the on-disk cache when new files were parsed (atomically; a failure only costs speed)."""
+    global _DISK_DIRTY
+    if not _DISK_DIRTY or _DISK is None:
+        return
+    f = _cache_file()
+    try:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        if len(_DISK) > 200_000:  # bounded: drop the oldest half (dict order is insertion order)
+            for k in list(_DISK)[: len(_DISK) // 2]:
+                del _DISK[k]
+        tmp = f.with_name(f".{f.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(_DISK, separators=(",", ":")))
+        os.replace(tmp, f)
+        _DISK_DIRTY = False
+    except OSError:
+        pass
+
+
 def undefined_symbols(path: str | Path) -> list[str]:
     """Undefined, non-weak dynamic symbols of ``path`` (what the loader must find elsewhere)."""
     out: list[str] = []
@@ -329,10 +453,24 @@ def demangle(symbol: str) -> str | None:
 
 
 _BUILTIN = {
-    "v": "void", "b": "bool", "c": "char", "a": "signed char", "h": "unsigned char", "s": "short",
-    "t": "unsigned short", "i": "int", "j": "unsigned int", "l": "long", "m": "unsigned long",
-    "x": "long long", "y": "unsigned long long", "f": "float", "d": "double", "e": "long double",
-    "w": "wchar_t", "z": "...",
+    "v": "void",
+    "b": "bool",
+    "c": "char",
+    "a": "signed char",
+    "h": "unsigned char",
+    "s": "short",
+    "t": "unsigned short",
+    "i": "int",
+    "j": "unsigned int",
+    "l": "long",
+    "m": "unsigned long",
+    "x": "long long",
+    "y": "unsigned long long",
+    "f": "float",
+    "d": "double",
+    "e": "long double",
+    "w": "wchar_t",
+    "z": "...",
 }
 
 

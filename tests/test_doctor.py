@@ -1133,3 +1133,66 @@ def test_no_load_is_incomplete_not_healthy(healthy_env: Path) -> None:
         "undefined-symbols" in report.findings[-1].cause
         and "No known problem" not in report.findings[-1].cause
     )
+
+
+# --- no None on a user-facing line: every template rendered with missing facts --------------------
+
+_SPARSE_PROFILES = [
+    None,
+    Profile(),
+    Profile(driver_version="440.33.01"),
+    Profile(driver_cuda_version="10.2"),
+    Profile(gpus=(Gpu("Tesla V100-SXM2-16GB"),), cuda_toolkits=(Toolkit("10.1"),)),
+]
+
+
+@pytest.mark.parametrize("profile", _SPARSE_PROFILES, ids=lambda p: repr(p)[:40])
+def test_every_template_renders_without_none(
+    profile: Profile | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """STRICT_TEXT makes a Finding holding the word None raise: each message built from missing facts."""
+    monkeypatch.setattr(doctor, "STRICT_TEXT", True)
+    sparse_env: dict[str, object] = {"dists": [], "torch": {"version": "1.10.0+cu113", "cuda": None}}
+    for log in LOGS:
+        for env in (None, sparse_env):
+            for f in doctor.read_log(log.read_text(), profile, env):
+                assert "{" not in f.cause + f.fix, (log.name, f)
+    torch = {"version": "1.10.0+cu113", "cuda": "11.3"}
+    ctx: dict[str, object] = {}
+    prof = profile or Profile()
+    made = [
+        *doctor._torch_driver(torch, "11.3", ctx, prof),
+        *doctor._torch_driver(
+            {"version": None, "cuda": "11.3"}, "11.3", ctx, Profile(driver_version="418.1")
+        ),
+        *doctor._mmcv_findings({"mmcv": {"version": None, "has_ext": False}}, {"mmcv-full": {}}),
+        *doctor._cupy_findings({"cupy-cuda113": {"version": "10.6.0", "dir": "/x"}}, "11.3", profile),
+        *doctor._cupy_findings({"cupy-cuda113": {"version": "10.6.0", "dir": "/x"}}, None, profile),
+        *doctor._build_findings("11.3", ctx, profile, {}),
+        *doctor._missing_lib_findings({"/x/a.so": ["libfoo.so.1", "libcudart.so.10.1"]}, [], ctx),
+        *doctor._load_findings({"/x/a.so": "/x/a.so: undefined symbol: _ZN3c105ErrorC1Ev"}, [], ctx),
+        *doctor._load_findings({"/x/b.so": "something odd"}, [], ctx),
+        *doctor._conda_findings(
+            {
+                "dists": [
+                    {"name": "numpy", "version": "1.0", "dir": "/a", "installer": None},
+                    {"name": "numpy", "version": "1.1", "dir": "/b", "installer": None},
+                ]
+            },
+            {},
+        ),
+    ]
+    assert made  # the builders did produce findings from these sparse facts
+    for f in made:
+        assert not re.search(r"\bNone\b", f.cause + f.fix + f.evidence), f
+
+
+def test_a_none_in_production_is_repaired_not_shown() -> None:
+    f = doctor.Finding("cuda-lib-missing", "error", "CUDA None here", "fix None", "ev")
+    assert "None" not in f.cause + f.fix and "unknown" in f.cause
+
+
+def test_strict_text_catches_a_raw_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(doctor, "STRICT_TEXT", True)
+    with pytest.raises(AssertionError, match="'None' in the cause"):
+        doctor.Finding("gcc-unsupported", "warning", "nvcc None accepts <= None", "fix", "ev")
