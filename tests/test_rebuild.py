@@ -205,7 +205,7 @@ def test_seed_server_rebuild_plan(seed_env: tuple[Path, Path], profiles_dir: Pat
 
     script = (out / "rebuild.sh").read_text()
     assert sorted(p.name for p in out.iterdir()) == ["plan.json", "rebuild.sh", "resolution.json"]
-    assert "TORCH_CUDA_ARCH_LIST=7.0" in script and "FORCE_CUDA=1" in script
+    assert "TORCH_CUDA_ARCH_LIST='7.0'" in script and "FORCE_CUDA='1'" in script
     assert "torch==1.10.0+cu102" in script and "cupy-cuda113" in script
     assert "https://download.pytorch.org/whl/cu102" in script
     assert 'nvcc_release" != 10.2' in script and "(( gcc_major > 8 ))" in script
