@@ -206,8 +206,21 @@ def _mm(text: str | None) -> str | None:
 class _Facts:
     """The few matrix queries doctor needs, None when the data does not say (or cannot be read)."""
 
-    def __init__(self, matrix: Matrix | None) -> None:
-        self.m = matrix
+    def __init__(self, matrix: Matrix | None = None, *, lazy: bool = False) -> None:
+        self._m = matrix
+        self._lazy = lazy  # load the matrix on the first query (a healthy env check never asks)
+
+    @property
+    def m(self) -> Matrix | None:
+        if self._lazy:
+            self._lazy = False
+            from envbuild.matrix import load_matrix
+
+            try:
+                self._m = load_matrix()
+            except DataError:  # broken data must not stop a diagnosis; fixes just get less concrete
+                self._m = None
+        return self._m
 
     def gcc_max(self, cuda: str | None) -> int | None:
         c = _mm(cuda)
@@ -262,12 +275,7 @@ def _parse_arch_list(text: str) -> list[elf.GpuCode]:
 
 @lru_cache(maxsize=1)
 def _facts() -> _Facts:
-    from envbuild.matrix import load_matrix
-
-    try:
-        return _Facts(load_matrix())
-    except DataError:  # broken data must not stop a diagnosis; fixes just get less concrete
-        return _Facts(None)
+    return _Facts(lazy=True)
 
 
 # --- what a library is, and what packages load lazily (envbuild/data/doctor_libs.json) ---------------
