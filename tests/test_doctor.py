@@ -1196,3 +1196,59 @@ def test_strict_text_catches_a_raw_none(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(doctor, "STRICT_TEXT", True)
     with pytest.raises(AssertionError, match="'None' in the cause"):
         doctor.Finding("gcc-unsupported", "warning", "nvcc None accepts <= None", "fix", "ev")
+
+
+# --- ELF reading: the fast reader agrees with pyelftools; the cache follows file identity ----------
+
+
+def test_fast_elf_reader_agrees_with_pyelftools(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every shared object of this venv (numpy, pydantic-core, ...) parsed both ways."""
+    venv_lib = Path(sys.prefix) / "lib"
+    files = [p for p in sorted(venv_lib.rglob("*.so*")) if p.is_file() and not p.is_symlink()][:300]
+    assert len(files) > 20, venv_lib
+    fast = {}
+    for p in files:
+        with open(p, "rb") as fh:
+            fast[p] = elf._read_elf64le(fh, str(p), True)
+    monkeypatch.setattr(elf, "_read_elf64le", lambda *a, **k: None)
+    compared = 0
+    for p in files:
+        slow = elf.read_elf(p)
+        f = fast[p]
+        if slow is None:
+            assert f is None, p  # the fast path never reads what pyelftools calls no ELF
+            continue
+        if f is None:  # the fast path declined (not ELF64 LE, no DT_STRTAB): pyelftools answered
+            continue
+        assert (f.needed, f.soname, f.rpath, f.runpath, f.gpu_code, f.numpy_api) == (
+            slow.needed,
+            slow.soname,
+            slow.rpath,
+            slow.runpath,
+            slow.gpu_code,
+            slow.numpy_api,
+        ), p
+        compared += 1
+    assert compared > 20
+
+
+@needs_gcc
+def test_elf_cache_follows_file_identity(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENVBUILD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(elf, "_MEM", {})
+    monkeypatch.setattr(elf, "_DISK", None)
+    build = tmp_path / "b"
+    build.mkdir()
+    _lib(build, "libone.so.1")
+    so = build / "libone.so.1"
+    calls: list[str] = []
+    real = elf.read_elf
+    monkeypatch.setattr(elf, "read_elf", lambda p, **k: calls.append(str(p)) or real(p, **k))
+    assert [e.soname for e in elf.read_elfs([str(so)])] == ["libone.so.1"]
+    assert (tmp_path / "cache" / "elf-v1.json").is_file()
+    monkeypatch.setattr(elf, "_MEM", {})  # a new process: the disk cache answers
+    monkeypatch.setattr(elf, "_DISK", None)
+    assert elf.read_elf_cached(so) is not None and len(calls) == 1
+    _lib(build, "libone.so.1", "int lib_fn(void) { return 22; }\nint other(void) { return 3; }\n")
+    os.utime(so, ns=(so.stat().st_atime_ns, so.stat().st_mtime_ns + 10**9))
+    assert elf.read_elf_cached(so) is not None and len(calls) == 2  # changed file: parsed again
