@@ -1252,3 +1252,26 @@ def test_elf_cache_follows_file_identity(tmp_path: Path, monkeypatch: pytest.Mon
     _lib(build, "libone.so.1", "int lib_fn(void) { return 22; }\nint other(void) { return 3; }\n")
     os.utime(so, ns=(so.stat().st_atime_ns, so.stat().st_mtime_ns + 10**9))
     assert elf.read_elf_cached(so) is not None and len(calls) == 2  # changed file: parsed again
+
+
+@pytest.mark.network
+@pytest.mark.slow
+def test_real_numba_wheel_without_tbb_is_healthy(tmp_path: Path) -> None:
+    """numba from PyPI (its tbbpool NEEDs libtbb.so.12, the tbb package is not installed): zero errors."""
+    prefix, site = _venv(tmp_path / "env")
+    uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
+    assert uv
+    subprocess.run(
+        [uv, "pip", "install", "-q", "--python", str(prefix / "bin" / "python"), "numba"],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PIP_CONFIG_FILE": os.devnull},
+        timeout=600,
+    )
+    tbbpool = next(site.glob("numba/np/ufunc/tbbpool*.so"))
+    assert "libtbb.so.12" in (elf.read_elf(tbbpool) or elf.ElfInfo("")).needed
+    report = doctor.diagnose(prefix, None)
+    assert _errors(report) == [] and report.verdict == "healthy", [f.cause for f in report.findings]
+    tbb = [f for f in report.findings if "libtbb.so.12" in f.cause]
+    assert [(f.severity, f.family, f.library_kind) for f in tbb] == [("info", "lib-missing", "package")]
+    assert "TBB threading layer" in tbb[0].cause
