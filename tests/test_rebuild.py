@@ -486,6 +486,9 @@ def test_rebuild_writes_the_new_lock(seed_env: tuple[Path, Path], profiles_dir: 
     # the script installs what the lock pinned
     script = (tmp_path / "o" / "rebuild.sh").read_text()
     assert f"{url}/whl/cu102" in script and "torch==1.10.0+cu102" in script
+    # ... and checks each staged wheel against the lock's sha256 before it changes anything
+    torch_sha = next(a.sha256 for a in lk.artifacts if a.name == "torch")
+    assert f"fetch_wheel torch 1.10.0+cu102 {torch_sha}" in script
 
 
 def test_failed_lock_leaves_no_output(
