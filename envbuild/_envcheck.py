@@ -106,7 +106,7 @@ def _dists(site, prefix, conda_files):  # type: (str, str, dict[str, Any]) -> li
             has_so = bool(re.search(r"\.so[.,]", rec_text))
             for line in rec_text.splitlines():
                 first = line.split(",", 1)[0].split("/", 1)[0]
-                if first and not first.startswith(".") and "-" not in first and "." not in first \
+                if first and not first.startswith((".", "__")) and "-" not in first and "." not in first \
                         and first not in top and "/" in line.split(",", 1)[0]:
                     top.append(first)
         out.append(
