@@ -100,7 +100,10 @@ def test_a_40kb_line_is_read_in_linear_time(shape: str) -> None:
 
 
 def test_a_multi_mb_log_is_read_in_linear_time() -> None:
-    """8 MB of training output with the fixture errors in it: read_log within 10x a plain line scan."""
+    """8 MB of training output with the fixture errors in it: read_log within 20x a plain line scan.
+
+    Measured 4.6-7x on 2 shared cores; the quadratic reader this replaces was ~700x (62 s vs 0.09 s).
+    """
     noise = "".join(
         f"2021-12-10 14:02:11,532 - mmdet - INFO - Epoch [1][{i}/3712] lr: 1.000e-04, loss: 0.{i % 97}\n"
         for i in range(2_000)
@@ -114,7 +117,7 @@ def test_a_multi_mb_log_is_read_in_linear_time() -> None:
     found = doctor.read_log(text)
     took = time.perf_counter() - t0
     assert {f.family for f in found} >= {_family(p) for p in LOGS[:: max(1, len(LOGS) // 10)]}
-    assert took < 10 * max(base, 1e-3), f"read_log took {took:.2f} s; a plain line scan {base:.2f} s"
+    assert took < 20 * max(base, 1e-3), f"read_log took {took:.2f} s; a plain line scan {base:.2f} s"
 
 
 SCENARIO_TEXTS = [
