@@ -380,7 +380,7 @@ def doctor_cmd(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Name what breaks an env or an error log (family, cause, fix); exit 1 when an error is found."""
+    """Name what breaks an env or an error log (family, cause, fix); exit 1: an error, 6: no known cause."""
     from envbuild.doctor import diagnose, present_report, read_log_file
     from envbuild.errors import InputError
     from envbuild.models import load_profile
@@ -398,6 +398,10 @@ def doctor_cmd(
     present_report(report, as_json)
     if not report.ok:
         raise typer.Exit(1)
+    if report.verdict == "no-known-cause":
+        from envbuild.errors import EXIT_NO_CAUSE
+
+        raise typer.Exit(EXIT_NO_CAUSE)
 
 
 # --- end doctor ---

@@ -12,6 +12,7 @@ __all__ = [
     "EXIT_CONFLICT",
     "EXIT_INPUT",
     "EXIT_INTERNAL",
+    "EXIT_NO_CAUSE",
     "ConflictError",
     "DataError",
     "EnvbuildError",
@@ -32,6 +33,7 @@ EXIT_TOOL = 4
 EXIT_PACK = 5
 # sysexits.h EX_SOFTWARE: an internal error (a bug), kept apart from every documented failure.
 EXIT_INTERNAL = 70
+EXIT_NO_CAUSE = 6  # doctor --log: no rule recognised the log (not "healthy": envbuild does not know)
 
 
 class EnvbuildError(Exception):

@@ -1089,3 +1089,16 @@ def matrix_table(kind: str, m: Matrix | None = None) -> dict[str, Any]:
                           "through minor-version compatibility (no PTX JIT)"}
     raise InputError(f"unknown matrix '{kind}'.", field="KIND",
                      hint=f"Use one of: {', '.join(MATRIX_KINDS)}.")
+
+
+def load_doctor_libs() -> dict[str, Any]:
+    """``doctor_libs.json``: what a library is from its soname, and the modules packages load lazily.
+
+    Raises:
+        DataError: the file is missing, or a row has no source.
+    """
+    rd = _Reader("doctor_libs")
+    data = rd.load()
+    rd.rows(data, "library_kinds")
+    rd.rows(data, "lazy_modules")
+    return data
