@@ -25,6 +25,7 @@ the date it was checked.
 from __future__ import annotations
 
 import ast
+import contextlib
 import copy
 import datetime as dt
 import json
@@ -32,6 +33,7 @@ import os
 import re
 import shutil
 import tarfile
+import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -75,7 +77,7 @@ SOURCES: dict[str, str] = {
 }
 _WORKERS = 8
 # Bump when the reading of an artifact changes: rows read from the same sha256 by this version are reused.
-HARVESTER_VERSION = 1
+HARVESTER_VERSION = 2
 _MAX_EVIDENCE = 12
 
 Progress = Callable[[str, int, int], None]  # (source, done, total)
@@ -214,23 +216,25 @@ def _meta_src(f: DistFile, where: str) -> str:
 
 # --- pypi-torch -----------------------------------------------------------------------------------
 
-_CUDA_PIN = re.compile(r"^(nvidia-cuda-runtime(-cu\d+)?|nvidia-cuda-nvrtc(-cu\d+)?|cuda-toolkit)$")
+# The CUDA runtime pin names the build best; nvrtc and the 13.x cuda-toolkit meta-package stand in for it.
+_CUDA_PINS = (re.compile(r"^nvidia-cuda-runtime(-cu\d+)?$"), re.compile(r"^nvidia-cuda-nvrtc(-cu\d+)?$"),
+              re.compile(r"^cuda-toolkit$"))
 
 
 def _torch_cuda(meta: Any) -> tuple[str, str] | None:
     """CUDA X.Y of a torch wheel from its nvidia-cuda-runtime / cuda-toolkit pin, and the pin."""
+    reqs = []
     for line in meta.get_all("Requires-Dist") or []:
-        try:
-            r = Requirement(line)
-        except InvalidRequirement:
-            continue
-        if not _CUDA_PIN.match(r.name.lower()):
-            continue
-        for s in r.specifier:
-            if s.operator == "==":
+        with contextlib.suppress(InvalidRequirement):
+            reqs.append((Requirement(line), line.split(";")[0].strip()))
+    for pat in _CUDA_PINS:
+        for r, text in reqs:
+            if not pat.match(r.name.lower()):
+                continue
+            for s in r.specifier:
                 m = re.match(r"(\d+)\.(\d+)", s.version)
-                if m:
-                    return f"{m.group(1)}.{m.group(2)}", line.split(";")[0].strip()
+                if s.operator == "==" and m:
+                    return f"{m.group(1)}.{m.group(2)}", text
     return None
 
 
@@ -321,7 +325,9 @@ def harvest_torch(client: IndexClient, ep: Endpoints, table: dict[str, Any], tod
             cuda = _torch_cuda(got[0])
             if cuda:
                 row["pypi_default_wheel_cuda"] = cuda[0]
-                row["pypi_default_wheel_source"] = f"{_meta_src(w.file, got[1])}: Requires-Dist {cuda[1]}"
+                how = "(PEP 658)" if "PEP 658" in got[1] else "(read by HTTP range requests)"
+                row["pypi_default_wheel_source"] = (f"PyPI wheel metadata {how} of {w.file.filename}: "
+                                                    f"Requires-Dist {cuda[1]} [{got[1]}]")
             rp = got[0].get("Requires-Python")
             if rp:
                 row["requires_python"] = rp
@@ -633,7 +639,9 @@ class NumpyUse:
 
 
 def _numpy_uses(text: str, path: str) -> Iterator[tuple[int, str]]:
-    tree = ast.parse(text, path)
+    with warnings.catch_warnings():  # old releases' invalid escapes are not our concern
+        warnings.simplefilter("ignore")
+        tree = ast.parse(text, path)
     aliases = set()
     for n in ast.walk(tree):
         if isinstance(n, ast.Import):
@@ -675,7 +683,11 @@ def numpy_use(files: Iterable[tuple[str, str]]) -> NumpyUse:
     removed_in = sorted({REMOVED_NUMPY[n][0] for n in used}, key=Version)
     names = ", ".join(f"np.{n}" for n in sorted(used))
     reason = f"uses names NumPy {' / '.join(removed_in)} removed ({names})"
-    ordered = sorted(evidence, key=lambda e: (REMOVED_NUMPY[e[1]][0] != "1.24", e[0]))
+    def where(e: tuple[str, str]) -> tuple[bool, str, int]:
+        path, _, rest = e[0].rpartition(":")
+        return REMOVED_NUMPY[e[1]][0] != "1.24", path, int(rest.split()[0])
+
+    ordered = sorted(evidence, key=where)
     return NumpyUse(spec, tuple(e for e, _ in ordered), reason, tuple(unparsed))
 
 
@@ -742,7 +754,8 @@ def _artifact_facts(client: IndexClient, f: DistFile, top: str) -> tuple[list[Ve
 
 
 def harvest_openmmlab(client: IndexClient, ep: Endpoints, table: dict[str, Any], today: str,
-                      progress: Progress | None = None) -> str:
+                      progress: Progress | None = None, *, new_releases: bool = True) -> str:
+    """Read the listed releases (and, with ``new_releases``, those newer than the newest listed)."""
     counts = []
     for key, top in _TOP.items():
         files = client.project(ep.pypi, key)
@@ -751,7 +764,8 @@ def harvest_openmmlab(client: IndexClient, ep: Endpoints, table: dict[str, Any],
         listed = {v for f in files for v in [_dist_version(f.filename)] if v}
         newest = max(by_v, key=Version)
         for v in sorted(listed, key=Version):
-            if v not in by_v and Version(v) > Version(newest) and not Version(v).is_prerelease:
+            if (new_releases and v not in by_v and Version(v) > Version(newest)
+                    and not Version(v).is_prerelease):
                 by_v[v] = {"version": v, "requires": {}}
                 rows.append(by_v[v])
         todo = []
@@ -773,7 +787,7 @@ def harvest_openmmlab(client: IndexClient, ep: Endpoints, table: dict[str, Any],
         for v, f, (checks, use) in _pmap(one, todo, f"pypi-openmmlab ({key})", progress):
             _apply_openmmlab(by_v[v], f, checks, use, today)
         rows.sort(key=lambda r: Version(r["version"]))
-        counts.append(f"{key} {len(todo)} read, {len(by_v) - len(todo)} unchanged")
+        counts.append(f"{key} {len(todo)} read, {len(by_v) - len(todo)} unchanged or not on PyPI")
     return "release files: " + ", ".join(counts)
 
 
@@ -782,20 +796,28 @@ def _dist_version(filename: str) -> str | None:
     return w.group(1) if w and _final(w.group(1)) else None
 
 
+_CURATED = ("numpy", "python_max", "runtime", "mminstall", "build_from_source", "commit")
+
+
 def _apply_openmmlab(row: dict[str, Any], f: DistFile, checks: Sequence[VersionCheck], use: NumpyUse,
                      today: str) -> None:
     art = f"PyPI {f.url} (sha256 {f.sha256})"
     old = row.get("source")
     old_list = [] if old is None else [old] if isinstance(old, str) else list(old)
-    old_list = [s for s in old_list if not s.startswith("PyPI https://files.pythonhosted.org/")
-                and not s.startswith("curated fields: PyPI ")]
+    old_list = [re.sub(r"^curated fields( \([^)]*\))?: ", "", s) for s in old_list
+                if not s.startswith("PyPI https://files.pythonhosted.org/")]
     if checks:
         row["requires"] = _requires_from_checks(checks, dict(row.get("requires") or {}))
         row["version_checks"] = [{"package": c.package, "op": c.op, "bound": c.bound, "digit_version": c.impl,
                                   "line": c.line} for c in checks]
         row["compare"] = "digit_version"
+    # the old source stays only for the fields still curated (the harvested ones replace the rest)
+    curated = [k for k in _CURATED if k in row]
+    if not checks:
+        curated.insert(0, "requires")
+    label = f"curated fields ({', '.join(curated)}): "
     row["source"] = [f"{art}: __init__.py version checks (ast) and NumPy API scan",
-                     *[s if s.startswith("curated fields: ") else f"curated fields: {s}" for s in old_list]]
+                     *[label + s for s in old_list if curated]]
     row["sha256"] = f.sha256
     row["harvester"] = HARVESTER_VERSION
     row["checked"] = today
@@ -834,7 +856,7 @@ def harvest(tables: dict[str, dict[str, Any]], sources: Sequence[str], client: I
         work = copy.deepcopy(out[name])
         url = _url(src, ep)
         prev = (work.get("harvested") or {}).get(src, {})
-        kept = prev.get("checked") or work.get("checked", "")
+        kept = prev.get("checked") or tables[name].get("checked", "")  # the facts in use before this run
         try:
             detail = _HARVESTERS[src](client, ep, work, today, progress)
         except (Unreachable, FetchError) as exc:
@@ -907,7 +929,7 @@ def update(only: Sequence[str] | None = None, *, offline_ok: bool = False, endpo
     _write_dir_atomic(facts, keep)
     matrix.load_table.cache_clear()
     matrix.load_matrix.cache_clear()
-    return UpdateReport(str(ddir), tuple(results), tuple(f"{n}.json" for n in keep), client.requests,
+    return UpdateReport(str(facts), tuple(results), tuple(f"{n}.json" for n in keep), client.requests,
                         client.downloaded_bytes)
 
 
@@ -983,7 +1005,7 @@ def present_update(rep: UpdateReport, as_json: bool) -> None:
     if kept:
         console.print(f"not reachable, old facts kept: {', '.join(kept)}")
     mb = rep.downloaded_bytes / 1e6
-    console.print(f"wrote {', '.join(rep.written) or 'nothing'} to {rep.data_dir}/facts "
+    console.print(f"wrote {', '.join(rep.written) or 'nothing'} to {rep.data_dir} "
                   f"({rep.requests} requests, {mb:.1f} MB downloaded)")
 
 
