@@ -90,6 +90,7 @@ class _Host:
         self.projects: dict[str, dict[str, list[Path]]] = {}
         self.url = ""
         self.hits: list[str] = []
+        self.flat: dict[str, list[Path]] = {}  # find-links pages (no hashes, like OpenMMLab's)
 
     def publish(self, index: str, files: list[Path], *, metadata: bool = True) -> None:
         for f in files:
@@ -103,6 +104,9 @@ class _Host:
                     (f.parent / (f.name + ".metadata")).write_bytes(zf.read(meta))
 
     def page(self, path: str, want_json: bool) -> tuple[bytes, str] | None:
+        if path in self.flat:
+            links = "".join(f'<a href="/files/{f.name}">{f.name}</a><br>\n' for f in self.flat[path])
+            return f"<html><body>{links}</body></html>".encode(), "text/html"
         parts = path.strip("/").split("/")
         index, project = "/".join(parts[:-1]), parts[-1]
         files = self.projects.get(index, {}).get(project)
@@ -200,6 +204,11 @@ def stand_in(tmp_path: Path) -> Iterator[_Host]:
                            requires_python=">=3.9")])
     # download.pytorch.org/whl/cu113 stand-in: the unverified 1.10.0 cu113 build exists
     h.publish("whl/cu113", [w("torch", "1.10.0+cu113", tag="cp38-cp38-linux_x86_64")])
+    # download.openmmlab.com stand-in: one find-links page, in mim's torchX.Y.0 spelling
+    h.flat["/mmcv/dist/cu113/torch1.10.0/index.html"] = [
+        w("mmcv_full", "1.4.0", tag="cp38-cp38-manylinux1_x86_64"),
+        w("mmcv_full", "1.4.1", tag="cp38-cp38-manylinux1_x86_64"),
+        w("mmcv_full", "1.4.1", tag="cp38-cp38-win_amd64"), w("mmcv", "1.4.1", tag=LINUX38)]
     with _serving(h):
         yield h
 
@@ -271,6 +280,10 @@ def test_update_end_to_end_offline(stand_in: _Host, tmp_path: Path, monkeypatch:
         t110 = m.torch_release("1.10.0")
         assert t110 is not None and "cu113" in t110.variants and "cu113" not in t110.unverified
 
+        assert m.mmcv_wheels("mmcv-full", "11.3", "1.10.0") == ["1.4.1", "1.4.0"]
+        raw_mmcv = next(r for r in matrix.load_table("mmcv")["wheels"]
+                        if r["package"] == "mmcv-full" and r["cuda"] == "11.3" and r["torch_series"] == "1.10.x")
+        assert raw_mmcv["index_source"].endswith("/mmcv/dist/cu113/torch1.10.0/index.html")
         np126 = next(r for r in matrix.load_table("numpy")["releases"] if r["numpy"] == "1.26")
         assert np126["latest_patch"] == "1.26.4" and np126["python_wheels"] == ["3.11", "3.12"]
         cu = next(r for r in matrix.load_table("cupy")["releases"] if r["cupy"] == "13.0.0")
