@@ -282,7 +282,7 @@ def test_update_end_to_end_offline(stand_in: _Host, tmp_path: Path, monkeypatch:
 
         assert m.mmcv_wheels("mmcv-full", "11.3", "1.10.0") == ["1.4.1", "1.4.0"]
         raw_mmcv = next(r for r in matrix.load_table("mmcv")["wheels"]
-                        if r["package"] == "mmcv-full" and r["cuda"] == "11.3" and r["torch_series"] == "1.10.x")
+                        if (r["package"], r["cuda"], r["torch_series"]) == ("mmcv-full", "11.3", "1.10.x"))
         assert raw_mmcv["index_source"].endswith("/mmcv/dist/cu113/torch1.10.0/index.html")
         np126 = next(r for r in matrix.load_table("numpy")["releases"] if r["numpy"] == "1.26")
         assert np126["latest_patch"] == "1.26.4" and np126["python_wheels"] == ["3.11", "3.12"]
