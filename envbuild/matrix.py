@@ -62,12 +62,14 @@ def user_data_dir() -> Path:
 
 
 def _checked_of(path: Path) -> str | None:
+    """The header's ``checked`` date without parsing the whole file (it is within the first lines)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        with path.open("rb") as fh:
+            head = fh.read(512).decode("utf-8", "replace")
+    except OSError:
         return None
-    c = data.get("checked") if isinstance(data, dict) else None
-    return c if isinstance(c, str) else None
+    m = re.search(r'"checked":\s*"(\d{4}-\d\d-\d\d)"', head)
+    return m.group(1) if m else None
 
 
 def data_path(name: str) -> tuple[Path, str]:
