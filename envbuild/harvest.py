@@ -693,7 +693,11 @@ def numpy_use(files: Iterable[tuple[str, str]]) -> NumpyUse:
 
 # --- pypi-openmmlab -------------------------------------------------------------------------------
 
-_TOP = {"mmdet": "mmdet", "mmsegmentation": "mmseg", "mmdet3d": "mmdet3d"}
+_TOP = {"mmdet": "mmdet", "mmsegmentation": "mmseg", "mmdet3d": "mmdet3d",
+        "mmcv-full": "mmcv", "mmcv": "mmcv"}
+# mmcv(-full) rows (NumPy API use of the ops package itself) start with the releases envbuild pairs:
+# mmcv-full 1.x and mmcv 2.x (mmcv < 2 is the ops-less "lite" package).
+_FIRST = {"mmcv-full": "1.0.0", "mmcv": "2.0.0rc1"}
 
 
 def _sources_of(path: Path, filename: str, top: str) -> dict[str, str]:
@@ -759,9 +763,14 @@ def harvest_openmmlab(client: IndexClient, ep: Endpoints, table: dict[str, Any],
     counts = []
     for key, top in _TOP.items():
         files = client.project(ep.pypi, key)
-        rows = table[key]
-        by_v = {r["version"]: r for r in rows}
+        rows = table.setdefault(key, [])
         listed = {v for f in files for v in [_dist_version(f.filename)] if v}
+        if not rows and key in _FIRST:
+            rows += [{"version": v, "requires": {}} for v in sorted(listed, key=Version)
+                     if Version(v) >= Version(_FIRST[key]) and _pick_artifact(files, v)]
+        by_v = {r["version"]: r for r in rows}
+        if not by_v:
+            continue
         newest = max(by_v, key=Version)
         for v in sorted(listed, key=Version):
             if (new_releases and v not in by_v and Version(v) > Version(newest)
@@ -792,8 +801,12 @@ def harvest_openmmlab(client: IndexClient, ep: Endpoints, table: dict[str, Any],
 
 
 def _dist_version(filename: str) -> str | None:
-    w = re.match(r"^[^-]+-([^-]+)(-py3-none-any\.whl|\.tar\.gz|\.zip)$", filename)
-    return w.group(1) if w and _final(w.group(1)) else None
+    """Version of a pure wheel or an sdist file name ('mmcv-full-1.4.0.tar.gz' -> '1.4.0')."""
+    w = _wheel(DistFile(filename, "", None))
+    if w is not None:
+        return w.version if filename.endswith("-none-any.whl") else None
+    m = re.match(r"^.+-([^-]+)\.(tar\.gz|zip)$", filename)
+    return m.group(1) if m and _final(m.group(1)) else None
 
 
 _CURATED = ("numpy", "python_max", "runtime", "mminstall", "build_from_source", "commit")
