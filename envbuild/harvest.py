@@ -369,6 +369,9 @@ def harvest_pytorch_index(client: IndexClient, ep: Endpoints, table: dict[str, A
         missing = [v for v in conf + unv if v not in found]
         if missing:
             r["cuda_variants_not_on_index"] = missing
+        pys = {v: _py_sorted(seen[(r["torch"], v)]) for v in found}
+        if pys:
+            r["variants_python"] = pys  # Python minors with a Linux wheel, per variant
         r["variants_index_source"] = pattern
         r["variants_index_checked"] = today
     return f"{len(variants)} variant indexes read, {len(seen)} (torch, variant) pairs found"

@@ -279,6 +279,8 @@ def test_update_end_to_end_offline(stand_in: _Host, tmp_path: Path, monkeypatch:
         assert "nvidia-cuda-runtime-cu12==12.1.105" in raw21["pypi_default_wheel_source"]
         t110 = m.torch_release("1.10.0")
         assert t110 is not None and "cu113" in t110.variants and "cu113" not in t110.unverified
+        raw110 = next(r for r in matrix.load_table("torch")["releases"] if r["torch"] == "1.10.0")
+        assert raw110["variants_python"] == {"cu113": ["3.8"]}
 
         assert m.mmcv_wheels("mmcv-full", "11.3", "1.10.0") == ["1.4.1", "1.4.0"]
         raw_mmcv = next(r for r in matrix.load_table("mmcv")["wheels"]
@@ -374,3 +376,27 @@ def test_real_openmmlab_wheels_from_pypi(tmp_path: Path) -> None:
     (imp,) = d3["implied"]
     assert "1.24.0" not in SpecifierSet(imp["spec"])
     assert re.match(r"mmdet3d/\S+\.py:\d+ np\.\w+", imp["evidence"][0])
+
+
+def test_older_cache_does_not_override_bundled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENVBUILD_DATA_DIR", str(tmp_path))
+    bundled = matrix.load_table("numpy", bundled=True)
+    facts = tmp_path / "facts"
+    facts.mkdir()
+    stale = {**bundled, "checked": "2020-01-01", "releases": bundled["releases"][:1]}
+    (facts / "numpy.json").write_text(json.dumps(stale, indent=1))
+    assert matrix.data_path("numpy")[1] == "bundled"
+    newer = {**stale, "checked": "2999-01-01"}
+    (facts / "numpy.json").write_text(json.dumps(newer, indent=1))
+    assert matrix.data_path("numpy") == (facts / "numpy.json", "user cache")
+    (facts / "numpy.json").write_text('{"schema_version": 1, "checked": "2999-01-01", "description": "x"}')
+    matrix.load_table.cache_clear()
+    matrix.load_matrix.cache_clear()
+    try:
+        with pytest.raises(matrix.DataError) as exc:
+            matrix.load_matrix()
+        text = exc.value.render()
+        assert str(facts / "numpy.json") in text and "envbuild data update" in text
+    finally:
+        matrix.load_table.cache_clear()
+        matrix.load_matrix.cache_clear()
