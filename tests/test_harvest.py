@@ -312,6 +312,12 @@ def test_second_update_reuses_artifacts(stand_in: _Host, tmp_path: Path) -> None
     stand_in.hits.clear()
     harvest.update(["pypi-openmmlab"], endpoints=ep, data_dir=ddir)
     assert n_files == 3 and not [p for p in stand_in.hits if p.startswith("/files/")]
+    # wheel metadata (PEP 658 or range-read) is kept by the wheel's sha256 too
+    harvest.update(["pypi-torch"], endpoints=ep, data_dir=ddir)
+    assert [p for p in stand_in.hits if p.startswith("/files/")]
+    stand_in.hits.clear()
+    harvest.update(["pypi-torch"], endpoints=ep, data_dir=ddir)
+    assert not [p for p in stand_in.hits if p.startswith("/files/")]
 
 
 def test_unreachable_source_keeps_old_facts(stand_in: _Host, tmp_path: Path) -> None:

@@ -148,13 +148,38 @@ class IndexClient:
         read through HTTP range requests (the zip's central directory and that one member, not the
         whole wheel; torch wheels are ~1 GB).
         """
+        cached = self._cached_metadata(f)
+        if cached is not None:
+            return HeaderParser().parsestr(cached[0]), cached[1]
+        got = self._fetch_metadata(f)
+        if got is None:
+            return None
+        if self.artifacts is not None and f.sha256:
+            d = self.artifacts / "metadata"
+            d.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=d, prefix=".part-")
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(got[1] + "\n" + got[0])  # the raw METADATA text, not re-serialised
+            os.replace(tmp, d / f.sha256)
+        return HeaderParser().parsestr(got[0]), got[1]
+
+    def _cached_metadata(self, f: DistFile) -> tuple[str, str] | None:
+        """Metadata text read before for the same file (keyed by the index's sha256 of the wheel)."""
+        if self.artifacts is None or not f.sha256:
+            return None
+        p = self.artifacts / "metadata" / f.sha256
+        if not p.is_file():
+            return None
+        where, _, text = p.read_text(encoding="utf-8").partition("\n")
+        return text, where
+
+    def _fetch_metadata(self, f: DistFile) -> tuple[str, str] | None:
         r = self._get(f.url + ".metadata")
         if r.status_code == 200:
             sha = hashlib.sha256(r.content).hexdigest()
             if f.metadata_sha256 and sha != f.metadata_sha256:
                 raise HashMismatch(f.url + ".metadata", f.metadata_sha256, sha)
-            text = r.content.decode("utf-8", "replace")
-            return HeaderParser().parsestr(text), f"PyPI {f.url}.metadata (PEP 658, sha256 {sha})"
+            return r.content.decode("utf-8", "replace"), f"PyPI {f.url}.metadata (PEP 658, sha256 {sha})"
         if not f.filename.endswith(".whl"):
             return None
         try:
@@ -166,8 +191,7 @@ class IndexClient:
                 text = zf.read(name).decode("utf-8", "replace")
         except (zipfile.BadZipFile, OSError):
             return None
-        return HeaderParser().parsestr(text), (f"PyPI {f.url} (wheel sha256 {f.sha256}): {name} read by "
-                                               "HTTP range requests")
+        return text, f"PyPI {f.url} (wheel sha256 {f.sha256}): {name} read by HTTP range requests"
 
     def artifact(self, f: DistFile) -> Path:
         """The file itself, downloaded once into ``artifacts/<sha256>`` and checked against its hash."""
