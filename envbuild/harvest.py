@@ -165,6 +165,16 @@ def _by_version(files: Iterable[DistFile]) -> dict[str, list[_Wheel]]:
     return out
 
 
+def _yanked(files: Iterable[DistFile]) -> set[str]:
+    """Versions whose every file is yanked (PEP 592): installers skip them unless pinned exactly."""
+    state: dict[str, bool] = {}
+    for f in files:
+        v = _dist_version(f.filename) or ((w := _wheel(f)) and w.version)
+        if v:
+            state[v] = state.get(v, True) and f.yanked
+    return {v for v, y in state.items() if y}
+
+
 def _py_sorted(pys: Iterable[str]) -> list[str]:
     return sorted(set(pys), key=lambda p: tuple(int(x) for x in p.split(".")))
 
@@ -289,8 +299,11 @@ def _pairs(torch: str, specs: dict[str, tuple[SpecifierSet, str]]) -> list[str]:
 
 def harvest_torch(client: IndexClient, ep: Endpoints, table: dict[str, Any], today: str,
                   progress: Progress | None = None) -> str:
-    torch_w = _by_version(client.project(ep.pypi, "torch"))
+    listing = client.project(ep.pypi, "torch")
+    torch_w = _by_version(listing)
     rows = {r["torch"]: r for r in table["releases"]}
+    for v in _yanked(listing) & set(rows):
+        rows[v]["yanked"] = True
     newest = max(rows, key=Version)
     for v in torch_w:  # releases newer than the data knows become new rows
         pv = Version(v)
@@ -310,12 +323,12 @@ def harvest_torch(client: IndexClient, ep: Endpoints, table: dict[str, Any], tod
     metas = _pmap(meta, todo, "pypi-torch (torch)", progress)
     vision = _domain_specs(client, ep, "torchvision", progress)
     audio = _domain_specs(client, ep, "torchaudio", progress)
-    listing = f"PyPI {ep.pypi}/torch/ (PEP 691 listing: Linux x86_64 wheel tags, upload time)"
+    src = f"PyPI {ep.pypi}/torch/ (PEP 691 listing: Linux x86_64 wheel tags, upload time)"
     for v, w, got in metas:
         row = rows[v]
         ws = torch_w[v]
         row["python"] = _py_sorted(p for x in ws for p in x.pythons) or row["python"]
-        row["python_source"] = listing
+        row["python_source"] = src
         released = _date(x.file for x in ws)
         if released:
             row["released"] = released
@@ -767,6 +780,10 @@ def harvest_openmmlab(client: IndexClient, ep: Endpoints, table: dict[str, Any],
     for key, top in _TOP.items():
         files = client.project(ep.pypi, key)
         rows = table.setdefault(key, [])
+        yanked = _yanked(files)
+        for r in rows:
+            if r["version"] in yanked:
+                r["yanked"] = True
         listed = {v for f in files for v in [_dist_version(f.filename)] if v}
         if not rows and key in _FIRST:
             rows += [{"version": v, "requires": {}} for v in sorted(listed, key=Version)

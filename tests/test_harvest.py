@@ -91,6 +91,7 @@ class _Host:
         self.url = ""
         self.hits: list[str] = []
         self.flat: dict[str, list[Path]] = {}  # find-links pages (no hashes, like OpenMMLab's)
+        self.yanked: set[str] = set()  # file names served with PEP 592 "yanked"
 
     def publish(self, index: str, files: list[Path], *, metadata: bool = True) -> None:
         for f in files:
@@ -116,7 +117,8 @@ class _Host:
             body = {"meta": {"api-version": "1.1"}, "name": project, "files": [
                 {"filename": f.name, "url": f"/files/{f.name}",
                  "hashes": {"sha256": hashlib.sha256(f.read_bytes()).hexdigest()},
-                 "upload-time": "2024-01-02T03:04:05Z", "size": f.stat().st_size, "yanked": False}
+                 "upload-time": "2024-01-02T03:04:05Z", "size": f.stat().st_size,
+                 "yanked": f.name in self.yanked}
                 for f in files]}
             return json.dumps(body).encode(), PEP691
         links = "".join(f'<a href="/files/{f.name}#sha256={hashlib.sha256(f.read_bytes()).hexdigest()}">'
@@ -191,7 +193,9 @@ def stand_in(tmp_path: Path) -> Iterator[_Host]:
         w("torch", "2.1.0", tag=LINUX311,
           requires=['nvidia-cuda-runtime-cu12==12.1.105; platform_system == "Linux"', "filelock"]),
         w("torch", "2.1.0", tag="cp311-cp311-win_amd64"),
+        yanked := w("torch", "1.8.1", tag=LINUX38),
     ])
+    h.yanked.add(yanked.name)
     # torchvision without PEP 658 files: their metadata is read from the wheel by Range requests
     h.publish("simple", [w("torchvision", "0.8.0", tag=LINUX38, requires=["torch==1.7.0"]),
                          w("torchvision", "0.8.1", tag=LINUX38, requires=["torch==1.7.0", "numpy"]),
@@ -277,6 +281,8 @@ def test_update_end_to_end_offline(stand_in: _Host, tmp_path: Path, monkeypatch:
         raw21 = next(r for r in matrix.load_table("torch")["releases"] if r["torch"] == "2.1.0")
         assert raw21["pypi_default_wheel_cuda"] == "12.1" and raw21["python"] == ["3.11"]
         assert "nvidia-cuda-runtime-cu12==12.1.105" in raw21["pypi_default_wheel_source"]
+        raw181 = next(r for r in matrix.load_table("torch")["releases"] if r["torch"] == "1.8.1")
+        assert raw181.get("yanked") is True and "yanked" not in raw17
         t110 = m.torch_release("1.10.0")
         assert t110 is not None and "cu113" in t110.variants and "cu113" not in t110.unverified
         raw110 = next(r for r in matrix.load_table("torch")["releases"] if r["torch"] == "1.10.0")
