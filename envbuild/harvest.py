@@ -785,7 +785,7 @@ def harvest_openmmlab(client: IndexClient, ep: Endpoints, table: dict[str, Any],
             if r["version"] in yanked:
                 r["yanked"] = True
         listed = {v for f in files for v in [_dist_version(f.filename)] if v}
-        if not rows and key in _FIRST:
+        if not rows and key in _FIRST and new_releases:
             rows += [{"version": v, "requires": {}} for v in sorted(listed, key=Version)
                      if Version(v) >= Version(_FIRST[key]) and _pick_artifact(files, v)]
         by_v = {r["version"]: r for r in rows}
@@ -810,10 +810,11 @@ def harvest_openmmlab(client: IndexClient, ep: Endpoints, table: dict[str, Any],
                 continue
             todo.append((v, a))
 
-        def one(item: tuple[str, DistFile], top: str = top) -> tuple[str, DistFile, Any]:
-            return item[0], item[1], _artifact_facts(client, item[1], top)
-
-        for v, f, (checks, use) in _pmap(one, todo, f"pypi-openmmlab ({key})", progress):
+        # downloads in threads; parsing in this thread (CPython 3.11's ast is not safe to run in
+        # several threads at once: "AST constructor recursion depth mismatch")
+        _pmap(lambda item: client.artifact(item[1]), todo, f"pypi-openmmlab ({key})", progress)
+        for v, f in todo:
+            checks, use = _artifact_facts(client, f, top)
             _apply_openmmlab(by_v[v], f, checks, use, today)
         rows.sort(key=lambda r: Version(r["version"]))
         counts.append(f"{key} {len(todo)} read, {len(by_v) - len(todo)} unchanged or not on PyPI")
