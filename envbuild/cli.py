@@ -782,6 +782,46 @@ def matrix_cmd(
 # --- end resolve ---
 
 
+# --- data ---
+
+
+def _data_app() -> typer.Typer:
+    """`envbuild data status|update`: the knowledge cache (harvested facts) and where each fact is from."""
+    data = typer.Typer(help="Knowledge data: its age and sources; refresh it from PyPI and the indexes.",
+                       no_args_is_help=True)
+
+    @data.command("status")
+    @handle_errors
+    def status_cmd(as_json: JsonOpt = False) -> None:
+        """Each data file and source: checked date, age in days, bundled or user cache."""
+        from envbuild.harvest import data_status, present_status
+
+        present_status(data_status(), as_json)
+
+    @data.command("update")
+    @handle_errors
+    def update_cmd(
+        only: Annotated[list[str] | None, typer.Option(
+            "--only", help="Refresh only this source (repeatable): pypi-torch, pypi-numpy, pypi-cupy, "
+                           "pypi-openmmlab, pytorch-index, openmmlab-index.")] = None,
+        offline_ok: Annotated[bool, typer.Option(
+            "--offline-ok", help="Exit 0 even when no source is reachable (old facts kept).")] = False,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Refresh the user knowledge cache from PyPI, the PyTorch index and OpenMMLab's pages."""
+        from envbuild.harvest import update_cli
+
+        update_cli(only, offline_ok, as_json)
+
+    return data
+
+
+app.add_typer(_data_app(), name="data")
+
+
+# --- end data ---
+
+
 def main() -> None:
     """Console-script entry point.
 
