@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from envbuild._fs import is_within_directory, safe_extract, sha256_file
+from envbuild._fs import check_output_file, is_within_directory, safe_extract, sha256_file
 from envbuild.errors import FetchError, InputError
 from envbuild.fetch import LOCK_FILE, MANIFEST_FILE, LockView, load_manifest, read_lock
 
@@ -255,6 +255,16 @@ def _tar_filter(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
+def _is_bundle(path: Path) -> bool:
+    """A tar envbuild's bundle wrote: its members include lockfiles/NAME/envbuild.lock.json."""
+    try:
+        with tarfile.open(path) as tf:
+            return any(m.name.count("/") == 3 and m.name.split("/")[1] == "lockfiles"
+                       and m.name.endswith("/" + LOCK_FILE) for m in tf)
+    except (tarfile.TarError, OSError, EOFError):
+        return False
+
+
 def bundle(lock_dir: str | os.PathLike[str], cache: str | os.PathLike[str] = CACHE_DIR,
            output: str | os.PathLike[str] | None = None) -> BundleResult:
     """Verify ``cache`` against ``lock_dir``, then write lock + scripts + cache + README into one tar.
@@ -275,6 +285,7 @@ def bundle(lock_dir: str | os.PathLike[str], cache: str | os.PathLike[str] = CAC
         )
     top = f"{lock.name}-offline"
     out = Path(output) if output is not None else Path(f"{top}.tar")
+    check_output_file(out, _is_bundle)  # replaces only a bundle envbuild wrote, never another file
     if out.name.endswith(".tar"):
         top = out.name[: -len(".tar")]
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ import tomllib
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-from envbuild._fs import atomic_write, sha256_file
+from envbuild._fs import atomic_write, claim_output_dir, sha256_file
 from envbuild.errors import EnvbuildError, FetchError, HashMismatch, InputError, ToolError
 from envbuild.models import LockedArtifact
 from envbuild.tools._run import redact, run
@@ -760,8 +760,8 @@ def fetch(
     t0 = time.monotonic()
     lock = read_lock(lock_dir)
     lock_file = lock.path / LOCK_FILE
-    root = Path(cache)
-    root.mkdir(parents=True, exist_ok=True)
+    # A new directory or a cache envbuild made: fetch repairs files in it, so never the user's folder.
+    root = claim_output_dir(cache, field="--cache")
     old = _old_entries(root)
     stats = _Stats()
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from envbuild._fs import atomic_write
+from envbuild._fs import atomic_write, check_output_dir, claim_output_dir, path_component
 from envbuild.models import Profile, Resolution
 from envbuild.spec import Spec
 
@@ -117,8 +117,12 @@ def plan(
     seconds: dict[str, float] = {}
     out = Path(out_dir)
     lock_dir = out / "lock"
+    # Refused before any work: a foreign --out, or a name that is not one path component.
+    path_component(spec.name, field="name", path=spec.path)
+    check_output_dir(out, field="--out")
     with _timed(seconds, "resolve", say):
         res = lock_stage.resolve_for_lock(spec, target, spec.indexes, prefer_pypi=prefer_pypi)
+    claim_output_dir(out, field="--out")
     with _timed(seconds, "lock", say):
         lock_stage.lock(spec, target, out_dir=lock_dir, engine=engine, resolution=res,
                         command=_command(spec, target, out, offline))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from packaging.utils import canonicalize_name
 
-from envbuild._fs import atomic_write
+from envbuild._fs import atomic_write, claim_output_dir, one_line
 from envbuild.errors import InputError
 from envbuild.lockfile import LOCK_FILE, Lock, load_lock
 
@@ -61,7 +61,7 @@ TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 
 def _comment(value: object) -> str:
     """One line of text for a shell/markdown comment: no newline can end the comment early."""
-    return re.sub(r"[\r\n]+", " ", str(value))
+    return one_line(value)
 
 
 def _quote(value: object) -> str:
@@ -206,7 +206,8 @@ def render(lock_dir: str | Path, out_dir: str | Path | None = None, *,
     ctx = _context(lk, mgr)
     texts = {name: env.get_template(f"{name}.j2").render(**ctx) for name in (*SCRIPTS, *DOCS)}
     out = Path(out_dir) if out_dir is not None else src
-    out.mkdir(parents=True, exist_ok=True)
+    # A new directory, or one envbuild made (the lock dir is): never the user's project folder.
+    claim_output_dir(out)
     written = []
     if out.resolve() != src.resolve():
         for name in LOCK_TEXTS:

@@ -1,0 +1,155 @@
+"""Outputs never destroy what the user had; names and user text cannot escape into paths or lines.
+
+Every case runs the real CLI (a subprocess) against a local PEP 503 index on 127.0.0.1 (uv really
+resolves), on real folders the test fills with the user's files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pypi_fixture import Index, make_wheel, serving
+
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
+    return subprocess.run([sys.executable, "-m", "envbuild", *args], capture_output=True, text=True, cwd=cwd,
+                          env={**env, "COLUMNS": "200", "PIP_CONFIG_FILE": os.devnull}, check=False,
+                          timeout=300)
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> Iterator[str]:
+    idx = Index(tmp_path / "www")
+    idx.add("simple", [make_wheel(idx.file("x").parent, "six", "1.16.0", tag="py2.py3-none-any")])
+    with serving(idx) as url:
+        yield f"{url}/simple"
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_lock_refuses_a_project_folder_and_keeps_every_file(tmp_path: Path, index: str) -> None:
+    proj = tmp_path / "proj"
+    (proj / "src").mkdir(parents=True)
+    (proj / "src" / "main.py").write_text("x\n")
+    proc = cli("lock", "six", "--python", "3.11", "--cpu", "--index-url", index, "-o", "proj", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    msg = " ".join(proc.stderr.split())
+    assert "proj" in msg and "src" in msg and "did not write" in msg and "nothing was written" in msg
+    assert (proj / "src" / "main.py").read_text() == "x\n"
+    assert tree(proj) == {"src/main.py": b"x\n"}
+    # Nothing beside it either (no temp dirs, no renamed-away copy).
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["proj", "www"]
+
+
+def test_relock_into_its_own_dir_replaces_only_its_files(tmp_path: Path, index: str) -> None:
+    args = ("lock", "six", "--python", "3.11", "--cpu", "--index-url", index, "-o", "lk")
+    assert cli(*args, cwd=tmp_path).returncode == 0
+    lk = tmp_path / "lk"
+    marker = json.loads((lk / ".envbuild-output").read_text())
+    assert "envbuild.lock.json" in marker["files"] and "requirements.txt" in marker["files"]
+    (lk / "NOTES.md").write_text("mine\n")  # the user adds a file to the lock dir
+    (lk / "requirements.txt").write_text("stale\n")
+    proc = cli(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (lk / "NOTES.md").read_text() == "mine\n"
+    assert "six==1.16.0" in (lk / "requirements.txt").read_text()
+    # An empty directory is taken too.
+    (tmp_path / "empty").mkdir()
+    assert cli("lock", "six", "--python", "3.11", "--cpu", "--index-url", index, "-o", "empty",
+               cwd=tmp_path).returncode == 0
+    assert (tmp_path / "empty" / "envbuild.lock.json").is_file()
+
+
+def test_render_fetch_plan_bundle_refuse_foreign_outputs(tmp_path: Path, index: str) -> None:
+    assert cli("lock", "six", "--python", "3.11", "--cpu", "--index-url", index, "-o", "lk",
+               cwd=tmp_path).returncode == 0
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "install.sh").write_text("my own script\n")
+    for args in (("render", "lk", "-o", "mine"), ("fetch", "lk", "--cache", "mine")):
+        proc = cli(*args, cwd=tmp_path)
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        assert "install.sh" in proc.stderr
+        assert tree(mine) == {"install.sh": b"my own script\n"}
+    spec = tmp_path / "envbuild.toml"
+    spec.write_text(f'[project]\nname = "demo"\nrequirements = ["six"]\n[indexes]\npypi = "{index}"\n')
+    proc = cli("plan", "--spec", str(spec), "--python", "3.11", "--cpu", "-o", "mine", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert tree(mine) == {"install.sh": b"my own script\n"}
+    # bundle -o onto a file envbuild did not write.
+    assert cli("fetch", "lk", "--cache", "cache", cwd=tmp_path).returncode == 0
+    (tmp_path / "report.tar").write_text("not a bundle\n")
+    proc = cli("bundle", "lk", "--cache", "cache", "-o", "report.tar", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert (tmp_path / "report.tar").read_text() == "not a bundle\n"
+    # ... while its own bundle is replaced, and render/fetch write into their own directories again.
+    assert cli("bundle", "lk", "--cache", "cache", "-o", "b.tar", cwd=tmp_path).returncode == 0
+    assert cli("bundle", "lk", "--cache", "cache", "-o", "b.tar", cwd=tmp_path).returncode == 0
+    with tarfile.open(tmp_path / "b.tar") as tf:
+        assert "b/lockfiles/env/envbuild.lock.json" in tf.getnames()
+    assert cli("fetch", "lk", "--cache", "cache", cwd=tmp_path).returncode == 0
+    assert cli("render", "lk", "-o", "scripts", cwd=tmp_path).returncode == 0
+    assert cli("render", "lk", "-o", "scripts", cwd=tmp_path).returncode == 0
+
+
+@pytest.mark.parametrize("bad", ["../../victim", "a/b", ".hidden", "x\ny"])
+def test_names_are_validated_before_they_become_paths(tmp_path: Path, index: str, bad: str) -> None:
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "data.txt").write_text("keep\n")
+    yml = work / "environment.yml"
+    yml.write_text(f"name: {json.dumps(bad)}\nchannels: [conda-forge]\ndependencies:\n  - python=3.11\n"
+                   f"  - pip\n  - pip:\n    - six\n")
+    runs: list[tuple[str, ...]] = [
+        ("lock", "six", "--python", "3.11", "--cpu", "--index-url", index, "--name", bad),
+    ]
+    if "\n" not in bad:  # a YAML scalar cannot hold a raw newline; --name can
+        runs.append(("lock", "--spec", str(yml), "--manager", "venv", "--python", "3.11", "--cpu",
+                     "--index-url", index))
+    for args in runs:
+        proc = cli(*args, cwd=work)
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        assert "name" in proc.stderr
+    assert tree(victim) == {"data.txt": b"keep\n"}
+    assert sorted(p.name for p in work.iterdir()) == ["environment.yml"]
+
+
+def test_a_newline_in_output_path_stays_inside_the_comment(tmp_path: Path, index: str) -> None:
+    out = "lk\n--index-url http://evil.invalid/simple\nevil-package==6.6.6"
+    proc = cli("lock", "six", "--python", "3.11", "--cpu", "--index-url", index, "-o", out, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    written = tmp_path / out
+    for f in written.iterdir():
+        if f.suffix == ".txt":
+            for line in f.read_text().splitlines():
+                # Every line is a comment, an option of ours, a pin or a hash continuation.
+                assert "evil" not in line or line.startswith("#"), (f.name, line)
+    reqs = (written / "requirements.txt").read_text()
+    assert "--index-url http://evil.invalid/simple" not in reqs.replace("#", "\n#").splitlines()
+    # pip itself reads no evil requirement from it.
+    assert "evil" not in subprocess.run(
+        [sys.executable, "-c", "import sys; from pip._internal.req.req_file import parse_requirements; "
+         "from pip._internal.network.session import PipSession; "
+         "print([r.requirement for r in parse_requirements(sys.argv[1], session=PipSession())])",
+         str(written / "requirements.txt")], capture_output=True, text=True, check=False).stdout
+
+
+def test_control_characters_in_urls_are_input_errors(tmp_path: Path, index: str) -> None:
+    proc = cli("lock", "six", "--python", "3.11", "--cpu", "--index-url", index + "\nevil==1", "-o", "lk",
+               cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "URL" in proc.stderr and not (tmp_path / "lk").exists()
