@@ -153,3 +153,62 @@ def test_control_characters_in_urls_are_input_errors(tmp_path: Path, index: str)
                cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "URL" in proc.stderr and not (tmp_path / "lk").exists()
+
+
+# --- secrets --------------------------------------------------------------------------------------
+
+PASSWORDS = ["Sup3r@Leak9", "qu'ote\"Pw@xYz9"]
+
+
+@pytest.mark.parametrize("engine", ["uv", "pip-tools"])
+@pytest.mark.parametrize("password", PASSWORDS)
+def test_index_password_never_written_printed_or_on_argv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         password: str, engine: str) -> None:
+    import pypi_fixture
+    from typer.testing import CliRunner
+
+    import envbuild.tools._run as run_mod
+    from envbuild.cli import app
+
+    # The index answers 401 unless it gets exactly this password: a green lock proves the tool had it.
+    monkeypatch.setattr(pypi_fixture, "AUTH", ("u", password))
+    idx = Index(tmp_path / "www")
+    idx.add("simple", [make_wheel(idx.file("x").parent, "six", "1.16.0", tag="py2.py3-none-any")])
+    seen: list[tuple[list[str], dict[str, str]]] = []
+    real = run_mod.subprocess.run
+
+    def spy(args: list[str], **kw: object) -> object:
+        seen.append((list(args), dict(kw.get("env") or {})))  # type: ignore[call-overload]
+        return real(args, **kw)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(run_mod.subprocess, "run", spy)
+    py = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    with serving(idx) as url:
+        secret = url.replace("http://", f"http://u:{password}@") + "/private/simple"
+        out = tmp_path / "lk"
+        result = CliRunner().invoke(app, ["lock", "six", "--python", py, "--cpu", "--index-url", secret,
+                                          "--engine", engine, "-o", str(out)])
+        assert result.exit_code == 0, result.output
+    pieces = [password, *password.split("@"), "u:"]
+    written = {p.name: p.read_text() for p in out.iterdir()}
+    assert {"envbuild.lock.json", "requirements.txt", "git.txt", "source-builds.txt"} <= set(written)
+    for name, text in [*written.items(), ("printed output", result.output)]:
+        for piece in pieces:
+            assert piece not in text, (name, piece)
+    assert f"--index-url {url}/private/simple" in written["requirements.txt"].splitlines()
+    tools = [(a, e) for a, e in seen if "compile" in a]
+    assert tools, "the engine ran"
+    for args, env in tools:
+        assert not any(piece in a for a in args for piece in pieces), args
+        # It got the password another way: the environment (uv: UV_INDEX_*_PASSWORD; pip: PIP_INDEX_URL).
+        assert any(password in v or password.replace("@", "%40") in v or "%40" in v for v in env.values())
+
+
+def test_redact_and_split_take_the_last_at() -> None:
+    from envbuild.tools._run import redact, split_credentials
+
+    for pw in PASSWORDS:
+        text = f"cannot read 'http://u:{pw}@host:8/simple/six/': timed out"
+        assert redact(text) == "cannot read 'http://host:8/simple/six/': timed out"
+        assert split_credentials(f"https://u:{pw}@host/simple") == ("https://host/simple", "u", pw)
+    assert redact("ssh://git@host/repo.git") == "ssh://git@host/repo.git"
