@@ -35,6 +35,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from envbuild._fs import atomic_write, claim_output_dir, sha256_file
+from envbuild._http import TIMEOUT, is_timeout
 from envbuild.errors import EnvbuildError, FetchError, HashMismatch, InputError, ToolError
 from envbuild.models import LockedArtifact
 from envbuild.tools._run import redact, run
@@ -264,18 +265,9 @@ class _Progress:
 
 
 def _session(jobs: int) -> Any:
-    import requests
-    from requests.adapters import HTTPAdapter
-    from urllib3.util.retry import Retry
+    from envbuild._http import http_session
 
-    s = requests.Session()
-    retry = Retry(total=4, connect=4, read=2, backoff_factor=0.5,
-                  status_forcelist=(429, 500, 502, 503, 504), allowed_methods=("GET", "HEAD"))
-    adapter = HTTPAdapter(max_retries=retry, pool_connections=max(4, jobs), pool_maxsize=max(4, jobs))
-    s.mount("https://", adapter)
-    s.mount("http://", adapter)
-    s.headers["User-Agent"] = "envbuild-fetch"
-    return s
+    return http_session(jobs, "envbuild-fetch")
 
 
 def _download(session: Any, job: _Job, dest: Path, prog: _Progress, stats: _Stats) -> None:
@@ -292,6 +284,8 @@ def _download(session: Any, job: _Job, dest: Path, prog: _Progress, stats: _Stat
         return
     restarted = False
     for attempt in range(4):
+        if stats.cancel.is_set():
+            raise _Cancelled()
         offset = part.stat().st_size if part.exists() else 0
         try:
             got = _get(session, job, part, offset, prog, stats.cancel)
@@ -301,11 +295,19 @@ def _download(session: Any, job: _Job, dest: Path, prog: _Progress, stats: _Stat
         except (FetchError, _Cancelled):
             raise
         except Exception as exc:  # requests' errors: keep the .part for the next attempt or run
-            if attempt == 3:
+            progressed = part.exists() and part.stat().st_size > offset
+            # A timeout with no byte received: the host is unreachable or silent, and asking again
+            # would only multiply the wait.  Stop every other download too: they use the same index.
+            silent = not progressed and is_timeout(exc)
+            if attempt == 3 or silent:
+                if silent:
+                    stats.cancel.set()
                 raise FetchError(
                     f"download of {redact(job.url)} failed: {type(exc).__name__}: {redact(str(exc))}.",
                     path=job.rel,
-                    hint="The partial file is kept; run 'envbuild fetch' again to resume.",
+                    hint=(f"The server did not answer within {TIMEOUT[0]:.0f} s (connect) / "
+                          f"{TIMEOUT[1]:.0f} s (read): check the index URL and the network, then fetch again."
+                          if silent else "The partial file is kept; run 'envbuild fetch' again to resume."),
                 ) from None
             time.sleep(0.5 * (attempt + 1))
             continue
@@ -331,7 +333,7 @@ class _Cancelled(Exception):
 def _get(session: Any, job: _Job, part: Path, offset: int, prog: _Progress,
          cancel: threading.Event) -> tuple[str, int, bool]:
     headers = {"Range": f"bytes={offset}-"} if offset else {}
-    with session.get(job.url, headers=headers, stream=True, timeout=(15, 120)) as r:
+    with session.get(job.url, headers=headers, stream=True, timeout=TIMEOUT) as r:
         if offset and r.status_code == 416:
             raise _RangeRefused()
         if r.status_code >= 400:
@@ -440,6 +442,7 @@ def _resolve_build_reqs(lock: LockView, reqs: Sequence[str], work: Path) -> list
     """
     report = work / "build-report.json"
     cmd: list[str] = [sys.executable, "-m", "pip", "--isolated", "install", "--dry-run", "--ignore-installed",
+                      "--timeout", f"{TIMEOUT[1]:.0f}", "--retries", "1",
                       "--disable-pip-version-check", "--quiet", "--only-binary=:all:",
                       "--python-version", lock.python, "--implementation", "cp",
                       "--target", str(work / "target"), "--report", str(report)]

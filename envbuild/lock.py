@@ -37,6 +37,7 @@ from packaging.version import InvalidVersion, Version
 
 from envbuild import __version__
 from envbuild._fs import atomic_write, check_output_dir, one_line, output_dir, path_component
+from envbuild._http import TIMEOUT, http_session
 from envbuild.errors import ConflictError, FetchError, InputError
 from envbuild.lockfile import LOCK_FILE, Lock
 from envbuild.models import LockedArtifact, Profile, Resolution
@@ -179,7 +180,8 @@ def _file_from_link(base: str, href: str, yanked: bool) -> IndexFile:
 class IndexClient:
     """Reads project pages of indexes and find-links pages (each page fetched once)."""
 
-    def __init__(self, index_urls: Sequence[str], find_links: Sequence[str], *, timeout: float = 60) -> None:
+    def __init__(self, index_urls: Sequence[str], find_links: Sequence[str], *,
+                 timeout: tuple[float, float] = TIMEOUT) -> None:
         self.index_urls = [u.rstrip("/") for u in index_urls]
         self.find_links = list(find_links)
         self.timeout = timeout
@@ -190,9 +192,7 @@ class IndexClient:
     def session(self) -> Any:
         # requests is imported on first use: the uv engine usually needs no index request at all.
         if self._session is None:
-            import requests
-
-            self._session = requests.Session()
+            self._session = http_session(16, "envbuild-lock")
         return self._session
 
     def _get(self, url: str, accept: str | None = None) -> tuple[str, str, str] | None:

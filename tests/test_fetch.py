@@ -84,6 +84,7 @@ def test_partial_file_is_resumed_with_range_and_corrupt_partial_restarted(tmp_pa
         lock = write_lock(tmp_path / "lock", [wheel_artifact(srv, a), wheel_artifact(srv, b)])
         cache = tmp_path / "cache"
         (cache / "wheels").mkdir(parents=True)
+        (cache / ".envbuild-output").write_text('{"files": []}')  # left by the interrupted fetch
         half = a.stat().st_size // 2
         (cache / "wheels" / f"{a.name}.part").write_bytes(a.read_bytes()[:half])
         (cache / "wheels" / f"{b.name}.part").write_bytes(b"garbage" * 1000)  # not a prefix of b
@@ -325,3 +326,48 @@ def test_file_urls_from_a_local_find_links_directory_are_copied_and_checked(tmp_
     with pytest.raises(HashMismatch):
         fetch(bad, tmp_path / "cache2", show_progress=False)
     assert not list((tmp_path / "cache2").rglob("*.whl*"))
+
+
+def test_a_silent_index_fails_fetch_within_ten_seconds(tmp_path: Path) -> None:
+    """A port that accepts connections and never answers: fetch gives up within the bound, exit 3."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(srv.accept()[0])  # never read from, never answered
+            except OSError:
+                continue
+
+    threading.Thread(target=accept, daemon=True).start()
+    port = srv.getsockname()[1]
+    arts = [{"name": f"pkg{i}", "version": "1.0", "kind": "wheel", "sha256": "ab" * 32,
+             "filename": f"pkg{i}-1.0-py3-none-any.whl",
+             "url": f"http://127.0.0.1:{port}/files/pkg{i}-1.0-py3-none-any.whl"} for i in range(12)]
+    lock = write_lock(tmp_path / "lock", arts, index_urls=[f"http://127.0.0.1:{port}/simple"])
+    from envbuild.errors import FetchError
+
+    try:
+        t0 = time.monotonic()
+        # In-process, so the bound is the network wait's, not the interpreter start-up's on a loaded box.
+        with pytest.raises(FetchError) as info:
+            fetch(lock, tmp_path / "cache", jobs=4, show_progress=False)
+        took = time.monotonic() - t0
+    finally:
+        stop.set()
+        for c in held:
+            c.close()
+        srv.close()
+    assert info.value.exit_code == 3
+    assert "did not answer" in (info.value.hint or "")
+    print(f"silent index: fetch failed after {took:.1f} s")
+    # 12 files over 4 workers: the others are not tried one after another against the silent server.
+    assert took <= 10, took
