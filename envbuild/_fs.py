@@ -25,6 +25,7 @@ __all__ = [
     "check_output_dir",
     "check_output_file",
     "claim_output_dir",
+    "file_lock",
     "is_within_directory",
     "one_line",
     "output_dir",
@@ -378,3 +379,24 @@ def check_output_file(path: str | os.PathLike[str], is_ours: Callable[[Path], bo
     raise OutputRefused(
         f"{p} already exists and is not a file envbuild wrote, so envbuild will not replace it; nothing "
         "was written.", path=str(p), field=field, hint=f"Pass {field} with a new file name, or move it away.")
+
+
+@contextlib.contextmanager
+def file_lock(root: str | os.PathLike[str], key: str) -> Iterator[None]:
+    """Hold an exclusive ``fcntl.flock`` on ``root/.locks/KEY.lock`` (processes and threads alike).
+
+    Two ``fetch`` runs into one cache take the same lock per artifact, so one of them writes the
+    file and the other then finds it complete instead of writing into the same ``.part``.
+    """
+    import fcntl
+
+    d = Path(root) / ".locks"
+    d.mkdir(parents=True, exist_ok=True)
+    # Named by a digest of the key: any key is one plain file name, and none looks like an artifact.
+    safe = hashlib.sha256(key.encode()).hexdigest()[:24]
+    with open(d / f"{safe}.lock", "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

@@ -20,7 +20,15 @@ from typing import Any
 
 from envbuild._fs import check_output_file, is_within_directory, safe_extract, sha256_file
 from envbuild.errors import FetchError, InputError
-from envbuild.fetch import LOCK_FILE, MANIFEST_FILE, LockView, load_manifest, read_lock
+from envbuild.fetch import (
+    BUILT_FILE,
+    LOCK_FILE,
+    MANIFEST_FILE,
+    LockView,
+    load_manifest,
+    read_built,
+    read_lock,
+)
 
 __all__ = ["BundleResult", "Problem", "VerifyReport", "bundle", "present_bundle", "present_verify",
            "verify_cache"]
@@ -113,6 +121,31 @@ def _check_lock(cache: Path, lock: LockView, by_file: dict[str, dict[str, Any]])
         elif e["sha256"] != a.sha256:
             out.append(Problem(rel, "lock-mismatch", expected=a.sha256, actual=str(e["sha256"]),
                                detail="manifest.json disagrees with the lock"))
+    out += _check_built(cache, lock, by_file)
+    return out
+
+
+def _check_built(cache: Path, lock: LockView, by_file: dict[str, dict[str, Any]]) -> list[Problem]:
+    """git/ and build/ against the lock's own record of them (built.sha256), not the manifest's."""
+    recorded = read_built(lock.path)
+    out: list[Problem] = []
+    for rel, e in sorted(by_file.items()):
+        if not rel.startswith(("git/", "build/")):
+            continue
+        want = recorded.get(rel)
+        if want is None:
+            out.append(Problem(rel, "unrecorded", actual=str(e["sha256"]),
+                               detail=f"the lock records no sha256 for it ({BUILT_FILE}); run "
+                                      "'envbuild fetch'"))
+        elif e["sha256"] != want:
+            out.append(Problem(rel, "lock-mismatch", expected=want, actual=str(e["sha256"]),
+                               detail=f"manifest.json disagrees with the lock's {BUILT_FILE}"))
+    for rel, want in sorted(recorded.items()):
+        path = cache / rel
+        actual = sha256_file(path) if path.is_file() else None
+        if actual != want:
+            out.append(Problem(rel, "missing" if actual is None else "altered", expected=want, actual=actual,
+                               detail=f"checked against the lock's {BUILT_FILE}"))
     return out
 
 

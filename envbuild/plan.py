@@ -137,6 +137,10 @@ def plan(
         cache = out / "offline_cache"
         with _timed(seconds, "fetch", say):
             fetched = fetch_stage.fetch(lock_dir, cache, jobs=jobs, show_progress=show_progress).to_dict()
+            # The scripts beside the cache read the lock copy beside them: it needs fetch's record too.
+            built = lock_dir / fetch_stage.BUILT_FILE
+            if built.is_file():
+                atomic_write(out / fetch_stage.BUILT_FILE, built.read_bytes())
         with _timed(seconds, "bundle", say):
             bundle_path = out / f"{spec.name}-offline.tar"
             bundle_stage.bundle(lock_dir, cache, bundle_path)

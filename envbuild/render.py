@@ -28,7 +28,8 @@ __all__ = ["SCRIPTS", "TEMPLATE_DIR", "RenderResult", "render", "render_scripts"
 
 SCRIPTS = ("install.sh", "install-offline.sh", "verify.sh")
 DOCS = ("INSTALL.md",)
-LOCK_TEXTS = (LOCK_FILE, "requirements.txt", "conda.txt", "source-builds.txt", "git.txt")
+# built.sha256: what fetch built for this lock (git wheels, build requirements), checked offline.
+LOCK_TEXTS = (LOCK_FILE, "requirements.txt", "conda.txt", "source-builds.txt", "git.txt", "built.sha256")
 MANAGERS = ("conda", "mamba", "micromamba", "venv")
 
 # Distribution name -> module to import when verifying (only where the two differ).
@@ -155,6 +156,8 @@ def _context(lk: Lock, manager: str) -> dict[str, Any]:
         "conda": [{"subdir": a.subdir or "noarch", "filename": a.filename, "sha256": a.sha256}
                   for a in lk.conda] if manager != "venv" else [],
         "cached": cached,
+        # sdists and source builds are built on the target with fetch's build requirements
+        "needs_build": any(a.kind == "sdist" or a.build == "source" for a in lk.artifacts),
         "imports": _imports(lk),
         "artifacts": rows,
         "warnings": list(res.get("warnings") or []),
