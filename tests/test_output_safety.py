@@ -212,3 +212,92 @@ def test_redact_and_split_take_the_last_at() -> None:
         assert redact(text) == "cannot read 'http://host:8/simple/six/': timed out"
         assert split_credentials(f"https://u:{pw}@host/simple") == ("https://host/simple", "u", pw)
     assert redact("ssh://git@host/repo.git") == "ssh://git@host/repo.git"
+
+
+# --- nothing installed unverified -----------------------------------------------------------------
+
+
+def _bash(script: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_", "VIRTUAL_ENV"))}
+    return subprocess.run(["bash", str(script), *args], capture_output=True, text=True, timeout=300,
+                          env={**env, "PYTHON": sys.executable, "PIP_CONFIG_FILE": os.devnull})
+
+
+def _set_manifest_entry(cache: Path, rel: str, path: Path, **extra: object) -> None:
+    """What a tamperer does: make the cache's own manifest.json agree with the file."""
+    import hashlib
+
+    m = json.loads((cache / "manifest.json").read_text())
+    entry = {"file": rel, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+             "size": path.stat().st_size, "url": "", "name": "x", "version": "1",
+             "kind": "git-wheel", "commit": None, **extra}
+    m["files"] = [e for e in m["files"] if e["file"] != rel] + [entry]
+    (cache / "manifest.json").write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
+
+
+@pytest.mark.slow
+def test_a_replaced_git_wheel_is_refused_and_unlisted_files_are_not_installed(tmp_path: Path,
+                                                                            index: str) -> None:
+    from fetch_fixture import git_repo
+
+    from envbuild.fetch import fetch, read_built
+    from envbuild.lock import lock
+    from envbuild.models import Profile
+    from envbuild.render import render
+    from envbuild.spec import GitRequirement, Spec
+
+    host = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    repo, commits = git_repo(tmp_path / "mypkg")
+    spec = Spec(name="g", python=host, requirements=("six",), indexes={"pypi": index},
+                git=(GitRequirement("mypkg", repo.as_uri(), "v1.0"),))
+    lk, cache = tmp_path / "lk", tmp_path / "cache"
+    lock(spec, Profile(python_version=host), out_dir=lk)
+    fetch(lk, cache, show_progress=False)
+    render(lk)  # after the fetch: the scripts beside the lock find its record of git/ and build/
+    rel = "git/mypkg-1.0-py3-none-any.whl"
+    recorded = read_built(lk)
+    assert list(recorded) == [rel]  # a pure wheel: nothing is built on the target, no build/ needed
+
+    # Files nobody recorded, listed in the cache's manifest: not installed.
+    evil = make_wheel(tmp_path / "evil", "evilpkg", "6.6.6")
+    for where in ("git", "build"):
+        (cache / where).mkdir(exist_ok=True)
+        (cache / where / evil.name).write_bytes(evil.read_bytes())
+        _set_manifest_entry(cache, f"{where}/{evil.name}", evil)
+    prefix = tmp_path / "env"
+    ok = _bash(lk / "install-offline.sh", "--prefix", str(prefix), "--cache", str(cache))
+    assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-3000:]
+    assert "evilpkg" not in ok.stdout + ok.stderr
+    freeze = subprocess.run([str(prefix / "bin" / "python"), "-m", "pip", "freeze"], capture_output=True,
+                            text=True, check=True).stdout.lower()
+    assert "mypkg" in freeze and "six==1.16.0" in freeze and "evilpkg" not in freeze
+    report = cli("verify-cache", str(cache), "--lock", str(lk), "--json", cwd=tmp_path)
+    assert report.returncode == 3
+    assert {(p["file"], p["problem"]) for p in json.loads(report.stdout)["problems"]} == {
+        (f"git/{evil.name}", "unrecorded"), (f"build/{evil.name}", "unrecorded")}
+
+    # The git wheel replaced by another one of the same name, the manifest updated to match.
+    for where in ("git", "build"):
+        (cache / where / evil.name).unlink()
+    m = json.loads((cache / "manifest.json").read_text())
+    m["files"] = [e for e in m["files"] if evil.name not in e["file"]]
+    (cache / "manifest.json").write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
+    assert cli("verify-cache", str(cache), "--lock", str(lk), cwd=tmp_path).returncode == 0
+    fake = make_wheel(tmp_path / "fake", "mypkg", "1.0")
+    assert fake.name == Path(rel).name
+    (cache / rel).write_bytes(fake.read_bytes())
+    _set_manifest_entry(cache, rel, fake, kind="git-wheel", commit=commits[0], name="mypkg", version="1.0")
+    assert cli("verify-cache", str(cache), "--json", cwd=tmp_path).returncode == 0  # the manifest agrees...
+    report = cli("verify-cache", str(cache), "--lock", str(lk), "--json", cwd=tmp_path)
+    assert report.returncode == 3, report.stdout  # ... the lock does not
+    probs = {(p["file"], p["problem"], p["expected"]) for p in json.loads(report.stdout)["problems"]}
+    assert (rel, "altered", recorded[rel]) in probs
+    fresh = tmp_path / "env2"
+    run = _bash(lk / "install-offline.sh", "--prefix", str(fresh), "--cache", str(cache))
+    assert run.returncode != 0
+    assert rel in run.stderr and recorded[rel] in run.stderr and "nothing was installed" in run.stderr
+    assert not fresh.exists()
+    # fetch does not take the replaced file as its own either: it rebuilds the recorded one.
+    res = fetch(lk, cache, show_progress=False)
+    assert res.git[0]["file"] == rel
+    assert cli("verify-cache", str(cache), "--lock", str(lk), cwd=tmp_path).returncode == 0
