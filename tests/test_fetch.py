@@ -371,3 +371,30 @@ def test_a_silent_index_fails_fetch_within_ten_seconds(tmp_path: Path) -> None:
     print(f"silent index: fetch failed after {took:.1f} s")
     # 12 files over 4 workers: the others are not tried one after another against the silent server.
     assert took <= 10, took
+
+
+def test_two_concurrent_fetches_into_one_cache_download_each_file_once(tmp_path: Path) -> None:
+    """Two real ``envbuild fetch`` processes, one cache: one lock per artifact, so each file is
+    downloaded by one of them, the other finds it complete, and both succeed with intact files."""
+    idx = tmp_path / "idx"
+    wheels = [make_wheel(idx, f"pkg{i}", "1.0", payload=200_000) for i in range(4)]
+    # Throttled (about 1.5 s a file), so the two runs overlap on every file.
+    with serve(idx, slow={w.name: 150_000 for w in wheels}) as srv:
+        lock = write_lock(tmp_path / "lock", [wheel_artifact(srv, w) for w in wheels])
+        cache = tmp_path / "cache"
+        cmd = [sys.executable, "-m", "envbuild", "fetch", str(lock), "--cache", str(cache), "--jobs", "2",
+               "--json"]
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+        outs = [p.communicate(timeout=120) for p in procs]
+        gets = {w.name: srv.requests_for(w.name) for w in wheels}
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, out + err
+    results = [json.loads(out) for out, _ in outs]
+    assert sum(r["downloaded"] for r in results) == 4
+    assert sum(r["skipped"] for r in results) == 4
+    assert all(len(g) == 1 for g in gets.values()), {k: len(v) for k, v in gets.items()}
+    for w in wheels:
+        assert sha256(cache / "wheels" / w.name) == sha256(w)
+    assert not list(cache.rglob("*.part"))
+    assert {e["file"] for e in load_manifest(cache)["files"]} == {f"wheels/{w.name}" for w in wheels}
