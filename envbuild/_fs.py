@@ -182,23 +182,24 @@ def _open_tar(src: str) -> Iterator[tarfile.TarFile]:
 # --- outputs that never destroy what the user had ---------------------------------------------
 
 OUTPUT_MARKER = ".envbuild-output"
-_NAME = re.compile(r"^([A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9])$")
+# The spec's name rule: starts with a letter or digit, then letters, digits, '.', '_', '-'.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # A lock or cache written by an envbuild from before the marker: recognised by its own files.
 _LEGACY = {"envbuild.lock.json": "generated_by", "manifest.json": "lock_spec_hash", "plan.json": "next_steps",
            "envbuild-manifest.json": "envbuild"}
 
 
 def path_component(name: str, *, field: str, path: str | None = None) -> str:
-    """``name`` when it can be one directory name: a PEP 508 project name (letters, digits, ``._-``,
-    alphanumeric at both ends), so no separator, ``..``, leading dot or control character.
+    """``name`` when it can be one directory name: letters, digits, ``._-``, starting with a letter or
+    digit (as spec names are), so no separator, ``..``, leading dot, space or control character.
 
     Raises:
         InputError: anything else (``../../victim``, ``a/b``, ``x\\ny``, empty).
     """
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InputError(f"the name {one_line(repr(name))} cannot be a directory name.", path=path,
-                         field=field, hint="Use letters, digits, '.', '_' and '-' only, starting and "
-                                           "ending with a letter or digit (e.g. 'radar-env').")
+                         field=field, hint="Use letters, digits, '.', '_' and '-' only, starting with a "
+                                           "letter or digit (e.g. 'radar-env').")
     return name
 
 

@@ -243,11 +243,17 @@ def _write_built(lock_dir: Path, entries: Sequence[ManifestEntry]) -> None:
     if not lines and not target.exists():
         return
     text = "".join(lines)
-    if not target.is_file() or target.read_text() != text:
-        atomic_write(target, text)
-    if (lock_dir / OUTPUT_MARKER).is_file():
-        # A re-lock replaces it with the lock (its commits and sdists may change).
-        record_output(lock_dir, BUILT_FILE)
+    try:
+        if not target.is_file() or target.read_text() != text:
+            atomic_write(target, text)
+        if (lock_dir / OUTPUT_MARKER).is_file():
+            # A re-lock replaces it with the lock (its commits and sdists may change).
+            record_output(lock_dir, BUILT_FILE)
+    except OSError as exc:
+        raise FetchError(f"cannot record the hashes of the built files in the lock directory "
+                         f"({exc.strerror}).", path=str(target),
+                         hint="fetch writes built.sha256 beside envbuild.lock.json: make the lock directory "
+                              "writable and fetch again.") from None
 
 
 # --- downloads --------------------------------------------------------------------------------

@@ -125,6 +125,13 @@ class Lock:
             if not isinstance(data.get(key), typ):
                 raise LockError(f"missing or not a {typ.__name__}.", path=path, field=key,
                                 hint="The lock is damaged; re-create it with 'envbuild lock'.")
+        # The name becomes lockfiles/NAME/ in bundles and scripts: one path component, checked here.
+        from envbuild._fs import path_component
+
+        try:
+            path_component(data["name"], field="name", path=path)
+        except InputError as exc:
+            raise LockError(exc.message, path=path, field="name", hint=exc.hint) from None
         arts = []
         for i, a in enumerate(data["artifacts"]):
             if not isinstance(a, dict) or not all(isinstance(a.get(k), str) for k in

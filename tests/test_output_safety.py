@@ -301,3 +301,16 @@ def test_a_replaced_git_wheel_is_refused_and_unlisted_files_are_not_installed(tm
     res = fetch(lk, cache, show_progress=False)
     assert res.git[0]["file"] == rel
     assert cli("verify-cache", str(cache), "--lock", str(lk), cwd=tmp_path).returncode == 0
+
+
+def test_a_lock_whose_name_is_a_path_is_refused_by_every_reader(tmp_path: Path) -> None:
+    from fetch_fixture import write_lock
+
+    lk = write_lock(tmp_path / "lk", [], name="../../victim")
+    for args in (("render", "lk", "-o", "out"), ("fetch", "lk", "--cache", "c"),
+                 ("bundle", "lk", "--cache", "c")):
+        proc = cli(*args, cwd=tmp_path)
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        assert "name" in proc.stderr and "victim" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lk"]
+    assert sorted(p.name for p in lk.iterdir()) == ["envbuild.lock.json", "requirements.txt"]
