@@ -99,6 +99,9 @@ def test_render_fetch_plan_bundle_refuse_foreign_outputs(tmp_path: Path, index: 
     assert cli("bundle", "lk", "--cache", "cache", "-o", "b.tar", cwd=tmp_path).returncode == 0
     with tarfile.open(tmp_path / "b.tar") as tf:
         assert "b/lockfiles/env/envbuild.lock.json" in tf.getnames()
+    proc = cli("rebuild", "lk", "--driver", "535.104.05", "--no-lock", "-o", "mine", cwd=tmp_path)
+    assert proc.returncode == 2 and "install.sh" in proc.stderr, proc.stdout + proc.stderr
+    assert tree(mine) == {"install.sh": b"my own script\n"}
     assert cli("fetch", "lk", "--cache", "cache", cwd=tmp_path).returncode == 0
     assert cli("render", "lk", "-o", "scripts", cwd=tmp_path).returncode == 0
     assert cli("render", "lk", "-o", "scripts", cwd=tmp_path).returncode == 0
@@ -202,6 +205,33 @@ def test_index_password_never_written_printed_or_on_argv(tmp_path: Path, monkeyp
         assert not any(piece in a for a in args for piece in pieces), args
         # It got the password another way: the environment (uv: UV_INDEX_*_PASSWORD; pip: PIP_INDEX_URL).
         assert any(password in v or password.replace("@", "%40") in v or "%40" in v for v in env.values())
+
+
+def test_git_gets_credentials_in_its_environment_not_argv(monkeypatch: pytest.MonkeyPatch) -> None:
+    import base64
+
+    import envbuild.tools._run as run_mod
+    from envbuild.errors import ToolError
+    from envbuild.tools.git import resolve_ref
+
+    seen: list[tuple[list[str], dict[str, str]]] = []
+    real = run_mod.subprocess.run
+
+    def spy(args: list[str], **kw: object) -> object:
+        seen.append((list(args), dict(kw.get("env") or {})))  # type: ignore[call-overload]
+        return real(args, **kw)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(run_mod.subprocess, "run", spy)
+    for pw in PASSWORDS:
+        seen.clear()
+        with pytest.raises(ToolError) as info:  # nothing listens on port 9: git really runs and fails
+            resolve_ref(f"https://u:{pw}@127.0.0.1:9/repo.git", "main")
+        assert pw not in info.value.render() and "Leak9" not in info.value.render()
+        ((args, env),) = seen
+        assert args == ["git", "ls-remote", "https://127.0.0.1:9/repo.git"]
+        token = base64.b64encode(f"u:{pw}".encode()).decode()
+        assert env["GIT_CONFIG_KEY_0"] == "http.https://127.0.0.1:9/.extraHeader"
+        assert env["GIT_CONFIG_VALUE_0"] == f"Authorization: Basic {token}"
 
 
 def test_redact_and_split_take_the_last_at() -> None:
