@@ -557,7 +557,7 @@ def _source_builds_txt(head: str, res: Resolution, sb: Sequence[_Locked]) -> str
         env: dict[str, Any] = next((s.get("env", {}) for s in res.source_builds
                     if canonicalize_name(s["name"]) == x.artifact.name), {})
         if env:
-            lines.append("# env: " + " ".join(f"{k}={v}" for k, v in sorted(env.items())) + "\n")
+            lines.append("# env: " + one_line(" ".join(f"{k}={v}" for k, v in sorted(env.items()))) + "\n")
         lines.append(_hash_lines(x.artifact.name, x.artifact.version, x.hashes))
     return "".join(lines)
 
