@@ -53,6 +53,7 @@ def test_lock_refuses_a_project_folder_and_keeps_every_file(tmp_path: Path, inde
     assert sorted(p.name for p in tmp_path.iterdir()) == ["proj", "www"]
 
 
+@pytest.mark.slow
 def test_relock_into_its_own_dir_replaces_only_its_files(tmp_path: Path, index: str) -> None:
     args = ("lock", "six", "--python", "3.11", "--cpu", "--index-url", index, "-o", "lk")
     assert cli(*args, cwd=tmp_path).returncode == 0
@@ -72,6 +73,7 @@ def test_relock_into_its_own_dir_replaces_only_its_files(tmp_path: Path, index: 
     assert (tmp_path / "empty" / "envbuild.lock.json").is_file()
 
 
+@pytest.mark.slow
 def test_render_fetch_plan_bundle_refuse_foreign_outputs(tmp_path: Path, index: str) -> None:
     assert cli("lock", "six", "--python", "3.11", "--cpu", "--index-url", index, "-o", "lk",
                cwd=tmp_path).returncode == 0
