@@ -63,27 +63,13 @@ def atomic_write(path: str | os.PathLike[str], data: str | bytes, mode: int = 0o
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temp directory that replaces ``path`` only if the block succeeds.
+    """Yield a temp directory that becomes ``path`` only if the block succeeds: ``output_dir``.
 
-    A failed lock or render therefore leaves no partial output directory behind,
-    and an existing good one is kept until the new one is complete.
+    Kept as a name for callers; it no longer renames an existing ``path`` away and deletes it
+    (that removed a user's project folder given as ``-o``): a foreign ``path`` is refused.
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a lock or rendered dir is meant to be shared
-    try:
+    with output_dir(path) as tmp:
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(tmp, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
