@@ -20,9 +20,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from envbuild._fs import is_within_directory, safe_extract, sha256_file
+from envbuild._fs import check_output_file, is_within_directory, safe_extract, sha256_file
 from envbuild.errors import FetchError, InputError
-from envbuild.fetch import LOCK_FILE, MANIFEST_FILE, LockView, load_manifest, read_lock
+from envbuild.fetch import (
+    BUILT_FILE,
+    LOCK_FILE,
+    MANIFEST_FILE,
+    LockView,
+    load_manifest,
+    read_built,
+    read_lock,
+)
 
 __all__ = ["BundleResult", "Problem", "VerifyReport", "bundle", "present_bundle", "present_verify",
            "verify_cache"]
@@ -119,6 +127,31 @@ def _check_lock(cache: Path, lock: LockView, by_file: dict[str, dict[str, Any]])
         elif e["sha256"] != a.sha256:
             out.append(Problem(rel, "lock-mismatch", expected=a.sha256, actual=str(e["sha256"]),
                                detail="manifest.json disagrees with the lock"))
+    out += _check_built(cache, lock, by_file)
+    return out
+
+
+def _check_built(cache: Path, lock: LockView, by_file: dict[str, dict[str, Any]]) -> list[Problem]:
+    """git/ and build/ against the lock's own record of them (built.sha256), not the manifest's."""
+    recorded = read_built(lock.path)
+    out: list[Problem] = []
+    for rel, e in sorted(by_file.items()):
+        if not rel.startswith(("git/", "build/")):
+            continue
+        want = recorded.get(rel)
+        if want is None:
+            out.append(Problem(rel, "unrecorded", actual=str(e["sha256"]),
+                               detail=f"the lock records no sha256 for it ({BUILT_FILE}); run "
+                                      "'envbuild fetch'"))
+        elif e["sha256"] != want:
+            out.append(Problem(rel, "lock-mismatch", expected=want, actual=str(e["sha256"]),
+                               detail=f"manifest.json disagrees with the lock's {BUILT_FILE}"))
+    for rel, want in sorted(recorded.items()):
+        path = cache / rel
+        actual = sha256_file(path) if path.is_file() else None
+        if actual != want:
+            out.append(Problem(rel, "missing" if actual is None else "altered", expected=want, actual=actual,
+                               detail=f"checked against the lock's {BUILT_FILE}"))
     return out
 
 
@@ -314,6 +347,16 @@ def _tar_filter(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
+def _is_bundle(path: Path) -> bool:
+    """A tar envbuild's bundle wrote: its members include lockfiles/NAME/envbuild.lock.json."""
+    try:
+        with tarfile.open(path) as tf:
+            return any(m.name.count("/") == 3 and m.name.split("/")[1] == "lockfiles"
+                       and m.name.endswith("/" + LOCK_FILE) for m in tf)
+    except (tarfile.TarError, OSError, EOFError):
+        return False
+
+
 def bundle(lock_dir: str | os.PathLike[str], cache: str | os.PathLike[str] = CACHE_DIR,
            output: str | os.PathLike[str] | None = None) -> BundleResult:
     """Verify ``cache`` against ``lock_dir``, then write lock + scripts + cache + README into one tar.
@@ -334,6 +377,7 @@ def bundle(lock_dir: str | os.PathLike[str], cache: str | os.PathLike[str] = CAC
         )
     top = f"{lock.name}-offline"
     out = Path(output) if output is not None else Path(f"{top}.tar")
+    check_output_file(out, _is_bundle)  # replaces only a bundle envbuild wrote, never another file
     if out.name.endswith(".tar"):
         top = out.name[: -len(".tar")]
     out.parent.mkdir(parents=True, exist_ok=True)

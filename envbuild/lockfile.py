@@ -125,6 +125,13 @@ class Lock:
                          ("target", dict), ("resolution", dict), ("artifacts", list)):
             if not isinstance(data.get(key), typ):
                 f.fail(key, data.get(key), f"{'an object' if typ is dict else 'a ' + typ.__name__}")
+        # The name becomes lockfiles/NAME/ in bundles and scripts: one path component, checked here.
+        from envbuild._fs import path_component
+
+        try:
+            path_component(data["name"], field="name", path=path)
+        except InputError as exc:
+            raise LockError(exc.message, path=path, field="name", hint=exc.hint) from None
         # one schema layer (envbuild.models.Fields): the nested records validate themselves, so
         # every later stage gets typed, well-formed values
         arts = tuple(LockedArtifact.from_dict(a, path=path, where=f"artifacts[{i}]", error=LockError)

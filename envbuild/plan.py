@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from envbuild._fs import atomic_write
+from envbuild._fs import atomic_write, check_output_dir, claim_output_dir, path_component
 from envbuild.models import Profile, Resolution
 from envbuild.spec import Spec
 
@@ -118,9 +118,13 @@ def plan(
     seconds: dict[str, float] = {}
     out = Path(out_dir)
     lock_dir = out / "lock"
+    # Refused before any work: a foreign --out, or a name that is not one path component.
+    path_component(spec.name, field="name", path=spec.path)
+    check_output_dir(out, field="--out")
     with _timed(seconds, "resolve", say):
         res = lock_stage.resolve_for_lock(spec, target, spec.indexes, prefer_pypi=prefer_pypi,
                                           native_driver_only=native_driver_only)
+    claim_output_dir(out, field="--out")
     with _timed(seconds, "lock", say):
         lock_stage.lock(spec, target, out_dir=lock_dir, engine=engine, resolution=res,
                         command=_command(spec, target, out, offline))
@@ -135,6 +139,10 @@ def plan(
         cache = out / "offline_cache"
         with _timed(seconds, "fetch", say):
             fetched = fetch_stage.fetch(lock_dir, cache, jobs=jobs, show_progress=show_progress).to_dict()
+            # The scripts beside the cache read the lock copy beside them: it needs fetch's record too.
+            built = lock_dir / fetch_stage.BUILT_FILE
+            if built.is_file():
+                atomic_write(out / fetch_stage.BUILT_FILE, built.read_bytes())
         with _timed(seconds, "bundle", say):
             bundle_path = out / f"{spec.name}-offline.tar"
             bundle_stage.bundle(lock_dir, cache, bundle_path)

@@ -27,7 +27,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from envbuild import __version__
-from envbuild._fs import atomic_dir
+from envbuild._fs import check_output_dir, output_dir, path_component
 from envbuild.doctor import known
 from envbuild.errors import ConflictError, InputError
 from envbuild.models import Profile, Resolution
@@ -645,6 +645,8 @@ def rebuild(
             field="--prefix/LOCK_DIR",
             hint="Pass --prefix ENV for an installed env, or lockfiles/NAME for a lock.",
         )
+    if out_dir is not None:
+        check_output_dir(out_dir)  # refused before any work, not after the resolve
     reqs = requirements_for(current)
     if not reqs:
         raise InputError(
@@ -656,11 +658,14 @@ def rebuild(
     out = (
         Path(out_dir)
         if out_dir is not None
-        else Path("rebuild") / f"{current.name}-{target.hostname or 'target'}"
+        # The default name is made from the env's name and the target's hostname: both foreign text.
+        else Path("rebuild") / path_component(
+            re.sub(r"[^A-Za-z0-9._-]+", "-", f"{current.name}-{target.hostname or 'target'}").strip("-._")
+            or "rebuild", field="--output", path=str(source))
     )
     script = render_script(plan)
     plan.out_dir, plan.files = str(out), ["plan.json", "rebuild.sh", "resolution.json"]
-    with atomic_dir(out) as tmp:
+    with output_dir(out) as tmp:
         # the lock first: when it fails (an index down) nothing of the rebuild dir appears
         if lock:
             _write_lock(current, reqs, target, res, tmp / "lock", indexes)

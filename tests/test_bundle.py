@@ -179,6 +179,7 @@ def test_verify_cache_checks_the_manifest_against_the_lock(fetched: tuple[Path, 
     wheel_arts[0]["sha256"] = "e" * 64
     wheel_arts[1]["filename"] = "gamma-3.0-py3-none-any.whl"
     (other / "envbuild.lock.json").write_text(json.dumps(data))
+    (other / "built.sha256").write_bytes((lock / "built.sha256").read_bytes())  # fetch's record of git/
     report = verify_cache(cache, other)
     probs = {(p.file, p.problem) for p in report.problems}
     assert probs == {(f"wheels/{wheels[0].name}", "lock-mismatch"),

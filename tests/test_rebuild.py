@@ -204,7 +204,8 @@ def test_seed_server_rebuild_plan(seed_env: tuple[Path, Path], profiles_dir: Pat
     assert build[0]["command"][-2:] == ["-e", str(src)]
 
     script = (out / "rebuild.sh").read_text()
-    assert sorted(p.name for p in out.iterdir()) == ["plan.json", "rebuild.sh", "resolution.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".envbuild-output", "plan.json", "rebuild.sh",
+                                                     "resolution.json"]
     assert "TORCH_CUDA_ARCH_LIST='7.0'" in script and "FORCE_CUDA='1'" in script
     assert "torch==1.10.0+cu102" in script and "cupy-cuda113" in script
     assert "https://download.pytorch.org/whl/cu102" in script
