@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from pypi_fixture import Index, make_wheel, serving
 
+from envbuild._fs import one_line
+
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
 
@@ -133,24 +135,15 @@ def test_names_are_validated_before_they_become_paths(tmp_path: Path, index: str
     assert sorted(p.name for p in work.iterdir()) == ["environment.yml"]
 
 
-def test_a_newline_in_output_path_stays_inside_the_comment(tmp_path: Path, index: str) -> None:
+def test_a_newline_in_output_path_is_refused_and_header_text_is_escaped(tmp_path: Path, index: str) -> None:
     out = "lk\n--index-url http://evil.invalid/simple\nevil-package==6.6.6"
     proc = cli("lock", "six", "--python", "3.11", "--cpu", "--index-url", index, "-o", out, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    written = tmp_path / out
-    for f in written.iterdir():
-        if f.suffix == ".txt":
-            for line in f.read_text().splitlines():
-                # Every line is a comment, an option of ours, a pin or a hash continuation.
-                assert "evil" not in line or line.startswith("#"), (f.name, line)
-    reqs = (written / "requirements.txt").read_text()
-    assert "--index-url http://evil.invalid/simple" not in reqs.replace("#", "\n#").splitlines()
-    # pip itself reads no evil requirement from it.
-    assert "evil" not in subprocess.run(
-        [sys.executable, "-c", "import sys; from pip._internal.req.req_file import parse_requirements; "
-         "from pip._internal.network.session import PipSession; "
-         "print([r.requirement for r in parse_requirements(sys.argv[1], session=PipSession())])",
-         str(written / "requirements.txt")], capture_output=True, text=True, check=False).stdout
+    # refused at the flag boundary: nothing is written at all
+    assert proc.returncode == 2 and "-o" in proc.stderr, proc.stderr
+    assert not any(p.name.startswith("lk") for p in tmp_path.iterdir())
+    # and text that does reach a header (a command line) cannot start a live pip line
+    header = one_line("envbuild lock -o " + out)
+    assert "\n" not in header and "\\n--index-url" in header
 
 
 def test_control_characters_in_urls_are_input_errors(tmp_path: Path, index: str) -> None:
