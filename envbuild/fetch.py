@@ -131,6 +131,9 @@ def _check_artifact(a: Any, f: Path, i: int) -> LockedArtifact:
         if not art.commit or not re.match(r"^[0-9a-f]{40}([0-9a-f]{24})?$", art.commit):
             raise InputError("a git artifact needs the full resolved commit sha.", path=str(f),
                              field=f"{where}.commit", hint=hint)
+        if art.subdir and (art.subdir.startswith("/") or ".." in art.subdir.split("/")):
+            raise InputError(f"unsafe git subdirectory '{art.subdir}'.", path=str(f), field=f"{where}.subdir",
+                             hint="It names the package's directory inside the repository.")
         return art
     if not _SHA_RE.match(art.sha256):
         raise InputError("expected a 64-hex sha256; every downloaded file is checked against it.",
@@ -486,6 +489,8 @@ def _build_git(
     # A lock written by hand may keep pip's "git+" scheme prefix; git itself does not take it.
     _git_checkout(art.url.removeprefix("git+"), art.commit, src)
     epoch = run(["git", "log", "-1", "--format=%ct"], cwd=src, tool="git").stdout.strip()
+    # A git artifact's subdir is the package's directory in the repository (pip's #subdirectory=).
+    pkg = src / art.subdir if art.subdir else src
     out = work / "wheel"
     # SOURCE_DATE_EPOCH makes the zip timestamps (and so the hash) depend on the commit only.
     env = {"SOURCE_DATE_EPOCH": epoch or "315532800", "PIP_CONFIG_FILE": os.devnull}
@@ -493,13 +498,13 @@ def _build_git(
             "--no-cache-dir", "-w", str(out)]
     wheel: Path | None = None
     try:
-        run([*base, "--no-build-isolation", str(src)], tool="pip", env=env)
+        run([*base, "--no-build-isolation", str(pkg)], tool="pip", env=env)
     except ToolError:
         # The host lacks the project's build backend: let pip fetch it from the lock's index.
         idx = [x for i, u in enumerate(lock.index_urls) for x in (("--index-url" if i == 0 else
                                                                     "--extra-index-url"), u)]
         with contextlib.suppress(ToolError):
-            run([*base, *idx, str(src)], tool="pip", env=env)
+            run([*base, *idx, str(pkg)], tool="pip", env=env)
     built = sorted(out.glob("*.whl")) if out.exists() else []
     if built:
         _, _, _, tags = parse_wheel_filename(built[0].name)
@@ -518,10 +523,11 @@ def _build_git(
     rel = f"git/{stem}-{art.commit[:12]}.tar.gz"
     (cache / "git").mkdir(parents=True, exist_ok=True)
     tmp = cache / (rel + ".part")
-    run(["git", "archive", "--format=tar.gz", f"--prefix={stem}/", "-o", str(tmp), art.commit],
+    tree = f"{art.commit}:{art.subdir}" if art.subdir else art.commit
+    run(["git", "archive", "--format=tar.gz", f"--prefix={stem}/", "-o", str(tmp), tree],
         cwd=src, tool="git", env={"SOURCE_DATE_EPOCH": epoch})
     os.replace(tmp, cache / rel)
-    requires = list(art.requires) or _pyproject_requires(src)
+    requires = list(art.requires) or _pyproject_requires(pkg)
     return ManifestEntry(rel, sha256_file(cache / rel), (cache / rel).stat().st_size, art.url,
                          art.name, art.version, "git-sdist", art.commit), requires
 

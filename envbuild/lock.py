@@ -349,8 +349,8 @@ def resolve_for_lock(spec: Spec, target: Profile, indexes: Mapping[str, str], *,
     """
     from envbuild import resolve as resolver
 
-    res: Resolution = resolver.resolve(list(spec.requirements), target, indexes=dict(indexes),
-                                       prefer_pypi=prefer_pypi)
+    res: Resolution = resolver.resolve(spec.resolver_requirements(), target, indexes=dict(indexes),
+                                       prefer_pypi=prefer_pypi, cuda=spec.cuda)
     if not res.ok:
         raise ConflictError(
             "no consistent set of versions exists for this target: " + " ".join(res.conflicts),
@@ -415,8 +415,9 @@ def lock(
     warnings: list[str] = list(res.warnings)
 
     primary = idx["pypi"].rstrip("/")
-    extras = [u.rstrip("/") for u in res.index_urls if u.rstrip("/") != primary]
-    find_links = list(dict.fromkeys(res.find_links))
+    extras = list(dict.fromkeys(u.rstrip("/") for u in [*res.index_urls, *spec.extra_index_urls]
+                                if u.rstrip("/") != primary))
+    find_links = list(dict.fromkeys([*res.find_links, *spec.find_links]))
     client = IndexClient([*extras, primary], find_links)
 
     # Source builds are compiled on the target; only their own requirements go to the engine.
@@ -441,12 +442,13 @@ def lock(
                    if spec.manager in CONDA_MANAGERS else None)
         # An upgrade must see releases newer than the cached index pages.
         opts = dataclasses.replace(_options(reqs, python, plat, primary, extras, find_links),
-                                   refresh=upgrade)
+                                   refresh=upgrade, constraints=tuple(spec.constraints))
         if engine == "uv":
             pylock, locked = _engine_uv(opts, python, plat, client, cache_dir, previous)
         else:
             pylock, locked = "", _engine_piptools(opts, python, plat, client, cache_dir, previous)
         timings["engine"] = time.perf_counter() - t1
+        _check_spec_hashes(spec, locked)
         git_arts = git_f.result()
         sb_locked = sb_f.result()
         conda_arts, conda_lines = conda_f.result() if conda_f else ([], [])
@@ -474,7 +476,9 @@ def lock(
         LOCK_FILE: lk.dumps(),
         "requirements.txt": _requirements_txt(head, primary, extras, find_links, locked),
         "source-builds.txt": _source_builds_txt(head, res, sb_locked),
-        "git.txt": head + "".join(f"{a.name} @ git+{pip_git_url(a.url)}@{a.commit}\n" for a in git_arts),
+        "git.txt": head + "".join(f"{a.name} @ git+{pip_git_url(a.url)}@{a.commit}"
+                                  + (f"#subdirectory={a.subdir}" if a.subdir else "") + "\n"
+                                  for a in git_arts),
     }
     if pylock:
         # uv's PEP 751 lock of the same pins (target files only); also the next re-lock's preferences.
@@ -652,6 +656,19 @@ def _engine_piptools(opts: Any, python: str, plat: TargetPlatform, client: Index
     return out
 
 
+def _check_spec_hashes(spec: Spec, locked: Sequence[_Locked]) -> None:
+    """A requirements file's ``--hash=`` lines name the only files the user accepts."""
+    for x in locked:
+        want = spec.hashes.get(x.artifact.name)
+        if want and not set(x.hashes) & set(want):
+            raise InputError(
+                f"{x.artifact.name}=={x.artifact.version} was locked, but none of its files for the target "
+                f"has a hash the requirements file lists ({', '.join(h[:12] for h in want)}...).",
+                path=spec.path, field=x.artifact.name,
+                hint="Pin the version those hashes belong to, or update the --hash lines "
+                     "(pip hash FILE prints a file's hash).")
+
+
 def _lock_source_builds(client: IndexClient, builds: Sequence[Mapping[str, Any]]) -> list[_Locked]:
     out = []
     for sb in builds:
@@ -672,8 +689,10 @@ def _lock_git(spec: Spec) -> list[LockedArtifact]:
     out = []
     for g in spec.git:
         commit = resolve_ref(g.url, g.ref)
+        # subdir of a git artifact: the package's directory inside the repository (pip's #subdirectory=)
         out.append(LockedArtifact(name=str(canonicalize_name(g.name)), version=g.ref or commit[:12],
-                                  kind="git", url=redact(g.url), sha256="", filename="", commit=commit))
+                                  kind="git", url=redact(g.url), sha256="", filename="", commit=commit,
+                                  subdir=g.subdirectory))
     return out
 
 

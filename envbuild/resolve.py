@@ -156,6 +156,10 @@ class _Facts:
     toolkits: tuple[Toolkit, ...]
     gcc: str | None
     driver_cuda: str | None = None  # only used when the driver version itself is unknown
+    cuda_spec: str | None = None  # the spec's CUDA constraint (a conda cudatoolkit=11.8 -> ==11.8.*)
+
+    def cuda_ok(self, cuda: str | None) -> bool:
+        return self.cuda_spec is None or cuda is None or _in(self.cuda_spec, cuda)
 
     @classmethod
     def of(cls, p: Profile) -> _Facts:
@@ -333,7 +337,7 @@ class _Search:
             return [(None, None)]
         out: list[tuple[str | None, str | None]] = []
         for cuda in sorted(self.m.driver_min, key=_mm, reverse=True):
-            if not self.m.cupy_for_cuda(cuda):
+            if not self.m.cupy_for_cuda(cuda) or not self.t.cuda_ok(cuda):
                 continue
             sup = self._driver(cuda)
             if sup:
@@ -366,6 +370,8 @@ class _Search:
             variants: list[str | None] = (
                 ([None] if rel.cpu else []) if self.t.cpu else list(rel.all_variants))
             for var in variants:
+                if var and not self.t.cuda_ok(cuda_of_variant(var)):
+                    continue
                 if _contains(spec, f"{rel.version}+{var or 'cpu'}"):
                     cands.append((rel, var))
         # Builds of the driver's own CUDA major come first (a 12.x driver gets a cu12x build even when a
@@ -387,7 +393,7 @@ class _Search:
             if got:
                 return got
         if not any_rel:
-            self.log.add("torch", spec=str(spec), cpu=self.t.cpu)
+            self.log.add("torch", spec=str(spec), cpu=self.t.cpu, cuda_spec=self.t.cuda_spec)
         return None
 
     def _torch_candidate(self, rel: TorchRelease, var: str | None) -> _Pick | None:
@@ -703,6 +709,8 @@ def _explain(log: _Log, wants: dict[str, _Want], t: _Facts, m: Matrix) -> list[s
     recs = log.records.get(stage or "", [])
     tw = wants.get("torch")
     torch_desc = f"torch{tw.spec}" if tw and str(tw.spec) else "torch"
+    if t.cuda_spec:
+        torch_desc += f" with CUDA {t.cuda_spec} (the spec's CUDA constraint)"
     out: list[str] = []
     if stage is None:
         return ["no candidate set was found (no requirement the data knows)."]
@@ -1163,11 +1171,13 @@ class _Builder:
 
 
 def resolve(requirements: Sequence[str], target: Profile, matrix: Matrix | None = None,
-            *, indexes: Mapping[str, str] | None = None, prefer_pypi: bool = True) -> Resolution:
+            *, indexes: Mapping[str, str] | None = None, prefer_pypi: bool = True,
+            cuda: str | None = None) -> Resolution:
     """Pick the newest consistent set for ``target`` (``ok=False`` + ``conflicts`` when none exists).
 
     With ``prefer_pypi`` a CUDA build that is the release's plain PyPI wheel (torch 2.6.0 = CUDA 12.4) is
     pinned without its local label and needs no PyTorch index; otherwise ``torch==X+cuYYY`` + index.
+    ``cuda`` is a PEP 440 specifier the chosen CUDA must satisfy (a spec's conda ``cudatoolkit=11.8``).
 
     Raises:
         InputError: a requirement is not PEP 508.
@@ -1175,7 +1185,7 @@ def resolve(requirements: Sequence[str], target: Profile, matrix: Matrix | None 
     """
     m = matrix or load_matrix()
     wants, passthrough = _parse(requirements)
-    t = _Facts.of(target)
+    t = dataclasses.replace(_Facts.of(target), cuda_spec=cuda or None)
     modes = [_Mode(False, False), _Mode(True, False)]
     if any(n in wants for n in ("mmcv-full", "mmcv", *MM)):
         modes += [_Mode(False, True), _Mode(True, True)]
@@ -1212,11 +1222,13 @@ def resolve_cli(reqs: Sequence[str], *, spec_path: Path | None = None, target_pa
     from envbuild.spec import load_spec
 
     requirements = list(reqs)
+    cuda: str | None = None
     indexes: dict[str, str] = {}
     profile_path = target_path
     if spec_path is not None:
         spec = load_spec(spec_path)
-        requirements = list(spec.requirements) + requirements
+        requirements = spec.resolver_requirements() + requirements
+        cuda = spec.cuda
         python = python or spec.python
         indexes = dict(spec.indexes)
         if profile_path is None and spec.target_profile:
@@ -1236,7 +1248,7 @@ def resolve_cli(reqs: Sequence[str], *, spec_path: Path | None = None, target_pa
         if exc.path is None and profile_path is not None and (exc.field or "").startswith("gpus["):
             exc.path = str(profile_path)  # the bad GPU came from the profile file, not a flag
         raise
-    return resolve(requirements, target, indexes=indexes, prefer_pypi=prefer_pypi)
+    return resolve(requirements, target, indexes=indexes, prefer_pypi=prefer_pypi, cuda=cuda)
 
 
 def present_resolution(res: Resolution, as_json: bool) -> None:
