@@ -413,6 +413,11 @@ def lock(
     timings["resolve"] = time.perf_counter() - t0
     python = _python_of(res, spec, target)
     warnings: list[str] = list(res.warnings)
+    if not target.glibc_version:
+        warnings.append(f"the target's glibc is unknown: locked for glibc {plat.glibc} "
+                        f"({plat.pip_platform} wheels, which every supported Linux runs); newer packages may "
+                        "have wheels only for a newer glibc. Run 'envbuild probe' on the target and lock "
+                        "with --target PROFILE.")
 
     primary = idx["pypi"].rstrip("/")
     extras = list(dict.fromkeys(u.rstrip("/") for u in [*res.index_urls, *spec.extra_index_urls]
@@ -442,9 +447,14 @@ def lock(
                    if spec.manager in CONDA_MANAGERS else None)
         # An upgrade must see releases newer than the cached index pages.
         opts = dataclasses.replace(_options(reqs, python, plat, primary, extras, find_links),
-                                   refresh=upgrade, constraints=tuple(spec.constraints))
+                                   refresh=upgrade, constraints=tuple(spec.constraints),
+                                   only_binary=True, no_binary=tuple(sorted(spec.allow_sdist)))
         if engine == "uv":
-            pylock, locked = _engine_uv(opts, python, plat, client, cache_dir, previous)
+            pylock, locked, relaxed = _engine_uv_relaxing(opts, spec, res, python, plat, client, cache_dir,
+                                                          previous)
+            for name, (was, now) in relaxed.items():
+                warnings.append(f"{name} {was} (the resolver's pick) has no wheel for {plat.pip_platform}: "
+                                f"locked {name} {now}, the newest version with one.")
         else:
             pylock, locked = "", _engine_piptools(opts, python, plat, client, cache_dir, previous)
         timings["engine"] = time.perf_counter() - t1
@@ -612,11 +622,17 @@ def _engine_uv(opts: Any, python: str, plat: TargetPlatform, client: IndexClient
 
     if not opts.requirements:
         return "", []
-    raw, packages = compile_pylock(opts, cache_dir=cache_dir, previous=previous)
     rank = {t: i for i, t in enumerate(plat.tags(python))}
+    try:
+        raw, packages = compile_pylock(opts, cache_dir=cache_dir, previous=previous)
+    except ConflictError as exc:
+        raise _no_wheel_error(exc, opts, python, plat, client, rank) or exc from None
     out = []
     for p in packages:
         files = [IndexFile(url=f.url, filename=f.filename, sha256=f.sha256 or None) for f in p.files]
+        if p.name in opts.no_binary:
+            # --allow-sdist: uv resolved it from source; a wheel of that version for the target still wins
+            files += client.files(p.name)
         got = _choose(p.name, p.version, files, rank, client)
         if got is None:
             raise FetchError(f"uv pinned {p.name}=={p.version} but listed no file usable on "
@@ -624,6 +640,83 @@ def _engine_uv(opts: Any, python: str, plat: TargetPlatform, client: IndexClient
                              hint="Check the target's Python/glibc, or the indexes that carry this package.")
         out.append(got)
     return raw, out
+
+
+class _NoWheel(InputError):
+    """A requirement with no wheel for the target (``package`` names it)."""
+
+    package: str = ""
+
+
+# Pins the resolver makes for reasons beyond versions (the CUDA build, mmcv's compiled ops): never relaxed.
+_NEVER_RELAX = {"torch", "torchvision", "torchaudio", "mmcv", "mmcv-full"}
+
+
+def _engine_uv_relaxing(opts: Any, spec: Spec, res: Resolution, python: str, plat: TargetPlatform,
+                        client: IndexClient, cache_dir: str | None, previous: str | None
+                        ) -> tuple[str, list[_Locked], dict[str, tuple[str, str]]]:
+    """Wheels first: a resolver pin (numpy==X) the user did not ask for that has no wheel for the target
+    becomes 'the newest version with one' (<=X, and the user's own specifier); a user's pin stays an error."""
+    from packaging.requirements import Requirement
+    from packaging.specifiers import SpecifierSet
+
+    relaxed: dict[str, tuple[str, str]] = {}
+    while True:
+        try:
+            raw, locked = _engine_uv(opts, python, plat, client, cache_dir, previous)
+        except _NoWheel as exc:
+            name = exc.package
+            pin = next((r for r in opts.requirements if _req_name(r) == name), None)
+            user = [Requirement(r) for r in [*spec.requirements, *spec.constraints] if _req_name(r) == name]
+            if (pin is None or name in relaxed or name in _NEVER_RELAX or name not in res.packages
+                    or any(sp.operator in ("==", "===") for u in user for sp in u.specifier)):
+                raise InputError(exc.message, path=spec.path, field=exc.field, hint=exc.hint) from None
+            r = Requirement(pin)
+            was = str(res.packages[name])
+            narrowed = SpecifierSet(f"<={was}")
+            for u in user:
+                narrowed &= u.specifier
+            r.specifier = narrowed
+            relaxed[name] = (was, "")
+            opts = dataclasses.replace(opts, requirements=tuple(str(r) if x == pin else x
+                                                                for x in opts.requirements))
+            continue
+        for x in locked:
+            if x.artifact.name in relaxed:
+                relaxed[x.artifact.name] = (relaxed[x.artifact.name][0], x.artifact.version)
+                res.packages[x.artifact.name] = x.artifact.version
+        return raw, locked, relaxed
+
+
+def _no_wheel_error(exc: ConflictError, opts: Any, python: str, plat: TargetPlatform, client: IndexClient,
+                    rank: Mapping[Tag, int]) -> InputError | None:
+    """uv found no wheel-only solution: name the package, the target's tags and its newest wheel."""
+    text = " ".join(exc.conflicts) or exc.message
+    pattern = r"([A-Za-z0-9][A-Za-z0-9._-]*)[^\s]* has no (?:usable )?wheels"
+    names = list(dict.fromkeys(str(canonicalize_name(m.group(1))) for m in re.finditer(pattern, text)))
+    if not names:
+        return None
+    name = names[0]
+    newest: Version | None = None
+    for f in client.files(name):
+        pv = f.project_version()
+        if f.is_wheel and pv and not pv[1].is_prerelease and any(
+                t in rank for t in parse_wheel_filename(f.filename)[3]):
+            newest = pv[1] if newest is None or pv[1] > newest else newest
+    tags = plat.tags(python)
+    tag_text = f"{tags[0]}, {tags[1]}, ... ({len(tags)} tags, glibc {plat.glibc})"
+    req = next((r for r in opts.requirements if _req_name(r) == name), name)
+    found = (f"the newest {name} with a wheel for it is {newest}: pin '{name}=={newest}' (or relax the "
+             "requirement that excludes it)" if newest else f"no version of {name} has a wheel for it")
+    err = _NoWheel(
+        f"'{req}' has no wheel for the target (Python {python}: {tag_text}); {found}. envbuild locks "
+        "wheels only, so the bundle installs without compilers; a newer glibc in the target's profile may "
+        f"have one, or '--allow-sdist {name}' accepts building it from source on the target "
+        f"(uv: {text[:240]})",
+        field=name,
+        hint=f"Pin a version with a wheel, lock with --target PROFILE, or pass --allow-sdist {name}.")
+    err.package = name
+    return err
 
 
 def _engine_piptools(opts: Any, python: str, plat: TargetPlatform, client: IndexClient,
@@ -745,6 +838,18 @@ def input_spec(spec_path: Path | None, reqs: Sequence[str], *, manager: str | No
     if python:
         spec = dataclasses.replace(spec, python=python)
     return spec
+
+
+def with_allow_sdist(spec: Spec, names: Sequence[str]) -> Spec:
+    """``--allow-sdist NAME``: these packages may be locked as source archives (built on the target)."""
+    if not names:
+        return spec
+    for n in names:
+        if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?", n):
+            raise InputError(f"'{n}' is not a package name.", field="--allow-sdist",
+                             hint="Name the package, like '--allow-sdist mmcv-full'.")
+    allowed = tuple(dict.fromkeys([*spec.allow_sdist, *(str(canonicalize_name(n)) for n in names)]))
+    return dataclasses.replace(spec, allow_sdist=allowed)
 
 
 def build_target(spec: Spec, profile_path: Path | None, **flags: Any) -> Profile:

@@ -38,6 +38,9 @@ class CompileOptions:
     index_strategy: str | None = None
     refresh: bool = False
     constraints: tuple[str, ...] = ()
+    # Wheels first: only wheels, except the packages named in no_binary (built from source knowingly).
+    only_binary: bool = False
+    no_binary: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -230,6 +233,8 @@ def _compile(opts: CompileOptions, fmt: list[str], out_name: str, previous: str 
             cmd += ["--index-strategy", opts.index_strategy]
         if opts.refresh:
             cmd += ["--refresh"]
+        cmd += ["--only-binary", ":all:"] * opts.only_binary
+        cmd += [x for n in opts.no_binary for x in ("--no-binary", n)]
         env = {"UV_NO_CONFIG": "1", "UV_PYTHON_DOWNLOADS": "never"}
         if cache_dir:
             env["UV_CACHE_DIR"] = cache_dir
