@@ -441,17 +441,23 @@ def lock(
     t1 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=4) as pool:
         # git ls-remote, the sdists of source builds and the conda solve overlap the engine run.
-        git_f = pool.submit(_lock_git, spec)
         sb_f = pool.submit(_lock_source_builds, client, res.source_builds)
         conda_f = (pool.submit(_lock_conda, spec, python, plat, target)
                    if spec.manager in CONDA_MANAGERS else None)
+        # The git packages' own requirements are the engine's input too, so their commits come first.
+        git_arts = _lock_git(spec)
+        git_names = frozenset(a.name for a in git_arts)
+        if engine == "uv":
+            # uv reads each git package's metadata at its commit (static pyproject metadata without a
+            # build; else it prepares it) and locks its requirements like any other package.
+            reqs += [_git_input(g, a) for g, a in zip(spec.git, git_arts, strict=True)]
         # An upgrade must see releases newer than the cached index pages.
         opts = dataclasses.replace(_options(reqs, python, plat, primary, extras, find_links),
-                                   refresh=upgrade, constraints=tuple(spec.constraints),
-                                   only_binary=True, no_binary=tuple(sorted(spec.allow_sdist)))
+                                   refresh=upgrade, constraints=tuple(spec.constraints), only_binary=True,
+                                   no_binary=tuple(sorted({*spec.allow_sdist, *git_names})))
         if engine == "uv":
             pylock, locked, relaxed = _engine_uv_relaxing(opts, spec, res, python, plat, client, cache_dir,
-                                                          previous)
+                                                          previous, git_names)
             for name, (was, now) in relaxed.items():
                 warnings.append(f"{name} {was} (the resolver's pick) has no wheel for {plat.pip_platform}: "
                                 f"locked {name} {now}, the newest version with one.")
@@ -459,7 +465,6 @@ def lock(
             pylock, locked = "", _engine_piptools(opts, python, plat, client, cache_dir, previous)
         timings["engine"] = time.perf_counter() - t1
         _check_spec_hashes(spec, locked)
-        git_arts = git_f.result()
         sb_locked = sb_f.result()
         conda_arts, conda_lines = conda_f.result() if conda_f else ([], [])
     timings["extras"] = time.perf_counter() - t1 - timings["engine"]
@@ -617,7 +622,7 @@ def _choose(name: str, version: str, files: Sequence[IndexFile], rank: Mapping[T
 
 
 def _engine_uv(opts: Any, python: str, plat: TargetPlatform, client: IndexClient, cache_dir: str | None,
-               previous: str | None) -> tuple[str, list[_Locked]]:
+               previous: str | None, git_names: frozenset[str] = frozenset()) -> tuple[str, list[_Locked]]:
     from envbuild.tools.uv import compile_pylock
 
     if not opts.requirements:
@@ -629,6 +634,8 @@ def _engine_uv(opts: Any, python: str, plat: TargetPlatform, client: IndexClient
         raise _no_wheel_error(exc, opts, python, plat, client, rank) or exc from None
     out = []
     for p in packages:
+        if p.name in git_names and not p.files:
+            continue  # the git package itself: locked by its commit (git.txt), built by fetch
         files = [IndexFile(url=f.url, filename=f.filename, sha256=f.sha256 or None) for f in p.files]
         if p.name in opts.no_binary:
             # --allow-sdist: uv resolved it from source; a wheel of that version for the target still wins
@@ -653,7 +660,8 @@ _NEVER_RELAX = {"torch", "torchvision", "torchaudio", "mmcv", "mmcv-full"}
 
 
 def _engine_uv_relaxing(opts: Any, spec: Spec, res: Resolution, python: str, plat: TargetPlatform,
-                        client: IndexClient, cache_dir: str | None, previous: str | None
+                        client: IndexClient, cache_dir: str | None, previous: str | None,
+                        git_names: frozenset[str] = frozenset(),
                         ) -> tuple[str, list[_Locked], dict[str, tuple[str, str]]]:
     """Wheels first: a resolver pin (numpy==X) the user did not ask for that has no wheel for the target
     becomes 'the newest version with one' (<=X, and the user's own specifier); a user's pin stays an error."""
@@ -663,7 +671,7 @@ def _engine_uv_relaxing(opts: Any, spec: Spec, res: Resolution, python: str, pla
     relaxed: dict[str, tuple[str, str]] = {}
     while True:
         try:
-            raw, locked = _engine_uv(opts, python, plat, client, cache_dir, previous)
+            raw, locked = _engine_uv(opts, python, plat, client, cache_dir, previous, git_names)
         except _NoWheel as exc:
             name = exc.package
             pin = next((r for r in opts.requirements if _req_name(r) == name), None)
@@ -787,6 +795,12 @@ def _lock_git(spec: Spec) -> list[LockedArtifact]:
                                   kind="git", url=redact(g.url), sha256="", filename="", commit=commit,
                                   subdir=g.subdirectory))
     return out
+
+
+def _git_input(g: Any, art: LockedArtifact) -> str:
+    """``NAME @ git+URL@COMMIT[#subdirectory=DIR]`` for the engine (the user's URL, credentials included)."""
+    return (f"{art.name} @ git+{pip_git_url(g.url)}@{art.commit}"
+            + (f"#subdirectory={g.subdirectory}" if g.subdirectory else ""))
 
 
 def _lock_conda(spec: Spec, python: str, plat: TargetPlatform, target: Profile
