@@ -447,10 +447,11 @@ def lock(
         # The git packages' own requirements are the engine's input too, so their commits come first.
         git_arts = _lock_git(spec)
         git_names = frozenset(a.name for a in git_arts)
-        if engine == "uv":
-            # uv reads each git package's metadata at its commit (static pyproject metadata without a
-            # build; else it prepares it) and locks its requirements like any other package.
-            reqs += [_git_input(g, a) for g, a in zip(spec.git, git_arts, strict=True)]
+        # Each git package's requirements, read from its metadata at the locked commit, are locked
+        # (hashed, fetched) like any other package; one uv cannot read here goes to uv as a URL.
+        for g, a in zip(spec.git, git_arts, strict=True):
+            got = _git_requirements(g, a)
+            reqs += got if got is not None else [_git_input(g, a)]
         # An upgrade must see releases newer than the cached index pages.
         opts = dataclasses.replace(_options(reqs, python, plat, primary, extras, find_links),
                                    refresh=upgrade, constraints=tuple(spec.constraints), only_binary=True,
@@ -794,6 +795,52 @@ def _lock_git(spec: Spec) -> list[LockedArtifact]:
         out.append(LockedArtifact(name=str(canonicalize_name(g.name)), version=g.ref or commit[:12],
                                   kind="git", url=redact(g.url), sha256="", filename="", commit=commit,
                                   subdir=g.subdirectory))
+    return out
+
+
+def _git_requirements(g: Any, art: LockedArtifact) -> list[str] | None:
+    """The git package's own requirements at ``art.commit``: static ``[project] dependencies``, else
+    the metadata pip prepares with this machine's build backend (no index); None when neither works."""
+    import subprocess
+    import tempfile
+
+    import tomllib
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    from envbuild.tools.git import checkout
+
+    assert art.commit is not None
+    with tempfile.TemporaryDirectory(prefix="envbuild-gitmeta-") as tmp:
+        src = checkout(g.url, art.commit, Path(tmp) / "src")
+        pkg = src / g.subdirectory if g.subdirectory else src
+        try:
+            project = tomllib.loads((pkg / "pyproject.toml").read_text()).get("project", {})
+        except (OSError, tomllib.TOMLDecodeError):
+            project = {}
+        if project and "dependencies" not in project.get("dynamic", []):
+            # PEP 621: static metadata, read as written (absent and not dynamic means none)
+            deps = [str(d) for d in project.get("dependencies", [])]
+        else:
+            report = Path(tmp) / "report.json"
+            proc = subprocess.run(
+                [sys.executable, "-m", "pip", "--isolated", "install", "--dry-run", "--no-deps",
+                 "--ignore-installed", "--no-build-isolation", "--no-index", "--quiet", "--report",
+                 str(report), str(pkg)], capture_output=True, text=True, check=False,
+                env={**os.environ, "PIP_CONFIG_FILE": os.devnull}, timeout=600)
+            if proc.returncode != 0 or not report.is_file():
+                return None
+            items = json.loads(report.read_text()).get("install", [])
+            meta = items[0].get("metadata", {}) if items else {}
+            deps = [str(d) for d in meta.get("requires_dist") or []]
+    out = []
+    for d in deps:
+        try:
+            r = Requirement(d)
+        except InvalidRequirement:
+            return None
+        if r.marker is not None and "extra" in str(r.marker):
+            continue  # only for one of the package's extras
+        out.append(d)
     return out
 
 
