@@ -435,6 +435,20 @@ def _build_requirements(lock: LockView, extra: Iterable[str]) -> list[str]:
     return sorted(str(r) for r in out.values())
 
 
+def _pip_platforms(pip_platform: str | None) -> list[str]:
+    """Every platform tag the target accepts, best first: pip takes ``--platform manylinux_2_35_x86_64``
+    literally (no older levels), so a wheel tagged manylinux_2_17 (uv's, setuptools' C parts) was missed."""
+    import re
+
+    from envbuild.lock import TargetPlatform
+
+    m = re.fullmatch(r"manylinux_2_(\d+)_(\w+)", pip_platform or "")
+    if not m:
+        return [pip_platform] if pip_platform else []
+    return TargetPlatform(os="linux", arch=m.group(2), glibc=f"2.{m.group(1)}",
+                          pip_platform=pip_platform or "", uv_platform="", conda_subdir="").platforms()
+
+
 def _resolve_build_reqs(lock: LockView, reqs: Sequence[str], work: Path) -> list[tuple[str, str, str]]:
     """Ask pip which wheels (url, sha256, filename) ``reqs`` need on the TARGET python and platform.
 
@@ -446,8 +460,8 @@ def _resolve_build_reqs(lock: LockView, reqs: Sequence[str], work: Path) -> list
                       "--disable-pip-version-check", "--quiet", "--only-binary=:all:",
                       "--python-version", lock.python, "--implementation", "cp",
                       "--target", str(work / "target"), "--report", str(report)]
-    if lock.pip_platform:
-        cmd += ["--platform", lock.pip_platform]
+    for plat in _pip_platforms(lock.pip_platform):
+        cmd += ["--platform", plat]
     for i, u in enumerate(lock.index_urls):
         cmd += ["--index-url" if i == 0 else "--extra-index-url", u]
     for u in lock.find_links:
@@ -612,6 +626,8 @@ class FetchResult:
     conda_subdirs: tuple[str, ...]
     seconds: float
     download_seconds: float
+    uv: str | None = None          # tools/uv-*.whl: install-offline.sh installs with it (pip if absent)
+    uv_note: str | None = None     # why the bundle has no uv (then install-offline.sh uses pip)
 
     @property
     def mb_per_s(self) -> float:
@@ -742,6 +758,30 @@ def _build_round(root: Path, lock: LockView, reqs: Sequence[str], old: Sequence[
     return _download_round(root, todo, stats, jobs, show, lock.path / LOCK_FILE)
 
 
+def _uv_round(root: Path, lock: LockView, old: Sequence[dict[str, Any]], stats: _Stats, jobs: int,
+              show: bool) -> tuple[list[ManifestEntry], str | None]:
+    """The uv wheel for the TARGET's platform (uv ships one static binary per platform), the version
+    this machine locked with; install-offline.sh installs with it. Not found: pip is used, said."""
+    import importlib.metadata
+
+    version = importlib.metadata.version("uv")
+    reuse = _reuse(root, old, {"tool"}, lambda e: e.get("name") == "uv" and e.get("version") == version
+                   and f"|{lock.pip_platform}" in str(e.get("build_key", "")))
+    if reuse:
+        stats.skipped += len(reuse)
+        return reuse, None
+    try:
+        with tempfile.TemporaryDirectory(prefix="envbuild-uv-") as tmp:
+            chosen = _resolve_build_reqs(lock, [f"uv=={version}"], Path(tmp))
+    except ToolError as exc:
+        return [], (f"no uv {version} wheel for {lock.pip_platform} on the lock's indexes: "
+                    f"install-offline.sh will install with pip ({exc.message.splitlines()[-1][:200]})")
+    todo = [_Job(url, f"tools/{fn}", sha, LockedArtifact(name="uv", version=version, kind="tool", url=url,
+                                                          sha256=sha, filename=fn), "tool")
+            for url, sha, fn in chosen if fn.startswith("uv-")]
+    return _download_round(root, todo, stats, jobs, show, lock.path / LOCK_FILE), None
+
+
 def _build_key(lock: LockView, reqs: Sequence[str]) -> str:
     return f"{lock.python}|{lock.pip_platform}|" + ",".join(reqs)
 
@@ -784,6 +824,8 @@ def fetch(
     if extra_reqs or any(a.kind == "sdist" or a.build == "source" for a in lock.artifacts):
         build_reqs = _build_requirements(lock, extra_reqs)
         entries += _build_round(root, lock, build_reqs, old, stats, jobs, show_progress)
+    uv_entries, uv_note = _uv_round(root, lock, old, stats, jobs, show_progress)
+    entries += uv_entries
 
     subdirs: list[str] = []
     if any(a.kind == "conda" for a in lock.artifacts):
@@ -799,7 +841,8 @@ def fetch(
         "lock_spec_hash": lock.spec_hash,
         "python": lock.python,
         "platform": lock.pip_platform,
-        "files": [{**asdict(e), **({"build_key": key} if e.kind == "build-req" else {})} for e in entries],
+        "files": [{**asdict(e), **({"build_key": key} if e.kind in ("build-req", "tool") else {})}
+                  for e in entries],
     }
     # install-offline.sh reads this with awk (no python needed on the server): keep one key per
     # line and sorted keys, so "file" precedes "sha256" in every entry.
@@ -819,6 +862,8 @@ def fetch(
         conda_subdirs=tuple(subdirs),
         seconds=round(time.monotonic() - t0, 3),
         download_seconds=round(stats.download_seconds, 3),
+        uv=uv_entries[0].file if uv_entries else None,
+        uv_note=uv_note,
     )
 
 
@@ -840,6 +885,7 @@ def present_fetch(result: FetchResult, as_json: bool) -> None:
         ("build requirements", ", ".join(result.build_requirements) or None),
         ("git", ", ".join(f"{g['name']}@{str(g['commit'])[:12]} -> {g['file']}" for g in result.git) or None),
         ("conda subdirs", ", ".join(result.conda_subdirs) or None),
+        ("installer", f"uv ({result.uv})" if result.uv else f"pip ({result.uv_note})"),
         ("seconds", result.seconds),
     ]
     console.print(table("envbuild fetch", ["", "value"], rows))

@@ -440,7 +440,7 @@ def lock(
 
     t1 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=4) as pool:
-        # git ls-remote, the sdists of source builds and the conda solve overlap the engine run.
+        # The sdists of source builds and the conda solve overlap the git reads and the engine run.
         sb_f = pool.submit(_lock_source_builds, client, res.source_builds)
         conda_f = (pool.submit(_lock_conda, spec, python, plat, target)
                    if spec.manager in CONDA_MANAGERS else None)

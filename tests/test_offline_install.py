@@ -168,20 +168,30 @@ def compiled_sdist(out_dir: Path) -> Path:
 
 
 def wheel_of_installed(dist_name: str, out_dir: Path) -> Path:
-    """A wheel of a pure-Python distribution installed here (setuptools, wheel): the build backend a
-    local index serves, so nothing in the test needs PyPI."""
+    """A wheel of a distribution installed here (setuptools, wheel, packaging, uv) with its own tags and
+    scripts: what a local index serves, so nothing in the test needs PyPI."""
     import importlib.metadata
     import zipfile
 
     dist = importlib.metadata.distribution(dist_name)
     site = Path(str(dist.locate_file("")))
-    path = out_dir / f"{dist_name}-{dist.version}-py3-none-any.whl"
+    tags = [ln.split(":", 1)[1].strip() for ln in (dist.read_text("WHEEL") or "").splitlines()
+            if ln.startswith("Tag:")] or ["py3-none-any"]
+    py, abi = tags[0].split("-")[:2]
+    plat = ".".join(t.split("-")[2] for t in tags)
+    path = out_dir / f"{dist_name}-{dist.version}-{py}-{abi}-{plat}.whl"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
         for f in dist.files or []:
             rel = str(f)
-            if rel.startswith("..") or "__pycache__" in rel or rel.endswith(".pyc"):
+            if "__pycache__" in rel or rel.endswith(".pyc"):
                 continue
-            zf.write(site / rel, rel)
+            if rel.startswith(".."):
+                if "/bin/" not in rel:
+                    continue
+                arc = f"{dist_name}-{dist.version}.data/scripts/{Path(rel).name}"
+            else:
+                arc = rel
+            zf.write(site / rel, arc)
     return path
 
 
@@ -203,17 +213,18 @@ def _git_dep(path: Path) -> str:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not HAS_UNSHARE, reason="needs 'unshare -n' (user namespaces)")
-def test_git_requirements_and_a_compiled_sdist_install_offline(tmp_path: Path) -> None:
-    """Local index (six, setuptools, wheel, a C-extension sdist) and a local git package requiring six:
-    plan --offline for a glibc 2.17 target, the bundle copied elsewhere and installed under unshare -n,
-    the sdist compiled there with setuptools from the bundle; verify.sh green; a second run installs
-    nothing."""
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+def test_git_requirements_and_a_compiled_sdist_install_offline(tmp_path: Path, installer: str) -> None:
+    """Local index (six, setuptools, wheel, uv, a C-extension sdist) and a local git package requiring
+    six: plan --offline for a glibc 2.17 target, the bundle copied elsewhere and installed under
+    unshare -n with the bundle's uv (or pip, forced), the sdist compiled there with setuptools from the
+    bundle; verify.sh green; a second run installs nothing."""
     from pypi_fixture import Index, make_wheel, serving
 
     idx = Index(tmp_path / "www")
     d = idx.file("x").parent
     idx.add("simple", [make_wheel(d, "six", "1.17.0", tag="py2.py3-none-any"), compiled_sdist(d),
-                       *(wheel_of_installed(n, d) for n in ("setuptools", "wheel", "packaging"))])
+                       *(wheel_of_installed(n, d) for n in ("setuptools", "wheel", "packaging", "uv"))])
     commit = _git_dep(tmp_path / "gitdep")
     work = tmp_path / "work"
     work.mkdir()
@@ -238,9 +249,12 @@ def test_git_requirements_and_a_compiled_sdist_install_offline(tmp_path: Path) -
     server = tmp_path / "server"
     top = safe_extract(work / res["bundle"], server)
     top = next(top.glob("*-offline")) if not (top / "install-offline.sh").exists() else top
-    cmd = ["env", f"PYTHON={TARGET_PY}", "bash", str(top / "install-offline.sh")]
+    assert res["fetch"]["uv"].startswith("tools/uv-"), res["fetch"]  # the uv wheel for the target
+    cmd = ["env", f"PYTHON={TARGET_PY}", f"ENVBUILD_INSTALLER={installer}", "bash",
+           str(top / "install-offline.sh")]
     first = _offline(cmd, cwd=top)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert f"from the cache with {installer}" in first.stderr
     py = top / "env" / "bin" / "python"
     check = _offline([str(py), "-c", "import sys, cext, gitdep; print(sys.version_info[:2] >= (3, 0), "
                       "cext.answer(), gitdep.SIX, '%d.%d' % sys.version_info[:2])"], cwd=top)
