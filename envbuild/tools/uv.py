@@ -283,7 +283,7 @@ def _compile(opts: CompileOptions, fmt: list[str], out_name: str, previous: str 
         env = {"UV_NO_CONFIG": "1", "UV_PYTHON_DOWNLOADS": "never", **auth_env,
                # An index that accepts connections but never answers fails in ~10 s, not 52 s (uv's
                # default 30 s read timeout, 3 retries); one retry is kept for flaky links.
-               "UV_HTTP_TIMEOUT": os.environ.get("UV_HTTP_TIMEOUT", "4"),
+               "UV_HTTP_TIMEOUT": os.environ.get("UV_HTTP_TIMEOUT", "3"),
                "UV_HTTP_RETRIES": os.environ.get("UV_HTTP_RETRIES", "1")}
         if cache_dir:
             env["UV_CACHE_DIR"] = cache_dir
