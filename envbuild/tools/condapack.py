@@ -388,8 +388,6 @@ def open_archive(
     """
     import time
 
-    from conda_pack.formats import archive
-
     if fmt not in FORMATS:
         raise PackError(f"unknown archive format '{fmt}'.", field="--format",
                         hint="Use one of: " + ", ".join(FORMATS) + ".")
@@ -419,6 +417,8 @@ def open_archive(
                     yield ArchiveWriter(tar, pool)
                     tar.close()
             else:
+                from conda_pack.formats import archive
+
                 with archive(fh, tmp, "", fmt, compress_level=lvl, n_threads=jobs,
                          mtime=stamp) as arc:
                     yield ArchiveWriter(arc, pool)
