@@ -269,6 +269,42 @@ class TarStream:
         self._flush()
 
 
+class _Handoff:
+    """Writes to ``out`` from a second thread, so reading + hashing the next files overlaps feeding
+    the compressor (both release the GIL), as ``tar | zstd`` overlaps in two processes."""
+
+    def __init__(self, out: Any, depth: int = 8) -> None:
+        import queue
+        import threading
+
+        self._out = out
+        self._q: queue.Queue[bytes | None] = queue.Queue(depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="envbuild-pack-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (block := self._q.get()) is not None:
+            if self._error is None:
+                try:
+                    self._out.write(block)
+                except BaseException as exc:  # re-raised in the packing thread
+                    self._error = exc
+
+    def write(self, block: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._q.put(block)
+
+    def close(self) -> None:
+        """Wait until every block is written; raise the writer's error, if any."""
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
 class ArchiveWriter:
     """conda-pack's archive interface (``add``/``add_bytes``) that also hashes every member."""
 
@@ -413,9 +449,13 @@ def open_archive(
             elif fmt in ("tar.zst", "tar.gz"):
                 with (_zstd_stream(fh, lvl, jobs) if fmt == "tar.zst"
                       else _gzip_stream(fh, lvl, jobs, stamp)) as zfh:
-                    tar = TarStream(zfh, mtime=stamp)
-                    yield ArchiveWriter(tar, pool)
-                    tar.close()
+                    handoff = _Handoff(zfh)
+                    try:
+                        tar = TarStream(handoff, mtime=stamp)
+                        yield ArchiveWriter(tar, pool)
+                        tar.close()
+                    finally:
+                        handoff.close()
             else:
                 from conda_pack.formats import archive
 
