@@ -17,9 +17,10 @@ Two real envs, built here:
 
     .venv/bin/python bench/bench_pack.py [--rounds 3] [--json] [--keep DIR] [--no-venv] [--no-unpack]
 
-Each round runs every row once, in a rotated order; the table shows the median of the rounds,
-the ratio to the row's reference (the limit, or conda-pack's defaults) and the archive size.
-The machine may be shared: only ratios within one run mean anything.
+Each round runs every row once, in a rotated order; the table shows the medians of the rounds
+(wall time, and CPU time of all threads and child processes), the ratios to the row's reference
+(the limit, or conda-pack's defaults) and the archive size. The machine may be shared: only
+ratios within one run mean anything, and on a loaded machine the CPU ratio is the steadier one.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -89,18 +91,31 @@ def _fresh(path: Path | None) -> None:
         path.unlink()
 
 
-def _rounds(rows: list[Row], rounds: int) -> dict[str, list[float]]:
-    """Every row once per round, the order rotated each round (no row always runs first)."""
+def _cpu() -> float:
+    """CPU seconds (user + system) of this process's threads and of its finished children."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _rounds(rows: list[Row], rounds: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Every row once per round, the order rotated each round (no row always runs first).
+
+    Returns wall and CPU seconds per row: on a shared machine the wall time of a CPU-bound run
+    mostly measures the other jobs, its CPU time (all threads and child processes) does not.
+    """
     times: dict[str, list[float]] = {label: [] for label, _, _ in rows}
+    cpus: dict[str, list[float]] = {label: [] for label, _, _ in rows}
     for r in range(rounds):
         k = r % len(rows)
         for label, fn, out in rows[k:] + rows[:k]:
             _fresh(out)
-            t0 = time.perf_counter()
+            c0, t0 = _cpu(), time.perf_counter()
             fn()
             times[label].append(time.perf_counter() - t0)
-            print(f"  round {r + 1}/{rounds}: {label}: {times[label][-1]:.2f} s", file=sys.stderr)
-    return times
+            cpus[label].append(_cpu() - c0)
+            print(f"  round {r + 1}/{rounds}: {label}: {times[label][-1]:.2f} s wall, "
+                  f"{cpus[label][-1]:.2f} s CPU", file=sys.stderr)
+    return times, cpus
 
 
 def _size(path: Path | None) -> int | None:
@@ -111,9 +126,11 @@ def _size(path: Path | None) -> int | None:
     return path.stat().st_size
 
 
-def _table(rows: list[Row], times: dict[str, list[float]], ref: dict[str, str],
-           inodes: dict[str, int] | None = None) -> list[dict[str, object]]:
+def _table(rows: list[Row], measured: tuple[dict[str, list[float]], dict[str, list[float]]],
+           ref: dict[str, str], inodes: dict[str, int] | None = None) -> list[dict[str, object]]:
+    times, cpus = measured
     med = {label: statistics.median(ts) for label, ts in times.items()}
+    cmed = {label: statistics.median(ts) for label, ts in cpus.items()}
     out: list[dict[str, object]] = []
     for label, _, path in rows:
         size, base = _size(path), ref.get(label)
@@ -122,7 +139,9 @@ def _table(rows: list[Row], times: dict[str, list[float]], ref: dict[str, str],
             "run": label, "median_s": round(med[label], 2),
             "rounds_s": [round(t, 2) for t in times[label]],
             "size_mb": round(size / 1e6, 1) if size is not None else None,
+            "cpu_s": round(cmed[label], 2),
             "vs": base, "time_x": round(med[label] / med[base], 2) if base else None,
+            "cpu_x": round(cmed[label] / cmed[base], 2) if base and cmed[base] else None,
             "size_x": round(size / base_size, 2) if base and size and base_size else None,
         }
         if inodes is not None:
@@ -134,14 +153,15 @@ def _table(rows: list[Row], times: dict[str, list[float]], ref: dict[str, str],
 def _print(title: str, table: list[dict[str, object]]) -> None:
     print(f"\n{title}")
     inodes = any("inodes_when_used" in r for r in table)
-    print(f"| run | median s | rounds s | size MB | vs | time x | size x |{' inodes |' if inodes else ''}")
-    print(f"|---|---:|---|---:|---|---:|---:|{'---:|' if inodes else ''}")
+    print(f"| run | wall s (median) | rounds s | CPU s (median) | size MB | vs | wall x | CPU x | size x |"
+          f"{' inodes |' if inodes else ''}")
+    print(f"|---|---:|---|---:|---:|---|---:|---:|---:|{'---:|' if inodes else ''}")
     for r in table:
         rounds = " ".join(f"{t}" for t in r["rounds_s"])  # type: ignore[attr-defined]
         extra = f" {r.get('inodes_when_used')} |" if inodes else ""
         size = r["size_mb"] if r["size_mb"] is not None else "—"
-        print(f"| {r['run']} | {r['median_s']} | {rounds} | {size} "
-              f"| {r['vs'] or '—'} | {r['time_x'] or '—'} | {r['size_x'] or '—'} |{extra}")
+        ratios = " | ".join(str(r[k] or "—") for k in ("vs", "time_x", "cpu_x", "size_x"))
+        print(f"| {r['run']} | {r['median_s']} | {rounds} | {r['cpu_s']} | {size} | {ratios} |{extra}")
 
 
 def _venv(work: Path) -> tuple[Path | None, str]:
@@ -284,7 +304,7 @@ def main() -> int:
             result["squashfs_vs_tar_zst"] = (
                 {"time": round(float(sq[0]["median_s"]) / float(zst["median_s"]), 2),  # type: ignore[arg-type]
                  "size": round(float(sq[0]["size_mb"]) / float(zst["size_mb"]), 2),  # type: ignore[arg-type]
-                 "inodes": f"1 vs {sq[0]['inodes_when_used']}"}
+                 "inodes": f"1 vs {zst['inodes_when_used']}"}
                 if sq else "skipped: mksquashfs is not installed")
         result["load_average_at_end"] = [round(x, 1) for x in os.getloadavg()]
         if args.json:
