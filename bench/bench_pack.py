@@ -1,17 +1,26 @@
-"""Pack the same conda env with plain conda-pack (its defaults) and with `envbuild pack`, in one run.
+"""Pack real envs with `envbuild pack` and with the peers and the limit, in one run, alternating.
 
-The env is real and offline: py-rattler installs, from a local channel built here, a relocatable
-CPython copied from this interpreter plus one conda package holding numpy + scipy (with their
-bundled .libs) taken from this interpreter's site-packages: ~250 MB of real .py/.so files.
+Two real envs, built here:
 
-    .venv/bin/python bench/bench_pack.py [--json] [--keep DIR]
+* a **venv from PyPI** (``uv venv`` + ``uv pip install numpy scipy pandas pyarrow``, a few hundred
+  MB of real wheels; needs the network, torch is left out: its PyPI wheel pulls GBs of CUDA libs).
+  Rows: ``tar -I 'zstd -T0 -3' -c`` (the limit: plain tar + multi-threaded zstd, no hashing),
+  ``envbuild pack`` tar.zst and tar.gz (the CLI, every member hashed into the manifest),
+  ``tar -I 'pigz -4'`` (or ``gzip -4`` without pigz) and venv-pack's defaults (tar.gz), and the
+  unpack side: ``envbuild unpack`` (extract + every sha256 + checks) vs ``tar -I zstd -x``.
+* a **conda env** (offline): py-rattler installs, from a local channel built here, a relocatable
+  CPython copied from this interpreter plus one conda package holding numpy + scipy (with their
+  bundled .libs) from this interpreter's site-packages. Rows: conda-pack's defaults, ``envbuild
+  pack`` tar.gz / tar.zst, and the squashfs rows (envbuild's and conda-pack's own, both mksquashfs
+  with zstd; "inodes" is what the env costs where it is used: a tar is unpacked into every file,
+  an image is mounted as one file; skipped, and said so, without mksquashfs).
 
-Prints wall time, archive size and the ratios against conda-pack's defaults (tar.gz, level 4,
-one thread). envbuild also hashes every member and embeds the manifest; that cost is included.
-The squashfs rows (envbuild's and conda-pack's own, both mksquashfs with zstd) stand beside
-tar.zst: same env, same run; "inodes" is what the env costs on the filesystem where it is used
-(a tar is unpacked into every file, an image is mounted as one file). They are skipped, and say
-so, when mksquashfs is not installed.
+    .venv/bin/python bench/bench_pack.py [--rounds 3] [--json] [--keep DIR] [--no-venv] [--no-unpack]
+
+Each round runs every row once, in a rotated order; the table shows the medians of the rounds
+(wall time, and CPU time of all threads and child processes), the ratios to the row's reference
+(the limit, or conda-pack's defaults) and the archive size. The machine may be shared: only
+ratios within one run mean anything, and on a loaded machine the CPU ratio is the steadier one.
 """
 
 from __future__ import annotations
@@ -19,11 +28,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from conda_fixture import install_env, make_channel, python_package_spec  # noqa: E402
 
-from envbuild.pack import inspect_archive, pack, unpack  # noqa: E402
+from envbuild.pack import inspect_archive, pack  # noqa: E402
 
 BULK = ("numpy", "numpy.libs", "scipy", "scipy.libs")
 
@@ -54,146 +67,280 @@ def _bulk_spec() -> dict[str, object]:
     return dict(name="scistack", version="1.0", subdir="linux-64", depends=["python"], files=files)
 
 
-def _timed(label: str, fn, *args, **kw):  # type: ignore[no-untyped-def]
-    t0 = time.perf_counter()
-    out = fn(*args, **kw)
-    return label, time.perf_counter() - t0, out
+VENV_PKGS = ("numpy", "scipy", "pandas", "pyarrow")
+Row = tuple[str, Callable[[], object], Path | None]  # label, one run, what it writes (its size)
+
+
+def _bin(name: str) -> str | None:
+    here = Path(sys.executable).parent / name
+    return str(here) if here.exists() else shutil.which(name)
+
+
+def _run(argv: list[str]) -> None:
+    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{argv[0]} exited {proc.returncode}: {proc.stderr.strip()[-800:]}")
+
+
+def _fresh(path: Path | None) -> None:
+    if path is None:
+        return
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def _cpu() -> float:
+    """CPU seconds (user + system) of this process's threads and of its finished children."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _rounds(rows: list[Row], rounds: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Every row once per round, the order rotated each round (no row always runs first).
+
+    Returns wall and CPU seconds per row: on a shared machine the wall time of a CPU-bound run
+    mostly measures the other jobs, its CPU time (all threads and child processes) does not.
+    """
+    times: dict[str, list[float]] = {label: [] for label, _, _ in rows}
+    cpus: dict[str, list[float]] = {label: [] for label, _, _ in rows}
+    for r in range(rounds):
+        k = r % len(rows)
+        for label, fn, out in rows[k:] + rows[:k]:
+            _fresh(out)
+            c0, t0 = _cpu(), time.perf_counter()
+            fn()
+            times[label].append(time.perf_counter() - t0)
+            cpus[label].append(_cpu() - c0)
+            print(f"  round {r + 1}/{rounds}: {label}: {times[label][-1]:.2f} s wall, "
+                  f"{cpus[label][-1]:.2f} s CPU", file=sys.stderr)
+    return times, cpus
+
+
+def _size(path: Path | None) -> int | None:
+    if path is None or not path.exists():
+        return None
+    if path.is_dir():
+        return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    return path.stat().st_size
+
+
+def _table(rows: list[Row], measured: tuple[dict[str, list[float]], dict[str, list[float]]],
+           ref: dict[str, str], inodes: dict[str, int] | None = None) -> list[dict[str, object]]:
+    times, cpus = measured
+    med = {label: statistics.median(ts) for label, ts in times.items()}
+    cmed = {label: statistics.median(ts) for label, ts in cpus.items()}
+    out: list[dict[str, object]] = []
+    for label, _, path in rows:
+        size, base = _size(path), ref.get(label)
+        base_size = _size(next((p for lb, _, p in rows if lb == base), None)) if base else None
+        row: dict[str, object] = {
+            "run": label, "median_s": round(med[label], 2),
+            "rounds_s": [round(t, 2) for t in times[label]],
+            "size_mb": round(size / 1e6, 1) if size is not None else None,
+            "cpu_s": round(cmed[label], 2),
+            "vs": base, "time_x": round(med[label] / med[base], 2) if base else None,
+            "cpu_x": round(cmed[label] / cmed[base], 2) if base and cmed[base] else None,
+            "size_x": round(size / base_size, 2) if base and size and base_size else None,
+        }
+        if inodes is not None:
+            row["inodes_when_used"] = inodes.get(label)
+        out.append(row)
+    return out
+
+
+def _print(title: str, table: list[dict[str, object]]) -> None:
+    print(f"\n{title}")
+    inodes = any("inodes_when_used" in r for r in table)
+    print(f"| run | wall s (median) | rounds s | CPU s (median) | size MB | vs | wall x | CPU x | size x |"
+          f"{' inodes |' if inodes else ''}")
+    print(f"|---|---:|---|---:|---:|---|---:|---:|---:|{'---:|' if inodes else ''}")
+    for r in table:
+        rounds = " ".join(f"{t}" for t in r["rounds_s"])  # type: ignore[attr-defined]
+        extra = f" {r.get('inodes_when_used')} |" if inodes else ""
+        size = r["size_mb"] if r["size_mb"] is not None else "—"
+        ratios = " | ".join(str(r[k] or "—") for k in ("vs", "time_x", "cpu_x", "size_x"))
+        print(f"| {r['run']} | {r['median_s']} | {rounds} | {r['cpu_s']} | {size} | {ratios} |{extra}")
+
+
+def _venv(work: Path) -> tuple[Path | None, str]:
+    """A venv of real PyPI wheels, or None and why not (no uv, no network)."""
+    uv = _bin("uv")
+    if uv is None:
+        return None, "skipped: uv is not installed"
+    env = work / "venv"
+    penv = {**os.environ, "PIP_CONFIG_FILE": "/dev/null"}
+    try:
+        subprocess.run([uv, "venv", "-q", "-p", sys.executable, str(env)], check=True, timeout=300, env=penv,
+                       capture_output=True)
+        subprocess.run([uv, "pip", "install", "-q", "-p", str(env / "bin" / "python"), *VENV_PKGS],
+                       check=True, timeout=1200, env=penv, capture_output=True, text=True)
+    except (subprocess.SubprocessError, OSError) as exc:
+        return None, f"skipped: could not install {' '.join(VENV_PKGS)} from PyPI ({str(exc)[:200]})"
+    return env, "uv pip install " + " ".join(VENV_PKGS)
+
+
+def _venv_rows(env: Path, work: Path, jobs: int, unpack: bool) -> tuple[list[Row], dict[str, str], list[Row]]:
+    eb = _bin("envbuild")
+    envbuild = [eb] if eb else [sys.executable, "-m", "envbuild"]
+    limit = "tar -I 'zstd -T0 -3' -c (the limit)"
+    pigz = shutil.which("pigz")
+    gz_tool = f"pigz -4 -p {jobs}" if pigz else "gzip -4"
+    gz_ref = f"tar -I '{gz_tool}' -c"
+    o = {k: work / f"v-{k}" for k in ("lim.tar.zst", "eb.tar.zst", "gz.tar.gz", "eb.tar.gz", "vp.tar.gz")}
+    rows: list[Row] = [
+        (limit, lambda: _run(["tar", "-C", str(env), "-I", "zstd -T0 -3", "-cf", str(o["lim.tar.zst"]), "."]),
+         o["lim.tar.zst"]),
+        ("envbuild pack tar.zst (level 3, all CPUs, hashed)",
+         lambda: _run([*envbuild, "pack", str(env), "-o", str(o["eb.tar.zst"]), "--json"]), o["eb.tar.zst"]),
+        (gz_ref, lambda: _run(["tar", "-C", str(env), "-I", gz_tool, "-cf", str(o["gz.tar.gz"]), "."]),
+         o["gz.tar.gz"]),
+        ("envbuild pack tar.gz (level 4, all CPUs, hashed)",
+         lambda: _run([*envbuild, "pack", str(env), "-o", str(o["eb.tar.gz"]), "--json"]), o["eb.tar.gz"]),
+    ]
+    ref = {rows[1][0]: limit, rows[2][0]: limit, rows[3][0]: limit}
+    vp = _bin("venv-pack")
+    if vp:
+        label = "venv-pack defaults (tar.gz, level 4, 1 thread)"
+        rows.append((label, lambda: _run([vp, "-p", str(env), "-o", str(o["vp.tar.gz"]), "-q"]),
+                     o["vp.tar.gz"]))
+        ref[label] = limit
+        ref[rows[3][0]] = label  # envbuild's tar.gz against the peer that writes the same format
+    unpack_rows: list[Row] = []
+    if unpack:
+        d1, d2 = work / "v-out-tar", work / "v-out-eb"
+
+        def untar() -> None:
+            d1.mkdir()
+            _run(["tar", "-C", str(d1), "-I", "zstd -T0", "-xf", str(o["lim.tar.zst"])])
+
+        unpack_rows = [
+            ("tar -I zstd -x (the limit)", untar, d1),
+            ("envbuild unpack tar.zst (extract + sha256 of all + checks)",
+             lambda: _run([*envbuild, "unpack", str(o["eb.tar.zst"]), str(d2), "--json"]), d2),
+        ]
+        ref[unpack_rows[1][0]] = unpack_rows[0][0]
+    return rows, ref, unpack_rows
+
+
+def _conda_rows(env: Path, work: Path, jobs: int) -> tuple[list[Row], dict[str, str], dict[str, int]]:
+    import conda_pack
+
+    def cp(out: Path, **kw: object) -> Callable[[], object]:
+        def run() -> object:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return conda_pack.pack(prefix=str(env), output=str(out), **kw)
+        return run
+
+    base = "conda-pack defaults (tar.gz, level 4, 1 thread)"
+    o = {k: work / f"c-{k}" for k in ("cp.tar.gz", "cp.tar.zst", "eb.tar.gz", "eb.tar.zst", "cp.squashfs",
+                                      "eb.squashfs")}
+    rows: list[Row] = [
+        (base, cp(o["cp.tar.gz"]), o["cp.tar.gz"]),
+        ("conda-pack tar.zst (its default: level 9, 1 thread)", cp(o["cp.tar.zst"]), o["cp.tar.zst"]),
+        (f"envbuild pack tar.gz (level 4, {jobs} threads)", lambda: pack(env, o["eb.tar.gz"], jobs=jobs),
+         o["eb.tar.gz"]),
+        (f"envbuild pack tar.zst (level 3, {jobs} threads)", lambda: pack(env, o["eb.tar.zst"], jobs=jobs),
+         o["eb.tar.zst"]),
+    ]
+    if shutil.which("mksquashfs"):
+        rows += [
+            (f"conda-pack squashfs (its default: zstd 10, {jobs} threads)",
+             cp(o["cp.squashfs"], format="squashfs", n_threads=jobs), o["cp.squashfs"]),
+            (f"envbuild pack squashfs (zstd 10, {jobs} threads)",
+             lambda: pack(env, o["eb.squashfs"], jobs=jobs), o["eb.squashfs"]),
+        ]
+    env_inodes = sum(1 for _ in env.rglob("*"))
+    inodes = {label: (1 if path is not None and path.suffix == ".squashfs" else env_inodes)
+              for label, _, path in rows}
+    return rows, {label: base for label, _, _ in rows[1:]}, inodes
+
+
+def _env_stats(env: Path) -> dict[str, object]:
+    files = list(env.rglob("*"))
+    size = sum(p.lstat().st_size for p in files if p.is_file() and not p.is_symlink())
+    return {"path": str(env), "mb": round(size / 1e6, 1), "files": len(files)}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per row (median shown)")
     ap.add_argument("--keep", type=Path, help="work directory to keep (default: a temp dir, removed)")
+    ap.add_argument("--no-venv", action="store_true", help="skip the PyPI venv (needs the network)")
+    ap.add_argument("--no-conda", action="store_true", help="skip the conda env rows")
+    ap.add_argument("--no-unpack", action="store_true", help="skip the unpack rows")
     args = ap.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench-pack-"))
     work.mkdir(parents=True, exist_ok=True)
+    jobs = os.cpu_count() or 1
+    result: dict[str, object] = {"cpus": jobs, "rounds": args.rounds,
+                                 "load_average_at_start": [round(x, 1) for x in os.getloadavg()]}
     try:
-        t0 = time.perf_counter()
-        ch = make_channel(work / "ch", [python_package_spec(), _bulk_spec()])
-        env = install_env(ch, work / "envs" / "bench", ["python", "scistack"])
-        env_bytes = sum(p.stat().st_size for p in env.rglob("*") if p.is_file() and not p.is_symlink())
-        setup = time.perf_counter() - t0
-
-        import conda_pack
-
-        jobs = os.cpu_count() or 1
-        runs = []
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            runs.append(
-                _timed(
-                    "conda-pack defaults (tar.gz, level 4, 1 thread)",
-                    conda_pack.pack,
-                    prefix=str(env),
-                    output=str(work / "cp-default.tar.gz"),
-                )
-            )
-            runs.append(
-                _timed(
-                    "conda-pack tar.zst (its default: level 9, 1 thread)",
-                    conda_pack.pack,
-                    prefix=str(env),
-                    output=str(work / "cp.tar.zst"),
-                )
-            )
-        runs.append(
-            _timed(
-                f"envbuild pack tar.gz (level 4, {jobs} threads)", pack, env, work / "eb.tar.gz", jobs=jobs
-            )
-        )
-        runs.append(
-            _timed(
-                f"envbuild pack tar.zst (level 3, {jobs} threads)", pack, env, work / "eb.tar.zst", jobs=jobs
-            )
-        )
-        paths = [work / "cp-default.tar.gz", work / "cp.tar.zst", work / "eb.tar.gz", work / "eb.tar.zst"]
-        squash = shutil.which("mksquashfs") is not None
-        if squash:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                runs.append(
-                    _timed(
-                        f"conda-pack squashfs (its default: zstd 10, {jobs} threads)",
-                        conda_pack.pack,
-                        prefix=str(env),
-                        output=str(work / "cp.squashfs"),
-                        format="squashfs",
-                        n_threads=jobs,
-                    )
-                )
-            runs.append(
-                _timed(
-                    f"envbuild pack squashfs (zstd 10, {jobs} threads)",
-                    pack,
-                    env,
-                    work / "eb.squashfs",
-                    jobs=jobs,
-                )
-            )
-            paths += [work / "cp.squashfs", work / "eb.squashfs"]
-        env_inodes = sum(1 for _ in env.rglob("*"))
-        base_t, base_s = runs[0][1], paths[0].stat().st_size
-        rows = []
-        for (label, secs, _), path in zip(runs, paths, strict=True):
-            size = path.stat().st_size
-            rows.append(
-                {
-                    "run": label,
-                    "seconds": round(secs, 2),
-                    "size_mb": round(size / 1e6, 1),
-                    "time_vs_conda_pack": round(secs / base_t, 2),
-                    "size_vs_conda_pack": round(size / base_s, 2),
-                    "inodes_when_used": 1 if path.suffix == ".squashfs" else env_inodes,
-                }
-            )
-        _, insp_t, _ = _timed("inspect", inspect_archive, work / "eb.tar.zst")
-        _, unp_zst, _ = _timed("unpack zst", unpack, work / "eb.tar.zst", work / "out-zst")
-        _, unp_gz, _ = _timed("unpack gz", unpack, work / "eb.tar.gz", work / "out-gz")
-        result = {
-            "env_mb": round(env_bytes / 1e6, 1),
-            "files": sum(1 for _ in env.rglob("*")),
-            "cpus": jobs,
-            "setup_seconds": round(setup, 1),
-            "runs": rows,
-            "inspect_seconds": round(insp_t, 3),
-            "unpack_seconds": {"tar.zst": round(unp_zst, 2), "tar.gz": round(unp_gz, 2)},
-        }
-        if squash:
-            zst = next(r for r in rows if r["run"].startswith("envbuild pack tar.zst"))
-            sq = rows[-1]
-            result["squashfs_vs_tar_zst"] = {
-                "time": round(sq["seconds"] / zst["seconds"], 2),
-                "size": round(sq["size_mb"] / zst["size_mb"], 2),
-                "inodes": f"1 vs {env_inodes}",
-            }
-        else:
-            result["squashfs_vs_tar_zst"] = "skipped: mksquashfs is not installed"
+        if not args.no_venv:
+            env, how = _venv(work)
+            result["venv"] = {"built_with": how}
+            if env is not None:
+                result["venv"] = {"built_with": how, **_env_stats(env)}
+                _run(["tar", "-C", str(env), "-cf", os.devnull, "."])  # same warm page cache for every row
+                rows, ref, unpack_rows = _venv_rows(env, work, jobs, not args.no_unpack)
+                times = _rounds(rows, args.rounds)
+                result["venv_pack"] = _table(rows, times, ref)
+                result["inspect_seconds"] = round(_timed(inspect_archive, rows[1][2]), 3)
+                if unpack_rows:
+                    result["venv_unpack"] = _table(unpack_rows, _rounds(unpack_rows, args.rounds), ref)
+        if not args.no_conda:
+            ch = make_channel(work / "ch", [python_package_spec(), _bulk_spec()])
+            cenv = install_env(ch, work / "envs" / "bench", ["python", "scistack"])
+            result["conda"] = {"built_with": "py-rattler from a local channel (CPython + numpy + scipy)",
+                               **_env_stats(cenv)}
+            crows, cref, inodes = _conda_rows(cenv, work, jobs)
+            ctab = _table(crows, _rounds(crows, args.rounds), cref, inodes)
+            result["conda_pack"] = ctab
+            sq = [r for r in ctab if str(r["run"]).startswith("envbuild pack squashfs")]
+            zst = next(r for r in ctab if str(r["run"]).startswith("envbuild pack tar.zst"))
+            result["squashfs_vs_tar_zst"] = (
+                {"time": round(float(sq[0]["median_s"]) / float(zst["median_s"]), 2),  # type: ignore[arg-type]
+                 "size": round(float(sq[0]["size_mb"]) / float(zst["size_mb"]), 2),  # type: ignore[arg-type]
+                 "inodes": f"1 vs {zst['inodes_when_used']}"}
+                if sq else "skipped: mksquashfs is not installed")
+        result["load_average_at_end"] = [round(x, 1) for x in os.getloadavg()]
         if args.json:
             print(json.dumps(result, indent=2))
-        else:
-            print(f"env: {result['env_mb']} MB, {result['files']} files, {jobs} CPUs")
-            print(f"{'run':<52} {'time s':>7} {'size MB':>8} {'time x':>7} {'size x':>7} {'inodes':>7}")
-            for r in rows:
-                print(
-                    f"{r['run']:<52} {r['seconds']:>7} {r['size_mb']:>8} {r['time_vs_conda_pack']:>7} "
-                    f"{r['size_vs_conda_pack']:>7} {r['inodes_when_used']:>7}"
-                )
+            return 0
+        print(f"{jobs} CPUs, {args.rounds} alternating rounds, load average "
+              f"{result['load_average_at_start']} at start, {result['load_average_at_end']} at end")
+        venv = result.get("venv")
+        if isinstance(venv, dict):
+            print(f"venv: {venv.get('built_with')}" + (f" -> {venv['mb']} MB, {venv['files']} files"
+                                                       if "mb" in venv else ""))
+        if "venv_pack" in result:
+            _print("pack the venv", result["venv_pack"])  # type: ignore[arg-type]
+            print(f"envbuild inspect (manifest only): {result['inspect_seconds']} s")
+        if "venv_unpack" in result:
+            _print("unpack the venv", result["venv_unpack"])  # type: ignore[arg-type]
+        if "conda_pack" in result:
+            conda = result["conda"]
+            print(f"\nconda env: {conda['built_with']} -> {conda['mb']} MB, {conda['files']} files")  # type: ignore[index]
+            _print("pack the conda env", result["conda_pack"])  # type: ignore[arg-type]
             sq_vs = result["squashfs_vs_tar_zst"]
             if isinstance(sq_vs, dict):
-                print(
-                    f"envbuild squashfs vs envbuild tar.zst: time x{sq_vs['time']}, size x{sq_vs['size']}, "
-                    f"inodes where used {sq_vs['inodes']}"
-                )
+                print(f"envbuild squashfs vs envbuild tar.zst: time x{sq_vs['time']}, size x{sq_vs['size']}, "
+                      f"inodes where used {sq_vs['inodes']}")
             else:
                 print(f"squashfs: {sq_vs}")
-            print(
-                f"envbuild inspect (manifest only): {insp_t:.3f} s; envbuild unpack (extract + verify + "
-                f"conda-unpack + checks): tar.zst {unp_zst:.1f} s, tar.gz {unp_gz:.1f} s"
-            )
         return 0
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _timed(fn: Callable[..., object], *args: object) -> float:
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
 
 
 if __name__ == "__main__":

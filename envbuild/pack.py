@@ -17,6 +17,7 @@ import os
 import re
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
@@ -594,14 +595,15 @@ def _pack(prefix: Path, output: Path, fmt: str | None, jobs: int | None, level: 
             # A mounted image is read-only: it must carry the links to the base interpreter itself
             # (a tar leaves them to the fix-up, which cannot write into a mount).
             files = sorted(files + [rel for rel in links if os.path.lexists(prefix / rel)])
-        manifest["content"] = _content([(str(prefix / rel), rel) for rel in files])
+        top = str(prefix) + os.sep
+        manifest["content"] = _content([(top + rel, rel) for rel in files])
         if binary:
             warnings.append(f"{len(binary)} binary file(s) name the old prefix and cannot be relocated: "
                             + ", ".join(binary[:5]))
         with condapack.open_archive(output, fmt, jobs=jobs, level=level) as writer:
             _add_header(writer, manifest)
             for i, rel in enumerate(files, 1):
-                writer.add(str(prefix / rel), rel)
+                writer.add(top + rel, rel)
                 if on_progress:
                     on_progress(i, len(files))
             count = _add_trailer(writer)
@@ -620,12 +622,12 @@ def _content(pairs: list[tuple[str, str]]) -> dict[str, int]:
     dirs: set[str] = set()
     for source, target in pairs:
         with suppress(OSError):
-            st = os.lstat(source)
-            if os.path.isdir(source) and not os.path.islink(source):
+            mode = (st := os.lstat(source)).st_mode
+            if stat.S_ISDIR(mode):
                 dirs.add(target)
                 continue
             nfiles += 1
-            if not os.path.islink(source):
+            if not stat.S_ISLNK(mode):
                 nbytes += st.st_size
         parent = os.path.dirname(target)
         while parent and parent not in dirs:
@@ -671,23 +673,29 @@ class _Counting:
         return getattr(self._w, name)
 
 
-def _is_binary(path: Path) -> bool:
+_SMALL = 256 << 10
+
+
+def _is_binary(path: str | Path) -> bool:
     with open(path, "rb") as fh:
         return b"\0" in fh.read(8192)
 
 
-def _contains(path: Path, needle: bytes, skip: bytes | None = None) -> bool:
+def _contains(path: str | Path, needle: bytes, skip: bytes | None = None) -> bool:
     """True when ``needle`` occurs in the file, ignoring occurrences that are part of ``skip``."""
     try:
-        size = path.stat().st_size
-        if size == 0:
-            return False
-        with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            i = mm.find(needle)
-            while i != -1:
-                if not (skip and mm[i:i + len(skip)] == skip):
-                    return True
-                i = mm.find(needle, i + 1)
+        with open(path, "rb", buffering=0) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size == 0:
+                return False
+            if size <= _SMALL and not skip:  # one read beats setting up a map for most files
+                return needle in fh.read()
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                i = mm.find(needle)
+                while i != -1:
+                    if not (skip and mm[i:i + len(skip)] == skip):
+                        return True
+                    i = mm.find(needle, i + 1)
     except (OSError, ValueError):
         return False
     return False
@@ -695,32 +703,40 @@ def _contains(path: Path, needle: bytes, skip: bytes | None = None) -> bool:
 
 def _venv_files(prefix: Path) -> tuple[list[str], dict[str, str], list[str], list[str]]:
     """Files to pack; links leaving the env (to recreate); text / binary files naming the prefix."""
+    # Plain strings and os.path, not Path objects: this runs once per file of a 19k-file env.
     files: list[str] = []
     links: dict[str, str] = {}
     text: list[str] = []
     binary: list[str] = []
-    needle = str(prefix).encode()
-    for root, dirs, names in os.walk(prefix):
-        rdir = Path(root)
+    top = str(prefix)
+    needle = top.encode()
+    inside = top + os.sep
+    for root, dirs, names in os.walk(top):
         for d in list(dirs):
-            if (rdir / d).is_symlink():
+            if os.path.islink(os.path.join(root, d)):
                 dirs.remove(d)
                 names.append(d)
+        base = os.path.relpath(root, top).replace(os.sep, "/")
+        base = "" if base == "." else base + "/"
         for n in sorted(names):
-            path = rdir / n
-            rel = path.relative_to(prefix).as_posix()
+            path = os.path.join(root, n)
+            rel = base + n
             if rel in _OWN:
                 continue
-            if path.is_symlink():
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISLNK(st.st_mode):
                 target = os.readlink(path)
-                resolved = os.path.normpath(os.path.join(rdir, target))
-                if os.path.isabs(target) or not resolved.startswith(str(prefix) + os.sep):
+                resolved = os.path.normpath(os.path.join(root, target))
+                if os.path.isabs(target) or not resolved.startswith(inside):
                     links[rel] = target if os.path.isabs(target) else os.path.realpath(path)
                     continue
                 files.append(rel)
                 continue
             files.append(rel)
-            if rel.endswith(".pyc") or not path.is_file() or not _contains(path, needle):
+            if rel.endswith(".pyc") or not stat.S_ISREG(st.st_mode) or not _contains(path, needle):
                 continue
             (binary if _is_binary(path) else text).append(rel)
     return sorted(files), links, sorted(text), sorted(binary)

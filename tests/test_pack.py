@@ -793,3 +793,59 @@ def test_pypi_torch_without_local_label_reports_its_cuda(tmp_path: Path) -> None
                                      "site": "lib/python3.11/site-packages"}
     row = next(p for p in packages(tmp_path, "venv") if p["name"] == "torch")
     assert (row["version"], row["cuda"]) == ("2.6.0", "12.4")
+
+
+@pytest.mark.parametrize("fmt", ["tar.zst", "tar.gz"])
+def test_streamed_tar_holds_every_member_and_its_hash(tmp_path: Path, fmt: str) -> None:
+    """The block-streaming tar writer: the members tarfile.add would write (hard link, symlink,
+    long and non-ASCII names, a file bigger than one block), each sha256 taken from the one read."""
+    from envbuild.tools.condapack import TarStream, _ustar, open_archive
+
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    files = {
+        "small.py": b"print('hi')\n",
+        "empty": b"",
+        "big.bin": os.urandom(9 << 20),  # > the 4 MiB block: written straight through
+        "d/" + "n" * 120 + ".txt": b"long name\n",  # > 100 chars: tarfile's PAX header
+        "d/caf\u00e9.txt": b"non-ascii\n",
+    }
+    for rel, data in files.items():
+        (src / rel).write_bytes(data)
+    os.link(src / "small.py", src / "d" / "twin.py")
+    os.symlink("../small.py", src / "d" / "link.py")
+    members = [*files, "d/twin.py", "d/link.py", "d"]
+    out = tmp_path / f"a.{fmt}"
+    with open_archive(out, fmt, jobs=2) as writer:
+        for rel in members:
+            writer.add(str(src / rel), rel)
+        sums = writer.checksums()
+    assert sums["d/twin.py"] == sums["small.py"] == hashlib.sha256(files["small.py"]).hexdigest()
+    assert sums["d/link.py"] == "symlink:../small.py" and "d" not in sums
+    for rel, data in files.items():
+        assert sums[rel] == hashlib.sha256(data).hexdigest()
+    if fmt == "tar.zst":
+        import zstandard
+
+        raw = zstandard.ZstdDecompressor().stream_reader(out.open("rb")).read()
+    else:
+        import gzip
+
+        raw = gzip.decompress(out.read_bytes())
+    assert len(raw) % tarfile.RECORDSIZE == 0
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tf:
+        got = {m.name: m for m in tf.getmembers()}
+        assert sorted(got) == sorted(members)
+        for rel, data in files.items():
+            f = tf.extractfile(got[rel])
+            assert f is not None and f.read() == data
+        assert got["d/twin.py"].islnk() and got["d/twin.py"].linkname == "small.py"
+        assert got["d/link.py"].issym() and got["d"].isdir()
+    # The directly built ustar headers are byte for byte tarfile's own.
+    stream = TarStream(io.BytesIO())
+    for rel in members:
+        info = stream._info(str(src / rel), rel, os.lstat(src / rel))
+        assert info is not None
+        fast = _ustar(info)
+        assert fast is None or fast == info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    assert _ustar(stream._info(str(src / "small.py"), "small.py", os.lstat(src / "small.py"))) is not None

@@ -13,7 +13,9 @@ import contextlib
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
+import tarfile
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -95,6 +97,214 @@ def load_env(
     return LoadedEnv(env=env, uncached=uncached)
 
 
+_BLOCK = 4 << 20  # bytes handed to the compressor per write: few calls, full compressor jobs
+
+
+_USTAR_MAX = 8 ** 11
+
+
+def _ustar(info: tarfile.TarInfo) -> bytes | None:
+    """The header ``info.tobuf(PAX_FORMAT)`` writes when it needs no PAX record, built directly.
+
+    tarfile spends most of its per-member time deciding that; None (the caller falls back to
+    tarfile) when a name is not ASCII or too long, a number too big, or the member is a device.
+    """
+    name = info.name + "/" if info.type == tarfile.DIRTYPE and not info.name.endswith("/") else info.name
+    if (len(name) > 100 or len(info.linkname) > 100 or len(info.uname) > 32 or len(info.gname) > 32
+            or not (name.isascii() and info.linkname.isascii() and info.uname.isascii()
+                    and info.gname.isascii())
+            or info.type in (tarfile.CHRTYPE, tarfile.BLKTYPE)
+            or not (0 <= info.uid < 8 ** 7 and 0 <= info.gid < 8 ** 7 and 0 <= info.size < _USTAR_MAX
+                    and isinstance(info.mtime, int) and 0 <= info.mtime < _USTAR_MAX)
+            or info.pax_headers):
+        return None
+    buf = b"".join((
+        name.encode("ascii").ljust(100, b"\0"),
+        b"%07o\0%07o\0%07o\0%011o\0%011o\0" % (info.mode & 0o7777, info.uid, info.gid, info.size,
+                                                info.mtime),
+        b"        ", info.type, info.linkname.encode("ascii").ljust(100, b"\0"), tarfile.POSIX_MAGIC,
+        info.uname.encode("ascii").ljust(32, b"\0"), info.gname.encode("ascii").ljust(32, b"\0"),
+    )).ljust(tarfile.BLOCKSIZE, b"\0")
+    chksum = 256 + sum(buf[:148]) + sum(buf[156:])
+    return buf[:148] + b"%06o\0" % chksum + buf[155:]
+
+
+class TarStream:
+    """A tar stream (tarfile's PAX format) written in large blocks; every file is hashed as it streams.
+
+    conda-pack's ``TarArchive`` goes through ``tarfile.add`` (16 KiB copies, a uid/gid name lookup
+    and a PAX header for the float mtime on every member) and the hash needs a second read: for a
+    19k-file env that per-member work, not the compressor, set the pace. Here each file is read
+    once, in blocks of up to 4 MiB, into the hash and the compressor; small members are batched
+    into one write. Members are the ones ``tarfile.add(recursive=False)`` writes (hard links of an
+    already written inode become link members), with whole-second mtimes like GNU tar.
+    """
+
+    def __init__(self, out: IO[bytes] | Any, mtime: float | None = None) -> None:
+        self._out = out
+        self._mtime = mtime
+        self._pending: list[bytes] = []
+        self._pending_len = 0
+        self._inodes: dict[tuple[int, int], tuple[str, str]] = {}
+        self._users: dict[int, str] = {}
+        self._groups: dict[int, str] = {}
+        self._written = 0
+
+    def _emit(self, data: bytes) -> None:
+        self._pending.append(data)
+        self._pending_len += len(data)
+        if self._pending_len >= _BLOCK:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._out.write(b"".join(self._pending))
+            self._written += self._pending_len
+            self._pending, self._pending_len = [], 0
+
+    def _names(self, uid: int, gid: int) -> tuple[str, str]:
+        if uid not in self._users:
+            try:
+                import pwd
+
+                self._users[uid] = pwd.getpwuid(uid).pw_name
+            except (ImportError, KeyError):
+                self._users[uid] = ""
+        if gid not in self._groups:
+            try:
+                import grp
+
+                self._groups[gid] = grp.getgrgid(gid).gr_name
+            except (ImportError, KeyError):
+                self._groups[gid] = ""
+        return self._users[uid], self._groups[gid]
+
+    def _header(self, info: tarfile.TarInfo) -> None:
+        self._emit(_ustar(info) or info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+
+    def _info(self, source: str, target: str, st: os.stat_result) -> tarfile.TarInfo | None:
+        info = tarfile.TarInfo(target)
+        mode = st.st_mode
+        info.mode = stat.S_IMODE(mode)
+        info.uid, info.gid = st.st_uid, st.st_gid
+        info.uname, info.gname = self._names(st.st_uid, st.st_gid)
+        info.mtime = int(self._mtime if self._mtime is not None and target == "bin/conda-unpack"
+                         else st.st_mtime)
+        if stat.S_ISREG(mode):
+            key = (st.st_ino, st.st_dev)
+            if st.st_nlink > 1 and key in self._inodes:
+                info.type, info.linkname = tarfile.LNKTYPE, self._inodes[key][0]
+            else:
+                info.type, info.size = tarfile.REGTYPE, st.st_size
+        elif stat.S_ISDIR(mode):
+            info.type = tarfile.DIRTYPE
+        elif stat.S_ISLNK(mode):
+            info.type, info.linkname = tarfile.SYMTYPE, os.readlink(source)
+        elif stat.S_ISFIFO(mode):
+            info.type = tarfile.FIFOTYPE
+        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            info.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
+            info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        else:  # a socket: tarfile skips it too
+            return None
+        return info
+
+    def add(self, source: str, target: str) -> str | None:
+        """Write ``source`` as ``target``; return its sha256, ``symlink:TARGET``, or None (a directory)."""
+        st = os.lstat(source)
+        info = self._info(source, target, st)
+        if info is None:
+            return None
+        if info.type == tarfile.SYMTYPE:
+            self._header(info)
+            return "symlink:" + info.linkname
+        if info.type == tarfile.LNKTYPE:
+            self._header(info)
+            return self._inodes[(st.st_ino, st.st_dev)][1]
+        if info.type != tarfile.REGTYPE:
+            self._header(info)
+            return None
+        h = hashlib.sha256()
+        with open(source, "rb", buffering=0) as fh:
+            self._header(info)
+            left = info.size
+            while left > 0:
+                chunk = fh.read(min(left, _BLOCK))
+                if not chunk:
+                    raise OSError(f"{source} shrank while it was being packed")
+                h.update(chunk)
+                left -= len(chunk)
+                if len(chunk) >= _BLOCK // 4:
+                    self._flush()
+                    self._out.write(chunk)
+                    self._written += len(chunk)
+                else:
+                    self._emit(chunk)
+        self._pad(info.size)
+        digest = h.hexdigest()
+        if st.st_nlink > 1:
+            self._inodes[(st.st_ino, st.st_dev)] = (target, digest)
+        return digest
+
+    def add_bytes(self, source: str, data: bytes, target: str) -> str:
+        """Write ``data`` as ``target`` with ``source``'s mode and owner; return its sha256."""
+        info = self._info(source, target, os.stat(source))
+        assert info is not None
+        info.type, info.size, info.linkname = tarfile.REGTYPE, len(data), ""
+        self._header(info)
+        self._emit(data)
+        self._pad(len(data))
+        return hashlib.sha256(data).hexdigest()
+
+    def _pad(self, size: int) -> None:
+        if rest := size % tarfile.BLOCKSIZE:
+            self._emit(tarfile.NUL * (tarfile.BLOCKSIZE - rest))
+
+    def close(self) -> None:
+        """End the archive the way tarfile does (two zero blocks, padded to a 10 KiB record)."""
+        self._emit(tarfile.NUL * (2 * tarfile.BLOCKSIZE))
+        total = self._written + self._pending_len
+        if rest := total % tarfile.RECORDSIZE:
+            self._emit(tarfile.NUL * (tarfile.RECORDSIZE - rest))
+        self._flush()
+
+
+class _Handoff:
+    """Writes to ``out`` from a second thread, so reading + hashing the next files overlaps feeding
+    the compressor (both release the GIL), as ``tar | zstd`` overlaps in two processes."""
+
+    def __init__(self, out: Any, depth: int = 8) -> None:
+        import queue
+        import threading
+
+        self._out = out
+        self._q: queue.Queue[bytes | None] = queue.Queue(depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="envbuild-pack-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (block := self._q.get()) is not None:
+            if self._error is None:
+                try:
+                    self._out.write(block)
+                except BaseException as exc:  # re-raised in the packing thread
+                    self._error = exc
+
+    def write(self, block: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._q.put(block)
+
+    def close(self) -> None:
+        """Wait until every block is written; raise the writer's error, if any."""
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
 class ArchiveWriter:
     """conda-pack's archive interface (``add``/``add_bytes``) that also hashes every member."""
 
@@ -105,6 +315,12 @@ class ArchiveWriter:
 
     def add(self, source: str, target: str) -> None:
         """Add a file, link or directory from disk under ``target``."""
+        if isinstance(self._arc, TarStream):
+            # One read per file: the tar stream hashes what it writes.
+            digest = self._arc.add(source, target)
+            if digest is not None:
+                self._hashes[target] = digest
+            return
         self._arc.add(source, target)
         if os.path.islink(source):
             self._hashes[target] = "symlink:" + os.readlink(source)
@@ -117,6 +333,9 @@ class ArchiveWriter:
 
     def add_bytes(self, source: str, data: bytes, target: str) -> None:
         """Add ``data`` under ``target`` with ``source``'s mode and owner."""
+        if isinstance(self._arc, TarStream):
+            self._hashes[target] = self._arc.add_bytes(source, data, target)
+            return
         self._arc.add_bytes(source, data, target)
         self._hashes[target] = hashlib.sha256(data).hexdigest()
 
@@ -141,6 +360,20 @@ class ArchiveWriter:
 
 
 @contextlib.contextmanager
+def _piped(argv: list[str], fh: IO[bytes], what: str) -> Iterator[IO[bytes]]:
+    """A compressor program as a filter: envbuild writes the tar into its stdin, it writes ``fh``."""
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=fh)
+    assert proc.stdin is not None
+    try:
+        yield proc.stdin
+    finally:
+        proc.stdin.close()
+        rc = proc.wait()
+    if rc != 0:
+        raise ToolError(f"{what} exited with {rc} while compressing.")
+
+
+@contextlib.contextmanager
 def _zstd_stream(fh: IO[bytes], level: int, jobs: int) -> Iterator[IO[bytes]]:
     try:
         import zstandard
@@ -149,17 +382,36 @@ def _zstd_stream(fh: IO[bytes], level: int, jobs: int) -> Iterator[IO[bytes]]:
         if exe is None:
             raise ToolError("tar.zst needs the 'zstandard' module or the 'zstd' program.",
                             hint="pip install zstandard, or choose --format tar.gz.") from None
-        proc = subprocess.Popen([exe, f"-{level}", f"-T{jobs}", "-q", "-c"], stdin=subprocess.PIPE, stdout=fh)
-        assert proc.stdin is not None
-        yield proc.stdin
-        proc.stdin.close()
-        if proc.wait() != 0:
-            raise ToolError(f"zstd exited with {proc.returncode} while compressing.") from None
+        with _piped([exe, f"-{level}", f"-T{jobs}", "-q", "-c"], fh, "zstd") as pipe:
+            yield pipe
         return
+    # zstd's own worker threads compress (as `zstd -T`); the writes release the GIL.
     cctx = zstandard.ZstdCompressor(level=level, threads=jobs if jobs > 1 else 0)
-    writer = cctx.stream_writer(fh, closefd=False)
-    yield writer
-    # TarArchive closes the writer, which ends the zstd frame.
+    with cctx.stream_writer(fh, closefd=False, write_size=1 << 20) as writer:
+        yield writer  # leaving the block ends the zstd frame
+
+
+@contextlib.contextmanager
+def _gzip_stream(fh: IO[bytes], level: int, jobs: int, mtime: int) -> Iterator[Any]:
+    """gzip with ``jobs`` threads: pigz when it is on PATH, else conda-pack's block-parallel zlib.
+
+    Both write one standard gzip stream (``gzip -d`` / tarfile read either).
+    """
+    exe = shutil.which("pigz")
+    if exe is not None and jobs > 1:
+        with _piped([exe, f"-{level}", "-p", str(jobs), "-c"], fh, "pigz") as pipe:
+            yield pipe
+        return
+    import gzip
+
+    from conda_pack.formats import ParallelGzipFileWriter
+
+    gz: Any = (ParallelGzipFileWriter(fh, compresslevel=level, n_threads=jobs, mtime=mtime) if jobs > 1
+               else gzip.GzipFile(fileobj=fh, mode="wb", compresslevel=level, mtime=mtime))
+    try:
+        yield gz
+    finally:
+        gz.close()
 
 
 @contextlib.contextmanager
@@ -171,8 +423,6 @@ def open_archive(
     ``mtime`` stamps the generated conda-unpack script (conda-pack uses conda-meta/history's).
     """
     import time
-
-    from conda_pack.formats import TarArchive, archive
 
     if fmt not in FORMATS:
         raise PackError(f"unknown archive format '{fmt}'.", field="--format",
@@ -196,11 +446,19 @@ def open_archive(
                     yield writer
                     writer.checksums()
                     squashfs.mksquashfs(Path(sq._staging_dir), Path(tmp), jobs=jobs, level=lvl)
-            elif fmt == "tar.zst":
-                with _zstd_stream(fh, lvl, jobs) as zfh, \
-                        TarArchive(zfh, "", close_file=True, mode="w", mtime=stamp) as arc:
-                    yield ArchiveWriter(arc, pool)
+            elif fmt in ("tar.zst", "tar.gz"):
+                with (_zstd_stream(fh, lvl, jobs) if fmt == "tar.zst"
+                      else _gzip_stream(fh, lvl, jobs, stamp)) as zfh:
+                    handoff = _Handoff(zfh)
+                    try:
+                        tar = TarStream(handoff, mtime=stamp)
+                        yield ArchiveWriter(tar, pool)
+                        tar.close()
+                    finally:
+                        handoff.close()
             else:
+                from conda_pack.formats import archive
+
                 with archive(fh, tmp, "", fmt, compress_level=lvl, n_threads=jobs,
                          mtime=stamp) as arc:
                     yield ArchiveWriter(arc, pool)
