@@ -356,6 +356,7 @@ def _read_text(p: Path) -> str:
 
 
 _COMMENT = re.compile(r"(^|\s+)#.*$")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 # Options envbuild reads; the hint of an unknown one lists them.
 _REQ_OPTIONS = ("-r/--requirement FILE, -c/--constraint FILE, -e/--editable git+URL, -i/--index-url URL, "
                 "--extra-index-url URL, -f/--find-links URL|DIR, --no-binary NAME, --only-binary :all:, "
@@ -435,6 +436,10 @@ def _read_requirement_lines(acc: _Reqs, lines: list[tuple[int, str]], base: Path
     """Read requirements.txt lines into ``acc``; anything not understood is an error naming the line."""
     for lineno, line in lines:
         fld = field_of(lineno) if field_of else f"line {lineno}"
+        if bad := _CONTROL.search(line):
+            raise SpecError(f"the line holds a control character ({bad.group()!r}).", path=where, field=fld,
+                            hint="Remove it: requirement lines are plain text (a NUL or escape byte is "
+                                 "usually a damaged or binary file).")
         if line.startswith("-"):
             m = re.match(r"^(-[A-Za-z]|--[A-Za-z][A-Za-z-]*)(?:\s*=\s*|\s+|$)(.*)$", line)
             opt, val = (m.group(1), m.group(2).strip()) if m else (line.split()[0], "")
