@@ -199,7 +199,6 @@ def present_verify(report: VerifyReport, as_json: bool) -> None:
 
 
 FORMATS = ("tar", "dir")
-_BLOCK = 4 << 20  # bytes per read: large blocks keep per-block Python work far below the disk's cost
 _TAR_OVERHEAD = 3 * tarfile.BLOCKSIZE  # per member: header, a possible pax header, padding
 
 
@@ -336,7 +335,9 @@ def _copy_hashed(src: Path, dst: Any, size: int, buf: bytearray, hasher: Any) ->
     """Copy ``size`` bytes of ``src`` into the open binary file ``dst``, hashing the same bytes.
 
     The hash of a block runs in ``hasher`` (one thread) while the block is written: both drop the
-    GIL, so hashing and writing overlap.
+    GIL, so hashing and writing overlap.  ``buf`` is _fs's 1 MiB chunk: per-block Python work is
+    far below the copy's cost, and the block stays in the CPU cache between hashing and writing
+    (4 MiB blocks measured 2x slower here).
     """
     import hashlib
 
@@ -380,8 +381,10 @@ def _write_tar(part: Path, top: str, members: list[_Member], cache: Path) -> tup
     """
     from concurrent.futures import ThreadPoolExecutor
 
+    from envbuild._fs import _CHUNK
+
     problems: list[Problem] = []
-    buf = bytearray(_BLOCK)
+    buf = bytearray(_CHUNK)
     nfiles = 0
     # The tar is written by hand (tarfile's own headers, our data loop): tarfile's addfile copies
     # through small reads, and there is no hook to hash what it copies.
@@ -415,9 +418,11 @@ def _write_dir(dest: Path, members: list[_Member], cache: Path) -> tuple[int, in
     import errno
     from concurrent.futures import ThreadPoolExecutor
 
+    from envbuild._fs import _CHUNK
+
     problems: list[Problem] = []
     linked = copied = 0
-    buf = bytearray(_BLOCK)
+    buf = bytearray(_CHUNK)
     with ThreadPoolExecutor(1) as hasher:
         for m in members:
             target = dest / m.arcname
