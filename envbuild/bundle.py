@@ -429,15 +429,17 @@ def _write_dir(dest: Path, members: list[_Member], cache: Path) -> tuple[int, in
             target.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.link(m.src, target)
-                linked += 1
-                actual = _copy_hashed(target, None, m.size, buf, hasher)
             except OSError as exc:
                 if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES):
                     raise
-                with open(target, "wb") as fh:
+                # Only when no link was made: writing through a link would overwrite the cache.
+                with open(target, "xb") as fh:
                     actual = _copy_hashed(m.src, fh, m.size, buf, hasher)
                 os.chmod(target, m.mode)
                 copied += m.size
+            else:
+                linked += 1
+                actual = _copy_hashed(target, None, m.size, buf, hasher)
             if m.sha256 is not None and actual != m.sha256:
                 problems.append(Problem(str(m.src.relative_to(cache)), "altered", expected=m.sha256,
                                         actual=actual))

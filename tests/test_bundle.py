@@ -325,3 +325,27 @@ def test_bundle_that_cannot_fit_is_refused_before_writing(big_cache: tuple[Path,
     err = json.loads(text + "}")
     assert "not enough free space" in err["message"] and str(small) in err["message"]
     assert listing.strip() == "", "nothing was written into the full file system"
+
+
+@pytest.mark.skipif(not HAS_UNSHARE, reason="needs 'unshare' (user and mount namespaces)")
+def test_dir_bundle_on_another_file_system_copies_the_checked_bytes(
+        fetched: tuple[Path, Path, list[Path]], tmp_path: Path) -> None:
+    lock, cache, _ = fetched
+    other = tmp_path / "other-fs"
+    other.mkdir()
+    top = other / "demo-offline"
+    script = ('mount -t tmpfs -o size=64m tmpfs "$1" && "$2" -m envbuild bundle "$3" --cache "$4" '
+              '--format dir -o "$5" --json && echo "---" && cd "$5" && find . -type f -exec sha256sum {} +')
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh", str(other), sys.executable, str(lock),
+                           str(cache), str(top)], capture_output=True, text=True, check=False)
+    if "mount" in proc.stderr and proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text, _, sums = proc.stdout.partition("---")
+    info = json.loads(text)
+    assert info["hardlinked"] == 0, "no hardlink across file systems: every file is a copy"
+    copied = {line.split(maxsplit=1)[1].removeprefix("./offline_cache/"): line.split()[0]
+              for line in sums.strip().splitlines() if "./offline_cache/" in line}
+    assert copied == {rel: sha256(cache / rel) for rel in copied}
+    assert set(copied) == {str(e["file"]) for e in load_manifest(cache)["files"]} | {"manifest.json"}
+    assert info["bytes_written"] >= sum((cache / rel).stat().st_size for rel in copied)
