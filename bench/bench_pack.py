@@ -8,6 +8,10 @@ bundled .libs) taken from this interpreter's site-packages: ~250 MB of real .py/
 
 Prints wall time, archive size and the ratios against conda-pack's defaults (tar.gz, level 4,
 one thread). envbuild also hashes every member and embeds the manifest; that cost is included.
+The squashfs rows (envbuild's and conda-pack's own, both mksquashfs with zstd) stand beside
+tar.zst: same env, same run; "inodes" is what the env costs on the filesystem where it is used
+(a tar is unpacked into every file, an image is mounted as one file). They are skipped, and say
+so, when mksquashfs is not installed.
 """
 
 from __future__ import annotations
@@ -103,6 +107,31 @@ def main() -> int:
             )
         )
         paths = [work / "cp-default.tar.gz", work / "cp.tar.zst", work / "eb.tar.gz", work / "eb.tar.zst"]
+        squash = shutil.which("mksquashfs") is not None
+        if squash:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                runs.append(
+                    _timed(
+                        f"conda-pack squashfs (its default: zstd 10, {jobs} threads)",
+                        conda_pack.pack,
+                        prefix=str(env),
+                        output=str(work / "cp.squashfs"),
+                        format="squashfs",
+                        n_threads=jobs,
+                    )
+                )
+            runs.append(
+                _timed(
+                    f"envbuild pack squashfs (zstd 10, {jobs} threads)",
+                    pack,
+                    env,
+                    work / "eb.squashfs",
+                    jobs=jobs,
+                )
+            )
+            paths += [work / "cp.squashfs", work / "eb.squashfs"]
+        env_inodes = sum(1 for _ in env.rglob("*"))
         base_t, base_s = runs[0][1], paths[0].stat().st_size
         rows = []
         for (label, secs, _), path in zip(runs, paths, strict=True):
@@ -114,6 +143,7 @@ def main() -> int:
                     "size_mb": round(size / 1e6, 1),
                     "time_vs_conda_pack": round(secs / base_t, 2),
                     "size_vs_conda_pack": round(size / base_s, 2),
+                    "inodes_when_used": 1 if path.suffix == ".squashfs" else env_inodes,
                 }
             )
         _, insp_t, _ = _timed("inspect", inspect_archive, work / "eb.tar.zst")
@@ -128,16 +158,34 @@ def main() -> int:
             "inspect_seconds": round(insp_t, 3),
             "unpack_seconds": {"tar.zst": round(unp_zst, 2), "tar.gz": round(unp_gz, 2)},
         }
+        if squash:
+            zst = next(r for r in rows if r["run"].startswith("envbuild pack tar.zst"))
+            sq = rows[-1]
+            result["squashfs_vs_tar_zst"] = {
+                "time": round(sq["seconds"] / zst["seconds"], 2),
+                "size": round(sq["size_mb"] / zst["size_mb"], 2),
+                "inodes": f"1 vs {env_inodes}",
+            }
+        else:
+            result["squashfs_vs_tar_zst"] = "skipped: mksquashfs is not installed"
         if args.json:
             print(json.dumps(result, indent=2))
         else:
             print(f"env: {result['env_mb']} MB, {result['files']} files, {jobs} CPUs")
-            print(f"{'run':<52} {'time s':>7} {'size MB':>8} {'time x':>7} {'size x':>7}")
+            print(f"{'run':<52} {'time s':>7} {'size MB':>8} {'time x':>7} {'size x':>7} {'inodes':>7}")
             for r in rows:
                 print(
                     f"{r['run']:<52} {r['seconds']:>7} {r['size_mb']:>8} {r['time_vs_conda_pack']:>7} "
-                    f"{r['size_vs_conda_pack']:>7}"
+                    f"{r['size_vs_conda_pack']:>7} {r['inodes_when_used']:>7}"
                 )
+            sq_vs = result["squashfs_vs_tar_zst"]
+            if isinstance(sq_vs, dict):
+                print(
+                    f"envbuild squashfs vs envbuild tar.zst: time x{sq_vs['time']}, size x{sq_vs['size']}, "
+                    f"inodes where used {sq_vs['inodes']}"
+                )
+            else:
+                print(f"squashfs: {sq_vs}")
             print(
                 f"envbuild inspect (manifest only): {insp_t:.3f} s; envbuild unpack (extract + verify + "
                 f"conda-unpack + checks): tar.zst {unp_zst:.1f} s, tar.gz {unp_gz:.1f} s"

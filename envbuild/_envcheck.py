@@ -100,8 +100,15 @@ def _dists(site, prefix, conda_files):  # type: (str, str, dict[str, Any]) -> li
         except ValueError:
             direct_url = None
         has_so = False
+        top = []  # type: list[str]
         if has_record:
-            has_so = bool(re.search(r"\.so[.,]", _read(record) or ""))
+            rec_text = _read(record) or ""
+            has_so = bool(re.search(r"\.so[.,]", rec_text))
+            for line in rec_text.splitlines():
+                first = line.split(",", 1)[0].split("/", 1)[0]
+                if first and not first.startswith((".", "__")) and "-" not in first and "." not in first \
+                        and first not in top and "/" in line.split(",", 1)[0]:
+                    top.append(first)
         out.append(
             {
                 "name": _norm(name),
@@ -115,6 +122,7 @@ def _dists(site, prefix, conda_files):  # type: (str, str, dict[str, Any]) -> li
                 if isinstance(direct_url, dict) else False,
                 "direct_url": direct_url if isinstance(direct_url, dict) else None,
             "has_so": has_so,
+            "top_level": sorted(top),
             "requires": re.findall(r"^Requires-Dist:\s*(.+?)\s*$", text or "", re.M),
             }
         )
@@ -215,8 +223,39 @@ def load(items):  # type: (list[dict[str, Any]]) -> None
         sys.stdout.flush()
 
 
+def imports(modules):  # type: (list[str]) -> None
+    """Import each top-level module, then report the shared objects the process has mapped.
+
+    This is the evidence of what a package's import loads (its extension modules and the libraries
+    they pull in); what is not mapped afterwards is loaded only when some feature asks for it.
+    """
+    import importlib
+
+    errors = {}  # type: dict[str, str | None]
+    for mod in modules:
+        try:
+            importlib.import_module(mod)
+            errors[mod] = None
+        except BaseException as exc:
+            errors[mod] = f"{type(exc).__name__}: {exc}"
+    mapped = set()
+    try:
+        with open("/proc/self/maps") as fh:
+            for line in fh:
+                parts = line.split(None, 5)
+                if len(parts) == 6 and ".so" in parts[5]:
+                    mapped.add(os.path.realpath(parts[5].strip()))
+    except OSError:
+        pass
+    # the imported packages may print: the report is the last line, after a marker
+    report = json.dumps({"errors": errors, "mapped": sorted(mapped)})
+    sys.stdout.write("\n@@envbuild-imports@@" + report + "\n")
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--load":
         load(json.load(sys.stdin))
+    elif len(sys.argv) > 1 and sys.argv[1] == "--imports":
+        imports(json.load(sys.stdin))
     else:
         sys.stdout.write(json.dumps(collect(sys.argv[1] if len(sys.argv) > 1 else sys.prefix)))

@@ -3,27 +3,51 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
+import json
 import os
+import re
 import shutil
+import stat
 import tarfile
 import tempfile
+import unicodedata
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
-from envbuild.errors import HashMismatch, UnsafeArchive
+from envbuild.errors import HashMismatch, InputError, PackError, UnsafeArchive
 
 __all__ = [
+    "OUTPUT_MARKER",
+    "Member",
+    "OutputRefused",
     "atomic_dir",
     "atomic_write",
+    "check_output_dir",
+    "check_output_file",
+    "claim_output_dir",
+    "file_lock",
     "is_within_directory",
+    "iter_members",
+    "member_name",
+    "one_line",
+    "output_dir",
+    "path_component",
+    "record_output",
+    "resolve_inside",
     "safe_extract",
     "sha256_file",
     "verify_sha256",
 ]
 
 _CHUNK = 1 << 20
+
+
+class OutputRefused(InputError):
+    """An output path holds something envbuild did not write; it is refused, never replaced."""
 
 
 def atomic_write(path: str | os.PathLike[str], data: str | bytes, mode: int = 0o644) -> Path:
@@ -46,27 +70,13 @@ def atomic_write(path: str | os.PathLike[str], data: str | bytes, mode: int = 0o
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temp directory that replaces ``path`` only if the block succeeds.
+    """Yield a temp directory that becomes ``path`` only if the block succeeds: ``output_dir``.
 
-    A failed lock or render therefore leaves no partial output directory behind,
-    and an existing good one is kept until the new one is complete.
+    Kept as a name for callers; it no longer renames an existing ``path`` away and deletes it
+    (that removed a user's project folder given as ``-o``): a foreign ``path`` is refused.
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a lock or rendered dir is meant to be shared
-    try:
+    with output_dir(path) as tmp:
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(tmp, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -92,54 +102,308 @@ def is_within_directory(directory: str | os.PathLike[str], target: str | os.Path
     return os.path.commonpath([base, dest]) == base
 
 
-def _check_member(dest: Path, name: str, link: str | None, is_sym: bool, archive: str) -> None:
-    if os.path.isabs(name) or not is_within_directory(dest, dest / name):
-        raise UnsafeArchive(
-            f"member '{name}' would be written outside the destination {dest}.",
-            path=archive,
-            hint="The archive is refused whole; nothing was extracted.",
-        )
-    if link is not None:
-        base = (dest / name).parent if is_sym else dest
-        if os.path.isabs(link) or not is_within_directory(dest, base / link):
-            raise UnsafeArchive(
-                f"link '{name}' -> '{link}' points outside the destination {dest}.",
-                path=archive,
-                hint="The archive is refused whole; nothing was extracted.",
-            )
+# --- safe extraction ---------------------------------------------------------------------------
+#
+# One routine reads every archive envbuild opens (pack archives, bundles): member names are
+# checked as written, and every path is then resolved against what is REALLY on disk in the
+# destination after the earlier members, following symlinks ourselves with the kernel's own
+# limits. os.path.realpath is not used for this: it gives up silently on paths longer than
+# PATH_MAX, which is how the CVE-2025-4517 class (a long symlink chain, then a hardlink) gets
+# past tarfile's own filter="tar"/"data" in Python 3.11.7.
+
+_PATH_MAX = 4096  # Linux PATH_MAX
+_MAX_LINKS = 40  # Linux MAXSYMLINKS: symlinks followed in one lookup
 
 
-def safe_extract(archive: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
-    """Extract a tar (gz/bz2/xz/zst) or zip archive, refusing any member or link escaping ``dest``.
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """One archive member, its name already checked (relative, no '..')."""
 
-    Every member is checked before the first byte is written.
+    name: str
+    kind: str  # "file" | "dir" | "symlink" | "hardlink"
+    mode: int = 0o644
+    link: str = ""  # symlink: its target text; hardlink: the (checked) member it links to
+    mtime: float | None = None
+
+
+def _unsafe(archive: str, message: str) -> UnsafeArchive:
+    return UnsafeArchive(message, path=archive,
+                         hint="The archive is refused whole; nothing from it is left in the destination.")
+
+
+def member_name(raw: str, archive: str, what: str = "member") -> str:
+    """An archive path as a relative POSIX path; UnsafeArchive for absolute, '..', NUL."""
+    if "\0" in raw:
+        raise _unsafe(archive, f"{what} {raw!r} has a NUL byte in its name.")
+    if raw.startswith("/"):
+        raise _unsafe(archive, f"{what} '{raw}' is an absolute path; it would be written outside the "
+                               "destination.")
+    parts = [p for p in raw.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise _unsafe(archive, f"{what} '{raw}' contains '..'; it could be written outside the destination.")
+    return "/".join(parts)
+
+
+def _tar_kind(ti: tarfile.TarInfo) -> str | None:
+    if ti.isreg():
+        return "file"
+    if ti.isdir():
+        return "dir"
+    if ti.issym():
+        return "symlink"
+    if ti.islnk():
+        return "hardlink"
+    return None
+
+
+def _node_name(mode_or_type: int | bytes) -> str:
+    names = {tarfile.CHRTYPE: "a character device", tarfile.BLKTYPE: "a block device",
+             tarfile.FIFOTYPE: "a FIFO", stat.S_IFCHR: "a character device",
+             stat.S_IFBLK: "a block device", stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket"}
+    return names.get(mode_or_type, f"an unsupported member type ({mode_or_type!r})")
+
+
+def iter_members(archive: str | os.PathLike[str]) -> Iterator[tuple[Member, IO[bytes] | None]]:
+    """Every member of a tar (gz/bz2/xz/zst) or zip archive, in archive order, checked by name.
+
+    Device nodes, FIFOs and sockets are refused (an env or a bundle never holds them).  The
+    stream of a ``file`` member is only valid until the next member is asked for.
 
     Raises:
-        UnsafeArchive: a member path or link target escapes ``dest``.
+        UnsafeArchive: an absolute or '..' name, or a member that is not a file, directory or link.
     """
     src = str(archive)
-    out = Path(dest)
-    out.mkdir(parents=True, exist_ok=True)
     # is_zipfile() finds a zip end record near the end of the file, so an uncompressed tar whose
     # last member is a wheel looks like a zip: ask tarfile first, and trust a tar suffix.
     is_tar = src.endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zst", ".tzst"))
     if not is_tar and not tarfile.is_tarfile(src) and zipfile.is_zipfile(src):
         with zipfile.ZipFile(src) as zf:
-            for info in zf.infolist():
-                _check_member(out, info.filename, None, False, src)
-            zf.extractall(out)
-            # zipfile drops Unix modes; without this bin/python of a zipped env is not executable.
-            for info in zf.infolist():
-                mode = (info.external_attr >> 16) & 0o777
-                if mode and not info.is_dir():
-                    os.chmod(out / info.filename, mode)
-        return out
+            for zi in zf.infolist():
+                mode = zi.external_attr >> 16
+                fmt = stat.S_IFMT(mode)
+                name = member_name(zi.filename, src)
+                if zi.is_dir() or fmt == stat.S_IFDIR:
+                    yield Member(name, "dir", mode & 0o7777 or 0o755), None
+                elif fmt == stat.S_IFLNK:
+                    yield Member(name, "symlink", 0o777, zf.read(zi).decode("utf-8", "surrogateescape")), None
+                elif fmt in (0, stat.S_IFREG):
+                    with zf.open(zi) as fh:
+                        # zipfile drops Unix modes unless asked: bin/python of a zipped env must stay
+                        # executable.
+                        yield Member(name, "file", mode & 0o7777 or 0o644), fh
+                else:
+                    raise _unsafe(src, f"member '{zi.filename}' is {_node_name(fmt)}; archives envbuild "
+                                       "reads hold only files, directories and links.")
+        return
     with _open_tar(src) as tf:
-        members = tf.getmembers()
-        for m in members:
-            link = m.linkname if (m.issym() or m.islnk()) else None
-            _check_member(out, m.name, link, m.issym(), src)
-        tf.extractall(out, members=members, filter="tar")
+        for ti in tf:
+            kind = _tar_kind(ti)
+            if kind is None:
+                raise _unsafe(src, f"member '{ti.name}' is {_node_name(ti.type)}; archives envbuild reads "
+                                   "hold only files, directories and links.")
+            name = member_name(ti.name, src)
+            link = ti.linkname if kind == "symlink" else \
+                member_name(ti.linkname, src, f"hardlink '{ti.name}' ->") if kind == "hardlink" else ""
+            m = Member(name, kind, ti.mode, link, float(ti.mtime))
+            yield m, (tf.extractfile(ti) if kind == "file" else None)
+
+
+class _Tree:
+    """Writes members under ``root``; every path is resolved against the disk, confined to root."""
+
+    def __init__(self, root: Path, archive: str) -> None:
+        self.root = os.path.realpath(root)  # the destination itself is the caller's, trusted
+        self.archive = archive
+        self.links: list[str] = []
+        self.dirs: dict[str, tuple[int, float | None]] = {}
+        self.created: set[str] = set()  # top-level names we made, removed again on failure
+
+    def path(self, parts: list[str]) -> str:
+        return os.path.join(self.root, *parts)
+
+    def resolve(self, rel: str, what: str, *, follow_last: bool = True) -> list[str]:
+        """Symlink-free components of ``rel`` under root after following what is on disk now."""
+        todo = list(reversed(rel.split("/")))
+        out: list[str] = []
+        hops = 0
+        while todo:
+            c = todo.pop()
+            if c in ("", "."):
+                continue
+            if c == "..":
+                if not out:
+                    raise _unsafe(self.archive, f"{what} points outside the destination.")
+                out.pop()
+                continue
+            out.append(c)
+            full = self.path(out)
+            if len(full.encode("utf-8", "surrogateescape")) >= _PATH_MAX:
+                raise _unsafe(self.archive, f"{what} resolves to a path longer than PATH_MAX "
+                                            f"({_PATH_MAX} bytes) (a symlink chain built to defeat checks).")
+            if not todo and not follow_last:
+                break
+            try:
+                st = os.lstat(full)
+            except OSError:  # not there yet (or under a file): the rest is created as written
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                hops += 1
+                if hops > _MAX_LINKS:
+                    raise _unsafe(self.archive, f"{what} follows more than {_MAX_LINKS} symlinks.")
+                target = os.readlink(full)
+                out.pop()
+                if target.startswith("/"):
+                    via = "/".join([*out, c])
+                    raise _unsafe(self.archive, f"{what} goes through the symlink '{via}' -> '{target}', "
+                                                "outside the destination.")
+                todo.extend(reversed(target.split("/")))
+        return out
+
+    def _parent(self, m: Member) -> list[str]:
+        head, _, _ = m.name.rpartition("/")
+        parts = self.resolve(head, f"member '{m.name}'") if head else []
+        for i in range(len(parts)):
+            d = self.path(parts[: i + 1])
+            try:
+                st = os.lstat(d)
+            except FileNotFoundError:
+                os.mkdir(d, 0o755)
+                self.created.add(parts[0])
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                raise PackError(f"member '{m.name}' needs '{'/'.join(parts[: i + 1])}' to be a directory, "
+                                "but the archive made it a file.", path=self.archive,
+                                hint="The archive is damaged; make it again.")
+        return parts
+
+    def _clear(self, parts: list[str], m: Member) -> None:
+        """Remove what an earlier member left at this exact name (never following a link)."""
+        full = self.path(parts)
+        try:
+            st = os.lstat(full)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            if m.kind == "dir":
+                return
+            raise PackError(f"member '{m.name}' would replace a directory of the same name.",
+                            path=self.archive, hint="The archive is damaged; make it again.")
+        os.unlink(full)
+
+    def add(self, m: Member, data: IO[bytes] | None) -> None:
+        if not m.name:  # the archive's "./" entry is the destination itself
+            return
+        parent = self._parent(m)
+        parts = [*parent, m.name.rpartition("/")[2]]
+        full = self.path(parts)
+        if len(full.encode("utf-8", "surrogateescape")) >= _PATH_MAX:
+            raise _unsafe(self.archive, f"member '{m.name}' lands at a path longer than PATH_MAX "
+                                        f"({_PATH_MAX} bytes) (a symlink chain built to defeat checks).")
+        self._clear(parts, m)
+        self.created.add(parts[0])
+        if m.kind == "dir":
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(full, 0o755)
+            self.dirs["/".join(parts)] = (m.mode, m.mtime)
+            return
+        if m.kind == "symlink":
+            if not m.link or "\0" in m.link or m.link.startswith("/"):
+                raise _unsafe(self.archive, f"symlink '{m.name}' -> '{m.link}' points outside the "
+                                            "destination (absolute or empty target).")
+            self.resolve("/".join([*parent, m.link]), f"symlink '{m.name}' -> '{m.link}'")
+            os.symlink(m.link, full)
+            self.links.append("/".join(parts))
+            return
+        if m.kind == "hardlink":
+            src = self.resolve(m.link, f"hardlink '{m.name}' -> '{m.link}'")
+            try:
+                st = os.lstat(self.path(src))
+            except OSError:  # not there, or under a file (ENOTDIR)
+                st = None
+            if st is None or not stat.S_ISREG(st.st_mode):
+                raise _unsafe(self.archive, f"hardlink '{m.name}' -> '{m.link}' does not name a file "
+                                            "extracted before it.")
+            os.link(self.path(src), full, follow_symlinks=False)
+            return
+        assert data is not None
+        fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(data, out, _CHUNK)
+            # No set-uid/set-gid/sticky bits from an archive; the owner can always rewrite (fix-up).
+            os.fchmod(out.fileno(), (m.mode & 0o777) | 0o600)
+        if m.mtime is not None:
+            os.utime(full, (m.mtime, m.mtime), follow_symlinks=False)
+
+    def finish(self) -> None:
+        # A symlink checked when it was made can be turned outward by later members (a name it
+        # passes through became a link): check every one again against the final tree.
+        for rel in self.links:
+            self.resolve(rel, f"symlink '{rel}'")
+        for rel, (mode, mtime) in sorted(self.dirs.items(), reverse=True):
+            os.chmod(self.path(rel.split("/")), (mode & 0o777) | 0o700)
+            if mtime is not None:
+                os.utime(self.path(rel.split("/")), (mtime, mtime), follow_symlinks=False)
+
+    def remove_created(self) -> None:
+        for top in self.created:
+            full = os.path.join(self.root, top)
+            if os.path.isdir(full) and not os.path.islink(full):
+                shutil.rmtree(full, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(full)
+
+
+def resolve_inside(root: str | os.PathLike[str], rel: str, what: str, archive: str) -> Path:
+    """The path ``rel`` names under ``root`` after following the links on disk, never outside it.
+
+    Raises:
+        UnsafeArchive: ``rel`` is absolute, has '..', or resolves outside ``root``.
+    """
+    member_name(rel, archive, what)
+    tree = _Tree(Path(root), archive)
+    return Path(tree.path(tree.resolve(rel, f"{what} '{rel}'")))
+
+
+def safe_extract(archive: str | os.PathLike[str], dest: str | os.PathLike[str], *,
+                 unique: tuple[str, ...] = (), first: str | None = None) -> Path:
+    """Extract a tar (gz/bz2/xz/zst) or zip archive into ``dest``; nothing can land outside it.
+
+    Member names must be relative without '..'; symlink and hardlink targets are resolved against
+    the files already extracted and must stay inside ``dest``; device nodes and FIFOs are refused.
+    Each name in ``unique`` may occur once; ``first``, when present, must be the first file.  On
+    any error every file this call wrote is removed again (``dest`` too, if it made it).
+
+    Raises:
+        UnsafeArchive: a member or link escapes ``dest``, or is a device/FIFO, or repeats.
+    """
+    src = str(archive)
+    out = Path(dest)
+    made = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    tree = _Tree(out, src)
+    seen: set[str] = set()
+    files = 0
+    try:
+        for m, data in iter_members(src):
+            if m.name in unique:
+                if m.name in seen:
+                    raise _unsafe(src, f"the archive holds '{m.name}' twice; the second would replace the "
+                                       "one that was read and checked.")
+                seen.add(m.name)
+            if m.kind == "file":
+                files += 1
+                if first is not None and m.name == first and files != 1:
+                    raise _unsafe(src, f"'{first}' is member #{files}, not the first file; envbuild writes "
+                                       "it first, and reads only that one.")
+            tree.add(m, data)
+        tree.finish()
+    except BaseException:
+        if made:
+            shutil.rmtree(out, ignore_errors=True)
+        else:
+            tree.remove_created()
+        raise
     return out
 
 
@@ -160,3 +424,227 @@ def _open_tar(src: str) -> Iterator[tarfile.TarFile]:
         return
     with tarfile.open(src, mode="r:*") as tf:
         yield tf
+
+
+# --- outputs that never destroy what the user had ---------------------------------------------
+
+OUTPUT_MARKER = ".envbuild-output"
+# The spec's name rule: starts with a letter or digit, then letters, digits, '.', '_', '-'.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# A lock or cache written by an envbuild from before the marker: recognised by its own files.
+_LEGACY = {"envbuild.lock.json": "generated_by", "manifest.json": "lock_spec_hash", "plan.json": "next_steps",
+           "envbuild-manifest.json": "envbuild"}
+
+
+def path_component(name: str, *, field: str, path: str | None = None) -> str:
+    """``name`` when it can be one directory name: letters, digits, ``._-``, starting with a letter or
+    digit (as spec names are), so no separator, ``..``, leading dot, space or control character.
+
+    Raises:
+        InputError: anything else (``../../victim``, ``a/b``, ``x\\ny``, empty).
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise InputError(f"the name {one_line(repr(name))} cannot be a directory name.", path=path,
+                         field=field, hint="Use letters, digits, '.', '_' and '-' only, starting with a "
+                                           "letter or digit (e.g. 'radar-env').")
+    return name
+
+
+def one_line(text: object) -> str:
+    """``text`` with every control character (newline, CR, ESC, DEL, U+2028 ...) shown as an escape,
+    so user text written into a comment line or a one-line record cannot start a new line."""
+    out = []
+    for ch in str(text):
+        if unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _marker_files(directory: Path) -> list[str] | None:
+    """The files envbuild recorded writing in ``directory``; None when it is not envbuild's."""
+    marker = directory / OUTPUT_MARKER
+    if marker.is_file() and not marker.is_symlink():
+        try:
+            data = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            data = {}
+        files = data.get("files") if isinstance(data, dict) else None
+        return [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
+    for fname, key in _LEGACY.items():
+        f = directory / fname
+        try:
+            data = json.loads(f.read_text()) if f.is_file() and not f.is_symlink() else None
+        except (OSError, ValueError):
+            data = None
+        if isinstance(data, dict) and key in data:
+            return []
+    return None
+
+
+def check_output_dir(path: str | os.PathLike[str], *, field: str = "--output") -> bool:
+    """True when ``path`` exists and is envbuild's, False when it is new or an empty directory.
+
+    Raises:
+        OutputRefused: it is a file, or a directory envbuild did not make that is not empty.
+    """
+    target = Path(path)
+    if not target.exists() and not target.is_symlink():
+        return False
+    if target.is_symlink() or not target.is_dir():
+        kind = "a symlink" if target.is_symlink() else "a file"
+        raise OutputRefused(
+            f"{target} is {kind}, not a directory envbuild made; envbuild writes its output only into a new "
+            "directory or one it made before, so nothing was written.", path=str(target), field=field,
+            hint=f"Pass {field} with a new directory name, or move the existing file away.")
+    if _marker_files(target) is not None:
+        return True
+    entries = sorted(p.name for p in target.iterdir())
+    if not entries:
+        return False
+    shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+    raise OutputRefused(
+        f"{target} already holds files envbuild did not write ({shown}) and has no {OUTPUT_MARKER} "
+        "marker, so envbuild will not write into it (it never replaces or removes files it did not make); "
+        "nothing was written.", path=str(target), field=field,
+        hint=f"Pass {field} with a new or empty directory (e.g. {target / 'envbuild'}), or move those "
+             "files away.")
+
+
+def claim_output_dir(path: str | os.PathLike[str], *, field: str = "--output") -> Path:
+    """Make ``path`` (new, empty or envbuild's) and mark it as envbuild's, for stages that add files to it.
+
+    Raises:
+        OutputRefused: see ``check_output_dir``.
+    """
+    target = Path(path)
+    ours = check_output_dir(target, field=field)
+    target.mkdir(parents=True, exist_ok=True)
+    if not ours or not (target / OUTPUT_MARKER).is_file():
+        atomic_write(target / OUTPUT_MARKER, _marker_text(_marker_files(target) or []))
+    return target
+
+
+def record_output(directory: str | os.PathLike[str], *names: str) -> None:
+    """Add ``names`` (relative paths) to the files envbuild records writing in ``directory``."""
+    d = Path(directory)
+    files = set(_marker_files(d) or []) | set(names)
+    atomic_write(d / OUTPUT_MARKER, _marker_text(sorted(files)))
+
+
+def _marker_text(files: list[str]) -> str:
+    # No time or host in it: re-writing unchanged output gives identical bytes.
+    return json.dumps({"written_by": "envbuild", "files": sorted(files)}, indent=1) + "\n"
+
+
+def _tree_files(root: Path) -> list[str]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for fn in [*filenames, *(d for d in dirnames if os.path.islink(os.path.join(dirpath, d)))]:
+            rel = os.path.relpath(os.path.join(dirpath, fn), root)
+            if rel != OUTPUT_MARKER:
+                out.append(rel)
+    return sorted(out)
+
+
+@contextlib.contextmanager
+def output_dir(path: str | os.PathLike[str], *, field: str = "--output") -> Iterator[Path]:
+    """Yield a temp directory whose files become ``path`` only if the block succeeds.
+
+    ``path`` must be new, empty, or a directory envbuild made (its ``.envbuild-output`` marker lists
+    the files it wrote); anything else is refused before any work.  A new ``path`` appears whole
+    (one rename).  In an existing one the new files replace the old ones by name and files envbuild
+    wrote last time but not now are removed; files envbuild did not write are never touched.
+
+    Raises:
+        OutputRefused: ``path`` is a file or a foreign non-empty directory.
+    """
+    target = Path(path)
+    check_output_dir(target, field=field)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a lock or rendered dir is meant to be shared
+    try:
+        yield tmp
+        new = _tree_files(tmp)
+        (tmp / OUTPUT_MARKER).write_text(_marker_text(new))
+        # Checked again: the directory may have been filled while the work ran.
+        if not check_output_dir(target, field=field):
+            with contextlib.suppress(FileNotFoundError, OSError):
+                target.rmdir()  # empty: replaced by the complete new directory in one rename
+            if not target.exists():
+                os.replace(tmp, target)
+                return
+        _merge_into(tmp, target, new, field)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _merge_into(tmp: Path, target: Path, new: list[str], field: str) -> None:
+    old = _marker_files(target) or []
+    for rel in new:
+        dst = target / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if dst.is_dir() and not dst.is_symlink():
+            if any(dst.iterdir()):
+                raise OutputRefused(f"{dst} is a directory with files envbuild did not write, where envbuild "
+                                    "writes a file.", path=str(target), field=field,
+                                    hint="Move that directory away and run again.")
+            dst.rmdir()
+        os.replace(tmp / rel, dst)
+    keep = set(new)
+    for rel in old:
+        p = target / rel
+        if rel in keep or os.path.isabs(rel) or ".." in Path(rel).parts:
+            continue
+        if p.is_symlink() or p.is_file():
+            p.unlink()
+            # Empty directories left behind are envbuild's (they held only its files).
+            parent = p.parent
+            while parent != target and is_within_directory(target, parent):
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
+                parent = parent.parent
+    os.replace(tmp / OUTPUT_MARKER, target / OUTPUT_MARKER)
+
+
+def check_output_file(path: str | os.PathLike[str], is_ours: Callable[[Path], bool], *,
+                      field: str = "--output") -> None:
+    """Refuse to overwrite ``path`` unless it is absent or a file ``is_ours`` recognises as envbuild's.
+
+    Raises:
+        OutputRefused: ``path`` is a directory, or a file envbuild did not write.
+    """
+    p = Path(path)
+    if not p.exists() and not p.is_symlink():
+        return
+    if p.is_file() and not p.is_symlink() and is_ours(p):
+        return
+    raise OutputRefused(
+        f"{p} already exists and is not a file envbuild wrote, so envbuild will not replace it; nothing "
+        "was written.", path=str(p), field=field, hint=f"Pass {field} with a new file name, or move it away.")
+
+
+@contextlib.contextmanager
+def file_lock(root: str | os.PathLike[str], key: str) -> Iterator[None]:
+    """Hold an exclusive ``fcntl.flock`` on ``root/.locks/KEY.lock`` (processes and threads alike).
+
+    Two ``fetch`` runs into one cache take the same lock per artifact, so one of them writes the
+    file and the other then finds it complete instead of writing into the same ``.part``.
+    """
+    import fcntl
+
+    d = Path(root) / ".locks"
+    d.mkdir(parents=True, exist_ok=True)
+    # Named by a digest of the key: any key is one plain file name, and none looks like an artifact.
+    safe = hashlib.sha256(key.encode()).hexdigest()[:24]
+    with open(d / f"{safe}.lock", "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

@@ -1,9 +1,11 @@
 """envbuild bundle / verify-cache: carry a lock and its offline cache to a server as one checked .tar.
 
-``verify_cache`` re-hashes every file the manifest lists (and, given a lock, checks the
-manifest against the lock's hashes); a bundle is extracted safely into a temp directory
-first, so nothing inside it is trusted by name.  ``bundle`` verifies the cache, then writes
-``NAME-offline/`` (lock, rendered scripts, cache, README.txt) into a tar atomically.
+``verify_cache`` re-hashes every file the manifest lists and, given a lock (``--lock``), checks the
+manifest against the lock's hashes and a bundle's own lock files against it; a bundle's own lock
+is used instead only when asked (``--trust-bundle-lock``).  A bundle is extracted with
+``envbuild._fs.safe_extract`` into a temp directory first, so nothing inside it is trusted by
+name.  ``bundle`` verifies the cache, then writes ``NAME-offline/`` (lock, rendered scripts,
+cache, README.txt) into a tar atomically.
 """
 
 from __future__ import annotations
@@ -18,9 +20,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from envbuild._fs import is_within_directory, safe_extract, sha256_file
+from envbuild._fs import check_output_file, is_within_directory, safe_extract, sha256_file
 from envbuild.errors import FetchError, InputError
-from envbuild.fetch import LOCK_FILE, MANIFEST_FILE, LockView, load_manifest, read_lock
+from envbuild.fetch import (
+    BUILT_FILE,
+    LOCK_FILE,
+    MANIFEST_FILE,
+    LockView,
+    load_manifest,
+    read_built,
+    read_lock,
+)
 
 __all__ = ["BundleResult", "Problem", "VerifyReport", "bundle", "present_bundle", "present_verify",
            "verify_cache"]
@@ -30,7 +40,8 @@ CACHE_DIR = "offline_cache"
 
 @dataclass(frozen=True)
 class Problem:
-    """One bad file: ``missing``, ``altered``, ``unsafe-path`` or ``lock-mismatch``."""
+    """One bad file: ``missing``, ``altered``, ``unsafe-path``, ``lock-mismatch``, ``unlisted`` or
+    ``lock-differs`` (a bundle's own lock file is not the one given with --lock)."""
 
     file: str
     problem: str
@@ -49,6 +60,9 @@ class VerifyReport:
     checked: int
     bytes: int
     problems: tuple[Problem, ...] = field(default_factory=tuple)
+    # "manifest" (no lock: files intact, not proven to be the locked ones), "lock" (the lock the
+    # user gave) or "bundle-lock" (the lock inside the bundle, asked for with --trust-bundle-lock)
+    checked_against: str = "manifest"
 
     @property
     def ok(self) -> bool:
@@ -56,7 +70,7 @@ class VerifyReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "source": self.source, "cache": self.cache, "lock": self.lock,
-                "checked": self.checked, "bytes": self.bytes,
+                "checked_against": self.checked_against, "checked": self.checked, "bytes": self.bytes,
                 "problems": [asdict(p) for p in self.problems]}
 
 
@@ -113,12 +127,42 @@ def _check_lock(cache: Path, lock: LockView, by_file: dict[str, dict[str, Any]])
         elif e["sha256"] != a.sha256:
             out.append(Problem(rel, "lock-mismatch", expected=a.sha256, actual=str(e["sha256"]),
                                detail="manifest.json disagrees with the lock"))
+    out += _check_built(cache, lock, by_file)
     return out
 
 
-def _find_one(root: Path, patterns: tuple[str, ...]) -> Path | None:
+def _check_built(cache: Path, lock: LockView, by_file: dict[str, dict[str, Any]]) -> list[Problem]:
+    """git/ and build/ against the lock's own record of them (built.sha256), not the manifest's."""
+    recorded = read_built(lock.path)
+    out: list[Problem] = []
+    for rel, e in sorted(by_file.items()):
+        if not rel.startswith(("git/", "build/")):
+            continue
+        want = recorded.get(rel)
+        if want is None:
+            out.append(Problem(rel, "unrecorded", actual=str(e["sha256"]),
+                               detail=f"the lock records no sha256 for it ({BUILT_FILE}); run "
+                                      "'envbuild fetch'"))
+        elif e["sha256"] != want:
+            out.append(Problem(rel, "lock-mismatch", expected=want, actual=str(e["sha256"]),
+                               detail=f"manifest.json disagrees with the lock's {BUILT_FILE}"))
+    for rel, want in sorted(recorded.items()):
+        path = cache / rel
+        actual = sha256_file(path) if path.is_file() else None
+        if actual != want:
+            out.append(Problem(rel, "missing" if actual is None else "altered", expected=want, actual=actual,
+                               detail=f"checked against the lock's {BUILT_FILE}"))
+    return out
+
+
+def _find_one(root: Path, patterns: tuple[str, ...], source: Path, what: str) -> Path | None:
     for pat in patterns:
         hits = sorted(root.glob(pat))
+        if len(hits) > 1:
+            # Which one would a user install from? Refuse rather than pick one for them.
+            raise FetchError(f"the bundle holds {len(hits)} {what}s ("
+                             + ", ".join(str(h.relative_to(root)) for h in hits[:5]) + ").",
+                             path=str(source), hint="Make the bundle again with 'envbuild bundle LOCKDIR'.")
         if hits:
             return hits[0]
     return None
@@ -142,46 +186,92 @@ def _opened(source: Path) -> Iterator[tuple[Path, Path | None]]:
                              ) from None
         root = Path(tmp)
         manifest = _find_one(root, (MANIFEST_FILE, f"{CACHE_DIR}/{MANIFEST_FILE}",
-                                    f"*/{CACHE_DIR}/{MANIFEST_FILE}"))
+                                    f"*/{CACHE_DIR}/{MANIFEST_FILE}"), source, "offline cache manifest")
         if manifest is None:
             raise FetchError("the bundle holds no offline_cache/manifest.json.", path=str(source),
                              hint="Make it with 'envbuild bundle LOCKDIR'.")
-        lock = _find_one(root, (f"*/lockfiles/*/{LOCK_FILE}", f"lockfiles/*/{LOCK_FILE}"))
+        lock = _find_one(root, (f"*/lockfiles/*/{LOCK_FILE}", f"lockfiles/*/{LOCK_FILE}"), source, "lock")
         yield manifest.parent, (lock.parent if lock else None)
 
 
-def verify_cache(
-    source: str | os.PathLike[str], lock_dir: str | os.PathLike[str] | None = None
-) -> VerifyReport:
-    """Re-hash every manifest file of a cache dir or bundle .tar (and check it against a lock).
+def _lock_differs(inner: Path, given: Path) -> list[Problem]:
+    """The bundle installs from its OWN lock files: each must be the given lock's file, byte for byte."""
+    out = []
+    for p in sorted(inner.iterdir()):
+        if not p.is_file() or p.is_symlink():
+            continue
+        mine = given / p.name
+        theirs = sha256_file(p)
+        ours = sha256_file(mine) if mine.is_file() else None
+        if ours != theirs:
+            out.append(Problem(f"lockfiles/{inner.name}/{p.name}", "lock-differs", expected=ours,
+                               actual=theirs,
+                               detail=f"the bundle's copy is not {mine}" if ours else f"not in {given}"))
+    return out
 
-    A bundle's own lock is used when ``lock_dir`` is not given.
+
+def verify_cache(
+    source: str | os.PathLike[str], lock_dir: str | os.PathLike[str] | None = None, *,
+    trust_bundle_lock: bool = False,
+) -> VerifyReport:
+    """Re-hash every manifest file of a cache dir or bundle .tar, and check it against a lock.
+
+    The lock is ``lock_dir`` when given (for a bundle, its own lock files must then equal those
+    of ``lock_dir``, since the bundle's scripts install from them).  A bundle's own lock is used
+    only with ``trust_bundle_lock``: it came with the files, so it shows the bundle is
+    self-consistent, not that it is the one the user locked.  With neither, only the manifest
+    is checked, and ``checked_against`` says so.
 
     Raises:
-        InputError: the path does not exist or the lock is malformed.
-        FetchError: there is no readable manifest.
+        InputError: the path does not exist, the lock is malformed, or both lock options are given.
+        FetchError: there is no readable manifest (or, with ``trust_bundle_lock``, no lock inside).
     """
     src = Path(source)
+    if lock_dir is not None and trust_bundle_lock:
+        raise InputError("give either --lock LOCKDIR or --trust-bundle-lock, not both.",
+                         field="--trust-bundle-lock",
+                         hint="--lock checks against your lock (the bundle's own lock must then equal it).")
+    if trust_bundle_lock and not src.is_file():
+        raise InputError("--trust-bundle-lock applies to a bundle .tar, not a cache directory.",
+                         path=str(src), field="--trust-bundle-lock", hint="Pass --lock LOCKDIR instead.")
     with _opened(src) as (cache, inner_lock):
-        chosen = Path(lock_dir) if lock_dir is not None else inner_lock
+        chosen = Path(lock_dir) if lock_dir is not None else inner_lock if trust_bundle_lock else None
+        if trust_bundle_lock and chosen is None:
+            raise FetchError("the bundle holds no lockfiles/NAME/envbuild.lock.json to trust.", path=str(src),
+                             hint="Pass --lock LOCKDIR with the lock the bundle was made from.")
         lock = read_lock(chosen) if chosen is not None else None
         checked, total, problems = _check_dir(cache, lock)
+        if lock_dir is not None and inner_lock is not None:
+            problems += _lock_differs(inner_lock, Path(lock_dir))
         lock_label = str(lock_dir) if lock_dir is not None else (
-            f"{src}:{chosen.relative_to(cache.parent)}" if chosen is not None and src.is_file() else None)
+            f"{src}:{chosen.relative_to(cache.parent)}" if chosen is not None else None)
+    against = "lock" if lock_dir is not None else "bundle-lock" if trust_bundle_lock else "manifest"
     return VerifyReport(source=str(src), cache=str(cache) if src.is_dir() else f"{src}:{CACHE_DIR}",
-                        lock=lock_label, checked=checked, bytes=total, problems=tuple(problems))
+                        lock=lock_label, checked=checked, bytes=total, problems=tuple(problems),
+                        checked_against=against)
 
 
 def present_verify(report: VerifyReport, as_json: bool) -> None:
     """Print a verify report: JSON, or a table of problems (or one ok line) for people."""
-    from envbuild.output import console, err_console, print_json, table
+    from envbuild.output import console, err_console, print_json, styled, table
 
     if as_json:
         print_json(report.to_dict())
         return
     if report.ok:
-        console.print(f"ok: {report.checked} files ({report.bytes / 1e6:.1f} MB) match manifest.json"
-                      + (" and the lock" if report.lock else "") + f" in {report.source}", highlight=False)
+        bundle_src = report.cache != report.source
+        whose = "the bundle's own manifest.json" if bundle_src else "manifest.json"
+        against = {
+            "lock": f" and the lock {report.lock}",
+            "bundle-lock": f" and the lock inside the bundle ({report.lock}; it came with the files, so this "
+                           "shows the bundle is self-consistent, not that it is the one you locked)",
+            "manifest": "; no lock was given, so this shows the files are intact, not that they are the "
+                        "ones your lock names: pass --lock LOCKDIR"
+                        + (" (or --trust-bundle-lock to use the lock inside the bundle)"
+                           if bundle_src else ""),
+        }[report.checked_against]
+        console.print(f"ok: {report.checked} files ({report.bytes / 1e6:.1f} MB) in {report.source} match "
+                      f"{whose}{against}", highlight=False, markup=False)
         return
     rows = [(p.file, p.problem, p.expected, p.actual, p.detail) for p in report.problems]
     console.print(table(f"verify-cache {report.source}: {len(report.problems)} bad",
@@ -190,8 +280,8 @@ def present_verify(report: VerifyReport, as_json: bool) -> None:
     for p in report.problems[:20]:
         err_console.print(f"{p.file}: {p.problem}: expected sha256 {p.expected}, got {p.actual}",
                           highlight=False, soft_wrap=True)
-    err_console.print("[bold red]error:[/] the cache is not usable; delete the bad files and run "
-                      "'envbuild fetch' again.", highlight=False)
+    err_console.print(styled("error:", "bold red", "the cache is not usable; delete the bad files and run "
+                      "'envbuild fetch' again."), highlight=False)
 
 
 # --- bundle -------------------------------------------------------------------------------------
@@ -255,10 +345,16 @@ def _readme(name: str, top: str, scripts: list[str], fmt: str = "tar") -> str:
                   "installs anything, then installs with --no-index from offline_cache/."]
     else:
         lines += ["  (no install script was rendered; run 'envbuild render' on the lock and bundle again)"]
-    target = f"{top}.tar" if fmt == "tar" else f"{top}/{CACHE_DIR}"
-    lines += ["", "To check the bundle without unpacking it (on any machine with envbuild):" if fmt == "tar"
-              else "To check the bundle (on any machine with envbuild):",
-              f"  envbuild verify-cache {target}", ""]
+    if fmt == "tar":
+        lines += ["",
+                  "To check the bundle without unpacking it (on any machine with envbuild), against your own",
+                  "copy of the lock (the bundle's own lock proves only that the bundle is self-consistent):",
+                  f"  envbuild verify-cache {top}.tar --lock lockfiles/{name}",
+                  f"  envbuild verify-cache {top}.tar --trust-bundle-lock   # against the lock inside it", ""]
+    else:
+        lines += ["", "To check the bundle (on any machine with envbuild), against your own copy of the",
+                  "lock:",
+                  f"  envbuild verify-cache {top}/{CACHE_DIR} --lock lockfiles/{name}", ""]
     return "\n".join(lines)
 
 
@@ -268,6 +364,16 @@ def _tar_filter(info: tarfile.TarInfo) -> tarfile.TarInfo:
     info.uname = info.gname = ""
     info.mode = 0o755 if info.isdir() or info.mode & stat.S_IXUSR else 0o644
     return info
+
+
+def _is_bundle(path: Path) -> bool:
+    """A tar envbuild's bundle wrote: its members include lockfiles/NAME/envbuild.lock.json."""
+    try:
+        with tarfile.open(path) as tf:
+            return any(m.name.count("/") == 3 and m.name.split("/")[1] == "lockfiles"
+                       and m.name.endswith("/" + LOCK_FILE) for m in tf)
+    except (tarfile.TarError, OSError, EOFError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -466,7 +572,7 @@ def bundle(lock_dir: str | os.PathLike[str], cache: str | os.PathLike[str] = CAC
     """
     import shutil
 
-    from envbuild._fs import atomic_dir
+    from envbuild._fs import check_output_dir, output_dir
 
     if fmt not in FORMATS:
         raise InputError(f"unknown bundle format '{fmt}'.", field="--format",
@@ -483,6 +589,11 @@ def bundle(lock_dir: str | os.PathLike[str], cache: str | os.PathLike[str] = CAC
         top = out.name[: -len(".tar")]
     elif fmt == "dir":
         top = out.name
+    # Replace only a bundle envbuild wrote, never another file or directory (checked before any work).
+    if fmt == "tar":
+        check_output_file(out, _is_bundle)
+    else:
+        check_output_dir(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     cache_members = _cache_members(cache_dir, lock)
     with tempfile.TemporaryDirectory(prefix=".bundle-", dir=out.parent) as tmp:
@@ -518,7 +629,7 @@ def bundle(lock_dir: str | os.PathLike[str], cache: str | os.PathLike[str] = CAC
                                 bytes_written=size, hardlinked=0)
         # Hardlinks need no space on the cache's file system; elsewhere every byte is copied.
         _check_space(out.parent, small + (0 if _same_fs(cache_dir, out.parent) else cache_bytes))
-        with atomic_dir(out) as dest:
+        with output_dir(out) as dest:
             for m in members[: len(members) - len(cache_members)]:
                 (dest / m.arcname).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(m.src, dest / m.arcname)

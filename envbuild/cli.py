@@ -3,13 +3,20 @@
 Every command has ``--json``.  Errors derived from ``EnvbuildError`` print one
 paragraph (or a JSON object with ``--json``) and exit with the class's code:
 1 conflict / failed check, 2 bad input, 3 fetch or cache, 4 external tool or
-data, 5 pack.  Anything else is a bug and shows a traceback.
+data, 5 pack.  Anything else is a bug: one paragraph, exit 70, the traceback in a
+log file (printed in full with ``--debug``).  Flag values are checked here, before
+any stage runs, through the same schema layer as files (``envbuild.models.Fields``).
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import re
 import sys
+import tempfile
+import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -17,8 +24,8 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from envbuild import __version__
-from envbuild.errors import EnvbuildError
-from envbuild.output import err_console, print_json
+from envbuild.errors import EXIT_INTERNAL, EnvbuildError, InputError
+from envbuild.output import err_console, plain, print_json, styled
 
 __all__ = ["app", "main"]
 
@@ -36,21 +43,120 @@ F = TypeVar("F", bound=Callable[..., Any])
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
+_STATE: dict[str, bool] = {"debug": False}
+
+
+def crash_log_dir() -> Path:
+    """Where internal-error tracebacks go: $ENVBUILD_LOG_DIR, else the user cache, else the temp dir."""
+    env = os.environ.get("ENVBUILD_LOG_DIR")
+    if env:
+        return Path(env)
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "envbuild" / "logs"
+
+
+def _write_crash_log(text: str) -> Path | None:
+    name = f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    for d in (crash_log_dir(), Path(tempfile.gettempdir())):
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            p = d / name
+            p.write_text(text, encoding="utf-8", errors="backslashreplace")
+            return p
+        except OSError:
+            continue
+    return None
+
+
+def internal_error(exc: BaseException, as_json: bool) -> int:
+    """Report a bug as one paragraph (the traceback goes to a log file); return EXIT_INTERNAL."""
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    log = _write_crash_log(f"envbuild {__version__}\nargv: {sys.argv!r}\n\n{tb}")
+    where = f"the traceback is in {log}" if log else "the traceback could not be written to a log file"
+    msg = (f"internal error ({type(exc).__name__}): this is a bug in envbuild, not in your input; {where}. "
+           "Re-run with --debug to see it, and report it with that file.")
+    if as_json:
+        print_json({"ok": False, "error": "InternalError", "message": msg, "path": str(log) if log else None,
+                    "field": None, "hint": None, "exit_code": EXIT_INTERNAL})
+    else:
+        err_console.print(styled("error:", "bold red", msg), highlight=False, soft_wrap=True)
+    if _STATE["debug"]:
+        sys.stderr.write(tb)
+    return EXIT_INTERNAL
+
+
 def handle_errors(fn: F) -> F:
-    """Map EnvbuildError to its exit code with a one-paragraph message (JSON with --json)."""
+    """Map EnvbuildError to its exit code with a one-paragraph message (JSON with --json).
+
+    Any other exception is a bug: ``internal_error`` (exit 70, traceback in a log file).
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = bool(kwargs.get("as_json"))
         try:
             return fn(*args, **kwargs)
         except EnvbuildError as exc:
-            if kwargs.get("as_json"):
+            if as_json:
                 print_json({"ok": False, **exc.to_dict()})
             else:
-                err_console.print(f"[bold red]error:[/] {exc.render()}", highlight=False)
+                # markup off: the message quotes user text ('numpy[/]', '[bold]')
+                err_console.print(styled("error:", "bold red", exc.render()), highlight=False,
+                                  soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # the net: a bug still ends in one paragraph and a known exit code
+            raise typer.Exit(internal_error(exc, as_json)) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+# --- flag values: checked once, here, with the schema layer files use ---------------------------
+
+_PATH_OK = re.compile(r"[^\x00-\x1f\x7f]{1,4096}")
+
+
+def check_flags(**values: Any) -> None:
+    """Refuse malformed flag values before any stage runs (nothing is written on a bad flag).
+
+    Keys are flag names with '_' for '-' (``cuda_toolkit`` -> ``--cuda-toolkit``); ``reqs`` are
+    positional requirements.  Raises InputError naming the flag, what was found and what to write.
+    """
+    from envbuild import models as m
+
+    flags = {("REQ" if k == "reqs" else k if k.isupper() else "--" + k.replace("_", "-")): v
+             for k, v in values.items() if v is not None}
+    f = m.Fields(flags, path=None, error=InputError, what="flags")
+    patterns: dict[str, tuple[re.Pattern[str], str]] = {
+        "--python": (re.compile(r"3\.[0-9]{1,2}(\.[0-9]{1,4})?"), 'a Python version X.Y such as "3.10"'),
+        "--driver": (m.DRIVER, 'a driver version in ASCII digits such as "470.223.02"'),
+        "--cuda-toolkit": (re.compile(r"[0-9]{1,2}\.[0-9](\.[0-9]{1,4})?"), 'a CUDA version such as "11.3"'),
+        "--gcc": (m.GCC, 'a gcc version such as "9.4"'),
+        "--gpu": (re.compile(r"[^\x00-\x1f\x7f]{1,200}"), "a GPU model name or sm_XY"),
+        "--name": (m.NAME, "a name of letters, digits, '.', '_' and '-' (no '/')"),
+        "--manager": (re.compile(r"conda|mamba|micromamba|venv"), "conda, mamba, micromamba or venv"),
+        "--engine": (re.compile(r"uv|pip-tools"), "uv or pip-tools"),
+        "--format": (re.compile(r"tar\.gz|tar\.zst|zip|squashfs"), "tar.gz, tar.zst, zip or squashfs"),
+        "--index-url": (m.URL, "an http(s):// or file:// URL"),
+        "--pytorch-index": (m.URL, "an http(s):// or file:// URL"),
+        "--openmmlab-index": (m.URL, "an http(s):// or file:// URL"),
+        "--dest": (_PATH_OK, "a directory path on one line"),
+    }
+    for flag, value in flags.items():
+        if isinstance(value, Path):
+            f.data[flag] = str(value)
+            f.text(flag, pattern=_PATH_OK, wanted="a path on one line (no control characters)")
+        elif isinstance(value, list):
+            f.strs(flag, pattern=re.compile(r"[^\x00-\x1f\x7f]{1,4096}"), wanted="a PEP 508 requirement")
+        elif isinstance(value, str):
+            pat, wanted = patterns.get(flag, (_PATH_OK, "a value on one line"))
+            f.text(flag, pattern=pat, wanted=wanted)
+
+
+# Compression levels each format's compressor accepts (gzip/zip: zlib 0-9; zstd 1-22; squashfs:
+# conda-pack's 0-9 scale, 0 = none, 9 = xz, else zstd).
+_LEVELS = {"tar.gz": (0, 9), "zip": (0, 9), "tar.zst": (1, 22), "squashfs": (0, 9)}
 
 
 def _version(value: bool) -> None:
@@ -64,8 +170,12 @@ def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
     ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="On an internal error, print the full traceback too.")
+    ] = False,
 ) -> None:
     """envbuild: environments for CUDA projects on machines you do not control."""
+    _STATE["debug"] = debug or os.environ.get("ENVBUILD_DEBUG") == "1"
 
 
 # --- shared target options (resolve, lock, plan, rebuild) ------------------------------------
@@ -103,12 +213,13 @@ SpecOpt = Annotated[
 def fetch_cmd(
     lock_dir: Annotated[Path, typer.Argument(help="Lock directory (lockfiles/NAME).")],
     cache: Annotated[Path, typer.Option("--cache", help="Offline cache directory.")] = Path("offline_cache"),
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Parallel downloads.")] = 8,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Parallel downloads.", min=1, max=256)] = 8,
     as_json: JsonOpt = False,
 ) -> None:
     """Download every artifact of a lock (hash-checked, resumable) into an offline cache."""
     from envbuild.fetch import fetch, present_fetch
 
+    check_flags(LOCK_DIR=lock_dir, cache=cache)
     result = fetch(lock_dir, cache, jobs=jobs, show_progress=True)
     present_fetch(result, as_json)
 
@@ -118,13 +229,17 @@ def fetch_cmd(
 def verify_cache_cmd(
     cache: Annotated[Path, typer.Argument(help="Offline cache directory or bundle .tar.")] = Path(
         "offline_cache"),
-    lock_dir: Annotated[Path | None, typer.Option("--lock", help="Also check against this lock.")] = None,
+    lock_dir: Annotated[Path | None, typer.Option(
+        "--lock", help="Also check against this lock (a bundle's own lock files must equal it).")] = None,
+    trust_bundle_lock: Annotated[bool, typer.Option(
+        "--trust-bundle-lock", help="Check a bundle against its own lock (self-consistency only).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Re-hash every file of an offline cache or bundle; exit 3 when any is missing or altered."""
     from envbuild.bundle import present_verify, verify_cache
 
-    report = verify_cache(cache, lock_dir)
+    check_flags(CACHE=cache, lock=lock_dir)
+    report = verify_cache(cache, lock_dir, trust_bundle_lock=trust_bundle_lock)
     present_verify(report, as_json)
     if not report.ok:
         raise typer.Exit(3)
@@ -145,6 +260,7 @@ def bundle_cmd(
     """Write one .tar (or directory) with the lock, the rendered scripts, the verified cache and a README."""
     from envbuild.bundle import bundle, present_bundle
 
+    check_flags(LOCK_DIR=lock_dir, cache=cache, output=output)
     present_bundle(bundle(lock_dir, cache, output, fmt=fmt), as_json)
 
 
@@ -182,7 +298,8 @@ def probe_cmd(
     python_exe: Annotated[
         str | None, typer.Option("--python-exe", help="Probe this Python interpreter (default: envbuild's).")
     ] = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for nvidia-smi.")] = 10.0,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for nvidia-smi.",
+                                                 min=0.1, max=3600)] = 10.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Describe this machine: OS, glibc, Python, GPUs, driver (and its CUDA), CUDA toolkits, gcc, conda."""
@@ -193,6 +310,7 @@ def probe_cmd(
     from envbuild.models import Profile
     from envbuild.probe import probe
 
+    check_flags(output=output, python_exe=python_exe)
     data = probe(python_exe=python_exe, timeout=timeout)
     Profile.from_dict(data, path="<probe>")  # the contract every consumer relies on
     if output is not None:
@@ -233,6 +351,7 @@ def init_cmd(
     """Write a commented envbuild.toml (refuses to overwrite one without --force)."""
     from envbuild.init import init_spec
 
+    check_flags(PATH=path, name=name, python=python, manager=manager)
     written, spec = init_spec(path, force=force, name=name, python=python, manager=manager)
     if as_json:
         print_json({"ok": True, "path": str(written), "spec": spec.to_dict()})
@@ -263,11 +382,12 @@ def doctor_cmd(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Name what breaks an env or an error log (family, cause, fix); exit 1 when an error is found."""
+    """Name what breaks an env or an error log (family, cause, fix); exit 1: an error, 6: no known cause."""
     from envbuild.doctor import diagnose, present_report, read_log_file
     from envbuild.errors import InputError
     from envbuild.models import load_profile
 
+    check_flags(prefix=prefix, target=target, log=log)
     if prefix is None and log is None:
         raise InputError(
             "nothing to check.",
@@ -280,6 +400,10 @@ def doctor_cmd(
     present_report(report, as_json)
     if not report.ok:
         raise typer.Exit(1)
+    if report.verdict == "no-known-cause":
+        from envbuild.errors import EXIT_NO_CAUSE
+
+        raise typer.Exit(EXIT_NO_CAUSE)
 
 
 # --- end doctor ---
@@ -294,10 +418,12 @@ def pack_cmd(
     prefix: Annotated[Path, typer.Argument(help="The env to pack (conda prefix or venv).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Archive to write.")],
     fmt: Annotated[str | None, typer.Option("--format",
-                                            help="tar.gz | tar.zst | zip (default: from -o).")] = None,
-    jobs: Annotated[int | None, typer.Option("--jobs", "-j",
+                                            help="tar.gz | tar.zst | zip | squashfs (default: from -o; "
+                                                 "squashfs: one file to mount with squashfuse).")] = None,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, max=1024,
                                              help="Compression threads (default: all CPUs).")] = None,
-    level: Annotated[int | None, typer.Option("--level", help="Compression level.")] = None,
+    level: Annotated[int | None, typer.Option("--level", min=0, max=22,
+                                              help="Compression level (gzip/zip 0-9, zstd 1-22).")] = None,
     ignore_editable: Annotated[bool, typer.Option("--ignore-editable-packages",
                                                   help="Pack without editable installs.")] = False,
     ignore_missing: Annotated[bool, typer.Option(
@@ -307,11 +433,19 @@ def pack_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Pack an env into one archive with an envbuild-manifest.json (packages, source machine, sha256s)."""
-    from envbuild.pack import pack, present_pack, write_slurm
+    from envbuild.pack import _format_of, pack, present_pack, write_slurm
 
+    check_flags(PREFIX=prefix, output=output, format=fmt, slurm_script=slurm_script)
+    if level is not None and fmt in (None, *_LEVELS):
+        lo, hi = _LEVELS[_format_of(output, fmt)]
+        if not lo <= level <= hi:
+            raise InputError(f"level {level} is out of range for {_format_of(output, fmt)}.", field="--level",
+                             hint=f"Write a level from {lo} to {hi}.")
     result = pack(prefix, output, fmt=fmt, jobs=jobs, level=level, ignore_editable=ignore_editable,
                   ignore_missing=ignore_missing, show_progress=not as_json)
     if slurm_script is not None:
+        # The script looks for the archive by its name next to itself on the cluster, never by
+        # this machine's absolute path.
         result["slurm_script"] = str(write_slurm(output, slurm_script))
     present_pack(result, as_json)
 
@@ -330,6 +464,7 @@ def unpack_cmd(
     from envbuild.models import load_profile
     from envbuild.pack import present_unpack, unpack
 
+    check_flags(ARCHIVE=archive, DEST=dest, target=target)
     report = unpack(archive, dest, target=load_profile(target) if target else None, check_only=check_only,
                     show_progress=not as_json)
     present_unpack(report, as_json)
@@ -346,27 +481,42 @@ def inspect_cmd(
     """List an archive's packages and where it came from, without unpacking it."""
     from envbuild.pack import inspect_archive, present_inspect
 
+    check_flags(ARCHIVE=archive)
     present_inspect(inspect_archive(archive), as_json)
 
 
 @app.command("slurm-script")
 @handle_errors
 def slurm_script_cmd(
-    archive: Annotated[Path, typer.Argument(help="Archive from 'envbuild pack'.")],
+    archive: Annotated[Path, typer.Argument(help="Archive from 'envbuild pack' (read here for its sha256).")],
     dest: Annotated[str | None, typer.Option("--dest", help="Node-local directory (default "
-                                             "$TMPDIR/$USER/envbuild/NAME).")] = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Script to write.")] = Path(
-        "slurm-unpack.sh"),
+                                             "$SLURM_TMPDIR, else $TMPDIR, /envbuild-$USER/NAME).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o",
+                                                help="Script to write (default or '-': stdout).")] = None,
+    archive_path: Annotated[str | None, typer.Option(
+        "--archive", help="The archive's path ON THE CLUSTER: absolute, or relative to the script "
+        "(default: its file name, next to the script).")] = None,
+    squashfs: Annotated[bool, typer.Option("--squashfs", help="Mount a squashfs image with squashfuse "
+                                           "on each node instead of extracting it.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Write a bash script that sbcasts the archive to every node of an allocation and unpacks it."""
     from envbuild.output import print_json
-    from envbuild.pack import write_slurm
+    from envbuild.pack import render_slurm, write_slurm
 
-    path = write_slurm(archive, output, dest)
+    check_flags(ARCHIVE=archive, dest=dest, output=None if output is None or str(output) == "-" else output,
+                archive_path=archive_path)
+    to_stdout = output is None or str(output) == "-"
     if as_json:
-        print_json({"ok": True, "script": str(path), "archive": str(archive)})
-    else:
+        extra = {"text": render_slurm(archive, dest, archive_path=archive_path, mount=squashfs)} \
+            if to_stdout else {}
+        path = None if to_stdout else write_slurm(archive, output, dest, archive_path=archive_path,
+                                                  mount=squashfs)
+        print_json({"ok": True, "script": str(path) if path else "-", "archive": str(archive),
+                    "archive_on_cluster": archive_path or archive.name, "squashfs": squashfs, **extra})
+        return
+    path = write_slurm(archive, output, dest, archive_path=archive_path, mount=squashfs)
+    if path is not None:
         typer.echo(f"wrote {path}: run it inside an allocation, e.g. 'salloc -N 4 bash {path}'")
 
 
@@ -428,6 +578,9 @@ def lock_cmd(
     """Pin the whole tree for the target (hashes, git commits, conda part) into lockfiles/NAME/."""
     from envbuild.lock import build_target, input_spec, lock, present_lock
 
+    check_flags(reqs=reqs, spec=spec, target=target, python=python, driver=driver, gpu=gpu,
+                cuda_toolkit=cuda_toolkit, gcc=gcc, output=out, engine=engine, manager=manager, name=name,
+                index_url=index_url, pytorch_index=pytorch_index, openmmlab_index=openmmlab_index)
     the_spec = input_spec(spec, reqs or [], manager=manager, name=name, python=python)
     flags: dict[str, Any] = {"python": python, "driver": driver, "gpu": gpu, "cuda_toolkit": cuda_toolkit,
                              "gcc": gcc, "cpu": cpu}
@@ -445,7 +598,7 @@ def lock_cmd(
     if as_json:
         result = lock(the_spec, profile, **kw)
     else:
-        with err_console.status(f"locking {the_spec.name} with {engine}…"):
+        with err_console.status(plain(f"locking {the_spec.name} with {engine}…")):
             result = lock(the_spec, profile, **kw)
     present_lock(result, as_json)
 
@@ -461,6 +614,7 @@ def render_cmd(
     """Write install.sh, install-offline.sh, verify.sh and INSTALL.md for a lock."""
     from envbuild.render import present_render, render
 
+    check_flags(LOCK_DIR=lock_dir, output=out, manager=manager)
     present_render(render(lock_dir, out, manager=manager), as_json)
 
 
@@ -504,6 +658,9 @@ def rebuild_cmd(
     from envbuild.models import load_profile
     from envbuild.rebuild import present_plan, rebuild
 
+    check_flags(SOURCE=source, prefix=prefix, target=target, python=python, driver=driver, gpu=gpu,
+                cuda_toolkit=cuda_toolkit, gcc=gcc, output=output, index_url=index_url,
+                pytorch_index=pytorch_index, openmmlab_index=openmmlab_index)
     if (source is None) == (prefix is None):
         raise InputError("give exactly one of --prefix ENV or a lock directory.", field="--prefix/LOCK_DIR",
                          hint="e.g. 'envbuild rebuild --prefix ~/envs/radar --target server.json'.")
@@ -547,7 +704,8 @@ def plan_cmd(
     gcc: GccOpt = None,
     cpu: CpuOpt = False,
     engine: Annotated[str, typer.Option("--engine", help="Lock engine: uv or pip-tools.")] = "uv",
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Parallel downloads with --offline.")] = 8,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=256,
+                                      help="Parallel downloads with --offline.")] = 8,
     pytorch_index_always: Annotated[
         bool, typer.Option("--pytorch-index-always",
                            help="Take torch from the PyTorch index even when PyPI has the same build.")
@@ -560,6 +718,8 @@ def plan_cmd(
     from envbuild.output import err_console as _err
     from envbuild.plan import plan, present_plan
 
+    check_flags(spec=spec, target=target, out=out, python=python, driver=driver, gpu=gpu,
+                cuda_toolkit=cuda_toolkit, gcc=gcc, engine=engine)
     the_spec = input_spec(spec, [], python=python)
     the_target = build_target(the_spec, target, python=python, driver=driver, gpu=gpu,
                               cuda_toolkit=cuda_toolkit, gcc=gcc, cpu=cpu)
@@ -567,7 +727,7 @@ def plan_cmd(
         the_spec, the_target, out or Path("out") / the_spec.name, offline=offline, engine=engine,
         jobs=jobs, show_progress=not as_json, prefer_pypi=not pytorch_index_always,
         native_driver_only=native_driver_only, bundle_format=bundle_format,
-        step=None if as_json else (lambda s: _err.print(f"[bold cyan]» {s}[/]", highlight=False)),
+        step=None if as_json else (lambda s: _err.print(styled(f"» {s}", "bold cyan"), highlight=False)),
     )
     present_plan(result, as_json)
 
@@ -600,6 +760,8 @@ def resolve_cmd(
 
     from envbuild.resolve import present_resolution, resolve_cli
 
+    check_flags(reqs=reqs, spec=spec, target=target, python=python, driver=driver, gpu=gpu,
+                cuda_toolkit=cuda_toolkit, gcc=gcc)
     res = resolve_cli(reqs or [], spec_path=spec, target_path=target, python=python, driver=driver, gpu=gpu,
                       cuda_toolkit=cuda_toolkit, gcc=gcc, cpu=cpu, prefer_pypi=not pytorch_index_always,
                       native_driver_only=native_driver_only, today=dt.date.today())
@@ -624,9 +786,64 @@ def matrix_cmd(
 # --- end resolve ---
 
 
+# --- data ---
+
+
+def _data_app() -> typer.Typer:
+    """`envbuild data status|update`: the knowledge cache (harvested facts) and where each fact is from."""
+    data = typer.Typer(help="Knowledge data: its age and sources; refresh it from PyPI and the indexes.",
+                       no_args_is_help=True)
+
+    @data.command("status")
+    @handle_errors
+    def status_cmd(as_json: JsonOpt = False) -> None:
+        """Each data file and source: checked date, age in days, bundled or user cache."""
+        from envbuild.harvest import data_status, present_status
+
+        present_status(data_status(), as_json)
+
+    @data.command("update")
+    @handle_errors
+    def update_cmd(
+        only: Annotated[list[str] | None, typer.Option(
+            "--only", help="Refresh only this source (repeatable): pypi-torch, pypi-numpy, pypi-cupy, "
+                           "pypi-openmmlab, pytorch-index, openmmlab-index.")] = None,
+        offline_ok: Annotated[bool, typer.Option(
+            "--offline-ok", help="Exit 0 even when no source is reachable (old facts kept).")] = False,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Refresh the user knowledge cache from PyPI, the PyTorch index and OpenMMLab's pages."""
+        from envbuild.harvest import update_cli
+
+        update_cli(only, offline_ok, as_json)
+
+    return data
+
+
+app.add_typer(_data_app(), name="data")
+
+
+# --- end data ---
+
+
 def main() -> None:
-    """Console-script entry point."""
-    app(prog_name="envbuild")
+    """Console-script entry point.
+
+    Output streams escape what they cannot encode (a non-UTF-8 file name arrives as surrogates), and
+    an exception outside any command (option parsing) still gets the internal-error net.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+    try:
+        app(prog_name="envbuild")
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        sys.exit(internal_error(exc, "--json" in sys.argv))
 
 
 if __name__ == "__main__":  # pragma: no cover

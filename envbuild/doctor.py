@@ -41,14 +41,19 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FAMILIES",
+    "LIB_FAMILY",
     "SEVERITIES",
+    "VERDICTS",
     "Finding",
     "Report",
     "check_env",
     "diagnose",
+    "dist_extensions",
     "env_info",
+    "known",
     "load_rules",
     "read_log",
+    "torch_cuda_links",
 ]
 
 SEVERITIES = ("error", "warning", "info")
@@ -60,6 +65,8 @@ FAMILIES = (
     "cuda-toolkit-mismatch",
     "gcc-unsupported",
     "cuda-lib-missing",
+    "lib-missing",
+    "system-lib-too-old",
     "undefined-symbol",
     "mmcv-ops-missing",
     "mmcv-version-incompatible",
@@ -73,7 +80,33 @@ FAMILIES = (
     "distributed-not-initialized",
     "numerical-instability",
 )
+# Verdicts are findings too (info), so JSON readers see one list; they are not failure families.
+VERDICTS = (
+    "healthy",  # an env whose every check ran and found nothing (and a log, if given, with a known cause)
+    "incomplete",  # nothing found, but some check did not run (named in the finding)
+    "no-known-cause",  # a log none of the rules recognise: envbuild does not know why it failed
+)
+# library_kind of a missing library -> its family (the NVIDIA/torch ones keep the stable id)
+LIB_FAMILY = {
+    "nvidia-cuda": "cuda-lib-missing",
+    "nvidia-driver": "cuda-lib-missing",
+    "torch": "cuda-lib-missing",
+    "package": "lib-missing",
+    "system": "lib-missing",
+    "unknown": "lib-missing",
+}
 _ENVCHECK = Path(__file__).parent / "_envcheck.py"
+
+
+def known(value: Any, alt: str = "unknown") -> str:
+    """``value`` as text, or ``alt`` when the fact is missing: no 'None' on a user-facing line."""
+    return alt if value is None or value == "" else str(value)
+
+
+# Tests set this: a Finding whose text holds the word None (a missing fact formatted raw) then raises
+# instead of being repaired, so every message template is checked with missing facts.
+STRICT_TEXT = False
+_NONE_WORD = re.compile(r"\bNone\b")
 
 
 @dataclass(frozen=True)
@@ -88,6 +121,16 @@ class Finding:
     source: str | None = None  # an explanation to read (FAQ, upstream issue)
     rule: str | None = None
     weight: int = 50
+    # for a missing library: nvidia-cuda|nvidia-driver|torch|package|system|unknown
+    library_kind: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("cause", "fix", "evidence"):
+            text = getattr(self, name)
+            if _NONE_WORD.search(text):
+                if STRICT_TEXT:
+                    raise AssertionError(f"'None' in the {name} of a {self.family} finding: {text}")
+                object.__setattr__(self, name, _NONE_WORD.sub("unknown", text))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -98,6 +141,7 @@ class Finding:
             "evidence": self.evidence,
             "source": self.source,
             "rule": self.rule,
+            "library_kind": self.library_kind,
         }
 
 
@@ -115,9 +159,24 @@ class Report:
     def ok(self) -> bool:
         return not any(f.severity == "error" for f in self.findings)
 
+    @property
+    def verdict(self) -> str:
+        """error | warning | one of VERDICTS: what the exit code says."""
+        sev = {f.severity for f in self.findings}
+        if "error" in sev:
+            return "error"
+        if "warning" in sev:
+            return "warning"
+        fams = {f.family for f in self.findings}
+        for v in ("no-known-cause", "incomplete"):
+            if v in fams:
+                return v
+        return "healthy"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
+            "verdict": self.verdict,
             "prefix": self.prefix,
             "log": self.log,
             "checked": self.checked,
@@ -147,8 +206,21 @@ def _mm(text: str | None) -> str | None:
 class _Facts:
     """The few matrix queries doctor needs, None when the data does not say (or cannot be read)."""
 
-    def __init__(self, matrix: Matrix | None) -> None:
-        self.m = matrix
+    def __init__(self, matrix: Matrix | None = None, *, lazy: bool = False) -> None:
+        self._m = matrix
+        self._lazy = lazy  # load the matrix on the first query (a healthy env check never asks)
+
+    @property
+    def m(self) -> Matrix | None:
+        if self._lazy:
+            self._lazy = False
+            from envbuild.matrix import load_matrix
+
+            try:
+                self._m = load_matrix()
+            except DataError:  # broken data must not stop a diagnosis; fixes just get less concrete
+                self._m = None
+        return self._m
 
     def gcc_max(self, cuda: str | None) -> int | None:
         c = _mm(cuda)
@@ -203,12 +275,95 @@ def _parse_arch_list(text: str) -> list[elf.GpuCode]:
 
 @lru_cache(maxsize=1)
 def _facts() -> _Facts:
-    from envbuild.matrix import load_matrix
+    return _Facts(lazy=True)
+
+
+# --- what a library is, and what packages load lazily (envbuild/data/doctor_libs.json) ---------------
+
+
+@dataclass(frozen=True)
+class LibKind:
+    """What a shared library is, from its soname."""
+
+    kind: str  # a key of LIB_FAMILY
+    what: str  # "NVIDIA cuTENSOR", "a system library"
+    provider: str  # who installs it
+    source: str | None = None
+
+    @property
+    def family(self) -> str:
+        return LIB_FAMILY.get(self.kind, "lib-missing")
+
+
+@dataclass(frozen=True)
+class _Lazy:
+    package: str
+    glob: str
+    feature: str
+    source: str
+
+
+@lru_cache(maxsize=1)
+def _libs_data() -> tuple[tuple[tuple[re.Pattern[str], LibKind], ...], tuple[_Lazy, ...]]:
+    from envbuild import matrix
 
     try:
-        return _Facts(load_matrix())
-    except DataError:  # broken data must not stop a diagnosis; fixes just get less concrete
-        return _Facts(None)
+        data = matrix.load_doctor_libs()
+    except DataError:  # broken data must not stop a diagnosis: libraries are then 'unknown'
+        return (), ()
+    kinds = []
+    for r in data["library_kinds"]:
+        try:
+            pat = re.compile(str(r["soname"]))
+        except (KeyError, re.error):
+            continue
+        if r.get("kind") not in LIB_FAMILY:
+            continue
+        kinds.append(
+            (
+                pat,
+                LibKind(
+                    str(r["kind"]),
+                    str(r.get("what") or "a library"),
+                    str(r.get("provider") or "its package"),
+                    _first_source(r.get("source")),
+                ),
+            )
+        )
+    lazy = tuple(
+        _Lazy(
+            str(r.get("package")),
+            str(r.get("glob")),
+            str(r.get("feature")),
+            str(_first_source(r.get("source"))),
+        )
+        for r in data["lazy_modules"]
+        if r.get("glob") and r.get("feature")
+    )
+    return tuple(kinds), lazy
+
+
+def _first_source(src: Any) -> str | None:
+    return str(src[0]) if isinstance(src, list) and src else (str(src) if src else None)
+
+
+def library_kind(soname: str) -> LibKind:
+    """What ``soname`` is (NVIDIA CUDA library, torch's, another package's, the system's)."""
+    base = os.path.basename(soname)
+    for pat, kind in _libs_data()[0]:
+        if pat.search(base):
+            return kind
+    return LibKind("unknown", "a library", "the package that ships it")
+
+
+def _lazy_module(relpath: str) -> _Lazy | None:
+    """The curated entry when ``relpath`` (under site-packages) is a module its package loads lazily."""
+    import fnmatch
+
+    for lz in _libs_data()[1]:
+        if fnmatch.fnmatch(relpath, lz.glob):
+            return lz
+    return None
 
 
 # --- rules ---------------------------------------------------------------------------------------
@@ -221,6 +376,7 @@ class _Rule:
     severity: str
     weight: int
     pattern: re.Pattern[str]
+    anchors: tuple[str, ...]  # every match contains one: the regex runs only around them
     cause: tuple[str, ...]
     fix: tuple[str, ...]
     source: str | None
@@ -254,6 +410,16 @@ def load_rules() -> tuple[_Rule, ...]:
         def seq(v: Any) -> tuple[str, ...]:
             return tuple(v) if isinstance(v, list) else (str(v),)
 
+        anchors = r.get("anchors")
+        if not isinstance(anchors, list) or not anchors or not all(isinstance(a, str) and a for a in anchors):
+            raise DataError(
+                "anchors must be a non-empty list of the literal strings every match contains.",
+                path=rules_file,
+                field=where + ".anchors",
+            )
+        if "i" in r.get("flags", ""):
+            anchors = [a.lower() for a in anchors]
+
         rules.append(
             _Rule(
                 id=str(r.get("id") or f"{fam}-{i}"),
@@ -261,6 +427,7 @@ def load_rules() -> tuple[_Rule, ...]:
                 severity=r.get("severity", "error"),
                 weight=int(r.get("weight", 50)),
                 pattern=pat,
+                anchors=tuple(anchors),
                 cause=seq(r.get("cause", "")),
                 fix=seq(r.get("fix", "")),
                 source=r.get("source") or families[fam].get("source"),
@@ -387,6 +554,8 @@ def _derive_log(ctx: dict[str, Any], facts: _Facts) -> None:
         if m:
             ctx["lib_cuda"] = m.group(2) if "." in m.group(2) or m.group(1) == "cudnn" else None
             ctx["lib_kind"] = m.group(1)
+        lk = library_kind(str(ctx["lib"]))
+        ctx["lib_what"], ctx["lib_provider"] = lk.what, lk.provider
     if ctx.get("target_cc"):
         ctx["arch_list"] = ctx["target_cc"]
     if ctx.get("gcc_max_log"):
@@ -404,43 +573,128 @@ def _cu_version(tag: str) -> Version:
 
 
 def _snippet(text: str, m: re.Match[str]) -> str:
-    start = text.rfind("\n", 0, m.start()) + 1
-    end = text.find("\n", m.end())
-    end = end if end != -1 else len(text)
+    # bounded searches: the evidence of a match in a 40 KB line is the window around it
+    start = _line_start(text, m.start())
+    end = text.find("\n", m.end(), m.end() + _BEFORE)
+    end = end if end != -1 else min(len(text), m.end() + _BEFORE)
     if end - start > 300:  # a long line: keep the window around the match
         a, b = max(start, m.start() - 60), min(end, max(m.end(), m.start() + 200) + 40)
         return ("..." if a > start else "") + text[a:b].strip() + ("..." if b < end else "")
     return text[start:end].strip()
 
 
+# A regex runs only on windows around its rule's anchors: from the anchor's line start (at most
+# _BEFORE characters back) to the end of the line _AFTER characters on (multi-line rules such as pip's
+# "The conflict is caused by:" block fit in it). Finding anchors is str.find (C speed), so a 20 MB log
+# costs a few scans of it, and a 40 KB line costs no more than its windows.
+_BEFORE, _AFTER = 4096, 8192
+
+
+def _line_start(text: str, pos: int) -> int:
+    """Where the line holding ``pos`` starts, looking back at most _BEFORE characters."""
+    floor = max(0, pos - _BEFORE)
+    nl = text.rfind("\n", floor, pos)
+    return floor if nl == -1 and floor > 0 else nl + 1
+
+
+def _windows(text: str, anchors: Sequence[str], lowered: str | None) -> list[tuple[int, int]]:
+    hay = text if lowered is None else lowered
+    spans: list[tuple[int, int]] = []
+    n = len(text)
+    for a in anchors:
+        pos = hay.find(a)
+        while pos != -1:
+            lo = _line_start(text, pos)
+            end = min(n, pos + len(a) + _AFTER)
+            nl = text.find("\n", end)
+            hi = n if nl == -1 else nl
+            spans.append((lo, hi))
+            pos = hay.find(a, max(hi - len(a) + 1, pos + 1))
+    spans.sort()
+    merged: list[tuple[int, int]] = []
+    for lo, hi in spans:
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def _matches(
+    rule: _Rule, text: str, lowered: str | None, *, anchored: bool = True
+) -> Iterable[re.Match[str]]:
+    """Every match of ``rule`` in ``text``; ``anchored=False`` scans it all (what tests compare with)."""
+    if not anchored:
+        yield from rule.pattern.finditer(text)
+        return
+    for lo, hi in _windows(text, rule.anchors, lowered):
+        yield from rule.pattern.finditer(text, lo, hi)
+
+
+def _line_starts(text: str, m: re.Match[str]) -> list[int]:
+    """The offsets of the lines a match touches (bounded: a match is at most a window long)."""
+    lo = _line_start(text, m.start())
+    out = [lo]
+    nl = text.find("\n", lo, m.end())
+    while nl != -1:
+        out.append(nl + 1)
+        nl = text.find("\n", nl + 1, m.end())
+    return out
+
+
 def read_log(
-    text: str, profile: Profile | None = None, env: Mapping[str, Any] | None = None
+    text: str,
+    profile: Profile | None = None,
+    env: Mapping[str, Any] | None = None,
+    *,
+    anchored: bool = True,
 ) -> list[Finding]:
     """Name the failure families an error log shows, most likely first.
 
     ``profile`` (the target machine) and ``env`` (from :func:`env_info`) make the
     fixes concrete: versions of torch, the driver needed, the gcc nvcc accepts.
+    Linear in the log's size (see ``_windows``); ``anchored=False`` runs every regex on
+    the whole text (slower; tests use it to check the anchors).
     """
     facts = _facts()
     base: dict[str, Any] = {**_profile_ctx(profile, facts), **_env_ctx(env)}
     found: dict[tuple[str, str], tuple[Finding, int]] = {}
-    claimed: dict[str, list[tuple[int, int]]] = {}
-    for rule in load_rules():
-        for m in rule.pattern.finditer(text):
-            spans = claimed.setdefault(rule.family, [])
+    claimed: dict[str, set[int]] = {}
+    seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+    rules = load_rules()
+    lowered = text.lower() if any(r.pattern.flags & re.IGNORECASE for r in rules) else None
+    for rule in rules:
+        low = lowered if rule.pattern.flags & re.IGNORECASE else None
+        # the two library families share one claim: a line names one missing library
+        lines = claimed.setdefault("lib" if rule.family in LIB_FAMILY.values() else rule.family, set())
+        for m in _matches(rule, text, low, anchored=anchored):
             # rules are listed specific-first: a generic rule of the same family that matches the same
             # line adds nothing
-            lo, hi = text.rfind("\n", 0, m.start()) + 1, m.end()
-            if any(a < hi and lo < b for a, b in spans):
+            touched = _line_starts(text, m)
+            if any(ln in lines for ln in touched):
                 continue
-            spans.append((lo, hi))
-            ctx = dict(base)
+            lines.update(touched)
             groups = {k: v for k, v in m.groupdict().items() if v}
+            key_groups = (rule.id, tuple(sorted(groups.items())))
+            if key_groups in seen:  # the same captures give the same finding: a repeated line costs nothing
+                continue
+            seen.add(key_groups)
+            ctx = dict(base)
             # alternatives in one pattern name their groups x, x2 (a regex name must be unique)
             ctx.update({k.rstrip("2"): v for k, v in groups.items()})
             _derive(ctx, facts)
+            family, lib_kind = rule.family, None
+            lib = str(ctx.get("lib") or "")
+            if rule.family in ("cuda-lib-missing", "lib-missing") and lib:
+                if "/" in lib or ".cpython-" in lib:
+                    # the module itself cannot be opened: per the mmcv FAQ the CUDA/gcc runtime it was
+                    # built with differs from the env's (seed scenario C)
+                    family = "cuda-lib-missing"
+                else:
+                    lk = library_kind(lib)
+                    family, lib_kind = lk.family, lk.kind
             f = Finding(
-                family=rule.family,
+                family=family,
                 severity=rule.severity,
                 cause=_fill(rule.cause, ctx),
                 fix=_fill(rule.fix, ctx),
@@ -448,8 +702,9 @@ def read_log(
                 source=rule.source,
                 rule=rule.id,
                 weight=rule.weight,
+                library_kind=lib_kind,
             )
-            key = (rule.family, f.cause)
+            key = (family, f.cause)
             if key not in found:
                 found[key] = (f, m.start())
     return _rank([(f, pos) for f, pos in found.values()])
@@ -510,8 +765,14 @@ def _owner(path: str, sites: Sequence[str]) -> str:
     return path
 
 
+_NOT_LOADED = "<not loaded>"  # key of _load_check's result: how many files the check could not reach
+
+
 def _load_check(py: str, items: list[dict[str, Any]]) -> dict[str, str]:
-    """dlopen each .so in a child process of the env's python; path -> error for failures."""
+    """dlopen each .so in a child process of the env's python; path -> error for failures.
+
+    When the child hangs, the files it did not reach are counted under ``_NOT_LOADED``.
+    """
     errors: dict[str, str] = {}
     todo = list(items)
     for _ in range(5):  # a crashing initialiser costs one restart, not the whole check
@@ -548,6 +809,8 @@ def _load_check(py: str, items: list[dict[str, Any]]) -> dict[str, str]:
         todo = [i for i in todo if i["path"] not in done]
         if proc.returncode == 0:
             break
+    if todo:
+        errors[_NOT_LOADED] = f"{len(todo)} of {len(items)} files not checked"
     return errors
 
 
@@ -560,8 +823,14 @@ def check_env(prefix: Path, profile: Profile | None = None, *, load: bool = True
 
 
 def _env_findings(
-    prefix: Path, info: Mapping[str, Any], profile: Profile | None, load: bool
+    prefix: Path,
+    info: Mapping[str, Any],
+    profile: Profile | None,
+    load: bool,
+    checks: list[str] | None = None,
 ) -> list[Finding]:
+    """Every env check; the name of each check that ran is appended to ``checks``."""
+    checks = [] if checks is None else checks
     facts = _facts()
     out: list[Finding] = []
     sites: list[str] = list(info.get("site_packages") or [])
@@ -573,10 +842,13 @@ def _env_findings(
     _derive(ctx, facts)
 
     out += _torch_driver(torch, torch_cuda, ctx, profile)
+    if profile is not None:
+        checks.append("torch-driver")
     exts = list(info.get("extensions") or [])
     np_d = dists.get("numpy")
     np2 = np_d is not None and (_ver(np_d["version"]) or Version("0")) >= Version("2")
-    elfs = [e for e in (elf.read_elf(p, numpy_scan=np2) for p in exts) if e is not None]
+    # headers only, in parallel threads, cached by file identity (see elf.read_elf_cached)
+    elfs = elf.read_elfs(exts, numpy_scan=np2)
     provided: dict[str, str] = {}
     for e in elfs:
         provided.setdefault(os.path.basename(e.path), e.path)
@@ -594,10 +866,16 @@ def _env_findings(
             missing_by_file[e.path] = miss
         # a library another package ships (torch/lib/libc10.so) is loaded by that package's import
         preload[e.path] = [hit for hit in res.values() if hit in in_env]
-    out += _missing_lib_findings(missing_by_file, sites, ctx)
+    evidence = _import_evidence(prefix, missing_by_file, info, sites) if load and missing_by_file else None
+    checks.append("import-evidence" if evidence is not None else "lazy-module-list")
+    out += _missing_lib_findings(missing_by_file, sites, ctx, elfs, info, evidence)
+    checks.append("needed-libraries")
     out += _cudart_mismatch(elfs, torch_cuda, sites, ctx)
     out += _arch_findings(elfs, torch, ctx, sites, facts)
+    if ctx.get("target_cc"):
+        checks.append("gpu-arch")
     out += _numpy_findings(elfs, dists, sites)
+    checks += ["cudart-vs-torch", "numpy-abi"]
     if load:
         items = [
             {"path": e.path, "preload": preload.get(e.path, [])}
@@ -606,11 +884,14 @@ def _env_findings(
         ]
         py = str(_env_python(prefix))
         errors = _load_check(py, items)
+        unchecked = errors.pop(_NOT_LOADED, None)
         out += _load_findings(errors, sites, ctx)
+        checks.append("undefined-symbols" if not unchecked else f"undefined-symbols (partial: {unchecked})")
     out += _cupy_findings(dists, torch_cuda, profile)
     out += _conda_findings(info, dists)
     out += _mmcv_findings(info, dists)
     out += _build_findings(torch_cuda, ctx, profile, info)
+    checks += ["cupy", "pip-over-conda", "mmcv-ops", "build-toolchain"]
     return out
 
 
@@ -629,8 +910,8 @@ def _torch_driver(
         # without NVIDIA's table (no driver version, or a CUDA it lacks) the driver's reported CUDA decides
         return []
     evidence = (
-        f"torch {torch.get('version')} (torch/version.py cuda='{torch.get('cuda')}') vs driver "
-        f"{profile.driver_version} (CUDA {profile.driver_cuda_version})"
+        f"torch {known(torch.get('version'))} (torch/version.py cuda='{known(torch.get('cuda'))}') vs "
+        f"driver {known(profile.driver_version)} (CUDA {known(profile.driver_cuda_version)})"
     )
     minor_ok = support == "compat"
     fix = _fill(
@@ -650,8 +931,9 @@ def _torch_driver(
             Finding(
                 "driver-too-old",
                 "warning",
-                f"torch is built for CUDA {torch_cuda} but the driver {profile.driver_version} supports "
-                f"CUDA {profile.driver_cuda_version} natively; CUDA {tc.major}.x minor-version "
+                f"torch is built for CUDA {torch_cuda} but the driver {known(profile.driver_version, '')} "
+                f"supports CUDA {known(profile.driver_cuda_version, 'older')} natively; CUDA {tc.major}.x "
+                "minor-version "
                 "compatibility runs most kernels, but PTX JIT and newer runtime APIs fail.",
                 fix,
                 evidence,
@@ -663,8 +945,9 @@ def _torch_driver(
         Finding(
             "driver-too-old",
             "error",
-            f"torch is built for CUDA {torch_cuda} but the driver {profile.driver_version} supports "
-            f"only CUDA {profile.driver_cuda_version}: torch.cuda will fail with 'The NVIDIA driver "
+            f"torch is built for CUDA {torch_cuda} but the driver {known(profile.driver_version, '')} "
+            f"supports only CUDA {known(profile.driver_cuda_version, 'older releases')}: torch.cuda will "
+            "fail with 'The NVIDIA driver "
             "on your system is too old'.",
             fix,
             evidence,
@@ -674,54 +957,225 @@ def _torch_driver(
     ]
 
 
+@dataclass
+class _ImportEvidence:
+    """What importing the owning packages in the env showed: module -> error, and the mapped files."""
+
+    errors: dict[str, str | None]
+    mapped: set[str]
+
+
+def _top_levels(path: str, info: Mapping[str, Any], sites: Sequence[str]) -> list[str]:
+    """The import names of the dist owning ``path`` (all its top-level packages: cupy, cupyx, ...)."""
+    rel = _owner(path, sites)
+    first = rel.split("/", 1)[0]
+    for d in info.get("dists") or []:
+        top = list(d.get("top_level") or [])
+        if first in top:
+            return [t for t in top if t.isidentifier()]
+    return [first] if first.isidentifier() else []
+
+
+def _import_evidence(
+    prefix: Path, missing: Mapping[str, list[str]], info: Mapping[str, Any], sites: Sequence[str]
+) -> _ImportEvidence | None:
+    """Import the packages that own files with missing libraries, in the env's own interpreter.
+
+    Run only when a library is missing (a healthy env costs nothing); None when the child could not
+    report (it crashed or hung): doctor then falls back to the curated list of lazy modules.
+    """
+    mods = sorted({m for p in missing for m in _top_levels(p, info, sites)})
+    if not mods:
+        return None
+    try:
+        proc = subprocess.run(
+            [str(_env_python(prefix)), "-I", str(_ENVCHECK), "--imports"],
+            input=json.dumps(mods),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            cwd=str(prefix),
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    marker = "@@envbuild-imports@@"
+    if marker not in proc.stdout:
+        return None
+    try:
+        data = json.loads(proc.stdout.rsplit(marker, 1)[1])
+    except json.JSONDecodeError:
+        return None
+    return _ImportEvidence(dict(data.get("errors") or {}), set(data.get("mapped") or []))
+
+
+_MISSING_LIB_FIXES = [
+    "Rebuild the package that owns {file} against the installed torch with CUDA_HOME at a "
+    "CUDA {torch_cuda} toolkit (e.g. CUDA_HOME=/usr/local/cuda-{torch_cuda} FORCE_CUDA=1 "
+    "pip install --no-build-isolation --no-deps --force-reinstall ...), or "
+    "'envbuild rebuild --target PROFILE'.",
+    "Rebuild the package that owns {file} with CUDA_HOME at a toolkit of the CUDA version "
+    "torch uses (python -c 'import torch; print(torch.version.cuda)') and FORCE_CUDA=1, so "
+    "it links the runtime torch ships, or install a CUDA {lib_cuda} runtime into the env.",
+    "Install {lib_provider} into the env (or add the directory holding {lib} to "
+    "LD_LIBRARY_PATH), or rebuild {file} against the libraries that are installed.",
+]
+
+
+def dist_extensions(info: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Canonical dist name -> the compiled files under its top-level packages (from env_info)."""
+    sites = list(info.get("site_packages") or [])
+    owner: dict[str, str] = {}
+    for d in info.get("dists") or []:
+        for t in d.get("top_level") or []:
+            owner.setdefault(t, d["name"])
+    out: dict[str, list[str]] = {}
+    for path in info.get("extensions") or []:
+        first = _owner(path, sites).split("/", 1)[0]
+        if first in owner:
+            out.setdefault(owner[first], []).append(path)
+    return out
+
+
+_TORCH_LIB = re.compile(r"^lib(?:c10|torch|caffe2|shm)\w*\.so")
+_TORCH_SYM = re.compile(r"^_ZN\w*?(?:2at|3c10|5torch|6caffe2)")
+
+
+def torch_cuda_links(paths: Iterable[str]) -> str | None:
+    """Why files built against torch or CUDA would break when torch or CUDA changes, or None.
+
+    Evidence read from the ELF files: a NEEDED torch library (libc10, libtorch*), a NEEDED NVIDIA CUDA
+    library (libcudart.so.X.Y ...), or undefined symbols of torch's C++ API (ops that rely on
+    'import torch' having loaded libc10 first link nothing by name).
+    """
+    for p in paths:
+        e = elf.read_elf_cached(p)
+        if e is None:
+            continue
+        rel = os.path.basename(p)
+        for n in e.needed:
+            if _TORCH_LIB.match(n):
+                return f"{rel} links {n}"
+            if library_kind(n).kind == "nvidia-cuda":
+                return f"{rel} links {n}"
+        syms = [s for s in elf.undefined_symbols(p) if _TORCH_SYM.match(s)]
+        if syms:
+            return f"{rel} uses torch's C++ API ({syms[0]})"
+    return None
+
+
 def _missing_lib_findings(
-    missing: Mapping[str, list[str]], sites: Sequence[str], ctx: Mapping[str, Any]
+    missing: Mapping[str, list[str]],
+    sites: Sequence[str],
+    ctx: Mapping[str, Any],
+    elfs: Sequence[elf.ElfInfo] = (),
+    info: Mapping[str, Any] | None = None,
+    evidence: _ImportEvidence | None = None,
 ) -> list[Finding]:
+    """One finding per missing library, as bad as the evidence of harm says.
+
+    error: the package's import loads the file (it is mapped after the import, or the import fails
+    naming the library), or the file is ops linking torch / built from source (the user's code loads
+    them). info: a module the package loads only for one feature (import evidence, or the curated
+    list in doctor_libs.json). warning: not loaded by the import and not known: only code that loads
+    that file fails.
+    """
     out: list[Finding] = []
+    info = info or {}
+    by_path = {e.path: e for e in elfs}
+    source_built = {
+        str(d.get("dir")): d
+        for d in info.get("dists") or []
+        if d.get("editable") or (d.get("direct_url") or {}).get("dir_info") is not None
+    }
     for path, libs in sorted(missing.items()):
+        rel = _owner(path, sites)
+        e = by_path.get(path)
+        torch_ops = e is not None and any(n.startswith(("libc10", "libtorch")) for n in e.needed)
+        tops = _top_levels(path, info, sites)
+        own = _user_ops(path, tops, info, source_built)
+        lazy = _lazy_module(rel)
         for lib in libs:
+            lk = library_kind(lib)
             c = dict(ctx)
             c["lib"] = lib
-            c["file"] = _owner(path, sites)
+            c["file"] = rel
             _derive(c, _facts())
+            c["lib_what"] = lk.what
+            imported_by = ""
+            loaded = False
+            if evidence is not None:
+                real = os.path.realpath(path)
+                failed = [m for m in tops if (evidence.errors.get(m) or "").find(lib) != -1]
+                if real in evidence.mapped or failed:
+                    loaded = True
+                    imported_by = ", ".join(failed or [m for m in tops if evidence.errors.get(m) is None])
+            if loaded or torch_ops or own:
+                severity, weight = "error", 85
+                why = (
+                    f"'import {imported_by}' loads it"
+                    if loaded and imported_by
+                    else "the package's import loads it"
+                    if loaded
+                    else "it holds compiled ops that link torch (your code loads them)"
+                    if torch_ops
+                    else "it is built from source in this env (your code loads it)"
+                )
+            elif lazy is not None or evidence is not None:
+                severity, weight = "info", 20
+                why = (
+                    f"{lazy.package} loads it only for {lazy.feature}"
+                    if lazy is not None
+                    else f"'import {', '.join(tops) or rel}' does not load it: only code that uses it fails"
+                )
+            else:
+                severity, weight = "warning", 40
+                why = "whether the package's import loads it was not checked (--no-load)"
             cause = _fill(
                 [
                     "{file} was compiled with CUDA {lib_cuda} (it needs {lib}) but no CUDA "
-                    "{lib_cuda} runtime "
-                    "is on the loader path; torch here ships CUDA {torch_cuda}.",
+                    "{lib_cuda} runtime is on the loader path; torch here ships CUDA {torch_cuda}.",
                     "{file} was compiled with CUDA {lib_cuda} (it needs {lib}) but no CUDA {lib_cuda} "
                     "runtime is on the loader path.",
-                    "{file} needs {lib}, which the loader cannot find (RPATH/RUNPATH, the env's lib dirs, "
-                    "LD_LIBRARY_PATH, the ld.so cache).",
+                    "{file} needs {lib} ({lib_what}), which the loader cannot find (RPATH/RUNPATH, the env's "
+                    "lib dirs, LD_LIBRARY_PATH, the ld.so cache).",
                 ],
                 c,
             )
-            fix = _fill(
-                [
-                    "Rebuild the package that owns {file} against the installed torch with CUDA_HOME at a "
-                    "CUDA {torch_cuda} toolkit (e.g. CUDA_HOME=/usr/local/cuda-{torch_cuda} FORCE_CUDA=1 "
-                    "pip install --no-build-isolation --no-deps --force-reinstall ...), or "
-                    "'envbuild rebuild --target PROFILE'.",
-                    "Rebuild the package that owns {file} with CUDA_HOME at a toolkit of the CUDA version "
-                    "torch uses (python -c 'import torch; print(torch.version.cuda)') and FORCE_CUDA=1, so "
-                    "it links the runtime torch ships, or install a CUDA {lib_cuda} runtime into the env.",
-                    "Install the package that provides {lib} into the env (or add its directory to "
-                    "LD_LIBRARY_PATH), or rebuild {file} against the libraries that are installed.",
-                ],
-                c if c.get("lib_cuda") else {**c, "torch_cuda": None},
-            )
+            cause = cause.rstrip(".") + f"; {why}."
+            if severity == "info":
+                fix = (
+                    f"Nothing to do unless you need {lazy.feature if lazy else 'what ' + rel + ' provides'}; "
+                    f"then install {lk.provider}."
+                )
+            else:
+                fix = _fill(
+                    _MISSING_LIB_FIXES,
+                    {**c, "lib_provider": lk.provider}
+                    if c.get("lib_cuda")
+                    else {**c, "torch_cuda": None, "lib_provider": lk.provider},
+                )
             out.append(
                 Finding(
-                    "cuda-lib-missing",
-                    "error",
+                    lk.family,
+                    severity,
                     cause,
                     fix,
                     f"{path}: NEEDED {lib} not found",
+                    source=lazy.source if lazy is not None and severity == "info" else lk.source,
                     rule="env-needed",
-                    weight=85,
+                    weight=weight,
+                    library_kind=lk.kind,
                 )
             )
     return out
+
+
+def _user_ops(
+    path: str, tops: Sequence[str], info: Mapping[str, Any], source_built: Mapping[str, Any]
+) -> bool:
+    """True when ``path`` belongs to a dist built from a local source tree or installed editable."""
+    return any(any(t in (d.get("top_level") or []) for t in tops) for d in source_built.values())
 
 
 def _cudart_mismatch(
@@ -961,7 +1415,7 @@ def _cupy_findings(
                     "driver-too-old",
                     "error",
                     f"{name} needs CUDA {cupy_cuda} but the driver "
-                    f"{profile.driver_version if profile else ''} supports only CUDA {dc}.",
+                    f"{known(profile.driver_version if profile else None, '')} supports only CUDA {dc}.",
                     f"Install {cupy_for_driver} (with a torch built for the same CUDA).",
                     f"{d['dir']}",
                     rule="env-cupy-driver",
@@ -1070,11 +1524,13 @@ def _mmcv_findings(info: Mapping[str, Any], dists: Mapping[str, Any]) -> list[Fi
         Finding(
             "mmcv-ops-missing",
             "error" if "mmdet3d" in dists or "mmcv-full" in dists else "warning",
-            f"mmcv {mm.get('version')} has no compiled ops (mmcv/_ext*.so); "
+            f"mmcv {known(mm.get('version'), '')} has no compiled ops (mmcv/_ext*.so); "
             f"{', '.join(users) or 'mmcv-full'} import them: 'No module named mmcv._ext'.",
-            f"Uninstall plain mmcv and install mmcv-full=={mm.get('version')} built for this torch/CUDA "
+            "Uninstall plain mmcv and install "
+            + (f"mmcv-full=={mm['version']}" if mm.get("version") else "mmcv-full")
+            + " built for this torch/CUDA "
             "(OpenMMLab find-links index) or build it with MMCV_WITH_OPS=1 FORCE_CUDA=1.",
-            str(mm),
+            f"mmcv/version.py: {known(mm.get('version'), 'no __version__')}; no mmcv/_ext*.so",
             rule="env-mmcv-ext",
             weight=78,
         )
@@ -1141,12 +1597,12 @@ def _build_findings(
                 Finding(
                     "cuda-toolkit-mismatch",
                     "warning",
-                    f"CUDA_HOME points at nvcc {tc.get('home_nvcc_version')} but PATH finds "
+                    f"CUDA_HOME points at nvcc {known(tc.get('home_nvcc_version'))} but PATH finds "
                     f"{tc['path_nvcc']} "
-                    f"(nvcc {tc.get('path_nvcc_version')}); builds mix the two.",
+                    f"(nvcc {known(tc.get('path_nvcc_version'))}); builds mix the two.",
                     f"Use one toolkit: export CUDA_HOME=/usr/local/cuda-{torch_cuda} "
                     "PATH=$CUDA_HOME/bin:$PATH.",
-                    f"CUDA_HOME={tc.get('cuda_home')}; which nvcc -> {tc['path_nvcc']}",
+                    f"CUDA_HOME={known(tc.get('cuda_home'), '(unset)')}; which nvcc -> {tc['path_nvcc']}",
                     rule="env-stale-nvcc",
                     weight=45,
                 )
@@ -1219,7 +1675,16 @@ def diagnose(
                 hint="Pass the root of a venv or conda env.",
             )
         info = env_info(prefix)
-        findings += _env_findings(prefix, info, profile, load)
+        checks: list[str] = []
+        findings += _env_findings(prefix, info, profile, load, checks)
+        skipped: dict[str, str] = {}
+        if not load:
+            skipped["undefined-symbols"] = "--no-load: the extensions were not dlopened"
+        if profile is None:
+            skipped["driver-and-gpu"] = "no --target profile: the driver and GPU checks need one"
+        for c in checks:
+            if "(partial" in c:
+                skipped[c.split()[0]] = c
         checked.update(
             {
                 "python": info.get("python"),
@@ -1227,32 +1692,72 @@ def diagnose(
                 "extensions": len(info.get("extensions") or []),
                 "torch": (info.get("torch") or {}).get("version"),
                 "torch_cuda": (info.get("torch") or {}).get("cuda"),
+                "checks": checks,
+                "skipped": skipped,
             }
         )
+    log_findings: list[Finding] = []
     if log_text is not None:
-        findings += read_log(log_text, profile, info)
+        log_findings = read_log(log_text, profile, info)
+        findings += log_findings
+        rules = load_rules()
         checked["log_lines"] = log_text.count("\n") + 1
+        checked["log_rules"] = len(rules)
+        checked["log_families"] = sorted({r.family for r in rules})
     ranked = _rank([(f, i) for i, f in enumerate(_dedupe(findings))])
-    if not any(f.severity in ("error", "warning") for f in ranked):
-        what = []
-        if prefix is not None:
-            what.append(
-                f"{checked.get('packages')} packages and {checked.get('extensions')} compiled extensions "
-                f"in {prefix}"
-            )
-        if log_text is not None:
-            what.append("the log")
+    problems = any(f.severity in ("error", "warning") for f in ranked)
+    if log_text is not None and not log_findings:
+        fams = checked["log_families"]
         ranked.append(
             Finding(
-                "healthy",
+                "no-known-cause",
                 "info",
-                "No known problem found in " + " and ".join(what) + ".",
-                "Nothing to fix.",
-                "; ".join(what),
-                rule="healthy",
+                f"No known cause found in the log ({checked['log_lines']} lines): none of the "
+                f"{checked['log_rules']} rules of {len(fams)} failure families matched, so envbuild cannot "
+                "say why it failed.",
+                "Look at the last error in the log; if it is an environment problem envbuild should know, "
+                "run 'envbuild doctor --prefix ENV' on the env, or report the text so a rule can be added.",
+                "checked families: " + ", ".join(fams),
+                rule="no-known-cause",
                 weight=0,
             )
         )
+    elif not problems and prefix is not None:
+        what = (
+            f"{checked.get('packages')} packages and {checked.get('extensions')} compiled extensions "
+            f"in {prefix}"
+        )
+        skipped = checked.get("skipped") or {}
+        # the driver/GPU checks need a target; without one, 'healthy' is about this machine
+        missing = {k: v for k, v in skipped.items() if k != "driver-and-gpu"}
+        if missing:
+            ranked.append(
+                Finding(
+                    "incomplete",
+                    "info",
+                    f"No problem found in {what} by the checks that ran; not run: "
+                    + "; ".join(f"{k} ({v})" for k, v in missing.items())
+                    + ".",
+                    "Run without the option that skipped them for a full check.",
+                    "ran: " + ", ".join(checked.get("checks") or []),
+                    rule="incomplete",
+                    weight=0,
+                )
+            )
+        else:
+            ranked.append(
+                Finding(
+                    "healthy",
+                    "info",
+                    f"No known problem found in {what}"
+                    + (" for the target" if profile is not None else " (no --target: driver/GPU not checked)")
+                    + ".",
+                    "Nothing to fix.",
+                    "ran: " + ", ".join(checked.get("checks") or []),
+                    rule="healthy",
+                    weight=0,
+                )
+            )
     return Report(
         findings=ranked,
         prefix=None if prefix is None else str(prefix),
@@ -1294,7 +1799,7 @@ def read_log_file(path: str) -> tuple[str, str]:
 
 def present_report(report: Report, as_json: bool) -> None:
     """Print the findings: JSON (``findings`` most likely first) or a table plus one paragraph each."""
-    from envbuild.output import console, print_json, table
+    from envbuild.output import console, print_json, styled, table
 
     if as_json:
         print_json(report.to_dict())
@@ -1309,9 +1814,12 @@ def present_report(report: Report, as_json: bool) -> None:
         )
     )
     for i, f in enumerate(report.findings):
-        if f.family == "healthy":
+        if f.family in VERDICTS:
+            if f.family != "healthy":
+                console.print(f"{i + 1}. {f.family}: {f.fix}", markup=False, highlight=False)
+                console.print(f"   {f.evidence}", markup=False, highlight=False)
             continue
-        console.print(f"[bold]{i + 1}. {f.family}[/] ({f.severity})", highlight=False)
+        console.print(styled(f"{i + 1}. {f.family}", "bold", f"({f.severity})"), highlight=False)
         console.print(f"   fix: {f.fix}", markup=False, highlight=False)
         console.print(f"   evidence: {f.evidence}", markup=False, highlight=False)
         if f.source:

@@ -2,7 +2,8 @@
 
 Library code raises these and never calls ``sys.exit``.  A message is one
 paragraph that names the input (file and field when there is one) and says what
-to do.  Anything that is not an ``EnvbuildError`` is a bug and gets a traceback.
+to do.  Anything that is not an ``EnvbuildError`` is a bug: the CLI reports it as
+one paragraph with ``EXIT_INTERNAL`` and writes the traceback to a log file.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 __all__ = [
     "EXIT_CONFLICT",
     "EXIT_INPUT",
+    "EXIT_INTERNAL",
+    "EXIT_NO_CAUSE",
     "ConflictError",
     "DataError",
     "EnvbuildError",
@@ -28,6 +31,9 @@ EXIT_INPUT = 2
 EXIT_FETCH = 3
 EXIT_TOOL = 4
 EXIT_PACK = 5
+# sysexits.h EX_SOFTWARE: an internal error (a bug), kept apart from every documented failure.
+EXIT_INTERNAL = 70
+EXIT_NO_CAUSE = 6  # doctor --log: no rule recognised the log (not "healthy": envbuild does not know)
 
 
 class EnvbuildError(Exception):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -34,12 +35,14 @@ import tomllib
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-from envbuild._fs import atomic_write, sha256_file
+from envbuild._fs import OUTPUT_MARKER, atomic_write, claim_output_dir, file_lock, record_output, sha256_file
+from envbuild._http import TIMEOUT, is_timeout
 from envbuild.errors import EnvbuildError, FetchError, HashMismatch, InputError, ToolError
 from envbuild.models import LockedArtifact
 from envbuild.tools._run import redact, run
 
 __all__ = [
+    "BUILT_FILE",
     "LOCK_FILE",
     "MANIFEST_FILE",
     "MANIFEST_SCHEMA",
@@ -48,6 +51,7 @@ __all__ = [
     "ManifestEntry",
     "fetch",
     "load_manifest",
+    "read_built",
     "read_lock",
 ]
 
@@ -170,21 +174,12 @@ def load_manifest(cache: str | os.PathLike[str]) -> dict[str, Any]:
     """
     p = Path(cache) / MANIFEST_FILE
     hint = "Run 'envbuild fetch LOCKDIR --cache DIR' to (re)build the cache."
-    try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise FetchError("no manifest.json: this is not an offline cache.", path=str(p), hint=hint) from None
-    except (OSError, ValueError) as exc:
-        raise FetchError(f"cannot read the manifest ({exc}).", path=str(p), hint=hint) from None
-    if not isinstance(data, dict) or not isinstance(data.get("files"), list):
-        raise FetchError("expected an object with a 'files' list.", path=str(p), field="files", hint=hint)
-    for i, e in enumerate(data["files"]):
-        if not isinstance(e, dict) or not isinstance(e.get("file"), str) or not isinstance(
-            e.get("sha256"), str
-        ):
-            raise FetchError("each entry needs 'file' and 'sha256' strings.", path=str(p),
-                             field=f"files[{i}]", hint=hint)
-    return data
+    if not p.exists():
+        raise FetchError("no manifest.json: this is not an offline cache.", path=str(p), hint=hint)
+    from envbuild.models import check_cache_manifest, read_json_file  # the one schema layer
+
+    return check_cache_manifest(read_json_file(p, error=FetchError, what="manifest", hint=hint), str(p),
+                                error=FetchError)
 
 
 def _old_entries(cache: Path) -> list[dict[str, Any]]:
@@ -192,6 +187,64 @@ def _old_entries(cache: Path) -> list[dict[str, Any]]:
         return list(load_manifest(cache)["files"])
     except FetchError:
         return []
+
+
+# --- the lock's record of what fetch built -----------------------------------------------------
+
+# Files fetch makes rather than downloads by a locked hash (git wheels and archives) or resolves
+# itself (build requirements) get their sha256 recorded in the LOCK directory, in sha256sum's format
+# ("HASH  git/FILE").  install-offline.sh and verify-cache --lock check git/ and build/ against this
+# record -- the cache's manifest.json is never the authority -- and install nothing it does not name.
+BUILT_FILE = "built.sha256"
+_BUILT_LINE = re.compile(r"([0-9a-f]{64})  ((?:git|build)/[A-Za-z0-9][A-Za-z0-9._+-]*)")
+_BUILT_KINDS = ("git-wheel", "git-sdist", "build-req")
+
+
+def read_built(lock_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """``{"git/FILE": sha256, "build/FILE": sha256}`` from ``LOCKDIR/built.sha256`` ({} when absent).
+
+    Raises:
+        InputError: a line is not ``SHA256  git/FILE`` or ``SHA256  build/FILE``.
+    """
+    p = Path(lock_dir) / BUILT_FILE
+    if not p.is_file():
+        return {}
+    out: dict[str, str] = {}
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the record of built files ({exc}).", path=str(p),
+                         hint="Delete it and run 'envbuild fetch' again.") from None
+    for i, line in enumerate(lines, 1):
+        m = _BUILT_LINE.fullmatch(line)
+        if m is None:
+            raise InputError(f"line {i} is not 'SHA256  git/FILE' or 'SHA256  build/FILE'.", path=str(p),
+                             field=f"line {i}", hint="Delete it and run 'envbuild fetch' again.")
+        out[m.group(2)] = m.group(1)
+    return out
+
+
+def _write_built(lock_dir: Path, entries: Sequence[ManifestEntry]) -> None:
+    lines = sorted(f"{e.sha256}  {e.file}\n" for e in entries if e.kind in _BUILT_KINDS)
+    for ln in lines:
+        if not _BUILT_LINE.fullmatch(ln.rstrip("\n")):
+            raise FetchError(f"cannot record '{ln.split()[-1]}' in {BUILT_FILE}: unexpected file name.",
+                             path=str(lock_dir / BUILT_FILE))
+    target = lock_dir / BUILT_FILE
+    if not lines and not target.exists():
+        return
+    text = "".join(lines)
+    try:
+        if not target.is_file() or target.read_text() != text:
+            atomic_write(target, text)
+        if (lock_dir / OUTPUT_MARKER).is_file():
+            # A re-lock replaces it with the lock (its commits and sdists may change).
+            record_output(lock_dir, BUILT_FILE)
+    except OSError as exc:
+        raise FetchError(f"cannot record the hashes of the built files in the lock directory "
+                         f"({exc.strerror}).", path=str(target),
+                         hint="fetch writes built.sha256 beside envbuild.lock.json: make the lock directory "
+                              "writable and fetch again.") from None
 
 
 # --- downloads --------------------------------------------------------------------------------
@@ -264,18 +317,9 @@ class _Progress:
 
 
 def _session(jobs: int) -> Any:
-    import requests
-    from requests.adapters import HTTPAdapter
-    from urllib3.util.retry import Retry
+    from envbuild._http import http_session
 
-    s = requests.Session()
-    retry = Retry(total=4, connect=4, read=2, backoff_factor=0.5,
-                  status_forcelist=(429, 500, 502, 503, 504), allowed_methods=("GET", "HEAD"))
-    adapter = HTTPAdapter(max_retries=retry, pool_connections=max(4, jobs), pool_maxsize=max(4, jobs))
-    s.mount("https://", adapter)
-    s.mount("http://", adapter)
-    s.headers["User-Agent"] = "envbuild-fetch"
-    return s
+    return http_session(jobs, "envbuild-fetch")
 
 
 def _download(session: Any, job: _Job, dest: Path, prog: _Progress, stats: _Stats) -> None:
@@ -288,10 +332,12 @@ def _download(session: Any, job: _Job, dest: Path, prog: _Progress, stats: _Stat
             shutil.copyfile(src, part)
         except OSError as exc:
             raise FetchError(f"cannot read {src} ({exc.strerror}).", path=job.rel) from None
-        _finish(job, part, dest, sha256_file(part), prog, stats, part.stat().st_size, resumed=False)
+        _finish(job, part, dest, prog, stats, part.stat().st_size, resumed=False)
         return
     restarted = False
     for attempt in range(4):
+        if stats.cancel.is_set():
+            raise _Cancelled()
         offset = part.stat().st_size if part.exists() else 0
         try:
             got = _get(session, job, part, offset, prog, stats.cancel)
@@ -301,23 +347,51 @@ def _download(session: Any, job: _Job, dest: Path, prog: _Progress, stats: _Stat
         except (FetchError, _Cancelled):
             raise
         except Exception as exc:  # requests' errors: keep the .part for the next attempt or run
-            if attempt == 3:
+            progressed = part.exists() and part.stat().st_size > offset
+            # A timeout with no byte received: the host is unreachable or silent, and asking again
+            # would only multiply the wait.  Stop every other download too: they use the same index.
+            silent = not progressed and is_timeout(exc)
+            if attempt == 3 or silent:
+                if silent:
+                    stats.cancel.set()
                 raise FetchError(
                     f"download of {redact(job.url)} failed: {type(exc).__name__}: {redact(str(exc))}.",
                     path=job.rel,
-                    hint="The partial file is kept; run 'envbuild fetch' again to resume.",
+                    hint=(f"The server did not answer within {TIMEOUT[0]:.0f} s (connect) / "
+                          f"{TIMEOUT[1]:.0f} s (read): check the index URL and the network, then fetch again."
+                          if silent else "The partial file is kept; run 'envbuild fetch' again to resume."),
                 ) from None
             time.sleep(0.5 * (attempt + 1))
             continue
         digest, size, resumed = got
         if digest == job.sha256 or restarted or not resumed:
-            _finish(job, part, dest, digest, prog, stats, size, resumed=resumed)
+            _finish(job, part, dest, prog, stats, size, resumed=resumed)
             return
         # A resumed file that fails the check may be a stale .part: start over once.
         part.unlink(missing_ok=True)
         restarted = True
     raise FetchError(f"download of {redact(job.url)} did not complete.", path=job.rel,
                      hint="Run 'envbuild fetch' again.")
+
+
+def _locked_download(session: Any, job: _Job, cache: Path, prog: _Progress, stats: _Stats) -> None:
+    """``_download`` under the artifact's lock; a file another fetch completed meanwhile is kept."""
+    dest = cache / job.rel
+    with file_lock(cache, job.rel):
+        if stats.cancel.is_set():
+            raise _Cancelled()
+        if dest.is_file():
+            if job.sha256 and sha256_file(dest) == job.sha256:
+                prog.file_done()
+                with stats.lock:
+                    stats.skipped += 1
+                return
+            # An altered cached file is never used: drop it and download the locked bytes again.
+            if job.sha256:
+                with stats.lock:
+                    stats.repaired.append(job.rel)
+            dest.unlink()
+        _download(session, job, dest, prog, stats)
 
 
 class _RangeRefused(Exception):
@@ -331,7 +405,7 @@ class _Cancelled(Exception):
 def _get(session: Any, job: _Job, part: Path, offset: int, prog: _Progress,
          cancel: threading.Event) -> tuple[str, int, bool]:
     headers = {"Range": f"bytes={offset}-"} if offset else {}
-    with session.get(job.url, headers=headers, stream=True, timeout=(15, 120)) as r:
+    with session.get(job.url, headers=headers, stream=True, timeout=TIMEOUT) as r:
         if offset and r.status_code == 416:
             raise _RangeRefused()
         if r.status_code >= 400:
@@ -360,8 +434,11 @@ def _get(session: Any, job: _Job, part: Path, offset: int, prog: _Progress,
     return h.hexdigest(), size, resumed
 
 
-def _finish(job: _Job, part: Path, dest: Path, digest: str, prog: _Progress, stats: _Stats,
+def _finish(job: _Job, part: Path, dest: Path, prog: _Progress, stats: _Stats,
             size: int, *, resumed: bool) -> None:
+    # The hash of the bytes on disk, not of the bytes received: what is renamed into place is what
+    # was checked (the caller holds the artifact's lock, so no other fetch writes this .part).
+    digest = sha256_file(part)
     if job.sha256 and digest != job.sha256:
         part.unlink(missing_ok=True)
         raise HashMismatch(f"{job.rel} (from {redact(job.url)})", job.sha256, digest)
@@ -381,7 +458,7 @@ def _run_downloads(cache: Path, todo: Sequence[_Job], jobs: int, prog: _Progress
     errors: list[EnvbuildError] = []
     pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="fetch")
     try:
-        futs = {pool.submit(_download, session, j, cache / j.rel, prog, stats): j for j in todo}
+        futs = {pool.submit(_locked_download, session, j, cache, prog, stats): j for j in todo}
         for fut in as_completed(futs):
             exc = fut.exception()
             if isinstance(exc, EnvbuildError):
@@ -440,6 +517,7 @@ def _resolve_build_reqs(lock: LockView, reqs: Sequence[str], work: Path) -> list
     """
     report = work / "build-report.json"
     cmd: list[str] = [sys.executable, "-m", "pip", "--isolated", "install", "--dry-run", "--ignore-installed",
+                      "--timeout", f"{TIMEOUT[1]:.0f}", "--retries", "1",
                       "--disable-pip-version-check", "--quiet", "--only-binary=:all:",
                       "--python-version", lock.python, "--implementation", "cp",
                       "--target", str(work / "target"), "--report", str(report)]
@@ -649,14 +727,11 @@ def _plan(cache: Path, jobs: Sequence[_Job], stats: _Stats, lock_file: Path,
     have: list[_Job] = []
     todo: list[_Job] = []
     for job in unique:
-        if job.rel in digests:
-            if digests[job.rel] == job.sha256:
-                have.append(job)
-                stats.skipped += 1
-                continue
-            # An altered cached file is never used: drop it and download the locked bytes again.
-            stats.repaired.append(job.rel)
-            (cache / job.rel).unlink()
+        if job.rel in digests and digests[job.rel] == job.sha256:
+            have.append(job)
+            stats.skipped += 1
+            continue
+        # Missing or altered: re-checked, repaired and downloaded under the artifact's lock.
         todo.append(job)
     return have, todo
 
@@ -674,16 +749,19 @@ def _download_round(root: Path, jobs: Sequence[_Job], stats: _Stats, n_jobs: int
 
 
 def _reuse(cache: Path, old: Sequence[dict[str, Any]], kinds: set[str],
-           match: Callable[[dict[str, Any]], bool]) -> list[ManifestEntry] | None:
-    """Old manifest entries of ``kinds`` passing ``match`` whose files are still intact, else None."""
+           match: Callable[[dict[str, Any]], bool], recorded: dict[str, str]) -> list[ManifestEntry] | None:
+    """Old manifest entries of ``kinds`` passing ``match`` whose files still have the hash the LOCK
+    recorded for them (``built.sha256``), else None.  The manifest's own hashes are not trusted: it
+    lives in the cache, next to the files it describes."""
     picked = [e for e in old if e.get("kind") in kinds and match(e)]
     if not picked:
         return None
     for e in picked:
-        p = cache / str(e["file"])
-        if not p.is_file() or sha256_file(p) != e["sha256"]:
+        rel = str(e["file"])
+        p = cache / rel
+        if rel not in recorded or not p.is_file() or sha256_file(p) != recorded[rel]:
             return None
-    return [_entry(e) for e in picked]
+    return [dataclasses.replace(_entry(e), sha256=recorded[str(e["file"])]) for e in picked]
 
 
 def _entry(e: dict[str, Any]) -> ManifestEntry:
@@ -693,8 +771,8 @@ def _entry(e: dict[str, Any]) -> ManifestEntry:
                          commit=e.get("commit"))
 
 
-def _git_round(root: Path, lock: LockView, old: Sequence[dict[str, Any]], stats: _Stats
-               ) -> tuple[list[ManifestEntry], list[dict[str, Any]], list[str]]:
+def _git_round(root: Path, lock: LockView, old: Sequence[dict[str, Any]], stats: _Stats,
+               recorded: dict[str, str]) -> tuple[list[ManifestEntry], list[dict[str, Any]], list[str]]:
     entries: list[ManifestEntry] = []
     info: list[dict[str, Any]] = []
     extra_reqs: list[str] = []
@@ -704,25 +782,31 @@ def _git_round(root: Path, lock: LockView, old: Sequence[dict[str, Any]], stats:
         def same(e: dict[str, Any], a: LockedArtifact = art) -> bool:
             return bool(e.get("commit") == a.commit and e.get("url") == redact(a.url))
 
-        reuse = _reuse(root, old, {"git-wheel", "git-sdist"}, same)
-        if reuse:
-            ent = reuse[0]
-            stats.skipped += 1
-            if ent.kind == "git-sdist":
-                extra_reqs.extend(art.requires)
-        else:
-            with tempfile.TemporaryDirectory(prefix="envbuild-git-") as tmp:
-                ent, reqs = _build_git(art, root, Path(tmp), lock)
-            extra_reqs.extend(reqs)
+        # One build per commit at a time, also across fetch processes sharing the cache.
+        with file_lock(root, f"git-{art.commit}"):
+            reuse = _reuse(root, old, {"git-wheel", "git-sdist"}, same, recorded)
+            if reuse:
+                ent = reuse[0]
+                stats.skipped += 1
+                if ent.kind == "git-sdist":
+                    extra_reqs.extend(art.requires)
+            else:
+                with tempfile.TemporaryDirectory(prefix="envbuild-git-") as tmp:
+                    ent, reqs = _build_git(art, root, Path(tmp), lock)
+                extra_reqs.extend(reqs)
+                if ent.file in recorded and recorded[ent.file] != ent.sha256:
+                    raise HashMismatch(
+                        f"{ent.file} (built from {redact(art.url)} at {art.commit}; the lock's "
+                        f"{BUILT_FILE} records another build)", recorded[ent.file], ent.sha256)
         entries.append(ent)
         info.append({"name": art.name, "commit": art.commit, "file": ent.file, "kind": ent.kind})
     return entries, info, extra_reqs
 
 
 def _build_round(root: Path, lock: LockView, reqs: Sequence[str], old: Sequence[dict[str, Any]],
-                 stats: _Stats, jobs: int, show: bool) -> list[ManifestEntry]:
+                 stats: _Stats, jobs: int, show: bool, recorded: dict[str, str]) -> list[ManifestEntry]:
     key = _build_key(lock, reqs)
-    reuse = _reuse(root, old, {"build-req"}, lambda e: e.get("build_key") == key)
+    reuse = _reuse(root, old, {"build-req"}, lambda e: e.get("build_key") == key, recorded)
     if reuse and {e.get("build_key") for e in old if e.get("kind") == "build-req"} == {key}:
         stats.skipped += len(reuse)
         return reuse
@@ -760,14 +844,15 @@ def fetch(
     t0 = time.monotonic()
     lock = read_lock(lock_dir)
     lock_file = lock.path / LOCK_FILE
-    root = Path(cache)
-    root.mkdir(parents=True, exist_ok=True)
+    # A new directory or a cache envbuild made: fetch repairs files in it, so never the user's folder.
+    root = claim_output_dir(cache, field="--cache")
     old = _old_entries(root)
     stats = _Stats()
 
     files = [_Job(a.url, _rel_for(a, lock), a.sha256, a, a.kind) for a in lock.artifacts if a.kind != "git"]
     entries = _download_round(root, files, stats, jobs, show_progress, lock_file)
-    git_entries, git_info, extra_reqs = _git_round(root, lock, old, stats)
+    recorded = read_built(lock.path)
+    git_entries, git_info, extra_reqs = _git_round(root, lock, old, stats, recorded)
     entries += git_entries
     # An sdist's own pyproject.toml names its build backend (meson-python, scikit-build, ...).
     for art in lock.artifacts:
@@ -777,7 +862,7 @@ def fetch(
     build_reqs: list[str] = []
     if extra_reqs or any(a.kind == "sdist" or a.build == "source" for a in lock.artifacts):
         build_reqs = _build_requirements(lock, extra_reqs)
-        entries += _build_round(root, lock, build_reqs, old, stats, jobs, show_progress)
+        entries += _build_round(root, lock, build_reqs, old, stats, jobs, show_progress, recorded)
 
     subdirs: list[str] = []
     if any(a.kind == "conda" for a in lock.artifacts):
@@ -795,6 +880,7 @@ def fetch(
         "platform": lock.pip_platform,
         "files": [{**asdict(e), **({"build_key": key} if e.kind == "build-req" else {})} for e in entries],
     }
+    _write_built(lock.path, entries)
     # install-offline.sh reads this with awk (no python needed on the server): keep one key per
     # line and sorted keys, so "file" precedes "sha256" in every entry.
     atomic_write(root / MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True) + "\n")

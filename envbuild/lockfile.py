@@ -6,12 +6,13 @@ Every stage after ``lock`` (render, fetch, pack, rebuild) reads a lock through `
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from envbuild.errors import InputError
-from envbuild.models import LockedArtifact, Profile, Resolution
+from envbuild.models import NAME, PYTHON_XY, URL, Fields, LockedArtifact, Profile, Resolution, read_json_file
 
 __all__ = ["LOCK_FILE", "LOCK_SCHEMA", "Lock", "LockError", "load_lock"]
 
@@ -113,8 +114,8 @@ class Lock:
         Raises:
             LockError: a required field is missing or has the wrong type.
         """
-        if not isinstance(data, dict):
-            raise LockError("the lock must be a JSON object.", path=path)
+        hint = "The lock is damaged; re-create it with 'envbuild lock'."
+        f = Fields(data, path=path, error=LockError, hint=hint, what="a lock object")
         schema = data.get("schema_version")
         if schema != LOCK_SCHEMA:
             raise LockError(f"schema_version {schema!r} is not supported (this envbuild reads "
@@ -123,32 +124,44 @@ class Lock:
         for key, typ in (("name", str), ("manager", str), ("python", str), ("platform", dict),
                          ("target", dict), ("resolution", dict), ("artifacts", list)):
             if not isinstance(data.get(key), typ):
-                raise LockError(f"missing or not a {typ.__name__}.", path=path, field=key,
-                                hint="The lock is damaged; re-create it with 'envbuild lock'.")
-        arts = []
-        for i, a in enumerate(data["artifacts"]):
-            if not isinstance(a, dict) or not all(isinstance(a.get(k), str) for k in
-                                                  ("name", "version", "kind", "url", "sha256", "filename")):
-                raise LockError("an artifact needs string name, version, kind, url, sha256, filename.",
-                                path=path, field=f"artifacts[{i}]",
-                                hint="The lock is damaged; re-create it with 'envbuild lock'.")
-            arts.append(LockedArtifact.from_dict(a))
+                f.fail(key, data.get(key), f"{'an object' if typ is dict else 'a ' + typ.__name__}")
+        # The name becomes lockfiles/NAME/ in bundles and scripts: one path component, checked here.
+        from envbuild._fs import path_component
 
-        def strs(key: str) -> tuple[str, ...]:
-            v = data.get(key) or []
-            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-                raise LockError("expected a list of strings.", path=path, field=key)
-            return tuple(v)
-
+        try:
+            path_component(data["name"], field="name", path=path)
+        except InputError as exc:
+            raise LockError(exc.message, path=path, field="name", hint=exc.hint) from None
+        # one schema layer (envbuild.models.Fields): the nested records validate themselves, so
+        # every later stage gets typed, well-formed values
+        arts = tuple(LockedArtifact.from_dict(a, path=path, where=f"artifacts[{i}]", error=LockError)
+                     for i, a in enumerate(data["artifacts"]))
+        Profile.from_dict(data["target"], path=path, where="target", error=LockError)
+        Resolution.from_dict(data["resolution"], path=path, where="resolution", error=LockError)
+        plat = f.sub("platform")
+        for key in plat.data:
+            plat.text(key, pattern=_PLATFORM_WORD, wanted="a platform tag")
         return cls(
-            name=data["name"], manager=data["manager"], python=data["python"],
+            name=f.req("name", pattern=NAME, wanted="a lock name (letters, digits, '.', '_', '-')"),
+            manager=f.req("manager", pattern=_MANAGER, wanted="conda, mamba, micromamba or venv"),
+            python=f.req("python", pattern=PYTHON_XY, wanted='a Python version X.Y such as "3.10"'),
             platform=data["platform"], target=data["target"], resolution=data["resolution"],
-            artifacts=tuple(arts), index_urls=strs("index_urls"), find_links=strs("find_links"),
-            conda_channels=strs("conda_channels"), spec=data.get("spec") or {},
-            spec_hash=str(data.get("spec_hash") or ""), command=str(data.get("command") or ""),
-            generated_by=str(data.get("generated_by") or ""), engine=str(data.get("engine") or "uv"),
+            artifacts=arts,
+            index_urls=f.strs("index_urls", pattern=URL, wanted="an index URL"),
+            find_links=f.strs("find_links", pattern=URL, wanted="a find-links URL"),
+            conda_channels=f.strs("conda_channels", wanted="a conda channel name or URL"),
+            spec=f.obj("spec"),
+            spec_hash=f.text("spec_hash", default="", wanted="a hash") or "",
+            command=f.text("command", default="", wanted="a command line") or "",
+            generated_by=f.text("generated_by", default="", wanted="a program name") or "",
+            engine=f.text("engine", default="uv", pattern=_KIND_WORD, wanted="uv or pip-tools") or "uv",
             schema_version=LOCK_SCHEMA, path=path,
         )
+
+
+_MANAGER = re.compile(r"conda|mamba|micromamba|venv")
+_KIND_WORD = re.compile(r"[a-z][a-z0-9-]{0,31}")
+_PLATFORM_WORD = re.compile(r"[A-Za-z0-9_.+-]{1,64}")
 
 
 def load_lock(directory: str | Path) -> Lock:
@@ -159,14 +172,6 @@ def load_lock(directory: str | Path) -> Lock:
     """
     p = Path(directory)
     file = p if p.is_file() else p / LOCK_FILE
-    try:
-        text = file.read_text()
-    except OSError as exc:
-        raise LockError(f"cannot read the lock ({exc.strerror}).", path=str(file),
-                        hint="Point at a directory written by 'envbuild lock' (lockfiles/NAME).") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise LockError(f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}).",
-                        path=str(file), hint="Re-create it with 'envbuild lock'.") from None
+    data = read_json_file(file, error=LockError, what="lock",
+                          hint="Point at a directory written by 'envbuild lock' (lockfiles/NAME).")
     return Lock.from_dict(data, path=str(file))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import functools
 import json
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,18 +43,55 @@ __all__ = [
     "Verdict",
     "confidence_level",
     "cuda_of_variant",
+    "data_path",
     "digit_version",
     "load_doctor_rules",
     "load_matrix",
     "load_table",
     "matrix_table",
     "normalize_gpu_name",
+    "user_data_dir",
     "variant_of_cuda",
     "vers",
 ]
 
 DATA_DIR = Path(__file__).parent / "data"
 TABLES = ("torch", "torch_arch", "nvidia", "gpus", "mmcv", "openmmlab", "cupy", "numpy")
+
+
+def user_data_dir() -> Path:
+    """The user knowledge cache written by ``envbuild data update``: $ENVBUILD_DATA_DIR, else
+    $XDG_CACHE_HOME/envbuild/data, else ~/.cache/envbuild/data (facts in its ``facts/``)."""
+    env = os.environ.get("ENVBUILD_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "envbuild" / "data"
+
+
+def _checked_of(path: Path) -> str | None:
+    """The header's ``checked`` date without parsing the whole file (it is within the first lines)."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(512).decode("utf-8", "replace")
+    except OSError:
+        return None
+    m = re.search(r'"checked":\s*"(\d{4}-\d\d-\d\d)"', head)
+    return m.group(1) if m else None
+
+
+def data_path(name: str) -> tuple[Path, str]:
+    """(file, 'bundled' | 'user cache'): the user cache's copy wins when its ``checked`` date is newer.
+
+    An unreadable user copy is ignored here (the bundled file is used) rather than failing every command.
+    """
+    bundled = DATA_DIR / f"{name}.json"
+    user = user_data_dir() / "facts" / f"{name}.json"
+    if user.is_file():
+        uc, bc = _checked_of(user), _checked_of(bundled)
+        if uc and (bc is None or uc > bc):  # ISO dates compare as strings
+            return user, "user cache"
+    return bundled, "bundled"
 
 
 def vers(text: str) -> Version:
@@ -695,13 +733,15 @@ def normalize_gpu_name(name: str, ignore: frozenset[str] | set[str] = frozenset(
 class _Reader:
     """Typed field access that names file/row/field in every error."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, bundled: bool = False) -> None:
         self.name = name
-        self.path = DATA_DIR / f"{name}.json"
+        self.path, self.origin = (DATA_DIR / f"{name}.json", "bundled") if bundled else data_path(name)
 
     def fail(self, where: str, msg: str) -> DataError:
-        return DataError(msg, path=str(self.path), field=where,
-                         hint="The bundled compatibility data is broken; fix the file or reinstall envbuild.")
+        hint = ("The bundled compatibility data is broken; fix the file or reinstall envbuild."
+                if self.origin == "bundled" else
+                "The knowledge cache is broken; run 'envbuild data update' again or delete this file.")
+        return DataError(msg, path=str(self.path), field=where, hint=hint)
 
     def load(self) -> dict[str, Any]:
         try:
@@ -966,11 +1006,15 @@ def _load_numpy(rd: _Reader, data: dict[str, Any]) -> tuple[tuple[NumpyMinor, ..
 
 
 @functools.cache
-def load_table(name: str) -> dict[str, Any]:
-    """The raw JSON of one data file (header checked); prefer ``load_matrix()`` queries."""
+def load_table(name: str, bundled: bool = False) -> dict[str, Any]:
+    """The raw JSON of one data file (header checked); prefer ``load_matrix()`` queries.
+
+    The user knowledge cache's copy is read when it is newer than the bundled one (``data_path``);
+    ``bundled=True`` reads the shipped file (the data-regeneration task starts from it).
+    """
     if name not in TABLES:
         raise DataError(f"no data table {name!r} (known: {', '.join(TABLES)}).", path=str(DATA_DIR))
-    return _Reader(name).load()
+    return _Reader(name, bundled=bundled).load()
 
 
 @functools.cache
@@ -1089,3 +1133,16 @@ def matrix_table(kind: str, m: Matrix | None = None) -> dict[str, Any]:
                           "through minor-version compatibility (no PTX JIT)"}
     raise InputError(f"unknown matrix '{kind}'.", field="KIND",
                      hint=f"Use one of: {', '.join(MATRIX_KINDS)}.")
+
+
+def load_doctor_libs() -> dict[str, Any]:
+    """``doctor_libs.json``: what a library is from its soname, and the modules packages load lazily.
+
+    Raises:
+        DataError: the file is missing, or a row has no source.
+    """
+    rd = _Reader("doctor_libs")
+    data = rd.load()
+    rd.rows(data, "library_kinds")
+    rd.rows(data, "lazy_modules")
+    return data

@@ -7,23 +7,290 @@ Stages import these rather than each other.  Every record has ``to_dict`` for
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from envbuild.errors import ProfileError
+from envbuild.errors import EnvbuildError, InputError, ProfileError
 
 __all__ = [
+    "MAX_DEPTH",
     "PROFILE_SCHEMA",
+    "Fields",
     "Gpu",
     "LockedArtifact",
     "Profile",
     "Resolution",
     "Toolkit",
+    "decode_text",
+    "deep_line",
     "load_profile",
+    "parse_json",
+    "read_json_file",
 ]
 
 PROFILE_SCHEMA = 1
+
+# --- the one schema layer ------------------------------------------------------------------------
+# Every file envbuild reads (profile, lock, pack manifest, cache manifest) and every CLI value goes
+# through the same two steps: ``read_json_file``/``decode_text`` (bytes -> checked text/JSON) and
+# ``Fields`` (JSON -> typed record, one field at a time, each failure naming file, field, what was
+# found and what to write).  The records' own ``from_dict`` uses ``Fields``; no pydantic/msgspec,
+# because the records are plain frozen dataclasses already, probe.py must stay stdlib-only, and the
+# error text has to follow errors.py's one-paragraph form rather than a library's.
+
+MAX_DEPTH = 64  # no envbuild file nests deeper than ~6; this bounds every recursive walk after parsing
+MAX_STR = 4096  # one field (name, URL, path); longer is not something envbuild wrote
+
+# ASCII-only formats: ``\d`` would accept '４７０' (fullwidth) and other Unicode digits.
+PYTHON_XY = re.compile(r"[0-9]{1,2}\.[0-9]{1,3}(\.[0-9]{1,4})?([a-z]{1,5}[0-9]{0,4})?\+?")
+DRIVER = re.compile(r"[0-9]{2,4}(\.[0-9]{1,3}){1,2}")
+CUDA_XY = re.compile(r"[0-9]{1,2}\.[0-9]{1,2}(\.[0-9]{1,9}){0,2}")
+COMPUTE_CAP = re.compile(r"[0-9]{1,2}\.[0-9]")
+GCC = re.compile(r"[0-9]{1,2}(\.[0-9]{1,4}){0,2}")
+GLIBC = re.compile(r"[0-9]{1,2}\.[0-9]{1,3}(\.[0-9]{1,4})?")
+WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
+# PEP 508 names (before normalisation): a path component by construction.
+NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?")
+SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+COMMIT = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
+URL = re.compile(r"(https?|file|git\+https?|git\+ssh|git\+file|ssh|git)://[^\s]*|[\w.-]+@[\w.-]+:[^\s]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # tab is allowed
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _show(value: Any) -> str:
+    """How a found value is quoted in a message: short, typed, printable."""
+    kind = {str: "a string", bool: "a boolean", int: "a number", float: "a number", list: "a list",
+            dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)
+    if isinstance(value, (dict, list)):
+        return kind
+    text = json.dumps(value, ensure_ascii=bool(_SURROGATE.search(value))) if isinstance(value, str) \
+        else repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({kind})" if not isinstance(value, type(None)) else "null"
+
+
+def decode_text(raw: bytes, *, path: str, error: type[EnvbuildError] = InputError,
+                hint: str | None = None) -> str:
+    """UTF-8 text of an input file (a BOM is allowed); any other byte is an input error with its line."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise error(f"not UTF-8 text (byte 0x{raw[exc.start]:02x} cannot be decoded).", path=path,
+                    field=f"line {line}",
+                    hint="Save the file as UTF-8." + (" " + hint if hint else "")) from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(text: str, *, path: str, error: type[EnvbuildError] = InputError,
+               hint: str | None = None) -> Any:
+    """JSON of an input file: strict (no NaN), at most ``MAX_DEPTH`` deep, no lone surrogates."""
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise error(f"not valid JSON (column {exc.colno}: {exc.msg}).", path=path,
+                    field=f"line {exc.lineno}", hint=hint) from None
+    except ValueError as exc:  # NaN / Infinity
+        name = str(exc).split(" ", 1)[0]
+        raise error(f"not valid JSON ({exc}; write a number or null).", path=path,
+                    field=_outside_strings(text, lambda i, _d: text.startswith(name, i)), hint=hint) from None
+    except RecursionError:
+        raise error(f"nested deeper than {MAX_DEPTH} levels.", path=path, field=deep_line(text),
+                    hint=hint) from None
+    _check_tree(data, path=path, error=error, hint=hint, text=text)
+    return data
+
+
+def deep_line(text: str) -> str | None:
+    """``line N`` where brackets first nest deeper than MAX_DEPTH (strings skipped)."""
+    return _outside_strings(text, lambda _i, depth: depth > MAX_DEPTH)
+
+
+def _outside_strings(text: str, hit: Callable[[int, int], bool]) -> str | None:
+    """``line N`` of the first position outside a string where ``hit(index, depth)``; one linear scan."""
+    depth, line, in_str, esc = 0, 1, False, False
+    for i, ch in enumerate(text):
+        if ch == "\n":
+            line += 1
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+            continue
+        if ch == '"':
+            in_str = True
+            continue
+        if ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        if hit(i, depth):
+            return f"line {line}"
+    return None
+
+
+def _check_tree(data: Any, *, path: str, error: type[EnvbuildError], hint: str | None,
+                text: str | None = None) -> None:
+    # iterative: a recursive walk would itself hit RecursionError on the input it is meant to refuse
+    stack: list[tuple[Any, int, str]] = [(data, 0, "")]
+    while stack:
+        node, depth, where = stack.pop()
+        if depth > MAX_DEPTH:
+            line = deep_line(text) if text is not None else None
+            raise error(f"nested deeper than {MAX_DEPTH} levels.", path=path,
+                        field=line or where[:80] or None, hint=hint)
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if _SURROGATE.search(k):
+                    raise error("a key holds an unpaired \\u surrogate escape.", path=path,
+                                field=where or None, hint="Write the key as valid Unicode.")
+                stack.append((v, depth + 1, f"{where}.{k}" if where else k))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1, f"{where}[{i}]") for i, v in enumerate(node))
+        elif isinstance(node, str) and _SURROGATE.search(node):
+            raise error("the value holds an unpaired \\u surrogate escape.", path=path,
+                        field=where or None, hint="Write it as valid Unicode.")
+
+
+def read_json_file(path: str | Path, *, error: type[EnvbuildError] = InputError, what: str = "file",
+                   hint: str | None = None) -> Any:
+    """Read, decode and parse one JSON input file; every failure is ``error`` naming the file."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise error(f"cannot read the {what} ({exc.strerror or exc}).", path=str(p), hint=hint) from None
+    return parse_json(decode_text(raw, path=str(p), error=error, hint=hint), path=str(p), error=error,
+                      hint=hint)
+
+
+class Fields:
+    """Typed reads of one JSON object; a bad value raises ``error`` naming file, field, found, wanted.
+
+    ``where`` is the dotted path of the object in the file (``gpus[0]``), so nested records name the
+    full field (``gpus[0].compute_capability``).
+    """
+
+    def __init__(self, data: Any, *, path: str | None, error: type[EnvbuildError] = InputError,
+                 hint: str | None = None, where: str = "", what: str = "an object") -> None:
+        self.path, self.error, self.hint, self.where = path, error, hint, where
+        if not isinstance(data, dict):
+            self.fail(None, data, what)
+        self.data: dict[str, Any] = data
+
+    def name(self, key: str | None) -> str | None:
+        if key is None:
+            return self.where or None
+        return f"{self.where}.{key}" if self.where else key
+
+    def fail(self, key: str | None, found: Any, wanted: str) -> NoReturn:
+        raise self.error(f"found {_show(found)}; write {wanted}.", path=self.path, field=self.name(key),
+                         hint=self.hint)
+
+    def sub(self, key: str, *, what: str = "an object") -> Fields:
+        return Fields(self.data.get(key), path=self.path, error=self.error, hint=self.hint,
+                      where=self.name(key) or key, what=what)
+
+    def text(self, key: str, *, pattern: re.Pattern[str] | None = None, wanted: str = "a string",
+             required: bool = False, numbers: bool = False, controls: bool = False,
+             default: str | None = None) -> str | None:
+        """A string (``numbers``: a JSON number is taken as its text, as old profiles wrote 8.6)."""
+        v = self.data.get(key)
+        if v is None:
+            if required:
+                self.fail(key, v, wanted)
+            return default
+        return self._checked(key, v, pattern=pattern, wanted=wanted, numbers=numbers, controls=controls)
+
+    def _checked(self, key: str, v: Any, *, pattern: re.Pattern[str] | None, wanted: str, numbers: bool,
+                 controls: bool, label: str | None = None) -> str:
+        def bad(extra: str = "") -> NoReturn:
+            raise self.error(f"found {_show(v)}; write {wanted}{extra}.", path=self.path,
+                             field=label or self.name(key), hint=self.hint)
+
+        if numbers and isinstance(v, (int, float)) and not isinstance(v, bool):
+            v = str(v)
+        if not isinstance(v, str):
+            bad()
+        if _SURROGATE.search(v):  # non-UTF-8 bytes of a command line arrive as lone surrogates
+            bad(" in valid UTF-8")
+        if len(v) > MAX_STR or (not controls and _CONTROL.search(v)) or "\x00" in v:
+            bad(" (one line, no control characters)")
+        if pattern is not None and not pattern.fullmatch(v):
+            bad()
+        return str(v)
+
+    def req(self, key: str, **kw: Any) -> str:
+        out = self.text(key, required=True, **kw)
+        assert out is not None
+        return out
+
+    def whole(self, key: str, *, lo: int = 0, hi: int = 2**53, default: int | None = None,
+            wanted: str | None = None) -> int | None:
+        v = self.data.get(key)
+        if v is None:
+            return default
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+            self.fail(key, v, wanted or f"a whole number from {lo} to {hi}")
+        return v
+
+    def flag(self, key: str, default: bool = False) -> bool:
+        v = self.data.get(key)
+        if v is None:
+            return default
+        if not isinstance(v, bool):
+            self.fail(key, v, "true or false")
+        return v
+
+    def items(self, key: str, wanted: str = "a list") -> list[Any]:
+        v = self.data.get(key)
+        if v is None:
+            return []
+        if not isinstance(v, list):
+            self.fail(key, v, wanted)
+        return v
+
+    def objs(self, key: str, what: str = "an object") -> Iterator[Fields]:
+        plural = f"a list of {what.removeprefix('an ').removeprefix('a ')}s"
+        for i, item in enumerate(self.items(key, plural)):
+            yield Fields(item, path=self.path, error=self.error, hint=self.hint,
+                         where=f"{self.name(key)}[{i}]", what=what)
+
+    def strs(self, key: str, *, pattern: re.Pattern[str] | None = None, wanted: str = "a string",
+             controls: bool = False) -> tuple[str, ...]:
+        items = self.items(key, f"a list of strings ({wanted})")
+        return tuple(self._checked(key, v, pattern=pattern, wanted=wanted, numbers=False, controls=controls,
+                                   label=f"{self.name(key)}[{i}]") for i, v in enumerate(items))
+
+    def obj(self, key: str) -> dict[str, Any]:
+        v = self.data.get(key)
+        if v is None:
+            return {}
+        if not isinstance(v, dict):
+            self.fail(key, v, "an object")
+        return v
+
+    def str_map(self, key: str, *, wanted: str = "a string") -> dict[str, str]:
+        sub = self.sub(key) if self.data.get(key) is not None else None
+        if sub is None:
+            return {}
+        return {k: sub.req(k, wanted=wanted, controls=True) for k in sub.data}
+
+
+# --- records ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -38,6 +305,9 @@ class Toolkit:
     version: str
     path: str | None = None
     source: str | None = None
+
+
+_PROFILE_HINT = "Re-run 'envbuild probe -o FILE' on the target machine, or fix the value."
 
 
 @dataclass(frozen=True)
@@ -70,75 +340,52 @@ class Profile:
         return d
 
     @classmethod
-    def from_dict(cls, data: Any, path: str | None = None) -> Profile:
-        """Validate a profile mapping (as written by ``envbuild probe``).
+    def from_dict(cls, data: Any, path: str | None = None, where: str = "",
+                  error: type[EnvbuildError] = ProfileError) -> Profile:
+        """Validate a profile mapping (as written by ``envbuild probe``); ``where`` prefixes fields
+        when the profile is part of another file (a lock's ``target``).
 
         Raises:
-            ProfileError: a field has the wrong type.
+            ProfileError: a field has the wrong type or format (``error`` when given).
         """
-        if not isinstance(data, dict):
-            raise ProfileError("a profile must be a JSON object.", path=path)
-
-        def opt_str(key: str) -> str | None:
-            v = data.get(key)
-            if v is None:
-                return None
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                return str(v)
-            if not isinstance(v, str):
-                raise ProfileError(
-                    f"expected a string or null, got {type(v).__name__}.",
-                    path=path,
-                    field=key,
-                    hint="Re-run 'envbuild probe -o FILE' on the target machine.",
-                )
-            return v
-
-        gpus_raw = data.get("gpus") or []
-        if not isinstance(gpus_raw, list):
-            raise ProfileError("expected a list of GPUs.", path=path, field="gpus")
-        gpus: list[Gpu] = []
-        for i, g in enumerate(gpus_raw):
-            if not isinstance(g, dict) or not isinstance(g.get("name"), str):
-                raise ProfileError(
-                    "each GPU needs at least a string 'name'.", path=path, field=f"gpus[{i}]"
-                )
-            mem = g.get("memory_mib")
-            cc = g.get("compute_capability")
-            gpus.append(
-                Gpu(
-                    name=g["name"],
-                    compute_capability=None if cc is None else str(cc),
-                    memory_mib=int(mem) if isinstance(mem, (int, float)) else None,
-                )
-            )
-        tk_raw = data.get("cuda_toolkits") or []
-        if not isinstance(tk_raw, list):
-            raise ProfileError("expected a list of toolkits.", path=path, field="cuda_toolkits")
-        toolkits: list[Toolkit] = []
-        for i, t in enumerate(tk_raw):
-            if not isinstance(t, dict) or t.get("version") is None:
-                raise ProfileError(
-                    "each toolkit needs a 'version'.", path=path, field=f"cuda_toolkits[{i}]"
-                )
-            toolkits.append(
-                Toolkit(version=str(t["version"]), path=t.get("path"), source=t.get("source"))
-            )
-        notes = data.get("notes") or []
+        f = Fields(data, path=path, error=error, hint=_PROFILE_HINT, where=where,
+                   what="a profile object (as 'envbuild probe' writes)")
+        gpus = []
+        for g in f.objs("gpus", "a GPU object"):
+            gpus.append(Gpu(
+                name=g.req("name", wanted="the GPU's model name"),
+                compute_capability=g.text("compute_capability", pattern=COMPUTE_CAP, numbers=True,
+                                         wanted='a compute capability X.Y such as "8.6"'),
+                memory_mib=g.whole("memory_mib", hi=2**31, wanted="the memory in MiB (a whole number)"),
+            ))
+        toolkits = [
+            Toolkit(version=t.req("version", pattern=CUDA_XY, numbers=True,
+                                  wanted='a CUDA version such as "11.3"'),
+                    path=t.text("path", wanted="the toolkit's directory"),
+                    source=t.text("source", wanted="how it was found"))
+            for t in f.objs("cuda_toolkits", "a toolkit object")
+        ]
         return cls(
-            os=opt_str("os") or "linux",
-            arch=opt_str("arch") or "x86_64",
-            glibc_version=opt_str("glibc_version"),
-            python_version=opt_str("python_version"),
+            os=f.text("os", pattern=WORD, wanted='an OS name such as "linux"') or "linux",
+            arch=f.text("arch", pattern=WORD, wanted='an architecture such as "x86_64"') or "x86_64",
+            glibc_version=f.text("glibc_version", pattern=GLIBC, numbers=True,
+                                wanted='a glibc version such as "2.31"'),
+            python_version=f.text("python_version", pattern=PYTHON_XY, numbers=True,
+                                 wanted='a Python version X.Y such as "3.10"'),
             gpus=tuple(gpus),
-            driver_version=opt_str("driver_version"),
-            driver_cuda_version=opt_str("driver_cuda_version"),
+            driver_version=f.text("driver_version", pattern=DRIVER, numbers=True,
+                                 wanted='a driver version such as "470.223.02"'),
+            driver_cuda_version=f.text("driver_cuda_version", pattern=CUDA_XY, numbers=True,
+                                      wanted='a CUDA version such as "11.4"'),
             cuda_toolkits=tuple(toolkits),
-            gcc_version=opt_str("gcc_version"),
-            conda=opt_str("conda"),
-            hostname=opt_str("hostname"),
-            notes=tuple(str(n) for n in notes) if isinstance(notes, list) else (),
-            schema_version=int(data.get("schema_version", PROFILE_SCHEMA)),
+            gcc_version=f.text("gcc_version", pattern=GCC, numbers=True,
+                              wanted='a gcc version such as "9.4.0"'),
+            conda=f.text("conda", wanted="the conda executable's path"),
+            hostname=f.text("hostname", wanted="a host name"),
+            notes=f.strs("notes", wanted="a note", controls=True),
+            schema_version=f.whole("schema_version", lo=1, hi=PROFILE_SCHEMA, default=PROFILE_SCHEMA,
+                                 wanted=f"{PROFILE_SCHEMA} (written by a newer envbuild? re-probe "
+                                        "with this one)") or PROFILE_SCHEMA,
         )
 
 
@@ -146,26 +393,11 @@ def load_profile(path: str | Path) -> Profile:
     """Read a profile JSON file.
 
     Raises:
-        ProfileError: the file is missing, not JSON, or malformed.
+        ProfileError: the file is missing, not UTF-8 JSON, or malformed.
     """
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise ProfileError(
-            f"cannot read the profile ({exc.strerror}).",
-            path=str(p),
-            hint="Write one with 'envbuild probe -o FILE' on the target machine.",
-        ) from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ProfileError(
-            f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}).",
-            path=str(p),
-            hint="Write one with 'envbuild probe -o FILE' on the target machine.",
-        ) from None
-    return Profile.from_dict(data, path=str(p))
+    data = read_json_file(path, error=ProfileError, what="profile",
+                          hint="Write one with 'envbuild probe -o FILE' on the target machine.")
+    return Profile.from_dict(data, path=str(path))
 
 
 @dataclass(frozen=True)
@@ -203,9 +435,34 @@ class Resolution:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Resolution:
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+    def from_dict(cls, data: Any, path: str | None = None, where: str = "",
+                  error: type[EnvbuildError] = InputError) -> Resolution:
+        """Validate a resolution mapping (``resolve --json``, a lock's ``resolution``).
+
+        Raises:
+            InputError: a field has the wrong type (``error`` when given).
+        """
+        f = Fields(data, path=path, error=error, where=where, what="a resolution object",
+                   hint="Re-create it with 'envbuild resolve' / 'envbuild lock'.")
+        if not isinstance(f.data.get("ok", True), bool):
+            f.fail("ok", f.data["ok"], "true or false")
+        return cls(
+            ok=f.flag("ok", default=True),
+            python=f.text("python", pattern=PYTHON_XY, wanted='a Python version X.Y such as "3.10"') or "",
+            cuda=f.text("cuda", pattern=CUDA_XY, numbers=True,
+                        wanted='a CUDA version such as "11.3" or null'),
+            packages=f.str_map("packages", wanted="a version"),
+            requirements=list(f.strs("requirements", wanted="a requirement")),
+            source_builds=[s.data for s in f.objs("source_builds", "a source-build object")],
+            index_urls=list(f.strs("index_urls", pattern=URL, wanted="an index URL")),
+            find_links=list(f.strs("find_links", pattern=URL, wanted="a find-links URL")),
+            build=f.obj("build"),
+            reasons=list(f.strs("reasons", wanted="a sentence", controls=True)),
+            warnings=list(f.strs("warnings", wanted="a sentence", controls=True)),
+            conflicts=list(f.strs("conflicts", wanted="a sentence", controls=True)),
+            choices=[c.data for c in f.objs("choices", "a choice object")],
+            target=f.obj("target"),
+        )
 
 
 @dataclass(frozen=True)
@@ -233,8 +490,110 @@ class LockedArtifact:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LockedArtifact:
-        known = {f for f in cls.__dataclass_fields__}
-        d = {k: v for k, v in data.items() if k in known}
-        d["requires"] = tuple(d.get("requires") or ())
-        return cls(**d)
+    def from_dict(cls, data: Any, path: str | None = None, where: str = "",
+                  error: type[EnvbuildError] = InputError) -> LockedArtifact:
+        """Validate one artifact of a lock (types and formats; fetch adds what downloading needs).
+
+        Raises:
+            InputError: a field has the wrong type or format (``error`` when given).
+        """
+        f = Fields(data, path=path, error=error, where=where, what="an artifact object",
+                   hint="The lock is damaged; re-create it with 'envbuild lock'.")
+        kind = f.req("kind", pattern=_KIND, wanted="wheel, sdist, git or conda")
+        sha = f.text("sha256", default="", wanted="a 64-hex sha256") or ""
+        if sha and not SHA256.fullmatch(sha):
+            f.fail("sha256", sha, "a 64-hex sha256")
+        filename = f.text("filename", default="", wanted="a plain file name") or ""
+        if filename and (filename in (".", "..") or not _FILENAME.fullmatch(filename)):
+            f.fail("filename", filename, "a plain file name ('/' or '..' in it is unsafe)")
+        return cls(
+            name=f.req("name", pattern=_ART_NAME, wanted="a package name"),
+            version=f.req("version", pattern=_VERSION, wanted="a version"),
+            kind=kind,
+            # any printable text: scripts quote it (tests/test_render.py feeds shell syntax on purpose)
+            url=f.req("url", wanted="a URL"),
+            sha256=sha,
+            filename=filename,
+            build=f.text("build", pattern=_KIND, wanted='"source" or null'),
+            commit=f.text("commit", pattern=COMMIT, wanted="a full git commit sha"),
+            subdir=f.text("subdir", pattern=_SUBDIR, wanted='a conda subdir such as "linux-64"'),
+            requires=f.strs("requires", wanted="a requirement"),
+        )
+
+
+_KIND = re.compile(r"[a-z][a-z-]{0,31}")
+_ART_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}")  # PEP 508 and conda names
+_VERSION = re.compile(r"[A-Za-z0-9_.+!-][A-Za-z0-9_.+!*-]{0,127}")
+_FILENAME = re.compile(r"[^/\\\x00]{1,255}")
+_SUBDIR = re.compile(r"[a-z0-9_-]{1,32}")
+
+
+# --- manifests (kept as dicts: pack and fetch read them by key; validated here, once) ---------------
+
+_REL_PATH = re.compile(r"(?!/)(?!.*(^|/)\.\.(/|$))[^\x00\n\r]{1,4096}")
+
+
+def check_pack_manifest(data: Any, path: str, error: type[EnvbuildError] = InputError) -> dict[str, Any]:
+    """Validate an archive's ``envbuild-manifest.json``; returns it unchanged when every field is sound.
+
+    Raises:
+        InputError: a field has the wrong type or format (``error`` when given).
+    """
+    f = Fields(data, path=path, error=error, what="a manifest object",
+               hint="The archive's manifest is damaged or was not written by 'envbuild pack'; pack it again.")
+    f.whole("schema_version", lo=1, hi=1, wanted="1 (written by a newer envbuild?)")
+    for key in ("generated_by", "created", "kind", "format", "python", "checksums"):
+        f.text(key, wanted="a string")
+    if f.data.get("checksums") is not None:
+        f.text("checksums", pattern=_FILENAME, wanted="a plain file name")
+    src = f.sub("source") if f.data.get("source") is not None else None
+    if src is not None:
+        src.text("prefix", wanted="the packed env's path")
+        if src.data.get("profile") is not None:
+            Profile.from_dict(src.data["profile"], path=path, where="source.profile", error=error)
+    if f.data.get("torch") is not None:
+        t = f.sub("torch")
+        t.text("version", pattern=_VERSION, wanted="a torch version")
+        t.text("cuda", pattern=CUDA_XY, wanted='a CUDA version such as "11.3" or null')
+        t.text("site", pattern=_REL_PATH, wanted="a path inside the env")
+    for p in f.objs("packages", "a package object"):
+        p.req("name", pattern=_ART_NAME, wanted="a package name")
+        p.text("version", numbers=True, wanted="a version")
+        for key in ("build", "installer", "channel", "cuda", "path", "site"):
+            p.text(key, wanted="a string or null")
+    if f.data.get("lock") is not None:
+        # whatever lock JSON the env carried (pack copies it as found); only its name is read
+        f.sub("lock").text("name", wanted="the lock's name")
+    if f.data.get("fixup") is not None:
+        fx = f.sub("fixup")
+        fx.text("kind", pattern=_KIND, wanted="conda or venv")
+        fx.text("old_prefix", wanted="the packed env's path")
+        fx.strs("shebangs", pattern=_REL_PATH, wanted="a relative path inside the env")
+        fx.strs("text_files", pattern=_REL_PATH, wanted="a relative path inside the env")
+        links = fx.sub("python_links") if fx.data.get("python_links") is not None else None
+        if links is not None:
+            for rel in links.data:
+                if not _REL_PATH.fullmatch(rel):
+                    links.fail(None, rel, "relative paths inside the env as keys")
+                links.req(rel, wanted="a link target")
+    return f.data
+
+
+def check_cache_manifest(data: Any, path: str, error: type[EnvbuildError] = InputError) -> dict[str, Any]:
+    """Validate an offline cache's ``manifest.json``; returns it unchanged when every field is sound.
+
+    Raises:
+        InputError: a field has the wrong type or format (``error`` when given).
+    """
+    f = Fields(data, path=path, error=error, what="an object with a 'files' list",
+               hint="Run 'envbuild fetch LOCKDIR --cache DIR' to (re)build the cache.")
+    if not isinstance(f.data.get("files"), list):
+        f.fail("files", f.data.get("files"), "a list of file entries")
+    for e in f.objs("files", "a file entry"):
+        e.req("file", pattern=_REL_PATH, wanted="a relative path inside the cache")
+        e.req("sha256", pattern=SHA256, wanted="a 64-hex sha256")
+        e.whole("size", hi=2**50, wanted="the size in bytes")
+        for key in ("url", "name", "version", "kind"):
+            e.text(key, numbers=key == "version", wanted="a string")
+        e.text("commit", pattern=COMMIT, wanted="a full git commit sha")
+    return f.data

@@ -1,4 +1,9 @@
-"""Presentation: rich tables for people, stable JSON for machines, progress bars."""
+"""Presentation: rich tables for people, stable JSON for machines, progress bars.
+
+Rich markup is off everywhere: messages carry user text (requirement names, paths, log lines), and
+``[/]`` in one would crash the printer while ``[bold]`` would be eaten.  Styling is applied to our own
+labels only, through ``styled`` (a ``rich.text.Text``, never parsed).
+"""
 
 from __future__ import annotations
 
@@ -17,11 +22,25 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
-__all__ = ["console", "err_console", "print_json", "progress", "table"]
+__all__ = ["console", "err_console", "plain", "print_json", "progress", "styled", "table"]
 
-console = Console(soft_wrap=False)
-err_console = Console(stderr=True)
+console = Console(soft_wrap=False, markup=False)
+err_console = Console(stderr=True, markup=False)
+
+
+def styled(label: str, style: str, text: str = "") -> Text:
+    """``label`` in ``style`` followed by ``text`` exactly as given (no markup parsing)."""
+    out = Text(label, style=style)
+    if text:
+        out.append(" " + text)
+    return out
+
+
+def plain(text: object) -> Text:
+    """``text`` as a renderable that rich never parses as markup (for status lines, titles)."""
+    return Text(str(text))
 
 
 def print_json(data: Any) -> None:
@@ -32,17 +51,17 @@ def print_json(data: Any) -> None:
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
     """A plain rich table; cells are str()'d and None shows as '-'."""
-    t = Table(title=title, show_lines=False, header_style="bold")
+    t = Table(title=None if title is None else Text(title), show_lines=False, header_style="bold")
     for c in columns:
-        t.add_column(c, overflow="fold")
+        t.add_column(Text(c), overflow="fold")
     for r in rows:
-        t.add_row(*("-" if v is None else str(v) for v in r))
+        t.add_row(*(Text("-" if v is None else str(v)) for v in r))
     return t
 
 
 def progress(transfer: bool = False) -> Progress:
     """A progress display on stderr (so ``--json`` stdout stays clean)."""
-    cols: list[Any] = [TextColumn("[bold]{task.description}"), BarColumn()]
+    cols: list[Any] = [TextColumn("{task.description}", style="bold", markup=False), BarColumn()]
     if transfer:
         cols += [DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn()]
     else:

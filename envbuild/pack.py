@@ -28,9 +28,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
-from envbuild import __version__
-from envbuild._fs import safe_extract, sha256_file
-from envbuild.errors import EnvbuildError, HashMismatch, InputError, PackError
+from envbuild import __version__, _unpack_fixup
+from envbuild._fs import resolve_inside, safe_extract, sha256_file
+from envbuild.errors import EnvbuildError, HashMismatch, InputError, PackError, UnsafeArchive
 from envbuild.models import Profile
 
 __all__ = [
@@ -101,10 +101,9 @@ def _site_packages(prefix: Path) -> list[Path]:
 
 
 def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
+    # Regular files only, opened non-blocking: a FIFO named like a config file never hangs a read.
+    data = _unpack_fixup.read_regular(str(path))
+    return data.decode("utf-8", "replace") if isinstance(data, bytes) else ""
 
 
 def _meta_field(text: str, key: str) -> str | None:
@@ -466,7 +465,13 @@ def _format_of(output: Path, fmt: str | None) -> str:
         return "tar.zst"
     if name.endswith(".zip"):
         return "zip"
+    if name.endswith((".squashfs", ".sqsh", ".sqfs")):
+        return "squashfs"
     return "tar.gz"
+
+
+def _pyvenv_home(prefix: Path) -> str | None:
+    return _meta_field(_read_text(prefix / "pyvenv.cfg").replace(" = ", ": "), "home")
 
 
 def _fixup_source() -> str:
@@ -572,6 +577,8 @@ def _pack(prefix: Path, output: Path, fmt: str | None, jobs: int | None, level: 
                             "files with an embedded prefix are not relocated): "
                             + ", ".join(state["uncached"]))
         manifest["fixup"]["shebangs"] = _shebang_scripts(prefix)
+        # The env's own files (conda-pack may read a package-cache copy; the user counts these).
+        manifest["content"] = _content([(str(prefix / f.target), f.target) for f in loaded.env.files])
         total = len(loaded.env.files)
         history = prefix / "conda-meta" / "history"
         stamp = history.lstat().st_mtime if history.exists() else None
@@ -581,7 +588,13 @@ def _pack(prefix: Path, output: Path, fmt: str | None, jobs: int | None, level: 
             count = _add_trailer(writer)
     else:
         files, links, text_files, binary = _venv_files(prefix)
-        manifest["fixup"].update({"python_links": links, "text_files": text_files})
+        manifest["fixup"].update({"python_links": links, "text_files": text_files,
+                                  "home": _pyvenv_home(prefix)})
+        if fmt == "squashfs":
+            # A mounted image is read-only: it must carry the links to the base interpreter itself
+            # (a tar leaves them to the fix-up, which cannot write into a mount).
+            files = sorted(files + [rel for rel in links if os.path.lexists(prefix / rel)])
+        manifest["content"] = _content([(str(prefix / rel), rel) for rel in files])
         if binary:
             warnings.append(f"{len(binary)} binary file(s) name the old prefix and cannot be relocated: "
                             + ", ".join(binary[:5]))
@@ -597,7 +610,42 @@ def _pack(prefix: Path, output: Path, fmt: str | None, jobs: int | None, level: 
         "members": count + 1, "size": output.stat().st_size,
         "jobs": jobs, "packages": len(manifest["packages"]), "torch": manifest["torch"],
         "python": manifest["python"], "lock": bool(manifest["lock"]), "warnings": warnings,
+        **_content_keys(manifest, fmt),
     }
+
+
+def _content(pairs: list[tuple[str, str]]) -> dict[str, int]:
+    """Files (regular + links), directories and bytes of what is packed: the inodes a tar unpacks to."""
+    nfiles = nbytes = 0
+    dirs: set[str] = set()
+    for source, target in pairs:
+        with suppress(OSError):
+            st = os.lstat(source)
+            if os.path.isdir(source) and not os.path.islink(source):
+                dirs.add(target)
+                continue
+            nfiles += 1
+            if not os.path.islink(source):
+                nbytes += st.st_size
+        parent = os.path.dirname(target)
+        while parent and parent not in dirs:
+            dirs.add(parent)
+            parent = os.path.dirname(parent)
+    return {"files": nfiles, "dirs": len(dirs), "bytes": nbytes}
+
+
+def _content_keys(manifest: dict[str, Any] | None, fmt: str | None) -> dict[str, Any]:
+    """env_files / env_dirs / env_bytes, and the inodes the env costs where it is used.
+
+    A tar or zip is unpacked (every file and directory becomes an inode on the target's
+    filesystem); a squashfs image is mounted and stays ONE file (``image_files``: 1).
+    """
+    content = (manifest or {}).get("content") or {}
+    files, dirs = content.get("files"), content.get("dirs")
+    squash = fmt == "squashfs"
+    inodes = 1 if squash else (files + dirs if files is not None and dirs is not None else None)
+    return {"env_files": files, "env_dirs": dirs, "env_bytes": content.get("bytes"),
+            "image_files": 1 if squash else None, "inodes_when_used": inodes}
 
 
 class _Counting:
@@ -718,39 +766,65 @@ def _check_archive(archive: Path) -> None:
                          hint="Give a file written by 'envbuild pack' or conda-pack.")
 
 
+def _checked_manifest(raw: bytes, archive: Path) -> dict[str, Any]:
+    """Decode, parse and validate the manifest member through the one schema layer (envbuild.models)."""
+    from envbuild.models import check_pack_manifest, decode_text, parse_json
+
+    where = f"{archive}!{MANIFEST}"
+    # A damaged manifest is the archive's fault: PackError (exit 5), as for the rest of the archive.
+    return check_pack_manifest(parse_json(decode_text(raw, path=where, error=PackError), path=where,
+                                          error=PackError),
+                               where, error=PackError)
+
+
 def read_manifest(archive: Path) -> dict[str, Any] | None:
     """The embedded envbuild-manifest.json (the first member), or None for a plain conda-pack archive."""
     _check_archive(archive)
+    if _is_squashfs(archive):
+        return _squashfs_manifest(archive)
     try:
         with _open_stream(archive) as arc:
             if isinstance(arc, zipfile.ZipFile):
-                try:
-                    data = arc.read(MANIFEST)
-                except KeyError:
+                # The same rule as extraction: the manifest is the first file, and there is one.
+                infos = [i for i in arc.infolist() if not i.is_dir()]
+                hits = [i for i in infos if _member(i.filename) == MANIFEST]
+                if len(hits) > 1:
+                    raise UnsafeArchive(f"the archive holds '{MANIFEST}' twice; the second would replace "
+                                        "the one that was read and checked.", path=str(archive),
+                                        hint="The archive is refused whole.")
+                if not hits or infos[0] is not hits[0]:
                     return None
-                return json.loads(data)  # type: ignore[no-any-return]
+                return _checked_manifest(arc.read(hits[0]), archive)
             for m in arc:
-                if m.name.lstrip("./") == MANIFEST:
+                if _member(m.name) == MANIFEST and m.isfile():
                     fh = arc.extractfile(m)
-                    return json.loads(fh.read()) if fh else None
+                    return _checked_manifest(fh.read(), archive) if fh else None
                 if m.isfile():
                     return None
-    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, json.JSONDecodeError) as exc:
+    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         raise PackError(f"cannot read the archive ({exc}).", path=str(archive),
                         hint="The file is truncated or not an env archive; pack it again.") from None
     return None
+
+
+def _member(name: str) -> str:
+    return "/".join(p for p in name.split("/") if p not in ("", "."))
 
 
 def inspect_archive(archive: Path) -> dict[str, Any]:
     """Packages and origin of an archive, streamed; never extracts to disk."""
     manifest = read_manifest(archive)
     if manifest is not None:
+        fmt = "squashfs" if _is_squashfs(archive) else manifest.get("format")
         return {"archive": str(archive), "size": archive.stat().st_size, "has_manifest": True,
                 "kind": manifest.get("kind"), "source": manifest.get("source"),
                 "python": manifest.get("python"), "torch": manifest.get("torch"),
                 "created": manifest.get("created"), "generated_by": manifest.get("generated_by"),
                 "lock": (manifest.get("lock") or {}).get("name") if manifest.get("lock") else None,
-                "packages": manifest.get("packages", [])}
+                "packages": manifest.get("packages", []), "format": fmt,
+                **_content_keys(manifest, fmt)}
+    if _is_squashfs(archive):
+        return _inspect_plain_squashfs(archive)
     pkgs: list[dict[str, Any]] = []
     prefix = None
     dists: dict[str, dict[str, str]] = {}
@@ -788,7 +862,61 @@ def inspect_archive(archive: Path) -> dict[str, Any]:
     return {"archive": str(archive), "size": archive.stat().st_size, "has_manifest": False,
             "kind": "conda" if pkgs else None, "source": {"prefix": prefix, "profile": None},
             "python": next((p["version"] for p in pkgs if p["name"] == "python"), None), "torch": None,
-            "created": None, "generated_by": None, "lock": None, "packages": pkgs}
+            "created": None, "generated_by": None, "lock": None, "packages": pkgs,
+            "format": _format_of(archive, None), **_content_keys(None, None)}
+
+
+def _is_squashfs(archive: Path) -> bool:
+    from envbuild.tools import squashfs
+
+    return squashfs.is_image(archive)
+
+
+def _squashfs_manifest(archive: Path) -> dict[str, Any] | None:
+    from envbuild.tools import squashfs
+
+    data = squashfs.cat(archive, MANIFEST)
+    if data is None:
+        return None
+    return _checked_manifest(data, archive)
+
+
+def _inspect_plain_squashfs(archive: Path) -> dict[str, Any]:
+    """A conda-pack squashfs without an envbuild manifest: its conda-meta records, read one by one."""
+    from envbuild.tools import squashfs
+
+    entries = squashfs.listing(archive)
+    pkgs: list[dict[str, Any]] = []
+    for e in entries:
+        if e.type == "-" and re.fullmatch(r"conda-meta/[^/]+\.json", e.path):
+            with suppress(json.JSONDecodeError):
+                rec = json.loads(squashfs.cat(archive, e.path) or b"{}")
+                pkgs.append({"name": rec.get("name"), "version": rec.get("version"),
+                             "build": rec.get("build"), "installer": "conda", "channel": rec.get("channel"),
+                             "cuda": _cuda_of(str(rec.get("version", "")), str(rec.get("build", "")))})
+    unpack_script = squashfs.cat(archive, "bin/conda-unpack") if any(
+        e.path == "bin/conda-unpack" for e in entries) else None
+    prefix = _old_prefix_from_unpack(unpack_script.decode("utf-8", "replace")) if unpack_script else None
+    files = sum(1 for e in entries if e.type != "d")
+    return {"archive": str(archive), "size": archive.stat().st_size, "has_manifest": False,
+            "kind": "conda" if pkgs else None, "source": {"prefix": prefix, "profile": None},
+            "python": next((p["version"] for p in pkgs if p["name"] == "python"), None), "torch": None,
+            "created": None, "generated_by": None, "lock": None, "packages": pkgs, "format": "squashfs",
+            **_content_keys({"content": {"files": files, "dirs": len(entries) - files, "bytes": None}},
+                            "squashfs")}
+
+
+def _extract_any(archive: Path, tmp: Path, manifest: dict[str, Any] | None) -> None:
+    """squashfs images through tools/squashfs.py (listing checked first); the rest via safe_extract."""
+    if _is_squashfs(archive):
+        from envbuild.tools import squashfs
+
+        links = ((manifest or {}).get("fixup") or {}).get("python_links") or {}
+        # Only bin/NAME may point outside (a venv's interpreter links): nothing is ever written
+        # through a link there, while a linked directory could steer the fix-up's writes out.
+        squashfs.extract(archive, tmp, allowed_links={k for k in links if re.fullmatch(r"bin/[^/]+", k)})
+        return
+    _extract(archive, tmp)
 
 
 def _tar_read(tf: tarfile.TarFile, m: tarfile.TarInfo) -> bytes:
@@ -808,42 +936,68 @@ def _old_prefix_from_unpack(script: str) -> str | None:
 
 
 def _verify(dest: Path, archive: Path) -> int:
-    sums = dest / CHECKSUMS
-    if not sums.is_file():
+    """Every file listed in envbuild-files.sha256 is there with its hash, and no file is unlisted."""
+    raw = _unpack_fixup.read_regular(str(dest / CHECKSUMS))
+    if not isinstance(raw, bytes):
         return 0
-    n = 0
-    for line in sums.read_text().splitlines():
+    listed: dict[str, str] = {}
+    for i, line in enumerate(raw.decode("utf-8", "replace").splitlines(), 1):
         want, _, rel = line.partition("  ")
-        path = dest / rel
-        if not rel or not path.is_file() or path.is_symlink():
+        if not rel:
             continue
+        if rel.startswith("/") or ".." in rel.split("/") or not re.fullmatch(r"[0-9a-f]{64}", want):
+            raise PackError(f"line {i} of {CHECKSUMS} is not 'SHA256  RELATIVE-PATH' inside the env: "
+                            f"{line[:200]!r}.", path=str(archive), field=CHECKSUMS,
+                            hint="The archive was altered; pack it again.")
+        listed[_member(rel)] = want
+    n = 0
+    for rel, want in listed.items():
+        path = dest / rel
+        if path.is_symlink() or not path.is_file():
+            raise PackError(f"'{rel}' is listed in {CHECKSUMS} but is not a file in the archive.",
+                            path=str(archive), field=CHECKSUMS,
+                            hint="The archive is truncated or was altered; pack it again.")
         got = sha256_file(path)
         if got != want:
             raise HashMismatch(f"{archive}!{rel}", want, got)
         n += 1
+    for root, _dirs, names in os.walk(dest):
+        for name in names:
+            path = Path(root) / name
+            rel = path.relative_to(dest).as_posix()
+            if rel != CHECKSUMS and rel not in listed and not path.is_symlink():
+                raise PackError(f"'{rel}' is in the archive but not in {CHECKSUMS}: it was added after "
+                                "packing.", path=str(archive), field=CHECKSUMS,
+                                hint="The archive was altered; pack it again.")
     return n
 
 
-def _python_of(dest: Path) -> str:
-    for cand in (dest / "bin" / "python", dest / "bin" / "python3"):
-        if cand.exists():
-            with suppress(OSError, subprocess.SubprocessError):
-                if subprocess.run([cand, "-c", "pass"], capture_output=True, timeout=60).returncode == 0:
-                    return str(cand)
-    return sys.executable
+def _resolver(dest: Path, archive: Path) -> Callable[[str, str], str]:
+    return lambda field, rel: str(resolve_inside(dest, rel, field, str(archive)))
 
 
-def _conda_unpack(dest: Path) -> dict[str, Any]:
-    script = dest / "bin" / "conda-unpack"
-    if not script.is_file():
-        return {"conda_unpack": False}
-    py = _python_of(dest)
-    proc = subprocess.run([py, str(script)], capture_output=True, text=True, cwd=dest, check=False)
-    if proc.returncode != 0:
-        raise PackError(f"conda-unpack failed with exit code {proc.returncode}: "
-                        f"{(proc.stderr or proc.stdout).strip()[-2000:]}", path=str(dest),
-                        hint="The archive may be damaged; pack it again on the source machine.")
-    return {"conda_unpack": True, "python": py}
+def _fixup_error(archive: Path, exc: _unpack_fixup.FixupError) -> PackError:
+    return PackError(f"the archive's {exc.field} holds {exc.value!r}: {exc.why}.", path=str(archive),
+                     field=exc.field,
+                     hint="The archive was not written by 'envbuild pack' or was altered; nothing outside "
+                          "the destination was changed. Pack it again on the source machine.")
+
+
+def _conda_unpack(dest: Path, archive: Path) -> dict[str, Any]:
+    """conda-unpack's work, done here from its records: the archive's script is never run."""
+    raw = _unpack_fixup.read_regular(str(dest / "bin" / "conda-unpack"))
+    if not isinstance(raw, bytes):
+        return {"conda_unpack": False, "python": None}
+    try:
+        records = _unpack_fixup.conda_records(raw.decode("utf-8", "replace"))
+        done = _unpack_fixup.conda_fixup(str(dest), records, _resolver(dest, archive))
+    except _unpack_fixup.FixupError as exc:
+        raise _fixup_error(archive, exc) from None
+    except (SyntaxError, ValueError, RecursionError) as exc:
+        raise PackError(f"bin/conda-unpack cannot be read as conda-pack's script ({exc}).",
+                        path=str(archive), field="bin/conda-unpack",
+                        hint="The archive may be damaged; pack it again on the source machine.") from None
+    return {"conda_unpack": True, "python": None, "prefix_records": done["prefix_records"]}
 
 
 def this_machine() -> Profile:
@@ -962,9 +1116,34 @@ def link_findings(dest: Path, manifest: dict[str, Any] | None) -> list[Finding]:
     """A venv's links to its base interpreter (outside the env) must resolve on the target."""
     links = ((manifest or {}).get("fixup") or {}).get("python_links") or {}
     broken = sorted(f"{rel} -> {target}" for rel, target in links.items() if not (dest / rel).exists())
+    home = _meta_field(_read_text(dest / "pyvenv.cfg").replace(" = ", ": "), "home")
+    return _interpreter_finding(manifest, broken, home)
+
+
+def base_interpreter_findings(manifest: dict[str, Any] | None) -> list[Finding]:
+    """Before extraction: the venv's recorded base interpreter must exist on this machine.
+
+    Unpack recreates ``python_links`` as symlinks to these absolute paths and runs them here,
+    so their existence HERE (where unpack runs, whatever ``--target`` says) is what decides.
+    """
+    fx = (manifest or {}).get("fixup") or {}
+    if (manifest or {}).get("kind") != "venv":
+        return []
+    links = fx.get("python_links") or {}
+    broken = sorted(f"{rel} -> {t}" for rel, t in links.items()
+                    if t.startswith("/") and not os.path.exists(t))
+    home = fx.get("home") or next((os.path.dirname(t) for rel, t in sorted(links.items())
+                                   if t.startswith("/") and Path(rel).name.startswith("python")), None)
+    if not links and home and not os.path.isdir(home):
+        broken = [f"pyvenv.cfg home = {home}"]
+    return _interpreter_finding(manifest, broken, home)
+
+
+def _interpreter_finding(manifest: dict[str, Any] | None, broken: list[str],
+                         home: str | None) -> list[Finding]:
     if not broken:
         return []
-    home = _meta_field(_read_text(dest / "pyvenv.cfg").replace(" = ", ": "), "home") or "?"
+    home = home or "?"
     version = (manifest or {}).get("python") or "the same version"
     return [_finding(
         "interpreter", "error",
@@ -1021,14 +1200,28 @@ def manifest_findings(manifest: dict[str, Any] | None, profile: Profile) -> list
     return out + torch_findings(manifest.get("torch"), profile)
 
 
+# What --check-only cannot know before the archive is extracted (it says so in its report).
+NOT_CHECKED_BEFORE_EXTRACTION = (
+    "the sha256 of every member (envbuild-files.sha256 is the archive's last member)",
+    "that every member, link and hardlink stays inside DEST and that the manifest member is the only one "
+    "(checked while extracting)",
+    "files that still name the old prefix after the fix-up (shebangs, configs, binaries)",
+    "envbuild doctor on the unpacked env: GPU compute capability against the archs in its .so files, "
+    "missing shared libraries, that the env's interpreter starts",
+)
+
+
 def unpack(archive: Path, dest: Path, *, target: Profile | None = None,
            check_only: bool = False, show_progress: bool = False) -> dict[str, Any]:
     """Extract ``archive`` to ``dest``, fix prefixes, check the env against ``target`` (this machine).
 
-    With ``check_only`` nothing is extracted: only what the manifest tells is checked.
+    With ``check_only`` nothing is extracted: every check that needs only the manifest and the
+    target runs (platform, glibc, driver, a venv's base interpreter, the fix-up lists), and the
+    report's ``unchecked`` names the rest.
 
     Raises:
         UnsafeArchive: a member or link escapes DEST (nothing is written).
+        PackError: a fix-up path of the manifest is not inside DEST (nothing is written).
         HashMismatch: a member differs from envbuild-files.sha256 (DEST is removed).
     """
     archive = Path(archive).resolve()
@@ -1038,10 +1231,24 @@ def unpack(archive: Path, dest: Path, *, target: Profile | None = None,
         raise InputError("the destination exists and is not empty.", path=str(dest),
                          hint="Unpack into a new directory (conda-unpack bakes the path into the env).")
     manifest = read_manifest(archive)
+    if manifest is not None:
+        try:
+            _unpack_fixup.validate(manifest)
+        except _unpack_fixup.FixupError as exc:
+            raise _fixup_error(archive, exc) from None
     profile = target or this_machine()
-    pre = manifest_findings(manifest, profile)
+    pre = manifest_findings(manifest, profile) + base_interpreter_findings(manifest)
     if check_only:
-        return _report(archive, dest, manifest, profile, {}, pre, False, checked="manifest")
+        unchecked = list(NOT_CHECKED_BEFORE_EXTRACTION)
+        if manifest is None:
+            unchecked.insert(0, "everything the manifest tells: the archive has none (a plain conda-pack "
+                                "archive)")
+        if (manifest or {}).get("kind", "conda") == "conda":
+            unchecked.append("whether DEST is short enough for the prefix placeholders compiled into "
+                             "binaries (they are in bin/conda-unpack, read after extraction)")
+        unchecked.append("free space at DEST (the manifest records no unpacked size)")
+        return _report(archive, dest, manifest, profile, {}, pre, False, checked="manifest",
+                       unchecked=unchecked)
     with _steps(show_progress, 4) as step:
         return _unpack(archive, dest, manifest, profile, pre, step)
 
@@ -1073,7 +1280,13 @@ def _unpack(archive: Path, dest: Path, manifest: dict[str, Any] | None, profile:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.unpack-{os.getpid()}"
     try:
-        safe_extract(archive, tmp)
+        # One manifest member, and it is the first file: the one read above (and by --check-only).
+        _extract_any(archive, tmp, manifest)
+        on_disk = _unpack_fixup.read_regular(str(tmp / MANIFEST))
+        if (manifest is None) != (on_disk is None) or (
+                isinstance(on_disk, bytes) and _checked_manifest(on_disk, archive) != manifest):
+            raise UnsafeArchive(f"the extracted {MANIFEST} is not the one read from the archive.",
+                                path=str(archive), hint="The archive is refused whole.")
         step("verifying sha256")
         verified = _verify(tmp, archive)
     except BaseException:
@@ -1082,22 +1295,29 @@ def _unpack(archive: Path, dest: Path, manifest: dict[str, Any] | None, profile:
     _place(tmp, dest)
     kind = (manifest or {}).get("kind") or ("conda" if (dest / "conda-meta").is_dir() else "venv")
     step("fixing prefixes")
+    # Nothing from the archive runs: the fix-up is envbuild's own code, here, on verified files.
     try:
         fix: dict[str, Any] = {"verified_files": verified}
         if kind == "conda":
-            fix.update(_conda_unpack(dest))
+            fix.update(_conda_unpack(dest, archive))
         if manifest is not None:
-            from envbuild import _unpack_fixup
-
-            fix.update(_unpack_fixup.fixup(str(dest)))
+            try:
+                fix.update(_unpack_fixup.fixup(str(dest), manifest, _resolver(dest, archive)))
+            except _unpack_fixup.FixupError as exc:
+                raise _fixup_error(archive, exc) from None
+    except OSError as exc:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise PackError(f"the prefix fix-up failed ({exc}); the unpacked env was removed.", path=str(dest),
+                        hint="Check free space and permissions of the destination, then unpack again."
+                        ) from None
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
         raise
     old = ((manifest or {}).get("fixup") or {}).get("old_prefix")
-    if old is None and (dest / "bin" / "conda-unpack").is_file():
-        old = _old_prefix_from_unpack((dest / "bin" / "conda-unpack").read_text(errors="replace"))
+    if old is None and (script := _read_text(dest / "bin" / "conda-unpack")):
+        old = _old_prefix_from_unpack(script)
     step("checking the env")
-    findings = [f for f in pre if f["family"] != "driver"]
+    findings = [f for f in pre if f["family"] not in ("driver", "interpreter")]
     findings += prefix_findings(dest, old) + link_findings(dest, manifest)
     doc, delegated = ([], False) if any(f["family"] == "interpreter" for f in findings) else \
         _doctor_findings(dest, profile)
@@ -1109,9 +1329,20 @@ def _unpack(archive: Path, dest: Path, manifest: dict[str, Any] | None, profile:
                    old=old)
 
 
+def _extract(archive: Path, tmp: Path) -> None:
+    import zlib
+
+    try:
+        safe_extract(archive, tmp, unique=(MANIFEST, CHECKSUMS), first=MANIFEST)
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError) as exc:
+        raise PackError(f"cannot extract the archive ({exc}).", path=str(archive),
+                        hint="The file is truncated or damaged, or the destination's disk is full; check "
+                             "both and unpack again.") from None
+
+
 def _report(archive: Path, dest: Path, manifest: dict[str, Any] | None, profile: Profile,
             fix: dict[str, Any], findings: list[Finding], delegated: bool, *, checked: str,
-            old: str | None = None) -> dict[str, Any]:
+            old: str | None = None, unchecked: list[str] | None = None) -> dict[str, Any]:
     errors = [f for f in findings if f["severity"] == "error"]
     src = (manifest or {}).get("source") or {}
     return {
@@ -1119,34 +1350,61 @@ def _report(archive: Path, dest: Path, manifest: dict[str, Any] | None, profile:
         "kind": (manifest or {}).get("kind") or ("conda" if (dest / "conda-meta").is_dir() else "venv"),
         "source": src.get("prefix") or old, "source_host": (src.get("profile") or {}).get("hostname"),
         "target": profile.to_dict(), "fixup": fix, "doctor": delegated, "findings": findings,
+        "unchecked": list(unchecked or []),
     }
 
 
 # --- Slurm -------------------------------------------------------------------------------------
 
 
-def render_slurm(archive: Path, dest: str | None = None) -> str:
-    """A bash script that sbcasts ``archive`` to every node of the allocation and unpacks it there."""
+def render_slurm(archive: Path, dest: str | None = None, *, archive_path: str | None = None,
+                 mount: bool = False) -> str:
+    """A bash script that sbcasts ``archive`` to every node of the allocation and unpacks it there.
+
+    ``archive`` is read here (sha256, manifest); ``archive_path`` is where the archive is ON THE
+    CLUSTER: absolute, or relative to the script's directory (default: the archive's file name,
+    i.e. copied next to the script). ``mount``: squashfuse-mount a squashfs image on each node
+    instead of extracting it.
+    """
     from envbuild.render import template_environment
 
     archive = Path(os.path.abspath(archive))
+    _check_archive(archive)
     manifest = read_manifest(archive)
     kind = (manifest or {}).get("kind") or "conda"
     name = archive.name
-    fmt = "zip" if name.endswith(".zip") else "tar.zst" if name.endswith((".zst", ".tzst")) else "tar.gz"
-    stem = re.sub(r"[^A-Za-z0-9._-]", "_", re.sub(r"(\.tar\.gz|\.tgz|\.tar\.zst|\.tzst|\.zip)$", "", name))
+    squash = _is_squashfs(archive)
+    fmt = "squashfs" if squash else "zip" if name.endswith(".zip") \
+        else "tar.zst" if name.endswith((".zst", ".tzst")) else "tar.gz"
+    if mount and not squash:
+        raise InputError("--squashfs mounts a squashfs image, but this archive is a " + fmt + ".",
+                         path=str(archive), field="--squashfs",
+                         hint="Pack with 'envbuild pack --format squashfs', or drop --squashfs to unpack it.")
+    if dest is not None and not dest.startswith("/"):
+        raise InputError(f"the node-local destination must be an absolute path, not '{dest}'.",
+                         field="--dest", hint="e.g. --dest /tmp/envs/NAME (the same path on every node).")
+    where = archive_path if archive_path else name
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_",
+                  re.sub(r"(\.tar\.gz|\.tgz|\.tar\.zst|\.tzst|\.zip|\.squashfs|\.sqsh|\.sqfs)$", "", name))
     env = template_environment(trim=False)
     return env.get_template("slurm-unpack.sh.j2").render(
-        version=__version__, archive=str(archive), sha256=sha256_file(archive), fmt=fmt, kind=kind,
-        dest=dest, stem=stem, has_fixup=manifest is not None,
+        version=__version__, archive=where, archive_abs=where.startswith("/"), name=name,
+        sha256=sha256_file(archive), fmt=fmt, kind=kind, dest=dest, stem=stem,
+        has_fixup=manifest is not None, mount=mount,
     )
 
 
-def write_slurm(archive: Path, output: Path, dest: str | None = None) -> Path:
-    """Render the Slurm unpack script for ``archive`` into ``output`` (mode 755)."""
+def write_slurm(archive: Path, output: Path | None, dest: str | None = None, *,
+                archive_path: str | None = None, mount: bool = False) -> Path | None:
+    """Render the Slurm script for ``archive`` into ``output`` (mode 755); ``None`` or ``-``: stdout."""
     from envbuild._fs import atomic_write
 
-    return atomic_write(output, render_slurm(archive, dest), mode=0o755)
+    text = render_slurm(archive, dest, archive_path=archive_path, mount=mount)
+    if output is None or str(output) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return None
+    return atomic_write(output, text, mode=0o755)
 
 
 # --- presentation ------------------------------------------------------------------------------
@@ -1158,7 +1416,7 @@ def _size(n: int) -> str:
 
 def present_pack(result: dict[str, Any], as_json: bool) -> None:
     """Print a pack summary (or JSON)."""
-    from envbuild.output import console, err_console, print_json
+    from envbuild.output import console, err_console, print_json, styled
 
     if as_json:
         print_json(result)
@@ -1169,15 +1427,29 @@ def present_pack(result: dict[str, Any], as_json: bool) -> None:
                   f"({result['format']}, {_size(result['size'])}, {result['members']} members, "
                   f"{result['packages']} packages{extra}) in {result['seconds']} s with {result['jobs']} "
                   "thread(s)", highlight=False)
+    if (line := _inode_line(result)) is not None:
+        console.print(line, highlight=False)
     for w in result.get("warnings", []):
-        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+        err_console.print(styled("warning:", "yellow", w), highlight=False)
     if result.get("slurm_script"):
         console.print(f"Slurm unpack script: {result['slurm_script']}", highlight=False)
 
 
+def _inode_line(info: dict[str, Any]) -> str | None:
+    """'env: N files, D dirs, B; squashfs image: 1 file when mounted' - the inode saving at a glance."""
+    files, dirs, nbytes = info.get("env_files"), info.get("env_dirs"), info.get("env_bytes")
+    if files is None:
+        return None
+    what = f"env: {files:,} files in {dirs or 0:,} directories" + (f", {_size(nbytes)}" if nbytes else "")
+    if info.get("image_files") == 1:
+        return (f"{what}; as a squashfs image it is 1 file of {_size(info['size'])} (mounted with "
+                f"squashfuse: 1 inode on the shared filesystem instead of {files + (dirs or 0):,})")
+    return f"{what}; unpacking creates {info.get('inodes_when_used') or files:,} inodes on the target"
+
+
 def present_unpack(report: dict[str, Any], as_json: bool) -> None:
     """Print the findings table of an unpack (or JSON)."""
-    from envbuild.output import console, print_json, table
+    from envbuild.output import console, print_json, styled, table
 
     if as_json:
         print_json(report)
@@ -1195,11 +1467,15 @@ def present_unpack(report: dict[str, Any], as_json: bool) -> None:
     if rows:
         console.print(table("What will break here", ["severity", "check", "cause", "fix", "evidence"], rows))
     if report["ok"] and rows:
-        console.print("[green]ok:[/] no errors; read the warnings above before running jobs.")
+        console.print(styled("ok:", "green", "no errors; read the warnings above before running jobs."))
     elif report["ok"]:
-        console.print("[green]ok:[/] nothing found that will break on this target.")
+        console.print(styled("ok:", "green", "nothing found that will break on this target."))
     else:
-        console.print("[bold red]will not work here:[/] fix the errors above before running jobs.")
+        console.print(styled("will not work here:", "bold red", "fix the errors above before running jobs."))
+    if report.get("unchecked"):
+        console.print("not checked before extraction (the real unpack checks them):", highlight=False)
+        for item in report["unchecked"]:
+            console.print(f"  - {item}", highlight=False, markup=False)
 
 
 def present_inspect(info: dict[str, Any], as_json: bool) -> None:
@@ -1216,6 +1492,8 @@ def present_inspect(info: dict[str, Any], as_json: bool) -> None:
                   f"(driver {prof.get('driver_version') or '-'}), created {info.get('created') or '?'}"
                   + ("" if info["has_manifest"] else "; no envbuild manifest (plain conda-pack archive)"),
                   highlight=False)
+    if (line := _inode_line(info)) is not None:
+        console.print(line, highlight=False)
     rows = [(p["name"], p["version"], p.get("build"), p.get("installer"), p.get("cuda"))
             for p in info["packages"]]
     console.print(table("Packages", ["name", "version", "build", "installer", "cuda"], rows))

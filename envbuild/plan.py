@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from envbuild._fs import atomic_write
+from envbuild._fs import atomic_write, check_output_dir, claim_output_dir, path_component
 from envbuild.models import Profile, Resolution
 from envbuild.spec import Spec
 
@@ -133,9 +133,13 @@ def plan(
     seconds: dict[str, float] = {}
     out = Path(out_dir)
     lock_dir = out / "lock"
+    # Refused before any work: a foreign --out, or a name that is not one path component.
+    path_component(spec.name, field="name", path=spec.path)
+    check_output_dir(out, field="--out")
     with _timed(seconds, "resolve", say):
         res = lock_stage.resolve_for_lock(spec, target, spec.indexes, prefer_pypi=prefer_pypi,
                                           native_driver_only=native_driver_only)
+    claim_output_dir(out, field="--out")
     with _timed(seconds, "lock", say):
         lock_stage.lock(spec, target, out_dir=lock_dir, engine=engine, resolution=res,
                         command=_command(spec, target, out, offline))
@@ -150,6 +154,10 @@ def plan(
         cache = out / "offline_cache"
         with _timed(seconds, "fetch", say):
             fetched = fetch_stage.fetch(lock_dir, cache, jobs=jobs, show_progress=show_progress).to_dict()
+            # The scripts beside the cache read the lock copy beside them: it needs fetch's record too.
+            built = lock_dir / fetch_stage.BUILT_FILE
+            if built.is_file():
+                atomic_write(out / fetch_stage.BUILT_FILE, built.read_bytes())
         with _timed(seconds, "bundle", say):
             bundle_path = out / (f"{spec.name}-offline" + (".tar" if bundle_format == "tar" else ""))
             bundle_stage.bundle(lock_dir, cache, bundle_path, fmt=bundle_format)
@@ -187,7 +195,7 @@ def _command(spec: Spec, target: Profile, out: Path, offline: bool) -> str:
 
 def present_plan(result: PlanResult, as_json: bool) -> None:
     """The final summary: chosen set with reasons, files written, what to run on the target."""
-    from envbuild.output import console, print_json, table
+    from envbuild.output import console, print_json, styled, table
 
     if as_json:
         print_json(result.to_dict())
@@ -198,7 +206,7 @@ def present_plan(result: PlanResult, as_json: bool) -> None:
     title = f"{result.name}: Python {res.python}, " + (f"CUDA {res.cuda}" if res.cuda else "CPU only")
     console.print(table(title, ["package", "version", "why"], rows))
     for w in res.warnings:
-        console.print(f"[yellow]warning:[/] {w}", highlight=False)
+        console.print(styled("warning:", "yellow", w), highlight=False)
     files = [("lock", str(result.lock_dir)), ("scripts", f"{result.out_dir}/ ({', '.join(result.scripts)})")]
     if result.cache:
         f = result.fetch
@@ -207,8 +215,8 @@ def present_plan(result: PlanResult, as_json: bool) -> None:
     if result.bundle:
         files.append(("bundle", str(result.bundle)))
     console.print(table("written", ["what", "where"], files))
-    console.print("[bold]on the target:[/]", highlight=False)
+    console.print(styled("on the target:", "bold"), highlight=False)
     for i, s in enumerate(result.next_steps(), 1):
         console.print(f"  {i}. {s}", highlight=False)
     timing = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
-    console.print(f"[dim]{timing}[/]", highlight=False)
+    console.print(styled(timing, "dim"), highlight=False)

@@ -15,6 +15,7 @@ packages for the target profile with ``envbuild.resolve.resolve``, and writes:
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 from collections.abc import Mapping, Sequence
@@ -26,7 +27,8 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from envbuild import __version__
-from envbuild._fs import atomic_dir
+from envbuild._fs import check_output_dir, output_dir, path_component
+from envbuild.doctor import known
 from envbuild.errors import ConflictError, InputError
 from envbuild.models import Profile, Resolution
 
@@ -71,7 +73,10 @@ class CurrentEnv:
     requirements: list[str] = field(default_factory=list)
     manager: str = "venv"
     name: str = "env"
-    compiled: set[str] = field(default_factory=set)  # dists shipping .so files (rebuilt with torch/CUDA)
+    # dists whose compiled files link torch or CUDA (ELF NEEDED / torch C++ symbols): rebuilt when torch
+    # or CUDA changes; name -> the evidence ("_ext.so links libc10.so")
+    compiled: set[str] = field(default_factory=set)
+    links: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -164,7 +169,7 @@ def current_from_prefix(prefix: Path) -> CurrentEnv:
     A dist counts as source-built when pip recorded a local directory, a VCS URL or an sdist
     for it (direct_url.json) or when it is editable, and it ships compiled code.
     """
-    from envbuild.doctor import env_info
+    from envbuild.doctor import dist_extensions, env_info, torch_cuda_links
 
     info = env_info(prefix)
     packages = {_name(d["name"]): str(d["version"]) for d in info.get("dists") or []}
@@ -172,6 +177,7 @@ def current_from_prefix(prefix: Path) -> CurrentEnv:
     if torch.get("version"):
         packages["torch"] = str(torch["version"])
     builds: dict[str, dict[str, Any]] = {}
+    links: dict[str, str] = {}
     for d in info.get("dists") or []:
         direct = d.get("direct_url") or {}
         from_source = (
@@ -181,14 +187,27 @@ def current_from_prefix(prefix: Path) -> CurrentEnv:
         )
         if (d.get("editable") or from_source) and (d.get("editable") or d.get("has_so")):
             url = str(direct.get("url") or "")
+            src_dir = url[len("file://") :] if url.startswith("file://") else None
             builds[_name(d["name"])] = {
                 "version": d["version"],
-                "dir": url[len("file://") :] if url.startswith("file://") else None,
+                "dir": src_dir,
                 "editable": bool(d.get("editable")),
             }
-    compiled = {_name(d["name"]) for d in info.get("dists") or [] if d.get("has_so")}
+            if src_dir and d.get("editable"):
+                # an editable install's ops live in its source tree, not in site-packages
+                why = torch_cuda_links(_tree_objects(Path(src_dir)))
+                if why:
+                    links[_name(d["name"])] = why
+    # merely shipping compiled code (numpy) is no dependency on torch: the ELF files must link it or CUDA
+    for name, paths in dist_extensions(info).items():
+        if _name(name) in _TORCH_FAMILY:
+            continue
+        why = torch_cuda_links(paths)
+        if why:
+            links[_name(name)] = why
     return CurrentEnv(
-        compiled=compiled,
+        compiled=set(links),
+        links=links,
         source=str(prefix),
         kind="prefix",
         python=".".join(str(info.get("python", "")).split(".")[:2]) or None,
@@ -198,6 +217,17 @@ def current_from_prefix(prefix: Path) -> CurrentEnv:
         manager="conda" if info.get("conda") else "venv",
         name=Path(prefix).name,
     )
+
+
+def _tree_objects(root: Path, limit: int = 2000) -> list[str]:
+    """The shared objects of a source tree (not .git, not build/), at most ``limit``."""
+    out: list[str] = []
+    for dirpath, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in (".git", "build", "__pycache__")]
+        out += [os.path.join(dirpath, f) for f in files if f.endswith(".so")]
+        if len(out) >= limit:
+            break
+    return out[:limit]
 
 
 def current_from_lock(lock_dir: Path) -> CurrentEnv:
@@ -296,8 +326,10 @@ def _wheel_steps(
     torch_changed = False
     new_torch = res.packages.get("torch")
     old_torch = current.packages.get("torch")
-    torch_moves = new_torch is not None and old_torch is not None and not _same_build(
-        "torch", old_torch, new_torch, current, res
+    torch_moves = (
+        new_torch is not None
+        and old_torch is not None
+        and not _same_build("torch", old_torch, new_torch, current, res)
     )
     for name, pin in sorted(res.packages.items()):
         n = _name(name)
@@ -328,16 +360,25 @@ def _wheel_steps(
         if renamed:
             why = f"CuPy for CUDA {cuda} (the runtime torch will use) replaces {old}"
         elif rebuilt_for_torch:
+            evidence = f" ({current.links[n]})" if n in current.links else ""
             why = (
-                f"{n} {old} holds ops compiled for torch {current.packages.get('torch')}; the same version "
-                f"built for torch {res.packages.get('torch')} comes from the target's index/find-links"
+                f"{n} {old} holds ops compiled for torch {current.packages.get('torch')}{evidence}; the "
+                f"same version built for torch {res.packages.get('torch')} comes from the target's "
+                "index/find-links"
             )
         elif n in _TORCH_FAMILY:
             torch_changed = True
-            why = (
-                f"{n} {old} is built for CUDA {current.torch_cuda or _cuda_of(old)}; the target's driver "
-                f"{target.driver_version} (CUDA {target.driver_cuda_version}) needs the CUDA {cuda} build"
+            was = current.torch_cuda or _cuda_of(old)
+            built = (
+                f"is built for CUDA {was}" if was else "is a CPU build" if "+cpu" in str(old) else "is built"
             )
+            driver = (
+                f"the target's driver {known(target.driver_version, '')} (CUDA "
+                f"{known(target.driver_cuda_version)}) needs"
+                if target.driver_version or target.driver_cuda_version
+                else "the target needs"
+            )
+            why = f"{n} {old} {built}; {driver} the {f'CUDA {cuda}' if cuda else 'CPU'} build"
         else:
             why = f"{n} {old} -> {pin}: the build for the target's torch/CUDA"
         steps.append(
@@ -397,7 +438,13 @@ def _build_steps(
         cc_env = {"CC": f"gcc-{gcc_max}", "CXX": f"g++-{gcc_max}"}
     for n, b in sorted(builds.items()):
         cur = current.source_builds.get(n) or {}
-        if not (torch_changed or n not in current.source_builds or _base(cur.get("version")) != b["version"]):
+        # torch moving rebuilds ops that link it (ELF evidence); a lock has no files, so all its builds
+        depends = current.kind == "lock" or n in current.links
+        if not (
+            (torch_changed and depends)
+            or n not in current.source_builds
+            or _base(cur.get("version")) != b["version"]
+        ):
             continue
         env = {"FORCE_CUDA": "1", **{k: str(v) for k, v in b["env"].items()}}
         if arch:
@@ -427,11 +474,18 @@ def _build_steps(
                 n,
                 f"{n}=={b['version']}",
             )
+        other = _mm(_first_toolkit(target))
+        evidence = f" ({current.links[n]})" if n in current.links else ""
         why = (
-            f"{n}'s compiled ops link torch and the CUDA runtime: compile them against torch "
-            f"{res.packages.get('torch')} with nvcc {cuda} (an nvcc {_mm(_first_toolkit(target))} build "
-            f"would need libcudart.so.{_mm(_first_toolkit(target))} at run time) for "
-            f"TORCH_CUDA_ARCH_LIST={arch}"
+            f"{n}'s compiled ops link torch{evidence}: compile them against torch "
+            f"{known(res.packages.get('torch'), 'the new torch')}"
+            + (f" with nvcc {cuda}" if cuda else " (CPU build)")
+            + (
+                f" (an nvcc {other} build would need libcudart.so.{other} at run time)"
+                if cuda and other and other != cuda
+                else ""
+            )
+            + (f" for TORCH_CUDA_ARCH_LIST={arch}" if arch and cuda else "")
         )
         steps.append(Step("build", why, n, cur.get("version"), b["version"], cmd, env))
         if src and cur.get("editable"):
@@ -469,13 +523,17 @@ def plan_rebuild(current: CurrentEnv, res: Resolution, target: Profile) -> Rebui
     )
     steps += builds
     if not steps:
+        torch_pin = res.packages.get("torch") or current.packages.get("torch")
         notes.append(
-            f"Nothing must change: the installed builds already fit the target (torch "
-            f"{res.packages.get('torch') or current.packages.get('torch')}, CUDA {cuda})."
+            "Nothing must change: the installed builds already fit the target ("
+            + ", ".join(
+                x for x in (f"torch {torch_pin}" if torch_pin else "", f"CUDA {cuda}" if cuda else "CPU") if x
+            )
+            + ")."
         )
     if not toolkit and any(s.kind == "build" for s in steps):
         notes.append(
-            f"The target has no CUDA {cuda} toolkit (it has: "
+            f"The target has no CUDA {known(cuda)} toolkit (it has: "
             f"{', '.join(t.version + ' at ' + str(t.path) for t in target.cuda_toolkits) or 'none'}); "
             f"rebuild.sh expects one at {cuda_home} (override with CUDA_HOME=...): the NVIDIA "
             f"runfile installs it without a driver ('--toolkit --silent --toolkitpath={cuda_home}')."
@@ -522,8 +580,12 @@ def _first_toolkit(target: Profile) -> str | None:
 # --- rendering -----------------------------------------------------------------------------------
 
 
-def render_script(plan: RebuildPlan) -> str:
-    """rebuild.sh for ``plan`` (every value shell-quoted; each step echoes its reason)."""
+def render_script(plan: RebuildPlan, hashes: Mapping[str, Sequence[str]] | None = None) -> str:
+    """rebuild.sh for ``plan`` (every value shell-quoted; each step echoes its reason).
+
+    ``hashes``: package -> the sha256 values the new lock lists for its wheels; rebuild.sh checks the
+    staged wheel against them before it changes anything.
+    """
     from envbuild.render import template_environment
 
     env = template_environment(trim=False)
@@ -536,6 +598,8 @@ def render_script(plan: RebuildPlan) -> str:
         steps=plan.steps,
         builds=builds,
         torch_pin=plan.resolution.packages.get("torch"),
+        hashes={k: list(v) for k, v in (hashes or {}).items()},
+        toolchain=toolchain_line(plan),
         editable_dirs=[(s.package, s.command[-1]) for s in builds if "-e" in s.command],
     )
 
@@ -581,6 +645,8 @@ def rebuild(
             field="--prefix/LOCK_DIR",
             hint="Pass --prefix ENV for an installed env, or lockfiles/NAME for a lock.",
         )
+    if out_dir is not None:
+        check_output_dir(out_dir)  # refused before any work, not after the resolve
     reqs = requirements_for(current)
     if not reqs:
         raise InputError(
@@ -592,21 +658,36 @@ def rebuild(
     out = (
         Path(out_dir)
         if out_dir is not None
-        else Path("rebuild") / f"{current.name}-{target.hostname or 'target'}"
+        # The default name is made from the env's name and the target's hostname: both foreign text.
+        else Path("rebuild") / path_component(
+            re.sub(r"[^A-Za-z0-9._-]+", "-", f"{current.name}-{target.hostname or 'target'}").strip("-._")
+            or "rebuild", field="--output", path=str(source))
     )
     script = render_script(plan)
     plan.out_dir, plan.files = str(out), ["plan.json", "rebuild.sh", "resolution.json"]
-    with atomic_dir(out) as tmp:
+    with output_dir(out) as tmp:
         # the lock first: when it fails (an index down) nothing of the rebuild dir appears
         if lock:
             _write_lock(current, reqs, target, res, tmp / "lock", indexes)
             plan.lock_dir = str(out / "lock")
             plan.files.append("lock/")
+            script = render_script(plan, _lock_hashes(tmp / "lock"))
         (tmp / "rebuild.sh").write_text(script)
         (tmp / "rebuild.sh").chmod(0o755)
         (tmp / "resolution.json").write_text(json.dumps(res.to_dict(), indent=2, sort_keys=True) + "\n")
         (tmp / "plan.json").write_text(json.dumps(plan.to_dict(), indent=2, sort_keys=True) + "\n")
     return plan
+
+
+def _lock_hashes(lock_dir: Path) -> dict[str, list[str]]:
+    """Package -> sha256 of every wheel the lock lists for it (rebuild.sh accepts any of them)."""
+    from envbuild.lockfile import load_lock
+
+    out: dict[str, list[str]] = {}
+    for a in load_lock(lock_dir).artifacts:
+        if a.kind == "wheel" and a.sha256:
+            out.setdefault(_name(a.name), []).append(a.sha256)
+    return out
 
 
 def _write_lock(
@@ -634,6 +715,24 @@ def _write_lock(
     return out
 
 
+def toolchain_line(plan: RebuildPlan) -> str:
+    """What the rebuild runs with, naming only the facts that are known (a CPU target has no CUDA)."""
+    if not plan.cuda:
+        parts = ["CPU target: no CUDA, no nvcc needed"]
+        if plan.gcc:
+            parts.append(f"gcc {plan.gcc}")
+        return "; ".join(parts)
+    parts = [f"CUDA {plan.cuda}"]
+    if plan.arch_list:
+        parts.append(f"TORCH_CUDA_ARCH_LIST={plan.arch_list}")
+    if plan.cuda_home and any(s.kind == "build" for s in plan.steps):
+        found = "found on the target" if plan.toolkit_found else "NOT on the target yet"
+        parts.append(f"CUDA_HOME={plan.cuda_home} ({found})")
+    gcc = f"gcc {plan.gcc}" if plan.gcc else "gcc of the target unknown"
+    parts.append(gcc + (f" (nvcc {plan.cuda} accepts <= {plan.gcc_max})" if plan.gcc_max else ""))
+    return ", ".join(parts)
+
+
 def present_plan(plan: RebuildPlan, as_json: bool) -> None:
     """Print the plan: JSON, or a table of changes and the path of rebuild.sh."""
     from envbuild.output import console, print_json, table
@@ -649,13 +748,7 @@ def present_plan(plan: RebuildPlan, as_json: bool) -> None:
             rows,
         )
     )
-    console.print(
-        f"CUDA {plan.cuda}, TORCH_CUDA_ARCH_LIST={plan.arch_list}, CUDA_HOME={plan.cuda_home} "
-        f"({'found on the target' if plan.toolkit_found else 'NOT on the target yet'}), "
-        f"gcc {plan.gcc} (nvcc {plan.cuda} accepts <= {plan.gcc_max})",
-        markup=False,
-        highlight=False,
-    )
+    console.print(toolchain_line(plan), markup=False, highlight=False)
     for n in plan.notes:
         console.print(f"note: {n}", markup=False, highlight=False)
     console.print(f"wrote {plan.out_dir}/rebuild.sh", markup=False, highlight=False)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from packaging.utils import canonicalize_name
 
-from envbuild._fs import atomic_write
+from envbuild._fs import atomic_write, claim_output_dir, one_line
 from envbuild.errors import InputError
 from envbuild.lockfile import LOCK_FILE, Lock, load_lock
 
@@ -28,7 +28,8 @@ __all__ = ["SCRIPTS", "TEMPLATE_DIR", "RenderResult", "render", "render_scripts"
 
 SCRIPTS = ("install.sh", "install-offline.sh", "verify.sh")
 DOCS = ("INSTALL.md",)
-LOCK_TEXTS = (LOCK_FILE, "requirements.txt", "conda.txt", "source-builds.txt", "git.txt")
+# built.sha256: what fetch built for this lock (git wheels, build requirements), checked offline.
+LOCK_TEXTS = (LOCK_FILE, "requirements.txt", "conda.txt", "source-builds.txt", "git.txt", "built.sha256")
 MANAGERS = ("conda", "mamba", "micromamba", "venv")
 
 # Distribution name -> module to import when verifying (only where the two differ).
@@ -61,7 +62,7 @@ TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 
 def _comment(value: object) -> str:
     """One line of text for a shell/markdown comment: no newline can end the comment early."""
-    return re.sub(r"[\r\n]+", " ", str(value))
+    return one_line(value)
 
 
 def _quote(value: object) -> str:
@@ -155,6 +156,8 @@ def _context(lk: Lock, manager: str) -> dict[str, Any]:
         "conda": [{"subdir": a.subdir or "noarch", "filename": a.filename, "sha256": a.sha256}
                   for a in lk.conda] if manager != "venv" else [],
         "cached": cached,
+        # sdists and source builds are built on the target with fetch's build requirements
+        "needs_build": any(a.kind == "sdist" or a.build == "source" for a in lk.artifacts),
         "imports": _imports(lk),
         "artifacts": rows,
         "warnings": list(res.get("warnings") or []),
@@ -206,7 +209,8 @@ def render(lock_dir: str | Path, out_dir: str | Path | None = None, *,
     ctx = _context(lk, mgr)
     texts = {name: env.get_template(f"{name}.j2").render(**ctx) for name in (*SCRIPTS, *DOCS)}
     out = Path(out_dir) if out_dir is not None else src
-    out.mkdir(parents=True, exist_ok=True)
+    # A new directory, or one envbuild made (the lock dir is): never the user's project folder.
+    claim_output_dir(out)
     written = []
     if out.resolve() != src.resolve():
         for name in LOCK_TEXTS:

@@ -1413,7 +1413,8 @@ def resolve_cli(reqs: Sequence[str], *, spec_path: Path | None = None, target_pa
                 p = Path(spec_path).parent / p
             profile_path = p
     if not requirements:
-        raise InputError("nothing to resolve.", field="requirements",
+        raise InputError("nothing to resolve.", path=str(spec_path) if spec_path is not None else None,
+                         field="project.requirements" if spec_path is not None else "requirements",
                          hint="Pass requirements (e.g. 'envbuild resolve torch numpy') "
                               "or --spec envbuild.toml.")
     base = load_profile(profile_path) if profile_path is not None else None
@@ -1430,14 +1431,14 @@ def resolve_cli(reqs: Sequence[str], *, spec_path: Path | None = None, target_pa
 
 def present_resolution(res: Resolution, as_json: bool) -> None:
     """Print a resolution: table (package, version, why) + build info + warnings, or JSON."""
-    from envbuild.output import console, err_console, print_json, table
+    from envbuild.output import console, err_console, print_json, styled, table
 
     if as_json:
         print_json(res.to_dict())
         return
     know = _knowledge_line(res.knowledge)
     if not res.ok:
-        err_console.print("[bold red]no consistent set for this target:[/]")
+        err_console.print(styled("no consistent set for this target:", "bold red"))
         for c in res.conflicts:
             err_console.print(f"  - {c}", markup=False, highlight=False)
         if know:
@@ -1468,7 +1469,7 @@ def present_resolution(res: Resolution, as_json: bool) -> None:
     if know:
         console.print(know, markup=False, highlight=False)
     for w in res.warnings:
-        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+        err_console.print(styled("warning:", "yellow", w), highlight=False)
 
 
 def _knowledge_line(k: Mapping[str, Any]) -> str | None:

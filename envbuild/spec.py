@@ -35,6 +35,7 @@ import tomllib
 from packaging.requirements import InvalidRequirement, Requirement
 
 from envbuild.errors import SpecError
+from envbuild.models import decode_text, deep_line
 
 __all__ = [
     "DEFAULT_INDEXES",
@@ -183,6 +184,21 @@ def _table(data: dict[str, Any], key: str, path: str) -> dict[str, Any]:
     return value
 
 
+def _read_toml(p: Path) -> dict[str, Any]:
+    ps = str(p)
+    try:
+        text = decode_text(p.read_bytes(), path=ps, error=SpecError)
+    except OSError as exc:
+        raise SpecError(f"cannot read the spec ({exc.strerror}).", path=ps,
+                        hint="Create one with 'envbuild init'.") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"not valid TOML ({exc}).", path=ps) from None
+    except RecursionError:
+        raise SpecError("nested too deeply to read.", path=ps, field=deep_line(text)) from None
+
+
 def load_spec(path: str | Path) -> Spec:
     """Read ``envbuild.toml`` (or a ``requirements.txt`` / ``environment.yml``).
 
@@ -195,13 +211,7 @@ def load_spec(path: str | Path) -> Spec:
         return _from_requirements_txt(p)
     if p.suffix in (".yml", ".yaml"):
         return _from_environment_yml(p)
-    try:
-        data = tomllib.loads(p.read_text())
-    except OSError as exc:
-        raise SpecError(f"cannot read the spec ({exc.strerror}).", path=ps,
-                        hint="Create one with 'envbuild init'.") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"not valid TOML ({exc}).", path=ps) from None
+    data = _read_toml(p)
     _check_keys(data, _TOP_KEYS, ps, "")
     project = data.get("project", {})
     if not isinstance(project, dict):
@@ -290,7 +300,7 @@ def spec_from_requirements(
 
 def _from_requirements_txt(p: Path) -> Spec:
     try:
-        lines = p.read_text().splitlines()
+        lines = decode_text(p.read_bytes(), path=str(p), error=SpecError).splitlines()
     except OSError as exc:
         raise SpecError(f"cannot read ({exc.strerror}).", path=str(p)) from None
     reqs: list[str] = []
@@ -311,7 +321,7 @@ def _from_requirements_txt(p: Path) -> Spec:
 def _from_environment_yml(p: Path) -> Spec:
     """A small reader for the common environment.yml shape (name, channels, dependencies, pip)."""
     try:
-        text = p.read_text()
+        text = decode_text(p.read_bytes(), path=str(p), error=SpecError)
     except OSError as exc:
         raise SpecError(f"cannot read ({exc.strerror}).", path=str(p)) from None
     name, channels, conda_pkgs, pip_reqs = "env", [], [], []

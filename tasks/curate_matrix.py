@@ -4,6 +4,9 @@ This is the script the bundled data was first generated with (2026-11-23); later
 envbuild/data are recorded in git history. Run from the repository root, then diff:
 
     python tasks/curate_matrix.py /tmp/data && diff -r /tmp/data envbuild/data
+
+It does not know the facts harvested from PyPI since (tasks/refresh_data.py adds them: run it
+after this script when regenerating envbuild/data from the snapshot).
 """
 import sys
 import json, re

@@ -25,6 +25,8 @@ def _isolate_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempP
     # One uv cache for the session keeps network tests fast yet away from the user's cache.
     monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "uv-cache"))
     monkeypatch.setenv("ENVBUILD_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "envbuild-cache"))
+    # Tests read the bundled data, never a knowledge cache left by `envbuild data update` on this machine.
+    monkeypatch.setenv("ENVBUILD_DATA_DIR", str(tmp_path_factory.getbasetemp() / "envbuild-data"))
     yield
 
 

@@ -88,7 +88,17 @@ def test_bundle_holds_lock_scripts_cache_and_readme_and_verifies(fetched: tuple[
     ok = _cli("verify-cache", str(out), "--json")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     report = json.loads(ok.stdout)
-    assert report["ok"] is True and report["checked"] == 3 and report["lock"], report
+    # No lock given: only the bundle's own manifest, and the report says so.
+    assert report["ok"] is True and report["checked"] == 3 and report["lock"] is None, report
+    assert report["checked_against"] == "manifest"
+    said = " ".join(_cli("verify-cache", str(out)).stdout.split())
+    assert "no lock was given" in said and "--lock LOCKDIR" in said and "--trust-bundle-lock" in said
+    # The bundle's own lock only when asked.
+    trusted = json.loads(_cli("verify-cache", str(out), "--trust-bundle-lock", "--json").stdout)
+    assert trusted["ok"] and trusted["checked_against"] == "bundle-lock"
+    assert trusted["lock"] == f"{out}:lockfiles/demo"
+    mine = json.loads(_cli("verify-cache", str(out), "--lock", str(lock), "--json").stdout)
+    assert mine["ok"] and mine["checked_against"] == "lock" and mine["lock"] == str(lock)
 
 
 def test_one_altered_byte_is_reported_refused_by_bundle_and_repaired_by_fetch(
@@ -172,12 +182,88 @@ def test_verify_cache_checks_the_manifest_against_the_lock(fetched: tuple[Path, 
     wheel_arts[0]["sha256"] = "e" * 64
     wheel_arts[1]["filename"] = "gamma-3.0-py3-none-any.whl"
     (other / "envbuild.lock.json").write_text(json.dumps(data))
+    (other / "built.sha256").write_bytes((lock / "built.sha256").read_bytes())  # fetch's record of git/
     report = verify_cache(cache, other)
     probs = {(p.file, p.problem) for p in report.problems}
     assert probs == {(f"wheels/{wheels[0].name}", "lock-mismatch"),
                      ("wheels/gamma-3.0-py3-none-any.whl", "missing")}
     missing_manifest = _cli("verify-cache", str(tmp_path / "nothing-here"), "--json")
     assert missing_manifest.returncode == 2
+
+
+def _retar(src: Path, dst: Path, edit: dict[str, bytes]) -> None:
+    with tarfile.open(src) as tin, tarfile.open(dst, "w") as tout:
+        for m in tin.getmembers():
+            data = tin.extractfile(m).read() if m.isfile() else None  # type: ignore[union-attr]
+            if m.name in edit:
+                data = edit[m.name]
+                m.size = len(data)
+            tout.addfile(m, io.BytesIO(data) if data is not None else None)
+
+
+def test_verify_cache_checks_a_bundle_against_the_users_lock_not_its_own(
+        fetched: tuple[Path, Path, list[Path]], tmp_path: Path) -> None:
+    """A swapped wheel with a manifest and lock rewritten to match passes a self-check, never --lock."""
+    lock, cache, wheels = fetched
+    out = tmp_path / "demo-offline.tar"
+    bundle(lock, cache, out)
+    top = "demo-offline"
+    evil_wheel = make_wheel(tmp_path / "evil-idx", "alpha", "1.0", payload=4100)
+    evil_bytes = evil_wheel.read_bytes()
+    evil_sha = sha256(evil_wheel)
+    with tarfile.open(out) as tf:
+        manifest = json.loads(tf.extractfile(f"{top}/offline_cache/manifest.json").read())  # type: ignore[union-attr]
+    for e in manifest["files"]:
+        if e["file"] == f"wheels/{wheels[0].name}":
+            e["sha256"] = evil_sha
+    lock_json = json.loads((lock / "envbuild.lock.json").read_text())
+    for a in lock_json["artifacts"]:
+        if a.get("filename") == wheels[0].name:
+            a["sha256"] = evil_sha
+    evil = tmp_path / "evil.tar"
+    _retar(out, evil, {f"{top}/offline_cache/wheels/{wheels[0].name}": evil_bytes,
+                       f"{top}/offline_cache/manifest.json": json.dumps(manifest).encode(),
+                       f"{top}/lockfiles/demo/envbuild.lock.json": json.dumps(lock_json).encode()})
+    # self-consistent: the manifest-only and the trusted-bundle-lock checks pass (and say what they are)
+    assert json.loads(_cli("verify-cache", str(evil), "--json").stdout)["ok"]
+    assert json.loads(_cli("verify-cache", str(evil), "--trust-bundle-lock", "--json").stdout)["ok"]
+    # against the user's lock it fails: the wheel is not the locked one, and the bundle's lock differs
+    res = _cli("verify-cache", str(evil), "--lock", str(lock), "--json")
+    assert res.returncode == 3
+    probs = {(p["file"], p["problem"]) for p in json.loads(res.stdout)["problems"]}
+    assert (f"wheels/{wheels[0].name}", "lock-mismatch") in probs
+    assert ("lockfiles/demo/envbuild.lock.json", "lock-differs") in probs
+    both = _cli("verify-cache", str(evil), "--lock", str(lock), "--trust-bundle-lock", "--json")
+    assert both.returncode == 2
+
+
+def test_verify_cache_bundle_with_a_path_max_symlink_chain_writes_nothing_outside(tmp_path: Path) -> None:
+    """The CVE-2025-4517 shape inside a bundle: refused (exit 5), the victim keeps its bytes."""
+    victim = tmp_path / "flag"
+    victim.write_text("original\n")
+    evil = tmp_path / "evil.tar"
+    comp, steps = "d" * 247, "abcdefghijklmnop"
+
+    def add(tf: tarfile.TarFile, name: str, kind: bytes, link: str = "", data: bytes = b"") -> None:
+        ti = tarfile.TarInfo(name)
+        ti.type, ti.linkname, ti.size = kind, link, len(data)
+        tf.addfile(ti, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+
+    with tarfile.open(evil, "w") as tf:
+        path = ""
+        for st in steps:
+            add(tf, os.path.join(path, comp), tarfile.DIRTYPE)
+            add(tf, os.path.join(path, st), tarfile.SYMTYPE, comp)
+            path = os.path.join(path, comp)
+        linkpath = os.path.join(*steps, "l" * 254)
+        add(tf, linkpath, tarfile.SYMTYPE, os.path.join(*[".."] * len(steps)))
+        # verify-cache extracts into a temp dir: escape far enough up, then down to the victim
+        add(tf, "escape", tarfile.SYMTYPE, os.path.join(linkpath, *[".."] * 12) + str(tmp_path))
+        add(tf, "flaglink", tarfile.LNKTYPE, "escape/flag")
+        add(tf, "flaglink", tarfile.REGTYPE, data=b"overwritten\n")
+    res = _cli("verify-cache", str(evil), "--json")
+    assert res.returncode == 5 and json.loads(res.stdout)["error"] == "UnsafeArchive"
+    assert victim.read_text() == "original\n"
 
 
 # --- bundle without a second copy of the cache (issue 16) ---------------------------------------
@@ -253,9 +339,11 @@ def test_dir_bundle_hardlinks_the_cache_matches_the_tar_layout_and_installs_offl
     assert cache_files and info["hardlinked"] == len(cache_files)
     for p in cache_files:
         assert p.stat().st_ino == (cache / p.relative_to(top / "offline_cache")).stat().st_ino, p
-    # Same layout and bytes as the extracted tar, README aside (it says how the bundle travels).
+    # Same layout and bytes as the extracted tar, README aside (it says how the bundle travels),
+    # plus the marker that makes the directory envbuild's to replace.
     from_tar = _tree(safe_extract(tar, tmp_path / "x") / "demo-offline")
     as_dir = _tree(top)
+    assert as_dir.pop(".envbuild-output")
     assert set(from_tar) == set(as_dir)
     assert {k: v for k, v in from_tar.items() if k != "README.txt"} == \
         {k: v for k, v in as_dir.items() if k != "README.txt"}

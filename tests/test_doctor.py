@@ -52,6 +52,74 @@ def test_log_is_recognised_as_its_family(log: Path) -> None:
     assert top.evidence.strip(".") in text  # evidence is (a window of) the line that shows it
 
 
+def _keys(findings: list[doctor.Finding]) -> list[tuple[str, str, str | None]]:
+    return [(f.family, f.cause, f.rule) for f in findings]
+
+
+def test_anchored_scan_finds_what_a_full_scan_finds() -> None:
+    """The anchors of doctor_rules.json are a pure speed-up: every fixture gives the same findings."""
+    for log in LOGS:
+        text = log.read_text()
+        assert _keys(doctor.read_log(text)) == _keys(doctor.read_log(text, anchored=False)), log.name
+    for rule in doctor.load_rules():  # every match of every fixture holds one of its rule's anchors
+        for log in LOGS:
+            for m in rule.pattern.finditer(log.read_text()):
+                assert any(a in m.group(0) for a in rule.anchors), (rule.id, log.name, m.group(0))
+
+
+def _plain_scan(text: str) -> float:
+    """The time of the simplest useful pass over a log: one regex per line, in Python."""
+    pat = re.compile(r"[Ee]rror")
+    t0 = time.perf_counter()
+    hits = sum(1 for line in text.splitlines() if pat.search(line))
+    assert hits >= 0
+    return time.perf_counter() - t0
+
+
+_LONG_LINES = {
+    # shapes that made the old patterns quadratic (a 40 KB line took 26 s)
+    "word-run": "a" * 40_000,
+    "lib-run": "lib" * 13_334,
+    "dotted": "a.b-" * 10_000,
+    "anchors": "undefined symbol: x, but you " * 1_400,
+}
+
+
+@pytest.mark.parametrize("shape", sorted(_LONG_LINES))
+def test_a_40kb_line_is_read_in_linear_time(shape: str) -> None:
+    line = _LONG_LINES[shape]
+    text = ("log line\n" * 2_000) + line + "\nImportError: libtbb.so.12: cannot open shared object file\n"
+    base = max(_plain_scan(text * 20), 1e-3)  # the line scan of 20x the text: a generous yardstick
+    t0 = time.perf_counter()
+    found = doctor.read_log(text)
+    took = time.perf_counter() - t0
+    assert [f.family for f in found if f.family == "lib-missing"], "the real error after the line is found"
+    assert took < 10 * base, f"read_log took {took:.3f} s; a line scan of 20x the text {base:.3f} s"
+    if shape == "anchors":  # the evidence of a match in a long line is a window of it, not the line
+        assert all(len(f.evidence) < 1_000 for f in found)
+
+
+def test_a_multi_mb_log_is_read_in_linear_time() -> None:
+    """8 MB of training output with the fixture errors in it: read_log within 20x a plain line scan.
+
+    Measured 4.6-7x on 2 shared cores; the quadratic reader this replaces was ~700x (62 s vs 0.09 s).
+    """
+    noise = "".join(
+        f"2021-12-10 14:02:11,532 - mmdet - INFO - Epoch [1][{i}/3712] lr: 1.000e-04, loss: 0.{i % 97}\n"
+        for i in range(2_000)
+    )
+    errors = [p.read_text() for p in LOGS]
+    parts = [noise if i % 10 else errors[(i // 10) % len(errors)] for i in range(10 * len(errors) + 10)]
+    text = "".join(parts)
+    assert len(text) > 8_000_000
+    base = _plain_scan(text)
+    t0 = time.perf_counter()
+    found = doctor.read_log(text)
+    took = time.perf_counter() - t0
+    assert {f.family for f in found} >= {_family(p) for p in LOGS[:: max(1, len(LOGS) // 10)]}
+    assert took < 20 * max(base, 1e-3), f"read_log took {took:.2f} s; a plain line scan {base:.2f} s"
+
+
 SCENARIO_TEXTS = [
     # every error text quoted in ../shared/seeds/SCENARIOS.md, with its family
     ("Cannot uninstall numpy 1.21.6, RECORD file not found", "pip-over-conda"),
@@ -186,6 +254,10 @@ def test_missing_needed_library_is_named(tmp_path: Path) -> None:
     _gcc(["gcc", "-shared", "-fPIC", "ops.c", "-L.", "-l:libcudart.so.10.1", "-o", str(so)], build)
     (build / "libcudart.so.10.1").unlink()
     _dist(site, "mmdet3d", "0.17.3", ["mmdet3d/ops/ball_query_ext.cpython-311-x86_64-linux-gnu.so"])
+    # built from its source tree, as the seed env's mmdet3d is: its ops are the user's own ops
+    (site / "mmdet3d-0.17.3.dist-info" / "direct_url.json").write_text(
+        json.dumps({"url": f"file://{tmp_path}/mmdetection3d", "dir_info": {}})
+    )
 
     info = elf.read_elf(so)
     assert info is not None and "libcudart.so.10.1" in info.needed
@@ -825,3 +897,384 @@ def test_ops_linking_another_cuda_runtime_than_torch(tmp_path: Path, monkeypatch
     monkeypatch.delenv("LD_LIBRARY_PATH")
     (miss,) = [f for f in doctor.check_env(prefix, None) if f.family == "cuda-lib-missing"]
     assert "libcudart.so.10.1" in miss.cause and "CUDA 10.2" in miss.cause
+
+
+TRACKERS = (
+    "open-mmlab/mmcv",
+    "open-mmlab/mmdetection",
+    "open-mmlab/mmdetection3d",
+    "pytorch/pytorch",
+    "cupy/cupy",
+)
+
+
+def test_real_tracker_threads_are_fixtures() -> None:
+    """At least 20 logs are error texts from the mmcv/mmdet/mmdet3d/PyTorch/CuPy trackers, each named."""
+    sources = (DATA / "logs" / "SOURCES.md").read_text()
+    real = []
+    for log in LOGS:
+        m = re.match(r"# source: https://github\.com/([\w.-]+/[\w.-]+)/(?:issues|pull)/\d+", log.read_text())
+        if m and m.group(1) in TRACKERS:
+            real.append(log)
+            assert log.name in sources, f"{log.name} is missing from SOURCES.md"
+    assert len(real) >= 20, [p.name for p in real]
+    texts = "\n".join(p.read_text() for p in real)
+    for must in (
+        "Unsupported gpu architecture",
+        "is used but incompatible",
+        "compiled using NumPy 1.x",
+        "GLIBCXX_",
+    ):
+        assert must in texts, must
+
+
+# --- evidence of harm: optional backends are info, what the import loads is an error ----------------
+
+
+def _lib(build: Path, soname: str, body: str = "int lib_fn(void) { return 1; }\n") -> None:
+    src = build / (soname.split(".so")[0] + ".c")
+    src.write_text(body)
+    _gcc(["gcc", "-shared", "-fPIC", f"-Wl,-soname,{soname}", src.name, "-o", soname], build)
+
+
+def _module(build: Path, dest: Path, needs: list[str], name: str = "m", rpath: str | None = None) -> None:
+    """A real extension-like ELF at ``dest`` whose NEEDED lists ``needs`` (built in ``build``)."""
+    (build / f"{name}.c").write_text("int lib_fn(void);\nint mod_fn(void) { return lib_fn(); }\n")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    extra = [f"-Wl,-rpath,{rpath}"] if rpath else []
+    _gcc(
+        ["gcc", "-shared", "-fPIC", f"{name}.c", "-L.", *[f"-l:{n}" for n in needs], *extra, "-o", str(dest)],
+        build,
+    )
+
+
+def _errors(report: doctor.Report) -> list[doctor.Finding]:
+    return [f for f in report.findings if f.severity == "error"]
+
+
+@needs_gcc
+def test_numba_tbb_layer_without_libtbb_is_info_not_error(tmp_path: Path) -> None:
+    """numba's tbbpool needs libtbb.so.12, which numba loads only for the TBB threading layer."""
+    prefix, site = _venv(tmp_path / "env")
+    build = tmp_path / "build"
+    build.mkdir()
+    _lib(build, "libtbb.so.12")
+    so = site / "numba" / "np" / "ufunc" / "tbbpool.cpython-311-x86_64-linux-gnu.so"
+    _module(build, so, ["libtbb.so.12"])
+    (build / "libtbb.so.12").unlink()  # as on a machine without the tbb package
+    for d in (site / "numba", site / "numba" / "np", site / "numba" / "np" / "ufunc"):
+        (d / "__init__.py").write_text("")
+    _dist(site, "numba", "0.60.0", ["numba/__init__.py", "numba/np/__init__.py", str(so.relative_to(site))])
+    assert "libtbb.so.12" in (elf.read_elf(so) or elf.ElfInfo("")).needed
+    report = doctor.diagnose(prefix, None)
+    assert _errors(report) == [] and report.ok
+    tbb = [f for f in report.findings if "libtbb.so.12" in f.cause]
+    assert len(tbb) == 1 and tbb[0].severity == "info"
+    assert tbb[0].family == "lib-missing" and tbb[0].library_kind == "package"
+    assert "Intel oneTBB" in tbb[0].cause and "TBB threading layer" in tbb[0].cause
+    assert "cuda" not in tbb[0].family
+    assert report.verdict == "healthy"
+
+
+@needs_gcc
+def test_cupy_cutensor_module_without_libcutensor_is_info(tmp_path: Path) -> None:
+    """CuPy's optional cuTENSOR module needs libcutensor.so.2; cupy imports fine without it."""
+    prefix, site = _venv(tmp_path / "env")
+    build = tmp_path / "build"
+    build.mkdir()
+    _lib(build, "libcutensor.so.2")
+    _lib(build, "libcudart.so.12")
+    libs = site / "cupy_backends" / "cuda" / "libs"
+    _module(build, libs / "cutensor.cpython-311-x86_64-linux-gnu.so", ["libcutensor.so.2"], "ct")
+    # the runtime module IS loaded by 'import cupy'; its library is present (the nvidia-cuda-runtime wheel's
+    # layout, found through RPATH as pip's CUDA wheels do)
+    core = site / "cupy" / "_core" / "core.cpython-311-x86_64-linux-gnu.so"
+    _module(build, core, ["libcudart.so.12"], "core", rpath="$ORIGIN/../../nvidia/cuda_runtime/lib")
+    rt = site / "nvidia" / "cuda_runtime" / "lib"
+    rt.mkdir(parents=True)
+    (rt / "libcudart.so.12").write_bytes((build / "libcudart.so.12").read_bytes())
+    (build / "libcutensor.so.2").unlink()
+    for d in (
+        site / "cupy",
+        site / "cupy" / "_core",
+        site / "cupy_backends",
+        site / "cupy_backends" / "cuda",
+        libs,
+    ):
+        (d / "__init__.py").write_text("")
+    (site / "cupy" / "__init__.py").write_text(
+        "import ctypes, os\n"
+        "ctypes.CDLL(os.path.join(os.path.dirname(__file__), '_core',\n"
+        "                         'core.cpython-311-x86_64-linux-gnu.so'))\n"
+    )
+    files = [str(p.relative_to(site)) for p in site.rglob("*") if p.is_file() and "cupy" in str(p)]
+    _dist(site, "cupy-cuda12x", "14.2.0", files)
+    report = doctor.diagnose(prefix, None)
+    assert _errors(report) == [], [f.cause for f in _errors(report)]
+    ct = [f for f in report.findings if "libcutensor.so.2" in f.cause]
+    assert len(ct) == 1 and ct[0].severity == "info"
+    assert ct[0].family == "cuda-lib-missing" and ct[0].library_kind == "nvidia-cuda"
+    assert "NVIDIA cuTENSOR" in ct[0].cause and "cuTENSOR routines" in ct[0].cause
+    assert "nvidia-cutensor" in ct[0].fix
+
+
+@needs_gcc
+def test_missing_library_of_a_module_the_import_loads_is_an_error(tmp_path: Path) -> None:
+    """Evidence from the import itself: the package's __init__ loads the module, which cannot load."""
+    prefix, site = _venv(tmp_path / "env")
+    build = tmp_path / "build"
+    build.mkdir()
+    _lib(build, "libfoo.so.3")
+    so = site / "eagerpkg" / "_speed.cpython-311-x86_64-linux-gnu.so"
+    _module(build, so, ["libfoo.so.3"])
+    (build / "libfoo.so.3").unlink()
+    (site / "eagerpkg" / "__init__.py").write_text(
+        "import ctypes, os\n"
+        "ctypes.CDLL(os.path.join(os.path.dirname(__file__), '_speed.cpython-311-x86_64-linux-gnu.so'))\n"
+    )
+    _dist(site, "eagerpkg", "1.0", ["eagerpkg/__init__.py", str(so.relative_to(site))])
+    # and a module of another package that nothing imports: not known, not loaded -> info, not error
+    lazy = site / "lazypkg" / "_extra.cpython-311-x86_64-linux-gnu.so"
+    _lib(build, "libbar.so.1")
+    _module(build, lazy, ["libbar.so.1"], "lz")
+    (build / "libbar.so.1").unlink()
+    (site / "lazypkg" / "__init__.py").write_text("")
+    _dist(site, "lazypkg", "1.0", ["lazypkg/__init__.py", str(lazy.relative_to(site))])
+    report = doctor.diagnose(prefix, None)
+    by_lib = {lib: [f for f in report.findings if lib in f.cause] for lib in ("libfoo.so.3", "libbar.so.1")}
+    assert [f.severity for f in by_lib["libfoo.so.3"]] == ["error"]
+    assert "'import eagerpkg' loads it" in by_lib["libfoo.so.3"][0].cause
+    assert [f.severity for f in by_lib["libbar.so.1"]] == ["info"]
+    assert (
+        by_lib["libbar.so.1"][0].library_kind == "unknown"
+        and by_lib["libbar.so.1"][0].family == "lib-missing"
+    )
+    # without the import (--no-load) there is no evidence either way: a warning, never an error
+    quiet = doctor.diagnose(prefix, None, load=False)
+    assert {f.severity for f in quiet.findings if "libbar.so.1" in f.cause} == {"warning"}
+    assert quiet.verdict == "warning"
+
+
+@needs_gcc
+def test_torch_and_mmcv_style_ops_env_is_healthy(tmp_path: Path) -> None:
+    """Real compiled ops linking a libc10/libtorch the test builds: torch's import loads them first."""
+    prefix, site = _venv(tmp_path / "env")
+    build = tmp_path / "build"
+    build.mkdir()
+    tlib = site / "torch" / "lib"
+    tlib.mkdir(parents=True)
+    (build / "c10.c").write_text("int c10_fn(void) { return 10; }\n")
+    _gcc(["gcc", "-shared", "-fPIC", "-Wl,-soname,libc10.so", "c10.c", "-o", str(tlib / "libc10.so")], build)
+    (build / "torch.c").write_text("int c10_fn(void);\nint torch_fn(void) { return c10_fn() + 1; }\n")
+    _gcc(
+        [
+            "gcc",
+            "-shared",
+            "-fPIC",
+            "-Wl,-soname,libtorch.so",
+            "torch.c",
+            f"-L{tlib}",
+            "-lc10",
+            "-Wl,-rpath,$ORIGIN",
+            "-o",
+            str(tlib / "libtorch.so"),
+        ],
+        build,
+    )
+    (site / "torch" / "__init__.py").write_text(
+        "import ctypes, os\nd = os.path.join(os.path.dirname(__file__), 'lib')\n"
+        "for n in ('libc10.so', 'libtorch.so'):\n    ctypes.CDLL(os.path.join(d, n), ctypes.RTLD_GLOBAL)\n"
+    )
+    (site / "torch" / "version.py").write_text("__version__ = '2.1.0+cpu'\ncuda = None\nhip = None\n")
+    _dist(
+        site,
+        "torch",
+        "2.1.0+cpu",
+        ["torch/__init__.py", "torch/version.py", "torch/lib/libc10.so", "torch/lib/libtorch.so"],
+    )
+    # mmcv-style ops: NEEDED libc10.so and libtorch.so, no RPATH (they rely on 'import torch' first)
+    (build / "ext.c").write_text(
+        "int torch_fn(void);\nint c10_fn(void);\nint nms(void) { return torch_fn() + c10_fn(); }\n"
+    )
+    ext = site / "mmcv" / "_ext.cpython-311-x86_64-linux-gnu.so"
+    ext.parent.mkdir()
+    _gcc(["gcc", "-shared", "-fPIC", "ext.c", f"-L{tlib}", "-ltorch", "-lc10", "-o", str(ext)], build)
+    (site / "mmcv" / "__init__.py").write_text("import torch\n")
+    (site / "mmcv" / "version.py").write_text("__version__ = '1.7.2'\n")
+    _dist(site, "mmcv-full", "1.7.2", ["mmcv/__init__.py", "mmcv/version.py", str(ext.relative_to(site))])
+    info = elf.read_elf(ext)
+    assert info is not None and {"libc10.so", "libtorch.so"} <= set(info.needed) and not info.rpath
+    report = doctor.diagnose(prefix, None)
+    assert _errors(report) == [], [f.cause for f in _errors(report)]
+    assert report.verdict == "healthy" and report.findings[-1].family == "healthy"
+    assert "undefined-symbols" in report.checked["checks"]
+
+
+def test_log_without_known_cause_says_so_and_exits_6(tmp_path: Path) -> None:
+    log = tmp_path / "train.log"
+    log.write_text("epoch 1 done\nKilled\n")
+    out = subprocess.run([*ENVBUILD, "doctor", "--log", str(log), "--json"], capture_output=True, text=True)
+    from envbuild.errors import EXIT_NO_CAUSE
+
+    assert out.returncode == EXIT_NO_CAUSE == 6, out.stderr
+    data = json.loads(out.stdout)
+    assert data["verdict"] == "no-known-cause" and data["ok"] is True
+    assert [f["family"] for f in data["findings"]] == ["no-known-cause"]
+    assert "No known cause found" in data["findings"][0]["cause"]
+    assert data["checked"]["log_rules"] == len(doctor.load_rules())
+    assert set(data["checked"]["log_families"]) == set(doctor.FAMILIES)
+    human = subprocess.run([*ENVBUILD, "doctor", "--log", str(log)], capture_output=True, text=True)
+    assert (
+        human.returncode == 6 and "no known cause" in human.stdout.lower() and "healthy" not in human.stdout
+    )
+
+
+def test_no_load_is_incomplete_not_healthy(healthy_env: Path) -> None:
+    report = doctor.diagnose(healthy_env, None, load=False)
+    assert report.verdict == "incomplete" and report.findings[-1].family == "incomplete"
+    assert (
+        "undefined-symbols" in report.findings[-1].cause
+        and "No known problem" not in report.findings[-1].cause
+    )
+
+
+# --- no None on a user-facing line: every template rendered with missing facts --------------------
+
+_SPARSE_PROFILES = [
+    None,
+    Profile(),
+    Profile(driver_version="440.33.01"),
+    Profile(driver_cuda_version="10.2"),
+    Profile(gpus=(Gpu("Tesla V100-SXM2-16GB"),), cuda_toolkits=(Toolkit("10.1"),)),
+]
+
+
+@pytest.mark.parametrize("profile", _SPARSE_PROFILES, ids=lambda p: repr(p)[:40])
+def test_every_template_renders_without_none(
+    profile: Profile | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """STRICT_TEXT makes a Finding holding the word None raise: each message built from missing facts."""
+    monkeypatch.setattr(doctor, "STRICT_TEXT", True)
+    sparse_env: dict[str, object] = {"dists": [], "torch": {"version": "1.10.0+cu113", "cuda": None}}
+    for log in LOGS:
+        for env in (None, sparse_env):
+            for f in doctor.read_log(log.read_text(), profile, env):
+                assert "{" not in f.cause + f.fix, (log.name, f)
+    torch = {"version": "1.10.0+cu113", "cuda": "11.3"}
+    ctx: dict[str, object] = {}
+    prof = profile or Profile()
+    made = [
+        *doctor._torch_driver(torch, "11.3", ctx, prof),
+        *doctor._torch_driver(
+            {"version": None, "cuda": "11.3"}, "11.3", ctx, Profile(driver_version="418.1")
+        ),
+        *doctor._mmcv_findings({"mmcv": {"version": None, "has_ext": False}}, {"mmcv-full": {}}),
+        *doctor._cupy_findings({"cupy-cuda113": {"version": "10.6.0", "dir": "/x"}}, "11.3", profile),
+        *doctor._cupy_findings({"cupy-cuda113": {"version": "10.6.0", "dir": "/x"}}, None, profile),
+        *doctor._build_findings("11.3", ctx, profile, {}),
+        *doctor._missing_lib_findings({"/x/a.so": ["libfoo.so.1", "libcudart.so.10.1"]}, [], ctx),
+        *doctor._load_findings({"/x/a.so": "/x/a.so: undefined symbol: _ZN3c105ErrorC1Ev"}, [], ctx),
+        *doctor._load_findings({"/x/b.so": "something odd"}, [], ctx),
+        *doctor._conda_findings(
+            {
+                "dists": [
+                    {"name": "numpy", "version": "1.0", "dir": "/a", "installer": None},
+                    {"name": "numpy", "version": "1.1", "dir": "/b", "installer": None},
+                ]
+            },
+            {},
+        ),
+    ]
+    assert made  # the builders did produce findings from these sparse facts
+    for f in made:
+        assert not re.search(r"\bNone\b", f.cause + f.fix + f.evidence), f
+
+
+def test_a_none_in_production_is_repaired_not_shown() -> None:
+    f = doctor.Finding("cuda-lib-missing", "error", "CUDA None here", "fix None", "ev")
+    assert "None" not in f.cause + f.fix and "unknown" in f.cause
+
+
+def test_strict_text_catches_a_raw_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(doctor, "STRICT_TEXT", True)
+    with pytest.raises(AssertionError, match="'None' in the cause"):
+        doctor.Finding("gcc-unsupported", "warning", "nvcc None accepts <= None", "fix", "ev")
+
+
+# --- ELF reading: the fast reader agrees with pyelftools; the cache follows file identity ----------
+
+
+def test_fast_elf_reader_agrees_with_pyelftools(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every shared object of this venv (numpy, pydantic-core, ...) parsed both ways."""
+    venv_lib = Path(sys.prefix) / "lib"
+    files = [p for p in sorted(venv_lib.rglob("*.so*")) if p.is_file() and not p.is_symlink()][:300]
+    assert len(files) > 20, venv_lib
+    fast = {}
+    for p in files:
+        with open(p, "rb") as fh:
+            fast[p] = elf._read_elf64le(fh, str(p), True)
+    monkeypatch.setattr(elf, "_read_elf64le", lambda *a, **k: None)
+    compared = 0
+    for p in files:
+        slow = elf.read_elf(p)
+        f = fast[p]
+        if slow is None:
+            assert f is None, p  # the fast path never reads what pyelftools calls no ELF
+            continue
+        if f is None:  # the fast path declined (not ELF64 LE, no DT_STRTAB): pyelftools answered
+            continue
+        assert (f.needed, f.soname, f.rpath, f.runpath, f.gpu_code, f.numpy_api) == (
+            slow.needed,
+            slow.soname,
+            slow.rpath,
+            slow.runpath,
+            slow.gpu_code,
+            slow.numpy_api,
+        ), p
+        compared += 1
+    assert compared > 20
+
+
+@needs_gcc
+def test_elf_cache_follows_file_identity(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENVBUILD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(elf, "_MEM", {})
+    monkeypatch.setattr(elf, "_DISK", None)
+    build = tmp_path / "b"
+    build.mkdir()
+    _lib(build, "libone.so.1")
+    so = build / "libone.so.1"
+    calls: list[str] = []
+    real = elf.read_elf
+    monkeypatch.setattr(elf, "read_elf", lambda p, **k: calls.append(str(p)) or real(p, **k))
+    assert [e.soname for e in elf.read_elfs([str(so)])] == ["libone.so.1"]
+    assert (tmp_path / "cache" / "elf-v1.json").is_file()
+    monkeypatch.setattr(elf, "_MEM", {})  # a new process: the disk cache answers
+    monkeypatch.setattr(elf, "_DISK", None)
+    assert elf.read_elf_cached(so) is not None and len(calls) == 1
+    _lib(build, "libone.so.1", "int lib_fn(void) { return 22; }\nint other(void) { return 3; }\n")
+    os.utime(so, ns=(so.stat().st_atime_ns, so.stat().st_mtime_ns + 10**9))
+    assert elf.read_elf_cached(so) is not None and len(calls) == 2  # changed file: parsed again
+
+
+@pytest.mark.network
+@pytest.mark.slow
+def test_real_numba_wheel_without_tbb_is_healthy(tmp_path: Path) -> None:
+    """numba from PyPI (its tbbpool NEEDs libtbb.so.12, the tbb package is not installed): zero errors."""
+    prefix, site = _venv(tmp_path / "env")
+    uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
+    assert uv
+    subprocess.run(
+        [uv, "pip", "install", "-q", "--python", str(prefix / "bin" / "python"), "numba"],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PIP_CONFIG_FILE": os.devnull},
+        timeout=600,
+    )
+    tbbpool = next(site.glob("numba/np/ufunc/tbbpool*.so"))
+    assert "libtbb.so.12" in (elf.read_elf(tbbpool) or elf.ElfInfo("")).needed
+    report = doctor.diagnose(prefix, None)
+    assert _errors(report) == [] and report.verdict == "healthy", [f.cause for f in report.findings]
+    tbb = [f for f in report.findings if "libtbb.so.12" in f.cause]
+    assert [(f.severity, f.family, f.library_kind) for f in tbb] == [("info", "lib-missing", "package")]
+    assert "TBB threading layer" in tbb[0].cause

@@ -84,6 +84,7 @@ def test_partial_file_is_resumed_with_range_and_corrupt_partial_restarted(tmp_pa
         lock = write_lock(tmp_path / "lock", [wheel_artifact(srv, a), wheel_artifact(srv, b)])
         cache = tmp_path / "cache"
         (cache / "wheels").mkdir(parents=True)
+        (cache / ".envbuild-output").write_text('{"files": []}')  # left by the interrupted fetch
         half = a.stat().st_size // 2
         (cache / "wheels" / f"{a.name}.part").write_bytes(a.read_bytes()[:half])
         (cache / "wheels" / f"{b.name}.part").write_bytes(b"garbage" * 1000)  # not a prefix of b
@@ -325,3 +326,75 @@ def test_file_urls_from_a_local_find_links_directory_are_copied_and_checked(tmp_
     with pytest.raises(HashMismatch):
         fetch(bad, tmp_path / "cache2", show_progress=False)
     assert not list((tmp_path / "cache2").rglob("*.whl*"))
+
+
+def test_a_silent_index_fails_fetch_within_ten_seconds(tmp_path: Path) -> None:
+    """A port that accepts connections and never answers: fetch gives up within the bound, exit 3."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(srv.accept()[0])  # never read from, never answered
+            except OSError:
+                continue
+
+    threading.Thread(target=accept, daemon=True).start()
+    port = srv.getsockname()[1]
+    arts = [{"name": f"pkg{i}", "version": "1.0", "kind": "wheel", "sha256": "ab" * 32,
+             "filename": f"pkg{i}-1.0-py3-none-any.whl",
+             "url": f"http://127.0.0.1:{port}/files/pkg{i}-1.0-py3-none-any.whl"} for i in range(12)]
+    lock = write_lock(tmp_path / "lock", arts, index_urls=[f"http://127.0.0.1:{port}/simple"])
+    from envbuild.errors import FetchError
+
+    try:
+        t0 = time.monotonic()
+        # In-process, so the bound is the network wait's, not the interpreter start-up's on a loaded box.
+        with pytest.raises(FetchError) as info:
+            fetch(lock, tmp_path / "cache", jobs=4, show_progress=False)
+        took = time.monotonic() - t0
+    finally:
+        stop.set()
+        for c in held:
+            c.close()
+        srv.close()
+    assert info.value.exit_code == 3
+    assert "did not answer" in (info.value.hint or "")
+    print(f"silent index: fetch failed after {took:.1f} s")
+    # 12 files over 4 workers: the others are not tried one after another against the silent server.
+    assert took <= 10, took
+
+
+def test_two_concurrent_fetches_into_one_cache_download_each_file_once(tmp_path: Path) -> None:
+    """Two real ``envbuild fetch`` processes, one cache: one lock per artifact, so each file is
+    downloaded by one of them, the other finds it complete, and both succeed with intact files."""
+    idx = tmp_path / "idx"
+    wheels = [make_wheel(idx, f"pkg{i}", "1.0", payload=200_000) for i in range(4)]
+    # Throttled (about 1.5 s a file), so the two runs overlap on every file.
+    with serve(idx, slow={w.name: 150_000 for w in wheels}) as srv:
+        lock = write_lock(tmp_path / "lock", [wheel_artifact(srv, w) for w in wheels])
+        cache = tmp_path / "cache"
+        cmd = [sys.executable, "-m", "envbuild", "fetch", str(lock), "--cache", str(cache), "--jobs", "2",
+               "--json"]
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+        outs = [p.communicate(timeout=120) for p in procs]
+        gets = {w.name: srv.requests_for(w.name) for w in wheels}
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, out + err
+    results = [json.loads(out) for out, _ in outs]
+    assert sum(r["downloaded"] for r in results) == 4
+    assert sum(r["skipped"] for r in results) == 4
+    assert all(len(g) == 1 for g in gets.values()), {k: len(v) for k, v in gets.items()}
+    for w in wheels:
+        assert sha256(cache / "wheels" / w.name) == sha256(w)
+    assert not list(cache.rglob("*.part"))
+    assert {e["file"] for e in load_manifest(cache)["files"]} == {f"wheels/{w.name}" for w in wheels}

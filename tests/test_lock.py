@@ -216,13 +216,14 @@ def test_unsatisfiable_exit_1_with_explanation(seed: tuple[Index, str], tmp_path
     out = tmp_path / "lk"
     out.mkdir()
     (out / "keep").write_text("old lock")
+    (out / ".envbuild-output").write_text('{"files": ["keep"]}')  # an earlier lock's directory
     result = runner.invoke(app, ["lock", "numpy==1.21.6", "numpy<1.20",
                                  "--python", "3.7", "--index-url", f"{url}/simple", "-o", str(out), "--json"])
     assert result.exit_code == 1, result.output
     err = json.loads(result.stdout)
     assert err["error"] == "ConflictError" and "numpy" in err["message"]
     # A failed lock leaves the previous directory as it was, and no temp dirs beside it.
-    assert [p.name for p in out.iterdir()] == ["keep"]
+    assert sorted(p.name for p in out.iterdir()) == [".envbuild-output", "keep"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lk", "www"]
     with pytest.raises(ConflictError):
         lock(seed_spec(url), LAPTOP, out_dir=tmp_path / "x",

@@ -9,7 +9,6 @@ import hashlib
 import io
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 from conda_fixture import PLACEHOLDER, install_env, make_channel, python_package_spec
 
-from envbuild.errors import UnsafeArchive
+from envbuild.errors import PackError, UnsafeArchive
 from envbuild.pack import (
     CHECKSUMS,
     MANIFEST,
@@ -333,6 +332,28 @@ def test_venv_whose_base_python_is_missing_here_is_an_error(
         and str(base / "bin") in f["cause"]
         and f"bin/python{PY}" in f["evidence"]
     )
+    # --check-only says the same before extracting anything, and names what it could not check
+    pre = run([*ENVBUILD, "unpack", archive, tmp_path / "never", "--check-only", "--json"])
+    pre_report = json.loads(pre.stdout)
+    assert pre.returncode == 1 and not pre_report["ok"] and not (tmp_path / "never").exists()
+    (g,) = [g for g in pre_report["findings"] if g["severity"] == "error"]
+    assert g["family"] == "interpreter" and str(base / "bin") in g["cause"]
+    assert f"bin/python{PY}" in g["evidence"]
+    assert any("sha256" in u for u in pre_report["unchecked"])
+    assert any("doctor" in u for u in pre_report["unchecked"])
+    table = run([*ENVBUILD, "unpack", archive, tmp_path / "never", "--check-only"], env={**os.environ,
+                                                                                         "COLUMNS": "200"})
+    assert "not checked before extraction" in table.stdout
+
+
+def test_check_only_passes_a_venv_whose_base_python_is_here(wheels: dict[str, Path], tmp_path: Path) -> None:
+    venv = make_venv(tmp_path / "venv", wheels["otherpkg"])
+    archive = tmp_path / "v.tar.gz"
+    pack(venv, archive)
+    manifest = read_manifest(archive)
+    assert manifest is not None and manifest["fixup"]["home"] == str(BASE_PYTHON.parent)
+    report = unpack(archive, tmp_path / "never", check_only=True)
+    assert not [f for f in report["findings"] if f["family"] == "interpreter"], report["findings"]
 
 
 # --- conda-pack refusals, explained --------------------------------------------------------
@@ -489,6 +510,86 @@ def test_escaping_archive_refused_nothing_written(tmp_path: Path, kind: str) -> 
     assert out.returncode == 5 and json.loads(out.stdout)["error"] == "UnsafeArchive"
 
 
+def _rewrite(src: Path, dst: Path, edit: dict[str, bytes]) -> None:
+    """Copy an envbuild tar.gz with members replaced, and envbuild-files.sha256 made to match
+    (an attacker controls both, so the checksum file is no defence by itself)."""
+    with tarfile.open(src) as tf:
+        members = [(m, tf.extractfile(m).read() if m.isfile() else None) for m in tf.getmembers()]  # type: ignore[union-attr]
+    sums = {}
+    out = []
+    for m, data in members:
+        if m.name in edit:
+            data = edit[m.name]
+        if data is not None and m.name != CHECKSUMS:
+            sums[m.name] = hashlib.sha256(data).hexdigest()
+        out.append((m, data))
+    with tarfile.open(dst, "w:gz") as tf:
+        for m, data in out:
+            if m.name == CHECKSUMS:
+                data = "".join(f"{h}  {n}\n" for n, h in sums.items()).encode()
+            if data is not None:
+                m.size = len(data)
+            tf.addfile(m, io.BytesIO(data) if data is not None else None)
+
+
+def test_the_archives_own_conda_unpack_is_never_run(channel: Path, tmp_path: Path) -> None:
+    env = conda_env(channel, tmp_path / "src", "greet")
+    good = tmp_path / "env.tar.gz"
+    pack(env, good)
+    marker = tmp_path / "conda-unpack-ran"
+    with tarfile.open(good) as tf:
+        script = tf.extractfile("bin/conda-unpack").read()  # type: ignore[union-attr]
+    # The records stay, but the script would leave a marker (and could do anything) if run.
+    hostile = script.replace(b"if __name__ == '__main__':",
+                             f"open({str(marker)!r}, 'w').write('ran')\nif __name__ == '__main__':".encode())
+    assert hostile != script
+    evil = tmp_path / "evil.tar.gz"
+    _rewrite(good, evil, {"bin/conda-unpack": hostile})
+    dest = tmp_path / "copy"
+    report = unpack(evil, dest)
+    assert report["fixup"]["conda_unpack"] is True and report["fixup"]["prefix_records"] >= 1
+    assert not marker.exists()
+    # the records were still applied: the placeholder became the new prefix
+    assert (dest / "share/greet/config.txt").read_text() == f"data_dir = {dest}/share/greet\n"
+    assert run([dest / "bin" / "greet"]).stdout == f"greet from {dest}\n"
+    # The standalone fix-up shipped in the archive (what a node without envbuild runs) does the same
+    # from the records, without conda-unpack.
+    from envbuild._fs import safe_extract
+
+    node = safe_extract(evil, tmp_path / "node")
+    fx = run([sys.executable, "-I", node / "bin" / "envbuild-unpack", node])
+    assert fx.returncode == 0 and json.loads(fx.stdout)["prefix_records"] >= 1, fx.stderr
+    assert (node / "share/greet/config.txt").read_text() == f"data_dir = {node}/share/greet\n"
+    assert not marker.exists()
+
+    # records naming a path outside DEST are refused, and nothing outside is touched
+    victim = tmp_path / "victim.txt"
+    victim.write_text(f"{PLACEHOLDER}\n")
+    bad = script.replace(b"_prefix_records = [\n", b"_prefix_records = [\n('../victim.txt', "
+                         + repr(PLACEHOLDER).encode() + b", 'text'),\n", 1)
+    assert bad != script
+    _rewrite(good, tmp_path / "bad.tar.gz", {"bin/conda-unpack": bad})
+    with pytest.raises(PackError, match=r"_prefix_records\[0\]"):
+        unpack(tmp_path / "bad.tar.gz", tmp_path / "copy2")
+    assert victim.read_text() == f"{PLACEHOLDER}\n" and not (tmp_path / "copy2").exists()
+
+
+def test_a_member_added_after_packing_is_refused(wheels: dict[str, Path], tmp_path: Path) -> None:
+    venv = make_venv(tmp_path / "venv", wheels["otherpkg"])
+    good = tmp_path / "v.tar.gz"
+    pack(venv, good)
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(good) as src, tarfile.open(evil, "w:gz") as dst:
+        for m in src.getmembers():
+            dst.addfile(m, src.extractfile(m) if m.isfile() else None)
+        extra = tarfile.TarInfo(f"{SP}/sitecustomize.py")
+        extra.size = 4
+        dst.addfile(extra, io.BytesIO(b"pass"))
+    with pytest.raises(PackError, match=r"not in envbuild-files\.sha256"):
+        unpack(evil, tmp_path / "copy")
+    assert not (tmp_path / "copy").exists()
+
+
 # --- target checks -------------------------------------------------------------------------
 
 
@@ -623,7 +724,8 @@ def test_slurm_script_is_shellcheck_clean_quoted_and_works(channel: Path, tmp_pa
     archive = weird / "env.tar.zst"
     pack(env, archive)
     script = tmp_path / "slurm-unpack.sh"
-    out = run([*ENVBUILD, "slurm-script", archive, "-o", script, "--dest", str(tmp_path / "node-local/env")])
+    out = run([*ENVBUILD, "slurm-script", archive, "-o", script, "--dest", str(tmp_path / "node-local/env"),
+               "--archive", str(archive)])
     assert out.returncode == 0, out.stderr
     text = script.read_text()
     assert "set -euo pipefail" in text and "sbcast" in text and "--ntasks-per-node=1" in text
@@ -635,7 +737,9 @@ def test_slurm_script_is_shellcheck_clean_quoted_and_works(channel: Path, tmp_pa
         [*ENVBUILD, "pack", env, "-o", tmp_path / "b.tar.gz", "--slurm-script", tmp_path / "b.sh", "--json"]
     )
     assert both.returncode == 0 and json.loads(both.stdout)["slurm_script"] == str(tmp_path / "b.sh")
-    assert shlex.quote(str(tmp_path / "b.tar.gz")) in (tmp_path / "b.sh").read_text()
+    # the laptop's absolute path is not baked in: the script looks next to itself on the cluster
+    b_text = (tmp_path / "b.sh").read_text()
+    assert str(tmp_path) not in b_text and "archive_path=b.tar.gz" in b_text
 
     # Run it for real with stand-ins for the two Slurm commands (one local "node").
     shims = tmp_path / "shims"
@@ -665,9 +769,11 @@ def test_slurm_script_is_shellcheck_clean_quoted_and_works(channel: Path, tmp_pa
     bad = run(
         ["bash", script],
         cwd=tmp_path,
-        env={**os.environ, "PATH": f"{shims}:{os.environ['PATH']}", "SLURM_JOB_ID": "1"},
+        env={**os.environ, "PATH": f"{shims}:{os.environ['PATH']}", "SLURM_JOB_ID": "1",
+             "ENVBUILD_DEST": str(tmp_path / "node-local" / "fresh")},
     )
-    assert bad.returncode == 1 and "does not match the sha256" in bad.stderr
+    assert bad.returncode == 3 and "the archive is altered" in bad.stderr
+    assert "does not match the sha256" in bad.stderr
 
 
 def test_pypi_torch_without_local_label_reports_its_cuda(tmp_path: Path) -> None:

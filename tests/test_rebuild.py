@@ -91,11 +91,40 @@ def _venv_with_pip(prefix: Path) -> Path:
     return prefix / "bin" / "python"
 
 
-def _so(path: Path, tmp: Path) -> None:
+def _so(path: Path, tmp: Path, torch_lib: Path | None = None) -> None:
+    """A real ELF .so; with ``torch_lib`` it links that dir's libc10.so, as torch ops do."""
     path.parent.mkdir(parents=True, exist_ok=True)
     src = tmp / f"{path.stem.split('.')[0]}.c"
-    src.write_text("int ops_ready(void) { return 1; }\n")
-    subprocess.run(["gcc", "-shared", "-fPIC", str(src), "-o", str(path)], check=True, capture_output=True)
+    if torch_lib is None:
+        src.write_text("int ops_ready(void) { return 1; }\n")
+        link: list[str] = []
+    else:
+        src.write_text("int c10_fn(void);\nint ops_ready(void) { return c10_fn(); }\n")
+        link = [f"-L{torch_lib}", "-lc10"]
+    subprocess.run(
+        ["gcc", "-shared", "-fPIC", str(src), *link, "-o", str(path)], check=True, capture_output=True
+    )
+
+
+def _libc10(site: Path, tmp: Path) -> Path:
+    """torch/lib/libc10.so, a real shared library with the soname torch's has."""
+    lib = site / "torch" / "lib"
+    lib.mkdir(parents=True, exist_ok=True)
+    (tmp / "c10.c").write_text("int c10_fn(void) { return 1; }\n")
+    subprocess.run(
+        [
+            "gcc",
+            "-shared",
+            "-fPIC",
+            "-Wl,-soname,libc10.so",
+            str(tmp / "c10.c"),
+            "-o",
+            str(lib / "libc10.so"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return lib
 
 
 def _torch_files(site: Path, version: str, cuda: str) -> list[str]:
@@ -114,17 +143,25 @@ def seed_env(tmp_path: Path) -> tuple[Path, Path]:
     prefix = tmp_path / "radar"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(prefix)], check=True)
     site = next((prefix / "lib").glob("python3.*/site-packages"))
-    _dist(site, "torch", "1.10.0+cu113", _torch_files(site, "1.10.0+cu113", "11.3"))
-    _so(site / "mmcv" / "_ext.cpython-37m-x86_64-linux-gnu.so", tmp_path)
+    _dist(site, "torch", "1.10.0+cu113", [*_torch_files(site, "1.10.0+cu113", "11.3"), "torch/lib/libc10.so"])
+    tlib = _libc10(site, tmp_path)
+    _so(site / "mmcv" / "_ext.cpython-37m-x86_64-linux-gnu.so", tmp_path, tlib)
     _dist(site, "mmcv-full", "1.4.0", ["mmcv/_ext.cpython-37m-x86_64-linux-gnu.so"])
     _dist(site, "mmdet", "2.19.0", ["mmdet/__init__.py"])
     _dist(site, "mmsegmentation", "0.20.0", ["mmseg/__init__.py"])
-    _dist(site, "numpy", "1.19.5", ["numpy/__init__.py"])
+    # numpy ships compiled code too, but links neither torch nor CUDA: it must not be rebuilt
+    _so(site / "numpy" / "core" / "_multiarray_umath.cpython-37m-x86_64-linux-gnu.so", tmp_path)
+    _dist(
+        site,
+        "numpy",
+        "1.19.5",
+        ["numpy/__init__.py", "numpy/core/_multiarray_umath.cpython-37m-x86_64-linux-gnu.so"],
+    )
     _dist(site, "cupy-cuda113", "10.6.0", ["cupy/__init__.py"])
     _dist(site, "terminaltables", "3.1.10", ["terminaltables.py"])
     # mmdet3d from `pip install -e .` in its clone, ops compiled in-tree
     src = tmp_path / "mmdetection3d"
-    _so(src / "mmdet3d" / "ops" / "iou3d" / "iou3d_cuda.cpython-37m-x86_64-linux-gnu.so", tmp_path)
+    _so(src / "mmdet3d" / "ops" / "iou3d" / "iou3d_cuda.cpython-37m-x86_64-linux-gnu.so", tmp_path, tlib)
     _dist(
         site,
         "mmdet3d",
@@ -150,6 +187,9 @@ def test_seed_server_rebuild_plan(seed_env: tuple[Path, Path], profiles_dir: Pat
     assert d["changes"]["torch"] == {"old": "1.10.0+cu113", "new": "1.10.0+cu102"}
     assert d["changes"]["cupy-cuda102"]["new"] == "10.6.0"
     assert "mmcv-full" in d["changes"]  # its ops were compiled for +cu113: reinstall the cu102 build
+    mmcv_step = next(s for s in d["steps"] if s["package"] == "mmcv-full")
+    assert "_ext.cpython-37m-x86_64-linux-gnu.so links libc10.so" in mmcv_step["reason"]  # the ELF evidence
+    assert plan.current.links.keys() == {"mmcv-full", "mmdet3d"}  # numpy's .so links neither torch nor CUDA
     # only what must change: pure-Python pins stay as they are
     for same in ("mmdet", "mmsegmentation", "numpy", "terminaltables"):
         assert same not in d["changes"]
@@ -164,8 +204,9 @@ def test_seed_server_rebuild_plan(seed_env: tuple[Path, Path], profiles_dir: Pat
     assert build[0]["command"][-2:] == ["-e", str(src)]
 
     script = (out / "rebuild.sh").read_text()
-    assert sorted(p.name for p in out.iterdir()) == ["plan.json", "rebuild.sh", "resolution.json"]
-    assert "TORCH_CUDA_ARCH_LIST=7.0" in script and "FORCE_CUDA=1" in script
+    assert sorted(p.name for p in out.iterdir()) == [".envbuild-output", "plan.json", "rebuild.sh",
+                                                     "resolution.json"]
+    assert "TORCH_CUDA_ARCH_LIST='7.0'" in script and "FORCE_CUDA='1'" in script
     assert "torch==1.10.0+cu102" in script and "cupy-cuda113" in script
     assert "https://download.pytorch.org/whl/cu102" in script
     assert 'nvcc_release" != 10.2' in script and "(( gcc_major > 8 ))" in script
@@ -446,6 +487,9 @@ def test_rebuild_writes_the_new_lock(seed_env: tuple[Path, Path], profiles_dir: 
     # the script installs what the lock pinned
     script = (tmp_path / "o" / "rebuild.sh").read_text()
     assert f"{url}/whl/cu102" in script and "torch==1.10.0+cu102" in script
+    # ... and checks each staged wheel against the lock's sha256 before it changes anything
+    torch_sha = next(a.sha256 for a in lk.artifacts if a.name == "torch")
+    assert f"fetch_wheel torch 1.10.0+cu102 {torch_sha}" in script
 
 
 def test_failed_lock_leaves_no_output(
@@ -551,3 +595,149 @@ def test_pypi_torch_without_local_label(
         step = next(s for s in plan.steps if s.package == "torch")
         assert (step.old, step.new) == (installed, change) and "built for CUDA 12.4" in step.reason
         assert plan.index_args == ["--extra-index-url", "https://download.pytorch.org/whl/cu118"]
+
+
+# --- rebuild.sh is transactional ------------------------------------------------------------------
+
+_TORCH_SRC = {
+    "torch/__init__.py": "from torch import cuda, version\n__version__ = version.__version__\n",
+    "torch/cuda.py": "def is_available():\n    return False\n",
+}
+
+
+def _pip_env(tmp_path: Path, profiles_dir: Path) -> tuple[Path, Path, Path, dict[str, str]]:
+    """A real pip venv with torch cu113 + CuPy, its rebuild plan for the server, and a wheelhouse."""
+    prefix = tmp_path / "env"
+    py = _venv_with_pip(prefix)
+    old = [
+        make_wheel(
+            tmp_path / "old",
+            "torch",
+            "1.10.0+cu113",
+            {**_TORCH_SRC, "torch/version.py": "__version__ = '1.10.0+cu113'\ncuda = '11.3'\n"},
+        ),
+        make_wheel(tmp_path / "old", "cupy-cuda113", "10.6.0", {"cupy/__init__.py": "CUDA = '11.3'\n"}),
+    ]
+    pip_env = {**os.environ, "PIP_CONFIG_FILE": os.devnull}
+    subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", "--no-index", "--no-deps", *map(str, old)],
+        check=True,
+        env=pip_env,
+    )
+    rebuild(prefix, load_profile(profiles_dir / "seed-server.json"), out_dir=tmp_path / "p", lock=False)
+    house = tmp_path / "house"
+    make_wheel(
+        house,
+        "torch",
+        "1.10.0+cu102",
+        {**_TORCH_SRC, "torch/version.py": "__version__ = '1.10.0+cu102'\ncuda = '10.2'\n"},
+    )
+    make_wheel(house, "cupy-cuda102", "10.6.0", {"cupy/__init__.py": "CUDA = '10.2'\n"})
+    env = {**pip_env, "PREFIX": str(prefix), "ENVBUILD_WHEELHOUSE": str(house)}
+    return prefix, py, house, env
+
+
+def _torch_of(py: Path) -> str:
+    out = subprocess.run(
+        [str(py), "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip()
+
+
+def _run(script: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(script), *args], env=env, capture_output=True, text=True)
+
+
+def test_rebuild_sh_with_a_wheel_missing_changes_nothing(profiles_dir: Path, tmp_path: Path) -> None:
+    prefix, py, house, env = _pip_env(tmp_path, profiles_dir)
+    next(house.glob("torch-*.whl")).unlink()  # the wheelhouse lacks the new torch
+    site = next((prefix / "lib").glob("python3.*/site-packages"))
+    before = sorted(p.name for p in site.iterdir())
+    out = _run(tmp_path / "p" / "rebuild.sh", env)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "the wheel torch==1.10.0+cu102 is not available in " + str(house) in out.stderr
+    assert "nothing was changed" in out.stderr
+    assert "uninstall" not in out.stdout  # stopped before the first step, not half-way (cupy first)
+    assert sorted(p.name for p in site.iterdir()) == before and _torch_of(py) == "1.10.0+cu113"
+    assert not (tmp_path / "env.envbuild-new").exists() and not (tmp_path / "env.envbuild-old").exists()
+
+
+def test_rebuild_sh_checks_the_lock_hash_of_each_wheel(profiles_dir: Path, tmp_path: Path) -> None:
+    """A wheel whose sha256 the lock does not list is refused before anything changes."""
+    from envbuild.rebuild import render_script
+
+    prefix, py, _, env = _pip_env(tmp_path, profiles_dir)
+    plan = rebuild(
+        prefix, load_profile(profiles_dir / "seed-server.json"), out_dir=tmp_path / "q", lock=False
+    )
+    script = tmp_path / "q" / "rebuild.sh"
+    script.write_text(render_script(plan, {"torch": ["0" * 64]}))
+    out = _run(script, env)
+    assert out.returncode == 1 and "which the lock does not list for torch==1.10.0+cu102" in out.stderr
+    assert _torch_of(py) == "1.10.0+cu113"
+
+
+def test_rebuild_sh_swaps_keeps_the_old_env_and_rolls_back(profiles_dir: Path, tmp_path: Path) -> None:
+    prefix, py, _, env = _pip_env(tmp_path, profiles_dir)
+    script = tmp_path / "p" / "rebuild.sh"
+    out = _run(script, env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "verifying the new env" in out.stdout and "--rollback" in out.stdout
+    assert _torch_of(py) == "1.10.0+cu102"
+    old = tmp_path / "env.envbuild-old"
+    assert _torch_of(old / "bin" / "python") == "1.10.0+cu113"
+    assert not (tmp_path / "env.envbuild-new").exists()
+    # pip's own entry point in the swapped env names the env's path, not the copy's
+    assert (prefix / "bin" / "pip").read_text().splitlines()[0] == f"#!{prefix}/bin/python"
+    back = _run(script, env, "--rollback")
+    assert back.returncode == 0, back.stderr
+    assert _torch_of(py) == "1.10.0+cu113" and not old.exists()
+
+
+def test_rebuild_sh_verify_failure_leaves_the_old_env(profiles_dir: Path, tmp_path: Path) -> None:
+    prefix, py, _, env = _pip_env(tmp_path, profiles_dir)
+    out = _run(tmp_path / "p" / "rebuild.sh", {**env, "ENVBUILD_VERIFY": 'test "$PREFIX" = /nowhere'})
+    assert out.returncode != 0
+    assert "[1/3] uninstall cupy-cuda113" in out.stdout  # it did build the new env ...
+    assert "the old env at " + str(prefix) + " is unchanged" in out.stderr  # ... and threw it away
+    assert _torch_of(py) == "1.10.0+cu113"
+    assert not (tmp_path / "env.envbuild-new").exists() and not (tmp_path / "env.envbuild-old").exists()
+
+
+# --- no None on a user-facing line ------------------------------------------------------------------
+
+
+def test_cpu_target_plan_names_no_missing_fact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CPU env re-targeted to a CPU machine: no 'CUDA None', 'nvcc None accepts <= None'."""
+    import re as _re
+
+    monkeypatch.setattr(doctor, "STRICT_TEXT", True)
+    prefix = tmp_path / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(prefix)], check=True)
+    site = next((prefix / "lib").glob("python3.*/site-packages"))
+    _dist(site, "torch", "2.1.0+cpu", _torch_files(site, "2.1.0+cpu", "None"))
+    (site / "torch" / "version.py").write_text("__version__ = '2.1.0+cpu'\ncuda = None\n")
+    _dist(site, "numpy", "1.26.4", ["numpy/__init__.py"])
+    py = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    out = subprocess.run(
+        [
+            *ENVBUILD,
+            "rebuild",
+            "--prefix",
+            str(prefix),
+            "--python",
+            py,
+            "-o",
+            str(tmp_path / "o"),
+            "--no-lock",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "CPU target" in out.stdout
+    script = (tmp_path / "o" / "rebuild.sh").read_text()
+    plan = json.loads((tmp_path / "o" / "plan.json").read_text())
+    texts = [out.stdout, script, *plan["notes"], *(s["reason"] for s in plan["steps"])]
+    assert not [t for t in texts if _re.search(r"\bNone\b", t)], texts
+    subprocess.run([str(SHELLCHECK), str(tmp_path / "o" / "rebuild.sh")], check=True)

@@ -183,6 +183,12 @@ def test_install_offline_from_a_real_fetch(tiny: tuple[Index, str], tmp_path: Pa
     render(tmp_path / "lk", site)
     fetch(tmp_path / "lk", site / "offline_cache", show_progress=False)
     assert [p.name for p in (site / "offline_cache" / "git").iterdir()] == ["pypcd-0.1.1-py3-none-any.whl"]
+    # The scripts check git/ and build/ against the lock's record of them, which fetch writes into
+    # the lock directory: rendered before the fetch, the copy beside the scripts lacks it.
+    early = _bash(site / "install-offline.sh", "--prefix", str(tmp_path / "early"))
+    assert early.returncode != 0 and "built.sha256" in early.stderr and "envbuild render" in early.stderr
+    assert not (tmp_path / "early" / "bin" / "pip").exists()
+    render(tmp_path / "lk", site)
     # No network from here on: the index is gone.
     with contextlib.suppress(Exception):
         (idx.root / "simple").rename(idx.root / "gone")

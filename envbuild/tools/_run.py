@@ -11,7 +11,7 @@ from pathlib import Path
 
 from envbuild.errors import ToolError
 
-__all__ = ["ToolFailed", "redact", "run"]
+__all__ = ["ToolFailed", "redact", "run", "split_credentials"]
 
 _TAIL_LINES = 25
 
@@ -26,12 +26,47 @@ class ToolFailed(ToolError):
 
 
 # ssh URLs keep their user (git@host is an account name, not a secret).
-_USERINFO = re.compile(r"(?P<scheme>\b(?:git\+)?(?:https?|ftp|file)://)[^/@\s\"']+@", re.IGNORECASE)
+_URL_START = re.compile(r"(?:git\+)?(?:https?|ftp|file)://", re.IGNORECASE)
 
 
 def redact(text: str) -> str:
-    """Drop ``user:password@`` / ``token@`` from every http(s)/ftp/file URL in ``text``."""
-    return _USERINFO.sub(r"\g<scheme>", text)
+    """Drop ``user:password@`` / ``token@`` from every http(s)/ftp/file URL in ``text``.
+
+    The authority of a URL runs to its first ``/``, ``?``, ``#`` or whitespace, and the userinfo to
+    the authority's LAST ``@`` -- as ``urllib.parse`` splits it -- so a password holding an unencoded
+    ``@``, a quote or any other byte is dropped whole.
+    """
+    out: list[str] = []
+    pos = 0
+    for m in _URL_START.finditer(text):
+        if m.start() < pos:
+            continue
+        end = m.end()
+        while end < len(text) and text[end] not in "/?#" and not text[end].isspace():
+            end += 1
+        authority = text[m.end():end]
+        out.append(text[pos:m.end()])
+        out.append(authority.rpartition("@")[2])
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def split_credentials(url: str) -> tuple[str, str | None, str | None]:
+    """(the URL without userinfo, user, password), both decoded, parsed with ``urllib.parse``.
+
+    A child process gets the URL without them on its command line and the credentials another
+    way (environment variables, a netrc file), so they are never visible in ``ps``.
+    """
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None, None
+    host = parts.netloc.rpartition("@")[2]
+    user = unquote(parts.username or "")
+    password = unquote(parts.password) if parts.password is not None else None
+    return urlunsplit(parts._replace(netloc=host)), user, password
 
 
 def run(

@@ -35,9 +35,9 @@ __all__ = [
     "pack_env",
 ]
 
-FORMATS = ("tar.gz", "tar.zst", "zip")
+FORMATS = ("tar.gz", "tar.zst", "zip", "squashfs")
 _SYNC_HASH_BYTES = 1 << 20
-DEFAULT_LEVEL = {"tar.gz": 4, "tar.zst": 3, "zip": 4}
+DEFAULT_LEVEL = {"tar.gz": 4, "tar.zst": 3, "zip": 4, "squashfs": 4}
 
 
 class CondaPackRefused(PackError):
@@ -183,7 +183,20 @@ def open_archive(
     fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
     try:
         with os.fdopen(fd, "wb") as fh, ThreadPoolExecutor(max(1, jobs)) as pool:
-            if fmt == "tar.zst":
+            if fmt == "squashfs":
+                # conda-pack's own staging (hard links where it can, copies otherwise); envbuild
+                # runs mksquashfs itself after the trailer is added (see tools/squashfs.py).
+                from conda_pack.formats import SquashFSArchive
+
+                from envbuild.tools import squashfs
+
+                squashfs.require("mksquashfs")
+                with SquashFSArchive(None, tmp, "", jobs, compress_level=lvl) as sq:
+                    writer = ArchiveWriter(sq, pool)
+                    yield writer
+                    writer.checksums()
+                    squashfs.mksquashfs(Path(sq._staging_dir), Path(tmp), jobs=jobs, level=lvl)
+            elif fmt == "tar.zst":
                 with _zstd_stream(fh, lvl, jobs) as zfh, \
                         TarArchive(zfh, "", close_file=True, mode="w", mtime=stamp) as arc:
                     yield ArchiveWriter(arc, pool)

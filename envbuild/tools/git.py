@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from envbuild.errors import InputError, ToolError
-from envbuild.tools._run import ToolFailed, redact, run
+from envbuild.tools._run import ToolFailed, redact, run, split_credentials
 
 __all__ = ["checkout", "is_full_sha", "pip_git_url", "resolve_ref"]
 
@@ -38,6 +38,23 @@ def pip_git_url(url: str) -> str:
     return url
 
 
+def _auth(url: str) -> tuple[str, dict[str, str]]:
+    """(URL without credentials, environment giving git them as an HTTP header) -- never on argv."""
+    import base64
+
+    clean, user, password = split_credentials(url)
+    if user is None or not clean.lower().startswith(("http://", "https://")):
+        return url, dict(_ENV)
+    from urllib.parse import urlsplit
+
+    token = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
+    parts = urlsplit(clean)
+    # Scoped to this host: a submodule elsewhere never receives the header.
+    return clean, {**_ENV, "GIT_CONFIG_COUNT": "1",
+                   "GIT_CONFIG_KEY_0": f"http.{parts.scheme}://{parts.netloc}/.extraHeader",
+                   "GIT_CONFIG_VALUE_0": f"Authorization: Basic {token}"}
+
+
 def _check_url(url: str) -> str:
     if not url or url.startswith("-"):
         raise InputError(f"'{url}' is not a git repository URL.", field="git",
@@ -56,8 +73,9 @@ def resolve_ref(url: str, ref: str | None) -> str:
     _check_url(url)
     if ref and is_full_sha(ref):
         return ref.lower()
+    clean, env = _auth(url)
     try:
-        proc = run(["git", "ls-remote", url], env=_ENV, timeout=120, tool="git", hint=_HINT)
+        proc = run(["git", "ls-remote", clean], env=env, timeout=120, tool="git", hint=_HINT)
     except ToolFailed as exc:
         raise ToolError(f"cannot list the refs of {redact(url)}: {exc.stderr.strip()[-400:]}",
                         field="git", hint=_HINT) from None
@@ -84,8 +102,9 @@ def _expand_short_sha(url: str, short: str) -> str:
     # ls-remote lists only refs, so an abbreviated commit needs the history.
     tmp = Path(tempfile.mkdtemp(prefix="envbuild-git-"))
     try:
-        run(["git", "clone", "--quiet", "--bare", "--filter=blob:none", url, str(tmp / "r")],
-            env=_ENV, timeout=600, tool="git", hint=_HINT)
+        clean, env = _auth(url)
+        run(["git", "clone", "--quiet", "--bare", "--filter=blob:none", clean, str(tmp / "r")],
+            env=env, timeout=600, tool="git", hint=_HINT)
         proc = run(["git", "-C", str(tmp / "r"), "rev-parse", "--verify", "--quiet", f"{short}^{{commit}}"],
                    env=_ENV, tool="git", hint=f"'{short}' is not a commit of {redact(url)}.")
         return proc.stdout.strip()
@@ -108,19 +127,20 @@ def checkout(url: str, commit: str, dest: str | os.PathLike[str]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     git = ["git", "-C", str(out)]
     run([*git, "init", "--quiet"], env=_ENV, tool="git")
-    run([*git, "remote", "add", "origin", url], env=_ENV, tool="git")
+    clean, env = _auth(url)
+    run([*git, "remote", "add", "origin", clean], env=_ENV, tool="git")
     try:
         # Fetching just the commit is fast on GitHub; servers that refuse a bare sha get a full fetch.
-        run([*git, "fetch", "--quiet", "--depth", "1", "origin", commit], env=_ENV, timeout=600, tool="git")
+        run([*git, "fetch", "--quiet", "--depth", "1", "origin", commit], env=env, timeout=600, tool="git")
     except ToolFailed:
         run([*git, "fetch", "--quiet", "--tags", "origin", "+refs/heads/*:refs/remotes/origin/*"],
-            env=_ENV, timeout=1800, tool="git", hint=_HINT)
+            env=env, timeout=1800, tool="git", hint=_HINT)
     run([*git, "-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", commit],
         env=_ENV, tool="git", hint=f"Commit {commit} is not in {redact(url)}.")
     head = run([*git, "rev-parse", "HEAD"], env=_ENV, tool="git").stdout.strip()
     if head != commit.lower() and not head.startswith(commit.lower()):
         raise ToolError(f"checked out {head}, expected {commit}.", path=redact(url), field="git")
     if (out / ".gitmodules").exists():
-        run([*git, "submodule", "update", "--init", "--recursive", "--depth", "1"], env=_ENV,
+        run([*git, "submodule", "update", "--init", "--recursive", "--depth", "1"], env=env,
             timeout=1800, tool="git")
     return out

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from envbuild.errors import ConflictError
-from envbuild.tools._run import ToolFailed, run
+from envbuild.tools._run import ToolFailed, run, split_credentials
 from envbuild.tools.uv import CompileOptions, Pinned, parse_compiled
 
 __all__ = ["compile_requirements", "host_python"]
@@ -21,6 +21,19 @@ __all__ = ["compile_requirements", "host_python"]
 def host_python() -> str:
     """``X.Y`` of the interpreter pip-compile runs in (the only one it can lock for)."""
     return f"{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+def _encoded(url: str) -> str:
+    """``url`` with its user and password percent-encoded, so an unencoded ``@``, quote or space in
+    the password neither splits the space-separated PIP_* list nor changes the host pip contacts."""
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    clean, user, password = split_credentials(url)
+    if user is None:
+        return url
+    parts = urlsplit(clean)
+    auth = quote(user, safe="") + (":" + quote(password, safe="") if password is not None else "")
+    return urlunsplit(parts._replace(netloc=f"{auth}@{parts.netloc}"))
 
 
 def compile_requirements(opts: CompileOptions, *, cache_dir: str | None = None, previous: str | None = None,
@@ -46,18 +59,20 @@ def compile_requirements(opts: CompileOptions, *, cache_dir: str | None = None, 
             cons = Path(tmp) / "constraints.txt"
             cons.write_text("\n".join(opts.constraints) + "\n")
             cmd += ["--constraint", str(cons)]
+        # Index URLs go through the environment, not argv: their credentials are never visible in ps.
+        env = {"PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+               "PIP_TIMEOUT": "10", "PIP_RETRIES": "2"}
         if opts.index_url:
-            cmd += ["--index-url", opts.index_url]
-        for u in opts.extra_index_urls:
-            cmd += ["--extra-index-url", u]
-        for u in opts.find_links:
-            cmd += ["--find-links", u]
+            env["PIP_INDEX_URL"] = _encoded(opts.index_url)
+        if opts.extra_index_urls:
+            env["PIP_EXTRA_INDEX_URL"] = " ".join(_encoded(u) for u in opts.extra_index_urls)
+        if opts.find_links:
+            env["PIP_FIND_LINKS"] = " ".join(_encoded(u) for u in opts.find_links)
         if cache_dir:
             cmd += ["--cache-dir", cache_dir]
         if opts.refresh:
             cmd += ["--rebuild"]
         # The same inputs as uv: no pip.conf and no PIP_* variables of the user.
-        env = {"PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
         if "PIP_CERT" in os.environ:
             env["PIP_CERT"] = os.environ["PIP_CERT"]
         try:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from packaging.utils import canonicalize_name
 
-from envbuild.errors import ConflictError, FetchError, ToolError
-from envbuild.tools._run import ToolFailed, redact, run
+from envbuild.errors import ConflictError, FetchError, InputError, ToolError
+from envbuild.tools._run import ToolFailed, redact, run, split_credentials
 
 __all__ = [
     "CompileOptions",
@@ -201,6 +203,53 @@ def compile_pylock(opts: CompileOptions, *, cache_dir: str | None = None, previo
     return out, parse_pylock(out)
 
 
+def _index_args(opts: CompileOptions, tmp: Path) -> tuple[list[str], dict[str, str]]:
+    """uv's index flags with credentials kept off its command line.
+
+    A URL with ``user:password@`` becomes a named index (``--default-index envbuild0=URL``) whose
+    credentials uv reads from ``UV_INDEX_ENVBUILD0_USERNAME/PASSWORD``; a find-links page with
+    credentials gets them from a netrc file in the temp dir (``NETRC``).  Without any credentials
+    the plain flags are passed as before.
+
+    Raises:
+        InputError: find-links credentials a netrc file cannot hold (whitespace or a quote).
+    """
+    urls = ([opts.index_url] if opts.index_url else []) + list(opts.extra_index_urls)
+    if not any(split_credentials(u)[1] is not None for u in [*urls, *opts.find_links]):
+        args = ["--index-url", opts.index_url] if opts.index_url else []
+        for u in opts.extra_index_urls:
+            args += ["--extra-index-url", u]
+        for u in opts.find_links:
+            args += ["--find-links", u]
+        return args, {}
+    args, env = [], {}
+    for i, u in enumerate(urls):
+        clean, user, password = split_credentials(u)
+        name = f"envbuild{i}"
+        flag = "--default-index" if (i == 0 and opts.index_url) else "--index"
+        args += [flag, f"{name}={clean}"]
+        if user is not None:
+            env[f"UV_INDEX_{name.upper()}_USERNAME"] = user
+            env[f"UV_INDEX_{name.upper()}_PASSWORD"] = password or ""
+    netrc = []
+    for u in opts.find_links:
+        clean, user, password = split_credentials(u)
+        args += ["--find-links", clean]
+        if user is not None:
+            host = urlsplit(clean).hostname or ""
+            if any(c.isspace() or c in "\"'" for c in f"{user}{password or ''}"):
+                raise InputError("a find-links password with whitespace or a quote cannot be passed to uv.",
+                                 field="find_links",
+                                 hint="Put the credentials in ~/.netrc instead of the URL.")
+            netrc.append(f"machine {host} login {user} password {password or ''}\n")
+    if netrc:
+        f = tmp / "netrc"
+        f.write_text("".join(netrc))
+        f.chmod(0o600)
+        env["NETRC"] = str(f)
+    return args, env
+
+
 def _compile(opts: CompileOptions, fmt: list[str], out_name: str, previous: str | None,
              cache_dir: str | None, timeout: float) -> str:
     with tempfile.TemporaryDirectory(prefix="envbuild-uv-") as tmp:
@@ -220,17 +269,17 @@ def _compile(opts: CompileOptions, fmt: list[str], out_name: str, previous: str 
             cmd += ["--python-version", opts.python_version]
         if opts.python_platform:
             cmd += ["--python-platform", opts.python_platform]
-        if opts.index_url:
-            cmd += ["--index-url", opts.index_url]
-        for u in opts.extra_index_urls:
-            cmd += ["--extra-index-url", u]
-        for u in opts.find_links:
-            cmd += ["--find-links", u]
+        idx_args, auth_env = _index_args(opts, Path(tmp))
+        cmd += idx_args
         if opts.index_strategy:
             cmd += ["--index-strategy", opts.index_strategy]
         if opts.refresh:
             cmd += ["--refresh"]
-        env = {"UV_NO_CONFIG": "1", "UV_PYTHON_DOWNLOADS": "never"}
+        env = {"UV_NO_CONFIG": "1", "UV_PYTHON_DOWNLOADS": "never", **auth_env,
+               # An index that accepts connections but never answers fails in ~10 s, not 52 s (uv's
+               # default 30 s read timeout, 3 retries); one retry is kept for flaky links.
+               "UV_HTTP_TIMEOUT": os.environ.get("UV_HTTP_TIMEOUT", "4"),
+               "UV_HTTP_RETRIES": os.environ.get("UV_HTTP_RETRIES", "1")}
         if cache_dir:
             env["UV_CACHE_DIR"] = cache_dir
         try:
