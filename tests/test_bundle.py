@@ -437,3 +437,20 @@ def test_dir_bundle_on_another_file_system_copies_the_checked_bytes(
     assert copied == {rel: sha256(cache / rel) for rel in copied}
     assert set(copied) == {str(e["file"]) for e in load_manifest(cache)["files"]} | {"manifest.json"}
     assert info["bytes_written"] >= sum((cache / rel).stat().st_size for rel in copied)
+
+
+def test_dir_bundle_replaces_only_its_own_directory(fetched: tuple[Path, Path, list[Path]],
+                                                    tmp_path: Path) -> None:
+    lock, cache, _ = fetched
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    res = _cli("bundle", str(lock), "--cache", str(cache), "--format", "dir", "-o", str(foreign), "--json")
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+    assert (foreign / "notes.txt").read_text() == "keep me"
+    top = tmp_path / "demo-offline"
+    first = bundle(lock, cache, top, fmt="dir")
+    again = bundle(lock, cache, top, fmt="dir")  # envbuild's own directory: replaced, same content
+    assert first.files == again.files and (top / "install-offline.sh").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temp directory left"
