@@ -132,11 +132,11 @@ def _check_lock(cache: Path, lock: LockView, by_file: dict[str, dict[str, Any]])
 
 
 def _check_built(cache: Path, lock: LockView, by_file: dict[str, dict[str, Any]]) -> list[Problem]:
-    """git/ and build/ against the lock's own record of them (built.sha256), not the manifest's."""
+    """git/, build/ and tools/ against the lock's own record of them (built.sha256), not the manifest's."""
     recorded = read_built(lock.path)
     out: list[Problem] = []
     for rel, e in sorted(by_file.items()):
-        if not rel.startswith(("git/", "build/")):
+        if not rel.startswith(("git/", "build/", "tools/")):
             continue
         want = recorded.get(rel)
         if want is None:

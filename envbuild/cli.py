@@ -546,6 +546,12 @@ def _lock_command_line(spec: Path | None, reqs: list[str], out: Path | None, eng
     return shlex.join(parts)
 
 
+AllowSdistOpt = Annotated[
+    list[str] | None,
+    typer.Option("--allow-sdist", help="Accept this package as a source build when it has no wheel for "
+                 "the target (repeatable).")]
+
+
 @app.command("lock")
 @handle_errors
 def lock_cmd(
@@ -573,15 +579,17 @@ def lock_cmd(
                            help="Take torch from the PyTorch index even when PyPI has the same build.")
     ] = False,
     native_driver_only: NativeDriverOpt = False,
+    allow_sdist: AllowSdistOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Pin the whole tree for the target (hashes, git commits, conda part) into lockfiles/NAME/."""
-    from envbuild.lock import build_target, input_spec, lock, present_lock
+    from envbuild.lock import build_target, input_spec, lock, present_lock, with_allow_sdist
 
     check_flags(reqs=reqs, spec=spec, target=target, python=python, driver=driver, gpu=gpu,
                 cuda_toolkit=cuda_toolkit, gcc=gcc, output=out, engine=engine, manager=manager, name=name,
                 index_url=index_url, pytorch_index=pytorch_index, openmmlab_index=openmmlab_index)
-    the_spec = input_spec(spec, reqs or [], manager=manager, name=name, python=python)
+    the_spec = with_allow_sdist(input_spec(spec, reqs or [], manager=manager, name=name, python=python),
+                                allow_sdist or [])
     flags: dict[str, Any] = {"python": python, "driver": driver, "gpu": gpu, "cuda_toolkit": cuda_toolkit,
                              "gcc": gcc, "cpu": cpu}
     profile = build_target(the_spec, target, **flags)
@@ -592,6 +600,7 @@ def lock_cmd(
                  "pytorch_index": pytorch_index, "openmmlab_index": openmmlab_index,
                  "native_driver_only": native_driver_only}
     command = _lock_command_line(spec, reqs or [], out_dir, engine, cmd_flags)
+    command += "".join(f" --allow-sdist {n}" for n in allow_sdist or [])  # names checked above
     kw: dict[str, Any] = {"out_dir": out_dir, "engine": engine, "indexes": mirrors, "command": command,
                           "upgrade": upgrade, "prefer_pypi": not pytorch_index_always,
                           "native_driver_only": native_driver_only}
@@ -711,16 +720,17 @@ def plan_cmd(
                            help="Take torch from the PyTorch index even when PyPI has the same build.")
     ] = False,
     native_driver_only: NativeDriverOpt = False,
+    allow_sdist: AllowSdistOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Resolve -> lock -> render (-> fetch -> bundle with --offline) in one command."""
-    from envbuild.lock import build_target, input_spec
+    from envbuild.lock import build_target, input_spec, with_allow_sdist
     from envbuild.output import err_console as _err
     from envbuild.plan import plan, present_plan
 
     check_flags(spec=spec, target=target, out=out, python=python, driver=driver, gpu=gpu,
                 cuda_toolkit=cuda_toolkit, gcc=gcc, engine=engine)
-    the_spec = input_spec(spec, [], python=python)
+    the_spec = with_allow_sdist(input_spec(spec, [], python=python), allow_sdist or [])
     the_target = build_target(the_spec, target, python=python, driver=driver, gpu=gpu,
                               cuda_toolkit=cuda_toolkit, gcc=gcc, cpu=cpu)
     result = plan(

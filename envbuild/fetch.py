@@ -135,6 +135,9 @@ def _check_artifact(a: Any, f: Path, i: int) -> LockedArtifact:
         if not art.commit or not re.match(r"^[0-9a-f]{40}([0-9a-f]{24})?$", art.commit):
             raise InputError("a git artifact needs the full resolved commit sha.", path=str(f),
                              field=f"{where}.commit", hint=hint)
+        if art.subdir and (art.subdir.startswith("/") or ".." in art.subdir.split("/")):
+            raise InputError(f"unsafe git subdirectory '{art.subdir}'.", path=str(f), field=f"{where}.subdir",
+                             hint="It names the package's directory inside the repository.")
         return art
     if not _SHA_RE.match(art.sha256):
         raise InputError("expected a 64-hex sha256; every downloaded file is checked against it.",
@@ -193,11 +196,11 @@ def _old_entries(cache: Path) -> list[dict[str, Any]]:
 
 # Files fetch makes rather than downloads by a locked hash (git wheels and archives) or resolves
 # itself (build requirements) get their sha256 recorded in the LOCK directory, in sha256sum's format
-# ("HASH  git/FILE").  install-offline.sh and verify-cache --lock check git/ and build/ against this
+# ("HASH  git/FILE").  install-offline.sh and verify-cache --lock check git/, build/ and tools/ against this
 # record -- the cache's manifest.json is never the authority -- and install nothing it does not name.
 BUILT_FILE = "built.sha256"
-_BUILT_LINE = re.compile(r"([0-9a-f]{64})  ((?:git|build)/[A-Za-z0-9][A-Za-z0-9._+-]*)")
-_BUILT_KINDS = ("git-wheel", "git-sdist", "build-req")
+_BUILT_LINE = re.compile(r"([0-9a-f]{64})  ((?:git|build|tools)/[A-Za-z0-9][A-Za-z0-9._+-]*)")
+_BUILT_KINDS = ("git-wheel", "git-sdist", "build-req", "tool")
 
 
 def read_built(lock_dir: str | os.PathLike[str]) -> dict[str, str]:
@@ -509,6 +512,20 @@ def _build_requirements(lock: LockView, extra: Iterable[str]) -> list[str]:
     return sorted(str(r) for r in out.values())
 
 
+def _pip_platforms(pip_platform: str | None) -> list[str]:
+    """Every platform tag the target accepts, best first: pip takes ``--platform manylinux_2_35_x86_64``
+    literally (no older levels), so a wheel tagged manylinux_2_17 (uv's, setuptools' C parts) was missed."""
+    import re
+
+    from envbuild.lock import TargetPlatform
+
+    m = re.fullmatch(r"manylinux_2_(\d+)_(\w+)", pip_platform or "")
+    if not m:
+        return [pip_platform] if pip_platform else []
+    return TargetPlatform(os="linux", arch=m.group(2), glibc=f"2.{m.group(1)}",
+                          pip_platform=pip_platform or "", uv_platform="", conda_subdir="").platforms()
+
+
 def _resolve_build_reqs(lock: LockView, reqs: Sequence[str], work: Path) -> list[tuple[str, str, str]]:
     """Ask pip which wheels (url, sha256, filename) ``reqs`` need on the TARGET python and platform.
 
@@ -521,8 +538,8 @@ def _resolve_build_reqs(lock: LockView, reqs: Sequence[str], work: Path) -> list
                       "--disable-pip-version-check", "--quiet", "--only-binary=:all:",
                       "--python-version", lock.python, "--implementation", "cp",
                       "--target", str(work / "target"), "--report", str(report)]
-    if lock.pip_platform:
-        cmd += ["--platform", lock.pip_platform]
+    for plat in _pip_platforms(lock.pip_platform):
+        cmd += ["--platform", plat]
     for i, u in enumerate(lock.index_urls):
         cmd += ["--index-url" if i == 0 else "--extra-index-url", u]
     for u in lock.find_links:
@@ -564,6 +581,8 @@ def _build_git(
     # A lock written by hand may keep pip's "git+" scheme prefix; git itself does not take it.
     _git_checkout(art.url.removeprefix("git+"), art.commit, src)
     epoch = run(["git", "log", "-1", "--format=%ct"], cwd=src, tool="git").stdout.strip()
+    # A git artifact's subdir is the package's directory in the repository (pip's #subdirectory=).
+    pkg = src / art.subdir if art.subdir else src
     out = work / "wheel"
     # SOURCE_DATE_EPOCH makes the zip timestamps (and so the hash) depend on the commit only.
     env = {"SOURCE_DATE_EPOCH": epoch or "315532800", "PIP_CONFIG_FILE": os.devnull}
@@ -571,13 +590,13 @@ def _build_git(
             "--no-cache-dir", "-w", str(out)]
     wheel: Path | None = None
     try:
-        run([*base, "--no-build-isolation", str(src)], tool="pip", env=env)
+        run([*base, "--no-build-isolation", str(pkg)], tool="pip", env=env)
     except ToolError:
         # The host lacks the project's build backend: let pip fetch it from the lock's index.
         idx = [x for i, u in enumerate(lock.index_urls) for x in (("--index-url" if i == 0 else
                                                                     "--extra-index-url"), u)]
         with contextlib.suppress(ToolError):
-            run([*base, *idx, str(src)], tool="pip", env=env)
+            run([*base, *idx, str(pkg)], tool="pip", env=env)
     built = sorted(out.glob("*.whl")) if out.exists() else []
     if built:
         _, _, _, tags = parse_wheel_filename(built[0].name)
@@ -596,10 +615,11 @@ def _build_git(
     rel = f"git/{stem}-{art.commit[:12]}.tar.gz"
     (cache / "git").mkdir(parents=True, exist_ok=True)
     tmp = cache / (rel + ".part")
-    run(["git", "archive", "--format=tar.gz", f"--prefix={stem}/", "-o", str(tmp), art.commit],
+    tree = f"{art.commit}:{art.subdir}" if art.subdir else art.commit
+    run(["git", "archive", "--format=tar.gz", f"--prefix={stem}/", "-o", str(tmp), tree],
         cwd=src, tool="git", env={"SOURCE_DATE_EPOCH": epoch})
     os.replace(tmp, cache / rel)
-    requires = list(art.requires) or _pyproject_requires(src)
+    requires = list(art.requires) or _pyproject_requires(pkg)
     return ManifestEntry(rel, sha256_file(cache / rel), (cache / rel).stat().st_size, art.url,
                          art.name, art.version, "git-sdist", art.commit), requires
 
@@ -684,6 +704,8 @@ class FetchResult:
     conda_subdirs: tuple[str, ...]
     seconds: float
     download_seconds: float
+    uv: str | None = None          # tools/uv-*.whl: install-offline.sh installs with it (pip if absent)
+    uv_note: str | None = None     # why the bundle has no uv (then install-offline.sh uses pip)
 
     @property
     def mb_per_s(self) -> float:
@@ -820,6 +842,30 @@ def _build_round(root: Path, lock: LockView, reqs: Sequence[str], old: Sequence[
     return _download_round(root, todo, stats, jobs, show, lock.path / LOCK_FILE)
 
 
+def _uv_round(root: Path, lock: LockView, old: Sequence[dict[str, Any]], stats: _Stats, jobs: int,
+              show: bool, recorded: dict[str, str]) -> tuple[list[ManifestEntry], str | None]:
+    """The uv wheel for the TARGET's platform (uv ships one static binary per platform), the version
+    this machine locked with; install-offline.sh installs with it. Not found: pip is used, said."""
+    import importlib.metadata
+
+    version = importlib.metadata.version("uv")
+    reuse = _reuse(root, old, {"tool"}, lambda e: e.get("name") == "uv" and e.get("version") == version
+                   and f"|{lock.pip_platform}" in str(e.get("build_key", "")), recorded)
+    if reuse:
+        stats.skipped += len(reuse)
+        return reuse, None
+    try:
+        with tempfile.TemporaryDirectory(prefix="envbuild-uv-") as tmp:
+            chosen = _resolve_build_reqs(lock, [f"uv=={version}"], Path(tmp))
+    except ToolError as exc:
+        return [], (f"no uv {version} wheel for {lock.pip_platform} on the lock's indexes: "
+                    f"install-offline.sh will install with pip ({exc.message.splitlines()[-1][:200]})")
+    todo = [_Job(url, f"tools/{fn}", sha, LockedArtifact(name="uv", version=version, kind="tool", url=url,
+                                                          sha256=sha, filename=fn), "tool")
+            for url, sha, fn in chosen if fn.startswith("uv-")]
+    return _download_round(root, todo, stats, jobs, show, lock.path / LOCK_FILE), None
+
+
 def _build_key(lock: LockView, reqs: Sequence[str]) -> str:
     return f"{lock.python}|{lock.pip_platform}|" + ",".join(reqs)
 
@@ -863,6 +909,8 @@ def fetch(
     if extra_reqs or any(a.kind == "sdist" or a.build == "source" for a in lock.artifacts):
         build_reqs = _build_requirements(lock, extra_reqs)
         entries += _build_round(root, lock, build_reqs, old, stats, jobs, show_progress, recorded)
+    uv_entries, uv_note = _uv_round(root, lock, old, stats, jobs, show_progress, recorded)
+    entries += uv_entries
 
     subdirs: list[str] = []
     if any(a.kind == "conda" for a in lock.artifacts):
@@ -878,7 +926,8 @@ def fetch(
         "lock_spec_hash": lock.spec_hash,
         "python": lock.python,
         "platform": lock.pip_platform,
-        "files": [{**asdict(e), **({"build_key": key} if e.kind == "build-req" else {})} for e in entries],
+        "files": [{**asdict(e), **({"build_key": key} if e.kind in ("build-req", "tool") else {})}
+                  for e in entries],
     }
     _write_built(lock.path, entries)
     # install-offline.sh reads this with awk (no python needed on the server): keep one key per
@@ -899,6 +948,8 @@ def fetch(
         conda_subdirs=tuple(subdirs),
         seconds=round(time.monotonic() - t0, 3),
         download_seconds=round(stats.download_seconds, 3),
+        uv=uv_entries[0].file if uv_entries else None,
+        uv_note=uv_note,
     )
 
 
@@ -920,6 +971,7 @@ def present_fetch(result: FetchResult, as_json: bool) -> None:
         ("build requirements", ", ".join(result.build_requirements) or None),
         ("git", ", ".join(f"{g['name']}@{str(g['commit'])[:12]} -> {g['file']}" for g in result.git) or None),
         ("conda subdirs", ", ".join(result.conda_subdirs) or None),
+        ("installer", f"uv ({result.uv})" if result.uv else f"pip ({result.uv_note})"),
         ("seconds", result.seconds),
     ]
     console.print(table("envbuild fetch", ["", "value"], rows))

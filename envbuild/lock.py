@@ -349,8 +349,9 @@ def resolve_for_lock(spec: Spec, target: Profile, indexes: Mapping[str, str], *,
     """
     from envbuild import resolve as resolver
 
-    res: Resolution = resolver.resolve(list(spec.requirements), target, indexes=dict(indexes),
-                                       prefer_pypi=prefer_pypi, native_driver_only=native_driver_only)
+    res: Resolution = resolver.resolve(spec.resolver_requirements(), target, indexes=dict(indexes),
+                                       prefer_pypi=prefer_pypi, native_driver_only=native_driver_only,
+                                       cuda=spec.cuda)
     if not res.ok:
         raise ConflictError(
             "no consistent set of versions exists for this target: " + " ".join(res.conflicts),
@@ -423,10 +424,16 @@ def lock(
     timings["resolve"] = time.perf_counter() - t0
     python = _python_of(res, spec, target)
     warnings: list[str] = list(res.warnings)
+    if not target.glibc_version:
+        warnings.append(f"the target's glibc is unknown: locked for glibc {plat.glibc} "
+                        f"({plat.pip_platform} wheels, which every supported Linux runs); newer packages may "
+                        "have wheels only for a newer glibc. Run 'envbuild probe' on the target and lock "
+                        "with --target PROFILE.")
 
     primary = idx["pypi"].rstrip("/")
-    extras = [u.rstrip("/") for u in res.index_urls if u.rstrip("/") != primary]
-    find_links = list(dict.fromkeys(res.find_links))
+    extras = list(dict.fromkeys(u.rstrip("/") for u in [*res.index_urls, *spec.extra_index_urls]
+                                if u.rstrip("/") != primary))
+    find_links = list(dict.fromkeys([*res.find_links, *spec.find_links]))
     client = IndexClient([*extras, primary], find_links)
 
     # Source builds are compiled on the target; only their own requirements go to the engine.
@@ -445,20 +452,32 @@ def lock(
 
     t1 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=4) as pool:
-        # git ls-remote, the sdists of source builds and the conda solve overlap the engine run.
-        git_f = pool.submit(_lock_git, spec)
+        # The sdists of source builds and the conda solve overlap the git reads and the engine run.
         sb_f = pool.submit(_lock_source_builds, client, res.source_builds)
         conda_f = (pool.submit(_lock_conda, spec, python, plat, target)
                    if spec.manager in CONDA_MANAGERS else None)
+        # The git packages' own requirements are the engine's input too, so their commits come first.
+        git_arts = _lock_git(spec)
+        git_names = frozenset(a.name for a in git_arts)
+        # Each git package's requirements, read from its metadata at the locked commit, are locked
+        # (hashed, fetched) like any other package; one uv cannot read here goes to uv as a URL.
+        for g, a in zip(spec.git, git_arts, strict=True):
+            got = _git_requirements(g, a)
+            reqs += got if got is not None else [_git_input(g, a)]
         # An upgrade must see releases newer than the cached index pages.
         opts = dataclasses.replace(_options(reqs, python, plat, primary, extras, find_links),
-                                   refresh=upgrade)
+                                   refresh=upgrade, constraints=tuple(spec.constraints), only_binary=True,
+                                   no_binary=tuple(sorted({*spec.allow_sdist, *git_names})))
         if engine == "uv":
-            pylock, locked = _engine_uv(opts, python, plat, client, cache_dir, previous)
+            pylock, locked, relaxed = _engine_uv_relaxing(opts, spec, res, python, plat, client, cache_dir,
+                                                          previous, git_names)
+            for name, (was, now) in relaxed.items():
+                warnings.append(f"{name} {was} (the resolver's pick) has no wheel for {plat.pip_platform}: "
+                                f"locked {name} {now}, the newest version with one.")
         else:
             pylock, locked = "", _engine_piptools(opts, python, plat, client, cache_dir, previous)
         timings["engine"] = time.perf_counter() - t1
-        git_arts = git_f.result()
+        _check_spec_hashes(spec, locked)
         sb_locked = sb_f.result()
         conda_arts, conda_lines = conda_f.result() if conda_f else ([], [])
     timings["extras"] = time.perf_counter() - t1 - timings["engine"]
@@ -485,7 +504,9 @@ def lock(
         LOCK_FILE: lk.dumps(),
         "requirements.txt": _requirements_txt(head, primary, extras, find_links, locked),
         "source-builds.txt": _source_builds_txt(head, res, sb_locked),
-        "git.txt": head + "".join(f"{a.name} @ git+{pip_git_url(a.url)}@{a.commit}\n" for a in git_arts),
+        "git.txt": head + "".join(f"{a.name} @ git+{pip_git_url(a.url)}@{a.commit}"
+                                  + (f"#subdirectory={a.subdir}" if a.subdir else "") + "\n"
+                                  for a in git_arts),
     }
     if pylock:
         # uv's PEP 751 lock of the same pins (target files only); also the next re-lock's preferences.
@@ -622,16 +643,24 @@ def _choose(name: str, version: str, files: Sequence[IndexFile], rank: Mapping[T
 
 
 def _engine_uv(opts: Any, python: str, plat: TargetPlatform, client: IndexClient, cache_dir: str | None,
-               previous: str | None) -> tuple[str, list[_Locked]]:
+               previous: str | None, git_names: frozenset[str] = frozenset()) -> tuple[str, list[_Locked]]:
     from envbuild.tools.uv import compile_pylock
 
     if not opts.requirements:
         return "", []
-    raw, packages = compile_pylock(opts, cache_dir=cache_dir, previous=previous)
     rank = {t: i for i, t in enumerate(plat.tags(python))}
+    try:
+        raw, packages = compile_pylock(opts, cache_dir=cache_dir, previous=previous)
+    except ConflictError as exc:
+        raise _no_wheel_error(exc, opts, python, plat, client, rank) or exc from None
     out = []
     for p in packages:
+        if p.name in git_names and not p.files:
+            continue  # the git package itself: locked by its commit (git.txt), built by fetch
         files = [IndexFile(url=f.url, filename=f.filename, sha256=f.sha256 or None) for f in p.files]
+        if p.name in opts.no_binary:
+            # --allow-sdist: uv resolved it from source; a wheel of that version for the target still wins
+            files += client.files(p.name)
         got = _choose(p.name, p.version, files, rank, client)
         if got is None:
             raise FetchError(f"uv pinned {p.name}=={p.version} but listed no file usable on "
@@ -639,6 +668,84 @@ def _engine_uv(opts: Any, python: str, plat: TargetPlatform, client: IndexClient
                              hint="Check the target's Python/glibc, or the indexes that carry this package.")
         out.append(got)
     return raw, out
+
+
+class _NoWheel(InputError):
+    """A requirement with no wheel for the target (``package`` names it)."""
+
+    package: str = ""
+
+
+# Pins the resolver makes for reasons beyond versions (the CUDA build, mmcv's compiled ops): never relaxed.
+_NEVER_RELAX = {"torch", "torchvision", "torchaudio", "mmcv", "mmcv-full"}
+
+
+def _engine_uv_relaxing(opts: Any, spec: Spec, res: Resolution, python: str, plat: TargetPlatform,
+                        client: IndexClient, cache_dir: str | None, previous: str | None,
+                        git_names: frozenset[str] = frozenset(),
+                        ) -> tuple[str, list[_Locked], dict[str, tuple[str, str]]]:
+    """Wheels first: a resolver pin (numpy==X) the user did not ask for that has no wheel for the target
+    becomes 'the newest version with one' (<=X, and the user's own specifier); a user's pin stays an error."""
+    from packaging.requirements import Requirement
+    from packaging.specifiers import SpecifierSet
+
+    relaxed: dict[str, tuple[str, str]] = {}
+    while True:
+        try:
+            raw, locked = _engine_uv(opts, python, plat, client, cache_dir, previous, git_names)
+        except _NoWheel as exc:
+            name = exc.package
+            pin = next((r for r in opts.requirements if _req_name(r) == name), None)
+            user = [Requirement(r) for r in [*spec.requirements, *spec.constraints] if _req_name(r) == name]
+            if (pin is None or name in relaxed or name in _NEVER_RELAX or name not in res.packages
+                    or any(sp.operator in ("==", "===") for u in user for sp in u.specifier)):
+                raise InputError(exc.message, path=spec.path, field=exc.field, hint=exc.hint) from None
+            r = Requirement(pin)
+            was = str(res.packages[name])
+            narrowed = SpecifierSet(f"<={was}")
+            for u in user:
+                narrowed &= u.specifier
+            r.specifier = narrowed
+            relaxed[name] = (was, "")
+            opts = dataclasses.replace(opts, requirements=tuple(str(r) if x == pin else x
+                                                                for x in opts.requirements))
+            continue
+        for x in locked:
+            if x.artifact.name in relaxed:
+                relaxed[x.artifact.name] = (relaxed[x.artifact.name][0], x.artifact.version)
+                res.packages[x.artifact.name] = x.artifact.version
+        return raw, locked, relaxed
+
+
+def _no_wheel_error(exc: ConflictError, opts: Any, python: str, plat: TargetPlatform, client: IndexClient,
+                    rank: Mapping[Tag, int]) -> InputError | None:
+    """uv found no wheel-only solution: name the package, the target's tags and its newest wheel."""
+    text = " ".join(exc.conflicts) or exc.message
+    pattern = r"([A-Za-z0-9][A-Za-z0-9._-]*)[^\s]* has no (?:usable )?wheels"
+    names = list(dict.fromkeys(str(canonicalize_name(m.group(1))) for m in re.finditer(pattern, text)))
+    if not names:
+        return None
+    name = names[0]
+    newest: Version | None = None
+    for f in client.files(name):
+        pv = f.project_version()
+        if f.is_wheel and pv and not pv[1].is_prerelease and any(
+                t in rank for t in parse_wheel_filename(f.filename)[3]):
+            newest = pv[1] if newest is None or pv[1] > newest else newest
+    tags = plat.tags(python)
+    tag_text = f"{tags[0]}, {tags[1]}, ... ({len(tags)} tags, glibc {plat.glibc})"
+    req = next((r for r in opts.requirements if _req_name(r) == name), name)
+    found = (f"the newest {name} with a wheel for it is {newest}: pin '{name}=={newest}' (or relax the "
+             "requirement that excludes it)" if newest else f"no version of {name} has a wheel for it")
+    err = _NoWheel(
+        f"'{req}' has no wheel for the target (Python {python}: {tag_text}); {found}. envbuild locks "
+        "wheels only, so the bundle installs without compilers; a newer glibc in the target's profile may "
+        f"have one, or '--allow-sdist {name}' accepts building it from source on the target "
+        f"(uv: {text[:240]})",
+        field=name,
+        hint=f"Pin a version with a wheel, lock with --target PROFILE, or pass --allow-sdist {name}.")
+    err.package = name
+    return err
 
 
 def _engine_piptools(opts: Any, python: str, plat: TargetPlatform, client: IndexClient,
@@ -671,6 +778,19 @@ def _engine_piptools(opts: Any, python: str, plat: TargetPlatform, client: Index
     return out
 
 
+def _check_spec_hashes(spec: Spec, locked: Sequence[_Locked]) -> None:
+    """A requirements file's ``--hash=`` lines name the only files the user accepts."""
+    for x in locked:
+        want = spec.hashes.get(x.artifact.name)
+        if want and not set(x.hashes) & set(want):
+            raise InputError(
+                f"{x.artifact.name}=={x.artifact.version} was locked, but none of its files for the target "
+                f"has a hash the requirements file lists ({', '.join(h[:12] for h in want)}...).",
+                path=spec.path, field=x.artifact.name,
+                hint="Pin the version those hashes belong to, or update the --hash lines "
+                     "(pip hash FILE prints a file's hash).")
+
+
 def _lock_source_builds(client: IndexClient, builds: Sequence[Mapping[str, Any]]) -> list[_Locked]:
     out = []
     for sb in builds:
@@ -691,9 +811,63 @@ def _lock_git(spec: Spec) -> list[LockedArtifact]:
     out = []
     for g in spec.git:
         commit = resolve_ref(g.url, g.ref)
+        # subdir of a git artifact: the package's directory inside the repository (pip's #subdirectory=)
         out.append(LockedArtifact(name=str(canonicalize_name(g.name)), version=g.ref or commit[:12],
-                                  kind="git", url=redact(g.url), sha256="", filename="", commit=commit))
+                                  kind="git", url=redact(g.url), sha256="", filename="", commit=commit,
+                                  subdir=g.subdirectory))
     return out
+
+
+def _git_requirements(g: Any, art: LockedArtifact) -> list[str] | None:
+    """The git package's own requirements at ``art.commit``: static ``[project] dependencies``, else
+    the metadata pip prepares with this machine's build backend (no index); None when neither works."""
+    import subprocess
+    import tempfile
+
+    import tomllib
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    from envbuild.tools.git import checkout
+
+    assert art.commit is not None
+    with tempfile.TemporaryDirectory(prefix="envbuild-gitmeta-") as tmp:
+        src = checkout(g.url, art.commit, Path(tmp) / "src")
+        pkg = src / g.subdirectory if g.subdirectory else src
+        try:
+            project = tomllib.loads((pkg / "pyproject.toml").read_text()).get("project", {})
+        except (OSError, tomllib.TOMLDecodeError):
+            project = {}
+        if project and "dependencies" not in project.get("dynamic", []):
+            # PEP 621: static metadata, read as written (absent and not dynamic means none)
+            deps = [str(d) for d in project.get("dependencies", [])]
+        else:
+            report = Path(tmp) / "report.json"
+            proc = subprocess.run(
+                [sys.executable, "-m", "pip", "--isolated", "install", "--dry-run", "--no-deps",
+                 "--ignore-installed", "--no-build-isolation", "--no-index", "--quiet", "--report",
+                 str(report), str(pkg)], capture_output=True, text=True, check=False,
+                env={**os.environ, "PIP_CONFIG_FILE": os.devnull}, timeout=600)
+            if proc.returncode != 0 or not report.is_file():
+                return None
+            items = json.loads(report.read_text()).get("install", [])
+            meta = items[0].get("metadata", {}) if items else {}
+            deps = [str(d) for d in meta.get("requires_dist") or []]
+    out = []
+    for d in deps:
+        try:
+            r = Requirement(d)
+        except InvalidRequirement:
+            return None
+        if r.marker is not None and "extra" in str(r.marker):
+            continue  # only for one of the package's extras
+        out.append(d)
+    return out
+
+
+def _git_input(g: Any, art: LockedArtifact) -> str:
+    """``NAME @ git+URL@COMMIT[#subdirectory=DIR]`` for the engine (the user's URL, credentials included)."""
+    return (f"{art.name} @ git+{pip_git_url(g.url)}@{art.commit}"
+            + (f"#subdirectory={g.subdirectory}" if g.subdirectory else ""))
 
 
 def _lock_conda(spec: Spec, python: str, plat: TargetPlatform, target: Profile
@@ -745,6 +919,18 @@ def input_spec(spec_path: Path | None, reqs: Sequence[str], *, manager: str | No
     if python:
         spec = dataclasses.replace(spec, python=python)
     return spec
+
+
+def with_allow_sdist(spec: Spec, names: Sequence[str]) -> Spec:
+    """``--allow-sdist NAME``: these packages may be locked as source archives (built on the target)."""
+    if not names:
+        return spec
+    for n in names:
+        if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?", n):
+            raise InputError(f"'{n}' is not a package name.", field="--allow-sdist",
+                             hint="Name the package, like '--allow-sdist mmcv-full'.")
+    allowed = tuple(dict.fromkeys([*spec.allow_sdist, *(str(canonicalize_name(n)) for n in names)]))
+    return dataclasses.replace(spec, allow_sdist=allowed)
 
 
 def build_target(spec: Spec, profile_path: Path | None, **flags: Any) -> Profile:

@@ -163,6 +163,10 @@ class _Facts:
     toolkits: tuple[Toolkit, ...]
     gcc: str | None
     driver_cuda: str | None = None  # only used when the driver version itself is unknown
+    cuda_spec: str | None = None  # the spec's CUDA constraint (a conda cudatoolkit=11.8 -> ==11.8.*)
+
+    def cuda_ok(self, cuda: str | None) -> bool:
+        return self.cuda_spec is None or cuda is None or _in(self.cuda_spec, cuda)
 
     @classmethod
     def of(cls, p: Profile) -> _Facts:
@@ -350,7 +354,7 @@ class _Search:
             return [(None, None)]
         out: list[tuple[str | None, str | None]] = []
         for cuda in sorted(self.m.driver_min, key=_mm, reverse=True):
-            if not self.m.cupy_for_cuda(cuda):
+            if not self.m.cupy_for_cuda(cuda) or not self.t.cuda_ok(cuda):
                 continue
             sup = self._driver(cuda)
             if sup:
@@ -388,6 +392,8 @@ class _Search:
             variants: list[str | None] = (
                 ([None] if rel.cpu else []) if self.t.cpu else list(rel.all_variants))
             for vi, var in enumerate(variants):
+                if var and not self.t.cuda_ok(cuda_of_variant(var)):
+                    continue
                 if not _contains(spec, f"{rel.version}+{var or 'cpu'}"):
                     continue
                 v = self._verdicts(rel, var)[0]
@@ -413,7 +419,7 @@ class _Search:
             if got:
                 return got
         if not any_rel:
-            self.log.add("torch", spec=str(spec), cpu=self.t.cpu)
+            self.log.add("torch", spec=str(spec), cpu=self.t.cpu, cuda_spec=self.t.cuda_spec)
         return None
 
     def _arch_unknown(self, rel: TorchRelease, var: str) -> bool:
@@ -756,11 +762,16 @@ def _runs_on(m: Matrix, rel: TorchRelease, cuda: str, cc: str) -> bool:
 # --- explanations ----------------------------------------------------------------------------------
 
 
+def _torch_desc(wants: Mapping[str, _Want], t: _Facts) -> str:
+    tw = wants.get("torch")
+    desc = f"torch{tw.spec}" if tw and str(tw.spec) else "torch"
+    return desc + (f" with CUDA {t.cuda_spec} (the spec's CUDA constraint)" if t.cuda_spec else "")
+
+
 def _explain(log: _Log, wants: dict[str, _Want], t: _Facts, m: Matrix) -> list[str]:
     stage = log.deepest()
     recs = log.records.get(stage or "", [])
-    tw = wants.get("torch")
-    torch_desc = f"torch{tw.spec}" if tw and str(tw.spec) else "torch"
+    torch_desc = _torch_desc(wants, t)
     out: list[str] = []
     if stage is None:
         return ["no candidate set was found (no requirement the data knows)."]
@@ -1342,13 +1353,15 @@ class _Builder:
 
 def resolve(requirements: Sequence[str], target: Profile, matrix: Matrix | None = None,
             *, indexes: Mapping[str, str] | None = None, prefer_pypi: bool = True,
-            native_driver_only: bool = False, today: dt.date | None = None) -> Resolution:
+            native_driver_only: bool = False, today: dt.date | None = None,
+            cuda: str | None = None) -> Resolution:
     """Pick the newest consistent set for ``target`` (``ok=False`` + ``conflicts`` when none exists).
 
     With ``prefer_pypi`` a CUDA build that is the release's plain PyPI wheel (torch 2.6.0 = CUDA 12.4) is
     pinned without its local label and needs no PyTorch index; otherwise ``torch==X+cuYYY`` + index.
     ``native_driver_only`` refuses builds that run only through minor-version compatibility (the strict
     rule).  ``today`` (from the caller: the resolver reads no clock) dates the answer's ``knowledge``.
+    ``cuda`` is a PEP 440 specifier the chosen CUDA must satisfy (a spec's conda ``cudatoolkit=11.8``).
 
     Raises:
         InputError: a requirement is not PEP 508.
@@ -1356,7 +1369,7 @@ def resolve(requirements: Sequence[str], target: Profile, matrix: Matrix | None 
     """
     m = matrix or load_matrix()
     wants, passthrough = _parse(requirements)
-    t = _Facts.of(target)
+    t = dataclasses.replace(_Facts.of(target), cuda_spec=cuda or None)
     compat = not native_driver_only
     pypi = prefer_pypi and (target.os, target.arch) == ("linux", "x86_64")
     modes = [_Mode(compat, False, pypi)]
@@ -1400,11 +1413,13 @@ def resolve_cli(reqs: Sequence[str], *, spec_path: Path | None = None, target_pa
     from envbuild.spec import load_spec
 
     requirements = list(reqs)
+    cuda: str | None = None
     indexes: dict[str, str] = {}
     profile_path = target_path
     if spec_path is not None:
         spec = load_spec(spec_path)
-        requirements = list(spec.requirements) + requirements
+        requirements = spec.resolver_requirements() + requirements
+        cuda = spec.cuda
         python = python or spec.python
         indexes = dict(spec.indexes)
         if profile_path is None and spec.target_profile:
@@ -1426,7 +1441,7 @@ def resolve_cli(reqs: Sequence[str], *, spec_path: Path | None = None, target_pa
             exc.path = str(profile_path)  # the bad GPU came from the profile file, not a flag
         raise
     return resolve(requirements, target, indexes=indexes, prefer_pypi=prefer_pypi,
-                   native_driver_only=native_driver_only, today=today)
+                   native_driver_only=native_driver_only, today=today, cuda=cuda)
 
 
 def present_resolution(res: Resolution, as_json: bool) -> None:

@@ -24,6 +24,7 @@ Layout of ``envbuild.toml``::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -33,6 +34,7 @@ from typing import Any, Literal, cast
 
 import tomllib
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 
 from envbuild.errors import SpecError
 from envbuild.models import decode_text, deep_line
@@ -70,9 +72,11 @@ class GitRequirement:
     name: str
     url: str
     ref: str | None
+    subdirectory: str | None = None  # pip's '#subdirectory=DIR': the package's directory in the repository
 
     def __str__(self) -> str:
-        return f"{self.name} @ git+{self.url}" + (f"@{self.ref}" if self.ref else "")
+        return (f"{self.name} @ git+{self.url}" + (f"@{self.ref}" if self.ref else "")
+                + (f"#subdirectory={self.subdirectory}" if self.subdirectory else ""))
 
 
 @dataclass(frozen=True)
@@ -89,9 +93,23 @@ class Spec:
     target_profile: str | None = None
     indexes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_INDEXES))
     path: str | None = None
+    # From requirements files and environment.yml (empty for envbuild.toml unless written there):
+    constraints: tuple[str, ...] = ()        # '-c FILE' lines: restrict versions, add nothing
+    cuda: str | None = None                  # a CUDA version specifier (conda cudatoolkit=11.8 -> ==11.8.*)
+    extra_index_urls: tuple[str, ...] = ()   # '--extra-index-url'
+    find_links: tuple[str, ...] = ()         # '-f' / '--find-links'
+    hashes: dict[str, tuple[str, ...]] = field(default_factory=dict)  # '--hash=sha256:' per package
+    allow_sdist: tuple[str, ...] = ()        # '--no-binary NAME': built from source knowingly
 
     def to_dict(self) -> dict[str, Any]:
+        # The file-only fields appear only when set, so digests of existing specs do not change.
+        extra: dict[str, Any] = {k: v for k, v in (
+            ("constraints", list(self.constraints)), ("cuda", self.cuda),
+            ("extra_index_urls", list(self.extra_index_urls)), ("find_links", list(self.find_links)),
+            ("hashes", {k: list(v) for k, v in sorted(self.hashes.items())}),
+            ("allow_sdist", list(self.allow_sdist))) if v}
         return {
+            **extra,
             "name": self.name,
             "python": self.python,
             "manager": self.manager,
@@ -102,6 +120,13 @@ class Spec:
             "target_profile": self.target_profile,
             "indexes": dict(sorted(self.indexes.items())),
         }
+
+    def resolver_requirements(self) -> list[str]:
+        """The requirements, plus the constraints that narrow one of them (the resolver picks torch, CuPy,
+        numpy ... itself, so a '-c' pin of a required package must reach it; the rest reach the engine)."""
+        names = {str(canonicalize_name(Requirement(r).name)) for r in self.requirements}
+        return [*self.requirements,
+                *(c for c in self.constraints if str(canonicalize_name(Requirement(c).name)) in names)]
 
     def digest(self) -> str:
         """sha256 over the canonical JSON of the spec: equal specs lock identically."""
@@ -126,37 +151,60 @@ def parse_requirement(text: str, *, path: str | None = None, field: str | None =
         ) from None
 
 
+_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
+_GIT_HINT = ("Write it as 'name @ git+https://host/repo.git@TAG' (or git+ssh://git@host/repo.git@REF, "
+             "git+file:///path@REF; pip's 'git+URL@REF#egg=NAME&subdirectory=DIR' works too).")
+
+
 def parse_git(text: str, *, path: str | None = None, field: str | None = None) -> GitRequirement:
-    """Parse ``name @ git+URL[@REF]``.
+    """Parse a git requirement in any of pip's forms.
+
+    ``name @ git+URL[@REF][#subdirectory=DIR]`` and the bare ``git+URL[@REF][#egg=NAME&subdirectory=DIR]``
+    (the name is the egg, else the repository's name); URL is https, ssh, git or file.
 
     Raises:
         SpecError: the text is not of that form.
     """
-    m = re.match(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*@\s*git\+(\S+)\s*$", text)
-    bare = re.match(r"^\s*git\+(\S+?)(?:#egg=([A-Za-z0-9][A-Za-z0-9._-]*))?\s*$", text)
-    if not m and bare:
-        # pip's bare form 'git+URL[@REF][#egg=NAME]': the name is the egg or the repository's name.
-        url_part = bare.group(1)
-        repo = re.sub(r"@[^/@]*$", "", url_part).rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
-        name = bare.group(2) or repo
-        if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-            m = re.match(r"^(.*) @ git\+(\S+)$", f"{name} @ git+{url_part}")
-    if not m:
-        raise SpecError(
-            f"'{text}' is not a git requirement.",
-            path=path,
-            field=field,
-            hint="Write it as 'name @ git+https://host/repo.git@TAG' (or git+file:///path@REF).",
-        )
-    name, rest = m.group(1), m.group(2)
+    s = text.strip()
+    m = re.fullmatch(rf"({_NAME})\s*@\s*git\+(\S+)", s)
+    name: str | None
+    if m:
+        name, rest = m.group(1), m.group(2)
+    elif s.startswith("git+") and len(s) > 4 and not re.search(r"\s", s):
+        name, rest = None, s[4:]
+    else:
+        raise SpecError(f"'{text}' is not a git requirement.", path=path, field=field, hint=_GIT_HINT)
+    rest, _, frag = rest.partition("#")
+    params: dict[str, str] = {}
+    for part in filter(None, frag.split("&")):
+        key, eq, val = part.partition("=")
+        if key not in ("egg", "subdirectory") or not eq or not val:
+            raise SpecError(f"'{text}': unknown URL fragment '{part}' (pip knows egg= and subdirectory=).",
+                            path=path, field=field, hint=_GIT_HINT)
+        params[key] = val
+    if not re.match(r"^(https?|ssh|git|file)://", rest):
+        raise SpecError(f"'{text}' is not a git requirement: '{rest}' is not an https://, ssh://, git:// or "
+                        "file:// URL.", path=path, field=field, hint=_GIT_HINT)
     url, ref = rest, None
-    # The ref is whatever follows the last '@' after the scheme and host part.
-    scheme_end = rest.find("://")
-    tail_start = scheme_end + 3 if scheme_end >= 0 else 0
+    # The ref is whatever follows the last '@' after the scheme and host part (user@host is not a ref).
+    tail_start = rest.find("://") + 3
     at = rest.rfind("@")
     if at > tail_start and "/" in rest[tail_start:at]:
         url, ref = rest[:at], rest[at + 1 :]
-    return GitRequirement(name=name, url=url, ref=ref or None)
+    repo = url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
+    egg = params.get("egg")
+    if egg is not None:
+        egg = re.split(r"[=<>!~\[]", egg, maxsplit=1)[0]  # old pip wrote egg=name==1.0 or name[extra]
+    name = name or egg or repo
+    if not re.fullmatch(_NAME, name or ""):
+        raise SpecError(f"'{text}': cannot tell the package's name.", path=path, field=field,
+                        hint="Add '#egg=NAME', or write it as 'NAME @ git+URL@REF'.")
+    sub = params.get("subdirectory")
+    if sub is not None and (sub.startswith("/") or ".." in sub.split("/")):
+        raise SpecError(f"'{text}': subdirectory '{sub}' must be a path inside the repository.",
+                        path=path, field=field,
+                        hint="Write it relative to the repository's top, like subdirectory=python.")
+    return GitRequirement(name=name, url=url, ref=ref or None, subdirectory=sub.strip("/") if sub else None)
 
 
 def _str_list(value: Any, path: str, fld: str) -> tuple[str, ...]:
@@ -298,70 +346,353 @@ def spec_from_requirements(
                 requirements=tuple(plain), git=tuple(gits))
 
 
-def _from_requirements_txt(p: Path) -> Spec:
+def _read_text(p: Path) -> str:
+    """The file's text; not UTF-8 is bad input (named by line), not a crash or a guess."""
     try:
-        lines = decode_text(p.read_bytes(), path=str(p), error=SpecError).splitlines()
+        data = p.read_bytes()
     except OSError as exc:
         raise SpecError(f"cannot read ({exc.strerror}).", path=str(p)) from None
-    reqs: list[str] = []
-    for i, line in enumerate(lines, 1):
-        line = line.split(" #")[0].strip()
-        if not line or line.startswith(("#", "-")):
+    return decode_text(data, path=str(p), error=SpecError)
+
+
+_COMMENT = re.compile(r"(^|\s+)#.*$")
+# Options envbuild reads; the hint of an unknown one lists them.
+_REQ_OPTIONS = ("-r/--requirement FILE, -c/--constraint FILE, -e/--editable git+URL, -i/--index-url URL, "
+                "--extra-index-url URL, -f/--find-links URL|DIR, --no-binary NAME, --only-binary :all:, "
+                "--prefer-binary, --require-hashes, and NAME==V --hash=sha256:HEX")
+_OTHER_VCS = re.compile(r"^(?:[A-Za-z0-9._-]+\s*@\s*)?(hg|svn|bzr)\+")
+
+
+@dataclass
+class _Reqs:
+    """What requirement files say, gathered across their ``-r`` / ``-c`` includes."""
+
+    requirements: list[str] = field(default_factory=list)
+    git: list[GitRequirement] = field(default_factory=list)
+    constraints: list[str] = field(default_factory=list)
+    index_url: str | None = None
+    extra_index_urls: list[str] = field(default_factory=list)
+    find_links: list[str] = field(default_factory=list)
+    hashes: dict[str, list[str]] = field(default_factory=dict)
+    allow_sdist: list[str] = field(default_factory=list)
+    stack: list[Path] = field(default_factory=list)
+    read: set[Path] = field(default_factory=set)
+
+
+def _logical_lines(text: str) -> list[tuple[int, str]]:
+    """(first line number, text) with pip's backslash continuations joined and comments removed."""
+    out: list[tuple[int, str]] = []
+    buf: list[str] = []
+    start = 0
+    for i, raw in enumerate(text.splitlines(), 1):
+        if not buf:
+            start = i
+        if raw.endswith("\\") and not raw.lstrip().startswith("#"):
+            buf.append(raw[:-1])
             continue
-        # Check here so that an error names the file and the line.
-        if "git+" in line:
-            parse_git(line, path=str(p), field=f"line {i}")
+        buf.append(raw)
+        line = _COMMENT.sub("", " ".join(buf)).strip()
+        buf = []
+        if line:
+            out.append((start, line))
+    if buf:
+        line = _COMMENT.sub("", " ".join(buf)).strip()
+        if line:
+            out.append((start, line))
+    return out
+
+
+def _include(acc: _Reqs, target: str, base: Path, where: str, fld: str, *, constraint: bool) -> None:
+    if re.match(r"^[a-z]+://", target):
+        raise SpecError(f"'{target}' is a URL; envbuild reads only local requirement files.", path=where,
+                        field=fld, hint="Download it next to this file and refer to it by path.")
+    p = (base / target).resolve()
+    if p in acc.stack:
+        raise SpecError(f"'{target}' includes itself (through {' -> '.join(x.name for x in acc.stack)}).",
+                        path=where, field=fld, hint="Remove one of the -r/-c lines of the cycle.")
+    if p in acc.read and not constraint:
+        return  # the same file included twice (a diamond): its requirements are already in
+    if not p.is_file():
+        raise SpecError(f"the included file '{target}' does not exist ({p}).", path=where, field=fld,
+                        hint="Paths in -r/-c are relative to the file that names them.")
+    acc.read.add(p)
+    acc.stack.append(p)
+    try:
+        _read_requirement_lines(acc, _logical_lines(_read_text(p)), p.parent, str(p), constraint=constraint)
+    finally:
+        acc.stack.pop()
+
+
+def _location(base: Path, value: str) -> str:
+    """A find-links value: a URL as given, a local directory as an absolute file:// URL."""
+    if re.match(r"^[a-z][a-z0-9+.-]*://", value):
+        return value.rstrip("/")
+    return (base / value).resolve().as_uri()
+
+
+def _read_requirement_lines(acc: _Reqs, lines: list[tuple[int, str]], base: Path, where: str, *,
+                            constraint: bool, field_of: Any = None) -> None:
+    """Read requirements.txt lines into ``acc``; anything not understood is an error naming the line."""
+    for lineno, line in lines:
+        fld = field_of(lineno) if field_of else f"line {lineno}"
+        if line.startswith("-"):
+            m = re.match(r"^(-[A-Za-z]|--[A-Za-z][A-Za-z-]*)(?:\s*=\s*|\s+|$)(.*)$", line)
+            opt, val = (m.group(1), m.group(2).strip()) if m else (line.split()[0], "")
+            _option(acc, opt, val, base, where, fld, line, constraint=constraint)
+            continue
+        _requirement(acc, line, base, where, fld, constraint=constraint)
+
+
+def _option(acc: _Reqs, opt: str, val: str, base: Path, where: str, fld: str, line: str, *,
+            constraint: bool) -> None:
+    takes_value = {"-r", "--requirement", "-c", "--constraint", "-e", "--editable", "-i", "--index-url",
+                   "--extra-index-url", "-f", "--find-links", "--no-binary", "--only-binary"}
+    if opt in takes_value and not val:
+        raise SpecError(f"'{opt}' needs a value.", path=where, field=fld, hint=f"Write it as '{opt} VALUE'.")
+    if opt in ("-r", "--requirement"):
+        _include(acc, val, base, where, fld, constraint=constraint)
+    elif opt in ("-c", "--constraint"):
+        _include(acc, val, base, where, fld, constraint=True)
+    elif opt in ("-e", "--editable"):
+        if val.startswith("git+") or re.match(rf"^{_NAME}\s*@\s*git\+", val):
+            acc.git.append(parse_git(val, path=where, field=fld))
         else:
-            parse_requirement(line, path=str(p), field=f"line {i}")
-        reqs.append(line)
-    spec = spec_from_requirements(reqs, name=p.resolve().parent.name or "env")
-    return Spec(**{**spec.__dict__, "path": str(p)})
+            raise SpecError(f"'{line}': an editable local checkout cannot be shipped to the target.",
+                            path=where, field=fld,
+                            hint="Commit it and write 'NAME @ git+file:///abs/path@REF' (or a git+https "
+                                 "URL); envbuild builds it at that commit.")
+    elif opt in ("-i", "--index-url"):
+        acc.index_url = _location(base, val)
+    elif opt == "--extra-index-url":
+        acc.extra_index_urls.append(_location(base, val))
+    elif opt in ("-f", "--find-links"):
+        acc.find_links.append(_location(base, val))
+    elif opt == "--no-binary":
+        names = [n.strip() for n in val.split(",") if n.strip() and n.strip() != ":none:"]
+        if ":all:" in names:
+            raise SpecError("'--no-binary :all:' would build every package on the target.", path=where,
+                            field=fld, hint="Name the packages that must be built from source: "
+                                            "'--no-binary NAME' (envbuild locks wheels first).")
+        acc.allow_sdist += [str(canonicalize_name(n)) for n in names]
+    elif opt in ("--only-binary", "--prefer-binary", "--require-hashes"):
+        pass  # what envbuild does anyway: wheels first, every file hashed
+    else:
+        raise SpecError(f"pip option '{opt}' is not understood by envbuild.", path=where, field=fld,
+                        hint=f"Remove it; envbuild reads {_REQ_OPTIONS}.")
+
+
+def _requirement(acc: _Reqs, line: str, base: Path, where: str, fld: str, *, constraint: bool) -> None:
+    req, *opts = re.split(r"\s+(?=--)", line)
+    hashes: list[str] = []
+    for o in opts:
+        m = re.fullmatch(r"--hash(?:=|\s+)(\w+):([0-9A-Fa-f]+)", o.strip())
+        if not m:
+            raise SpecError(f"'{o.strip()}' after a requirement is not understood by envbuild.", path=where,
+                            field=fld, hint="Only '--hash=sha256:HEX' may follow a requirement on its line.")
+        if m.group(1) != "sha256" or len(m.group(2)) != 64:
+            raise SpecError(f"'{o.strip()}' is not a sha256 hash.", path=where, field=fld,
+                            hint="Write '--hash=sha256:' and the 64 hex digits (pip hash FILE prints it).")
+        hashes.append(m.group(2).lower())
+    if _OTHER_VCS.match(req):
+        raise SpecError(f"'{req}': only git repositories are supported.", path=where, field=fld,
+                        hint="Publish the package to an index, or mirror it into git and write "
+                             "'NAME @ git+URL@REF'.")
+    if req.startswith("git+") or re.match(rf"^{_NAME}\s*@\s*git\+", req):
+        if constraint:
+            raise SpecError(f"'{req}': a constraints file can only restrict versions.", path=where, field=fld,
+                            hint="Move the git requirement to a requirements file (-r).")
+        acc.git.append(parse_git(req, path=where, field=fld))
+        return
+    if req.startswith((".", "/", "~", "file:")) or (("/" in req or req.endswith((".whl", ".tar.gz", ".zip")))
+                                                   and "@" not in req and "://" not in req):
+        raise SpecError(f"'{req}' is a local path; envbuild locks packages from indexes and git.", path=where,
+                        field=fld, hint="Put the wheel in a directory and add '-f DIR', or write "
+                                        "'NAME @ git+file:///abs/path@REF' for a local repository.")
+    r = parse_requirement(req, path=where, field=fld)
+    name = str(canonicalize_name(r.name))
+    if hashes:
+        acc.hashes.setdefault(name, [])
+        acc.hashes[name] += [h for h in hashes if h not in acc.hashes[name]]
+    (acc.constraints if constraint else acc.requirements).append(req)
+
+
+def _spec_from_reqs(acc: _Reqs, base: Spec) -> Spec:
+    indexes = dict(base.indexes)
+    if acc.index_url:
+        indexes["pypi"] = acc.index_url
+    return dataclasses.replace(
+        base, requirements=tuple(dict.fromkeys([*base.requirements, *acc.requirements])),
+        git=tuple(dict.fromkeys([*base.git, *acc.git])),
+        constraints=tuple(dict.fromkeys([*base.constraints, *acc.constraints])),
+        indexes=indexes, extra_index_urls=tuple(dict.fromkeys(acc.extra_index_urls)),
+        find_links=tuple(dict.fromkeys(acc.find_links)),
+        hashes={k: tuple(v) for k, v in sorted(acc.hashes.items())},
+        allow_sdist=tuple(dict.fromkeys(acc.allow_sdist)))
+
+
+def _from_requirements_txt(p: Path) -> Spec:
+    acc = _Reqs(stack=[p.resolve()], read={p.resolve()})
+    _read_requirement_lines(acc, _logical_lines(_read_text(p)), p.parent, str(p), constraint=False)
+    return _spec_from_reqs(acc, Spec(name=_dir_name(p), path=str(p)))
+
+
+def _dir_name(p: Path) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", p.resolve().parent.name).strip("-._") or "env"
+
+
+# conda package names that are PyPI packages envbuild's resolver chooses (the package names the conda
+# `pytorch` channel and conda-forge publish torch and CuPy under; written down 2026-12-01): a conda spec of
+# one of them becomes that requirement on the pip side, so one torch is installed, not two.
+_CONDA_TO_PYPI = {"pytorch": "torch", "pytorch-gpu": "torch", "pytorch-cpu": "torch",
+                  "torchvision": "torchvision", "torchaudio": "torchaudio",
+                  "cupy": "cupy", "cupy-core": "cupy"}
+# conda packages whose version is the CUDA version: a CUDA constraint on the resolution.
+_CONDA_CUDA = {"cudatoolkit", "cuda-version", "pytorch-cuda", "cuda-toolkit", "cuda-runtime", "cuda-cudart"}
+# Kept in conda.txt too: they carry the CUDA runtime libraries (pytorch-cuda only selects conda's torch).
+_CONDA_CUDA_KEEP = {"cudatoolkit", "cuda-version", "cuda-toolkit", "cuda-runtime", "cuda-cudart"}
+
+
+def _conda_version(spec: str, where: str, fld: str, dep: str) -> str:
+    """A conda version spec (``=1.12``, ``1.12.*``, ``<=1.12.1``, ``>=1,<2``) as a PEP 440 specifier."""
+    spec = spec.strip()
+    if not spec:
+        return ""
+    out = []
+    for part in spec.split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(==|>=|<=|!=|~=|=|<|>)?\s*([0-9][0-9A-Za-z.*+_-]*)", part)
+        if not m or "|" in part:
+            raise SpecError(f"'{dep}': cannot read the conda version '{spec}'.", path=where, field=fld,
+                            hint="Write it like 'pytorch<=1.12.1', 'pytorch=1.12' or 'cudatoolkit=11.8'.")
+        op, ver = m.group(1) or "", m.group(2)
+        if op in ("", "="):
+            # conda's '=1.12' and '1.12' are fuzzy (1.12.*); '1.12.*' says so itself
+            out.append(f"=={ver}" if ver.endswith("*") else f"=={ver}.*" if op == "=" else f"=={ver}")
+        else:
+            out.append(f"{op}{ver}")
+    return ",".join(out)
+
+
+def _conda_dep(value: str, where: str, lineno: int) -> tuple[str, str, str, str]:
+    """(conda name, its version spec, the build string, the spec as written) of a dependencies entry."""
+    fld = f"line {lineno}"
+    text = value.split("::", 1)[-1].strip()  # channel::name (conda env export --channel form)
+    m = re.fullmatch(r"([A-Za-z0-9_][A-Za-z0-9._-]*)\s*(.*)", text)
+    if not m or "[" in text:
+        raise SpecError(f"'{value}' is not a conda package spec envbuild can read.", path=where, field=fld,
+                        hint="Write it like 'numpy', 'numpy=1.19', 'numpy=1.19.5=py38h_0' or 'numpy>=1.19'.")
+    name, rest = m.group(1).lower(), m.group(2).strip()
+    build = ""
+    if rest.startswith("=") and not rest.startswith("=="):
+        # conda env export: name=version=build
+        ver, _, build = rest[1:].partition("=")
+        rest = "=" + ver if not build else "==" + ver
+    elif " " in rest:
+        rest, _, build = rest.partition(" ")
+    return name, rest, build.strip(), value
+
+
+def _conda_dependencies(items: list[tuple[int, str]], where: str) -> tuple[
+        list[str], list[str], str | None, str | None]:
+    """Split conda entries: (kept conda specs, pip requirements they become, CUDA specifier, python)."""
+    keep: list[str] = []
+    reqs: list[str] = []
+    cuda: list[str] = []
+    python: str | None = None
+    for lineno, value in items:
+        name, ver, _build, text = _conda_dep(value, where, lineno)
+        fld = f"line {lineno}"
+        if name == "python":
+            m = re.search(r"3\.\d+", ver)
+            python = m.group(0) if m else None
+            continue
+        if name == "pip":
+            continue  # pip itself; envbuild's environments always have it
+        if name in _CONDA_TO_PYPI:
+            reqs.append(_CONDA_TO_PYPI[name] + _conda_version(ver, where, fld, text))
+            continue
+        if name in _CONDA_CUDA:
+            spec = _conda_version(ver, where, fld, text)
+            if spec:
+                cuda.append(spec)
+            if name not in _CONDA_CUDA_KEEP:
+                continue
+        keep.append(text)
+    return keep, reqs, ",".join(cuda) or None, python
+
+
+_YML_KEYS = ("name", "channels", "dependencies", "prefix")
+
+
+def _yml_key(item: str, where: str, lineno: int) -> tuple[str, str, list[str]]:
+    """A top-level ``key: value`` line: (key, scalar value, entries of a flow list ``[a, b]``)."""
+    key, colon, val = item.partition(":")
+    section, val = key.strip(), val.strip()
+    if not colon or section not in _YML_KEYS:
+        raise SpecError(f"'{item}' is not a key envbuild reads.", path=where, field=f"line {lineno}",
+                        hint=f"An environment.yml has {', '.join(_YML_KEYS)}; for anything else "
+                             "write an envbuild.toml ('envbuild init').")
+    if section in ("name", "prefix") or not val:
+        return section, val.strip("'\""), []
+    if not (val.startswith("[") and val.endswith("]")):
+        raise SpecError(f"'{item}': expected a list.", path=where, field=f"line {lineno}",
+                        hint=f"Write each entry on its own line as '  - VALUE' under '{section}:'.")
+    return section, "", [v.strip().strip("'\"") for v in val[1:-1].split(",") if v.strip()]
 
 
 def _from_environment_yml(p: Path) -> Spec:
-    """A small reader for the common environment.yml shape (name, channels, dependencies, pip)."""
-    try:
-        text = decode_text(p.read_bytes(), path=str(p), error=SpecError)
-    except OSError as exc:
-        raise SpecError(f"cannot read ({exc.strerror}).", path=str(p)) from None
-    name, channels, conda_pkgs, pip_reqs = "env", [], [], []
+    """The environment.yml shape conda writes and reads: name, channels, dependencies (with a pip
+    section), prefix (``conda env export``; a path on the machine it came from, not used)."""
+    text = _read_text(p)
+    where = str(p)
+    name = "env"
+    channels: list[str] = []
+    conda_items: list[tuple[int, str]] = []
+    pip_lines: list[tuple[int, str]] = []
     section, in_pip, pip_indent = "", False, 0
-    python: str | None = None
-    for raw in text.splitlines():
-        line = raw.split("#")[0].rstrip()
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = _COMMENT.sub("", raw).rstrip()
         if not line.strip():
             continue
         indent = len(line) - len(line.lstrip())
         item = line.strip()
-        if indent == 0 and not item.startswith("- "):  # a top-level key; lists may sit flush under it
+        if indent == 0 and not item.startswith("-"):  # a top-level key; lists may sit flush under it
             in_pip = False
-            key, _, val = item.partition(":")
-            section = key.strip()
+            section, val, flow = _yml_key(item, where, lineno)
             if section == "name":
-                name = val.strip().strip("'\"")
+                name = val
+            elif section == "channels":
+                channels += flow
+            elif section == "dependencies":
+                conda_items += [(lineno, v) for v in flow]
             continue
+        if section in ("name", "prefix"):
+            raise SpecError(f"'{item}': '{section}' takes one value on its own line.", path=where,
+                            field=f"line {lineno}")
         if not item.startswith("- "):
-            continue
-        value = item[2:].strip().strip("'\"")
+            raise SpecError(f"'{item}' is not a list entry.", path=where, field=f"line {lineno}",
+                            hint="Entries of channels and dependencies are written '  - VALUE'.")
+        value = item[2:].strip()
+        if value[:1] in "'\"" and value[-1:] == value[:1]:
+            value = value[1:-1]
         if section == "channels":
             channels.append(value)
         elif section == "dependencies":
-            if value.startswith("pip:"):
+            if re.fullmatch(r"pip\s*:", value):
                 in_pip, pip_indent = True, indent
                 continue
             # pip entries are nested deeper than their '- pip:' line, at whatever indent the file uses.
             if in_pip and indent > pip_indent:
-                pip_reqs.append(value)
+                pip_lines.append((lineno, value))
                 continue
             in_pip = False
-            if re.match(r"python(?:\s*[<>=!~ ]|$)", value):
-                m = re.search(r"3\.\d+", value)
-                python = m.group(0) if m else None
-            elif value != "pip":
-                conda_pkgs.append(value)
-    try:
-        spec = spec_from_requirements(pip_reqs, name=name, python=python, manager="conda")
-    except SpecError as exc:
-        raise SpecError(exc.message, path=str(p), field="dependencies.pip", hint=exc.hint) from None
-    return Spec(**{**spec.__dict__, "conda_channels": tuple(channels or ["conda-forge"]),
-                   "conda_packages": tuple(conda_pkgs), "path": str(p)})
+            conda_items.append((lineno, value))
+    keep, conda_reqs, cuda, python = _conda_dependencies(conda_items, where)
+    acc = _Reqs(stack=[p.resolve()], read={p.resolve()})
+    _read_requirement_lines(acc, pip_lines, p.parent, where, constraint=False,
+                            field_of=lambda n: f"line {n} (dependencies.pip)")
+    # A torch written both in conda and in pip is one requirement on the pip side.
+    acc.requirements = list(dict.fromkeys([*conda_reqs, *acc.requirements]))
+    base = Spec(name=name or "env", python=python, manager="conda", path=where, cuda=cuda,
+                conda_channels=tuple(channels or ["conda-forge"]), conda_packages=tuple(keep))
+    return _spec_from_reqs(acc, base)

@@ -133,6 +133,65 @@ def test_plan_conflict_writes_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.network
+@pytest.mark.slow
+def test_journey1_glibc217_python312_scientific_stack_git_dep_and_compiled_sdist(tmp_path: Path) -> None:
+    """Issue 12's journey: numpy, scipy, pandas from PyPI, a git package requiring six and a compiled
+    sdist (a setuptools C extension on a local index), for a glibc 2.17 target; plan --offline, the
+    bundle copied to a new directory and installed under unshare -n, verify.sh green, the second run
+    installs nothing."""
+    if not HAS_UNSHARE:
+        pytest.skip("needs 'unshare -n'")
+    from pypi_fixture import Index, serving
+    from test_offline_install import TARGET_PY, TARGET_VER, _git_dep, compiled_sdist, wheel_of_installed
+
+    idx = Index(tmp_path / "www")
+    d = idx.file("x").parent
+    idx.add("simple", [compiled_sdist(d), wheel_of_installed("setuptools", d)])
+    commit = _git_dep(tmp_path / "gitdep")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "server.json").write_text(json.dumps(
+        {"os": "linux", "arch": "x86_64", "glibc_version": "2.17", "python_version": TARGET_VER,
+         "gpus": [], "driver_version": None, "cuda_toolkits": [], "gcc_version": "4.8.5"}))
+    with serving(idx) as url:
+        (work / "requirements.txt").write_text(
+            f"--extra-index-url {url}/simple\nnumpy\nscipy\npandas\ncext==1.0\n"
+            f"git+{(tmp_path / 'gitdep').as_uri()}@main#egg=gitdep\n")
+        proc = _envbuild("plan", "--spec", "requirements.txt", "--target", "server.json", "--python",
+                         TARGET_VER, "--allow-sdist", "cext", "-o", "out/j", "--offline", "--json", cwd=work)
+    res = json.loads(proc.stdout)
+    lock = json.loads((work / "out" / "j" / "lock" / "envbuild.lock.json").read_text())
+    kinds = {a["name"]: a["kind"] for a in lock["artifacts"]}
+    # wheels for the target except the one sdist accepted knowingly; six comes with the git package
+    assert kinds["cext"] == "sdist" and kinds["gitdep"] == "git" and kinds["six"] == "wheel"
+    assert all(k == "wheel" for n, k in kinds.items() if n not in ("cext", "gitdep")), kinds
+    assert all("manylinux_2_17" in a["filename"] or "manylinux2014" in a["filename"]
+               or a["filename"].endswith("-none-any.whl")
+               for a in lock["artifacts"] if a["kind"] == "wheel")
+    assert res["fetch"]["uv"]
+
+    top = safe_extract(work / res["bundle"], tmp_path / "server")
+    top = next(top.glob("*-offline")) if not (top / "install-offline.sh").exists() else top
+    cmd = ["env", f"PYTHON={TARGET_PY}", "bash", str(top / "install-offline.sh")]
+    first = _offline(cmd, cwd=top)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "from the cache with uv" in first.stderr
+    assert _offline(["bash", str(top / "verify.sh")], cwd=top).returncode == 0
+    py = top / "env" / "bin" / "python"
+    check = _offline([str(py), "-c", "import numpy, scipy.linalg, pandas, cext, gitdep; "
+                      "print(cext.answer(), gitdep.SIX, int(scipy.linalg.det(numpy.eye(3))), "
+                      "len(pandas.DataFrame({'a': [1, 2]})))"], cwd=top)
+    assert check.returncode == 0, check.stderr
+    assert check.stdout.split()[0] == "42" and check.stdout.split()[2:] == ["1", "2"]
+    assert next(a for a in lock["artifacts"] if a["name"] == "gitdep")["commit"] == commit
+    site = sorted((top / "env" / "lib").glob("python*/site-packages"))[0]
+    before = {p: p.stat().st_mtime_ns for p in site.rglob("*")}
+    second = _offline(cmd, cwd=top)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in site.rglob("*")} == before, "the second run changed the env"
+
+
 def _du(*args: str) -> int:
     """Bytes on disk as du(1) counts them (a hardlinked inode once)."""
     out = subprocess.run(["du", "-s", "-c", "--block-size=1", *args], capture_output=True, text=True,

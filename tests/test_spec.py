@@ -187,7 +187,7 @@ def test_environment_yml_bad_pip_requirement_names_file(tmp_path: Path) -> None:
     p = write(tmp_path, "name: e\ndependencies:\n  - pip:\n    - torch>=>2\n", "environment.yml")
     with pytest.raises(SpecError) as ei:
         load_spec(p)
-    assert ei.value.path == str(p) and ei.value.field == "dependencies.pip"
+    assert ei.value.path == str(p) and ei.value.field == "line 4 (dependencies.pip)"
 
 
 def test_digest_is_stable_and_sensitive(tmp_path: Path) -> None:
@@ -273,3 +273,212 @@ def test_cli_init(tmp_path: Path) -> None:
     bad = runner.invoke(app, ["init", str(target), "--force", "--manager", "pip", "--json"])
     assert bad.exit_code == 2 and json.loads(bad.stdout)["field"] == "--manager"
     assert load_spec(target / "envbuild.toml").python == "3.11"  # the failed --force left it intact
+
+
+# --- requirements files and environment.yml as real projects write them (issue 12) ----------------
+
+SHA_A = "a" * 64
+SHA_B = "b" * 64
+
+
+def test_requirements_txt_every_form(tmp_path: Path) -> None:
+    (tmp_path / "wheels").mkdir()
+    write(tmp_path, "scipy>=1.10\n-r more/extra.txt\n", "base.txt")
+    (tmp_path / "more").mkdir()
+    write(tmp_path / "more", "pandas  # via ../base.txt\n", "extra.txt")
+    write(tmp_path, "numpy<2.3\ntorch==2.6.0\n", "constraints.txt")
+    text = (
+        "# a real project's file\n"
+        "--index-url https://mirror.example/simple/\n"
+        "--extra-index-url https://download.pytorch.org/whl/cu124\n"
+        "-f https://download.openmmlab.com/mmcv/dist/cu113/torch1.10/index.html\n"
+        "--find-links wheels\n"
+        "-r base.txt\n"
+        "-c constraints.txt\n"
+        "--prefer-binary\n"
+        "--no-binary mmcv-full\n"
+        "numpy>=1.24; python_version >= \"3.9\"\n"
+        "six==1.16.0 \\\n"
+        f"    --hash=sha256:{SHA_A} \\\n"
+        f"    --hash=sha256:{SHA_B}\n"
+        "-e git+https://github.com/o/editable.git@v1#egg=editable\n"
+        "git+https://github.com/open-mmlab/mmdetection3d.git@v0.17.1#egg=mmdet3d&subdirectory=pkg/python\n"
+        "pypcd @ git+https://github.com/klintan/pypcd.git@master\n"
+        "git+ssh://git@github.com/o/private.git@0123abcd#egg=private\n"
+        "localpkg @ git+file:///srv/repos/localpkg@main\n"
+    )
+    spec = load_spec(write(tmp_path, text, "requirements.txt"))
+    # in file order, included files where they are included
+    assert spec.requirements == ("scipy>=1.10", "pandas", 'numpy>=1.24; python_version >= "3.9"',
+                                 "six==1.16.0")
+    assert spec.constraints == ("numpy<2.3", "torch==2.6.0")
+    assert spec.indexes["pypi"] == "https://mirror.example/simple"
+    assert spec.extra_index_urls == ("https://download.pytorch.org/whl/cu124",)
+    assert spec.find_links == ("https://download.openmmlab.com/mmcv/dist/cu113/torch1.10/index.html",
+                               (tmp_path / "wheels").as_uri())
+    assert spec.hashes == {"six": (SHA_A, SHA_B)}
+    assert spec.allow_sdist == ("mmcv-full",)
+    gits = {g.name: g for g in spec.git}
+    assert gits["editable"] == GitRequirement("editable", "https://github.com/o/editable.git", "v1")
+    assert gits["mmdet3d"] == GitRequirement("mmdet3d", "https://github.com/open-mmlab/mmdetection3d.git",
+                                             "v0.17.1", "pkg/python")
+    assert gits["pypcd"].ref == "master"
+    assert gits["private"] == GitRequirement("private", "ssh://git@github.com/o/private.git", "0123abcd")
+    assert gits["localpkg"] == GitRequirement("localpkg", "file:///srv/repos/localpkg", "main")
+    # the subdirectory survives the round trip through the spec's text form (the lock's spec copy)
+    assert parse_git(str(gits["mmdet3d"])) == gits["mmdet3d"]
+    # a constraint of a required package reaches the resolver; the others only the lock engine
+    assert spec.resolver_requirements() == [*spec.requirements, "numpy<2.3"]
+    assert spec.to_dict()["constraints"] == ["numpy<2.3", "torch==2.6.0"]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "words"),
+    [
+        ("numpy\n--trusted-host example.org\n", "line 2", "pip option '--trusted-host' is not understood"),
+        ("--pre\n", "line 1", "not understood"),
+        ("-e .\n", "line 1", "editable local checkout"),
+        ("./vendor/pkg\n", "line 1", "local path"),
+        ("dist/pkg-1.0-py3-none-any.whl\n", "line 1", "local path"),
+        ("hg+https://hg.example/repo#egg=r\n", "line 1", "only git"),
+        ("--no-binary :all:\n", "line 1", "every package on the target"),
+        ("six==1.16.0 --hash=md5:abcd\n", "line 1", "not a sha256"),
+        ("six==1.16.0 --global-option=x\n", "line 1", "not understood"),
+        ("numpy\n-r missing.txt\n", "line 2", "does not exist"),
+        ("-r\n", "line 1", "needs a value"),
+        ("-r https://x/r.txt\n", "line 1", "is a URL"),
+        ("git+https://host/x.git#egg=x&foo=1\n", "line 1", "unknown URL fragment"),
+        ("git+git@github.com:o/r.git\n", "line 1", "not an https://"),
+        ("torch>=>2\n", "line 1", "not a valid PEP 508"),
+    ],
+)
+def test_requirements_txt_refuses_with_line(tmp_path: Path, text: str, line: str, words: str) -> None:
+    # Nothing is skipped silently: what envbuild cannot honour names the file, the line, what to write.
+    p = write(tmp_path, text, "requirements.txt")
+    with pytest.raises(SpecError) as ei:
+        load_spec(p)
+    assert ei.value.path == str(p) and ei.value.field == line and words in ei.value.message
+    assert ei.value.hint and ei.value.exit_code == 2
+
+
+def test_requirements_txt_include_errors_name_the_included_file(tmp_path: Path) -> None:
+    write(tmp_path, "numpy\n--trusted-host x\n", "inner.txt")
+    p = write(tmp_path, "-r inner.txt\n", "requirements.txt")
+    with pytest.raises(SpecError) as ei:
+        load_spec(p)
+    assert ei.value.path == str(tmp_path / "inner.txt") and ei.value.field == "line 2"
+    write(tmp_path, "-r requirements.txt\n", "inner.txt")
+    with pytest.raises(SpecError, match="includes itself"):
+        load_spec(p)
+
+
+def test_not_utf8_is_input_error(tmp_path: Path) -> None:
+    for name in ("requirements.txt", "environment.yml"):
+        p = tmp_path / name
+        p.write_bytes(b"numpy\n# caf\xe9\n" if name.endswith(".txt") else b"name: e\n# caf\xe9\n")
+        with pytest.raises(SpecError, match="not UTF-8") as ei:
+            load_spec(p)
+        assert ei.value.field == "line 2" and ei.value.exit_code == 2
+
+
+CONDA_EXPORT = """\
+name: detr
+channels:
+  - pytorch
+  - nvidia
+  - conda-forge
+  - defaults
+dependencies:
+  - _libgcc_mutex=0.1=main
+  - ca-certificates=2022.07.19=h06a4308_0
+  - cudatoolkit=11.3.1=h2bc3f7f_2
+  - numpy=1.21.5=py38h6c91a56_3
+  - python=3.8.13=h12debd9_0
+  - pytorch=1.12.1=py3.8_cuda11.3_cudnn8.3.2_0
+  - pytorch-mutex=1.0=cuda
+  - torchvision=0.13.1=py38_cu113
+  - pip=22.1.2=py38h06a4308_0
+  - pip:
+    - -r requirements-extra.txt
+    - pycocotools==2.0.4
+    - git+https://github.com/cocodataset/panopticapi.git#egg=panopticapi
+prefix: /home/someone/miniconda3/envs/detr
+"""
+
+
+def test_conda_env_export(tmp_path: Path) -> None:
+    write(tmp_path, "scipy==1.9.1\n--extra-index-url https://x.example/simple\n", "requirements-extra.txt")
+    spec = load_spec(write(tmp_path, CONDA_EXPORT, "environment.yml"))
+    assert spec.name == "detr" and spec.python == "3.8" and spec.manager == "conda"
+    assert spec.conda_channels == ("pytorch", "nvidia", "conda-forge", "defaults")
+    # torch and torchvision move to the pip side (the resolver picks their build); the build strings stay
+    # on the conda packages conda solves; cudatoolkit's version is the CUDA constraint and it stays.
+    assert spec.requirements == ("torch==1.12.1", "torchvision==0.13.1", "scipy==1.9.1", "pycocotools==2.0.4")
+    assert spec.cuda == "==11.3.1"
+    assert spec.conda_packages == ("_libgcc_mutex=0.1=main", "ca-certificates=2022.07.19=h06a4308_0",
+                                   "cudatoolkit=11.3.1=h2bc3f7f_2", "numpy=1.21.5=py38h6c91a56_3",
+                                   "pytorch-mutex=1.0=cuda")
+    assert [g.name for g in spec.git] == ["panopticapi"]
+    assert spec.extra_index_urls == ("https://x.example/simple",)
+
+
+def test_environment_yml_conda_specs_become_constraints(tmp_path: Path) -> None:
+    text = ("name: e\nchannels: [pytorch, conda-forge]\ndependencies:\n  - python=3.9\n"
+            "  - pytorch<=1.12.1\n  - cudatoolkit=11.8\n  - conda-forge::cupy>=12\n  - pytorch-cuda=11.8\n")
+    spec = load_spec(write(tmp_path, text, "environment.yml"))
+    assert spec.requirements == ("torch<=1.12.1", "cupy>=12")
+    assert spec.cuda == "==11.8.*,==11.8.*"
+    assert spec.conda_channels == ("pytorch", "conda-forge") and spec.conda_packages == ("cudatoolkit=11.8",)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "words"),
+    [
+        ("name: e\nvariables:\n  X: 1\n", "line 2", "not a key envbuild reads"),
+        ("name: e\ndependencies:\n  - pytorch>=1.8|<1.4\n", "line 3", "cannot read the conda version"),
+        ("name: e\ndependencies:\n  - numpy[version='>=1.2']\n", "line 3", "not a conda package spec"),
+        ("name: e\ndependencies:\n  - pip:\n    - --trusted-host x\n", "line 4 (dependencies.pip)",
+         "not understood"),
+        ("name: e\ndependencies:\n  - pip:\n    - -r absent.txt\n", "line 4 (dependencies.pip)",
+         "does not exist"),
+        ("name: e\ndependencies: numpy\n", "line 2", "expected a list"),
+    ],
+)
+def test_environment_yml_refuses_with_line(tmp_path: Path, text: str, line: str, words: str) -> None:
+    p = write(tmp_path, text, "environment.yml")
+    with pytest.raises(SpecError) as ei:
+        load_spec(p)
+    assert ei.value.path == str(p) and ei.value.field == line and words in ei.value.message
+
+
+def test_conda_constraints_steer_the_resolution(tmp_path: Path) -> None:
+    from envbuild.resolve import resolve_cli
+
+    text = ("name: e\ndependencies:\n  - python=3.8\n  - pytorch<=1.12.1\n  - cudatoolkit=11.3\n"
+            "  - cupy>=10\n")
+    p = write(tmp_path, text, "environment.yml")
+    res = resolve_cli([], spec_path=p, driver="535.54.03")
+    assert res.ok, res.conflicts
+    from packaging.version import Version
+    assert Version(res.packages["torch"].split("+")[0]) <= Version("1.12.1")
+    assert res.cuda is not None and res.cuda.startswith("11.3")
+    # the same file without the conda constraints picks a newer CUDA on this driver: the constraint acted
+    free = resolve_cli([], spec_path=write(tmp_path, "name: e\ndependencies:\n  - python=3.8\n  - pytorch\n",
+                                           "free.yml"), driver="535.54.03")
+    assert free.ok and free.cuda != res.cuda
+
+
+def test_cuda_constraint_that_nothing_meets_is_explained(tmp_path: Path) -> None:
+    from envbuild.resolve import resolve_cli
+
+    p = write(tmp_path, "name: e\ndependencies:\n  - pytorch>=2.5\n  - cudatoolkit=10.2\n", "environment.yml")
+    res = resolve_cli([], spec_path=p, driver="535.54.03")
+    assert not res.ok and any("CUDA ==10.2.*" in c for c in res.conflicts)
+
+
+def test_cli_bad_requirements_file_exits_2(tmp_path: Path) -> None:
+    p = write(tmp_path, "numpy\n--trusted-host x\n", "requirements.txt")
+    r = CliRunner().invoke(app, ["resolve", "--spec", str(p), "--cpu", "--json"])
+    assert r.exit_code == 2
+    err = json.loads(r.stdout)
+    assert str(p) in json.dumps(err) and "line 2" in json.dumps(err)

@@ -40,6 +40,9 @@ class CompileOptions:
     index_strategy: str | None = None
     refresh: bool = False
     constraints: tuple[str, ...] = ()
+    # Wheels first: only wheels, except the packages named in no_binary (built from source knowingly).
+    only_binary: bool = False
+    no_binary: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -275,10 +278,12 @@ def _compile(opts: CompileOptions, fmt: list[str], out_name: str, previous: str 
             cmd += ["--index-strategy", opts.index_strategy]
         if opts.refresh:
             cmd += ["--refresh"]
+        cmd += ["--only-binary", ":all:"] * opts.only_binary
+        cmd += [x for n in opts.no_binary for x in ("--no-binary", n)]
         env = {"UV_NO_CONFIG": "1", "UV_PYTHON_DOWNLOADS": "never", **auth_env,
                # An index that accepts connections but never answers fails in ~10 s, not 52 s (uv's
                # default 30 s read timeout, 3 retries); one retry is kept for flaky links.
-               "UV_HTTP_TIMEOUT": os.environ.get("UV_HTTP_TIMEOUT", "4"),
+               "UV_HTTP_TIMEOUT": os.environ.get("UV_HTTP_TIMEOUT", "3"),
                "UV_HTTP_RETRIES": os.environ.get("UV_HTTP_RETRIES", "1")}
         if cache_dir:
             env["UV_CACHE_DIR"] = cache_dir
