@@ -251,15 +251,17 @@ def bundle_cmd(
     lock_dir: Annotated[Path, typer.Argument(help="Lock directory (lockfiles/NAME).")],
     cache: Annotated[Path, typer.Option("--cache", help="Offline cache directory.")] = Path("offline_cache"),
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Bundle file (NAME-offline.tar).")
+        Path | None, typer.Option("--output", "-o", help="Bundle file (NAME-offline.tar) or directory.")
     ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="tar (one file) or dir (cache files hardlinked, "
+                                                      "for rsync).")] = "tar",
     as_json: JsonOpt = False,
 ) -> None:
-    """Write one .tar with the lock, the rendered scripts, the verified cache and a README."""
+    """Write one .tar (or directory) with the lock, the rendered scripts, the verified cache and a README."""
     from envbuild.bundle import bundle, present_bundle
 
     check_flags(LOCK_DIR=lock_dir, cache=cache, output=output)
-    present_bundle(bundle(lock_dir, cache, output), as_json)
+    present_bundle(bundle(lock_dir, cache, output, fmt=fmt), as_json)
 
 
 # --- end fetch ---
@@ -702,6 +704,8 @@ def plan_cmd(
         Path | None, typer.Option("-o", "--out", help="Output directory (default out/NAME).")
     ] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Also fetch every artifact and bundle.")] = False,
+    bundle_format: Annotated[str, typer.Option(
+        "--bundle-format", help="With --offline: tar (one file) or dir (cache files hardlinked).")] = "tar",
     python: PythonOpt = None,
     driver: DriverOpt = None,
     gpu: GpuOpt = None,
@@ -732,7 +736,7 @@ def plan_cmd(
     result = plan(
         the_spec, the_target, out or Path("out") / the_spec.name, offline=offline, engine=engine,
         jobs=jobs, show_progress=not as_json, prefer_pypi=not pytorch_index_always,
-        native_driver_only=native_driver_only,
+        native_driver_only=native_driver_only, bundle_format=bundle_format,
         step=None if as_json else (lambda s: _err.print(styled(f"» {s}", "bold cyan"), highlight=False)),
     )
     present_plan(result, as_json)

@@ -8,6 +8,7 @@
       install.sh ...          scripts rendered for the spec's manager, lock files beside them
       offline_cache/          with --offline: every artifact, hash-checked (envbuild fetch)
       NAME-offline.tar        with --offline: lock + scripts + cache for a server without network
+                              (NAME-offline/ with --bundle-format dir: cache files hardlinked)
 
 The cache sits beside the scripts, which is where ``install-offline.sh`` looks by default, and
 outside ``lock/`` so that re-locking (which replaces ``lock/`` whole) never discards it.
@@ -46,9 +47,16 @@ class PlanResult:
     bundle: Path | None = None
     fetch: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    bundle_format: str = "tar"
 
     def next_steps(self) -> list[str]:
         """What to run on the target, in order."""
+        if self.bundle is not None and self.bundle_format == "dir":
+            return [
+                f"copy {self.bundle.name}/ to the target machine (e.g. rsync -a {self.bundle.name}/ "
+                f"server:{self.bundle.name}/)",
+                f"bash {self.bundle.name}/install-offline.sh   (no network needed; runs verify.sh after)",
+            ]
         if self.bundle is not None:
             top = self.bundle.name.removesuffix(".tar")
             return [
@@ -77,6 +85,7 @@ class PlanResult:
             "offline": self.offline,
             "cache": str(self.cache) if self.cache else None,
             "bundle": str(self.bundle) if self.bundle else None,
+            "bundle_format": self.bundle_format if self.bundle else None,
             "fetch": dict(self.fetch),
             "next_steps": self.next_steps(),
             "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
@@ -103,6 +112,7 @@ def plan(
     show_progress: bool = True,
     prefer_pypi: bool = True,
     native_driver_only: bool = False,
+    bundle_format: str = "tar",
 ) -> PlanResult:
     """Resolve, lock and render ``spec`` for ``target`` into ``out_dir``; with ``offline`` also
     fetch every artifact and bundle it all into one tar.
@@ -114,6 +124,11 @@ def plan(
     from envbuild import lock as lock_stage
     from envbuild import render as render_stage
 
+    if offline and bundle_format not in ("tar", "dir"):  # before the slow stages, not after fetch
+        from envbuild.errors import InputError
+
+        raise InputError(f"unknown bundle format '{bundle_format}'.", field="--bundle-format",
+                         hint="Use tar or dir.")
     say: Step = step or (lambda _s: None)
     seconds: dict[str, float] = {}
     out = Path(out_dir)
@@ -144,13 +159,13 @@ def plan(
             if built.is_file():
                 atomic_write(out / fetch_stage.BUILT_FILE, built.read_bytes())
         with _timed(seconds, "bundle", say):
-            bundle_path = out / f"{spec.name}-offline.tar"
-            bundle_stage.bundle(lock_dir, cache, bundle_path)
+            bundle_path = out / (f"{spec.name}-offline" + (".tar" if bundle_format == "tar" else ""))
+            bundle_stage.bundle(lock_dir, cache, bundle_path, fmt=bundle_format)
     result = PlanResult(
         name=spec.name, out_dir=out, resolution=res, lock_dir=lock_dir,
         scripts=tuple(f for f in rendered.files if f.endswith((".sh", ".md"))),
         manager=rendered.manager, offline=offline, cache=cache, bundle=bundle_path,
-        fetch=fetched, seconds=seconds,
+        fetch=fetched, seconds=seconds, bundle_format=bundle_format,
     )
     import json
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -12,6 +13,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from e2e import HAS_UNSHARE
+from e2e import offline as _offline
 from fetch_fixture import git_repo, make_wheel, serve, sha256, wheel_artifact, write_lock
 
 from envbuild._fs import safe_extract
@@ -261,3 +264,193 @@ def test_verify_cache_bundle_with_a_path_max_symlink_chain_writes_nothing_outsid
     res = _cli("verify-cache", str(evil), "--json")
     assert res.returncode == 5 and json.loads(res.stdout)["error"] == "UnsafeArchive"
     assert victim.read_text() == "original\n"
+
+
+# --- bundle without a second copy of the cache (issue 16) ---------------------------------------
+
+
+def _tree(root: Path) -> dict[str, str]:
+    """Every regular file under ``root`` by relative path, with its sha256."""
+    return {str(p.relative_to(root)): sha256(p) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _du(*paths: Path) -> int:
+    """Bytes on disk as du(1) counts them: every inode once, however many names it has."""
+    out = subprocess.run(["du", "-s", "-c", "--block-size=1", *map(str, paths)], capture_output=True,
+                         text=True, check=True).stdout
+    return int(out.splitlines()[-1].split()[0])
+
+
+@pytest.mark.parametrize("fmt", ["tar", "dir"])
+def test_bundle_refuses_a_file_altered_after_fetch_names_it_and_leaves_nothing(
+        fetched: tuple[Path, Path, list[Path]], tmp_path: Path, fmt: str) -> None:
+    lock, cache, wheels = fetched
+    victim = cache / "wheels" / wheels[1].name
+    good = sha256(victim)
+    _flip_byte(victim, 3000)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    out = dest / ("demo-offline.tar" if fmt == "tar" else "demo-offline")
+    res = _cli("bundle", str(lock), "--cache", str(cache), "-o", str(out), "--format", fmt, "--json")
+    assert res.returncode == 3, res.stdout + res.stderr
+    err = json.loads(res.stdout)
+    assert wheels[1].name in err["message"] and good in err["message"] and sha256(victim) in err["message"]
+    assert list(dest.iterdir()) == [], "no bundle, temp file or staging directory is left behind"
+
+
+def test_tar_bundle_streams_exactly_the_cache_files_and_tar_reads_it(
+        fetched: tuple[Path, Path, list[Path]], tmp_path: Path) -> None:
+    lock, cache, _ = fetched
+    out = tmp_path / "demo-offline.tar"
+    info = bundle(lock, cache, out).to_dict()
+    assert info["format"] == "tar" and info["bytes_written"] == out.stat().st_size == info["bytes"]
+    members: dict[str, str] = {}
+    with tarfile.open(out) as tf:
+        for m in tf.getmembers():
+            assert m.isfile() and m.uid == 0 and m.uname == ""
+            if m.name.startswith("demo-offline/offline_cache/"):
+                data = tf.extractfile(m).read()  # type: ignore[union-attr]
+                members[m.name.removeprefix("demo-offline/offline_cache/")] = hashlib.sha256(data).hexdigest()
+    listed = {str(e["file"]) for e in load_manifest(cache)["files"]}
+    assert set(members) == listed | {"manifest.json"}
+    assert members == {rel: sha256(cache / rel) for rel in members}
+    # The hand-written archive is a tar as tar(1) sees it: same files, same bytes.
+    unpacked = tmp_path / "by-tar"
+    unpacked.mkdir()
+    subprocess.run(["tar", "-xf", str(out), "-C", str(unpacked)], check=True)
+    assert {k.removeprefix("offline_cache/"): v for k, v in _tree(unpacked / "demo-offline").items()
+            if k.startswith("offline_cache/")} == members
+    assert info["files"] == len(_tree(unpacked / "demo-offline"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_UNSHARE, reason="needs 'unshare -n' (user namespaces)")
+def test_dir_bundle_hardlinks_the_cache_matches_the_tar_layout_and_installs_offline(
+        fetched: tuple[Path, Path, list[Path]], tmp_path: Path) -> None:
+    lock, cache, _ = fetched
+    tar = tmp_path / "demo-offline.tar"
+    bundle(lock, cache, tar)
+    top = tmp_path / "rsync-me" / "demo-offline"
+    res = _cli("bundle", str(lock), "--cache", str(cache), "--format", "dir", "-o", f"{top}/", "--json")
+    assert res.returncode == 0, res.stderr
+    info = json.loads(res.stdout)
+    assert info["format"] == "dir" and info["top"] == "demo-offline"
+    cache_files = [p for p in (top / "offline_cache").rglob("*") if p.is_file()]
+    assert cache_files and info["hardlinked"] == len(cache_files)
+    for p in cache_files:
+        assert p.stat().st_ino == (cache / p.relative_to(top / "offline_cache")).stat().st_ino, p
+    # Same layout and bytes as the extracted tar, README aside (it says how the bundle travels),
+    # plus the marker that makes the directory envbuild's to replace.
+    from_tar = _tree(safe_extract(tar, tmp_path / "x") / "demo-offline")
+    as_dir = _tree(top)
+    assert as_dir.pop(".envbuild-output")
+    assert set(from_tar) == set(as_dir)
+    assert {k: v for k, v in from_tar.items() if k != "README.txt"} == \
+        {k: v for k, v in as_dir.items() if k != "README.txt"}
+    assert "rsync" in (top / "README.txt").read_text()
+    assert _cli("verify-cache", str(top / "offline_cache"), "--lock", str(top / "lockfiles" / "demo")
+                ).returncode == 0
+
+    proc = _offline(["bash", str(top / "install-offline.sh")], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    check = _offline([str(top / "env" / "bin" / "python"), "-c",
+                      "import alpha, beta, mypkg; print(alpha.__version__, beta.__version__)"], cwd=tmp_path)
+    assert check.returncode == 0 and check.stdout.split() == ["1.0", "2.0"], check.stderr
+
+
+@pytest.fixture(scope="module")
+def big_cache(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A lock of two 2 MB wheels fetched into a cache: big enough for du to tell one copy from two."""
+    base = tmp_path_factory.mktemp("big")
+    idx = base / "idx"
+    wheels = [make_wheel(idx, "gamma", "1.0", payload=2_000_000),
+              make_wheel(idx, "delta", "1.0", payload=2_000_000)]
+    with serve(idx) as srv:
+        lock = write_lock(base / "lockfiles" / "big", [wheel_artifact(srv, w) for w in wheels], name="big")
+        cache = base / "offline_cache"
+        fetch(lock, cache, show_progress=False)
+    return lock, cache
+
+
+def test_dir_bundle_takes_the_cache_size_on_disk_once_the_tar_twice(big_cache: tuple[Path, Path]) -> None:
+    lock, cache = big_cache
+    side = cache.parent
+    as_dir = bundle(lock, cache, side / "big-offline", fmt="dir")
+    as_tar = bundle(lock, cache, side / "big-offline.tar")
+    try:
+        cache_du = _du(cache)
+        apparent = sum(p.stat().st_size for p in (side / "big-offline" / "offline_cache").rglob("*")
+                       if p.is_file())
+        assert apparent >= 4_000_000, "the directory shows every cache byte"
+        # du counts the hardlinks once: cache + dir bundle is one cache plus the scripts.
+        assert _du(cache, side / "big-offline") < cache_du * 1.1
+        assert as_dir.bytes_written < 200_000 and as_dir.hardlinked == 3
+        # The tar is the second copy the dir avoids (and proves this measure can tell).
+        assert _du(cache, side / "big-offline.tar") > cache_du * 1.9
+        assert as_tar.bytes_written >= apparent
+    finally:
+        shutil.rmtree(side / "big-offline")
+        (side / "big-offline.tar").unlink()
+
+
+@pytest.mark.skipif(not HAS_UNSHARE, reason="needs 'unshare' (user and mount namespaces)")
+@pytest.mark.parametrize("fmt", ["tar", "dir"])
+def test_bundle_that_cannot_fit_is_refused_before_writing(big_cache: tuple[Path, Path], tmp_path: Path,
+                                                         fmt: str) -> None:
+    """A real 1 MB tmpfs (another file system: the dir format must copy) cannot hold a 4 MB bundle."""
+    lock, cache = big_cache
+    small = tmp_path / "small"
+    small.mkdir()
+    out = small / ("big-offline.tar" if fmt == "tar" else "big-offline")
+    script = (f'mount -t tmpfs -o size=1m tmpfs "$1" && "$2" -m envbuild bundle "$3" --cache "$4" '
+              f'--format {fmt} -o "$5" --json; rc=$?; ls -A "$1"; exit $rc')
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh", str(small), sys.executable, str(lock),
+                           str(cache), str(out)], capture_output=True, text=True, check=False)
+    if "mount" in proc.stderr and proc.returncode != 3:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    text, _, listing = proc.stdout.rpartition("}")
+    err = json.loads(text + "}")
+    assert "not enough free space" in err["message"] and str(small) in err["message"]
+    assert listing.strip() == "", "nothing was written into the full file system"
+
+
+@pytest.mark.skipif(not HAS_UNSHARE, reason="needs 'unshare' (user and mount namespaces)")
+def test_dir_bundle_on_another_file_system_copies_the_checked_bytes(
+        fetched: tuple[Path, Path, list[Path]], tmp_path: Path) -> None:
+    lock, cache, _ = fetched
+    other = tmp_path / "other-fs"
+    other.mkdir()
+    top = other / "demo-offline"
+    script = ('mount -t tmpfs -o size=64m tmpfs "$1" && "$2" -m envbuild bundle "$3" --cache "$4" '
+              '--format dir -o "$5" --json && echo "---" && cd "$5" && find . -type f -exec sha256sum {} +')
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh", str(other), sys.executable, str(lock),
+                           str(cache), str(top)], capture_output=True, text=True, check=False)
+    if "mount" in proc.stderr and proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text, _, sums = proc.stdout.partition("---")
+    info = json.loads(text)
+    assert info["hardlinked"] == 0, "no hardlink across file systems: every file is a copy"
+    copied = {line.split(maxsplit=1)[1].removeprefix("./offline_cache/"): line.split()[0]
+              for line in sums.strip().splitlines() if "./offline_cache/" in line}
+    assert copied == {rel: sha256(cache / rel) for rel in copied}
+    assert set(copied) == {str(e["file"]) for e in load_manifest(cache)["files"]} | {"manifest.json"}
+    assert info["bytes_written"] >= sum((cache / rel).stat().st_size for rel in copied)
+
+
+def test_dir_bundle_replaces_only_its_own_directory(fetched: tuple[Path, Path, list[Path]],
+                                                    tmp_path: Path) -> None:
+    lock, cache, _ = fetched
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    res = _cli("bundle", str(lock), "--cache", str(cache), "--format", "dir", "-o", str(foreign), "--json")
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+    assert (foreign / "notes.txt").read_text() == "keep me"
+    top = tmp_path / "demo-offline"
+    first = bundle(lock, cache, top, fmt="dir")
+    again = bundle(lock, cache, top, fmt="dir")  # envbuild's own directory: replaced, same content
+    assert first.files == again.files and (top / "install-offline.sh").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temp directory left"

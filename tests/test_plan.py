@@ -190,3 +190,36 @@ def test_journey1_glibc217_python312_scientific_stack_git_dep_and_compiled_sdist
     second = _offline(cmd, cwd=top)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in site.rglob("*")} == before, "the second run changed the env"
+
+
+def _du(*args: str) -> int:
+    """Bytes on disk as du(1) counts them (a hardlinked inode once)."""
+    out = subprocess.run(["du", "-s", "-c", "--block-size=1", *args], capture_output=True, text=True,
+                         check=True).stdout
+    return int(out.splitlines()[-1].split()[0])
+
+
+@pytest.mark.network
+@pytest.mark.slow
+def test_plan_offline_dir_bundle_needs_the_cache_size_on_disk_once(tmp_path: Path) -> None:
+    (tmp_path / "envbuild.toml").write_text(
+        '[project]\nname = "j1d"\n'
+        f'python = "{PY}"\nmanager = "venv"\n'
+        'requirements = ["six==1.17.0", "numpy==2.2.6"]\n')
+    proc = _envbuild("plan", "--spec", "envbuild.toml", "--cpu", "-o", "out/j1d", "--offline",
+                     "--bundle-format", "dir", "--json", cwd=tmp_path)
+    res = json.loads(proc.stdout)
+    out = tmp_path / "out" / "j1d"
+    top = tmp_path / res["bundle"]
+    assert res["bundle_format"] == "dir" and top == out / "j1d-offline" and top.is_dir()
+    assert any("rsync" in s for s in res["next_steps"])
+    assert any(s.startswith("bash j1d-offline/install-offline.sh") for s in res["next_steps"])
+    bundled = [p for p in (top / "offline_cache").rglob("*") if p.is_file()]
+    assert len(bundled) >= 3
+    for p in bundled:
+        assert p.stat().st_ino == (out / "offline_cache" / p.relative_to(top / "offline_cache")).stat().st_ino
+    cache = _du(str(out / "offline_cache"))
+    assert cache > 5_000_000, "numpy's wheel makes the cache big enough to measure"
+    rest = _du("--exclude=offline_cache", str(out))  # lock, scripts, the bundle's non-cache files
+    # One cache on disk, not two: the whole out dir is the cache plus the small files.
+    assert _du(str(out)) < cache * 1.05 + rest
