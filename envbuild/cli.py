@@ -19,13 +19,17 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from envbuild import __version__
 from envbuild.errors import EXIT_INTERNAL, EnvbuildError, InputError
 from envbuild.output import err_console, plain, print_json, styled
+
+if TYPE_CHECKING:
+    from envbuild.models import Resolution
+    from envbuild.target import TargetFlags
 
 __all__ = ["app", "main"]
 
@@ -200,6 +204,16 @@ NativeDriverOpt = Annotated[bool, typer.Option(
 SpecOpt = Annotated[
     Path | None, typer.Option("--spec", help="envbuild.toml (or requirements.txt / environment.yml).")
 ]
+
+
+def target_flags(target: Path | None = None, python: str | None = None, driver: str | None = None,
+                 gpu: str | None = None, cuda_toolkit: str | None = None, gcc: str | None = None,
+                 cpu: bool = False) -> TargetFlags:
+    """The target options of a command as one record (each command declares them with the aliases above)."""
+    from envbuild.target import TargetFlags
+
+    return TargetFlags(target=target, python=python, driver=driver, gpu=gpu, cuda_toolkit=cuda_toolkit,
+                       gcc=gcc, cpu=cpu)
 
 
 # @@ COMMANDS: each stage adds its commands below this line, one block per stage. @@
@@ -383,7 +397,7 @@ def doctor_cmd(
     """Name what breaks an env or an error log (family, cause, fix); exit 1 when an error is found."""
     from envbuild.doctor import diagnose, present_report, read_log_file
     from envbuild.errors import InputError
-    from envbuild.models import load_profile
+    from envbuild.target import load_target_file
 
     check_flags(prefix=prefix, target=target, log=log)
     if prefix is None and log is None:
@@ -392,7 +406,7 @@ def doctor_cmd(
             field="--prefix/--log",
             hint="Pass --prefix ENV to check an env, --log FILE (or -) to read an error log, or both.",
         )
-    profile = load_profile(target) if target is not None else None
+    profile = load_target_file(target)
     text, name = read_log_file(log) if log is not None else (None, None)
     report = diagnose(prefix, profile, text, log_name=name, load=not no_load)
     present_report(report, as_json)
@@ -455,11 +469,11 @@ def unpack_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Unpack safely, fix prefixes, and report what will break on this machine (or --target); exit 1 if so."""
-    from envbuild.models import load_profile
     from envbuild.pack import present_unpack, unpack
+    from envbuild.target import load_target_file
 
     check_flags(ARCHIVE=archive, DEST=dest, target=target)
-    report = unpack(archive, dest, target=load_profile(target) if target else None, check_only=check_only,
+    report = unpack(archive, dest, target=load_target_file(target), check_only=check_only,
                     show_progress=not as_json)
     present_unpack(report, as_json)
     if not report["ok"]:
@@ -570,15 +584,15 @@ def lock_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Pin the whole tree for the target (hashes, git commits, conda part) into lockfiles/NAME/."""
-    from envbuild.lock import build_target, input_spec, lock, present_lock
+    from envbuild.lock import input_spec, lock, present_lock
+    from envbuild.target import build_target
 
-    check_flags(reqs=reqs, spec=spec, target=target, python=python, driver=driver, gpu=gpu,
-                cuda_toolkit=cuda_toolkit, gcc=gcc, output=out, engine=engine, manager=manager, name=name,
-                index_url=index_url, pytorch_index=pytorch_index, openmmlab_index=openmmlab_index)
+    tf = target_flags(target, python, driver, gpu, cuda_toolkit, gcc, cpu)
+    check_flags(reqs=reqs, spec=spec, **tf.check_values(), output=out, engine=engine, manager=manager,
+                name=name, index_url=index_url, pytorch_index=pytorch_index, openmmlab_index=openmmlab_index)
     the_spec = input_spec(spec, reqs or [], manager=manager, name=name, python=python)
-    flags: dict[str, Any] = {"python": python, "driver": driver, "gpu": gpu, "cuda_toolkit": cuda_toolkit,
-                             "gcc": gcc, "cpu": cpu}
-    profile = build_target(the_spec, target, **flags)
+    flags: dict[str, Any] = tf.overrides()
+    profile = build_target(tf, the_spec)
     mirrors = {k: v for k, v in (("pypi", index_url), ("pytorch", pytorch_index),
                                  ("openmmlab", openmmlab_index)) if v}
     out_dir = out or Path("lockfiles") / the_spec.name
@@ -649,24 +663,20 @@ def rebuild_cmd(
 ) -> None:
     """Re-resolve an env or lock for another machine; write the new lock and a minimal rebuild.sh."""
     from envbuild.errors import InputError
-    from envbuild.models import load_profile
     from envbuild.rebuild import present_plan, rebuild
+    from envbuild.target import build_target
 
-    check_flags(SOURCE=source, prefix=prefix, target=target, python=python, driver=driver, gpu=gpu,
-                cuda_toolkit=cuda_toolkit, gcc=gcc, output=output, index_url=index_url,
+    tf = target_flags(target, python, driver, gpu, cuda_toolkit, gcc)
+    check_flags(SOURCE=source, prefix=prefix, **tf.check_values(), output=output, index_url=index_url,
                 pytorch_index=pytorch_index, openmmlab_index=openmmlab_index)
     if (source is None) == (prefix is None):
         raise InputError("give exactly one of --prefix ENV or a lock directory.", field="--prefix/LOCK_DIR",
                          hint="e.g. 'envbuild rebuild --prefix ~/envs/radar --target server.json'.")
-    flags = {"python": python, "driver": driver, "gpu": gpu, "cuda_toolkit": cuda_toolkit, "gcc": gcc}
-    if target is None and not any(flags.values()):
+    if not tf.described():
         raise InputError("a target is required.", field="--target",
                          hint="Write one with 'envbuild probe -o server.json' on the target machine, or "
                               "describe it with --driver/--gpu/--cuda-toolkit/--gcc/--python.")
-    from envbuild.resolve import make_target
-
-    profile = make_target(load_profile(target) if target is not None else None, python=python, driver=driver,
-                          gpu=gpu, cuda_toolkit=cuda_toolkit, gcc=gcc)
+    profile = build_target(tf)
     mirrors = {k: v for k, v in (("pypi", index_url), ("pytorch", pytorch_index),
                                  ("openmmlab", openmmlab_index)) if v}
     plan = rebuild(prefix or source or Path("."), profile, out_dir=output, lock=not no_lock,
@@ -706,15 +716,15 @@ def plan_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Resolve -> lock -> render (-> fetch -> bundle with --offline) in one command."""
-    from envbuild.lock import build_target, input_spec
+    from envbuild.lock import input_spec
     from envbuild.output import err_console as _err
     from envbuild.plan import plan, present_plan
+    from envbuild.target import build_target
 
-    check_flags(spec=spec, target=target, out=out, python=python, driver=driver, gpu=gpu,
-                cuda_toolkit=cuda_toolkit, gcc=gcc, engine=engine)
+    tf = target_flags(target, python, driver, gpu, cuda_toolkit, gcc, cpu)
+    check_flags(spec=spec, out=out, **tf.check_values(), engine=engine)
     the_spec = input_spec(spec, [], python=python)
-    the_target = build_target(the_spec, target, python=python, driver=driver, gpu=gpu,
-                              cuda_toolkit=cuda_toolkit, gcc=gcc, cpu=cpu)
+    the_target = build_target(tf, the_spec)
     result = plan(
         the_spec, the_target, out or Path("out") / the_spec.name, offline=offline, engine=engine,
         jobs=jobs, show_progress=not as_json, prefer_pypi=not pytorch_index_always,
@@ -748,15 +758,12 @@ def resolve_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Pick the newest consistent torch/CUDA/mmcv/CuPy/NumPy set for a target (exit 1: conflicts)."""
-    import datetime as dt
+    from envbuild.output import present_resolution
 
-    from envbuild.resolve import present_resolution, resolve_cli
-
-    check_flags(reqs=reqs, spec=spec, target=target, python=python, driver=driver, gpu=gpu,
-                cuda_toolkit=cuda_toolkit, gcc=gcc)
-    res = resolve_cli(reqs or [], spec_path=spec, target_path=target, python=python, driver=driver, gpu=gpu,
-                      cuda_toolkit=cuda_toolkit, gcc=gcc, cpu=cpu, prefer_pypi=not pytorch_index_always,
-                      native_driver_only=native_driver_only, today=dt.date.today())
+    tf = target_flags(target, python, driver, gpu, cuda_toolkit, gcc, cpu)
+    check_flags(reqs=reqs, spec=spec, **tf.check_values())
+    res = resolve_cli(reqs or [], tf, spec_path=spec, prefer_pypi=not pytorch_index_always,
+                      native_driver_only=native_driver_only)
     present_resolution(res, as_json)
     if not res.ok:
         raise typer.Exit(1)
@@ -770,9 +777,39 @@ def matrix_cmd(
 ) -> None:
     """Print a compatibility table from the bundled data (rows versions, columns CUDA variants)."""
     from envbuild.matrix import matrix_table
-    from envbuild.resolve import present_matrix
+    from envbuild.output import present_matrix
 
     present_matrix(matrix_table(kind), as_json)
+
+
+def resolve_cli(reqs: list[str], flags: TargetFlags, *, spec_path: Path | None = None,
+                prefer_pypi: bool = True, native_driver_only: bool = False) -> Resolution:
+    """What ``envbuild resolve`` does minus printing: read the spec, build the target, resolve for today.
+
+    The host's Python is the preferred one when the target names none (as ``lock`` prefers it).
+
+    Raises:
+        InputError: no requirements, bad flag, bad spec or profile.
+    """
+    import datetime as dt
+
+    from envbuild.resolve import resolve
+    from envbuild.spec import load_spec
+    from envbuild.target import build_target, host_python
+
+    requirements = list(reqs)
+    the_spec = load_spec(spec_path) if spec_path is not None else None
+    if the_spec is not None:
+        requirements = list(the_spec.requirements) + requirements
+    if not requirements:
+        raise InputError("nothing to resolve.", path=str(spec_path) if spec_path is not None else None,
+                         field="project.requirements" if spec_path is not None else "requirements",
+                         hint="Pass requirements (e.g. 'envbuild resolve torch numpy') "
+                              "or --spec envbuild.toml.")
+    target = build_target(flags, the_spec)
+    return resolve(requirements, target, indexes=dict(the_spec.indexes) if the_spec else {},
+                   prefer_pypi=prefer_pypi, native_driver_only=native_driver_only, today=dt.date.today(),
+                   prefer_python=host_python())
 
 
 # --- end resolve ---
