@@ -462,6 +462,10 @@ class Resolution:
     # the torch build's compatibility verdict: {ok, rule, reason, facts}
     verdict: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # a plain sentence (older callers, hand-made resolutions) is a conflict without recorded facts
+        self.conflicts[:] = [Conflict(c) if isinstance(c, str) else c for c in self.conflicts]
+
     @property
     def conflict_texts(self) -> list[str]:
         """The conflicts as the sentences ``--json`` lists under ``conflicts``."""

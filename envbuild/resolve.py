@@ -11,7 +11,7 @@ complete set wins.  Whether a build runs is ``Matrix.verdict``: natively, or
 compatibility; within one release native builds come first.  Builds resting
 on an unverified fact come after every confirmed one and are warned about.
 When nothing fits, ``conflicts`` explains the closest miss: each a ``Conflict`` record (the
-sentence, the facts with their sources, the suggestion); ``check`` raises ``ResolveConflict``.
+sentence, the facts with their sources, the suggestion); ``check`` raises the ``ConflictError``.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from envbuild.matrix import major_minor as _mm
 from envbuild.matrix import xy as _xy
 from envbuild.models import Conflict, Fact, Profile, Resolution, Toolkit
 
-__all__ = ["ResolveConflict", "check", "resolve"]
+__all__ = ["check", "resolve"]
 
 DEFAULT_PYTORCH = "https://download.pytorch.org/whl"
 DEFAULT_OPENMMLAB = "https://download.openmmlab.com/mmcv/dist"
@@ -1360,21 +1360,15 @@ def resolve(requirements: Sequence[str], target: Profile, matrix: Matrix | None 
 # --- the conflict error --------------------------------------------------------------------------
 
 
-class ResolveConflict(ConflictError):
-    """No consistent set exists: the resolver's own error (exit 1), carrying the typed conflicts."""
-
-    def __init__(self, res: Resolution, *, path: str | None = None, hint: str | None = None) -> None:
-        super().__init__("no consistent set of versions exists for this target: "
-                         + " ".join(res.conflict_texts), conflicts=res.conflict_texts, path=path, hint=hint)
-        self.details: list[Conflict] = list(res.conflicts)
-
-
 def check(res: Resolution, *, path: str | None = None, hint: str | None = None) -> Resolution:
-    """``res`` when it is consistent.
+    """``res`` when it is consistent: the one place the no-consistent-set error is worded.
 
     Raises:
-        ResolveConflict: ``res.ok`` is false (its conflicts attached; ``path``/``hint`` name the input).
+        ConflictError: ``res.ok`` is false (its conflict sentences attached; ``path``/``hint`` name the
+            input).  The class stays ConflictError: ``--json`` names it in ``error``.
     """
     if not res.ok:
-        raise ResolveConflict(res, path=path, hint=hint)
+        texts = res.conflict_texts
+        raise ConflictError("no consistent set of versions exists for this target: " + " ".join(texts),
+                            conflicts=texts, path=path, hint=hint)
     return res

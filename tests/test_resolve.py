@@ -600,7 +600,8 @@ def test_preferred_python_is_the_callers_choice() -> None:
 
 def test_conflicts_are_records_with_sources() -> None:
     """Each conflict keeps its sentence, the facts it rests on (each with a source) and the suggestion."""
-    from envbuild.resolve import ResolveConflict, check
+    from envbuild.errors import ConflictError
+    from envbuild.resolve import check
 
     bad = resolve(["torch>=2.0"], make_target(None, python="3.10", driver="418.67", gpu="sm_70"))
     assert not bad.ok and bad.conflicts
@@ -612,7 +613,8 @@ def test_conflicts_are_records_with_sources() -> None:
     assert d["conflicts"] == [x.text for x in bad.conflicts]  # the old key keeps its strings
     assert d["conflict_details"][0]["facts"][0]["source"]
     assert Resolution.from_dict(json.loads(json.dumps(d))).conflicts == bad.conflicts
-    with pytest.raises(ResolveConflict) as info:
+    with pytest.raises(ConflictError) as info:
         check(bad, path="envbuild.toml")
+    assert type(info.value) is ConflictError  # --json names the class in "error"
     assert info.value.exit_code == 1 and info.value.conflicts == d["conflicts"]
     assert info.value.message.startswith("no consistent set of versions exists for this target: ")
