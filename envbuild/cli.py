@@ -11,6 +11,7 @@ any stage runs, through the same schema layer as files (``envbuild.models.Fields
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import re
 import sys
@@ -197,6 +198,7 @@ ToolkitOpt = Annotated[
 ]
 GccOpt = Annotated[str | None, typer.Option("--gcc", help="Host gcc version on the target.")]
 CpuOpt = Annotated[bool, typer.Option("--cpu", help="Plan a CPU-only environment.")]
+TARGET: Any = None  # placeholder default of ``tf``: target_options replaces the parameter
 NativeDriverOpt = Annotated[bool, typer.Option(
     "--native-driver-only",
     help="Only builds the driver supports natively (no CUDA minor-version compatibility): the strict "
@@ -206,14 +208,43 @@ SpecOpt = Annotated[
 ]
 
 
-def target_flags(target: Path | None = None, python: str | None = None, driver: str | None = None,
-                 gpu: str | None = None, cuda_toolkit: str | None = None, gcc: str | None = None,
-                 cpu: bool = False) -> TargetFlags:
-    """The target options of a command as one record (each command declares them with the aliases above)."""
-    from envbuild.target import TargetFlags
+_TARGET_OPTS: tuple[tuple[str, Any, Any], ...] = (
+    ("target", TargetOpt, None), ("python", PythonOpt, None), ("driver", DriverOpt, None),
+    ("gpu", GpuOpt, None), ("cuda_toolkit", ToolkitOpt, None), ("gcc", GccOpt, None), ("cpu", CpuOpt, False))
 
-    return TargetFlags(target=target, python=python, driver=driver, gpu=gpu, cuda_toolkit=cuda_toolkit,
-                       gcc=gcc, cpu=cpu)
+
+def target_options(*, cpu: bool = True) -> Callable[[F], F]:
+    """Declare the target options once: a command takes ``tf: TargetFlags``; typer sees the seven options.
+
+    typer has no option groups, so this rewrites the command's signature: the ``tf`` parameter becomes
+    --target/--python/--driver/--gpu/--cuda-toolkit/--gcc (and --cpu unless ``cpu=False``), and their
+    values arrive as one ``envbuild.target.TargetFlags``.
+    """
+    opts = [o for o in _TARGET_OPTS if cpu or o[0] != "cpu"]
+
+    def deco(fn: F) -> F:
+        from envbuild.target import TargetFlags
+
+        sig = inspect.signature(fn, eval_str=True, locals={"TargetFlags": TargetFlags})
+        params: list[inspect.Parameter] = []
+        for p in sig.parameters.values():
+            if p.name != "tf":
+                params.append(p)
+                continue
+            params += [inspect.Parameter(name, p.kind, default=default, annotation=ann)
+                       for name, ann, default in opts]
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            kwargs["tf"] = TargetFlags(**{name: kwargs.pop(name, default) for name, _, default in opts})
+            return fn(*args, **kwargs)
+
+        new_sig = sig.replace(parameters=params)
+        wrapper.__signature__ = new_sig  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in params} | {"return": sig.return_annotation}
+        return wrapper  # type: ignore[return-value]
+
+    return deco
 
 
 # @@ COMMANDS: each stage adds its commands below this line, one block per stage. @@
@@ -556,16 +587,11 @@ def _lock_command_line(spec: Path | None, reqs: list[str], out: Path | None, eng
 
 @app.command("lock")
 @handle_errors
+@target_options()
 def lock_cmd(
     reqs: Annotated[list[str] | None, typer.Argument(help="Requirements, when no --spec.")] = None,
     spec: SpecOpt = None,
-    target: TargetOpt = None,
-    python: PythonOpt = None,
-    driver: DriverOpt = None,
-    gpu: GpuOpt = None,
-    cuda_toolkit: ToolkitOpt = None,
-    gcc: GccOpt = None,
-    cpu: CpuOpt = False,
+    tf: TargetFlags = TARGET,
     out: Annotated[Path | None, typer.Option("--output", "-o", help="Lock dir (lockfiles/NAME).")] = None,
     engine: Annotated[str, typer.Option("--engine", help="uv (default, cross-target) or pip-tools.")] = "uv",
     manager: ManagerOpt = None,
@@ -587,16 +613,15 @@ def lock_cmd(
     from envbuild.lock import input_spec, lock, present_lock
     from envbuild.target import build_target
 
-    tf = target_flags(target, python, driver, gpu, cuda_toolkit, gcc, cpu)
     check_flags(reqs=reqs, spec=spec, **tf.check_values(), output=out, engine=engine, manager=manager,
                 name=name, index_url=index_url, pytorch_index=pytorch_index, openmmlab_index=openmmlab_index)
-    the_spec = input_spec(spec, reqs or [], manager=manager, name=name, python=python)
+    the_spec = input_spec(spec, reqs or [], manager=manager, name=name, python=tf.python)
     flags: dict[str, Any] = tf.overrides()
     profile = build_target(tf, the_spec)
     mirrors = {k: v for k, v in (("pypi", index_url), ("pytorch", pytorch_index),
                                  ("openmmlab", openmmlab_index)) if v}
     out_dir = out or Path("lockfiles") / the_spec.name
-    cmd_flags = {"target": target, **flags, "manager": manager, "index_url": index_url,
+    cmd_flags = {"target": tf.target, **flags, "manager": manager, "index_url": index_url,
                  "pytorch_index": pytorch_index, "openmmlab_index": openmmlab_index,
                  "native_driver_only": native_driver_only}
     command = _lock_command_line(spec, reqs or [], out_dir, engine, cmd_flags)
@@ -634,17 +659,13 @@ def render_cmd(
 
 @app.command("rebuild")
 @handle_errors
+@target_options(cpu=False)
 def rebuild_cmd(
     source: Annotated[
         Path | None, typer.Argument(help="Lock directory (lockfiles/NAME) to re-target (or use --prefix).")
     ] = None,
     prefix: Annotated[Path | None, typer.Option("--prefix", help="Installed env to re-target.")] = None,
-    target: TargetOpt = None,
-    python: PythonOpt = None,
-    driver: DriverOpt = None,
-    gpu: GpuOpt = None,
-    cuda_toolkit: ToolkitOpt = None,
-    gcc: GccOpt = None,
+    tf: TargetFlags = TARGET,
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Directory for rebuild.sh, plan.json and lock/.")
     ] = None,
@@ -666,7 +687,6 @@ def rebuild_cmd(
     from envbuild.rebuild import present_plan, rebuild
     from envbuild.target import build_target
 
-    tf = target_flags(target, python, driver, gpu, cuda_toolkit, gcc)
     check_flags(SOURCE=source, prefix=prefix, **tf.check_values(), output=output, index_url=index_url,
                 pytorch_index=pytorch_index, openmmlab_index=openmmlab_index)
     if (source is None) == (prefix is None):
@@ -692,19 +712,14 @@ def rebuild_cmd(
 
 @app.command("plan")
 @handle_errors
+@target_options()
 def plan_cmd(
     spec: SpecOpt = None,
-    target: TargetOpt = None,
+    tf: TargetFlags = TARGET,
     out: Annotated[
         Path | None, typer.Option("-o", "--out", help="Output directory (default out/NAME).")
     ] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Also fetch every artifact and bundle.")] = False,
-    python: PythonOpt = None,
-    driver: DriverOpt = None,
-    gpu: GpuOpt = None,
-    cuda_toolkit: ToolkitOpt = None,
-    gcc: GccOpt = None,
-    cpu: CpuOpt = False,
     engine: Annotated[str, typer.Option("--engine", help="Lock engine: uv or pip-tools.")] = "uv",
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=256,
                                       help="Parallel downloads with --offline.")] = 8,
@@ -721,9 +736,8 @@ def plan_cmd(
     from envbuild.plan import plan, present_plan
     from envbuild.target import build_target
 
-    tf = target_flags(target, python, driver, gpu, cuda_toolkit, gcc, cpu)
     check_flags(spec=spec, out=out, **tf.check_values(), engine=engine)
-    the_spec = input_spec(spec, [], python=python)
+    the_spec = input_spec(spec, [], python=tf.python)
     the_target = build_target(tf, the_spec)
     result = plan(
         the_spec, the_target, out or Path("out") / the_spec.name, offline=offline, engine=engine,
@@ -739,17 +753,12 @@ def plan_cmd(
 
 @app.command("resolve")
 @handle_errors
+@target_options()
 def resolve_cmd(
     reqs: Annotated[list[str] | None,
                     typer.Argument(help="PEP 508 requirements, e.g. mmcv-full==1.4.0 cupy numpy.")] = None,
     spec: SpecOpt = None,
-    target: TargetOpt = None,
-    python: PythonOpt = None,
-    driver: DriverOpt = None,
-    gpu: GpuOpt = None,
-    cuda_toolkit: ToolkitOpt = None,
-    gcc: GccOpt = None,
-    cpu: CpuOpt = False,
+    tf: TargetFlags = TARGET,
     pytorch_index_always: Annotated[bool, typer.Option(
         "--pytorch-index-always",
         help="Pin torch==X+cuYYY from download.pytorch.org even when the plain PyPI wheel is that CUDA build."
@@ -760,7 +769,6 @@ def resolve_cmd(
     """Pick the newest consistent torch/CUDA/mmcv/CuPy/NumPy set for a target (exit 1: conflicts)."""
     from envbuild.output import present_resolution
 
-    tf = target_flags(target, python, driver, gpu, cuda_toolkit, gcc, cpu)
     check_flags(reqs=reqs, spec=spec, **tf.check_values())
     res = resolve_cli(reqs or [], tf, spec_path=spec, prefer_pypi=not pytorch_index_always,
                       native_driver_only=native_driver_only)
