@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 from envbuild import matrix as mx  # noqa: E402
 from envbuild.models import load_profile  # noqa: E402
-from envbuild.resolve import make_target, resolve  # noqa: E402
+from envbuild.resolve import resolve  # noqa: E402
+from envbuild.target import make_target  # noqa: E402
 
 CASES = ROOT / "tests" / "cases" / "resolve"
 PROFILES = ROOT / "tests" / "data" / "profiles"

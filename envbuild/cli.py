@@ -11,6 +11,7 @@ any stage runs, through the same schema layer as files (``envbuild.models.Fields
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import re
 import sys
@@ -19,13 +20,17 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from envbuild import __version__
 from envbuild.errors import EXIT_INTERNAL, EnvbuildError, InputError
 from envbuild.output import err_console, plain, print_json, styled
+
+if TYPE_CHECKING:
+    from envbuild.models import Resolution
+    from envbuild.target import TargetFlags
 
 __all__ = ["app", "main"]
 
@@ -193,6 +198,7 @@ ToolkitOpt = Annotated[
 ]
 GccOpt = Annotated[str | None, typer.Option("--gcc", help="Host gcc version on the target.")]
 CpuOpt = Annotated[bool, typer.Option("--cpu", help="Plan a CPU-only environment.")]
+TARGET: Any = None  # placeholder default of ``tf``: target_options replaces the parameter
 NativeDriverOpt = Annotated[bool, typer.Option(
     "--native-driver-only",
     help="Only builds the driver supports natively (no CUDA minor-version compatibility): the strict "
@@ -200,6 +206,45 @@ NativeDriverOpt = Annotated[bool, typer.Option(
 SpecOpt = Annotated[
     Path | None, typer.Option("--spec", help="envbuild.toml (or requirements.txt / environment.yml).")
 ]
+
+
+_TARGET_OPTS: tuple[tuple[str, Any, Any], ...] = (
+    ("target", TargetOpt, None), ("python", PythonOpt, None), ("driver", DriverOpt, None),
+    ("gpu", GpuOpt, None), ("cuda_toolkit", ToolkitOpt, None), ("gcc", GccOpt, None), ("cpu", CpuOpt, False))
+
+
+def target_options(*, cpu: bool = True) -> Callable[[F], F]:
+    """Declare the target options once: a command takes ``tf: TargetFlags``; typer sees the seven options.
+
+    typer has no option groups, so this rewrites the command's signature: the ``tf`` parameter becomes
+    --target/--python/--driver/--gpu/--cuda-toolkit/--gcc (and --cpu unless ``cpu=False``), and their
+    values arrive as one ``envbuild.target.TargetFlags``.
+    """
+    opts = [o for o in _TARGET_OPTS if cpu or o[0] != "cpu"]
+
+    def deco(fn: F) -> F:
+        from envbuild.target import TargetFlags
+
+        sig = inspect.signature(fn, eval_str=True, locals={"TargetFlags": TargetFlags})
+        params: list[inspect.Parameter] = []
+        for p in sig.parameters.values():
+            if p.name != "tf":
+                params.append(p)
+                continue
+            params += [inspect.Parameter(name, p.kind, default=default, annotation=ann)
+                       for name, ann, default in opts]
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            kwargs["tf"] = TargetFlags(**{name: kwargs.pop(name, default) for name, _, default in opts})
+            return fn(*args, **kwargs)
+
+        new_sig = sig.replace(parameters=params)
+        wrapper.__signature__ = new_sig  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in params} | {"return": sig.return_annotation}
+        return wrapper  # type: ignore[return-value]
+
+    return deco
 
 
 # @@ COMMANDS: each stage adds its commands below this line, one block per stage. @@
@@ -385,7 +430,7 @@ def doctor_cmd(
     """Name what breaks an env or an error log (family, cause, fix); exit 1: an error, 6: no known cause."""
     from envbuild.doctor import diagnose, present_report, read_log_file
     from envbuild.errors import InputError
-    from envbuild.models import load_profile
+    from envbuild.target import load_target_file
 
     check_flags(prefix=prefix, target=target, log=log)
     if prefix is None and log is None:
@@ -394,7 +439,7 @@ def doctor_cmd(
             field="--prefix/--log",
             hint="Pass --prefix ENV to check an env, --log FILE (or -) to read an error log, or both.",
         )
-    profile = load_profile(target) if target is not None else None
+    profile = load_target_file(target)
     text, name = read_log_file(log) if log is not None else (None, None)
     report = diagnose(prefix, profile, text, log_name=name, load=not no_load)
     present_report(report, as_json)
@@ -461,11 +506,11 @@ def unpack_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Unpack safely, fix prefixes, and report what will break on this machine (or --target); exit 1 if so."""
-    from envbuild.models import load_profile
     from envbuild.pack import present_unpack, unpack
+    from envbuild.target import load_target_file
 
     check_flags(ARCHIVE=archive, DEST=dest, target=target)
-    report = unpack(archive, dest, target=load_profile(target) if target else None, check_only=check_only,
+    report = unpack(archive, dest, target=load_target_file(target), check_only=check_only,
                     show_progress=not as_json)
     present_unpack(report, as_json)
     if not report["ok"]:
@@ -554,16 +599,11 @@ AllowSdistOpt = Annotated[
 
 @app.command("lock")
 @handle_errors
+@target_options()
 def lock_cmd(
     reqs: Annotated[list[str] | None, typer.Argument(help="Requirements, when no --spec.")] = None,
     spec: SpecOpt = None,
-    target: TargetOpt = None,
-    python: PythonOpt = None,
-    driver: DriverOpt = None,
-    gpu: GpuOpt = None,
-    cuda_toolkit: ToolkitOpt = None,
-    gcc: GccOpt = None,
-    cpu: CpuOpt = False,
+    tf: TargetFlags = TARGET,
     out: Annotated[Path | None, typer.Option("--output", "-o", help="Lock dir (lockfiles/NAME).")] = None,
     engine: Annotated[str, typer.Option("--engine", help="uv (default, cross-target) or pip-tools.")] = "uv",
     manager: ManagerOpt = None,
@@ -583,20 +623,19 @@ def lock_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Pin the whole tree for the target (hashes, git commits, conda part) into lockfiles/NAME/."""
-    from envbuild.lock import build_target, input_spec, lock, present_lock, with_allow_sdist
+    from envbuild.lock import input_spec, lock, present_lock, with_allow_sdist
+    from envbuild.target import build_target
 
-    check_flags(reqs=reqs, spec=spec, target=target, python=python, driver=driver, gpu=gpu,
-                cuda_toolkit=cuda_toolkit, gcc=gcc, output=out, engine=engine, manager=manager, name=name,
-                index_url=index_url, pytorch_index=pytorch_index, openmmlab_index=openmmlab_index)
-    the_spec = with_allow_sdist(input_spec(spec, reqs or [], manager=manager, name=name, python=python),
+    check_flags(reqs=reqs, spec=spec, **tf.check_values(), output=out, engine=engine, manager=manager,
+                name=name, index_url=index_url, pytorch_index=pytorch_index, openmmlab_index=openmmlab_index)
+    the_spec = with_allow_sdist(input_spec(spec, reqs or [], manager=manager, name=name, python=tf.python),
                                 allow_sdist or [])
-    flags: dict[str, Any] = {"python": python, "driver": driver, "gpu": gpu, "cuda_toolkit": cuda_toolkit,
-                             "gcc": gcc, "cpu": cpu}
-    profile = build_target(the_spec, target, **flags)
+    flags: dict[str, Any] = tf.overrides()
+    profile = build_target(tf, the_spec)
     mirrors = {k: v for k, v in (("pypi", index_url), ("pytorch", pytorch_index),
                                  ("openmmlab", openmmlab_index)) if v}
     out_dir = out or Path("lockfiles") / the_spec.name
-    cmd_flags = {"target": target, **flags, "manager": manager, "index_url": index_url,
+    cmd_flags = {"target": tf.target, **flags, "manager": manager, "index_url": index_url,
                  "pytorch_index": pytorch_index, "openmmlab_index": openmmlab_index,
                  "native_driver_only": native_driver_only}
     command = _lock_command_line(spec, reqs or [], out_dir, engine, cmd_flags)
@@ -635,17 +674,13 @@ def render_cmd(
 
 @app.command("rebuild")
 @handle_errors
+@target_options(cpu=False)
 def rebuild_cmd(
     source: Annotated[
         Path | None, typer.Argument(help="Lock directory (lockfiles/NAME) to re-target (or use --prefix).")
     ] = None,
     prefix: Annotated[Path | None, typer.Option("--prefix", help="Installed env to re-target.")] = None,
-    target: TargetOpt = None,
-    python: PythonOpt = None,
-    driver: DriverOpt = None,
-    gpu: GpuOpt = None,
-    cuda_toolkit: ToolkitOpt = None,
-    gcc: GccOpt = None,
+    tf: TargetFlags = TARGET,
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Directory for rebuild.sh, plan.json and lock/.")
     ] = None,
@@ -664,24 +699,19 @@ def rebuild_cmd(
 ) -> None:
     """Re-resolve an env or lock for another machine; write the new lock and a minimal rebuild.sh."""
     from envbuild.errors import InputError
-    from envbuild.models import load_profile
     from envbuild.rebuild import present_plan, rebuild
+    from envbuild.target import build_target
 
-    check_flags(SOURCE=source, prefix=prefix, target=target, python=python, driver=driver, gpu=gpu,
-                cuda_toolkit=cuda_toolkit, gcc=gcc, output=output, index_url=index_url,
+    check_flags(SOURCE=source, prefix=prefix, **tf.check_values(), output=output, index_url=index_url,
                 pytorch_index=pytorch_index, openmmlab_index=openmmlab_index)
     if (source is None) == (prefix is None):
         raise InputError("give exactly one of --prefix ENV or a lock directory.", field="--prefix/LOCK_DIR",
                          hint="e.g. 'envbuild rebuild --prefix ~/envs/radar --target server.json'.")
-    flags = {"python": python, "driver": driver, "gpu": gpu, "cuda_toolkit": cuda_toolkit, "gcc": gcc}
-    if target is None and not any(flags.values()):
+    if not tf.described():
         raise InputError("a target is required.", field="--target",
                          hint="Write one with 'envbuild probe -o server.json' on the target machine, or "
                               "describe it with --driver/--gpu/--cuda-toolkit/--gcc/--python.")
-    from envbuild.resolve import make_target
-
-    profile = make_target(load_profile(target) if target is not None else None, python=python, driver=driver,
-                          gpu=gpu, cuda_toolkit=cuda_toolkit, gcc=gcc)
+    profile = build_target(tf)
     mirrors = {k: v for k, v in (("pypi", index_url), ("pytorch", pytorch_index),
                                  ("openmmlab", openmmlab_index)) if v}
     plan = rebuild(prefix or source or Path("."), profile, out_dir=output, lock=not no_lock,
@@ -697,21 +727,16 @@ def rebuild_cmd(
 
 @app.command("plan")
 @handle_errors
+@target_options()
 def plan_cmd(
     spec: SpecOpt = None,
-    target: TargetOpt = None,
+    tf: TargetFlags = TARGET,
     out: Annotated[
         Path | None, typer.Option("-o", "--out", help="Output directory (default out/NAME).")
     ] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Also fetch every artifact and bundle.")] = False,
     bundle_format: Annotated[str, typer.Option(
         "--bundle-format", help="With --offline: tar (one file) or dir (cache files hardlinked).")] = "tar",
-    python: PythonOpt = None,
-    driver: DriverOpt = None,
-    gpu: GpuOpt = None,
-    cuda_toolkit: ToolkitOpt = None,
-    gcc: GccOpt = None,
-    cpu: CpuOpt = False,
     engine: Annotated[str, typer.Option("--engine", help="Lock engine: uv or pip-tools.")] = "uv",
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=256,
                                       help="Parallel downloads with --offline.")] = 8,
@@ -724,15 +749,14 @@ def plan_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Resolve -> lock -> render (-> fetch -> bundle with --offline) in one command."""
-    from envbuild.lock import build_target, input_spec, with_allow_sdist
+    from envbuild.lock import input_spec, with_allow_sdist
     from envbuild.output import err_console as _err
     from envbuild.plan import plan, present_plan
+    from envbuild.target import build_target
 
-    check_flags(spec=spec, target=target, out=out, python=python, driver=driver, gpu=gpu,
-                cuda_toolkit=cuda_toolkit, gcc=gcc, engine=engine)
-    the_spec = with_allow_sdist(input_spec(spec, [], python=python), allow_sdist or [])
-    the_target = build_target(the_spec, target, python=python, driver=driver, gpu=gpu,
-                              cuda_toolkit=cuda_toolkit, gcc=gcc, cpu=cpu)
+    check_flags(spec=spec, out=out, **tf.check_values(), engine=engine)
+    the_spec = with_allow_sdist(input_spec(spec, [], python=tf.python), allow_sdist or [])
+    the_target = build_target(tf, the_spec)
     result = plan(
         the_spec, the_target, out or Path("out") / the_spec.name, offline=offline, engine=engine,
         jobs=jobs, show_progress=not as_json, prefer_pypi=not pytorch_index_always,
@@ -747,17 +771,12 @@ def plan_cmd(
 
 @app.command("resolve")
 @handle_errors
+@target_options()
 def resolve_cmd(
     reqs: Annotated[list[str] | None,
                     typer.Argument(help="PEP 508 requirements, e.g. mmcv-full==1.4.0 cupy numpy.")] = None,
     spec: SpecOpt = None,
-    target: TargetOpt = None,
-    python: PythonOpt = None,
-    driver: DriverOpt = None,
-    gpu: GpuOpt = None,
-    cuda_toolkit: ToolkitOpt = None,
-    gcc: GccOpt = None,
-    cpu: CpuOpt = False,
+    tf: TargetFlags = TARGET,
     pytorch_index_always: Annotated[bool, typer.Option(
         "--pytorch-index-always",
         help="Pin torch==X+cuYYY from download.pytorch.org even when the plain PyPI wheel is that CUDA build."
@@ -766,15 +785,11 @@ def resolve_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Pick the newest consistent torch/CUDA/mmcv/CuPy/NumPy set for a target (exit 1: conflicts)."""
-    import datetime as dt
+    from envbuild.output import present_resolution
 
-    from envbuild.resolve import present_resolution, resolve_cli
-
-    check_flags(reqs=reqs, spec=spec, target=target, python=python, driver=driver, gpu=gpu,
-                cuda_toolkit=cuda_toolkit, gcc=gcc)
-    res = resolve_cli(reqs or [], spec_path=spec, target_path=target, python=python, driver=driver, gpu=gpu,
-                      cuda_toolkit=cuda_toolkit, gcc=gcc, cpu=cpu, prefer_pypi=not pytorch_index_always,
-                      native_driver_only=native_driver_only, today=dt.date.today())
+    check_flags(reqs=reqs, spec=spec, **tf.check_values())
+    res = resolve_cli(reqs or [], tf, spec_path=spec, prefer_pypi=not pytorch_index_always,
+                      native_driver_only=native_driver_only)
     present_resolution(res, as_json)
     if not res.ok:
         raise typer.Exit(1)
@@ -788,9 +803,40 @@ def matrix_cmd(
 ) -> None:
     """Print a compatibility table from the bundled data (rows versions, columns CUDA variants)."""
     from envbuild.matrix import matrix_table
-    from envbuild.resolve import present_matrix
+    from envbuild.output import present_matrix
 
     present_matrix(matrix_table(kind), as_json)
+
+
+def resolve_cli(reqs: list[str], flags: TargetFlags, *, spec_path: Path | None = None,
+                prefer_pypi: bool = True, native_driver_only: bool = False) -> Resolution:
+    """What ``envbuild resolve`` does minus printing: read the spec, build the target, resolve for today.
+
+    The host's Python is the preferred one when the target names none (as ``lock`` prefers it).
+
+    Raises:
+        InputError: no requirements, bad flag, bad spec or profile.
+    """
+    import datetime as dt
+
+    from envbuild.resolve import resolve
+    from envbuild.spec import load_spec
+    from envbuild.target import build_target, host_python
+
+    requirements = list(reqs)
+    the_spec = load_spec(spec_path) if spec_path is not None else None
+    if the_spec is not None:
+        # conda pytorch/cupy specs become requirements, cudatoolkit a CUDA constraint
+        requirements = the_spec.resolver_requirements() + requirements
+    if not requirements:
+        raise InputError("nothing to resolve.", path=str(spec_path) if spec_path is not None else None,
+                         field="project.requirements" if spec_path is not None else "requirements",
+                         hint="Pass requirements (e.g. 'envbuild resolve torch numpy') "
+                              "or --spec envbuild.toml.")
+    target = build_target(flags, the_spec)
+    return resolve(requirements, target, indexes=dict(the_spec.indexes) if the_spec else {},
+                   prefer_pypi=prefer_pypi, native_driver_only=native_driver_only, today=dt.date.today(),
+                   prefer_python=host_python(), cuda=the_spec.cuda if the_spec else None)
 
 
 # --- end resolve ---

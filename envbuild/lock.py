@@ -348,17 +348,14 @@ def resolve_for_lock(spec: Spec, target: Profile, indexes: Mapping[str, str], *,
         ConflictError: the resolver found no consistent set (its explanations attached).
     """
     from envbuild import resolve as resolver
+    from envbuild.target import host_python
 
+    # envbuild's own Python first when the target names none: the lock engines can run for it
     res: Resolution = resolver.resolve(spec.resolver_requirements(), target, indexes=dict(indexes),
                                        prefer_pypi=prefer_pypi, native_driver_only=native_driver_only,
-                                       cuda=spec.cuda)
-    if not res.ok:
-        raise ConflictError(
-            "no consistent set of versions exists for this target: " + " ".join(res.conflicts),
-            conflicts=list(res.conflicts), path=spec.path,
-            hint="Change a pin or the target (see 'envbuild resolve' for the full explanation).",
-        )
-    return res
+                                       cuda=spec.cuda, prefer_python=host_python())
+    hint = "Change a pin or the target (see 'envbuild resolve' for the full explanation)."
+    return resolver.check(res, path=spec.path, hint=hint)
 
 
 def _python_of(res: Resolution, spec: Spec, target: Profile) -> str:
@@ -418,9 +415,9 @@ def lock(
     res = (resolution if resolution is not None
            else resolve_for_lock(spec, target, idx, prefer_pypi=prefer_pypi,
                                  native_driver_only=native_driver_only))
-    if not res.ok:
-        raise ConflictError("no consistent set of versions exists for this target: "
-                            + " ".join(res.conflicts), conflicts=list(res.conflicts), path=spec.path)
+    from envbuild.resolve import check
+
+    check(res, path=spec.path)
     timings["resolve"] = time.perf_counter() - t0
     python = _python_of(res, spec, target)
     warnings: list[str] = list(res.warnings)
@@ -931,18 +928,6 @@ def with_allow_sdist(spec: Spec, names: Sequence[str]) -> Spec:
                              hint="Name the package, like '--allow-sdist mmcv-full'.")
     allowed = tuple(dict.fromkeys([*spec.allow_sdist, *(str(canonicalize_name(n)) for n in names)]))
     return dataclasses.replace(spec, allow_sdist=allowed)
-
-
-def build_target(spec: Spec, profile_path: Path | None, **flags: Any) -> Profile:
-    """Target profile: the ``--target`` file (or the spec's), overridden by target flags."""
-    from envbuild.models import load_profile
-    from envbuild.resolve import make_target
-
-    path = profile_path or (Path(spec.target_profile) if spec.target_profile else None)
-    base = load_profile(path) if path else None
-    flags = {k: v for k, v in flags.items() if v not in (None, False)}
-    flags.setdefault("python", spec.python)
-    return make_target(base, **flags)
 
 
 def present_lock(result: LockResult, as_json: bool) -> None:

@@ -23,6 +23,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from envbuild.errors import DataError
+from envbuild.models import Fact  # the one fact record (verdicts and conflicts stand on it)
 
 __all__ = [
     "DATA_DIR",
@@ -48,11 +49,13 @@ __all__ = [
     "load_doctor_rules",
     "load_matrix",
     "load_table",
+    "major_minor",
     "matrix_table",
     "normalize_gpu_name",
     "user_data_dir",
     "variant_of_cuda",
     "vers",
+    "xy",
 ]
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -115,6 +118,15 @@ def variant_of_cuda(cuda: str) -> str:
 def _mm(v: str) -> tuple[int, int]:
     parts = [int(x) for x in re.findall(r"\d+", v)[:2]]
     return (parts[0], parts[1] if len(parts) > 1 else 0)
+
+
+major_minor = _mm  # the one 'X.Y[.Z]' -> (X, Y) converter (resolve and target use it too)
+
+
+def xy(v: str) -> str:
+    """'11.3.1' -> '11.3', '8.6' -> '8.6', '3.10.4' -> '3.10'."""
+    a, b = _mm(v)
+    return f"{a}.{b}"
 
 
 _Runtime = tuple[str, str, tuple[str, ...], str]
@@ -322,18 +334,6 @@ class GpuDriverRule:
 
     def covers(self, cc: str) -> bool:
         return _mm(self.cc_min) <= _mm(cc) <= _mm(self.cc_max)
-
-
-@dataclass(frozen=True)
-class Fact:
-    """One fact a verdict stands on, with where it comes from."""
-
-    text: str
-    source: str
-    confidence: str = "confirmed"  # confirmed | inferred | secondary | unverified
-
-    def to_dict(self) -> dict[str, str]:
-        return {"text": self.text, "source": self.source, "confidence": self.confidence}
 
 
 @dataclass(frozen=True)

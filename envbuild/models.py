@@ -18,6 +18,8 @@ from envbuild.errors import EnvbuildError, InputError, ProfileError
 __all__ = [
     "MAX_DEPTH",
     "PROFILE_SCHEMA",
+    "Conflict",
+    "Fact",
     "Fields",
     "Gpu",
     "LockedArtifact",
@@ -401,6 +403,33 @@ def load_profile(path: str | Path) -> Profile:
 
 
 @dataclass(frozen=True)
+class Fact:
+    """One fact a verdict or a conflict stands on, with where it comes from."""
+
+    text: str
+    source: str
+    confidence: str = "confirmed"  # confirmed | inferred | secondary | unverified
+
+    def to_dict(self) -> dict[str, str]:
+        return {"text": self.text, "source": self.source, "confidence": self.confidence}
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Why no consistent set exists: the sentence people read, the facts it rests on, what to change.
+
+    ``text`` is what ``conflicts`` lists in ``--json`` (unchanged); ``conflict_details`` carries the rest.
+    """
+
+    text: str
+    facts: tuple[Fact, ...] = ()
+    suggestion: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "facts": [f.to_dict() for f in self.facts], "suggestion": self.suggestion}
+
+
+@dataclass(frozen=True)
 class Resolution:
     """What ``resolve`` decided for a target. ``to_dict`` is the ``--json`` contract.
 
@@ -421,7 +450,9 @@ class Resolution:
     build: dict[str, Any] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    conflicts: list[str] = field(default_factory=list)
+    # why nothing fits (ok=False): ``--json`` lists their sentences under ``conflicts`` and the records
+    # (facts with sources, suggestion) under ``conflict_details``
+    conflicts: list[Conflict] = field(default_factory=list)
     choices: list[dict[str, Any]] = field(default_factory=list)
     target: dict[str, Any] = field(default_factory=dict)
     # bounds the chosen packages imply (numpy<2 for torch<2.3, numpy<1.24 for mmdet3d 1.4.0), with evidence
@@ -431,8 +462,20 @@ class Resolution:
     # the torch build's compatibility verdict: {ok, rule, reason, facts}
     verdict: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # a plain sentence (older callers, hand-made resolutions) is a conflict without recorded facts
+        self.conflicts[:] = [Conflict(c) if isinstance(c, str) else c for c in self.conflicts]
+
+    @property
+    def conflict_texts(self) -> list[str]:
+        """The conflicts as the sentences ``--json`` lists under ``conflicts``."""
+        return [c.text for c in self.conflicts]
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["conflicts"] = self.conflict_texts
+        d["conflict_details"] = [c.to_dict() for c in self.conflicts]
+        return d
 
     @classmethod
     def from_dict(cls, data: Any, path: str | None = None, where: str = "",
@@ -459,7 +502,7 @@ class Resolution:
             build=f.obj("build"),
             reasons=list(f.strs("reasons", wanted="a sentence", controls=True)),
             warnings=list(f.strs("warnings", wanted="a sentence", controls=True)),
-            conflicts=list(f.strs("conflicts", wanted="a sentence", controls=True)),
+            conflicts=_conflicts(f),
             choices=[c.data for c in f.objs("choices", "a choice object")],
             target=f.obj("target"),
         )
@@ -597,3 +640,21 @@ def check_cache_manifest(data: Any, path: str, error: type[EnvbuildError] = Inpu
             e.text(key, numbers=key == "version", wanted="a string")
         e.text("commit", pattern=COMMIT, wanted="a full git commit sha")
     return f.data
+
+
+def _conflicts(f: Fields) -> list[Conflict]:
+    """A resolution's conflicts: the sentences, with their records when ``conflict_details`` has them."""
+    texts = f.strs("conflicts", wanted="a sentence", controls=True)
+    details = list(f.objs("conflict_details", "a conflict object"))
+    out = []
+    for i, text in enumerate(texts):
+        d = details[i] if i < len(details) else None
+        if d is None:
+            out.append(Conflict(text))
+            continue
+        facts = tuple(Fact(text=x.text("text", wanted="a sentence", controls=True) or "",
+                           source=x.text("source", wanted="a source", controls=True) or "",
+                           confidence=x.text("confidence", wanted="a confidence level") or "confirmed")
+                      for x in d.objs("facts", "a fact object"))
+        out.append(Conflict(text, facts, d.text("suggestion", wanted="a sentence", controls=True)))
+    return out

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -24,7 +24,11 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["console", "err_console", "plain", "print_json", "progress", "styled", "table"]
+if TYPE_CHECKING:
+    from envbuild.models import Resolution
+
+__all__ = ["console", "err_console", "knowledge_line", "plain", "present_matrix", "present_resolution",
+           "print_json", "progress", "styled", "table"]
 
 console = Console(soft_wrap=False, markup=False)
 err_console = Console(stderr=True, markup=False)
@@ -67,3 +71,78 @@ def progress(transfer: bool = False) -> Progress:
     else:
         cols += [TextColumn("{task.completed}/{task.total}")]
     return Progress(*cols, console=err_console, transient=False)
+
+
+# --- resolve / matrix -------------------------------------------------------------------------------
+
+
+def present_resolution(res: Resolution, as_json: bool) -> None:
+    """Print a resolution: table (package, version, why) + build info + warnings, or JSON."""
+    if as_json:
+        print_json(res.to_dict())
+        return
+    know = knowledge_line(res.knowledge)
+    if not res.ok:
+        err_console.print(styled("no consistent set for this target:", "bold red"))
+        for c in res.conflict_texts:
+            err_console.print(f"  - {c}", markup=False, highlight=False)
+        if know:
+            err_console.print(know, markup=False, highlight=False)
+        for w in res.warnings:
+            err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+        return
+    head = f"Python {res.python}, " + (f"CUDA {res.cuda}" if res.cuda else "CPU build (cuda: none)")
+    rows = [(c["package"], c["version"], c["reason"]) for c in res.choices]
+    console.print(table(head, ["package", "version", "why"], rows))
+    b = res.build
+    cols = ["nvcc", "gcc max", "TORCH_CUDA_ARCH_LIST"]
+    console.print(table("build (compiling CUDA ops on the target)", cols,
+                        [(b.get("nvcc"), b.get("gcc_max"), b.get("torch_cuda_arch_list"))]))
+    for sb in res.source_builds:
+        env = " ".join(f"{k}={v}" for k, v in sb["env"].items())
+        console.print(f"build on the target after torch: {sb['name']}=={sb['version']}  ({env})",
+                      markup=False, highlight=False)
+    for u in res.index_urls:
+        console.print(f"--extra-index-url {u}", markup=False, highlight=False)
+    for u in res.find_links:
+        console.print(f"--find-links {u}", markup=False, highlight=False)
+    for b in res.implied:
+        ev = f" ({', '.join(b['evidence'])})" if b.get("evidence") else ""
+        pin = f", pinned {b['package']} {b['pinned']}" if b.get("pinned") else ""
+        console.print(f"implied: {b['package']}{b['spec']} by {b['by']}{ev}{pin}", markup=False,
+                      highlight=False)
+    if know:
+        console.print(know, markup=False, highlight=False)
+    for w in res.warnings:
+        err_console.print(styled("warning:", "yellow", w), highlight=False)
+
+
+def knowledge_line(k: Mapping[str, Any]) -> str | None:
+    """'knowledge: checked 2026-11-23 .. 2026-12-01 (8 days old)' for the table output."""
+    if not k or not k.get("oldest"):
+        return None
+    span = k["oldest"] if k["oldest"] == k.get("newest") else f"{k['oldest']} .. {k['newest']}"
+    age = f" ({k['age_days']} days old)" if k.get("age_days") is not None else ""
+    return f"knowledge: facts checked {span}{age}; refresh with `envbuild data update`"
+
+
+def present_matrix(t: Mapping[str, Any], as_json: bool) -> None:
+    """Print an ``envbuild matrix`` table compactly (forum style), or JSON."""
+    from rich import box
+
+    if as_json:
+        print_json(dict(t))
+        return
+    tab = Table(title=str(t["title"]), box=box.SIMPLE_HEAD, padding=(0, 1), header_style="bold")
+    for c in t["columns"]:
+        tab.add_column(str(c), no_wrap=True)
+    for r in t["rows"]:
+        tab.add_row(*("" if v is None else str(v) for v in r))
+    # Forum tables are wide: print at their natural width rather than eliding cells on a narrow terminal.
+    cols = t["columns"]
+    natural = sum(max([len(str(c)), *(len(str(r[i] or "")) for r in t["rows"])]) + 3
+                  for i, c in enumerate(cols))
+    wide = Console(file=console.file, width=max(console.width, natural + 10), no_color=console.no_color,
+                   force_terminal=console.is_terminal, soft_wrap=False)
+    wide.print(tab)
+    wide.print(str(t["legend"]), markup=False, highlight=False)

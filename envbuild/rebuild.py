@@ -29,7 +29,7 @@ from packaging.version import InvalidVersion, Version
 from envbuild import __version__
 from envbuild._fs import check_output_dir, output_dir, path_component
 from envbuild.doctor import known
-from envbuild.errors import ConflictError, InputError
+from envbuild.errors import InputError
 from envbuild.models import Profile, Resolution
 
 __all__ = [
@@ -498,11 +498,9 @@ def _build_steps(
 
 def plan_rebuild(current: CurrentEnv, res: Resolution, target: Profile) -> RebuildPlan:
     """The minimal change list from ``current`` to the resolution ``res`` for ``target``."""
-    if not res.ok:
-        raise ConflictError(
-            "no consistent set of versions exists for the target: " + " ".join(res.conflicts),
-            conflicts=list(res.conflicts),
-        )
+    from envbuild.resolve import check
+
+    check(res)
     cuda = _mm(res.cuda) or _cuda_of(res.packages.get("torch"))
     arch = _arch_list(target, res)
     gcc_max = _gcc_max(cuda, res)
@@ -610,9 +608,11 @@ def render_script(plan: RebuildPlan, hashes: Mapping[str, Sequence[str]] | None 
 def _resolve(reqs: Sequence[str], target: Profile, indexes: Mapping[str, str] | None,
              native_driver_only: bool = False) -> Resolution:
     from envbuild import resolve as resolver
+    from envbuild.target import host_python
 
     kw: dict[str, Any] = {"indexes": dict(indexes)} if indexes else {}
     kw["native_driver_only"] = native_driver_only
+    kw["prefer_python"] = host_python()  # when the target names none: the lock engines can run for it
     res: Resolution = resolver.resolve(list(reqs), target, **kw)
     return res
 

@@ -1,14 +1,17 @@
 """Pick the newest consistent torch / CUDA / mmcv / CuPy / NumPy set for a target machine.
 
-Pure: no subprocess, no network, no clock (the CLI passes ``today``).  Every
-fact comes from ``envbuild.matrix`` (the bundled data).  The search is an
+Pure: no subprocess, no network, no clock, no host (the caller passes ``today`` and
+``prefer_python``), no files or flags (``envbuild.target`` builds the target), no printing
+(``envbuild.output`` presents the result).  Every fact comes from ``envbuild.matrix`` (the
+bundled data).  The search is an
 ordered walk: torch releases (newest first) x CUDA variants x Python x mmcv
 versions x OpenMMLab packages x CuPy releases x NumPy minors; the first
 complete set wins.  Whether a build runs is ``Matrix.verdict``: natively, or
 (torch's wheels bundle their CUDA runtime) through minor-version
 compatibility; within one release native builds come first.  Builds resting
 on an unverified fact come after every confirmed one and are warned about.
-When nothing fits, ``conflicts`` explains the closest miss in plain words.
+When nothing fits, ``conflicts`` explains the closest miss: each a ``Conflict`` record (the
+sentence, the facts with their sources, the suggestion); ``check`` raises the ``ConflictError``.
 """
 
 from __future__ import annotations
@@ -17,10 +20,8 @@ import dataclasses
 import datetime as dt
 import functools
 import re
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -28,7 +29,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from envbuild.errors import InputError, ProfileError
+from envbuild.errors import ConflictError, InputError, ProfileError
 from envbuild.matrix import (
     ArchRow,
     BuildFacts,
@@ -42,116 +43,22 @@ from envbuild.matrix import (
     load_matrix,
     vers,
 )
-from envbuild.models import Gpu, Profile, Resolution, Toolkit
+from envbuild.matrix import major_minor as _mm
+from envbuild.matrix import xy as _xy
+from envbuild.models import Conflict, Fact, Profile, Resolution, Toolkit
 
-__all__ = ["make_target", "present_matrix", "present_resolution", "resolve", "resolve_cli"]
+__all__ = ["check", "resolve"]
 
 DEFAULT_PYTORCH = "https://download.pytorch.org/whl"
 DEFAULT_OPENMMLAB = "https://download.openmmlab.com/mmcv/dist"
 MM = ("mmdet", "mmsegmentation", "mmdet3d")
 KNOWN = {"torch", "torchvision", "torchaudio", "mmcv-full", "mmcv", "numpy", "cupy", *MM}
 PYTHONS = tuple(f"3.{n}" for n in range(15, 5, -1))  # newest first, when the target does not say
-HOST_PYTHON = f"{sys.version_info[0]}.{sys.version_info[1]}"
 STAGES = ("torch", "python", "driver", "arch", "domain", "mmcv", "mm", "cupy", "numpy")
 STALE_DAYS = 30  # older knowledge gets a warning naming `envbuild data update`
 
 
-@functools.lru_cache(maxsize=4096)
-def _mm(v: str) -> tuple[int, int]:
-    parts = [int(x) for x in re.findall(r"\d+", v)[:2]]
-    return (parts[0], parts[1] if len(parts) > 1 else 0)
-
-
-def _xy(v: str) -> str:
-    a, b = _mm(v)
-    return f"{a}.{b}"
-
-
 # --- target ----------------------------------------------------------------------------------------
-
-
-def _parse_cc(text: str) -> str | None:
-    """'sm_86' / 'sm86' / 'compute_86' / '8.6' -> '8.6'; None when it is not a capability."""
-    t = text.strip().lower()
-    m = re.fullmatch(r"(?:sm|compute)_?(\d{2,3})", t)
-    if m:
-        d = m.group(1)
-        return f"{d[:-1]}.{d[-1]}"
-    if re.fullmatch(r"\d{1,2}\.\d", t):
-        return t
-    return None
-
-
-def _check_version(value: str, flag: str, pattern: str, example: str) -> str:
-    if not re.fullmatch(pattern, value.strip()):
-        raise InputError(f"'{value}' is not a valid version for {flag}.", field=flag,
-                         hint=f"Write it like {example}.")
-    return value.strip()
-
-
-def _gpu_from_name(name: str, m: Matrix, where: str, path: str | None = None) -> Gpu:
-    cc = _parse_cc(name)
-    if cc is not None:
-        return Gpu(name=f"sm_{cc.replace('.', '')}", compute_capability=cc)
-    model = m.gpu(name)
-    if model is None:
-        close = m.suggest_gpus(name)
-        hint = ("Did you mean: " + ", ".join(repr(c) for c in close) + "? " if close else "")
-        raise ProfileError(
-            f"unknown GPU model '{name}'.", path=path, field=where,
-            hint=hint + "Or give the compute capability instead, e.g. --gpu sm_86 or --gpu 8.6.")
-    return Gpu(name=name, compute_capability=model.compute_capability)
-
-
-def make_target(base: Profile | None, *, python: str | None = None, driver: str | None = None,
-                gpu: str | None = None, cuda_toolkit: str | None = None, gcc: str | None = None,
-                cpu: bool = False, matrix: Matrix | None = None) -> Profile:
-    """The target profile: ``base`` (a probed/loaded profile or nothing) overridden by flags.
-
-    Raises:
-        InputError: a flag value is malformed or flags contradict each other (--cpu with --gpu/--driver).
-        ProfileError: a GPU name is unknown (suggests close names).
-    """
-    m = matrix or load_matrix()
-    prof = base or Profile(notes=("described by flags",))
-    changes: dict[str, Any] = {}
-    if python is not None:
-        changes["python_version"] = _check_version(python, "--python", r"3\.\d{1,2}(\.\d+)?", "--python 3.10")
-    if cpu and (gpu or driver):
-        raise InputError("--cpu cannot be combined with --gpu or --driver.", field="--cpu",
-                         hint="Drop --cpu to plan for a GPU machine, "
-                              "or drop --gpu/--driver for a CPU-only one.")
-    if driver is not None:
-        drv = _check_version(driver, "--driver", r"\d{2,4}(\.\d{1,3}){1,2}", "--driver 470.223.02")
-        changes["driver_version"] = drv
-        changes["driver_cuda_version"] = m.native_cuda(drv)
-    if gpu is not None:
-        changes["gpus"] = (_gpu_from_name(gpu, m, "--gpu"),)
-    if cuda_toolkit is not None:
-        tk = _check_version(cuda_toolkit, "--cuda-toolkit", r"\d{1,2}\.\d(\.\d+)?", "--cuda-toolkit 11.3")
-        changes["cuda_toolkits"] = (Toolkit(version=_xy(tk), path=None, source="--cuda-toolkit"),)
-    if gcc is not None:
-        changes["gcc_version"] = _check_version(gcc, "--gcc", r"\d{1,2}(\.\d+){0,2}", "--gcc 7.5")
-    if cpu:
-        changes.update(gpus=(), driver_version=None, driver_cuda_version=None)
-    prof = dataclasses.replace(prof, **changes)
-    # A loaded profile may name a GPU without its capability: fill it from the data (or refuse).
-    gpus = []
-    for i, g in enumerate(prof.gpus):
-        if g.compute_capability:
-            gpus.append(g)
-        else:
-            filled = _gpu_from_name(g.name, m, f"gpus[{i}].name")
-            gpus.append(Gpu(name=g.name, compute_capability=filled.compute_capability,
-                            memory_mib=g.memory_mib))
-    if prof.driver_version and not prof.driver_cuda_version:
-        try:
-            gpus_ok = m.native_cuda(prof.driver_version)
-        except InvalidVersion:
-            raise ProfileError(f"'{prof.driver_version}' is not a driver version.", field="driver_version",
-                               hint="Write it like 470.223.02.") from None
-        prof = dataclasses.replace(prof, driver_cuda_version=gpus_ok)
-    return dataclasses.replace(prof, gpus=tuple(gpus))
 
 
 @dataclass(frozen=True)
@@ -167,9 +74,10 @@ class _Facts:
 
     def cuda_ok(self, cuda: str | None) -> bool:
         return self.cuda_spec is None or cuda is None or _in(self.cuda_spec, cuda)
+    prefer_python: str | None = None  # the caller's choice when the target does not say (not the host's)
 
     @classmethod
-    def of(cls, p: Profile) -> _Facts:
+    def of(cls, p: Profile, prefer_python: str | None = None) -> _Facts:
         py = _xy(p.python_version) if p.python_version else None
         gpus = tuple(dict.fromkeys((g.name, _xy(g.compute_capability))
                                    for g in p.gpus if g.compute_capability))
@@ -182,7 +90,8 @@ class _Facts:
         dcuda = None
         if p.driver_cuda_version and re.fullmatch(r"\d+\.\d+(\.\d+)?", p.driver_cuda_version.strip()):
             dcuda = _xy(p.driver_cuda_version)
-        return cls(py, p.driver_version, gpus, not p.has_gpu, p.cuda_toolkits, p.gcc_version, dcuda)
+        return cls(py, p.driver_version, gpus, not p.has_gpu, p.cuda_toolkits, p.gcc_version, dcuda,
+                   _xy(prefer_python) if prefer_python else None)
 
     @property
     def ccs(self) -> list[str]:
@@ -344,9 +253,9 @@ class _Search:
         if self.t.python:
             return [self.t.python]
         pys = sorted(rel.python, key=_mm, reverse=True) if rel else list(PYTHONS)
-        # No target Python: envbuild's own Python first when it fits (the lock engines can then run for it),
-        # else the newest the packages support.
-        return sorted(pys, key=lambda p: p != HOST_PYTHON)
+        # No target Python: the caller's preferred one first when it fits (the CLI passes envbuild's own, so
+        # the lock engines can run for it), else the newest the packages support.
+        return sorted(pys, key=lambda p: p != self.t.prefer_python)
 
     def _bare_cudas(self) -> list[tuple[str | None, str | None]]:
         """CUDA candidates when no torch is involved (only CuPy needs one)."""
@@ -768,23 +677,42 @@ def _torch_desc(wants: Mapping[str, _Want], t: _Facts) -> str:
     return desc + (f" with CUDA {t.cuda_spec} (the spec's CUDA constraint)" if t.cuda_spec else "")
 
 
-def _explain(log: _Log, wants: dict[str, _Want], t: _Facts, m: Matrix) -> list[str]:
+NV_SRC = "envbuild/data/nvidia.json (NVIDIA CUDA Toolkit Release Notes, Table 3)"
+YOURS = "your requirement"
+
+
+def _c(claim: str, suggestion: str | None, *facts: Fact, sep: str = ": ") -> Conflict:
+    """A conflict whose sentence is ``claim: suggestion.`` (the text ``conflicts`` has always listed)."""
+    return Conflict(f"{claim}{sep}{suggestion}." if suggestion else claim, tuple(facts), suggestion)
+
+
+def _mmcv_src(m: Matrix, name: str) -> str:
+    return next((w.source for w in m.mmcv if w.package == name), "envbuild/data/mmcv.json")
+
+
+def _explain(log: _Log, wants: dict[str, _Want], t: _Facts, m: Matrix) -> list[Conflict]:
     stage = log.deepest()
     recs = log.records.get(stage or "", [])
+    tw = wants.get("torch")
     torch_desc = _torch_desc(wants, t)
-    out: list[str] = []
+    asked = [Fact(f"you asked {tw.text}", YOURS)] if tw and str(tw.spec) else []
+    out: list[Conflict] = []
     if stage is None:
-        return ["no candidate set was found (no requirement the data knows)."]
+        return [Conflict("no candidate set was found (no requirement the data knows).")]
     if stage == "torch":
         known = m.torch_releases()
-        out.append(f"no torch release known to envbuild matches '{torch_desc}'"
-                   + (" with a CPU build" if t.cpu else "")
-                   + f" (known: {known[-1].version} ... {known[0].version}): relax the torch requirement.")
+        span = f"known: {known[-1].version} ... {known[0].version}"
+        out.append(_c(f"no torch release known to envbuild matches '{torch_desc}'"
+                      + (" with a CPU build" if t.cpu else "") + f" ({span})",
+                      "relax the torch requirement", *asked, Fact(f"torch releases {span}", known[0].source)))
     elif stage == "python":
         pys = sorted({p for r in recs for p in r["torch"].python}, key=_mm)
         vs = sorted({r["torch"].version for r in recs}, key=Version)
-        out.append(f"Python {t.python} is not supported by {torch_desc} (releases {vs[0]}..{vs[-1]} have "
-                   f"wheels for Python {pys[0]}-{pys[-1]}): use --python in that range or relax torch.")
+        have = f"releases {vs[0]}..{vs[-1]} have wheels for Python {pys[0]}-{pys[-1]}"
+        out.append(_c(f"Python {t.python} is not supported by {torch_desc} ({have})",
+                      "use --python in that range or relax torch", Fact(f"the target's Python is {t.python}",
+                                                                       "the target"),
+                      Fact(f"torch {have}", recs[0]["torch"].source), *asked))
     elif stage == "driver":
         cudas = sorted({r["cuda"] for r in recs}, key=_mm)
         low = cudas[0]
@@ -794,38 +722,27 @@ def _explain(log: _Log, wants: dict[str, _Want], t: _Facts, m: Matrix) -> list[s
         cm = m.compat_min_driver(low)
         compat_txt = (f" (or >= {cm} to run CUDA {_mm(low)[0]}.x through minor-version compatibility)"
                       if cm and (not t.driver or vers(t.driver) < vers(cm)) else "")
-        out.append(f"driver {t.driver or '(version unknown)'} supports CUDA <= {native or 'unknown'}; "
-                   f"{torch_desc} needs "
-                   f"CUDA >= {low} (oldest fitting build: torch {oldest['torch'].version}+"
-                   f"{oldest['variant']}): upgrade the driver to >= {need}{compat_txt} or relax torch.")
+        drv = f"driver {t.driver or '(version unknown)'} supports CUDA <= {native or 'unknown'}"
+        needs = (f"{torch_desc} needs CUDA >= {low} (oldest fitting build: torch {oldest['torch'].version}+"
+                 f"{oldest['variant']})")
+        out.append(_c(f"{drv}; {needs}", f"upgrade the driver to >= {need}{compat_txt} or relax torch",
+                      Fact(drv, NV_SRC), Fact(needs, oldest["torch"].source),
+                      Fact(f"CUDA {low} needs driver >= {need}", NV_SRC), *asked))
     elif stage == "arch" and all(r.get("rule") == "gpu-driver-branch" for r in recs):
         r0 = recs[0]
-        out.append(f"GPU {r0['gpu']} (compute capability {r0['cc']}): {r0['why']}: upgrade the NVIDIA driver "
-                   "(no torch build can lift this).")
+        gpu = m.gpu(r0["gpu"])
+        out.append(_c(f"GPU {r0['gpu']} (compute capability {r0['cc']}): {r0['why']}",
+                      "upgrade the NVIDIA driver (no torch build can lift this)",
+                      Fact(r0["why"], gpu.source if gpu is not None else NV_SRC)))
     elif stage == "arch":
-        r0 = recs[0]
-        gpu, cc = r0["gpu"], r0["cc"]
-        fits = _builds_with_arch(m, cc)
-        lift = ""
-        if fits:
-            low = min(fits, key=lambda x: (_mm(x[1]), Version(x[0])))
-            lift = (f"; the first torch wheels that run sm_{cc.replace('.', '')} are CUDA {low[1]} builds "
-                    f"(torch {low[0]}+cu{low[1].replace('.', '')}, driver >= {m.min_driver(low[1])})")
-            need = m.min_driver(low[1])
-            if t.driver and need and vers(t.driver) >= vers(need):
-                fix = f"relax torch to allow torch >= {low[0]}"
-            else:
-                fix = f"upgrade the driver to >= {need} and allow torch >= {low[0]}"
-        else:
-            fix = "choose another GPU target"
-        tried = ", ".join(dict.fromkeys(f"{r['torch'].version}+{r['variant']}" for r in recs[:4]))
-        out.append(f"GPU {gpu} (compute capability {cc}) cannot run the {torch_desc} builds this driver "
-                   f"allows ({tried}): {r0['why']}{lift}: {fix}.")
+        out.append(_explain_arch(recs, torch_desc, t, m, asked))
     elif stage == "domain":
         r0 = recs[0]
-        out.append(f"{r0['package']}{r0['spec']} is not paired with any {torch_desc} build that fits "
-                   f"this target (torch {r0['torch'].version} pairs with {r0['package']} "
-                   f"{r0['have']}): relax one of them.")
+        pair = f"torch {r0['torch'].version} pairs with {r0['package']} {r0['have']}"
+        out.append(_c(f"{r0['package']}{r0['spec']} is not paired with any {torch_desc} build that fits "
+                      f"this target ({pair})", "relax one of them",
+                      Fact(f"you asked {r0['package']}{r0['spec']}", YOURS), Fact(pair, r0["torch"].source),
+                      *asked))
     elif stage == "mmcv":
         r0 = recs[0]
         name, versions = r0["mmcv"], r0["versions"]
@@ -833,28 +750,59 @@ def _explain(log: _Log, wants: dict[str, _Want], t: _Facts, m: Matrix) -> list[s
         pairs = m.mmcv_pairs(name, v)
         gpu_pairs = [f"cu{c.replace('.', '')}/torch{s}" if c != "cpu" else f"cpu/torch{s}" for c, s in pairs]
         tried = ", ".join(dict.fromkeys(f"{r['torch'].version}+{r['variant'] or 'cpu'}" for r in recs[:5]))
-        out.append(f"{name} {v} has prebuilt wheels only for "
-                   f"{', '.join(gpu_pairs) or 'no (CUDA, torch) pair'}; "
-                   f"none matches a torch build this target can use ({tried}): pick a torch/CUDA pair from "
-                   f"that list (upgrade the driver if needed) or another {name} version.")
+        wheels = f"{name} {v} has prebuilt wheels only for {', '.join(gpu_pairs) or 'no (CUDA, torch) pair'}"
+        out.append(_c(f"{wheels}; none matches a torch build this target can use ({tried})",
+                      "pick a torch/CUDA pair from that list (upgrade the driver if needed) or another "
+                      f"{name} version", Fact(wheels, _mmcv_src(m, name)),
+                      Fact(f"torch builds this target can use: {tried}", recs[0]["torch"].source)))
     elif stage == "mm":
         out.extend(_explain_mm(recs, wants, m))
     elif stage == "cupy":
-        r0 = recs[0]
-        if r0["why"] == "cpu":
-            out.append("cupy needs an NVIDIA GPU and CUDA; the target is CPU-only (--cpu or no driver): "
-                       "drop cupy or plan for a GPU machine (--driver/--gpu).")
-        else:
-            pk = ", ".join(p.package for p in m.cupy_for_cuda(r0["cuda"])) or "no CuPy package"
-            asked = [w.text for n, w in wants.items()
-                     if (n == "cupy" or n.startswith("cupy-cuda")) and str(w.spec)]
-            spec_txt = f" matching {', '.join(asked)}" if asked else ""
-            out.append(f"no CuPy wheel{spec_txt} for CUDA {r0['cuda']} ({pk}) supports Python "
-                       f"{r0['python']}: use another --python, relax the CuPy pin or a torch build with "
-                       "another CUDA.")
+        out.append(_explain_cupy(recs[0], wants, m))
     elif stage == "numpy":
         out.extend(_explain_numpy(recs, m))
-    return list(dict.fromkeys(out))[:6]
+    return list({c.text: c for c in out}.values())[:6]
+
+
+def _explain_arch(recs: list[dict[str, Any]], torch_desc: str, t: _Facts, m: Matrix,
+                  asked: list[Fact]) -> Conflict:
+    r0 = recs[0]
+    gpu, cc = r0["gpu"], r0["cc"]
+    fits = _builds_with_arch(m, cc)
+    lift = ""
+    facts = [Fact(r0["why"], r0["row"].source if r0.get("row") is not None else r0["torch"].source)]
+    if fits:
+        low = min(fits, key=lambda x: (_mm(x[1]), Version(x[0])))
+        lift = (f"; the first torch wheels that run sm_{cc.replace('.', '')} are CUDA {low[1]} builds "
+                f"(torch {low[0]}+cu{low[1].replace('.', '')}, driver >= {m.min_driver(low[1])})")
+        row = m.arch_row(low[0], low[1])
+        facts.append(Fact(lift.removeprefix("; "), row.source if row is not None else NV_SRC))
+        need = m.min_driver(low[1])
+        if t.driver and need and vers(t.driver) >= vers(need):
+            fix = f"relax torch to allow torch >= {low[0]}"
+        else:
+            fix = f"upgrade the driver to >= {need} and allow torch >= {low[0]}"
+    else:
+        fix = "choose another GPU target"
+    tried = ", ".join(dict.fromkeys(f"{r['torch'].version}+{r['variant']}" for r in recs[:4]))
+    return _c(f"GPU {gpu} (compute capability {cc}) cannot run the {torch_desc} builds this driver "
+              f"allows ({tried}): {r0['why']}{lift}", fix, *facts, *asked)
+
+
+def _explain_cupy(r0: dict[str, Any], wants: dict[str, _Want], m: Matrix) -> Conflict:
+    if r0["why"] == "cpu":
+        return _c("cupy needs an NVIDIA GPU and CUDA; the target is CPU-only (--cpu or no driver)",
+                  "drop cupy or plan for a GPU machine (--driver/--gpu)",
+                  Fact("CuPy wheels are built for CUDA only", "envbuild/data/cupy.json"),
+                  Fact("the target has no GPU or driver", "the target"))
+    pkgs = m.cupy_for_cuda(r0["cuda"])
+    pk = ", ".join(p.package for p in pkgs) or "no CuPy package"
+    asked = [w.text for n, w in wants.items() if (n == "cupy" or n.startswith("cupy-cuda")) and str(w.spec)]
+    spec_txt = f" matching {', '.join(asked)}" if asked else ""
+    claim = f"no CuPy wheel{spec_txt} for CUDA {r0['cuda']} ({pk}) supports Python {r0['python']}"
+    return _c(claim, "use another --python, relax the CuPy pin or a torch build with another CUDA",
+              Fact(claim, pkgs[0].source if pkgs else "envbuild/data/cupy.json"),
+              *(Fact(f"you asked {a}", YOURS) for a in asked))
 
 
 def _builds_with_arch(m: Matrix, cc: str) -> list[tuple[str, str]]:
@@ -867,38 +815,42 @@ def _builds_with_arch(m: Matrix, cc: str) -> list[tuple[str, str]]:
     return out
 
 
-def _explain_mm(recs: list[dict[str, Any]], wants: dict[str, _Want], m: Matrix) -> list[str]:
+def _explain_mm(recs: list[dict[str, Any]], wants: dict[str, _Want], m: Matrix) -> list[Conflict]:
     out = []
     for r in recs:
         if "python" in r:
             d3 = r["mmdet3d"]
-            out.append(f"mmdet3d {d3.version} needs Python <= {d3.python_max} (it pins "
-                       f"{', '.join(x for x in d3.runtime if x.startswith('numba'))}); the target has Python "
-                       f"{r['python']}: use --python {d3.python_max} or a newer mmdet3d.")
+            needs = (f"mmdet3d {d3.version} needs Python <= {d3.python_max} (it pins "
+                     f"{', '.join(x for x in d3.runtime if x.startswith('numba'))})")
+            out.append(_c(f"{needs}; the target has Python {r['python']}",
+                          f"use --python {d3.python_max} or a newer mmdet3d", Fact(needs, d3.source),
+                          Fact(f"the target's Python is {r['python']}", "the target")))
         elif "package" in r:
             d3 = r["mmdet3d"]
             w = wants.get(r["package"])
             asked = f" you asked {w.text}" if w else f" no {r['package']} release fits"
-            out.append(f"mmdet3d {d3.version} needs {r['package']}{r['within']};{asked} (with "
-                       f"{r['mmcv'][0]} {r['mmcv'][1]}): change one of the pins.")
+            needs = f"mmdet3d {d3.version} needs {r['package']}{r['within']}"
+            out.append(_c(f"{needs};{asked} (with {r['mmcv'][0]} {r['mmcv'][1]})", "change one of the pins",
+                          Fact(needs, d3.source), Fact(asked.strip(), YOURS if w else d3.source)))
         else:
             name = r["mmcv"]
             sides = [f"you asked {t}" for t in r["wanted"]]
+            facts = [Fact(side, YOURS) for side in sides]
             for pkg in [n for n in r["mm"] if n in wants]:
                 w = wants.get(pkg)
                 rows = [p for p in m.mm.get(pkg, ()) if w is None or _contains(w.spec, p.version)]
                 specs = sorted({p.requires.get(name, "") for p in rows if p.requires.get(name)})
                 label = f"{pkg} {w.pinned}" if w and w.pinned else pkg
-                if specs:
-                    sides.append(f"{label} needs {name}{' or '.join(specs[:3])}")
-                else:
-                    sides.append(f"{label} does not use {name}")
-            out.append("; ".join(sides)
-                       + f": no {name} version satisfies all of them; change one of the pins.")
+                side = (f"{label} needs {name}{' or '.join(specs[:3])}" if specs
+                        else f"{label} does not use {name}")
+                sides.append(side)
+                facts.append(Fact(side, rows[0].source if rows else "envbuild/data/openmmlab.json"))
+            out.append(_c("; ".join(sides) + f": no {name} version satisfies all of them",
+                          "change one of the pins", *facts, sep="; "))
     return out
 
 
-def _explain_numpy(recs: list[dict[str, Any]], m: Matrix) -> list[str]:
+def _explain_numpy(recs: list[dict[str, Any]], m: Matrix) -> list[Conflict]:
     out = []
     for r in recs:
         py = r["python"]
@@ -906,6 +858,8 @@ def _explain_numpy(recs: list[dict[str, Any]], m: Matrix) -> list[str]:
         tried: list[tuple[CupyPackage, str, str]] = r["cupy"]
         np_py = m.numpy_for_python(py)
         py_range = f"numpy {np_py[-1].minor}-{np_py[0].minor}" if np_py else "no numpy"
+        np_fact = Fact(f"Python {py} allows {py_range}",
+                       np_py[0].source if np_py else "envbuild/data/numpy.json")
         if tried:
             by_pkg: dict[str, list[tuple[str, str]]] = {}
             for pkg, ver, s in tried:
@@ -920,14 +874,31 @@ def _explain_numpy(recs: list[dict[str, Any]], m: Matrix) -> list[str]:
                         if not any(_numpy_fits(m, py, [s, c]) for c in cupy_specs)] or specs
             others = ("; ".join(f"{label} needs numpy{s}" for label, s in blocking)
                       or f"Python {py} allows {py_range}")
-            out.append(f"{others}; {cupy_side}: no numpy release satisfies both. Lift it with a torch build "
-                       "whose CUDA still has a CuPy 10.x package (cupy-cuda1xx 10.6.0 accepts "
-                       "numpy>=1.18,<1.25), or a newer release of the package that caps numpy.")
+            facts = [*(Fact(f"{label} needs numpy{s}", _numpy_src(label, m)) for label, s in blocking),
+                     Fact(cupy_side, tried[0][0].source), np_fact]
+            out.append(_c(f"{others}; {cupy_side}: no numpy release satisfies both",
+                          "Lift it with a torch build whose CUDA still has a CuPy 10.x package "
+                          "(cupy-cuda1xx 10.6.0 accepts numpy>=1.18,<1.25), or a newer release of the "
+                          "package that caps numpy",
+                          *facts, sep=". "))
         else:
             sides = "; ".join(f"{label} needs numpy{s}" for label, s in specs)
-            out.append(f"{sides}; Python {py} allows {py_range}: no numpy release satisfies all of them; "
-                       "change --python or one of the pins.")
+            facts = [*(Fact(f"{label} needs numpy{s}", _numpy_src(label, m)) for label, s in specs), np_fact]
+            out.append(_c(f"{sides}; Python {py} allows {py_range}: no numpy release satisfies all of them",
+                          "change --python or one of the pins", *facts, sep="; "))
     return out
+
+
+def _numpy_src(label: str, m: Matrix) -> str:
+    """Where a numpy pin came from: the user's requirement, or the data row of the package that pins it."""
+    if label.startswith(("you", "your", "numpy")):
+        return YOURS
+    name, _, version = label.partition(" ")
+    for p in m.mm.get(name, ()):
+        if p.version == version:
+            return p.source
+    rel = m.torch_release(version) if name == "torch" else None
+    return rel.source if rel is not None else "envbuild/data"
 
 
 def _numpy_fits(m: Matrix, python: str, specs: Sequence[str]) -> bool:
@@ -1040,7 +1011,7 @@ def _stale_warning(knowledge: Mapping[str, Any], warnings: list[str]) -> None:
 class _Builder:
     """Turns a pick into a Resolution: pins, reasons citing sources, warnings, source builds."""
 
-    NV_SRC = "envbuild/data/nvidia.json (NVIDIA CUDA Toolkit Release Notes, Table 3)"
+    NV_SRC = NV_SRC
 
     def __init__(self, pick: _Pick, wants: dict[str, _Want], t: _Facts, m: Matrix,
                  indexes: Mapping[str, str] | None, *, prefer_pypi: bool = True,
@@ -1132,7 +1103,7 @@ class _Builder:
         p, t, m = self.p, self.t, self.m
         if t.python and target.python_version:
             py_why = "the target's Python"
-        elif p.python == HOST_PYTHON:
+        elif t.prefer_python is not None and p.python == t.prefer_python:
             py_why = "the target does not say; envbuild's own Python fits every pin"
         else:
             py_why = "the target does not say; newest Python the chosen packages all support"
@@ -1354,7 +1325,7 @@ class _Builder:
 def resolve(requirements: Sequence[str], target: Profile, matrix: Matrix | None = None,
             *, indexes: Mapping[str, str] | None = None, prefer_pypi: bool = True,
             native_driver_only: bool = False, today: dt.date | None = None,
-            cuda: str | None = None) -> Resolution:
+            cuda: str | None = None, prefer_python: str | None = None) -> Resolution:
     """Pick the newest consistent set for ``target`` (``ok=False`` + ``conflicts`` when none exists).
 
     With ``prefer_pypi`` a CUDA build that is the release's plain PyPI wheel (torch 2.6.0 = CUDA 12.4) is
@@ -1362,6 +1333,9 @@ def resolve(requirements: Sequence[str], target: Profile, matrix: Matrix | None 
     ``native_driver_only`` refuses builds that run only through minor-version compatibility (the strict
     rule).  ``today`` (from the caller: the resolver reads no clock) dates the answer's ``knowledge``.
     ``cuda`` is a PEP 440 specifier the chosen CUDA must satisfy (a spec's conda ``cudatoolkit=11.8``).
+    ``prefer_python`` (from the caller: the resolver reads no host) is tried first when the target names
+    no Python; callers that lock pass envbuild's own (``envbuild.target.host_python``).
+    Use ``check`` to turn ``ok=False`` into the one conflict error.
 
     Raises:
         InputError: a requirement is not PEP 508.
@@ -1369,7 +1343,7 @@ def resolve(requirements: Sequence[str], target: Profile, matrix: Matrix | None 
     """
     m = matrix or load_matrix()
     wants, passthrough = _parse(requirements)
-    t = dataclasses.replace(_Facts.of(target), cuda_spec=cuda or None)
+    t = dataclasses.replace(_Facts.of(target, prefer_python), cuda_spec=cuda or None)
     compat = not native_driver_only
     pypi = prefer_pypi and (target.os, target.arch) == ("linux", "x86_64")
     modes = [_Mode(compat, False, pypi)]
@@ -1396,127 +1370,18 @@ def resolve(requirements: Sequence[str], target: Profile, matrix: Matrix | None 
                                "nothing satisfies every requirement on this target"])
 
 
-# --- CLI glue --------------------------------------------------------------------------------------
+# --- the conflict error --------------------------------------------------------------------------
 
 
-def resolve_cli(reqs: Sequence[str], *, spec_path: Path | None = None, target_path: Path | None = None,
-                python: str | None = None, driver: str | None = None, gpu: str | None = None,
-                cuda_toolkit: str | None = None, gcc: str | None = None, cpu: bool = False,
-                prefer_pypi: bool = True, native_driver_only: bool = False,
-                today: dt.date | None = None) -> Resolution:
-    """What ``envbuild resolve`` does: read spec/profile, apply flags, resolve.
+def check(res: Resolution, *, path: str | None = None, hint: str | None = None) -> Resolution:
+    """``res`` when it is consistent: the one place the no-consistent-set error is worded.
 
     Raises:
-        InputError: no requirements, bad flag, bad spec or profile.
+        ConflictError: ``res.ok`` is false (its conflict sentences attached; ``path``/``hint`` name the
+            input).  The class stays ConflictError: ``--json`` names it in ``error``.
     """
-    from envbuild.models import load_profile
-    from envbuild.spec import load_spec
-
-    requirements = list(reqs)
-    cuda: str | None = None
-    indexes: dict[str, str] = {}
-    profile_path = target_path
-    if spec_path is not None:
-        spec = load_spec(spec_path)
-        requirements = spec.resolver_requirements() + requirements
-        cuda = spec.cuda
-        python = python or spec.python
-        indexes = dict(spec.indexes)
-        if profile_path is None and spec.target_profile:
-            p = Path(spec.target_profile)
-            if not p.is_absolute() and not p.exists():
-                p = Path(spec_path).parent / p
-            profile_path = p
-    if not requirements:
-        raise InputError("nothing to resolve.", path=str(spec_path) if spec_path is not None else None,
-                         field="project.requirements" if spec_path is not None else "requirements",
-                         hint="Pass requirements (e.g. 'envbuild resolve torch numpy') "
-                              "or --spec envbuild.toml.")
-    base = load_profile(profile_path) if profile_path is not None else None
-    try:
-        target = make_target(base, python=python, driver=driver, gpu=gpu, cuda_toolkit=cuda_toolkit, gcc=gcc,
-                             cpu=cpu)
-    except ProfileError as exc:
-        if exc.path is None and profile_path is not None and (exc.field or "").startswith("gpus["):
-            exc.path = str(profile_path)  # the bad GPU came from the profile file, not a flag
-        raise
-    return resolve(requirements, target, indexes=indexes, prefer_pypi=prefer_pypi,
-                   native_driver_only=native_driver_only, today=today, cuda=cuda)
-
-
-def present_resolution(res: Resolution, as_json: bool) -> None:
-    """Print a resolution: table (package, version, why) + build info + warnings, or JSON."""
-    from envbuild.output import console, err_console, print_json, styled, table
-
-    if as_json:
-        print_json(res.to_dict())
-        return
-    know = _knowledge_line(res.knowledge)
     if not res.ok:
-        err_console.print(styled("no consistent set for this target:", "bold red"))
-        for c in res.conflicts:
-            err_console.print(f"  - {c}", markup=False, highlight=False)
-        if know:
-            err_console.print(know, markup=False, highlight=False)
-        for w in res.warnings:
-            err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
-        return
-    head = f"Python {res.python}, " + (f"CUDA {res.cuda}" if res.cuda else "CPU build (cuda: none)")
-    rows = [(c["package"], c["version"], c["reason"]) for c in res.choices]
-    console.print(table(head, ["package", "version", "why"], rows))
-    b = res.build
-    cols = ["nvcc", "gcc max", "TORCH_CUDA_ARCH_LIST"]
-    console.print(table("build (compiling CUDA ops on the target)", cols,
-                        [(b.get("nvcc"), b.get("gcc_max"), b.get("torch_cuda_arch_list"))]))
-    for sb in res.source_builds:
-        env = " ".join(f"{k}={v}" for k, v in sb["env"].items())
-        console.print(f"build on the target after torch: {sb['name']}=={sb['version']}  ({env})",
-                      markup=False, highlight=False)
-    for u in res.index_urls:
-        console.print(f"--extra-index-url {u}", markup=False, highlight=False)
-    for u in res.find_links:
-        console.print(f"--find-links {u}", markup=False, highlight=False)
-    for b in res.implied:
-        ev = f" ({', '.join(b['evidence'])})" if b.get("evidence") else ""
-        pin = f", pinned {b['package']} {b['pinned']}" if b.get("pinned") else ""
-        console.print(f"implied: {b['package']}{b['spec']} by {b['by']}{ev}{pin}", markup=False,
-                      highlight=False)
-    if know:
-        console.print(know, markup=False, highlight=False)
-    for w in res.warnings:
-        err_console.print(styled("warning:", "yellow", w), highlight=False)
-
-
-def _knowledge_line(k: Mapping[str, Any]) -> str | None:
-    """'knowledge: checked 2026-11-23 .. 2026-12-01 (8 days old)' for the table output."""
-    if not k or not k.get("oldest"):
-        return None
-    span = k["oldest"] if k["oldest"] == k.get("newest") else f"{k['oldest']} .. {k['newest']}"
-    age = f" ({k['age_days']} days old)" if k.get("age_days") is not None else ""
-    return f"knowledge: facts checked {span}{age}; refresh with `envbuild data update`"
-
-
-def present_matrix(t: Mapping[str, Any], as_json: bool) -> None:
-    """Print an ``envbuild matrix`` table compactly (forum style), or JSON."""
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
-    from envbuild.output import console, print_json
-
-    if as_json:
-        print_json(dict(t))
-        return
-    tab = Table(title=str(t["title"]), box=box.SIMPLE_HEAD, padding=(0, 1), header_style="bold")
-    for c in t["columns"]:
-        tab.add_column(str(c), no_wrap=True)
-    for r in t["rows"]:
-        tab.add_row(*("" if v is None else str(v) for v in r))
-    # Forum tables are wide: print at their natural width rather than eliding cells on a narrow terminal.
-    cols = t["columns"]
-    natural = sum(max([len(str(c)), *(len(str(r[i] or "")) for r in t["rows"])]) + 3
-                  for i, c in enumerate(cols))
-    wide = Console(file=console.file, width=max(console.width, natural + 10), no_color=console.no_color,
-                   force_terminal=console.is_terminal, soft_wrap=False)
-    wide.print(tab)
-    wide.print(str(t["legend"]), markup=False, highlight=False)
+        texts = res.conflict_texts
+        raise ConflictError("no consistent set of versions exists for this target: " + " ".join(texts),
+                            conflicts=texts, path=path, hint=hint)
+    return res

@@ -273,7 +273,8 @@ def test_mmcv_rows_may_carry_implied_bounds(tmp_path: Path, monkeypatch: pytest.
     om["mmcv-full"] = [{"version": "1.4.0", "requires": {}, "source": "test", "implied": [bound]}]
     (data / "openmmlab.json").write_text(json.dumps(om))
     monkeypatch.setattr(mx, "DATA_DIR", data)
-    from envbuild.resolve import make_target, resolve
+    from envbuild.resolve import resolve
+    from envbuild.target import make_target
 
     m = mx.load_matrix()
     target = make_target(None, python="3.8", driver="470.57.02", gpu="sm_70", matrix=m)

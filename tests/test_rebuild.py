@@ -578,7 +578,7 @@ def test_pypi_torch_without_local_label(
     tmp_path: Path, installed: str, driver: str, strict: bool, change: str | None
 ) -> None:
     """An installed PyPI torch has no +cuXXX label; its CUDA comes from torch/version.py."""
-    from envbuild.resolve import make_target
+    from envbuild.target import make_target
 
     prefix = tmp_path / "env"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(prefix)], check=True)

@@ -25,7 +25,8 @@ from packaging.version import Version
 from envbuild.errors import InputError, ProfileError
 from envbuild.matrix import Matrix, cuda_of_variant, load_matrix
 from envbuild.models import Profile, Resolution, load_profile
-from envbuild.resolve import make_target, resolve
+from envbuild.resolve import resolve
+from envbuild.target import make_target
 
 CASES = Path(__file__).parent / "cases" / "resolve"
 PROFILES = Path(__file__).parent / "data" / "profiles"
@@ -129,12 +130,12 @@ def test_case(path: Path) -> None:
     res = resolve(case["requested"], target, **case.get("options", {}))
     d = res.to_dict()
     assert d.keys() >= CONTRACT_KEYS
-    assert res.ok is exp["ok"], res.conflicts or res.packages
+    assert res.ok is exp["ok"], res.conflict_texts or res.packages
     if not res.ok:
         assert res.conflicts, "a failure must explain itself"
-        text = " ".join(res.conflicts)
+        text = " ".join(res.conflict_texts)
         for group in exp.get("conflicts_contain", []):
-            assert any(all(s in c for s in group) for c in res.conflicts), f"{group} not in {text}"
+            assert any(all(s in c for s in group) for c in res.conflict_texts), f"{group} not in {text}"
         return
     _check_consistent(res, target, load_matrix())
     if "python" in exp:
@@ -392,10 +393,10 @@ def test_newer_legacy_major_build_is_explained() -> None:
 def test_conflicts_quote_the_pin_that_blocks() -> None:
     laptop = make_target(None, python="3.7", driver="470.223.02", gpu="sm_86")
     res = resolve(["cupy<5"], laptop)
-    assert not res.ok and "cupy<5" in res.conflicts[0]
+    assert not res.ok and "cupy<5" in res.conflict_texts[0]
     res = resolve(["mmdet3d==0.17.3", "mmdet==3.0.0"], laptop)
-    assert not res.ok and any("mmdet 3.0.0" in c and "mmdet3d 0.17.3" in c for c in res.conflicts)
-    assert not any("mmsegmentation needs" in c for c in res.conflicts)  # implied, not asked for
+    assert not res.ok and any("mmdet 3.0.0" in c and "mmdet3d 0.17.3" in c for c in res.conflict_texts)
+    assert not any("mmsegmentation needs" in c for c in res.conflict_texts)  # implied, not asked for
 
 
 def test_profile_with_only_the_drivers_cuda() -> None:
@@ -411,7 +412,7 @@ def test_profile_with_only_the_drivers_cuda() -> None:
     old = Profile.from_dict({"python_version": "3.10", "driver_cuda_version": "10.1",
                              "gpus": [{"name": "Tesla V100-SXM2-16GB"}]})
     bad = resolve(["torch>=2"], make_target(old))
-    assert not bad.ok and "CUDA <= 10.1" in bad.conflicts[0]
+    assert not bad.ok and "CUDA <= 10.1" in bad.conflict_texts[0]
 
 
 # --- the plain PyPI wheel vs the PyTorch index ------------------------------------------------------
@@ -582,3 +583,38 @@ def test_implied_bounds_reach_the_table() -> None:
     p = _cli("resolve", "torch==2.1.0", "mmengine", "--python", "3.11", "--driver", "550.54.14", "--gpu",
              "sm_89")
     assert p.returncode == 0 and "implied: numpy<2 by torch 2.1.0" in p.stdout
+
+
+def test_preferred_python_is_the_callers_choice() -> None:
+    """The resolver reads no host: with no target Python the caller's preference wins when it fits."""
+    target = make_target(None, driver="550.54.14", gpu="sm_89")
+    newest = resolve(["torch", "numpy"], target)
+    for py in ("3.10", "3.11"):
+        res = resolve(["torch", "numpy"], target, prefer_python=py)
+        assert res.ok and res.python == py
+        assert any(r.startswith(f"python {py}: the target does not say; envbuild's own") for r in res.reasons)
+    assert newest.ok and not any("envbuild's own" in r for r in newest.reasons)
+    rel = load_matrix().torch_release(newest.packages["torch"].split("+")[0])
+    assert rel is not None and newest.python == max(rel.python, key=lambda p: _mm(p))
+
+
+def test_conflicts_are_records_with_sources() -> None:
+    """Each conflict keeps its sentence, the facts it rests on (each with a source) and the suggestion."""
+    from envbuild.errors import ConflictError
+    from envbuild.resolve import check
+
+    bad = resolve(["torch>=2.0"], make_target(None, python="3.10", driver="418.67", gpu="sm_70"))
+    assert not bad.ok and bad.conflicts
+    c = bad.conflicts[0]
+    assert c.suggestion and c.text.endswith(c.suggestion + ".")
+    assert any("418.67" in f.text for f in c.facts) and all(f.source for f in c.facts)
+    assert any(f.source == "your requirement" and "torch>=2.0" in f.text for f in c.facts)
+    d = bad.to_dict()
+    assert d["conflicts"] == [x.text for x in bad.conflicts]  # the old key keeps its strings
+    assert d["conflict_details"][0]["facts"][0]["source"]
+    assert Resolution.from_dict(json.loads(json.dumps(d))).conflicts == bad.conflicts
+    with pytest.raises(ConflictError) as info:
+        check(bad, path="envbuild.toml")
+    assert type(info.value) is ConflictError  # --json names the class in "error"
+    assert info.value.exit_code == 1 and info.value.conflicts == d["conflicts"]
+    assert info.value.message.startswith("no consistent set of versions exists for this target: ")
