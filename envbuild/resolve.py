@@ -70,11 +70,11 @@ class _Facts:
     toolkits: tuple[Toolkit, ...]
     gcc: str | None
     driver_cuda: str | None = None  # only used when the driver version itself is unknown
+    prefer_python: str | None = None  # the caller's choice when the target does not say (not the host's)
     cuda_spec: str | None = None  # the spec's CUDA constraint (a conda cudatoolkit=11.8 -> ==11.8.*)
 
     def cuda_ok(self, cuda: str | None) -> bool:
         return self.cuda_spec is None or cuda is None or _in(self.cuda_spec, cuda)
-    prefer_python: str | None = None  # the caller's choice when the target does not say (not the host's)
 
     @classmethod
     def of(cls, p: Profile, prefer_python: str | None = None) -> _Facts:

@@ -9,10 +9,11 @@ import pytest
 import tomllib
 from typer.testing import CliRunner
 
-from envbuild.cli import app
+from envbuild.cli import app, resolve_cli
 from envbuild.errors import InputError, SpecError
 from envbuild.init import init_spec
 from envbuild.spec import DEFAULT_INDEXES, GitRequirement, load_spec, parse_git, spec_from_requirements
+from envbuild.target import TargetFlags
 
 GOOD = """\
 [project]
@@ -452,28 +453,24 @@ def test_environment_yml_refuses_with_line(tmp_path: Path, text: str, line: str,
 
 
 def test_conda_constraints_steer_the_resolution(tmp_path: Path) -> None:
-    from envbuild.resolve import resolve_cli
-
     text = ("name: e\ndependencies:\n  - python=3.8\n  - pytorch<=1.12.1\n  - cudatoolkit=11.3\n"
             "  - cupy>=10\n")
     p = write(tmp_path, text, "environment.yml")
-    res = resolve_cli([], spec_path=p, driver="535.54.03")
+    res = resolve_cli([], TargetFlags(driver="535.54.03"), spec_path=p)
     assert res.ok, res.conflicts
     from packaging.version import Version
     assert Version(res.packages["torch"].split("+")[0]) <= Version("1.12.1")
     assert res.cuda is not None and res.cuda.startswith("11.3")
     # the same file without the conda constraints picks a newer CUDA on this driver: the constraint acted
-    free = resolve_cli([], spec_path=write(tmp_path, "name: e\ndependencies:\n  - python=3.8\n  - pytorch\n",
-                                           "free.yml"), driver="535.54.03")
+    free_yml = write(tmp_path, "name: e\ndependencies:\n  - python=3.8\n  - pytorch\n", "free.yml")
+    free = resolve_cli([], TargetFlags(driver="535.54.03"), spec_path=free_yml)
     assert free.ok and free.cuda != res.cuda
 
 
 def test_cuda_constraint_that_nothing_meets_is_explained(tmp_path: Path) -> None:
-    from envbuild.resolve import resolve_cli
-
     p = write(tmp_path, "name: e\ndependencies:\n  - pytorch>=2.5\n  - cudatoolkit=10.2\n", "environment.yml")
-    res = resolve_cli([], spec_path=p, driver="535.54.03")
-    assert not res.ok and any("CUDA ==10.2.*" in c for c in res.conflicts)
+    res = resolve_cli([], TargetFlags(driver="535.54.03"), spec_path=p)
+    assert not res.ok and any("CUDA ==10.2.*" in c for c in res.conflict_texts)
 
 
 def test_cli_bad_requirements_file_exits_2(tmp_path: Path) -> None:
