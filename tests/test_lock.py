@@ -340,7 +340,9 @@ def test_pypi_pins_equal_uv_pip_compile(tmp_path: Path) -> None:
 
     raw = subprocess.run([uv_bin(), "pip", "compile", str(tmp_path / "r.in"), "--python-version", "3.11",
                           "--python-platform", "x86_64-manylinux_2_17", "--generate-hashes", "-q",
-                          "--index-url", "https://pypi.org/simple"],
+                          # wheels only for the target, as envbuild locks (issue 12: a newer sdist-only
+                          # or glibc-2.28-only release is not installable on a glibc 2.17 target)
+                          "--only-binary", ":all:", "--index-url", "https://pypi.org/simple"],
                          capture_output=True, text=True, check=True).stdout
     theirs = req_entries(raw)
     assert set(ours) == set(theirs)
