@@ -11,6 +11,7 @@ the time or on this machine, so re-locking an unchanged spec rewrites identical 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hashlib
 import json
 import os
@@ -341,8 +342,9 @@ class LockResult:
 
 
 def resolve_for_lock(spec: Spec, target: Profile, indexes: Mapping[str, str], *,
-                     prefer_pypi: bool = True, native_driver_only: bool = False) -> Resolution:
-    """Run ``envbuild.resolve.resolve`` for the spec's requirements.
+                     prefer_pypi: bool = True, native_driver_only: bool = False,
+                     today: dt.date | None = None) -> Resolution:
+    """Run ``envbuild.resolve.resolve`` for the spec's requirements (``today`` dates its knowledge).
 
     Raises:
         ConflictError: the resolver found no consistent set (its explanations attached).
@@ -351,7 +353,7 @@ def resolve_for_lock(spec: Spec, target: Profile, indexes: Mapping[str, str], *,
 
     res: Resolution = resolver.resolve(spec.resolver_requirements(), target, indexes=dict(indexes),
                                        prefer_pypi=prefer_pypi, native_driver_only=native_driver_only,
-                                       cuda=spec.cuda)
+                                       cuda=spec.cuda, today=today)
     if not res.ok:
         raise ConflictError(
             "no consistent set of versions exists for this target: " + " ".join(res.conflicts),
@@ -386,6 +388,7 @@ def lock(
     upgrade: bool = False,
     prefer_pypi: bool = True,
     native_driver_only: bool = False,
+    today: dt.date | None = None,
 ) -> LockResult:
     """Lock ``spec`` for ``target`` into ``out_dir`` (written whole or not at all).
 
@@ -417,7 +420,7 @@ def lock(
     plat = target_platform(target)
     res = (resolution if resolution is not None
            else resolve_for_lock(spec, target, idx, prefer_pypi=prefer_pypi,
-                                 native_driver_only=native_driver_only))
+                                 native_driver_only=native_driver_only, today=today))
     if not res.ok:
         raise ConflictError("no consistent set of versions exists for this target: "
                             + " ".join(res.conflicts), conflicts=list(res.conflicts), path=spec.path)
