@@ -24,12 +24,12 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import asdict
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from envbuild import __version__, _unpack_fixup
 from envbuild._fs import resolve_inside, safe_extract, sha256_file
+from envbuild.doctor import Finding
 from envbuild.errors import EnvbuildError, HashMismatch, InputError, PackError, UnsafeArchive
 from envbuild.models import Profile
 
@@ -76,11 +76,12 @@ class MissingCondaFiles(PackError):
     """Files listed in conda-meta are gone."""
 
 
-Finding = dict[str, Any]
+# pack / unpack report doctor's one Finding record; their JSON keeps these keys (see _report)
+_FINDING_KEYS = ("family", "severity", "cause", "fix", "evidence")
 
 
 def _finding(family: str, severity: str, cause: str, fix: str, evidence: str = "") -> Finding:
-    return {"family": family, "severity": severity, "cause": cause, "fix": fix, "evidence": evidence}
+    return Finding(family, severity, cause, fix, evidence)
 
 
 # --- reading an env ----------------------------------------------------------------------------
@@ -1170,11 +1171,7 @@ def _doctor_findings(dest: Path, profile: Profile) -> tuple[list[Finding], bool]
     except EnvbuildError as exc:  # e.g. the env's python cannot start here: report, do not crash
         return [_finding("doctor", "warning", f"the env check could not run: {exc.render()}",
                          "Fix the errors above, then run 'envbuild doctor --prefix DEST'.")], True
-    out = []
-    for f in found:
-        d = asdict(f)
-        out.append({k: d.get(k) for k in ("family", "severity", "cause", "fix", "evidence")})
-    return out, True
+    return list(found), True
 
 
 def _place(tmp: Path, dest: Path) -> None:
@@ -1325,13 +1322,13 @@ def _unpack(archive: Path, dest: Path, manifest: dict[str, Any] | None, profile:
     if old is None and (script := _read_text(dest / "bin" / "conda-unpack")):
         old = _old_prefix_from_unpack(script)
     step("checking the env")
-    findings = [f for f in pre if f["family"] not in ("driver", "interpreter")]
+    findings = [f for f in pre if f.family not in ("driver", "interpreter")]
     findings += prefix_findings(dest, old) + link_findings(dest, manifest)
-    doc, delegated = ([], False) if any(f["family"] == "interpreter" for f in findings) else \
+    doc, delegated = ([], False) if any(f.family == "interpreter" for f in findings) else \
         _doctor_findings(dest, profile)
     findings += doc
     # doctor owns the driver check when it ran; ours is the fallback (and says the same thing).
-    if not any(str(d["family"]).startswith("driver") for d in doc):
+    if not any(d.family.startswith("driver") for d in doc):
         findings += torch_findings(torch_build(dest), profile)
     return _report(archive, dest, manifest, profile, fix, findings, delegated, checked="unpacked env",
                    old=old)
@@ -1351,13 +1348,14 @@ def _extract(archive: Path, tmp: Path) -> None:
 def _report(archive: Path, dest: Path, manifest: dict[str, Any] | None, profile: Profile,
             fix: dict[str, Any], findings: list[Finding], delegated: bool, *, checked: str,
             old: str | None = None, unchecked: list[str] | None = None) -> dict[str, Any]:
-    errors = [f for f in findings if f["severity"] == "error"]
+    errors = [f for f in findings if f.severity == "error"]
     src = (manifest or {}).get("source") or {}
     return {
         "ok": not errors, "archive": str(archive), "dest": str(dest), "checked": checked,
         "kind": (manifest or {}).get("kind") or ("conda" if (dest / "conda-meta").is_dir() else "venv"),
         "source": src.get("prefix") or old, "source_host": (src.get("profile") or {}).get("hostname"),
-        "target": profile.to_dict(), "fixup": fix, "doctor": delegated, "findings": findings,
+        "target": profile.to_dict(), "fixup": fix, "doctor": delegated,
+        "findings": [{k: f.to_dict()[k] for k in _FINDING_KEYS} for f in findings],
         "unchecked": list(unchecked or []),
     }
 

@@ -738,20 +738,20 @@ def test_torch_driver_check_without_doctor() -> None:
     torch = {"version": "1.10.0+cu113", "cuda": "11.3", "site": SP}
     v100 = (Gpu("Tesla V100-SXM2-32GB", "7.0"),)
     old = torch_findings(torch, Profile(gpus=v100, driver_version="418.67", driver_cuda_version="10.1"))
-    assert [f["severity"] for f in old] == ["error"]
+    assert [f.severity for f in old] == ["error"]
     assert (
-        "will not work here" in old[0]["cause"] and "418.67" in old[0]["cause"] and "11.3" in old[0]["cause"]
+        "will not work here" in old[0].cause and "418.67" in old[0].cause and "11.3" in old[0].cause
     )
     # CUDA 11.x minor-version compatibility, and the wheel has sm_70 for the V100: it runs (info)
     minor = torch_findings(torch, Profile(gpus=v100, driver_version="460.32", driver_cuda_version="11.2"))
-    assert [f["severity"] for f in minor] == ["info"] and "minor-version-compat" in minor[0]["cause"]
+    assert [f.severity for f in minor] == ["info"] and "minor-version-compat" in minor[0].cause
     # without the GPU's model the arch list is unchecked, and PTX JIT would fail under that rule
     blind = torch_findings(torch, Profile(gpus=(Gpu("Some GPU"),), driver_version="460.32"))
-    assert [f["severity"] for f in blind] == ["warning"] and "PTX" in blind[0]["cause"]
+    assert [f.severity for f in blind] == ["warning"] and "PTX" in blind[0].cause
     fine = torch_findings(torch, Profile(gpus=v100, driver_version="470.57", driver_cuda_version="11.4"))
-    assert [f["severity"] for f in fine] == ["info"]
+    assert [f.severity for f in fine] == ["info"]
     cpu = torch_findings(torch, Profile())
-    assert [f["severity"] for f in cpu] == ["warning"] and "CPU-only" in cpu[0]["cause"]
+    assert [f.severity for f in cpu] == ["warning"] and "CPU-only" in cpu[0].cause
 
 
 def test_old_prefix_left_in_a_script_is_reported(wheels: dict[str, Path], tmp_path: Path) -> None:
@@ -767,7 +767,7 @@ def test_old_prefix_left_in_a_script_is_reported(wheels: dict[str, Path], tmp_pa
     from envbuild.pack import prefix_findings
 
     found = prefix_findings(dest, str(venv))
-    assert [f["severity"] for f in found] == ["error"] and "bin/tool" in found[0]["evidence"]
+    assert [f.severity for f in found] == ["error"] and "bin/tool" in found[0].evidence
 
 
 # --- Slurm ---------------------------------------------------------------------------------
