@@ -29,11 +29,11 @@ from typing import IO, TYPE_CHECKING, Any
 
 from envbuild import __version__, _unpack_fixup
 from envbuild._fs import resolve_inside, safe_extract, sha256_file
-from envbuild.doctor import Finding
 from envbuild.errors import EnvbuildError, HashMismatch, InputError, PackError, UnsafeArchive
 from envbuild.models import Profile
 
 if TYPE_CHECKING:
+    from envbuild.doctor import Finding
     from envbuild.matrix import Verdict
 
 __all__ = [
@@ -81,6 +81,8 @@ _FINDING_KEYS = ("family", "severity", "cause", "fix", "evidence")
 
 
 def _finding(family: str, severity: str, cause: str, fix: str, evidence: str = "") -> Finding:
+    from envbuild.doctor import Finding  # doctor's import is heavy: only when a finding is made
+
     return Finding(family, severity, cause, fix, evidence)
 
 
