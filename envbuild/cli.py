@@ -10,6 +10,7 @@ any stage runs, through the same schema layer as files (``envbuild.models.Fields
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import inspect
 import os
@@ -642,7 +643,7 @@ def lock_cmd(
     command += "".join(f" --allow-sdist {n}" for n in allow_sdist or [])  # names checked above
     kw: dict[str, Any] = {"out_dir": out_dir, "engine": engine, "indexes": mirrors, "command": command,
                           "upgrade": upgrade, "prefer_pypi": not pytorch_index_always,
-                          "native_driver_only": native_driver_only}
+                          "native_driver_only": native_driver_only, "today": dt.date.today()}
     if as_json:
         result = lock(the_spec, profile, **kw)
     else:
@@ -715,7 +716,7 @@ def rebuild_cmd(
     mirrors = {k: v for k, v in (("pypi", index_url), ("pytorch", pytorch_index),
                                  ("openmmlab", openmmlab_index)) if v}
     plan = rebuild(prefix or source or Path("."), profile, out_dir=output, lock=not no_lock,
-                   indexes=mirrors or None, native_driver_only=native_driver_only)
+                   indexes=mirrors or None, native_driver_only=native_driver_only, today=dt.date.today())
     present_plan(plan, as_json)
 
 
@@ -761,6 +762,7 @@ def plan_cmd(
         the_spec, the_target, out or Path("out") / the_spec.name, offline=offline, engine=engine,
         jobs=jobs, show_progress=not as_json, prefer_pypi=not pytorch_index_always,
         native_driver_only=native_driver_only, bundle_format=bundle_format,
+        today=dt.date.today(),
         step=None if as_json else (lambda s: _err.print(styled(f"» {s}", "bold cyan"), highlight=False)),
     )
     present_plan(result, as_json)

@@ -37,7 +37,7 @@ from envbuild.errors import DataError, InputError, ToolError
 from envbuild.models import Profile
 
 if TYPE_CHECKING:
-    from envbuild.matrix import Matrix
+    from envbuild.matrix import Matrix, Verdict
 
 __all__ = [
     "FAMILIES",
@@ -237,6 +237,17 @@ class _Facts:
         if self.m is None or c is None or not driver or _ver(driver) is None:
             return None
         return self.m.driver_support(driver, c)
+
+    def torch_driver_verdict(self, torch: str | None, cuda: str | None, profile: Profile,
+                             cc: str | None) -> Verdict | None:
+        """``Matrix.torch_driver_verdict`` for a torch build on the profile's driver (None without data)."""
+        c = _mm(cuda)
+        if self.m is None or c is None:
+            return None
+        gpu = profile.gpus[0].name if profile.gpus else None
+        return self.m.torch_driver_verdict(torch if torch and _ver(torch) else c, c,
+                                           driver=profile.driver_version,
+                                           driver_cuda=profile.driver_cuda_version, cc=cc, gpu=gpu)
 
     def torch_variants(self, torch: str | None) -> list[str]:
         """cuXYZ builds of a torch release (confirmed and believed), oldest CUDA first."""
@@ -900,20 +911,34 @@ def _torch_driver(
 ) -> list[Finding]:
     if not torch_cuda or profile is None or (profile.driver_version is None and not profile.gpus):
         return []
-    tc, dc = _ver(torch_cuda), _ver(profile.driver_cuda_version)
-    # the driver's own version against NVIDIA's table decides; its reported CUDA is the fallback
-    support = _facts().driver_support(profile.driver_version, torch_cuda)
-    if support == "native" or tc is None:
-        return []
-    table_decides = profile.driver_version is not None and _facts().min_driver(torch_cuda) is not None
-    if support is None and not table_decides and (dc is None or tc <= dc):
-        # without NVIDIA's table (no driver version, or a CUDA it lacks) the driver's reported CUDA decides
+    # the one verdict resolve and pack use (envbuild.matrix): minor-version compatibility counted
+    v = _facts().torch_driver_verdict(torch.get("version"), torch_cuda, profile, ctx.get("target_cc"))
+    if v is None or v.rule in ("native-driver", "driver-unknown", "cpu"):
         return []
     evidence = (
         f"torch {known(torch.get('version'))} (torch/version.py cuda='{known(torch.get('cuda'))}') vs "
         f"driver {known(profile.driver_version)} (CUDA {known(profile.driver_cuda_version)})"
+        + "".join(f"; {f.text} ({f.source})" for f in v.facts)
     )
-    minor_ok = support == "compat"
+    drv = known(profile.driver_version, "")
+    if v.ok:  # runs through minor-version compatibility
+        checked = v.arch_note is not None  # the GPU has SASS in the wheel: no PTX JIT needed
+        return [
+            Finding(
+                "driver-too-old",
+                "info" if checked else "warning",
+                f"torch is built for CUDA {torch_cuda}; the driver {drv} supports CUDA "
+                f"{known(profile.driver_cuda_version, 'older releases')} natively, and torch runs through "
+                f"CUDA minor-version compatibility (rule {v.rule}): {v.reason}"
+                + (f"; {v.arch_note}." if checked else "; the GPU was not checked against the wheel's arch "
+                   "list, and PTX JIT fails under this rule."),
+                _fill(["Nothing to fix; a driver >= {min_driver} would run CUDA {torch_cuda} natively "
+                       "(PTX JIT too).", "Nothing to fix."], ctx),
+                evidence,
+                rule="env-torch-driver",
+                weight=20 if checked else 80,
+            )
+        ]
     fix = _fill(
         [
             "Install torch=={torch_for_driver} (built for CUDA {torch_for_driver_cuda}, which driver "
@@ -926,29 +951,15 @@ def _torch_driver(
         ],
         ctx,
     )
-    if minor_ok:
-        return [
-            Finding(
-                "driver-too-old",
-                "warning",
-                f"torch is built for CUDA {torch_cuda} but the driver {known(profile.driver_version, '')} "
-                f"supports CUDA {known(profile.driver_cuda_version, 'older')} natively; CUDA {tc.major}.x "
-                "minor-version "
-                "compatibility runs most kernels, but PTX JIT and newer runtime APIs fail.",
-                fix,
-                evidence,
-                rule="env-torch-driver",
-                weight=80,
-            )
-        ]
     return [
         Finding(
             "driver-too-old",
             "error",
-            f"torch is built for CUDA {torch_cuda} but the driver {known(profile.driver_version, '')} "
-            f"supports only CUDA {known(profile.driver_cuda_version, 'older releases')}: torch.cuda will "
-            "fail with 'The NVIDIA driver "
-            "on your system is too old'.",
+            f"torch is built for CUDA {torch_cuda} but the driver {drv} supports only CUDA "
+            f"{known(profile.driver_cuda_version, 'older releases')} ({v.reason}): torch.cuda will "
+            "fail with 'The NVIDIA driver on your system is too old'."
+            if v.rule == "driver-too-old"
+            else f"torch is built for CUDA {torch_cuda} and will not run on driver {drv} here: {v.reason}.",
             fix,
             evidence,
             rule="env-torch-driver",

@@ -11,6 +11,7 @@ the time or on this machine, so re-locking an unchanged spec rewrites identical 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hashlib
 import json
 import os
@@ -341,8 +342,9 @@ class LockResult:
 
 
 def resolve_for_lock(spec: Spec, target: Profile, indexes: Mapping[str, str], *,
-                     prefer_pypi: bool = True, native_driver_only: bool = False) -> Resolution:
-    """Run ``envbuild.resolve.resolve`` for the spec's requirements.
+                     prefer_pypi: bool = True, native_driver_only: bool = False,
+                     today: dt.date | None = None) -> Resolution:
+    """Run ``envbuild.resolve.resolve`` for the spec's requirements (``today`` dates its knowledge).
 
     Raises:
         ConflictError: the resolver found no consistent set (its explanations attached).
@@ -353,7 +355,7 @@ def resolve_for_lock(spec: Spec, target: Profile, indexes: Mapping[str, str], *,
     # envbuild's own Python first when the target names none: the lock engines can run for it
     res: Resolution = resolver.resolve(spec.resolver_requirements(), target, indexes=dict(indexes),
                                        prefer_pypi=prefer_pypi, native_driver_only=native_driver_only,
-                                       cuda=spec.cuda, prefer_python=host_python())
+                                       cuda=spec.cuda, prefer_python=host_python(), today=today)
     hint = "Change a pin or the target (see 'envbuild resolve' for the full explanation)."
     return resolver.check(res, path=spec.path, hint=hint)
 
@@ -383,6 +385,7 @@ def lock(
     upgrade: bool = False,
     prefer_pypi: bool = True,
     native_driver_only: bool = False,
+    today: dt.date | None = None,
 ) -> LockResult:
     """Lock ``spec`` for ``target`` into ``out_dir`` (written whole or not at all).
 
@@ -414,7 +417,7 @@ def lock(
     plat = target_platform(target)
     res = (resolution if resolution is not None
            else resolve_for_lock(spec, target, idx, prefer_pypi=prefer_pypi,
-                                 native_driver_only=native_driver_only))
+                                 native_driver_only=native_driver_only, today=today))
     from envbuild.resolve import check
 
     check(res, path=spec.path)
@@ -488,7 +491,7 @@ def lock(
     lk = Lock(
         name=spec.name, manager=spec.manager, python=python,
         platform=dict(plat.to_dict()),
-        target=target.to_dict(), resolution=res.to_dict(), artifacts=tuple(artifacts),
+        target=target.to_dict(), resolution=_dated_out(res.to_dict()), artifacts=tuple(artifacts),
         index_urls=tuple(redact(u) for u in [primary, *extras]),
         find_links=tuple(redact(u) for u in find_links),
         conda_channels=(tuple(redact(c) for c in spec.conda_channels)
@@ -916,6 +919,16 @@ def input_spec(spec_path: Path | None, reqs: Sequence[str], *, manager: str | No
     if python:
         spec = dataclasses.replace(spec, python=python)
     return spec
+
+
+def _dated_out(resolution: dict[str, Any]) -> dict[str, Any]:
+    """The resolution as the lock keeps it: the knowledge's checked dates, not the day it was made
+    (``today``/``age_days``), so re-locking on another day writes the same bytes."""
+    know = resolution.get("knowledge")
+    if isinstance(know, dict):
+        kept = {k: v for k, v in know.items() if k not in ("today", "age_days")}
+        resolution = {**resolution, "knowledge": kept}
+    return resolution
 
 
 def with_allow_sdist(spec: Spec, names: Sequence[str]) -> Spec:

@@ -644,6 +644,33 @@ class Matrix:
         return self.verdict(BuildFacts(cuda, bundles_runtime=True, arch=arch, label=label), target,
                             native_only=native_only)
 
+    def torch_driver_verdict(self, torch: str, cuda: str, *, driver: str | None, driver_cuda: str | None,
+                             cc: str | None = None, gpu: str | None = None) -> Verdict:
+        """The driver side of ``torch_verdict`` for an installed or packed torch (doctor, pack / unpack).
+
+        Refuses only for the driver: too old for the build's CUDA (minor-version compatibility
+        counted), too old for the GPU, or PTX-only support the driver cannot JIT.  The GPU-arch side
+        is left to doctor's check of the ELF files.  The driver's version decides where NVIDIA's table
+        knows the CUDA, its reported CUDA otherwise.  ``arch_note`` is set only when the GPU was
+        checked against the wheel's arch list (so no PTX JIT is needed).
+        """
+        c = f"{_mm(cuda)[0]}.{_mm(cuda)[1]}"
+        try:
+            parsed = bool(driver) and vers(str(driver)) is not None
+        except InvalidVersion:
+            parsed = False
+        table = self.min_driver(c) is not None or self.compat_min_driver(c) is not None
+        base = TargetFacts(driver if parsed and table else None, driver_cuda)
+        v = self.torch_verdict(torch, c, base)
+        if not v.ok or not cc or v.rule == "driver-unknown":
+            return v
+        full = self.torch_verdict(torch, c, TargetFacts(base.driver, driver_cuda, cc, gpu))
+        if full.rule in ("ptx-needs-native-driver", "gpu-driver-branch"):
+            return full
+        if full.ok and self.arch_row(torch, c) is not None:
+            return Verdict(True, v.rule, v.reason, full.facts, arch_note=full.arch_note)
+        return v
+
     def gpu(self, name: str) -> GpuModel | None:
         """The model a name (as nvidia-smi prints it, or as sold) refers to, or None."""
         key = self._key(name)

@@ -25,14 +25,17 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import asdict
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from envbuild import __version__, _unpack_fixup
 from envbuild._fs import resolve_inside, safe_extract, sha256_file
 from envbuild.errors import EnvbuildError, HashMismatch, InputError, PackError, UnsafeArchive
 from envbuild.models import Profile
+
+if TYPE_CHECKING:
+    from envbuild.doctor import Finding
+    from envbuild.matrix import Verdict
 
 __all__ = [
     "CHECKSUMS",
@@ -74,11 +77,14 @@ class MissingCondaFiles(PackError):
     """Files listed in conda-meta are gone."""
 
 
-Finding = dict[str, Any]
+# pack / unpack report doctor's one Finding record; their JSON keeps these keys (see _report)
+_FINDING_KEYS = ("family", "severity", "cause", "fix", "evidence")
 
 
 def _finding(family: str, severity: str, cause: str, fix: str, evidence: str = "") -> Finding:
-    return {"family": family, "severity": severity, "cause": cause, "fix": fix, "evidence": evidence}
+    from envbuild.doctor import Finding  # doctor's import is heavy: only when a finding is made
+
+    return Finding(family, severity, cause, fix, evidence)
 
 
 # --- reading an env ----------------------------------------------------------------------------
@@ -1028,18 +1034,19 @@ def _ver_tuple(v: str | None) -> tuple[int, ...] | None:
     return tuple(int(x) for x in nums[:3]) if nums else None
 
 
-def _driver_support(driver: str | None, cuda: str) -> tuple[str | None, str | None, str | None]:
-    """(native min driver, minor-compat min driver, 'native'|'compat'|'no'|None) from envbuild.matrix."""
+def _torch_verdict(torch: str, cuda: str, profile: Profile) -> Verdict | None:
+    """The one torch-vs-driver verdict (``Matrix.torch_driver_verdict``, as resolve and doctor use it)."""
     try:
         from envbuild.matrix import load_matrix
 
         m = load_matrix()
-        need, compat = m.min_driver(cuda), m.compat_min_driver(cuda)
-        if need is None or not driver:
-            return need, compat, None
-        return need, compat, m.driver_support(driver, cuda) or "no"
-    except Exception:  # an unparsable driver string or data problem: fall back to driver_cuda_version
-        return None, None, None
+        gpu = profile.gpus[0] if profile.gpus else None
+        cc = gpu and (gpu.compute_capability or (g.compute_capability if (g := m.gpu(gpu.name)) else None))
+        return m.torch_driver_verdict(torch, cuda, driver=profile.driver_version,
+                                      driver_cuda=profile.driver_cuda_version, cc=cc or None,
+                                      gpu=gpu.name if gpu else None)
+    except Exception:  # an unparsable version or a data problem: the check says it could not decide
+        return None
 
 
 def torch_findings(torch: dict[str, Any] | None, profile: Profile) -> list[Finding]:
@@ -1054,34 +1061,38 @@ def torch_findings(torch: dict[str, Any] | None, profile: Profile) -> list[Findi
                          "run CPU-only (torch.cuda.is_available() is False).",
                          "Run on a GPU node, or pack a CPU build of torch.", evidence)]
     drv, dcuda = profile.driver_version, profile.driver_cuda_version
-    need, compat, support = _driver_support(drv, cuda)
-    have, want = _ver_tuple(dcuda), _ver_tuple(cuda)
-    if support is None:  # no matrix row or no driver version: compare with the driver's CUDA
-        support = "no" if have and want and have[0] < want[0] else \
-            "compat" if have and want and have < want else "native" if have else None
+    v = _torch_verdict(str(tv) if torch.get("version") else cuda, cuda, profile)
     shown = f"{drv or '?'}" + (f" (CUDA {dcuda})" if dcuda else "")
-    if support == "no":
-        need_txt = f" (needs driver >= {need}" + (f", or >= {compat} through minor-version compatibility"
-                                                  if compat else "") + ")" if need else ""
+    if v is not None:
+        evidence += "".join(f"; {f.text} ({f.source})" for f in v.facts)
+    if v is not None and not v.ok:
         return [_finding(
             "driver", "error",
-            f"will not work here: {build}, but the target's NVIDIA driver {shown} is too old{need_txt}; "
-            "torch.cuda.is_available() will be False ('The NVIDIA driver on your system is too old').",
-            f"Upgrade the driver{need_txt}, or rebuild the env for this machine with a torch built for "
+            f"will not work here: {build}, but the target's NVIDIA driver {shown} is too old ({v.reason}); "
+            "torch.cuda.is_available() will be False ('The NVIDIA driver on your system is too old')."
+            if v.rule == "driver-too-old" else f"will not work here: {build} on driver {shown}: {v.reason}.",
+            f"Upgrade the driver, or rebuild the env for this machine with a torch built for "
             f"CUDA <= {dcuda or 'what the driver supports'} "
             "('envbuild lock --target PROFILE.json' picks one).",
             evidence)]
-    if support == "compat":
+    if v is not None and v.rule == "minor-version-compat":
+        checked = v.arch_note is not None  # the GPU has SASS in the wheel: no PTX JIT needed
         return [_finding(
-            "driver", "warning",
-            f"{build} on driver {shown}: runs only through CUDA minor-version compatibility; kernels that "
-            "need PTX JIT for the newer CUDA can fail.",
-            f"Prefer a driver >= {need or 'one that supports CUDA ' + cuda}.", evidence)]
-    if support is None:
+            "driver", "info" if checked else "warning",
+            f"{build} on driver {shown}: runs through CUDA minor-version compatibility (rule {v.rule}): "
+            f"{v.reason}" + (f"; {v.arch_note}." if checked else "; the GPU was not checked against the "
+                             "wheel's arch list, and PTX JIT fails under this rule."),
+            "" if checked else "Give the target's GPU (probe it) to check the wheel's arch list, or prefer "
+            "a driver that supports CUDA " + cuda + " natively.", evidence)]
+    if v is None:
+        return [_finding("driver", "warning", f"{build}: envbuild could not decide whether driver {shown} "
+                         "runs it (its compatibility data or a version could not be read).",
+                         "Check 'envbuild data status', then unpack again.", evidence)]
+    if v.rule == "driver-unknown":
         return [_finding("driver", "warning", f"{build}: the target's driver version is unknown.",
                          "Probe the target with 'envbuild probe -o PROFILE.json' and pass --target.",
                          evidence)]
-    return [_finding("driver", "info", f"{build} fits driver {shown}.", "", evidence)]
+    return [_finding("driver", "info", f"{build} fits driver {shown} ({v.reason}).", "", evidence)]
 
 
 def prefix_findings(dest: Path, old: str | None) -> list[Finding]:
@@ -1178,11 +1189,7 @@ def _doctor_findings(dest: Path, profile: Profile) -> tuple[list[Finding], bool]
     except EnvbuildError as exc:  # e.g. the env's python cannot start here: report, do not crash
         return [_finding("doctor", "warning", f"the env check could not run: {exc.render()}",
                          "Fix the errors above, then run 'envbuild doctor --prefix DEST'.")], True
-    out = []
-    for f in found:
-        d = asdict(f)
-        out.append({k: d.get(k) for k in ("family", "severity", "cause", "fix", "evidence")})
-    return out, True
+    return list(found), True
 
 
 def _place(tmp: Path, dest: Path) -> None:
@@ -1333,13 +1340,13 @@ def _unpack(archive: Path, dest: Path, manifest: dict[str, Any] | None, profile:
     if old is None and (script := _read_text(dest / "bin" / "conda-unpack")):
         old = _old_prefix_from_unpack(script)
     step("checking the env")
-    findings = [f for f in pre if f["family"] not in ("driver", "interpreter")]
+    findings = [f for f in pre if f.family not in ("driver", "interpreter")]
     findings += prefix_findings(dest, old) + link_findings(dest, manifest)
-    doc, delegated = ([], False) if any(f["family"] == "interpreter" for f in findings) else \
+    doc, delegated = ([], False) if any(f.family == "interpreter" for f in findings) else \
         _doctor_findings(dest, profile)
     findings += doc
     # doctor owns the driver check when it ran; ours is the fallback (and says the same thing).
-    if not any(str(d["family"]).startswith("driver") for d in doc):
+    if not any(d.family.startswith("driver") for d in doc):
         findings += torch_findings(torch_build(dest), profile)
     return _report(archive, dest, manifest, profile, fix, findings, delegated, checked="unpacked env",
                    old=old)
@@ -1359,13 +1366,14 @@ def _extract(archive: Path, tmp: Path) -> None:
 def _report(archive: Path, dest: Path, manifest: dict[str, Any] | None, profile: Profile,
             fix: dict[str, Any], findings: list[Finding], delegated: bool, *, checked: str,
             old: str | None = None, unchecked: list[str] | None = None) -> dict[str, Any]:
-    errors = [f for f in findings if f["severity"] == "error"]
+    errors = [f for f in findings if f.severity == "error"]
     src = (manifest or {}).get("source") or {}
     return {
         "ok": not errors, "archive": str(archive), "dest": str(dest), "checked": checked,
         "kind": (manifest or {}).get("kind") or ("conda" if (dest / "conda-meta").is_dir() else "venv"),
         "source": src.get("prefix") or old, "source_host": (src.get("profile") or {}).get("hostname"),
-        "target": profile.to_dict(), "fixup": fix, "doctor": delegated, "findings": findings,
+        "target": profile.to_dict(), "fixup": fix, "doctor": delegated,
+        "findings": [{k: f.to_dict()[k] for k in _FINDING_KEYS} for f in findings],
         "unchecked": list(unchecked or []),
     }
 

@@ -16,6 +16,7 @@ outside ``lock/`` so that re-locking (which replaces ``lock/`` whole) never disc
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -113,6 +114,7 @@ def plan(
     prefer_pypi: bool = True,
     native_driver_only: bool = False,
     bundle_format: str = "tar",
+    today: dt.date | None = None,
 ) -> PlanResult:
     """Resolve, lock and render ``spec`` for ``target`` into ``out_dir``; with ``offline`` also
     fetch every artifact and bundle it all into one tar.
@@ -138,7 +140,7 @@ def plan(
     check_output_dir(out, field="--out")
     with _timed(seconds, "resolve", say):
         res = lock_stage.resolve_for_lock(spec, target, spec.indexes, prefer_pypi=prefer_pypi,
-                                          native_driver_only=native_driver_only)
+                                          native_driver_only=native_driver_only, today=today)
     claim_output_dir(out, field="--out")
     with _timed(seconds, "lock", say):
         lock_stage.lock(spec, target, out_dir=lock_dir, engine=engine, resolution=res,

@@ -14,6 +14,7 @@ packages for the target profile with ``envbuild.resolve.resolve``, and writes:
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -606,13 +607,14 @@ def render_script(plan: RebuildPlan, hashes: Mapping[str, Sequence[str]] | None 
 
 
 def _resolve(reqs: Sequence[str], target: Profile, indexes: Mapping[str, str] | None,
-             native_driver_only: bool = False) -> Resolution:
+             native_driver_only: bool = False, today: dt.date | None = None) -> Resolution:
     from envbuild import resolve as resolver
     from envbuild.target import host_python
 
     kw: dict[str, Any] = {"indexes": dict(indexes)} if indexes else {}
     kw["native_driver_only"] = native_driver_only
     kw["prefer_python"] = host_python()  # when the target names none: the lock engines can run for it
+    kw["today"] = today
     res: Resolution = resolver.resolve(list(reqs), target, **kw)
     return res
 
@@ -626,6 +628,7 @@ def rebuild(
     indexes: Mapping[str, str] | None = None,
     resolution: Resolution | None = None,
     native_driver_only: bool = False,
+    today: dt.date | None = None,
 ) -> RebuildPlan:
     """Plan the re-target of ``source`` (an env prefix or a lock dir) and write the files to ``out_dir``.
 
@@ -652,7 +655,7 @@ def rebuild(
         raise InputError(
             "nothing CUDA-dependent to rebuild (no torch, mmcv, cupy ... found).", path=str(source)
         )
-    res = resolution if resolution is not None else _resolve(reqs, target, indexes, native_driver_only)
+    res = resolution if resolution is not None else _resolve(reqs, target, indexes, native_driver_only, today)
     plan = plan_rebuild(current, res, target)
     plan.requirements = reqs
     out = (

@@ -20,6 +20,7 @@ import pytest
 from conda_fixture import PLACEHOLDER, install_env, make_channel, python_package_spec
 
 from envbuild.errors import PackError, UnsafeArchive
+from envbuild.models import Gpu, Profile, Resolution
 from envbuild.pack import (
     CHECKSUMS,
     MANIFEST,
@@ -658,6 +659,58 @@ def test_cu113_torch_on_driver_418_will_not_work(wheels: dict[str, Path], tmp_pa
     ]
 
 
+# (torch, CUDA, driver, driver CUDA, GPU, cc, Python): doctor and unpack say what resolve says of each
+VERDICT_CASES = [
+    ("2.6.0", "12.4", "535.104.05", "12.2", "NVIDIA GeForce RTX 4090", "8.9", "3.11"),  # 12.x minor compat
+    ("1.10.0", "11.3", "418.67", "10.1", "Tesla V100-SXM2-32GB", "7.0", "3.9"),  # 418 < 450.80.02
+    ("2.9.0", "13.0", "570.86.10", "12.8", "NVIDIA H100 80GB HBM3", "9.0", "3.11"),  # 13.x needs >= 580
+]
+
+
+def _resolved(torch: str, cuda: str, driver: str, driver_cuda: str, gpu: str, cc: str, python: str
+              ) -> tuple[Profile, Resolution, str]:
+    """The target, resolve's answer for torch==X with that CUDA, and the CUDA major's minor-compat floor."""
+    from envbuild.matrix import load_matrix
+    from envbuild.resolve import resolve
+
+    prof = Profile(gpus=(Gpu(gpu, cc),), driver_version=driver, driver_cuda_version=driver_cuda,
+                   python_version=python)
+    floor = load_matrix().compat_min_driver(cuda)
+    assert floor
+    return prof, resolve([f"torch=={torch}"], prof, cuda=f"=={cuda}"), floor
+
+
+@pytest.mark.parametrize("case", VERDICT_CASES, ids=lambda c: f"cu{c[1]}-driver{c[2]}")
+def test_unpack_check_only_gives_resolves_verdict(tmp_path: Path, case: tuple[str, ...]) -> None:
+    """unpack --check-only, from the archive's manifest, says what resolve says of the same build."""
+    prof, res, floor = _resolved(*case)
+    torch, cuda = case[0], case[1]
+    local = f"{torch}+cu{cuda.replace('.', '')}"
+    whl = make_wheel(tmp_path / "whl", "torch", local, {
+        "torch/__init__.py": "from torch.version import __version__\n",
+        "torch/version.py": f"__version__ = '{local}'\ndebug = False\ncuda = '{cuda}'\n",
+    })
+    archive = tmp_path / "env.tar.gz"
+    pack(make_venv(tmp_path / "venv", whl), archive)
+    target = tmp_path / "target.json"
+    target.write_text(json.dumps({"os": "linux", **prof.to_dict()}))
+    never = tmp_path / "never"
+    out = run([*ENVBUILD, "unpack", archive, never, "--target", target, "--check-only", "--json"])
+    report = json.loads(out.stdout)
+    drv = [f for f in report["findings"] if f["family"] == "driver"]
+    assert report["checked"] == "manifest" and not never.exists()
+    assert set(drv[0]) == {"family", "severity", "cause", "fix", "evidence"}
+    if res.ok:  # runs through minor-version compatibility, as resolve says: no error, the rule named
+        assert res.verdict["rule"] == "minor-version-compat"
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert [f["severity"] for f in drv] == ["info"] and "minor-version-compat" in drv[0]["cause"]
+        assert "525.60.13" in drv[0]["evidence"]
+    else:
+        assert floor in " ".join(res.conflicts)
+        assert out.returncode == 1 and [f["severity"] for f in drv] == ["error"]
+        assert floor in drv[0]["cause"] and case[2] in drv[0]["cause"] and "NVIDIA" in drv[0]["evidence"]
+
+
 def test_torch_build_read_from_conda_and_new_style_version_files(tmp_path: Path) -> None:
     from envbuild.pack import torch_build
 
@@ -680,22 +733,25 @@ def test_torch_build_read_from_conda_and_new_style_version_files(tmp_path: Path)
 
 
 def test_torch_driver_check_without_doctor() -> None:
-    from envbuild.models import Gpu, Profile
     from envbuild.pack import torch_findings
 
     torch = {"version": "1.10.0+cu113", "cuda": "11.3", "site": SP}
     v100 = (Gpu("Tesla V100-SXM2-32GB", "7.0"),)
     old = torch_findings(torch, Profile(gpus=v100, driver_version="418.67", driver_cuda_version="10.1"))
-    assert [f["severity"] for f in old] == ["error"]
+    assert [f.severity for f in old] == ["error"]
     assert (
-        "will not work here" in old[0]["cause"] and "418.67" in old[0]["cause"] and "11.3" in old[0]["cause"]
+        "will not work here" in old[0].cause and "418.67" in old[0].cause and "11.3" in old[0].cause
     )
+    # CUDA 11.x minor-version compatibility, and the wheel has sm_70 for the V100: it runs (info)
     minor = torch_findings(torch, Profile(gpus=v100, driver_version="460.32", driver_cuda_version="11.2"))
-    assert [f["severity"] for f in minor] == ["warning"]
+    assert [f.severity for f in minor] == ["info"] and "minor-version-compat" in minor[0].cause
+    # without the GPU's model the arch list is unchecked, and PTX JIT would fail under that rule
+    blind = torch_findings(torch, Profile(gpus=(Gpu("Some GPU"),), driver_version="460.32"))
+    assert [f.severity for f in blind] == ["warning"] and "PTX" in blind[0].cause
     fine = torch_findings(torch, Profile(gpus=v100, driver_version="470.57", driver_cuda_version="11.4"))
-    assert [f["severity"] for f in fine] == ["info"]
+    assert [f.severity for f in fine] == ["info"]
     cpu = torch_findings(torch, Profile())
-    assert [f["severity"] for f in cpu] == ["warning"] and "CPU-only" in cpu[0]["cause"]
+    assert [f.severity for f in cpu] == ["warning"] and "CPU-only" in cpu[0].cause
 
 
 def test_old_prefix_left_in_a_script_is_reported(wheels: dict[str, Path], tmp_path: Path) -> None:
@@ -711,7 +767,7 @@ def test_old_prefix_left_in_a_script_is_reported(wheels: dict[str, Path], tmp_pa
     from envbuild.pack import prefix_findings
 
     found = prefix_findings(dest, str(venv))
-    assert [f["severity"] for f in found] == ["error"] and "bin/tool" in found[0]["evidence"]
+    assert [f.severity for f in found] == ["error"] and "bin/tool" in found[0].evidence
 
 
 # --- Slurm ---------------------------------------------------------------------------------

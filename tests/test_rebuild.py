@@ -7,6 +7,7 @@ the real one over the bundled matrix; rebuild.sh is checked with shellcheck and 
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
@@ -325,6 +326,9 @@ def test_cli_rebuild_json_and_bad_input(profiles_dir: Path, tmp_path: Path) -> N
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["changes"]["torch"]["new"] == "1.10.0+cu102" and data["out_dir"] == str(tmp_path / "o")
+    # the CLI gives the resolver today's date, so the knowledge the answer used carries its age
+    know = data["resolution"]["knowledge"]
+    assert know["today"] == datetime.date.today().isoformat() and isinstance(know["age_days"], int)
     # neither an env nor a lock: exit 2, nothing written
     bad = subprocess.run(
         [
