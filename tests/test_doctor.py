@@ -817,7 +817,7 @@ def test_doctor_gives_resolves_verdict(tmp_path: Path, case: tuple[str, ...]) ->
         assert [f.severity for f in drv] == ["info"] and "minor-version-compat" in drv[0].cause
         assert "525.60.13" in drv[0].evidence  # the fact the verdict used, with its source
     else:  # resolve refuses this build: doctor errs, naming the driver the CUDA major needs
-        assert floor in " ".join(res.conflicts)
+        assert floor in " ".join(res.conflict_texts)
         assert [f.severity for f in drv] == ["error"] and floor in drv[0].cause and case[2] in drv[0].cause
         assert "NVIDIA" in drv[0].evidence
 

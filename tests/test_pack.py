@@ -706,7 +706,7 @@ def test_unpack_check_only_gives_resolves_verdict(tmp_path: Path, case: tuple[st
         assert [f["severity"] for f in drv] == ["info"] and "minor-version-compat" in drv[0]["cause"]
         assert "525.60.13" in drv[0]["evidence"]
     else:
-        assert floor in " ".join(res.conflicts)
+        assert floor in " ".join(res.conflict_texts)
         assert out.returncode == 1 and [f["severity"] for f in drv] == ["error"]
         assert floor in drv[0]["cause"] and case[2] in drv[0]["cause"] and "NVIDIA" in drv[0]["evidence"]
 
