@@ -25,6 +25,7 @@ __all__ = [
     "Member",
     "OutputRefused",
     "atomic_dir",
+    "atomic_file",
     "atomic_write",
     "check_output_dir",
     "check_output_file",
@@ -50,22 +51,30 @@ class OutputRefused(InputError):
     """An output path holds something envbuild did not write; it is refused, never replaced."""
 
 
-def atomic_write(path: str | os.PathLike[str], data: str | bytes, mode: int = 0o644) -> Path:
-    """Write ``data`` to ``path`` through a temp file and ``os.replace``, so no half file exists."""
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[Path]:
+    """A temp file beside ``path`` to write; renamed onto ``path`` when the block ends, removed when
+    it raises, so no half file is ever at ``path``."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
+        yield tmp
         os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    return target
+
+
+def atomic_write(path: str | os.PathLike[str], data: str | bytes, mode: int = 0o644) -> Path:
+    """Write ``data`` to ``path`` through a temp file and ``os.replace``, so no half file exists."""
+    with atomic_file(path, mode) as tmp:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    return Path(path)
 
 
 @contextlib.contextmanager

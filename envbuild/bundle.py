@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from envbuild._fs import check_output_file, is_within_directory, safe_extract, sha256_file
+from envbuild._fs import atomic_file, check_output_file, is_within_directory, safe_extract, sha256_file
 from envbuild.errors import FetchError, InputError
 from envbuild.fetch import (
     BUILT_FILE,
@@ -80,6 +80,11 @@ def _expected_rel(kind: str, filename: str, subdir: str | None, lock: LockView) 
     return f"wheels/{filename}"
 
 
+
+def _escapes(cache: Path, rel: str) -> bool:
+    """A manifest entry whose path is absolute, climbs out or resolves outside the cache."""
+    return os.path.isabs(rel) or ".." in Path(rel).parts or not is_within_directory(cache, cache / rel)
+
 def _check_dir(cache: Path, lock: LockView | None) -> tuple[int, int, list[Problem]]:
     manifest = load_manifest(cache)
     problems: list[Problem] = []
@@ -90,7 +95,7 @@ def _check_dir(cache: Path, lock: LockView | None) -> tuple[int, int, list[Probl
         rel = str(e["file"])
         by_file[rel] = e
         path = cache / rel
-        if os.path.isabs(rel) or ".." in Path(rel).parts or not is_within_directory(cache, path):
+        if _escapes(cache, rel):
             problems.append(Problem(rel, "unsafe-path", detail="manifest path escapes the cache"))
             continue
         if not path.is_file():
@@ -420,7 +425,7 @@ def _cache_members(cache: Path, lock: LockView) -> list[_Member]:
         rel = str(e["file"])
         by_file[rel] = e
         path = cache / rel
-        if os.path.isabs(rel) or ".." in Path(rel).parts or not is_within_directory(cache, path):
+        if _escapes(cache, rel):
             problems.append(Problem(rel, "unsafe-path", detail="manifest path escapes the cache"))
         elif not path.is_file():
             problems.append(Problem(rel, "missing", expected=str(e["sha256"])))
@@ -610,19 +615,10 @@ def bundle(lock_dir: str | os.PathLike[str], cache: str | os.PathLike[str] = CAC
         cache_bytes = sum(m.size for m in cache_members)
         if fmt == "tar":
             _check_space(out.parent, sum(m.size + _TAR_OVERHEAD for m in members) + tarfile.RECORDSIZE)
-            fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
-            os.close(fd)
-            part = Path(name)
-            try:
+            with atomic_file(out) as part:
                 nfiles, problems = _write_tar(part, top, members, cache_dir)
                 if problems:
                     raise _refuse(problems, cache_dir)
-                os.chmod(part, 0o644)
-                os.replace(part, out)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(part)
-                raise
             size = out.stat().st_size
             return BundleResult(output=str(out), top=top, files=nfiles, bytes=size, scripts=tuple(scripts),
                                 verified=sum(1 for m in cache_members if m.sha256), format="tar",

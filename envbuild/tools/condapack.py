@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from envbuild._fs import sha256_file
+from envbuild._fs import atomic_file, sha256_file
 from envbuild.errors import PackError, ToolError
 
 __all__ = [
@@ -429,45 +429,38 @@ def open_archive(
                         hint="Use one of: " + ", ".join(FORMATS) + ".")
     lvl = DEFAULT_LEVEL[fmt] if level is None else level
     stamp = int(mtime if mtime is not None else time.time())
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh, ThreadPoolExecutor(max(1, jobs)) as pool:
-            if fmt == "squashfs":
-                # conda-pack's own staging (hard links where it can, copies otherwise); envbuild
-                # runs mksquashfs itself after the trailer is added (see tools/squashfs.py).
-                from conda_pack.formats import SquashFSArchive
+    # the archive appears at ``output`` only when the block succeeds (atomic_file renames it)
+    with atomic_file(output) as tmp_path, open(tmp_path, "wb") as fh, \
+            ThreadPoolExecutor(max(1, jobs)) as pool:
+        tmp = str(tmp_path)
+        if fmt == "squashfs":
+            # conda-pack's own staging (hard links where it can, copies otherwise); envbuild
+            # runs mksquashfs itself after the trailer is added (see tools/squashfs.py).
+            from conda_pack.formats import SquashFSArchive
 
-                from envbuild.tools import squashfs
+            from envbuild.tools import squashfs
 
-                squashfs.require("mksquashfs")
-                with SquashFSArchive(None, tmp, "", jobs, compress_level=lvl) as sq:
-                    writer = ArchiveWriter(sq, pool)
-                    yield writer
-                    writer.checksums()
-                    squashfs.mksquashfs(Path(sq._staging_dir), Path(tmp), jobs=jobs, level=lvl)
-            elif fmt in ("tar.zst", "tar.gz"):
-                with (_zstd_stream(fh, lvl, jobs) if fmt == "tar.zst"
-                      else _gzip_stream(fh, lvl, jobs, stamp)) as zfh:
-                    handoff = _Handoff(zfh)
-                    try:
-                        tar = TarStream(handoff, mtime=stamp)
-                        yield ArchiveWriter(tar, pool)
-                        tar.close()
-                    finally:
-                        handoff.close()
-            else:
-                from conda_pack.formats import archive
+            squashfs.require("mksquashfs")
+            with SquashFSArchive(None, tmp, "", jobs, compress_level=lvl) as sq:
+                writer = ArchiveWriter(sq, pool)
+                yield writer
+                writer.checksums()
+                squashfs.mksquashfs(Path(sq._staging_dir), Path(tmp), jobs=jobs, level=lvl)
+        elif fmt in ("tar.zst", "tar.gz"):
+            with (_zstd_stream(fh, lvl, jobs) if fmt == "tar.zst"
+                  else _gzip_stream(fh, lvl, jobs, stamp)) as zfh:
+                handoff = _Handoff(zfh)
+                try:
+                    tar = TarStream(handoff, mtime=stamp)
+                    yield ArchiveWriter(tar, pool)
+                    tar.close()
+                finally:
+                    handoff.close()
+        else:
+            from conda_pack.formats import archive
 
-                with archive(fh, tmp, "", fmt, compress_level=lvl, n_threads=jobs,
-                         mtime=stamp) as arc:
-                    yield ArchiveWriter(arc, pool)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, output)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+            with archive(fh, tmp, "", fmt, compress_level=lvl, n_threads=jobs, mtime=stamp) as arc:
+                yield ArchiveWriter(arc, pool)
 
 
 def pack_env(loaded: LoadedEnv, writer: Any) -> None:
