@@ -32,6 +32,7 @@ __all__ = [
     "CupyPackage",
     "CupyRelease",
     "Fact",
+    "FindingFamily",
     "GpuDriverRule",
     "GpuModel",
     "Implied",
@@ -46,6 +47,7 @@ __all__ = [
     "cuda_of_variant",
     "data_path",
     "digit_version",
+    "finding_families",
     "load_doctor_rules",
     "load_matrix",
     "load_table",
@@ -1088,6 +1090,39 @@ def check_cuda_list(values: Sequence[str]) -> list[str]:
 def load_doctor_rules() -> dict[str, Any]:
     """The raw ``doctor_rules.json`` (log patterns per failure family); envbuild.doctor validates them."""
     return _Reader("doctor_rules").load()
+
+
+@dataclass(frozen=True)
+class FindingFamily:
+    """One family a Finding may carry: its stable id, what it means, who reports it, where to read more."""
+
+    id: str
+    kind: str  # "failure" (something breaks or may break) | "verdict" (doctor's conclusion otherwise)
+    meaning: str
+    used_by: tuple[str, ...]  # doctor | pack | unpack
+    source: str
+
+
+@functools.cache
+def finding_families() -> Mapping[str, FindingFamily]:
+    """``finding_families.json``, the one registry of finding families (doctor's, pack's, unpack's).
+
+    Read from the shipped file only: the families are envbuild's vocabulary, not knowledge a data
+    update refreshes.
+
+    Raises:
+        DataError: the file is missing, or a row lacks its id, kind, meaning or source.
+    """
+    rd = _Reader("finding_families", bundled=True)
+    out: dict[str, FindingFamily] = {}
+    for where, r in rd.rows(rd.load(), "families"):
+        fid, kind = rd.s(where, r, "id"), rd.s(where, r, "kind")
+        if kind not in ("failure", "verdict"):
+            raise rd.fail(f"{where}.kind", f"expected 'failure' or 'verdict', got {kind!r}.")
+        if fid in out:
+            raise rd.fail(f"{where}.id", f"{fid!r} is listed twice.")
+        out[fid] = FindingFamily(fid, kind, rd.s(where, r, "meaning"), rd.strs(where, r, "used_by"), _src(r))
+    return out
 
 
 # --- tables for `envbuild matrix` ----------------------------------------------------------------

@@ -28,6 +28,7 @@ __all__ = [
     "Toolkit",
     "decode_text",
     "deep_line",
+    "known",
     "load_profile",
     "parse_json",
     "read_json_file",
@@ -74,6 +75,11 @@ def _show(value: Any) -> str:
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{text} ({kind})" if not isinstance(value, type(None)) else "null"
+
+
+def known(value: Any, alt: str = "unknown") -> str:
+    """``value`` as text, or ``alt`` when the fact is missing: no 'None' on a user-facing line."""
+    return alt if value is None or value == "" else str(value)
 
 
 def decode_text(raw: bytes, *, path: str, error: type[EnvbuildError] = InputError,

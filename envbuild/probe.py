@@ -40,6 +40,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 __all__ = [
     "QUERY_FIELDS",
     "SCHEMA_VERSION",
+    "build_toolchain",
     "cuda_version_from_int",
     "main",
     "nvidia_smi_failure",
@@ -574,6 +575,41 @@ def probe_toolkits(site_dirs: Sequence[str], timeout: float = TOOL_TIMEOUT) -> J
     return {"cuda_toolkits": tk.found, "notes": tk.notes}
 
 
+def build_toolchain(timeout: float = TOOL_TIMEOUT) -> Json:
+    """What a CUDA build on this machine picks up: nvcc on PATH, the toolkit CUDA_HOME names, gcc.
+
+    ``cuda_home`` is $CUDA_HOME (else $CUDA_PATH); without it and without nvcc on PATH, builds use
+    /usr/local/cuda.  Versions are X.Y (None when unknown); the same toolkit reached both ways
+    (PATH and CUDA_HOME at one real root) has one version.
+    """
+    tk = _Toolkits(timeout)
+    on_path = tk.from_path()
+    path_nvcc = shutil.which("nvcc")
+    path_entry = on_path or next((e for e in tk.found if e["source"].split(",")[0] == "PATH"), None)
+    cuda_home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    home = cuda_home
+    if home is None and path_nvcc is None and os.path.exists("/usr/local/cuda/bin/nvcc"):
+        home = "/usr/local/cuda"
+    home_entry = None
+    if home and os.path.isdir(home):
+        tk.add(home, "CUDA_HOME")
+        home_entry = tk.by_real.get(os.path.realpath(home))
+    return {
+        "cuda_home": cuda_home,
+        "path_nvcc": path_nvcc,
+        "path_nvcc_version": path_entry["version"] if path_entry else None,
+        "home_nvcc": os.path.join(home, "bin", "nvcc") if home else None,
+        "home_nvcc_version": home_entry["version"] if home_entry else None,
+        "gcc": _gcc_version(timeout)[0],
+    }
+
+
+def _gcc_version(timeout: float) -> Tuple[Optional[str], str]:
+    """(gcc's version or None, what gcc wrote on stderr)."""
+    rc, out, err = _run(["gcc", "--version"], timeout)
+    return (parse_gcc_version(out) if rc == 0 else None), err
+
+
 def _glibc_version() -> Tuple[Optional[str], Optional[str]]:
     try:
         text = os.confstr("CS_GNU_LIBC_VERSION")
@@ -623,8 +659,7 @@ def probe(python_exe: Optional[str] = None, timeout: float = NVIDIA_SMI_TIMEOUT)
     notes.extend(tk["notes"])
     if not tk["cuda_toolkits"]:
         notes.append("no CUDA toolkit (nvcc) found; CUDA extensions cannot be compiled here.")
-    rc, out, err = _run(["gcc", "--version"], TOOL_TIMEOUT)
-    gcc = parse_gcc_version(out) if rc == 0 else None
+    gcc, err = _gcc_version(TOOL_TIMEOUT)
     if gcc is None:
         notes.append("gcc not found or not understood%s." % (": " + err.strip()[:100] if err.strip() else ""))
     conda = _conda()

@@ -29,9 +29,8 @@ from packaging.version import InvalidVersion, Version
 
 from envbuild import __version__
 from envbuild._fs import check_output_dir, output_dir, path_component
-from envbuild.doctor import known
 from envbuild.errors import InputError
-from envbuild.models import Profile, Resolution
+from envbuild.models import Profile, Resolution, known
 
 __all__ = [
     "CurrentEnv",
@@ -307,9 +306,9 @@ def _gcc_max(cuda: str | None, res: Resolution) -> int | None:
             return int(str(got).split(".")[0])
         except ValueError:
             pass
-    from envbuild.doctor import _facts  # the matrix reader doctor already wraps
+    from envbuild.matrix import load_matrix
 
-    return _facts().gcc_max(cuda)
+    return load_matrix().gcc_max(cuda) if cuda else None
 
 
 def _pip(python: str, *args: str) -> list[str]:

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from verdict_cases import VERDICT_CASES, _resolved
 
-from envbuild import doctor, elf
+from envbuild import doctor, elf, probe
+from envbuild.errors import DataError
 from envbuild.models import Gpu, Profile, Toolkit, load_profile
 
 DATA = Path(__file__).parent / "data"
@@ -198,12 +199,13 @@ def test_rules_file_is_validated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     bad = tmp_path / "doctor_rules.json"
     rule = {"family": "yapf-too-new", "pattern": "(unclosed", "cause": "c", "fix": "f"}
     header = {"schema_version": 1, "checked": "2026-11-23", "description": "test"}
-    bad.write_text(json.dumps({**header, "families": {"yapf-too-new": {}}, "rules": [rule]}))
+    bad.write_text(json.dumps({**header, "rules": [rule]}))
+    shutil.copy(matrix.DATA_DIR / "finding_families.json", tmp_path)  # the families the rule names
     monkeypatch.setattr(matrix, "DATA_DIR", tmp_path)
     matrix.load_doctor_rules.cache_clear()
     doctor.load_rules.cache_clear()
     try:
-        with pytest.raises(doctor.DataError, match="bad pattern") as exc:
+        with pytest.raises(DataError, match="bad pattern") as exc:
             doctor.load_rules()
         assert exc.value.field == "rules[0]" and exc.value.path == str(bad)
     finally:
@@ -861,6 +863,32 @@ def test_ops_built_against_another_torch(tmp_path: Path) -> None:
     assert "another torch" in found[0].cause and "mmdet3d/ops/voxel_layer" in found[0].cause
 
 
+def _toolkit(root: Path, version: str) -> None:
+    """A CUDA toolkit as probe reads one: bin/nvcc (a script answering --version) and version.json."""
+    (root / "bin").mkdir(parents=True)
+    nvcc = root / "bin" / "nvcc"
+    nvcc.write_text(f"#!/bin/sh\necho 'Cuda compilation tools, release {version}, V{version}.89'\n")
+    nvcc.chmod(0o755)
+    (root / "version.json").write_text(json.dumps({"cuda": {"name": "CUDA SDK", "version": f"{version}.0"}}))
+
+
+def test_cuda_home_and_path_nvcc_that_differ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Building ops here with CUDA_HOME at one toolkit and another nvcc first on PATH mixes the two;
+    the toolchain is read by probe's toolkit reader (the one probe uses for the profile)."""
+    _toolkit(tmp_path / "cuda-11.8", "11.8")
+    _toolkit(tmp_path / "cuda-12.1", "12.1")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'cuda-12.1' / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("CUDA_HOME", str(tmp_path / "cuda-11.8"))
+    tc = probe.build_toolchain()
+    assert (tc["home_nvcc_version"], tc["path_nvcc_version"]) == ("11.8", "12.1")
+    stale = [f for f in doctor.checks._build_findings("11.8", {}, None, {}) if f.rule == "env-stale-nvcc"]
+    assert len(stale) == 1 and "nvcc 11.8" in stale[0].cause and "(nvcc 12.1)" in stale[0].cause
+    # the same toolkit reached both ways (CUDA_HOME through a link) is one toolkit: nothing to say
+    (tmp_path / "cuda").symlink_to(tmp_path / "cuda-12.1")
+    monkeypatch.setenv("CUDA_HOME", str(tmp_path / "cuda"))
+    assert not [f for f in doctor.checks._build_findings("12.1", {}, None, {}) if f.rule == "env-stale-nvcc"]
+
+
 @needs_gcc
 def test_ops_linking_another_cuda_runtime_than_torch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Seed B.2 with /usr/local/cuda-10.1/lib64 on LD_LIBRARY_PATH: the ops load, but next to
@@ -1175,7 +1203,7 @@ def test_every_template_renders_without_none(
     profile: Profile | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """STRICT_TEXT makes a Finding holding the word None raise: each message built from missing facts."""
-    monkeypatch.setattr(doctor, "STRICT_TEXT", True)
+    monkeypatch.setattr(doctor.report, "STRICT_TEXT", True)
     sparse_env: dict[str, object] = {"dists": [], "torch": {"version": "1.10.0+cu113", "cuda": None}}
     for log in LOGS:
         for env in (None, sparse_env):
@@ -1185,18 +1213,18 @@ def test_every_template_renders_without_none(
     ctx: dict[str, object] = {}
     prof = profile or Profile()
     made = [
-        *doctor._torch_driver(torch, "11.3", ctx, prof),
-        *doctor._torch_driver(
+        *doctor.checks._torch_driver(torch, "11.3", ctx, prof),
+        *doctor.checks._torch_driver(
             {"version": None, "cuda": "11.3"}, "11.3", ctx, Profile(driver_version="418.1")
         ),
-        *doctor._mmcv_findings({"mmcv": {"version": None, "has_ext": False}}, {"mmcv-full": {}}),
-        *doctor._cupy_findings({"cupy-cuda113": {"version": "10.6.0", "dir": "/x"}}, "11.3", profile),
-        *doctor._cupy_findings({"cupy-cuda113": {"version": "10.6.0", "dir": "/x"}}, None, profile),
-        *doctor._build_findings("11.3", ctx, profile, {}),
-        *doctor._missing_lib_findings({"/x/a.so": ["libfoo.so.1", "libcudart.so.10.1"]}, [], ctx),
-        *doctor._load_findings({"/x/a.so": "/x/a.so: undefined symbol: _ZN3c105ErrorC1Ev"}, [], ctx),
-        *doctor._load_findings({"/x/b.so": "something odd"}, [], ctx),
-        *doctor._conda_findings(
+        *doctor.checks._mmcv_findings({"mmcv": {"version": None, "has_ext": False}}, {"mmcv-full": {}}),
+        *doctor.checks._cupy_findings({"cupy-cuda113": {"version": "10.6.0", "dir": "/x"}}, "11.3", profile),
+        *doctor.checks._cupy_findings({"cupy-cuda113": {"version": "10.6.0", "dir": "/x"}}, None, profile),
+        *doctor.checks._build_findings("11.3", ctx, profile, {}),
+        *doctor.checks._missing_lib_findings({"/x/a.so": ["libfoo.so.1", "libcudart.so.10.1"]}, [], ctx),
+        *doctor.checks._load_findings({"/x/a.so": "/x/a.so: undefined symbol: _ZN3c105ErrorC1Ev"}, [], ctx),
+        *doctor.checks._load_findings({"/x/b.so": "something odd"}, [], ctx),
+        *doctor.checks._conda_findings(
             {
                 "dists": [
                     {"name": "numpy", "version": "1.0", "dir": "/a", "installer": None},
@@ -1217,7 +1245,7 @@ def test_a_none_in_production_is_repaired_not_shown() -> None:
 
 
 def test_strict_text_catches_a_raw_none(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(doctor, "STRICT_TEXT", True)
+    monkeypatch.setattr(doctor.report, "STRICT_TEXT", True)
     with pytest.raises(AssertionError, match="'None' in the cause"):
         doctor.Finding("gcc-unsupported", "warning", "nvcc None accepts <= None", "fix", "ev")
 

@@ -715,7 +715,7 @@ def test_cpu_target_plan_names_no_missing_fact(tmp_path: Path, monkeypatch: pyte
     """A CPU env re-targeted to a CPU machine: no 'CUDA None', 'nvcc None accepts <= None'."""
     import re as _re
 
-    monkeypatch.setattr(doctor, "STRICT_TEXT", True)
+    monkeypatch.setattr(doctor.report, "STRICT_TEXT", True)
     prefix = tmp_path / "env"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(prefix)], check=True)
     site = next((prefix / "lib").glob("python3.*/site-packages"))
