@@ -648,22 +648,7 @@ class _Demangler:
     def name(self, *, entity: bool) -> tuple[str, bool, bool]:
         """(qualified name, is a template, const method); prefixes become substitutions."""
         if self.peek() != "N":
-            if self.peek(2) == "St":
-                self.take(2)
-                base = "std::" + self.source_name()
-            else:
-                base = self.source_name()
-            if self.peek() == "I":
-                self.subs.append(base)  # the template name
-                targs = self.template_args()
-                if entity:
-                    self.targs = targs
-                else:
-                    self.subs.append(base + self.fmt(targs))
-                return base + self.fmt(targs), True, False
-            if not entity:
-                self.subs.append(base)
-            return base, False, False
+            return self.unscoped_name(entity=entity)
         self.take()  # N
         const = False
         if self.peek() == "K":
@@ -697,6 +682,25 @@ class _Demangler:
             self.subs.append(pending)
         self.take()  # E
         return parts, is_template, const
+
+    def unscoped_name(self, *, entity: bool) -> tuple[str, bool, bool]:
+        """A name outside N...E: ``St`` + source name (std::), or a source name, with template args."""
+        if self.peek(2) == "St":
+            self.take(2)
+            base = "std::" + self.source_name()
+        else:
+            base = self.source_name()
+        if self.peek() == "I":
+            self.subs.append(base)  # the template name
+            targs = self.template_args()
+            if entity:
+                self.targs = targs
+            else:
+                self.subs.append(base + self.fmt(targs))
+            return base + self.fmt(targs), True, False
+        if not entity:
+            self.subs.append(base)
+        return base, False, False
 
     def type(self) -> str:
         c = self.peek()

@@ -92,15 +92,7 @@ class Step:
     env: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "package": self.package,
-            "old": self.old,
-            "new": self.new,
-            "reason": self.reason,
-            "command": self.command,
-            "env": self.env,
-        }
+        return {k: getattr(self, k) for k in ("kind", "package", "old", "new", "reason", "command", "env")}
 
 
 @dataclass
@@ -319,7 +311,6 @@ def _wheel_steps(
     current: CurrentEnv, res: Resolution, target: Profile, cuda: str | None, index_args: list[str]
 ) -> tuple[list[Step], bool]:
     """Wheels whose pin (or build) changes; True when the torch family changes."""
-    py = "$PYTHON"
     steps: list[Step] = []
     sb_names = {_name(sb["name"]) for sb in res.source_builds}
     # 1. wheels whose pin changes (torch +cu113 -> +cu102, cupy-cuda113 -> cupy-cuda102)
@@ -338,73 +329,67 @@ def _wheel_steps(
         old = current.packages.get(n)
         renamed = False
         if old is None and n.startswith("cupy"):
-            olds = [k for k in current.packages if k.startswith("cupy")]
-            for o in olds:
-                steps.append(
-                    Step(
-                        "uninstall",
-                        f"{o} is built for another CUDA than the target's {cuda}; {n} replaces it",
-                        o,
-                        current.packages[o],
-                        None,
-                        _pip(py, "uninstall", "-y", o),
-                    )
-                )
-            old, renamed = (f"{olds[0]}=={current.packages[olds[0]]}", True) if olds else (None, False)
+            uninstalls, old = _cupy_replaced(n, current, cuda)
+            steps += uninstalls
+            renamed = old is not None
         same = old is not None and _same_build(n, old, pin, current, res)
         rebuilt_for_torch = torch_moves and n in current.compiled and same
         if same and not rebuilt_for_torch:
             continue
         if old is None and n not in _TORCH_FAMILY and not n.startswith("cupy"):
             continue  # not installed before: the rebuild changes, it does not add
-        if renamed:
-            why = f"CuPy for CUDA {cuda} (the runtime torch will use) replaces {old}"
-        elif rebuilt_for_torch:
-            evidence = f" ({current.links[n]})" if n in current.links else ""
-            why = (
-                f"{n} {old} holds ops compiled for torch {current.packages.get('torch')}{evidence}; the "
-                f"same version built for torch {res.packages.get('torch')} comes from the target's "
-                "index/find-links"
-            )
-        elif n in _TORCH_FAMILY:
-            torch_changed = True
-            was = current.torch_cuda or _cuda_of(old)
-            built = (
-                f"is built for CUDA {was}" if was else "is a CPU build" if "+cpu" in str(old) else "is built"
-            )
-            driver = (
-                f"the target's driver {known(target.driver_version, '')} (CUDA "
-                f"{known(target.driver_cuda_version)}) needs"
-                if target.driver_version or target.driver_cuda_version
-                else "the target needs"
-            )
-            why = f"{n} {old} {built}; {driver} the {f'CUDA {cuda}' if cuda else 'CPU'} build"
-        else:
-            why = f"{n} {old} -> {pin}: the build for the target's torch/CUDA"
-        steps.append(
-            Step(
-                "install",
-                why,
-                n,
-                old,
-                pin,
-                _pip(
-                    py,
-                    "install",
-                    "--no-deps",
-                    "--force-reinstall",
-                    "--only-binary",
-                    ":all:",
-                    f"{n}=={pin}",
-                ),
-            )
-        )
+        torch_changed = torch_changed or (not renamed and not rebuilt_for_torch and n in _TORCH_FAMILY)
+        why = _wheel_reason(n, old, pin, current, res, target, cuda, renamed=renamed,
+                            rebuilt_for_torch=rebuilt_for_torch)
+        cmd = _pip(_PY, "install", "--no-deps", "--force-reinstall", "--only-binary", ":all:", f"{n}=={pin}")
+        steps.append(Step("install", why, n, old, pin, cmd))
     # torch first: the other wheels were built against it
     order = {"uninstall": 0, "install": 1}
     steps.sort(
         key=lambda st: (order.get(st.kind, 2), st.kind == "install" and st.package not in _TORCH_FAMILY)
     )
     return steps, torch_changed
+
+
+_PY = "$PYTHON"  # rebuild.sh sets it to the env's interpreter
+
+
+def _cupy_replaced(n: str, current: CurrentEnv, cuda: str | None) -> tuple[list[Step], str | None]:
+    """The uninstalls of the env's cupy-cudaXXX that the target's ``n`` replaces, and the old pin."""
+    olds = [k for k in current.packages if k.startswith("cupy")]
+    steps = [
+        Step("uninstall", f"{o} is built for another CUDA than the target's {cuda}; {n} replaces it",
+             o, current.packages[o], None, _pip(_PY, "uninstall", "-y", o))
+        for o in olds
+    ]
+    return steps, (f"{olds[0]}=={current.packages[olds[0]]}" if olds else None)
+
+
+def _wheel_reason(
+    n: str, old: str | None, pin: str, current: CurrentEnv, res: Resolution, target: Profile,
+    cuda: str | None, *, renamed: bool, rebuilt_for_torch: bool,
+) -> str:
+    """Why wheel ``n`` is reinstalled (old -> pin)."""
+    if renamed:
+        return f"CuPy for CUDA {cuda} (the runtime torch will use) replaces {old}"
+    if rebuilt_for_torch:
+        evidence = f" ({current.links[n]})" if n in current.links else ""
+        return (
+            f"{n} {old} holds ops compiled for torch {current.packages.get('torch')}{evidence}; the "
+            f"same version built for torch {res.packages.get('torch')} comes from the target's "
+            "index/find-links"
+        )
+    if n not in _TORCH_FAMILY:
+        return f"{n} {old} -> {pin}: the build for the target's torch/CUDA"
+    was = current.torch_cuda or _cuda_of(old)
+    built = f"is built for CUDA {was}" if was else "is a CPU build" if "+cpu" in str(old) else "is built"
+    driver = (
+        f"the target's driver {known(target.driver_version, '')} (CUDA "
+        f"{known(target.driver_cuda_version)}) needs"
+        if target.driver_version or target.driver_cuda_version
+        else "the target needs"
+    )
+    return f"{n} {old} {built}; {driver} the {f'CUDA {cuda}' if cuda else 'CPU'} build"
 
 
 def _build_steps(
@@ -419,24 +404,14 @@ def _build_steps(
     torch_changed: bool,
 ) -> tuple[list[Step], list[str]]:
     """Source-built ops to recompile (with the env vars nvcc needs), and notes for the user."""
-    py = "$PYTHON"
     steps: list[Step] = []
     notes: list[str] = []
     # 2. source-built ops: rebuilt when torch or its CUDA changes (their .so link both)
-    builds: dict[str, dict[str, Any]] = {}
-    for sb in res.source_builds:
-        builds[_name(sb["name"])] = {
-            "version": sb.get("version"),
-            "env": dict(sb.get("env") or {}),
-            "reason": sb.get("reason"),
-        }
-    for n, cur in current.source_builds.items():
-        builds.setdefault(n, {"version": _base(cur.get("version")), "env": {}, "reason": None})
     gcc_v = _ver(target.gcc_version)
     cc_env: dict[str, str] = {}
     if gcc_max is not None and gcc_v is not None and gcc_v.major > gcc_max:
         cc_env = {"CC": f"gcc-{gcc_max}", "CXX": f"g++-{gcc_max}"}
-    for n, b in sorted(builds.items()):
+    for n, b in sorted(_source_builds(current, res).items()):
         cur = current.source_builds.get(n) or {}
         # torch moving rebuilds ops that link it (ELF evidence); a lock has no files, so all its builds
         depends = current.kind == "lock" or n in current.links
@@ -453,47 +428,50 @@ def _build_steps(
             env["CUDA_HOME"] = cuda_home
         env.update(cc_env)
         src = cur.get("dir")
-        if src:
-            cmd = _pip(
-                py,
-                "install",
-                "--no-build-isolation",
-                "--no-deps",
-                "--force-reinstall",
-                *(["-e"] if cur.get("editable") else []),
-                src,
-            )
-        else:
-            cmd = _pip(
-                py,
-                "install",
-                "--no-build-isolation",
-                "--no-deps",
-                "--force-reinstall",
-                "--no-binary",
-                n,
-                f"{n}=={b['version']}",
-            )
-        other = _mm(_first_toolkit(target))
-        evidence = f" ({current.links[n]})" if n in current.links else ""
-        why = (
-            f"{n}'s compiled ops link torch{evidence}: compile them against torch "
-            f"{known(res.packages.get('torch'), 'the new torch')}"
-            + (f" with nvcc {cuda}" if cuda else " (CPU build)")
-            + (
-                f" (an nvcc {other} build would need libcudart.so.{other} at run time)"
-                if cuda and other and other != cuda
-                else ""
-            )
-            + (f" for TORCH_CUDA_ARCH_LIST={arch}" if arch and cuda else "")
-        )
-        steps.append(Step("build", why, n, cur.get("version"), b["version"], cmd, env))
+        # from the env's own source tree when it has one, else the sdist of the pinned version
+        what = ([*(["-e"] if cur.get("editable") else []), src] if src
+                else ["--no-binary", n, f"{n}=={b['version']}"])
+        cmd = _pip(_PY, "install", "--no-build-isolation", "--no-deps", "--force-reinstall", *what)
+        steps.append(Step("build", _build_reason(n, current, res, target, cuda, arch), n, cur.get("version"),
+                          b["version"], cmd, env))
         if src and cur.get("editable"):
             notes.append(
                 f"{n} is an editable install in {src}: its old build/ and in-tree .so files are "
                 "removed first, or Python would keep importing them."
             )
     return steps, notes
+
+
+def _source_builds(current: CurrentEnv, res: Resolution) -> dict[str, dict[str, Any]]:
+    """name -> {version, env, reason}: the resolution's source builds, then the env's own."""
+    builds: dict[str, dict[str, Any]] = {}
+    for sb in res.source_builds:
+        builds[_name(sb["name"])] = {
+            "version": sb.get("version"),
+            "env": dict(sb.get("env") or {}),
+            "reason": sb.get("reason"),
+        }
+    for n, cur in current.source_builds.items():
+        builds.setdefault(n, {"version": _base(cur.get("version")), "env": {}, "reason": None})
+    return builds
+
+
+def _build_reason(
+    n: str, current: CurrentEnv, res: Resolution, target: Profile, cuda: str | None, arch: str | None
+) -> str:
+    other = _mm(_first_toolkit(target))
+    evidence = f" ({current.links[n]})" if n in current.links else ""
+    return (
+        f"{n}'s compiled ops link torch{evidence}: compile them against torch "
+        f"{known(res.packages.get('torch'), 'the new torch')}"
+        + (f" with nvcc {cuda}" if cuda else " (CPU build)")
+        + (
+            f" (an nvcc {other} build would need libcudart.so.{other} at run time)"
+            if cuda and other and other != cuda
+            else ""
+        )
+        + (f" for TORCH_CUDA_ARCH_LIST={arch}" if arch and cuda else "")
+    )
 
 
 def plan_rebuild(current: CurrentEnv, res: Resolution, target: Profile) -> RebuildPlan:
