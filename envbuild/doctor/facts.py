@@ -18,7 +18,6 @@ from packaging.version import InvalidVersion, Version
 
 from envbuild import elf
 from envbuild.errors import DataError
-from envbuild.matrix import cuda_of_variant, variant_of_cuda
 from envbuild.models import Profile
 from envbuild.probe import cuda_version_from_int
 
@@ -227,6 +226,8 @@ def lazy_module(relpath: str) -> LazyModule | None:
 
 
 def _tag(cuda: str | None) -> str | None:
+    from envbuild.matrix import variant_of_cuda  # matrix loads lazily: a healthy env never asks
+
     c = mm(cuda)
     return None if c is None else variant_of_cuda(c)
 
@@ -339,6 +340,8 @@ def _derive_log(ctx: dict[str, Any], facts: Facts) -> None:
 
 def _cu_version(tag: str) -> Version:
     """'cu113' -> 11.3; a tag that names no CUDA ('cpu') sorts first."""
+    from envbuild.matrix import cuda_of_variant
+
     return Version(cuda_of_variant(tag)) if tag[2:].isdigit() and len(tag) >= 4 else Version("0")
 
 
