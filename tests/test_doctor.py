@@ -193,6 +193,22 @@ def test_driver_and_gcc_versions_come_from_the_log() -> None:
     assert num and all(f.cause.startswith("Not the environment") for f in num)
 
 
+def test_finding_families_are_one_registry() -> None:
+    """Every family a Finding carries (doctor's, its verdicts, unpack's) is listed once, with its meaning
+    and a source, in finding_families.json; a Finding naming another family is refused."""
+    from envbuild import matrix
+
+    fams = matrix.finding_families()
+    assert set(doctor.FAMILIES) | set(doctor.VERDICTS) <= set(fams)
+    assert {"driver", "prefix", "interpreter", "platform", "glibc", "doctor"} <= {
+        f.id for f in fams.values() if "unpack" in f.used_by
+    }
+    assert all(f.meaning and f.source and f.kind in ("failure", "verdict") for f in fams.values())
+    assert {f.id for f in fams.values() if f.kind == "verdict"} == set(doctor.VERDICTS)
+    with pytest.raises(ValueError, match=r"finding_families\.json"):
+        doctor.Finding("no-such-family", "error", "cause", "fix", "evidence")
+
+
 def test_rules_file_is_validated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from envbuild import matrix
 
