@@ -326,16 +326,30 @@ def torch_build(prefix):  # type: (str) -> dict[str, Any] | None
     return None
 
 
+def _conda_dist_dirs(records):  # type: (list[dict[str, Any]]) -> set[str]
+    """The .dist-info / .egg-info directories conda records list as theirs (relative to the prefix)."""
+    dirs = set()
+    for rec in records:
+        for f in rec.get("files") or []:
+            for marker in (".dist-info", ".egg-info"):
+                if marker in f:
+                    dirs.add(os.path.normpath(f.split(marker, 1)[0] + marker))
+    return dirs
+
+
 def packages(prefix, kind):  # type: (str, str) -> list[dict[str, Any]]
     """conda records and pip dists (name, version, build, installer, channel, cuda), conda ones first."""
     out = []  # type: list[dict[str, Any]]
     conda_names = set()
-    if kind == "conda":
-        for rec in conda_records(prefix):
-            out.append(conda_package(rec))
-            conda_names.add(norm_name(out[-1]["name"]))
+    records = conda_records(prefix) if kind == "conda" else []
+    for rec in records:
+        out.append(conda_package(rec))
+        conda_names.add(norm_name(out[-1]["name"]))
+    # conda's pytorch ships torch-*.egg-info, named unlike the package and with no INSTALLER
+    conda_dirs = _conda_dist_dirs(records)
     for d in dist_infos(prefix):
-        if d["installer"] == "conda" or (d["installer"] is None and norm_name(d["name"]) in conda_names):
+        if d["installer"] == "conda" or os.path.normpath(d["path"]) in conda_dirs or (
+                d["installer"] is None and norm_name(d["name"]) in conda_names):
             continue
         cuda = cuda_of(d["version"])
         if cuda is None and norm_name(d["name"]) == "torch":
@@ -375,14 +389,10 @@ def _extensions(site):  # type: (str) -> list[str]
 def collect(prefix):  # type: (str) -> dict[str, Any]
     conda = _conda_meta(prefix)
     conda_all = {}
-    conda_dirs = set()
     for pkg in conda:
         for f in pkg["files"]:
             conda_all[os.path.normpath(f)] = pkg["name"]
-            for marker in (".dist-info", ".egg-info"):
-                if marker in f:
-                    conda_dirs.add(os.path.normpath(f.split(marker, 1)[0] + marker))
-    cf = {"_all": conda_all, "_dirs": conda_dirs}
+    cf = {"_all": conda_all, "_dirs": _conda_dist_dirs(conda)}
     sites = _site_dirs()
     dists, exts = [], []
     torch = mmcv = None
