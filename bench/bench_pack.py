@@ -45,7 +45,8 @@ sys.path.insert(0, str(ROOT))
 
 from conda_fixture import install_env, make_channel, python_package_spec  # noqa: E402
 
-from envbuild.pack import inspect_archive, pack  # noqa: E402
+from envbuild.archive import inspect_archive  # noqa: E402
+from envbuild.pack import pack  # noqa: E402
 
 BULK = ("numpy", "numpy.libs", "scipy", "scipy.libs")
 

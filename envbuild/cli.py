@@ -479,7 +479,10 @@ def pack_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Pack an env into one archive with an envbuild-manifest.json (packages, source machine, sha256s)."""
-    from envbuild.pack import _format_of, pack, present_pack, write_slurm
+    from envbuild.archive import _format_of
+    from envbuild.output import present_pack
+    from envbuild.pack import pack
+    from envbuild.unpack import write_slurm
 
     check_flags(PREFIX=prefix, output=output, format=fmt, slurm_script=slurm_script)
     if level is not None and fmt in (None, *_LEVELS):
@@ -507,8 +510,9 @@ def unpack_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Unpack safely, fix prefixes, and report what will break on this machine (or --target); exit 1 if so."""
-    from envbuild.pack import present_unpack, unpack
+    from envbuild.output import present_unpack
     from envbuild.target import load_target_file
+    from envbuild.unpack import unpack
 
     check_flags(ARCHIVE=archive, DEST=dest, target=target)
     report = unpack(archive, dest, target=load_target_file(target), check_only=check_only,
@@ -525,7 +529,8 @@ def inspect_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """List an archive's packages and where it came from, without unpacking it."""
-    from envbuild.pack import inspect_archive, present_inspect
+    from envbuild.archive import inspect_archive
+    from envbuild.output import present_inspect
 
     check_flags(ARCHIVE=archive)
     present_inspect(inspect_archive(archive), as_json)
@@ -548,7 +553,7 @@ def slurm_script_cmd(
 ) -> None:
     """Write a bash script that sbcasts the archive to every node of an allocation and unpacks it."""
     from envbuild.output import print_json
-    from envbuild.pack import render_slurm, write_slurm
+    from envbuild.unpack import render_slurm, write_slurm
 
     check_flags(ARCHIVE=archive, dest=dest, output=None if output is None or str(output) == "-" else output,
                 archive_path=archive_path)

@@ -614,18 +614,22 @@ def check_pack_manifest(data: Any, path: str, error: type[EnvbuildError] = Input
         # whatever lock JSON the env carried (pack copies it as found); only its name is read
         f.sub("lock").text("name", wanted="the lock's name")
     if f.data.get("fixup") is not None:
-        fx = f.sub("fixup")
-        fx.text("kind", pattern=_KIND, wanted="conda or venv")
-        fx.text("old_prefix", wanted="the packed env's path")
-        fx.strs("shebangs", pattern=_REL_PATH, wanted="a relative path inside the env")
-        fx.strs("text_files", pattern=_REL_PATH, wanted="a relative path inside the env")
-        links = fx.sub("python_links") if fx.data.get("python_links") is not None else None
-        if links is not None:
-            for rel in links.data:
-                if not _REL_PATH.fullmatch(rel):
-                    links.fail(None, rel, "relative paths inside the env as keys")
-                links.req(rel, wanted="a link target")
+        _check_manifest_fixup(f.sub("fixup"))
     return f.data
+
+
+def _check_manifest_fixup(fx: Fields) -> None:
+    """The manifest's ``fixup`` section: every path in it stays inside the env."""
+    fx.text("kind", pattern=_KIND, wanted="conda or venv")
+    fx.text("old_prefix", wanted="the packed env's path")
+    fx.strs("shebangs", pattern=_REL_PATH, wanted="a relative path inside the env")
+    fx.strs("text_files", pattern=_REL_PATH, wanted="a relative path inside the env")
+    links = fx.sub("python_links") if fx.data.get("python_links") is not None else None
+    if links is not None:
+        for rel in links.data:
+            if not _REL_PATH.fullmatch(rel):
+                links.fail(None, rel, "relative paths inside the env as keys")
+            links.req(rel, wanted="a link target")
 
 
 def check_cache_manifest(data: Any, path: str, error: type[EnvbuildError] = InputError) -> dict[str, Any]:

@@ -27,8 +27,9 @@ from rich.text import Text
 if TYPE_CHECKING:
     from envbuild.models import Resolution
 
-__all__ = ["console", "err_console", "knowledge_line", "plain", "present_matrix", "present_resolution",
-           "print_json", "progress", "styled", "table"]
+__all__ = ["console", "err_console", "knowledge_line", "plain", "present_inspect", "present_matrix",
+           "present_pack", "present_resolution", "present_unpack", "print_json", "progress", "styled",
+           "table"]
 
 console = Console(soft_wrap=False, markup=False)
 err_console = Console(stderr=True, markup=False)
@@ -146,3 +147,93 @@ def present_matrix(t: Mapping[str, Any], as_json: bool) -> None:
                    force_terminal=console.is_terminal, soft_wrap=False)
     wide.print(tab)
     wide.print(str(t["legend"]), markup=False, highlight=False)
+
+
+# --- pack / unpack / inspect -------------------------------------------------------------------
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+
+def present_pack(result: dict[str, Any], as_json: bool) -> None:
+    """Print a pack summary (or JSON)."""
+    if as_json:
+        print_json(result)
+        return
+    torch = result.get("torch") or {}
+    extra = f", torch {torch.get('version')} (CUDA {torch.get('cuda')})" if torch.get("version") else ""
+    console.print(f"packed {result['kind']} env {result['prefix']} -> {result['archive']} "
+                  f"({result['format']}, {_size(result['size'])}, {result['members']} members, "
+                  f"{result['packages']} packages{extra}) in {result['seconds']} s with {result['jobs']} "
+                  "thread(s)", highlight=False)
+    if (line := _inode_line(result)) is not None:
+        console.print(line, highlight=False)
+    for w in result.get("warnings", []):
+        err_console.print(styled("warning:", "yellow", w), highlight=False)
+    if result.get("slurm_script"):
+        console.print(f"Slurm unpack script: {result['slurm_script']}", highlight=False)
+
+
+
+def _inode_line(info: dict[str, Any]) -> str | None:
+    """'env: N files, D dirs, B; squashfs image: 1 file when mounted' - the inode saving at a glance."""
+    files, dirs, nbytes = info.get("env_files"), info.get("env_dirs"), info.get("env_bytes")
+    if files is None:
+        return None
+    what = f"env: {files:,} files in {dirs or 0:,} directories" + (f", {_size(nbytes)}" if nbytes else "")
+    if info.get("image_files") == 1:
+        return (f"{what}; as a squashfs image it is 1 file of {_size(info['size'])} (mounted with "
+                f"squashfuse: 1 inode on the shared filesystem instead of {files + (dirs or 0):,})")
+    return f"{what}; unpacking creates {info.get('inodes_when_used') or files:,} inodes on the target"
+
+
+
+def present_unpack(report: dict[str, Any], as_json: bool) -> None:
+    """Print the findings table of an unpack (or JSON)."""
+    if as_json:
+        print_json(report)
+        return
+    tgt = report["target"]
+    what = "checked the archive's manifest (nothing extracted) for" if report.get("checked") == "manifest" \
+        else "unpacked"
+    console.print(f"{what} {report['kind']} env into {report['dest']} (packed from "
+                  f"{report.get('source') or '?'} on {report.get('source_host') or '?'}); checked against "
+                  f"{tgt.get('hostname') or 'the given profile'}: "
+                  f"driver {tgt.get('driver_version') or 'none'}, "
+                  f"GPUs {', '.join(g['name'] for g in tgt.get('gpus', [])) or 'none'}", highlight=False)
+    rows = [(f["severity"], f["family"], f["cause"], f["fix"], f["evidence"]) for f in report["findings"]
+            if f["severity"] != "info"]
+    if rows:
+        console.print(table("What will break here", ["severity", "check", "cause", "fix", "evidence"], rows))
+    if report["ok"] and rows:
+        console.print(styled("ok:", "green", "no errors; read the warnings above before running jobs."))
+    elif report["ok"]:
+        console.print(styled("ok:", "green", "nothing found that will break on this target."))
+    else:
+        console.print(styled("will not work here:", "bold red", "fix the errors above before running jobs."))
+    if report.get("unchecked"):
+        console.print("not checked before extraction (the real unpack checks them):", highlight=False)
+        for item in report["unchecked"]:
+            console.print(f"  - {item}", highlight=False, markup=False)
+
+
+
+def present_inspect(info: dict[str, Any], as_json: bool) -> None:
+    """Print an archive's origin and package table (or JSON)."""
+    if as_json:
+        print_json(info)
+        return
+    src = info.get("source") or {}
+    prof = src.get("profile") or {}
+    console.print(f"{info['archive']} ({_size(info['size'])}): {info.get('kind') or '?'} env from "
+                  f"{src.get('prefix') or '?'} on {prof.get('hostname') or '?'} "
+                  f"(driver {prof.get('driver_version') or '-'}), created {info.get('created') or '?'}"
+                  + ("" if info["has_manifest"] else "; no envbuild manifest (plain conda-pack archive)"),
+                  highlight=False)
+    if (line := _inode_line(info)) is not None:
+        console.print(line, highlight=False)
+    rows = [(p["name"], p["version"], p.get("build"), p.get("installer"), p.get("cuda"))
+            for p in info["packages"]]
+    console.print(table("Packages", ["name", "version", "build", "installer", "cuda"], rows))

@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from envbuild._fs import iter_members, safe_extract
+from envbuild.archive import MANIFEST, read_manifest
 from envbuild.errors import PackError, UnsafeArchive
-from envbuild.pack import MANIFEST, read_manifest, unpack
+from envbuild.unpack import unpack
 
 ENVBUILD = [sys.executable, "-m", "envbuild"]
 

@@ -20,20 +20,11 @@ import pytest
 from conda_fixture import PLACEHOLDER, install_env, make_channel, python_package_spec
 from verdict_cases import VERDICT_CASES, _resolved
 
+from envbuild.archive import CHECKSUMS, MANIFEST, inspect_archive, read_manifest
 from envbuild.errors import PackError, UnsafeArchive
 from envbuild.models import Gpu, Profile
-from envbuild.pack import (
-    CHECKSUMS,
-    MANIFEST,
-    EditableInstall,
-    MissingCondaFiles,
-    PipOverwroteConda,
-    inspect_archive,
-    pack,
-    read_manifest,
-    render_slurm,
-    unpack,
-)
+from envbuild.pack import EditableInstall, MissingCondaFiles, PipOverwroteConda, pack
+from envbuild.unpack import render_slurm, unpack
 
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"
 SP = f"lib/python{PY}/site-packages"
@@ -692,13 +683,13 @@ def test_unpack_check_only_gives_resolves_verdict(tmp_path: Path, case: tuple[st
 
 
 def test_torch_build_read_from_conda_and_new_style_version_files(tmp_path: Path) -> None:
-    from envbuild.pack import torch_build
+    from envbuild._envcheck import torch_build
 
     site = tmp_path / "lib/python3.9/site-packages"
     (site / "torch").mkdir(parents=True)
     (site / "torch-1.10.0-py3.9.egg-info").mkdir()  # conda's pytorch package ships an egg-info
     (site / "torch" / "version.py").write_text("__version__ = '1.10.0'\ndebug = False\ncuda = '11.3'\n")
-    assert torch_build(tmp_path) == {
+    assert torch_build(str(tmp_path)) == {
         "version": "1.10.0",
         "cuda": "11.3",
         "site": "lib/python3.9/site-packages",
@@ -707,13 +698,13 @@ def test_torch_build_read_from_conda_and_new_style_version_files(tmp_path: Path)
     (site / "torch" / "version.py").write_text(
         "from typing import Optional\n__version__ = '2.1.0+cu121'\ncuda: Optional[str] = '12.1'\n"
     )
-    assert torch_build(tmp_path)["cuda"] == "12.1"
+    assert torch_build(str(tmp_path))["cuda"] == "12.1"
     (site / "torch" / "version.py").write_text("__version__ = '2.1.0+cpu'\ncuda: Optional[str] = None\n")
-    assert torch_build(tmp_path)["cuda"] is None
+    assert torch_build(str(tmp_path))["cuda"] is None
 
 
 def test_torch_driver_check_without_doctor() -> None:
-    from envbuild.pack import torch_findings
+    from envbuild.unpack import torch_findings
 
     torch = {"version": "1.10.0+cu113", "cuda": "11.3", "site": SP}
     v100 = (Gpu("Tesla V100-SXM2-32GB", "7.0"),)
@@ -744,7 +735,7 @@ def test_old_prefix_left_in_a_script_is_reported(wheels: dict[str, Path], tmp_pa
     unpack(archive, dest)
     script = dest / "bin" / "tool"
     script.write_text(f"#!{venv}/bin/python\nprint(1)\n")
-    from envbuild.pack import prefix_findings
+    from envbuild.unpack import prefix_findings
 
     found = prefix_findings(dest, str(venv))
     assert [f.severity for f in found] == ["error"] and "bin/tool" in found[0].evidence
@@ -814,7 +805,7 @@ def test_slurm_script_is_shellcheck_clean_quoted_and_works(channel: Path, tmp_pa
 
 def test_pypi_torch_without_local_label_reports_its_cuda(tmp_path: Path) -> None:
     """PyPI's torch 2.6.0 is the CUDA 12.4 build but its version has no +cu124: version.py says so."""
-    from envbuild.pack import packages, torch_build
+    from envbuild._envcheck import packages, torch_build
 
     site = tmp_path / "lib/python3.11/site-packages"
     (site / "torch").mkdir(parents=True)
@@ -825,9 +816,9 @@ def test_pypi_torch_without_local_label_reports_its_cuda(tmp_path: Path) -> None
     di.mkdir()
     (di / "METADATA").write_text("Metadata-Version: 2.1\nName: torch\nVersion: 2.6.0\n")
     (di / "INSTALLER").write_text("uv\n")
-    assert torch_build(tmp_path) == {"version": "2.6.0", "cuda": "12.4",
+    assert torch_build(str(tmp_path)) == {"version": "2.6.0", "cuda": "12.4",
                                      "site": "lib/python3.11/site-packages"}
-    row = next(p for p in packages(tmp_path, "venv") if p["name"] == "torch")
+    row = next(p for p in packages(str(tmp_path), "venv") if p["name"] == "torch")
     assert (row["version"], row["cuda"]) == ("2.6.0", "12.4")
 
 

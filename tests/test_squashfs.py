@@ -16,9 +16,11 @@ import pytest
 from conda_fixture import PLACEHOLDER, install_env, make_channel, python_package_spec
 from test_pack import PY, conda_pkg, make_venv, make_wheel, run
 
+from envbuild.archive import MANIFEST, inspect_archive, read_manifest
 from envbuild.errors import HashMismatch, UnsafeArchive
-from envbuild.pack import MANIFEST, inspect_archive, pack, read_manifest, unpack
+from envbuild.pack import pack
 from envbuild.tools import squashfs
+from envbuild.unpack import unpack
 
 ENVBUILD = [str(Path(sys.executable).parent / "envbuild")]
 HAVE_FUSE = Path("/dev/fuse").exists() and shutil.which("squashfuse") is not None and os.geteuid() == 0
