@@ -62,7 +62,8 @@ _FINDING_KEYS = ("family", "severity", "cause", "fix", "evidence")
 
 
 def _finding(family: str, severity: str, cause: str, fix: str, evidence: str = "") -> Finding:
-    from envbuild.doctor import Finding  # doctor's import is heavy: only when a finding is made; it checks the family
+    # doctor's import is heavy: only when a finding is made. Finding checks the family in the registry.
+    from envbuild.doctor import Finding
 
     return Finding(family, severity, cause, fix, evidence)
 
