@@ -41,6 +41,7 @@ from envbuild._fs import atomic_write, check_output_dir, one_line, output_dir, p
 from envbuild._http import TIMEOUT, http_session
 from envbuild.errors import ConflictError, FetchError, InputError
 from envbuild.lockfile import LOCK_FILE, Lock
+from envbuild.managers import CONDA_MANAGERS, get_manager
 from envbuild.models import LockedArtifact, Profile, Resolution
 from envbuild.spec import Spec
 from envbuild.tools._run import redact
@@ -58,7 +59,6 @@ __all__ = [
 ]
 
 ENGINES = ("uv", "pip-tools")
-CONDA_MANAGERS = ("conda", "mamba", "micromamba")
 # The manylinux levels `uv --python-platform` accepts (it has no 2_18..2_27 names).
 _UV_GLIBC_MINORS = (17, 28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40)
 _LEGACY = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
@@ -894,7 +894,7 @@ def input_spec(spec_path: Path | None, reqs: Sequence[str], *, manager: str | No
         SpecError: bad file, bad requirement, unknown manager; or both/neither inputs given.
     """
     from envbuild.errors import SpecError
-    from envbuild.spec import MANAGERS, load_spec, spec_from_requirements
+    from envbuild.spec import load_spec, spec_from_requirements
 
     if spec_path is not None and reqs:
         raise SpecError("give either --spec FILE or requirements, not both.", field="--spec")
@@ -910,10 +910,8 @@ def input_spec(spec_path: Path | None, reqs: Sequence[str], *, manager: str | No
         spec = spec_from_requirements(list(reqs), name=name or "env", python=python,
                                       manager=manager or "venv")
     if manager is not None and manager != spec.manager:
-        if manager not in MANAGERS:
-            raise SpecError(f"unknown manager '{manager}'.", field="--manager",
-                            hint=f"Use one of: {', '.join(MANAGERS)}.")
-        spec = dataclasses.replace(spec, manager=manager)  # type: ignore[arg-type]
+        mgr = get_manager(manager, field="--manager", error=SpecError)
+        spec = dataclasses.replace(spec, manager=mgr.name)
     if name:
         spec = dataclasses.replace(spec, name=name)
     if python:

@@ -30,13 +30,14 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any
 
 import tomllib
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from envbuild.errors import SpecError
+from envbuild.managers import MANAGERS, get_manager
 from envbuild.models import decode_text, deep_line
 
 __all__ = [
@@ -50,8 +51,8 @@ __all__ = [
     "spec_from_requirements",
 ]
 
-Manager = Literal["conda", "mamba", "micromamba", "venv"]
-MANAGERS: tuple[str, ...] = ("conda", "mamba", "micromamba", "venv")
+# A manager's name (envbuild.managers.REGISTRY is the list; get_manager checks a name against it).
+Manager = str
 
 DEFAULT_INDEXES: dict[str, str] = {
     "pypi": "https://pypi.org/simple",
@@ -265,14 +266,8 @@ def load_spec(path: str | Path) -> Spec:
     if not isinstance(project, dict):
         raise SpecError("expected a table.", path=ps, field="project")
     _check_keys(project, _PROJECT_KEYS, ps, "project.")
-    manager = project.get("manager", "venv")
-    if manager not in MANAGERS:
-        raise SpecError(
-            f"unknown manager '{manager}'.",
-            path=ps,
-            field="project.manager",
-            hint=f"Use one of: {', '.join(MANAGERS)}.",
-        )
+    manager = get_manager(project.get("manager", "venv"), path=ps, field="project.manager",
+                          error=SpecError).name
     python = project.get("python")
     if isinstance(python, float):
         # TOML reads python = 3.10 as the float 3.1: ask for a string instead of guessing.
@@ -312,7 +307,7 @@ def load_spec(path: str | Path) -> Spec:
     return Spec(
         name=name,
         python=python,
-        manager=cast(Manager, manager),
+        manager=manager,
         requirements=reqs,
         git=gits,
         conda_channels=_str_list(conda.get("channels", ["conda-forge"]), ps, "conda.channels"),
@@ -331,9 +326,7 @@ def spec_from_requirements(
     Raises:
         SpecError: a requirement does not parse or the manager is unknown.
     """
-    if manager not in MANAGERS:
-        raise SpecError(f"unknown manager '{manager}'.", field="--manager",
-                        hint=f"Use one of: {', '.join(MANAGERS)}.")
+    get_manager(manager, field="--manager", error=SpecError)
     plain: list[str] = []
     gits: list[GitRequirement] = []
     for r in reqs:
@@ -342,7 +335,7 @@ def spec_from_requirements(
         else:
             parse_requirement(r, field="REQ")
             plain.append(r)
-    return Spec(name=name, python=python, manager=cast(Manager, manager),
+    return Spec(name=name, python=python, manager=manager,
                 requirements=tuple(plain), git=tuple(gits))
 
 
