@@ -85,9 +85,11 @@ Progress = Callable[[str, int, int], None]  # (source, done, total)
 
 @dataclass(frozen=True)
 class Endpoints:
-    pypi: str = "https://pypi.org/simple"
-    pytorch: str = "https://download.pytorch.org/whl"
-    openmmlab: str = "https://download.openmmlab.com/mmcv/dist"
+    """Where the sources are read: the data's default indexes unless a test or mirror says otherwise."""
+
+    pypi: str = field(default_factory=lambda: matrix.default_indexes()["pypi"])
+    pytorch: str = field(default_factory=lambda: matrix.default_indexes()["pytorch"])
+    openmmlab: str = field(default_factory=lambda: matrix.default_indexes()["openmmlab"])
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ __all__ = [
     "Matrix",
     "MmPackage",
     "MmcvWheels",
+    "Names",
     "NumpyMinor",
     "TargetFacts",
     "TorchRelease",
@@ -45,9 +46,11 @@ __all__ = [
     "confidence_level",
     "cuda_of_variant",
     "data_path",
+    "default_indexes",
     "digit_version",
     "load_doctor_rules",
     "load_matrix",
+    "load_names",
     "load_table",
     "major_minor",
     "matrix_table",
@@ -413,6 +416,7 @@ class Matrix:
     mmcv_runtime: tuple[_Runtime, ...] = ()  # (package, versions, requires, source)
     gpu_driver: tuple[GpuDriverRule, ...] = ()
     sources: Mapping[str, str] = field(default_factory=dict)  # named sources (index patterns, rules)
+    pythons: tuple[str, ...] = ()  # tried when the target names no Python, newest first (names.json)
     tables: Mapping[str, Any] = field(default_factory=dict)  # raw JSON per file (read-only use)
     # (torch key, cuda) -> row, built on first use: the resolver asks a few hundred times per answer
     _arch_index: dict[tuple[str, str], ArchRow] = field(default_factory=dict, compare=False, repr=False)
@@ -1066,17 +1070,54 @@ def load_matrix() -> Matrix:
         cupy_packages=cpk, cupy_releases=crel, numpy=npm, abi=abi,
         mmcv_runtime=_load_mmcv_runtime(readers["mmcv"], raw["mmcv"]),
         gpu_driver=branches,
+        pythons=load_names().pythons,
         sources={
             "pytorch_index": str(raw["torch"].get("index_url_source", "")),
-            "pytorch_index_default": str(raw["torch"].get("index_url_default", "https://download.pytorch.org/whl")),
-            "openmmlab_default": str(raw["mmcv"].get("find_links_default_base",
-                                                     "https://download.openmmlab.com/mmcv/dist")),
+            "pytorch_index_default": default_indexes()["pytorch"],
+            "openmmlab_default": default_indexes()["openmmlab"],
             "mmcv_find_links": "; ".join(str(r.get("source")) for r in raw["mmcv"].get("url_rules", [])[:2]),
             "source_build": str((raw["openmmlab"].get("source_build_rule") or {}).get("source", "")),
         },
         tables=raw,
     )
     return m
+
+
+@dataclass(frozen=True)
+class Names:
+    """``names.json``: what specs and indexes are read with (lists, not compatibility rules)."""
+
+    pythons: tuple[str, ...]  # the Python minors tried when the target names none, newest first
+    conda_to_pypi: Mapping[str, str]  # conda name -> the PyPI package the resolver chooses (pytorch -> torch)
+    conda_cuda: Mapping[str, bool]  # conda packages whose version is the CUDA version -> kept in conda.txt
+
+
+@functools.cache
+def load_names() -> Names:
+    """Read ``names.json`` once.
+
+    Raises:
+        DataError: the file is missing or a row lacks a field or its source.
+    """
+    rd = _Reader("names")
+    data = rd.load()
+    pys = tuple(rd.s(w, r, "python") for w, r in rd.rows(data, "pythons"))
+    bad = [p for p in pys if not re.fullmatch(r"3\.\d+", p)]
+    if bad or list(pys) != sorted(pys, key=_mm, reverse=True):
+        raise rd.fail("pythons", "expected Python minors like 3.12, newest first.")
+    ctp = {rd.s(w, r, "conda"): rd.s(w, r, "pypi") for w, r in rd.rows(data, "conda_to_pypi")}
+    cuda = {rd.s(w, r, "conda"): r.get("keep") is True for w, r in rd.rows(data, "conda_cuda")}
+    return Names(pythons=pys, conda_to_pypi=ctp, conda_cuda=cuda)
+
+
+@functools.cache
+def default_indexes() -> dict[str, str]:
+    """The indexes a spec starts from: pip's (names.json), the PyTorch wheel index (torch.json's
+    ``index_url_default``) and OpenMMLab's mmcv wheel pages (mmcv.json's ``find_links_default_base``)."""
+    names = _Reader("names")
+    return {"pypi": names.s("header", names.load(), "pypi_index_default"),
+            "pytorch": _Reader("torch").s("header", load_table("torch"), "index_url_default"),
+            "openmmlab": _Reader("mmcv").s("header", load_table("mmcv"), "find_links_default_base")}
 
 
 def check_cuda_list(values: Sequence[str]) -> list[str]:

@@ -49,11 +49,8 @@ from envbuild.models import Conflict, Fact, Profile, Resolution, Toolkit
 
 __all__ = ["check", "resolve"]
 
-DEFAULT_PYTORCH = "https://download.pytorch.org/whl"
-DEFAULT_OPENMMLAB = "https://download.openmmlab.com/mmcv/dist"
 MM = ("mmdet", "mmsegmentation", "mmdet3d")
 KNOWN = {"torch", "torchvision", "torchaudio", "mmcv-full", "mmcv", "numpy", "cupy", *MM}
-PYTHONS = tuple(f"3.{n}" for n in range(15, 5, -1))  # newest first, when the target does not say
 STAGES = ("torch", "python", "driver", "arch", "domain", "mmcv", "mm", "cupy", "numpy")
 STALE_DAYS = 30  # older knowledge gets a warning naming `envbuild data update`
 
@@ -252,7 +249,7 @@ class _Search:
     def _pythons(self, rel: TorchRelease | None) -> list[str]:
         if self.t.python:
             return [self.t.python]
-        pys = sorted(rel.python, key=_mm, reverse=True) if rel else list(PYTHONS)
+        pys = sorted(rel.python, key=_mm, reverse=True) if rel else list(self.m.pythons)
         # No target Python: the caller's preferred one first when it fits (the CLI passes envbuild's own, so
         # the lock engines can run for it), else the newest the packages support.
         return sorted(pys, key=lambda p: p != self.t.prefer_python)
@@ -918,10 +915,11 @@ def _loosest(specs: Sequence[str]) -> str:
 # --- result ----------------------------------------------------------------------------------------
 
 
-def _indexes(indexes: Mapping[str, str] | None) -> tuple[str, str]:
+def _indexes(indexes: Mapping[str, str] | None, m: Matrix) -> tuple[str, str]:
+    """The PyTorch and OpenMMLab bases: the spec's, else the data's defaults."""
     idx = dict(indexes or {})
-    pytorch = (idx.get("pytorch") or DEFAULT_PYTORCH).rstrip("/")
-    return pytorch, (idx.get("openmmlab") or DEFAULT_OPENMMLAB).rstrip("/")
+    pytorch = (idx.get("pytorch") or m.sources["pytorch_index_default"]).rstrip("/")
+    return pytorch, (idx.get("openmmlab") or m.sources["openmmlab_default"]).rstrip("/")
 
 
 def _arch_list(pick: _Pick, t: _Facts, m: Matrix, reasons: list[str]) -> str | None:
@@ -1019,7 +1017,7 @@ class _Builder:
         self.p, self.w, self.t, self.m = pick, wants, t, m
         self.prefer_pypi = prefer_pypi
         self.target: Profile | None = None
-        self.pytorch, self.openmmlab = _indexes(indexes)
+        self.pytorch, self.openmmlab = _indexes(indexes, m)
         self.packages: dict[str, str] = {}
         self.choices: list[dict[str, Any]] = []
         self.reasons: list[str] = []

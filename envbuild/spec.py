@@ -38,6 +38,7 @@ from packaging.utils import canonicalize_name
 
 from envbuild.errors import SpecError
 from envbuild.managers import MANAGERS, get_manager
+from envbuild.matrix import default_indexes, load_names
 from envbuild.models import decode_text, deep_line
 
 __all__ = [
@@ -54,11 +55,8 @@ __all__ = [
 # A manager's name (envbuild.managers.REGISTRY is the list; get_manager checks a name against it).
 Manager = str
 
-DEFAULT_INDEXES: dict[str, str] = {
-    "pypi": "https://pypi.org/simple",
-    "pytorch": "https://download.pytorch.org/whl",
-    "openmmlab": "https://download.openmmlab.com/mmcv/dist",
-}
+# pip's index, the PyTorch wheel index and OpenMMLab's wheel pages (envbuild/data, via matrix).
+DEFAULT_INDEXES: dict[str, str] = default_indexes()
 
 _TOP_KEYS = {"project", "conda", "target", "indexes"}
 _PROJECT_KEYS = {"name", "python", "manager", "requirements", "git"}
@@ -538,16 +536,9 @@ def _dir_name(p: Path) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", p.resolve().parent.name).strip("-._") or "env"
 
 
-# conda package names that are PyPI packages envbuild's resolver chooses (the package names the conda
-# `pytorch` channel and conda-forge publish torch and CuPy under; written down 2026-12-01): a conda spec of
-# one of them becomes that requirement on the pip side, so one torch is installed, not two.
-_CONDA_TO_PYPI = {"pytorch": "torch", "pytorch-gpu": "torch", "pytorch-cpu": "torch",
-                  "torchvision": "torchvision", "torchaudio": "torchaudio",
-                  "cupy": "cupy", "cupy-core": "cupy"}
-# conda packages whose version is the CUDA version: a CUDA constraint on the resolution.
-_CONDA_CUDA = {"cudatoolkit", "cuda-version", "pytorch-cuda", "cuda-toolkit", "cuda-runtime", "cuda-cudart"}
-# Kept in conda.txt too: they carry the CUDA runtime libraries (pytorch-cuda only selects conda's torch).
-_CONDA_CUDA_KEEP = {"cudatoolkit", "cuda-version", "cuda-toolkit", "cuda-runtime", "cuda-cudart"}
+# The conda names that are PyPI packages the resolver chooses (a conda spec of one becomes that
+# requirement on the pip side, so one torch is installed, not two) and the conda packages whose version
+# is the CUDA version (a CUDA constraint; most also stay in conda.txt): names.json, via matrix.load_names.
 
 
 def _conda_version(spec: str, where: str, fld: str, dep: str) -> str:
@@ -593,6 +584,7 @@ def _conda_dep(value: str, where: str, lineno: int) -> tuple[str, str, str, str]
 def _conda_dependencies(items: list[tuple[int, str]], where: str) -> tuple[
         list[str], list[str], str | None, str | None]:
     """Split conda entries: (kept conda specs, pip requirements they become, CUDA specifier, python)."""
+    names = load_names()
     keep: list[str] = []
     reqs: list[str] = []
     cuda: list[str] = []
@@ -603,19 +595,17 @@ def _conda_dependencies(items: list[tuple[int, str]], where: str) -> tuple[
         if name == "python":
             m = re.search(r"3\.\d+", ver)
             python = m.group(0) if m else None
-            continue
-        if name == "pip":
+        elif name == "pip":
             continue  # pip itself; envbuild's environments always have it
-        if name in _CONDA_TO_PYPI:
-            reqs.append(_CONDA_TO_PYPI[name] + _conda_version(ver, where, fld, text))
-            continue
-        if name in _CONDA_CUDA:
+        elif name in names.conda_to_pypi:
+            reqs.append(names.conda_to_pypi[name] + _conda_version(ver, where, fld, text))
+        elif name in names.conda_cuda:
             spec = _conda_version(ver, where, fld, text)
-            if spec:
-                cuda.append(spec)
-            if name not in _CONDA_CUDA_KEEP:
-                continue
-        keep.append(text)
+            cuda += [spec] if spec else []
+            if names.conda_cuda[name]:
+                keep.append(text)
+        else:
+            keep.append(text)
     return keep, reqs, ",".join(cuda) or None, python
 
 
