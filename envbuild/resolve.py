@@ -45,7 +45,7 @@ from envbuild.matrix import (
 )
 from envbuild.matrix import major_minor as _mm
 from envbuild.matrix import xy as _xy
-from envbuild.models import Conflict, Fact, Profile, Resolution, Toolkit
+from envbuild.models import Conflict, Fact, Profile, Resolution, SourceBuild, Toolkit
 
 __all__ = ["check", "resolve"]
 
@@ -1022,7 +1022,7 @@ class _Builder:
         self.choices: list[dict[str, Any]] = []
         self.reasons: list[str] = []
         self.warnings: list[str] = []
-        self.source_builds: list[dict[str, Any]] = []
+        self.source_builds: list[SourceBuild] = []
         self.index_urls: list[str] = []
         self.find_links: list[str] = []
         self.implied: list[dict[str, Any]] = []
@@ -1046,13 +1046,13 @@ class _Builder:
         gcc_max = self.m.gcc_max(self.p.cuda) if self.p.cuda else None
         for sb in self.source_builds:
             if arch:
-                sb["env"]["TORCH_CUDA_ARCH_LIST"] = arch
+                sb.env["TORCH_CUDA_ARCH_LIST"] = arch
             if self.p.cuda is None:
-                sb["env"].pop("FORCE_CUDA", None)
+                sb.env.pop("FORCE_CUDA", None)
         self._toolchain_warnings(gcc_max)
-        sb_names = {sb["name"] for sb in self.source_builds}
+        sb_names = {sb.name for sb in self.source_builds}
         for sb in self.source_builds:
-            self.packages[sb["name"]] = sb["version"]
+            self.packages[sb.name] = sb.version
         reqs = [f"{k}{_extras(self.w.get(k))}=={v}" for k, v in self.packages.items() if k not in sb_names]
         reqs += self._implied(passthrough)
         reqs += list(passthrough)
@@ -1248,9 +1248,8 @@ class _Builder:
             f"{name} {mv} has no prebuilt wheel for torch {rel.series} + {dev}: it will be built from "
             f"source on the target (slow; needs nvcc {p.cuda} and gcc <= {m.gcc_max(p.cuda or '')}). "
             f"Prebuilt wheels exist for: {pairs or 'none'}.")
-        self.source_builds.append({"name": name, "version": mv, "requires": reqs,
-                                   "env": {"FORCE_CUDA": "1", "MMCV_WITH_OPS": "1"}, "reason": why,
-                                   "source": rsrc or src})
+        self.source_builds.append(SourceBuild(name, mv, list(reqs), {"FORCE_CUDA": "1", "MMCV_WITH_OPS": "1"},
+                                              why, rsrc or src))
 
     def _mm(self, name: str) -> None:
         p = self.p
@@ -1273,8 +1272,8 @@ class _Builder:
             return
         why += "; its setup.py imports torch and compiles CUDA ops, so it is built on the target after torch"
         self.choose(name, pkg.version, why, pkg.source, pin=False)
-        self.source_builds.append({"name": name, "version": pkg.version, "requires": list(pkg.runtime),
-                                   "env": {"FORCE_CUDA": "1"}, "reason": why, "source": pkg.source})
+        self.source_builds.append(SourceBuild(name, pkg.version, list(pkg.runtime), {"FORCE_CUDA": "1"},
+                                              why, pkg.source))
 
     def _cupy_numpy(self) -> None:
         p, m = self.p, self.m
@@ -1302,7 +1301,7 @@ class _Builder:
         if p.cuda and t.toolkits:
             tks = [tk.version for tk in t.toolkits]
             if not any(_xy(v) == p.cuda for v in tks):
-                built = ", ".join(sb["name"] for sb in self.source_builds) or "mmcv/mmdet3d-style extensions"
+                built = ", ".join(sb.name for sb in self.source_builds) or "mmcv/mmdet3d-style extensions"
                 where = next((tk.path for tk in t.toolkits if tk.path), None)
                 self.warnings.append(
                     f"target nvcc {', '.join(tks)}{' at ' + where if where else ''} differs from torch's "
