@@ -958,37 +958,37 @@ def _req_ok(text: str) -> bool:
     return True
 
 
+def _dates_used(pick: _Pick) -> list[tuple[str, str | None]]:
+    """(table, the row's checked date or None for the file's) for each fact the pick stands on."""
+    out: list[tuple[str, str | None]] = []
+    if pick.torch is not None:
+        out.append(("torch", pick.torch.checked))
+    if pick.cuda:
+        out.append(("nvidia", None))
+        if pick.arch_row is not None:
+            out.append(("torch_arch", pick.arch_row.checked))
+    if pick.verdict is not None and pick.verdict.arch_note:
+        out.append(("gpus", None))
+    if pick.mmcv is not None:
+        out.append(("mmcv", None))
+    out += [("openmmlab", pkg.checked) for pkg in pick.mm.values()]
+    if pick.cupy is not None:
+        out.append(("cupy", None))
+    if pick.numpy is not None or pick.numpy_specs:
+        out.append(("numpy", None))
+    return out
+
+
 def _knowledge(m: Matrix, pick: _Pick | None, today: dt.date | None) -> dict[str, Any]:
     """When the facts this answer stands on were last checked: per table, oldest, newest, age in days."""
     used: dict[str, list[str]] = {}
-
-    def note(table: str, row_date: str | None = None) -> None:
+    # no pick (a conflict): every table was consulted; a pick with no table of its own stands on torch's
+    wanted = ([(name, None) for name in m.tables] if pick is None
+              else _dates_used(pick) or [("torch", None)])
+    for table, row_date in wanted:
         d = row_date or m.checked(table)
         if d:
             used.setdefault(table, []).append(d)
-
-    if pick is None:
-        for name in m.tables:
-            note(name)
-    else:
-        if pick.torch is not None:
-            note("torch", pick.torch.checked)
-        if pick.cuda:
-            note("nvidia")
-            if pick.arch_row is not None:
-                note("torch_arch", pick.arch_row.checked)
-        if pick.verdict is not None and pick.verdict.arch_note:
-            note("gpus")
-        if pick.mmcv is not None:
-            note("mmcv")
-        for pkg in pick.mm.values():
-            note("openmmlab", pkg.checked)
-        if pick.cupy is not None:
-            note("cupy")
-        if pick.numpy is not None or pick.numpy_specs:
-            note("numpy")
-        if not used:
-            note("torch")
     tables = {k: min(v) for k, v in sorted(used.items())}
     dates = [d for v in used.values() for d in v]
     oldest, newest = (min(dates), max(dates)) if dates else (None, None)

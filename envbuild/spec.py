@@ -628,59 +628,78 @@ def _yml_key(item: str, where: str, lineno: int) -> tuple[str, str, list[str]]:
     return section, "", [v.strip().strip("'\"") for v in val[1:-1].split(",") if v.strip()]
 
 
+@dataclass
+class _Yml:
+    """What an environment.yml says, read line by line (``section``: the top-level key being read)."""
+
+    where: str
+    name: str = "env"
+    channels: list[str] = field(default_factory=list)
+    conda_items: list[tuple[int, str]] = field(default_factory=list)
+    pip_lines: list[tuple[int, str]] = field(default_factory=list)
+    section: str = ""
+    in_pip: bool = False
+    pip_indent: int = 0
+
+    def key(self, item: str, lineno: int) -> None:
+        """A top-level ``key: value`` line (lists may sit flush under it)."""
+        self.in_pip = False
+        self.section, val, flow = _yml_key(item, self.where, lineno)
+        if self.section == "name":
+            self.name = val
+        elif self.section == "channels":
+            self.channels += flow
+        elif self.section == "dependencies":
+            self.conda_items += [(lineno, v) for v in flow]
+
+    def entry(self, item: str, indent: int, lineno: int) -> None:
+        """A ``- VALUE`` line under the current key."""
+        if self.section in ("name", "prefix"):
+            raise SpecError(f"'{item}': '{self.section}' takes one value on its own line.", path=self.where,
+                            field=f"line {lineno}")
+        if not item.startswith("- "):
+            raise SpecError(f"'{item}' is not a list entry.", path=self.where, field=f"line {lineno}",
+                            hint="Entries of channels and dependencies are written '  - VALUE'.")
+        value = item[2:].strip()
+        if value[:1] in "'\"" and value[-1:] == value[:1]:
+            value = value[1:-1]
+        if self.section == "channels":
+            self.channels.append(value)
+        elif self.section == "dependencies":
+            self.dependency(value, indent, lineno)
+
+    def dependency(self, value: str, indent: int, lineno: int) -> None:
+        if re.fullmatch(r"pip\s*:", value):
+            self.in_pip, self.pip_indent = True, indent
+        # pip entries are nested deeper than their '- pip:' line, at whatever indent the file uses.
+        elif self.in_pip and indent > self.pip_indent:
+            self.pip_lines.append((lineno, value))
+        else:
+            self.in_pip = False
+            self.conda_items.append((lineno, value))
+
+
 def _from_environment_yml(p: Path) -> Spec:
     """The environment.yml shape conda writes and reads: name, channels, dependencies (with a pip
     section), prefix (``conda env export``; a path on the machine it came from, not used)."""
-    text = _read_text(p)
     where = str(p)
-    name = "env"
-    channels: list[str] = []
-    conda_items: list[tuple[int, str]] = []
-    pip_lines: list[tuple[int, str]] = []
-    section, in_pip, pip_indent = "", False, 0
-    for lineno, raw in enumerate(text.splitlines(), 1):
+    yml = _Yml(where)
+    for lineno, raw in enumerate(_read_text(p).splitlines(), 1):
         line = _COMMENT.sub("", raw).rstrip()
         if not line.strip():
             continue
         indent = len(line) - len(line.lstrip())
         item = line.strip()
-        if indent == 0 and not item.startswith("-"):  # a top-level key; lists may sit flush under it
-            in_pip = False
-            section, val, flow = _yml_key(item, where, lineno)
-            if section == "name":
-                name = val
-            elif section == "channels":
-                channels += flow
-            elif section == "dependencies":
-                conda_items += [(lineno, v) for v in flow]
-            continue
-        if section in ("name", "prefix"):
-            raise SpecError(f"'{item}': '{section}' takes one value on its own line.", path=where,
-                            field=f"line {lineno}")
-        if not item.startswith("- "):
-            raise SpecError(f"'{item}' is not a list entry.", path=where, field=f"line {lineno}",
-                            hint="Entries of channels and dependencies are written '  - VALUE'.")
-        value = item[2:].strip()
-        if value[:1] in "'\"" and value[-1:] == value[:1]:
-            value = value[1:-1]
-        if section == "channels":
-            channels.append(value)
-        elif section == "dependencies":
-            if re.fullmatch(r"pip\s*:", value):
-                in_pip, pip_indent = True, indent
-                continue
-            # pip entries are nested deeper than their '- pip:' line, at whatever indent the file uses.
-            if in_pip and indent > pip_indent:
-                pip_lines.append((lineno, value))
-                continue
-            in_pip = False
-            conda_items.append((lineno, value))
-    keep, conda_reqs, cuda, python = _conda_dependencies(conda_items, where)
+        if indent == 0 and not item.startswith("-"):
+            yml.key(item, lineno)
+        else:
+            yml.entry(item, indent, lineno)
+    keep, conda_reqs, cuda, python = _conda_dependencies(yml.conda_items, where)
     acc = _Reqs(stack=[p.resolve()], read={p.resolve()})
-    _read_requirement_lines(acc, pip_lines, p.parent, where, constraint=False,
+    _read_requirement_lines(acc, yml.pip_lines, p.parent, where, constraint=False,
                             field_of=lambda n: f"line {n} (dependencies.pip)")
     # A torch written both in conda and in pip is one requirement on the pip side.
     acc.requirements = list(dict.fromkeys([*conda_reqs, *acc.requirements]))
-    base = Spec(name=name or "env", python=python, manager="conda", path=where, cuda=cuda,
-                conda_channels=tuple(channels or ["conda-forge"]), conda_packages=tuple(keep))
+    base = Spec(name=yml.name or "env", python=python, manager="conda", path=where, cuda=cuda,
+                conda_channels=tuple(yml.channels or ["conda-forge"]), conda_packages=tuple(keep))
     return _spec_from_reqs(acc, base)
