@@ -40,6 +40,7 @@ __all__ = [
     "MmcvWheels",
     "Names",
     "NumpyMinor",
+    "Span",
     "TargetFacts",
     "TorchRelease",
     "Verdict",
@@ -124,6 +125,23 @@ def _mm(v: str) -> tuple[int, int]:
 
 
 major_minor = _mm  # the one 'X.Y[.Z]' -> (X, Y) converter (resolve and target use it too)
+
+
+@dataclass(frozen=True)
+class Span:
+    """An inclusive X.Y range (CUDA versions, Python minors, compute capabilities); patch levels do not
+    count.  The one rule for 'is 11.3 within 11.0-11.8', used by every record that carries a range."""
+
+    lo: str
+    hi: str
+
+    def covers(self, v: str) -> bool:
+        return _mm(self.lo) <= _mm(v) <= _mm(self.hi)
+
+    @property
+    def single(self) -> bool:
+        """One X.Y only (cupy-cuda113 is, cupy-cuda12x is not)."""
+        return self.lo == self.hi
 
 
 def xy(v: str) -> str:
@@ -284,39 +302,39 @@ class MmPackage:
 
 @dataclass(frozen=True)
 class CupyPackage:
-    package: str
-    cuda_min: str
-    cuda_max: str
-    versions: tuple[str, ...]
-    python_by_version: Mapping[str, tuple[str, ...]]
-    source: str
+    """A CuPy wheel package (cupy-cuda113, cupy-cuda12x): the CUDA range it is built for, its releases."""
 
-    def covers(self, cuda: str) -> bool:
-        return _mm(self.cuda_min) <= _mm(cuda) <= _mm(self.cuda_max)
+    package: str
+    cuda: Span
+    versions: tuple[str, ...]
+    python_by_version: Mapping[str, tuple[str, ...]]  # release -> Python minors with a wheel
+    source: str
 
 
 @dataclass(frozen=True)
 class CupyRelease:
+    """One CuPy release's own requirements (every wheel package of it shares them)."""
+
     version: str
-    numpy: str
+    numpy: str  # its numpy requirement, a specifier
     requires_python: str | None
     source: str
 
 
 @dataclass(frozen=True)
 class NumpyMinor:
+    """A NumPy minor series: the Pythons its releases support and its newest patch."""
+
     minor: str
-    python_min: str
-    python_max: str
+    python: Span
     latest: str
     source: str
-
-    def supports(self, python: str) -> bool:
-        return _mm(self.python_min) <= _mm(python) <= _mm(self.python_max)
 
 
 @dataclass(frozen=True)
 class AbiRule:
+    """Wheels of ``package`` in ``versions`` were built against NumPy 1.x, so they need ``numpy``."""
+
     package: str
     versions: str
     numpy: str
@@ -328,15 +346,11 @@ class GpuDriverRule:
     """Driver branches that know a GPU generation: ``min_driver`` and/or last branch ``max_branch``."""
 
     architecture: str
-    cc_min: str
-    cc_max: str
+    cc: Span
     min_driver: str | None
     max_branch: int | None
     source: str
     confidence: str | None = None
-
-    def covers(self, cc: str) -> bool:
-        return _mm(self.cc_min) <= _mm(cc) <= _mm(self.cc_max)
 
 
 @dataclass(frozen=True)
@@ -584,7 +598,7 @@ class Matrix:
             return None
         d = vers(target.driver)
         for rule in self.gpu_driver:
-            if not rule.covers(target.cc):
+            if not rule.cc.covers(target.cc):
                 continue
             conf = confidence_level(rule.confidence)
             if rule.min_driver and d < vers(rule.min_driver):
@@ -738,12 +752,12 @@ class Matrix:
     # CuPy / NumPy --------------------------------------------------------------------------------
     def cupy_for_cuda(self, cuda: str) -> list[CupyPackage]:
         """CuPy packages whose wheels target CUDA X.Y (per-minor package first, then the per-major one)."""
-        hits = [p for p in self.cupy_packages if p.covers(cuda)]
-        return sorted(hits, key=lambda p: p.cuda_min != p.cuda_max)
+        hits = [p for p in self.cupy_packages if p.cuda.covers(cuda)]
+        return sorted(hits, key=lambda p: not p.cuda.single)
 
     def numpy_for_python(self, python: str) -> list[NumpyMinor]:
         """NumPy minors supporting Python X.Y, newest first."""
-        return [n for n in reversed(self.numpy) if n.supports(python)]
+        return [n for n in reversed(self.numpy) if n.python.covers(python)]
 
 
 # --- loading -------------------------------------------------------------------------------------
@@ -838,6 +852,10 @@ class _Reader:
             raise self.fail(f"{where}.{key}", f"expected a date YYYY-MM-DD, got {v!r}.")
         return v
 
+    def span(self, where: str, r: Mapping[str, Any], key: str) -> Span:
+        """The range a row writes as ``<key>_min`` / ``<key>_max``."""
+        return Span(self.s(where, r, f"{key}_min"), self.s(where, r, f"{key}_max"))
+
     def strs(self, where: str, r: Mapping[str, Any], key: str) -> tuple[str, ...]:
         v = r.get(key) or []
         if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
@@ -921,8 +939,9 @@ def _load_nvidia(rd: _Reader, data: dict[str, Any]) -> tuple[Any, ...]:
         mb = r.get("max_driver_branch")
         if mb is not None and not str(mb).isdigit():
             raise rd.fail(f"{where}.max_driver_branch", f"expected a branch number like 580, got {mb!r}.")
-        branches.append(GpuDriverRule(rd.s(where, r, "architecture"), rd.s(where, r, "cc_min"),
-                                      rd.s(where, r, "cc_max"), md, int(mb) if mb is not None else None,
+        branches.append(GpuDriverRule(rd.s(where, r, "architecture"),
+                                      rd.span(where, r, "cc"),
+                                      md, int(mb) if mb is not None else None,
                                       _src(r), r.get("confidence")))
     return dmin, cmin, gcc, ccw, tuple(branches)
 
@@ -1008,8 +1027,7 @@ def _load_cupy(rd: _Reader, data: dict[str, Any]) -> tuple[tuple[CupyPackage, ..
         pbv = r.get("python_by_version") or {}
         if not isinstance(pbv, dict):
             raise rd.fail(f"{where}.python_by_version", "expected an object.")
-        pk.append(CupyPackage(rd.s(where, r, "package"), rd.s(where, r, "cuda_min"),
-                              rd.s(where, r, "cuda_max"),
+        pk.append(CupyPackage(rd.s(where, r, "package"), rd.span(where, r, "cuda"),
                               rd.strs(where, r, "versions"), {k: tuple(v) for k, v in pbv.items()}, _src(r)))
     rel = {}
     for where, r in rd.rows(data, "releases"):
@@ -1026,7 +1044,7 @@ def _load_numpy(rd: _Reader, data: dict[str, Any]) -> tuple[tuple[NumpyMinor, ..
         minor = rd.s(where, r, "numpy")
         if not latest.startswith(minor + "."):
             raise rd.fail(f"{where}.latest_patch", f"{latest} is not a {minor}.x release.")
-        out.append(NumpyMinor(minor, rd.s(where, r, "python_min"), rd.s(where, r, "python_max"), latest,
+        out.append(NumpyMinor(minor, rd.span(where, r, "python"), latest,
                               _src(r)))
     abi = []
     for where, r in rd.rows(data, "abi_rules"):
@@ -1176,7 +1194,7 @@ def matrix_table(kind: str, m: Matrix | None = None) -> dict[str, Any]:
                 "columns": cols, "rows": rows, "legend": "cell: mmcv versions with a wheel for (CUDA, torch "
                                                          "series)"}
     if kind == "cupy":
-        pkgs = sorted(m.cupy_packages, key=lambda p: (_mm(p.cuda_min), p.cuda_min != p.cuda_max))
+        pkgs = sorted(m.cupy_packages, key=lambda p: (_mm(p.cuda.lo), not p.cuda.single))
         cols = ["cupy", "numpy", "python", *[p.package.removeprefix("cupy-") for p in pkgs]]
         rows = []
         for v in sorted(m.cupy_releases, key=vers, reverse=True):

@@ -447,15 +447,8 @@ class SourceBuild:
     source: str = ""
 
     @classmethod
-    def from_dict(cls, data: Any, path: str | None = None, where: str = "",
-                  error: type[EnvbuildError] = InputError) -> SourceBuild:
-        """Validate one ``source_builds`` entry of a resolution.
-
-        Raises:
-            InputError: a field has the wrong type (``error`` when given).
-        """
-        f = Fields(data, path=path, error=error, where=where, what="a source-build object",
-                   hint="Re-create it with 'envbuild resolve' / 'envbuild lock'.")
+    def read(cls, f: Fields) -> SourceBuild:
+        """One ``source_builds`` entry of a resolution being validated (``Resolution.from_dict``)."""
         return cls(name=f.req("name", pattern=NAME, wanted="a package name"),
                    version=f.req("version", wanted="a version"),
                    requires=list(f.strs("requires", wanted="a requirement")),
@@ -533,8 +526,7 @@ class Resolution:
                         wanted='a CUDA version such as "11.3" or null'),
             packages=f.str_map("packages", wanted="a version"),
             requirements=list(f.strs("requirements", wanted="a requirement")),
-            source_builds=[SourceBuild.from_dict(s.data, path, s.where, error)
-                           for s in f.objs("source_builds", "a source-build object")],
+            source_builds=[SourceBuild.read(s) for s in f.objs("source_builds", "a source-build object")],
             index_urls=list(f.strs("index_urls", pattern=URL, wanted="an index URL")),
             find_links=list(f.strs("find_links", pattern=URL, wanted="a find-links URL")),
             build=f.obj("build"),

@@ -589,7 +589,7 @@ class _Search:
                         continue
                     out.append((pkg, ver))
         # newest CuPy first; for equal versions the per-minor package (exact CUDA) first
-        out.sort(key=lambda pv: (Version(pv[1]), pv[0].cuda_min == pv[0].cuda_max), reverse=True)
+        out.sort(key=lambda pv: (Version(pv[1]), pv[0].cuda.single), reverse=True)
         unique: dict[tuple[str, str], tuple[CupyPackage, str]] = {}
         for pv in out:
             unique.setdefault((pv[0].package, pv[1]), pv)
@@ -1286,7 +1286,7 @@ class _Builder:
             self.choose(pkg.package, cv,
                         f"newest CuPy wheel for CUDA {p.cuda} and Python {p.python}{nps}{fit}",
                         pkg.source)
-            if _mm(pkg.cuda_min)[0] <= 11:
+            if _mm(pkg.cuda.lo)[0] <= 11:
                 self.reasons.append(
                     f"{pkg.package} loads the CUDA {p.cuda} runtime from the system or a conda cudatoolkit="
                     f"{p.cuda}; another libcudart gives 'undefined symbol: cudaMemPoolCreate'")
@@ -1294,7 +1294,7 @@ class _Builder:
             minor = next(n for n in m.numpy if p.numpy.startswith(n.minor + "."))
             pins = "; ".join(f"{lab}: numpy{s}" for lab, s in p.numpy_specs) or "no pins"
             self.choose("numpy", p.numpy, f"newest numpy for Python {p.python} (numpy {minor.minor} supports "
-                        f"{minor.python_min}-{minor.python_max}) inside every pin ({pins})", minor.source)
+                        f"{minor.python.lo}-{minor.python.hi}) inside every pin ({pins})", minor.source)
 
     def _toolchain_warnings(self, gcc_max: int | None) -> None:
         p, t = self.p, self.t

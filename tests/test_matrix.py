@@ -96,7 +96,7 @@ def test_every_gpu_capability_is_in_the_capability_table() -> None:
 def test_openmmlab_and_cupy_rows_are_consistent() -> None:
     m = load_matrix()
     for pkg in m.cupy_packages:
-        assert m.min_driver(pkg.cuda_min), pkg.package
+        assert m.min_driver(pkg.cuda.lo), pkg.package
         for v in pkg.versions:
             assert v in m.cupy_releases, f"{pkg.package} {v} has no release row (numpy range)"
     d3 = m.mm_package("mmdet3d", "0.17.3")

@@ -100,7 +100,7 @@ def _check_consistent(res: Resolution, target: Profile, m: Matrix) -> None:
     cupy = [n for n in pk if n.startswith("cupy-")]
     if cupy:
         pkg = next(p for p in m.cupy_packages if p.package == cupy[0])
-        assert res.cuda and pkg.covers(res.cuda)
+        assert res.cuda and pkg.cuda.covers(res.cuda)
         rel_c = m.cupy_releases[pk[cupy[0]]]
         assert res.python in pkg.python_by_version[pk[cupy[0]]]
         if "numpy" in pk:
@@ -115,7 +115,7 @@ def _check_consistent(res: Resolution, target: Profile, m: Matrix) -> None:
             assert any(r.startswith(b["package"]) and b["spec"] in r for r in res.requirements)
     if "numpy" in pk:
         np_minor = next(n for n in m.numpy if pk["numpy"].startswith(n.minor + "."))
-        assert np_minor.supports(res.python)
+        assert np_minor.python.covers(res.python)
         d3 = m.mm_package("mmdet3d", pk.get("mmdet3d", "")) if "mmdet3d" in pk else None
         if d3 is not None and d3.numpy:
             assert SpecifierSet(d3.numpy).contains(pk["numpy"])
