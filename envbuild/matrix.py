@@ -1128,10 +1128,15 @@ def load_names() -> Names:
     return Names(pythons=pys, conda_to_pypi=ctp, conda_cuda=cuda)
 
 
-@functools.cache
 def default_indexes() -> dict[str, str]:
-    """The indexes a spec starts from: pip's (names.json), the PyTorch wheel index (torch.json's
-    ``index_url_default``) and OpenMMLab's mmcv wheel pages (mmcv.json's ``find_links_default_base``)."""
+    """The indexes a spec starts from (a new dict each call): pip's (names.json), the PyTorch wheel index
+    (torch.json's ``index_url_default``) and OpenMMLab's mmcv wheel pages (mmcv.json's
+    ``find_links_default_base``)."""
+    return dict(_default_indexes())
+
+
+@functools.cache
+def _default_indexes() -> dict[str, str]:
     names = _Reader("names")
     return {"pypi": names.s("header", names.load(), "pypi_index_default"),
             "pytorch": _Reader("torch").s("header", load_table("torch"), "index_url_default"),

@@ -42,7 +42,6 @@ from envbuild.matrix import default_indexes, load_names
 from envbuild.models import decode_text, deep_line
 
 __all__ = [
-    "DEFAULT_INDEXES",
     "MANAGERS",
     "GitRequirement",
     "Manager",
@@ -55,8 +54,6 @@ __all__ = [
 # A manager's name (envbuild.managers.REGISTRY is the list; get_manager checks a name against it).
 Manager = str
 
-# pip's index, the PyTorch wheel index and OpenMMLab's wheel pages (envbuild/data, via matrix).
-DEFAULT_INDEXES: dict[str, str] = default_indexes()
 
 _TOP_KEYS = {"project", "conda", "target", "indexes"}
 _PROJECT_KEYS = {"name", "python", "manager", "requirements", "git"}
@@ -90,7 +87,9 @@ class Spec:
     conda_channels: tuple[str, ...] = ("conda-forge",)
     conda_packages: tuple[str, ...] = ()
     target_profile: str | None = None
-    indexes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_INDEXES))
+    # pip's index, the PyTorch wheel index and OpenMMLab's wheel pages: envbuild/data (read when needed,
+    # so a broken data file is a DataError of the command, not of importing this module)
+    indexes: dict[str, str] = field(default_factory=default_indexes)
     path: str | None = None
     # From requirements files and environment.yml (empty for envbuild.toml unless written there):
     constraints: tuple[str, ...] = ()        # '-c FILE' lines: restrict versions, add nothing
@@ -287,9 +286,9 @@ def load_spec(path: str | Path) -> Spec:
     _check_keys(conda, _CONDA_KEYS, ps, "conda.")
     target = _table(data, "target", ps)
     _check_keys(target, _TARGET_KEYS, ps, "target.")
-    indexes = dict(DEFAULT_INDEXES)
+    indexes = default_indexes()
     raw_idx = _table(data, "indexes", ps)
-    _check_keys(raw_idx, set(DEFAULT_INDEXES), ps, "indexes.")
+    _check_keys(raw_idx, set(indexes), ps, "indexes.")
     for k, v in raw_idx.items():
         if not isinstance(v, str) or not re.match(r"^(https?|file)://", v):
             raise SpecError("expected an http(s):// or file:// URL.", path=ps, field=f"indexes.{k}")

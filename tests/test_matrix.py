@@ -19,7 +19,7 @@ from envbuild.matrix import cuda_of_variant, load_matrix, load_table, normalize_
 
 
 def _clear() -> None:
-    for cached in (mx.load_matrix, mx.load_table, mx.load_names, mx.default_indexes):
+    for cached in (mx.load_matrix, mx.load_table, mx.load_names, mx._default_indexes):
         cached.cache_clear()
 
 
