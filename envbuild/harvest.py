@@ -85,9 +85,11 @@ Progress = Callable[[str, int, int], None]  # (source, done, total)
 
 @dataclass(frozen=True)
 class Endpoints:
-    pypi: str = "https://pypi.org/simple"
-    pytorch: str = "https://download.pytorch.org/whl"
-    openmmlab: str = "https://download.openmmlab.com/mmcv/dist"
+    """Where the sources are read: the data's default indexes unless a test or mirror says otherwise."""
+
+    pypi: str = field(default_factory=lambda: matrix.default_indexes()["pypi"])
+    pytorch: str = field(default_factory=lambda: matrix.default_indexes()["pytorch"])
+    openmmlab: str = field(default_factory=lambda: matrix.default_indexes()["openmmlab"])
 
 
 @dataclass(frozen=True)
@@ -297,15 +299,11 @@ def _pairs(torch: str, specs: dict[str, tuple[SpecifierSet, str]]) -> list[str]:
     return sorted((d for d in older if _series(targets[d]) == top), key=Version)
 
 
-def harvest_torch(client: IndexClient, ep: Endpoints, table: dict[str, Any], today: str,
-                  progress: Progress | None = None) -> str:
-    listing = client.project(ep.pypi, "torch")
-    torch_w = _by_version(listing)
-    rows = {r["torch"]: r for r in table["releases"]}
-    for v in _yanked(listing) & set(rows):
-        rows[v]["yanked"] = True
+def _new_torch_rows(table: dict[str, Any], rows: dict[str, dict[str, Any]], versions: Iterable[str],
+                    ep: Endpoints) -> None:
+    """Releases newer than the data knows become new rows (their CUDA variants are read later)."""
     newest = max(rows, key=Version)
-    for v in torch_w:  # releases newer than the data knows become new rows
+    for v in versions:
         pv = Version(v)
         if v not in rows and not pv.is_prerelease and pv > Version(newest):
             row: dict[str, Any] = {"torch": v, "torchvision": None, "torchaudio": None,
@@ -314,6 +312,33 @@ def harvest_torch(client: IndexClient, ep: Endpoints, table: dict[str, Any], tod
                    "source": f"PyPI {ep.pypi}/torch/ (new release; CUDA variants not read yet)"}
             table["releases"].append(row)
             rows[v] = row
+
+
+def _torch_metadata_facts(row: dict[str, Any], w: _Wheel, got: Any) -> None:
+    """What the newest wheel's metadata says: the CUDA of the plain PyPI wheel, Requires-Python."""
+    if w.file.requires_python:
+        row["requires_python"] = w.file.requires_python
+    if got is None:
+        return
+    cuda = _torch_cuda(got[0])
+    if cuda:
+        row["pypi_default_wheel_cuda"] = cuda[0]
+        how = "(PEP 658)" if "PEP 658" in got[1] else "(read by HTTP range requests)"
+        row["pypi_default_wheel_source"] = (f"PyPI wheel metadata {how} of {w.file.filename}: "
+                                            f"Requires-Dist {cuda[1]} [{got[1]}]")
+    rp = got[0].get("Requires-Python")
+    if rp:
+        row["requires_python"] = rp
+
+
+def harvest_torch(client: IndexClient, ep: Endpoints, table: dict[str, Any], today: str,
+                  progress: Progress | None = None) -> str:
+    listing = client.project(ep.pypi, "torch")
+    torch_w = _by_version(listing)
+    rows = {r["torch"]: r for r in table["releases"]}
+    for v in _yanked(listing) & set(rows):
+        rows[v]["yanked"] = True
+    _new_torch_rows(table, rows, torch_w, ep)
     todo = [(v, torch_w[v]) for v in rows if v in torch_w]
 
     def meta(item: tuple[str, list[_Wheel]]) -> tuple[str, _Wheel, Any]:
@@ -332,18 +357,7 @@ def harvest_torch(client: IndexClient, ep: Endpoints, table: dict[str, Any], tod
         released = _date(x.file for x in ws)
         if released:
             row["released"] = released
-        if w.file.requires_python:
-            row["requires_python"] = w.file.requires_python
-        if got is not None:
-            cuda = _torch_cuda(got[0])
-            if cuda:
-                row["pypi_default_wheel_cuda"] = cuda[0]
-                how = "(PEP 658)" if "PEP 658" in got[1] else "(read by HTTP range requests)"
-                row["pypi_default_wheel_source"] = (f"PyPI wheel metadata {how} of {w.file.filename}: "
-                                                    f"Requires-Dist {cuda[1]} [{got[1]}]")
-            rp = got[0].get("Requires-Python")
-            if rp:
-                row["requires_python"] = rp
+        _torch_metadata_facts(row, w, got)
         for key, specs in (("torchvision", vision), ("torchaudio", audio)):
             ok = _pairs(v, specs)
             row[f"{key}_compatible"] = ok
@@ -773,6 +787,23 @@ def _artifact_facts(client: IndexClient, f: DistFile, top: str) -> tuple[list[Ve
     return checks, numpy_use(sorted(srcs.items()))
 
 
+def _openmmlab_todo(by_v: dict[str, dict[str, Any]], files: Sequence[DistFile], today: str
+                    ) -> list[tuple[str, DistFile]]:
+    """The releases whose artifact must be read: not read before, or read from another file or reader."""
+    todo = []
+    for v, row in by_v.items():
+        a = _pick_artifact(files, v)
+        if a is None:
+            continue
+        if row.get("sha256") == a.sha256 and row.get("harvester") == HARVESTER_VERSION:
+            row["checked"] = today  # same artifact, same reader: its facts still hold
+            for imp in row.get("implied", []):
+                imp["checked"] = today
+            continue
+        todo.append((v, a))
+    return todo
+
+
 def harvest_openmmlab(client: IndexClient, ep: Endpoints, table: dict[str, Any], today: str,
                       progress: Progress | None = None, *, new_releases: bool = True) -> str:
     """Read the listed releases (and, with ``new_releases``, those newer than the newest listed)."""
@@ -797,19 +828,7 @@ def harvest_openmmlab(client: IndexClient, ep: Endpoints, table: dict[str, Any],
                     and not Version(v).is_prerelease):
                 by_v[v] = {"version": v, "requires": {}}
                 rows.append(by_v[v])
-        todo = []
-        for v in by_v:
-            a = _pick_artifact(files, v)
-            if a is None:
-                continue
-            row = by_v[v]
-            if row.get("sha256") == a.sha256 and row.get("harvester") == HARVESTER_VERSION:
-                row["checked"] = today  # same artifact, same reader: its facts still hold
-                for imp in row.get("implied", []):
-                    imp["checked"] = today
-                continue
-            todo.append((v, a))
-
+        todo = _openmmlab_todo(by_v, files, today)
         # downloads in threads; parsing in this thread (CPython 3.11's ast is not safe to run in
         # several threads at once: "AST constructor recursion depth mismatch")
         _pmap(lambda item: client.artifact(item[1]), todo, f"pypi-openmmlab ({key})", progress)

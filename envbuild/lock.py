@@ -41,7 +41,8 @@ from envbuild._fs import atomic_write, check_output_dir, one_line, output_dir, p
 from envbuild._http import TIMEOUT, http_session
 from envbuild.errors import ConflictError, FetchError, InputError
 from envbuild.lockfile import LOCK_FILE, Lock
-from envbuild.models import LockedArtifact, Profile, Resolution
+from envbuild.managers import CONDA_MANAGERS, get_manager
+from envbuild.models import LockedArtifact, Profile, Resolution, SourceBuild
 from envbuild.spec import Spec
 from envbuild.tools._run import redact
 from envbuild.tools.git import pip_git_url
@@ -58,7 +59,6 @@ __all__ = [
 ]
 
 ENGINES = ("uv", "pip-tools")
-CONDA_MANAGERS = ("conda", "mamba", "micromamba")
 # The manylinux levels `uv --python-platform` accepts (it has no 2_18..2_27 names).
 _UV_GLIBC_MINORS = (17, 28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40)
 _LEGACY = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
@@ -437,10 +437,10 @@ def lock(
     client = IndexClient([*extras, primary], find_links)
 
     # Source builds are compiled on the target; only their own requirements go to the engine.
-    sb_names = {str(canonicalize_name(sb["name"])) for sb in res.source_builds}
+    sb_names = {str(canonicalize_name(sb.name)) for sb in res.source_builds}
     reqs = [r for r in res.requirements if _req_name(r) not in sb_names]
     for sb in res.source_builds:
-        reqs += [r for r in sb.get("requires", []) if _req_name(r) not in sb_names]
+        reqs += [r for r in sb.requires if _req_name(r) not in sb_names]
     reqs = list(dict.fromkeys(reqs))
     for u in [*extras, *find_links]:
         _check_url(u, "indexes", spec.path)
@@ -577,8 +577,8 @@ def _requirements_txt(head: str, primary: str, extras: Sequence[str], find_links
 def _source_builds_txt(head: str, res: Resolution, sb: Sequence[_Locked]) -> str:
     lines = [head, "# Built on the target after torch: pip install --no-build-isolation --no-deps\n"]
     for x in sb:
-        env: dict[str, Any] = next((s.get("env", {}) for s in res.source_builds
-                    if canonicalize_name(s["name"]) == x.artifact.name), {})
+        env: dict[str, str] = next((s.env for s in res.source_builds
+                                    if canonicalize_name(s.name) == x.artifact.name), {})
         if env:
             lines.append("# env: " + one_line(" ".join(f"{k}={v}" for k, v in sorted(env.items()))) + "\n")
         lines.append(_hash_lines(x.artifact.name, x.artifact.version, x.hashes))
@@ -791,16 +791,16 @@ def _check_spec_hashes(spec: Spec, locked: Sequence[_Locked]) -> None:
                      "(pip hash FILE prints a file's hash).")
 
 
-def _lock_source_builds(client: IndexClient, builds: Sequence[Mapping[str, Any]]) -> list[_Locked]:
+def _lock_source_builds(client: IndexClient, builds: Sequence[SourceBuild]) -> list[_Locked]:
     out = []
     for sb in builds:
-        name, version = str(canonicalize_name(sb["name"])), str(sb["version"])
+        name, version = str(canonicalize_name(sb.name)), sb.version
         got = _choose(name, version, client.files(name), {}, client, kind_hint="sdist")
         if got is None:
             raise FetchError(f"no sdist of {name}=={version} (a package built on the target) on "
                              f"{', '.join(redact(u) for u in client.index_urls)}.",
                              hint="Point --index-url at a mirror that carries it.")
-        art = dataclasses.replace(got.artifact, build="source", requires=tuple(sb.get("requires", ())))
+        art = dataclasses.replace(got.artifact, build="source", requires=tuple(sb.requires))
         out.append(_Locked(art, got.hashes))
     return out
 
@@ -894,7 +894,7 @@ def input_spec(spec_path: Path | None, reqs: Sequence[str], *, manager: str | No
         SpecError: bad file, bad requirement, unknown manager; or both/neither inputs given.
     """
     from envbuild.errors import SpecError
-    from envbuild.spec import MANAGERS, load_spec, spec_from_requirements
+    from envbuild.spec import load_spec, spec_from_requirements
 
     if spec_path is not None and reqs:
         raise SpecError("give either --spec FILE or requirements, not both.", field="--spec")
@@ -910,10 +910,8 @@ def input_spec(spec_path: Path | None, reqs: Sequence[str], *, manager: str | No
         spec = spec_from_requirements(list(reqs), name=name or "env", python=python,
                                       manager=manager or "venv")
     if manager is not None and manager != spec.manager:
-        if manager not in MANAGERS:
-            raise SpecError(f"unknown manager '{manager}'.", field="--manager",
-                            hint=f"Use one of: {', '.join(MANAGERS)}.")
-        spec = dataclasses.replace(spec, manager=manager)  # type: ignore[arg-type]
+        mgr = get_manager(manager, field="--manager", error=SpecError)
+        spec = dataclasses.replace(spec, manager=mgr.name)
     if name:
         spec = dataclasses.replace(spec, name=name)
     if python:

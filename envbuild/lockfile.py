@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from envbuild.errors import InputError
+from envbuild.managers import CHOICES, MANAGERS
 from envbuild.models import NAME, PYTHON_XY, URL, Fields, LockedArtifact, Profile, Resolution, read_json_file
 
 __all__ = ["LOCK_FILE", "LOCK_SCHEMA", "Lock", "LockError", "load_lock"]
@@ -143,7 +144,7 @@ class Lock:
             plat.text(key, pattern=_PLATFORM_WORD, wanted="a platform tag")
         return cls(
             name=f.req("name", pattern=NAME, wanted="a lock name (letters, digits, '.', '_', '-')"),
-            manager=f.req("manager", pattern=_MANAGER, wanted="conda, mamba, micromamba or venv"),
+            manager=f.req("manager", pattern=_MANAGER, wanted=CHOICES),
             python=f.req("python", pattern=PYTHON_XY, wanted='a Python version X.Y such as "3.10"'),
             platform=data["platform"], target=data["target"], resolution=data["resolution"],
             artifacts=arts,
@@ -159,7 +160,7 @@ class Lock:
         )
 
 
-_MANAGER = re.compile(r"conda|mamba|micromamba|venv")
+_MANAGER = re.compile("|".join(map(re.escape, MANAGERS)))
 _KIND_WORD = re.compile(r"[a-z][a-z0-9-]{0,31}")
 _PLATFORM_WORD = re.compile(r"[A-Za-z0-9_.+-]{1,64}")
 

@@ -39,17 +39,21 @@ __all__ = [
     "Matrix",
     "MmPackage",
     "MmcvWheels",
+    "Names",
     "NumpyMinor",
+    "Span",
     "TargetFacts",
     "TorchRelease",
     "Verdict",
     "confidence_level",
     "cuda_of_variant",
     "data_path",
+    "default_indexes",
     "digit_version",
     "finding_families",
     "load_doctor_rules",
     "load_matrix",
+    "load_names",
     "load_table",
     "major_minor",
     "matrix_table",
@@ -123,6 +127,23 @@ def _mm(v: str) -> tuple[int, int]:
 
 
 major_minor = _mm  # the one 'X.Y[.Z]' -> (X, Y) converter (resolve and target use it too)
+
+
+@dataclass(frozen=True)
+class Span:
+    """An inclusive X.Y range (CUDA versions, Python minors, compute capabilities); patch levels do not
+    count.  The one rule for 'is 11.3 within 11.0-11.8', used by every record that carries a range."""
+
+    lo: str
+    hi: str
+
+    def covers(self, v: str) -> bool:
+        return _mm(self.lo) <= _mm(v) <= _mm(self.hi)
+
+    @property
+    def single(self) -> bool:
+        """One X.Y only (cupy-cuda113 is, cupy-cuda12x is not)."""
+        return self.lo == self.hi
 
 
 def xy(v: str) -> str:
@@ -283,39 +304,39 @@ class MmPackage:
 
 @dataclass(frozen=True)
 class CupyPackage:
-    package: str
-    cuda_min: str
-    cuda_max: str
-    versions: tuple[str, ...]
-    python_by_version: Mapping[str, tuple[str, ...]]
-    source: str
+    """A CuPy wheel package (cupy-cuda113, cupy-cuda12x): the CUDA range it is built for, its releases."""
 
-    def covers(self, cuda: str) -> bool:
-        return _mm(self.cuda_min) <= _mm(cuda) <= _mm(self.cuda_max)
+    package: str
+    cuda: Span
+    versions: tuple[str, ...]
+    python_by_version: Mapping[str, tuple[str, ...]]  # release -> Python minors with a wheel
+    source: str
 
 
 @dataclass(frozen=True)
 class CupyRelease:
+    """One CuPy release's own requirements (every wheel package of it shares them)."""
+
     version: str
-    numpy: str
+    numpy: str  # its numpy requirement, a specifier
     requires_python: str | None
     source: str
 
 
 @dataclass(frozen=True)
 class NumpyMinor:
+    """A NumPy minor series: the Pythons its releases support and its newest patch."""
+
     minor: str
-    python_min: str
-    python_max: str
+    python: Span
     latest: str
     source: str
-
-    def supports(self, python: str) -> bool:
-        return _mm(self.python_min) <= _mm(python) <= _mm(self.python_max)
 
 
 @dataclass(frozen=True)
 class AbiRule:
+    """Wheels of ``package`` in ``versions`` were built against NumPy 1.x, so they need ``numpy``."""
+
     package: str
     versions: str
     numpy: str
@@ -327,15 +348,11 @@ class GpuDriverRule:
     """Driver branches that know a GPU generation: ``min_driver`` and/or last branch ``max_branch``."""
 
     architecture: str
-    cc_min: str
-    cc_max: str
+    cc: Span
     min_driver: str | None
     max_branch: int | None
     source: str
     confidence: str | None = None
-
-    def covers(self, cc: str) -> bool:
-        return _mm(self.cc_min) <= _mm(cc) <= _mm(self.cc_max)
 
 
 @dataclass(frozen=True)
@@ -415,6 +432,7 @@ class Matrix:
     mmcv_runtime: tuple[_Runtime, ...] = ()  # (package, versions, requires, source)
     gpu_driver: tuple[GpuDriverRule, ...] = ()
     sources: Mapping[str, str] = field(default_factory=dict)  # named sources (index patterns, rules)
+    pythons: tuple[str, ...] = ()  # tried when the target names no Python, newest first (names.json)
     tables: Mapping[str, Any] = field(default_factory=dict)  # raw JSON per file (read-only use)
     # (torch key, cuda) -> row, built on first use: the resolver asks a few hundred times per answer
     _arch_index: dict[tuple[str, str], ArchRow] = field(default_factory=dict, compare=False, repr=False)
@@ -582,7 +600,7 @@ class Matrix:
             return None
         d = vers(target.driver)
         for rule in self.gpu_driver:
-            if not rule.covers(target.cc):
+            if not rule.cc.covers(target.cc):
                 continue
             conf = confidence_level(rule.confidence)
             if rule.min_driver and d < vers(rule.min_driver):
@@ -736,12 +754,12 @@ class Matrix:
     # CuPy / NumPy --------------------------------------------------------------------------------
     def cupy_for_cuda(self, cuda: str) -> list[CupyPackage]:
         """CuPy packages whose wheels target CUDA X.Y (per-minor package first, then the per-major one)."""
-        hits = [p for p in self.cupy_packages if p.covers(cuda)]
-        return sorted(hits, key=lambda p: p.cuda_min != p.cuda_max)
+        hits = [p for p in self.cupy_packages if p.cuda.covers(cuda)]
+        return sorted(hits, key=lambda p: not p.cuda.single)
 
     def numpy_for_python(self, python: str) -> list[NumpyMinor]:
         """NumPy minors supporting Python X.Y, newest first."""
-        return [n for n in reversed(self.numpy) if n.supports(python)]
+        return [n for n in reversed(self.numpy) if n.python.covers(python)]
 
 
 # --- loading -------------------------------------------------------------------------------------
@@ -836,6 +854,10 @@ class _Reader:
             raise self.fail(f"{where}.{key}", f"expected a date YYYY-MM-DD, got {v!r}.")
         return v
 
+    def span(self, where: str, r: Mapping[str, Any], key: str) -> Span:
+        """The range a row writes as ``<key>_min`` / ``<key>_max``."""
+        return Span(self.s(where, r, f"{key}_min"), self.s(where, r, f"{key}_max"))
+
     def strs(self, where: str, r: Mapping[str, Any], key: str) -> tuple[str, ...]:
         v = r.get(key) or []
         if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
@@ -919,8 +941,9 @@ def _load_nvidia(rd: _Reader, data: dict[str, Any]) -> tuple[Any, ...]:
         mb = r.get("max_driver_branch")
         if mb is not None and not str(mb).isdigit():
             raise rd.fail(f"{where}.max_driver_branch", f"expected a branch number like 580, got {mb!r}.")
-        branches.append(GpuDriverRule(rd.s(where, r, "architecture"), rd.s(where, r, "cc_min"),
-                                      rd.s(where, r, "cc_max"), md, int(mb) if mb is not None else None,
+        branches.append(GpuDriverRule(rd.s(where, r, "architecture"),
+                                      rd.span(where, r, "cc"),
+                                      md, int(mb) if mb is not None else None,
                                       _src(r), r.get("confidence")))
     return dmin, cmin, gcc, ccw, tuple(branches)
 
@@ -1006,8 +1029,7 @@ def _load_cupy(rd: _Reader, data: dict[str, Any]) -> tuple[tuple[CupyPackage, ..
         pbv = r.get("python_by_version") or {}
         if not isinstance(pbv, dict):
             raise rd.fail(f"{where}.python_by_version", "expected an object.")
-        pk.append(CupyPackage(rd.s(where, r, "package"), rd.s(where, r, "cuda_min"),
-                              rd.s(where, r, "cuda_max"),
+        pk.append(CupyPackage(rd.s(where, r, "package"), rd.span(where, r, "cuda"),
                               rd.strs(where, r, "versions"), {k: tuple(v) for k, v in pbv.items()}, _src(r)))
     rel = {}
     for where, r in rd.rows(data, "releases"):
@@ -1024,7 +1046,7 @@ def _load_numpy(rd: _Reader, data: dict[str, Any]) -> tuple[tuple[NumpyMinor, ..
         minor = rd.s(where, r, "numpy")
         if not latest.startswith(minor + "."):
             raise rd.fail(f"{where}.latest_patch", f"{latest} is not a {minor}.x release.")
-        out.append(NumpyMinor(minor, rd.s(where, r, "python_min"), rd.s(where, r, "python_max"), latest,
+        out.append(NumpyMinor(minor, rd.span(where, r, "python"), latest,
                               _src(r)))
     abi = []
     for where, r in rd.rows(data, "abi_rules"):
@@ -1068,17 +1090,59 @@ def load_matrix() -> Matrix:
         cupy_packages=cpk, cupy_releases=crel, numpy=npm, abi=abi,
         mmcv_runtime=_load_mmcv_runtime(readers["mmcv"], raw["mmcv"]),
         gpu_driver=branches,
+        pythons=load_names().pythons,
         sources={
             "pytorch_index": str(raw["torch"].get("index_url_source", "")),
-            "pytorch_index_default": str(raw["torch"].get("index_url_default", "https://download.pytorch.org/whl")),
-            "openmmlab_default": str(raw["mmcv"].get("find_links_default_base",
-                                                     "https://download.openmmlab.com/mmcv/dist")),
+            "pytorch_index_default": default_indexes()["pytorch"],
+            "openmmlab_default": default_indexes()["openmmlab"],
             "mmcv_find_links": "; ".join(str(r.get("source")) for r in raw["mmcv"].get("url_rules", [])[:2]),
             "source_build": str((raw["openmmlab"].get("source_build_rule") or {}).get("source", "")),
         },
         tables=raw,
     )
     return m
+
+
+@dataclass(frozen=True)
+class Names:
+    """``names.json``: what specs and indexes are read with (lists, not compatibility rules)."""
+
+    pythons: tuple[str, ...]  # the Python minors tried when the target names none, newest first
+    conda_to_pypi: Mapping[str, str]  # conda name -> the PyPI package the resolver chooses (pytorch -> torch)
+    conda_cuda: Mapping[str, bool]  # conda packages whose version is the CUDA version -> kept in conda.txt
+
+
+@functools.cache
+def load_names() -> Names:
+    """Read ``names.json`` once.
+
+    Raises:
+        DataError: the file is missing or a row lacks a field or its source.
+    """
+    rd = _Reader("names")
+    data = rd.load()
+    pys = tuple(rd.s(w, r, "python") for w, r in rd.rows(data, "pythons"))
+    bad = [p for p in pys if not re.fullmatch(r"3\.\d+", p)]
+    if bad or list(pys) != sorted(pys, key=_mm, reverse=True):
+        raise rd.fail("pythons", "expected Python minors like 3.12, newest first.")
+    ctp = {rd.s(w, r, "conda"): rd.s(w, r, "pypi") for w, r in rd.rows(data, "conda_to_pypi")}
+    cuda = {rd.s(w, r, "conda"): r.get("keep") is True for w, r in rd.rows(data, "conda_cuda")}
+    return Names(pythons=pys, conda_to_pypi=ctp, conda_cuda=cuda)
+
+
+def default_indexes() -> dict[str, str]:
+    """The indexes a spec starts from (a new dict each call): pip's (names.json), the PyTorch wheel index
+    (torch.json's ``index_url_default``) and OpenMMLab's mmcv wheel pages (mmcv.json's
+    ``find_links_default_base``)."""
+    return dict(_default_indexes())
+
+
+@functools.cache
+def _default_indexes() -> dict[str, str]:
+    names = _Reader("names")
+    return {"pypi": names.s("header", names.load(), "pypi_index_default"),
+            "pytorch": _Reader("torch").s("header", load_table("torch"), "index_url_default"),
+            "openmmlab": _Reader("mmcv").s("header", load_table("mmcv"), "find_links_default_base")}
 
 
 def check_cuda_list(values: Sequence[str]) -> list[str]:
@@ -1170,7 +1234,7 @@ def matrix_table(kind: str, m: Matrix | None = None) -> dict[str, Any]:
                 "columns": cols, "rows": rows, "legend": "cell: mmcv versions with a wheel for (CUDA, torch "
                                                          "series)"}
     if kind == "cupy":
-        pkgs = sorted(m.cupy_packages, key=lambda p: (_mm(p.cuda_min), p.cuda_min != p.cuda_max))
+        pkgs = sorted(m.cupy_packages, key=lambda p: (_mm(p.cuda.lo), not p.cuda.single))
         cols = ["cupy", "numpy", "python", *[p.package.removeprefix("cupy-") for p in pkgs]]
         rows = []
         for v in sorted(m.cupy_releases, key=vers, reverse=True):

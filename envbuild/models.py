@@ -25,6 +25,7 @@ __all__ = [
     "LockedArtifact",
     "Profile",
     "Resolution",
+    "SourceBuild",
     "Toolkit",
     "decode_text",
     "deep_line",
@@ -436,6 +437,33 @@ class Conflict:
 
 
 @dataclass(frozen=True)
+class SourceBuild:
+    """A package compiled on the target after torch (mmdet3d 0.17.x; an mmcv with no prebuilt wheel).
+
+    ``requires`` are its own requirements (they go to the lock engine, it does not); ``env`` is the
+    build's environment (FORCE_CUDA, TORCH_CUDA_ARCH_LIST); ``reason`` and ``source``: why, and the
+    fact it stands on.  ``Resolution.to_dict`` writes these six keys in this order (the ``--json`` shape).
+    """
+
+    name: str
+    version: str
+    requires: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    reason: str = ""
+    source: str = ""
+
+    @classmethod
+    def read(cls, f: Fields) -> SourceBuild:
+        """One ``source_builds`` entry of a resolution being validated (``Resolution.from_dict``)."""
+        return cls(name=f.req("name", pattern=NAME, wanted="a package name"),
+                   version=f.req("version", wanted="a version"),
+                   requires=list(f.strs("requires", wanted="a requirement")),
+                   env=f.str_map("env", wanted="a value"),
+                   reason=f.text("reason", wanted="a sentence", controls=True) or "",
+                   source=f.text("source", wanted="a source", controls=True) or "")
+
+
+@dataclass(frozen=True)
 class Resolution:
     """What ``resolve`` decided for a target. ``to_dict`` is the ``--json`` contract.
 
@@ -450,7 +478,7 @@ class Resolution:
     cuda: str | None
     packages: dict[str, str] = field(default_factory=dict)
     requirements: list[str] = field(default_factory=list)
-    source_builds: list[dict[str, Any]] = field(default_factory=list)
+    source_builds: list[SourceBuild] = field(default_factory=list)
     index_urls: list[str] = field(default_factory=list)
     find_links: list[str] = field(default_factory=list)
     build: dict[str, Any] = field(default_factory=dict)
@@ -471,6 +499,8 @@ class Resolution:
     def __post_init__(self) -> None:
         # a plain sentence (older callers, hand-made resolutions) is a conflict without recorded facts
         self.conflicts[:] = [Conflict(c) if isinstance(c, str) else c for c in self.conflicts]
+        # likewise a mapping (hand-made resolutions) is a source build's record
+        self.source_builds[:] = [SourceBuild(**s) if isinstance(s, dict) else s for s in self.source_builds]
 
     @property
     def conflict_texts(self) -> list[str]:
@@ -502,7 +532,7 @@ class Resolution:
                         wanted='a CUDA version such as "11.3" or null'),
             packages=f.str_map("packages", wanted="a version"),
             requirements=list(f.strs("requirements", wanted="a requirement")),
-            source_builds=[s.data for s in f.objs("source_builds", "a source-build object")],
+            source_builds=[SourceBuild.read(s) for s in f.objs("source_builds", "a source-build object")],
             index_urls=list(f.strs("index_urls", pattern=URL, wanted="an index URL")),
             find_links=list(f.strs("find_links", pattern=URL, wanted="a find-links URL")),
             build=f.obj("build"),

@@ -100,8 +100,8 @@ def present_resolution(res: Resolution, as_json: bool) -> None:
     console.print(table("build (compiling CUDA ops on the target)", cols,
                         [(b.get("nvcc"), b.get("gcc_max"), b.get("torch_cuda_arch_list"))]))
     for sb in res.source_builds:
-        env = " ".join(f"{k}={v}" for k, v in sb["env"].items())
-        console.print(f"build on the target after torch: {sb['name']}=={sb['version']}  ({env})",
+        env = " ".join(f"{k}={v}" for k, v in sb.env.items())
+        console.print(f"build on the target after torch: {sb.name}=={sb.version}  ({env})",
                       markup=False, highlight=False)
     for u in res.index_urls:
         console.print(f"--extra-index-url {u}", markup=False, highlight=False)

@@ -59,6 +59,10 @@ SCHEMA_VERSION = 1
 NVIDIA_SMI_TIMEOUT = 10.0
 TOOL_TIMEOUT = 20.0
 QUERY_FIELDS = ("name", "compute_cap", "memory.total", "driver_version")
+# The conda-kind managers' commands, in the order looked for: envbuild/managers.py is the registry;
+# this copy exists because probe.py also runs alone on a machine without envbuild
+# (tests/test_managers.py checks the two agree).
+CONDA_BINARIES = ("micromamba", "mamba", "conda")
 QUERY_FIELDS_OLD = ("name", "memory.total", "driver_version")
 
 _NA = {"", "n/a", "[n/a]", "[not supported]", "not supported", "[unknown error]", "not found"}
@@ -635,7 +639,7 @@ def _conda() -> Optional[str]:
         exe = os.environ.get(var)
         if exe and os.path.isfile(exe):
             return exe
-    for name in ("micromamba", "mamba", "conda"):
+    for name in CONDA_BINARIES:
         exe = shutil.which(name)
         if exe:
             return exe

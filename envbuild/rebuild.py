@@ -312,7 +312,7 @@ def _wheel_steps(
 ) -> tuple[list[Step], bool]:
     """Wheels whose pin (or build) changes; True when the torch family changes."""
     steps: list[Step] = []
-    sb_names = {_name(sb["name"]) for sb in res.source_builds}
+    sb_names = {_name(sb.name) for sb in res.source_builds}
     # 1. wheels whose pin changes (torch +cu113 -> +cu102, cupy-cuda113 -> cupy-cuda102)
     torch_changed = False
     new_torch = res.packages.get("torch")
@@ -446,11 +446,7 @@ def _source_builds(current: CurrentEnv, res: Resolution) -> dict[str, dict[str, 
     """name -> {version, env, reason}: the resolution's source builds, then the env's own."""
     builds: dict[str, dict[str, Any]] = {}
     for sb in res.source_builds:
-        builds[_name(sb["name"])] = {
-            "version": sb.get("version"),
-            "env": dict(sb.get("env") or {}),
-            "reason": sb.get("reason"),
-        }
+        builds[_name(sb.name)] = {"version": sb.version, "env": dict(sb.env), "reason": sb.reason or None}
     for n, cur in current.source_builds.items():
         builds.setdefault(n, {"version": _base(cur.get("version")), "env": {}, "reason": None})
     return builds

@@ -19,6 +19,7 @@ from packaging.utils import canonicalize_name
 from envbuild._fs import atomic_write, claim_output_dir, one_line
 from envbuild.errors import InputError
 from envbuild.lockfile import LOCK_FILE, Lock, load_lock
+from envbuild.managers import get_manager
 
 if TYPE_CHECKING:
     import jinja2
@@ -30,7 +31,6 @@ SCRIPTS = ("install.sh", "install-offline.sh", "verify.sh")
 DOCS = ("INSTALL.md",)
 # built.sha256: what fetch built for this lock (git wheels, build requirements), checked offline.
 LOCK_TEXTS = (LOCK_FILE, "requirements.txt", "conda.txt", "source-builds.txt", "git.txt", "built.sha256")
-MANAGERS = ("conda", "mamba", "micromamba", "venv")
 
 # Distribution name -> module to import when verifying (only where the two differ).
 _IMPORT_NAMES = {
@@ -104,6 +104,7 @@ def _environment() -> Any:
 
 def _context(lk: Lock, manager: str) -> dict[str, Any]:
     res = lk.resolution
+    pm = get_manager(manager, field="--manager")
     index_args: list[str] = []
     for i, u in enumerate(lk.index_urls):
         index_args += ["--index-url" if i == 0 else "--extra-index-url", u]
@@ -144,6 +145,8 @@ def _context(lk: Lock, manager: str) -> dict[str, Any]:
         "python": lk.python,
         "cuda": lk.cuda,
         "manager": manager,
+        "manager_binary": pm.binary or "",
+        "env_template": pm.env_template,
         "platform": lk.platform,
         "index_args": index_args,
         "git": [{"name": g.name, "url": pip_git_url(g.url), "commit": g.commit or ""} for g in lk.git],
@@ -154,7 +157,7 @@ def _context(lk: Lock, manager: str) -> dict[str, Any]:
         "build_nvcc": str(build["nvcc"]) if build.get("nvcc") else "",
         "build_gcc_max": str(build["gcc_max"]) if build.get("gcc_max") else "",
         "conda": [{"subdir": a.subdir or "noarch", "filename": a.filename, "sha256": a.sha256}
-                  for a in lk.conda] if manager != "venv" else [],
+                  for a in lk.conda] if pm.conda else [],
         "cached": cached,
         # sdists and source builds are built on the target with fetch's build requirements
         "needs_build": any(a.kind == "sdist" or a.build == "source" for a in lk.artifacts),
@@ -196,10 +199,7 @@ def render(lock_dir: str | Path, out_dir: str | Path | None = None, *,
     lk = load_lock(lock_dir)
     src = Path(lk.path or Path(lock_dir) / LOCK_FILE).parent
     mgr = manager or lk.manager
-    if mgr not in MANAGERS:
-        raise InputError(f"unknown manager '{mgr}'.", field="--manager",
-                         hint=f"Use one of: {', '.join(MANAGERS)}.")
-    if mgr != "venv" and not lk.conda:
+    if get_manager(mgr, field="--manager").conda and not lk.conda:
         raise InputError(
             f"the lock '{lk.name}' has no conda part, so it cannot be installed with {mgr}.",
             path=lk.path, field="manager",

@@ -45,15 +45,12 @@ from envbuild.matrix import (
 )
 from envbuild.matrix import major_minor as _mm
 from envbuild.matrix import xy as _xy
-from envbuild.models import Conflict, Fact, Profile, Resolution, Toolkit
+from envbuild.models import Conflict, Fact, Profile, Resolution, SourceBuild, Toolkit
 
 __all__ = ["check", "resolve"]
 
-DEFAULT_PYTORCH = "https://download.pytorch.org/whl"
-DEFAULT_OPENMMLAB = "https://download.openmmlab.com/mmcv/dist"
 MM = ("mmdet", "mmsegmentation", "mmdet3d")
 KNOWN = {"torch", "torchvision", "torchaudio", "mmcv-full", "mmcv", "numpy", "cupy", *MM}
-PYTHONS = tuple(f"3.{n}" for n in range(15, 5, -1))  # newest first, when the target does not say
 STAGES = ("torch", "python", "driver", "arch", "domain", "mmcv", "mm", "cupy", "numpy")
 STALE_DAYS = 30  # older knowledge gets a warning naming `envbuild data update`
 
@@ -252,7 +249,7 @@ class _Search:
     def _pythons(self, rel: TorchRelease | None) -> list[str]:
         if self.t.python:
             return [self.t.python]
-        pys = sorted(rel.python, key=_mm, reverse=True) if rel else list(PYTHONS)
+        pys = sorted(rel.python, key=_mm, reverse=True) if rel else list(self.m.pythons)
         # No target Python: the caller's preferred one first when it fits (the CLI passes envbuild's own, so
         # the lock engines can run for it), else the newest the packages support.
         return sorted(pys, key=lambda p: p != self.t.prefer_python)
@@ -592,7 +589,7 @@ class _Search:
                         continue
                     out.append((pkg, ver))
         # newest CuPy first; for equal versions the per-minor package (exact CUDA) first
-        out.sort(key=lambda pv: (Version(pv[1]), pv[0].cuda_min == pv[0].cuda_max), reverse=True)
+        out.sort(key=lambda pv: (Version(pv[1]), pv[0].cuda.single), reverse=True)
         unique: dict[tuple[str, str], tuple[CupyPackage, str]] = {}
         for pv in out:
             unique.setdefault((pv[0].package, pv[1]), pv)
@@ -918,10 +915,11 @@ def _loosest(specs: Sequence[str]) -> str:
 # --- result ----------------------------------------------------------------------------------------
 
 
-def _indexes(indexes: Mapping[str, str] | None) -> tuple[str, str]:
+def _indexes(indexes: Mapping[str, str] | None, m: Matrix) -> tuple[str, str]:
+    """The PyTorch and OpenMMLab bases: the spec's, else the data's defaults."""
     idx = dict(indexes or {})
-    pytorch = (idx.get("pytorch") or DEFAULT_PYTORCH).rstrip("/")
-    return pytorch, (idx.get("openmmlab") or DEFAULT_OPENMMLAB).rstrip("/")
+    pytorch = (idx.get("pytorch") or m.sources["pytorch_index_default"]).rstrip("/")
+    return pytorch, (idx.get("openmmlab") or m.sources["openmmlab_default"]).rstrip("/")
 
 
 def _arch_list(pick: _Pick, t: _Facts, m: Matrix, reasons: list[str]) -> str | None:
@@ -960,37 +958,37 @@ def _req_ok(text: str) -> bool:
     return True
 
 
+def _dates_used(pick: _Pick) -> list[tuple[str, str | None]]:
+    """(table, the row's checked date or None for the file's) for each fact the pick stands on."""
+    out: list[tuple[str, str | None]] = []
+    if pick.torch is not None:
+        out.append(("torch", pick.torch.checked))
+    if pick.cuda:
+        out.append(("nvidia", None))
+        if pick.arch_row is not None:
+            out.append(("torch_arch", pick.arch_row.checked))
+    if pick.verdict is not None and pick.verdict.arch_note:
+        out.append(("gpus", None))
+    if pick.mmcv is not None:
+        out.append(("mmcv", None))
+    out += [("openmmlab", pkg.checked) for pkg in pick.mm.values()]
+    if pick.cupy is not None:
+        out.append(("cupy", None))
+    if pick.numpy is not None or pick.numpy_specs:
+        out.append(("numpy", None))
+    return out
+
+
 def _knowledge(m: Matrix, pick: _Pick | None, today: dt.date | None) -> dict[str, Any]:
     """When the facts this answer stands on were last checked: per table, oldest, newest, age in days."""
     used: dict[str, list[str]] = {}
-
-    def note(table: str, row_date: str | None = None) -> None:
+    # no pick (a conflict): every table was consulted; a pick with no table of its own stands on torch's
+    wanted = ([(name, None) for name in m.tables] if pick is None
+              else _dates_used(pick) or [("torch", None)])
+    for table, row_date in wanted:
         d = row_date or m.checked(table)
         if d:
             used.setdefault(table, []).append(d)
-
-    if pick is None:
-        for name in m.tables:
-            note(name)
-    else:
-        if pick.torch is not None:
-            note("torch", pick.torch.checked)
-        if pick.cuda:
-            note("nvidia")
-            if pick.arch_row is not None:
-                note("torch_arch", pick.arch_row.checked)
-        if pick.verdict is not None and pick.verdict.arch_note:
-            note("gpus")
-        if pick.mmcv is not None:
-            note("mmcv")
-        for pkg in pick.mm.values():
-            note("openmmlab", pkg.checked)
-        if pick.cupy is not None:
-            note("cupy")
-        if pick.numpy is not None or pick.numpy_specs:
-            note("numpy")
-        if not used:
-            note("torch")
     tables = {k: min(v) for k, v in sorted(used.items())}
     dates = [d for v in used.values() for d in v]
     oldest, newest = (min(dates), max(dates)) if dates else (None, None)
@@ -1019,12 +1017,12 @@ class _Builder:
         self.p, self.w, self.t, self.m = pick, wants, t, m
         self.prefer_pypi = prefer_pypi
         self.target: Profile | None = None
-        self.pytorch, self.openmmlab = _indexes(indexes)
+        self.pytorch, self.openmmlab = _indexes(indexes, m)
         self.packages: dict[str, str] = {}
         self.choices: list[dict[str, Any]] = []
         self.reasons: list[str] = []
         self.warnings: list[str] = []
-        self.source_builds: list[dict[str, Any]] = []
+        self.source_builds: list[SourceBuild] = []
         self.index_urls: list[str] = []
         self.find_links: list[str] = []
         self.implied: list[dict[str, Any]] = []
@@ -1048,13 +1046,13 @@ class _Builder:
         gcc_max = self.m.gcc_max(self.p.cuda) if self.p.cuda else None
         for sb in self.source_builds:
             if arch:
-                sb["env"]["TORCH_CUDA_ARCH_LIST"] = arch
+                sb.env["TORCH_CUDA_ARCH_LIST"] = arch
             if self.p.cuda is None:
-                sb["env"].pop("FORCE_CUDA", None)
+                sb.env.pop("FORCE_CUDA", None)
         self._toolchain_warnings(gcc_max)
-        sb_names = {sb["name"] for sb in self.source_builds}
+        sb_names = {sb.name for sb in self.source_builds}
         for sb in self.source_builds:
-            self.packages[sb["name"]] = sb["version"]
+            self.packages[sb.name] = sb.version
         reqs = [f"{k}{_extras(self.w.get(k))}=={v}" for k, v in self.packages.items() if k not in sb_names]
         reqs += self._implied(passthrough)
         reqs += list(passthrough)
@@ -1250,9 +1248,8 @@ class _Builder:
             f"{name} {mv} has no prebuilt wheel for torch {rel.series} + {dev}: it will be built from "
             f"source on the target (slow; needs nvcc {p.cuda} and gcc <= {m.gcc_max(p.cuda or '')}). "
             f"Prebuilt wheels exist for: {pairs or 'none'}.")
-        self.source_builds.append({"name": name, "version": mv, "requires": reqs,
-                                   "env": {"FORCE_CUDA": "1", "MMCV_WITH_OPS": "1"}, "reason": why,
-                                   "source": rsrc or src})
+        self.source_builds.append(SourceBuild(name, mv, list(reqs), {"FORCE_CUDA": "1", "MMCV_WITH_OPS": "1"},
+                                              why, rsrc or src))
 
     def _mm(self, name: str) -> None:
         p = self.p
@@ -1275,8 +1272,8 @@ class _Builder:
             return
         why += "; its setup.py imports torch and compiles CUDA ops, so it is built on the target after torch"
         self.choose(name, pkg.version, why, pkg.source, pin=False)
-        self.source_builds.append({"name": name, "version": pkg.version, "requires": list(pkg.runtime),
-                                   "env": {"FORCE_CUDA": "1"}, "reason": why, "source": pkg.source})
+        self.source_builds.append(SourceBuild(name, pkg.version, list(pkg.runtime), {"FORCE_CUDA": "1"},
+                                              why, pkg.source))
 
     def _cupy_numpy(self) -> None:
         p, m = self.p, self.m
@@ -1289,7 +1286,7 @@ class _Builder:
             self.choose(pkg.package, cv,
                         f"newest CuPy wheel for CUDA {p.cuda} and Python {p.python}{nps}{fit}",
                         pkg.source)
-            if _mm(pkg.cuda_min)[0] <= 11:
+            if _mm(pkg.cuda.lo)[0] <= 11:
                 self.reasons.append(
                     f"{pkg.package} loads the CUDA {p.cuda} runtime from the system or a conda cudatoolkit="
                     f"{p.cuda}; another libcudart gives 'undefined symbol: cudaMemPoolCreate'")
@@ -1297,14 +1294,14 @@ class _Builder:
             minor = next(n for n in m.numpy if p.numpy.startswith(n.minor + "."))
             pins = "; ".join(f"{lab}: numpy{s}" for lab, s in p.numpy_specs) or "no pins"
             self.choose("numpy", p.numpy, f"newest numpy for Python {p.python} (numpy {minor.minor} supports "
-                        f"{minor.python_min}-{minor.python_max}) inside every pin ({pins})", minor.source)
+                        f"{minor.python.lo}-{minor.python.hi}) inside every pin ({pins})", minor.source)
 
     def _toolchain_warnings(self, gcc_max: int | None) -> None:
         p, t = self.p, self.t
         if p.cuda and t.toolkits:
             tks = [tk.version for tk in t.toolkits]
             if not any(_xy(v) == p.cuda for v in tks):
-                built = ", ".join(sb["name"] for sb in self.source_builds) or "mmcv/mmdet3d-style extensions"
+                built = ", ".join(sb.name for sb in self.source_builds) or "mmcv/mmdet3d-style extensions"
                 where = next((tk.path for tk in t.toolkits if tk.path), None)
                 self.warnings.append(
                     f"target nvcc {', '.join(tks)}{' at ' + where if where else ''} differs from torch's "

@@ -30,17 +30,18 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any
 
 import tomllib
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from envbuild.errors import SpecError
+from envbuild.managers import MANAGERS, get_manager
+from envbuild.matrix import default_indexes, load_names
 from envbuild.models import decode_text, deep_line
 
 __all__ = [
-    "DEFAULT_INDEXES",
     "MANAGERS",
     "GitRequirement",
     "Manager",
@@ -50,14 +51,9 @@ __all__ = [
     "spec_from_requirements",
 ]
 
-Manager = Literal["conda", "mamba", "micromamba", "venv"]
-MANAGERS: tuple[str, ...] = ("conda", "mamba", "micromamba", "venv")
+# A manager's name (envbuild.managers.REGISTRY is the list; get_manager checks a name against it).
+Manager = str
 
-DEFAULT_INDEXES: dict[str, str] = {
-    "pypi": "https://pypi.org/simple",
-    "pytorch": "https://download.pytorch.org/whl",
-    "openmmlab": "https://download.openmmlab.com/mmcv/dist",
-}
 
 _TOP_KEYS = {"project", "conda", "target", "indexes"}
 _PROJECT_KEYS = {"name", "python", "manager", "requirements", "git"}
@@ -91,7 +87,9 @@ class Spec:
     conda_channels: tuple[str, ...] = ("conda-forge",)
     conda_packages: tuple[str, ...] = ()
     target_profile: str | None = None
-    indexes: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_INDEXES))
+    # pip's index, the PyTorch wheel index and OpenMMLab's wheel pages: envbuild/data (read when needed,
+    # so a broken data file is a DataError of the command, not of importing this module)
+    indexes: dict[str, str] = field(default_factory=default_indexes)
     path: str | None = None
     # From requirements files and environment.yml (empty for envbuild.toml unless written there):
     constraints: tuple[str, ...] = ()        # '-c FILE' lines: restrict versions, add nothing
@@ -265,14 +263,8 @@ def load_spec(path: str | Path) -> Spec:
     if not isinstance(project, dict):
         raise SpecError("expected a table.", path=ps, field="project")
     _check_keys(project, _PROJECT_KEYS, ps, "project.")
-    manager = project.get("manager", "venv")
-    if manager not in MANAGERS:
-        raise SpecError(
-            f"unknown manager '{manager}'.",
-            path=ps,
-            field="project.manager",
-            hint=f"Use one of: {', '.join(MANAGERS)}.",
-        )
+    manager = get_manager(project.get("manager", "venv"), path=ps, field="project.manager",
+                          error=SpecError).name
     python = project.get("python")
     if isinstance(python, float):
         # TOML reads python = 3.10 as the float 3.1: ask for a string instead of guessing.
@@ -294,9 +286,9 @@ def load_spec(path: str | Path) -> Spec:
     _check_keys(conda, _CONDA_KEYS, ps, "conda.")
     target = _table(data, "target", ps)
     _check_keys(target, _TARGET_KEYS, ps, "target.")
-    indexes = dict(DEFAULT_INDEXES)
+    indexes = default_indexes()
     raw_idx = _table(data, "indexes", ps)
-    _check_keys(raw_idx, set(DEFAULT_INDEXES), ps, "indexes.")
+    _check_keys(raw_idx, set(indexes), ps, "indexes.")
     for k, v in raw_idx.items():
         if not isinstance(v, str) or not re.match(r"^(https?|file)://", v):
             raise SpecError("expected an http(s):// or file:// URL.", path=ps, field=f"indexes.{k}")
@@ -312,7 +304,7 @@ def load_spec(path: str | Path) -> Spec:
     return Spec(
         name=name,
         python=python,
-        manager=cast(Manager, manager),
+        manager=manager,
         requirements=reqs,
         git=gits,
         conda_channels=_str_list(conda.get("channels", ["conda-forge"]), ps, "conda.channels"),
@@ -331,9 +323,7 @@ def spec_from_requirements(
     Raises:
         SpecError: a requirement does not parse or the manager is unknown.
     """
-    if manager not in MANAGERS:
-        raise SpecError(f"unknown manager '{manager}'.", field="--manager",
-                        hint=f"Use one of: {', '.join(MANAGERS)}.")
+    get_manager(manager, field="--manager", error=SpecError)
     plain: list[str] = []
     gits: list[GitRequirement] = []
     for r in reqs:
@@ -342,7 +332,7 @@ def spec_from_requirements(
         else:
             parse_requirement(r, field="REQ")
             plain.append(r)
-    return Spec(name=name, python=python, manager=cast(Manager, manager),
+    return Spec(name=name, python=python, manager=manager,
                 requirements=tuple(plain), git=tuple(gits))
 
 
@@ -545,16 +535,9 @@ def _dir_name(p: Path) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", p.resolve().parent.name).strip("-._") or "env"
 
 
-# conda package names that are PyPI packages envbuild's resolver chooses (the package names the conda
-# `pytorch` channel and conda-forge publish torch and CuPy under; written down 2026-12-01): a conda spec of
-# one of them becomes that requirement on the pip side, so one torch is installed, not two.
-_CONDA_TO_PYPI = {"pytorch": "torch", "pytorch-gpu": "torch", "pytorch-cpu": "torch",
-                  "torchvision": "torchvision", "torchaudio": "torchaudio",
-                  "cupy": "cupy", "cupy-core": "cupy"}
-# conda packages whose version is the CUDA version: a CUDA constraint on the resolution.
-_CONDA_CUDA = {"cudatoolkit", "cuda-version", "pytorch-cuda", "cuda-toolkit", "cuda-runtime", "cuda-cudart"}
-# Kept in conda.txt too: they carry the CUDA runtime libraries (pytorch-cuda only selects conda's torch).
-_CONDA_CUDA_KEEP = {"cudatoolkit", "cuda-version", "cuda-toolkit", "cuda-runtime", "cuda-cudart"}
+# The conda names that are PyPI packages the resolver chooses (a conda spec of one becomes that
+# requirement on the pip side, so one torch is installed, not two) and the conda packages whose version
+# is the CUDA version (a CUDA constraint; most also stay in conda.txt): names.json, via matrix.load_names.
 
 
 def _conda_version(spec: str, where: str, fld: str, dep: str) -> str:
@@ -600,6 +583,7 @@ def _conda_dep(value: str, where: str, lineno: int) -> tuple[str, str, str, str]
 def _conda_dependencies(items: list[tuple[int, str]], where: str) -> tuple[
         list[str], list[str], str | None, str | None]:
     """Split conda entries: (kept conda specs, pip requirements they become, CUDA specifier, python)."""
+    names = load_names()
     keep: list[str] = []
     reqs: list[str] = []
     cuda: list[str] = []
@@ -610,19 +594,17 @@ def _conda_dependencies(items: list[tuple[int, str]], where: str) -> tuple[
         if name == "python":
             m = re.search(r"3\.\d+", ver)
             python = m.group(0) if m else None
-            continue
-        if name == "pip":
+        elif name == "pip":
             continue  # pip itself; envbuild's environments always have it
-        if name in _CONDA_TO_PYPI:
-            reqs.append(_CONDA_TO_PYPI[name] + _conda_version(ver, where, fld, text))
-            continue
-        if name in _CONDA_CUDA:
+        elif name in names.conda_to_pypi:
+            reqs.append(names.conda_to_pypi[name] + _conda_version(ver, where, fld, text))
+        elif name in names.conda_cuda:
             spec = _conda_version(ver, where, fld, text)
-            if spec:
-                cuda.append(spec)
-            if name not in _CONDA_CUDA_KEEP:
-                continue
-        keep.append(text)
+            cuda += [spec] if spec else []
+            if names.conda_cuda[name]:
+                keep.append(text)
+        else:
+            keep.append(text)
     return keep, reqs, ",".join(cuda) or None, python
 
 
@@ -645,59 +627,78 @@ def _yml_key(item: str, where: str, lineno: int) -> tuple[str, str, list[str]]:
     return section, "", [v.strip().strip("'\"") for v in val[1:-1].split(",") if v.strip()]
 
 
+@dataclass
+class _Yml:
+    """What an environment.yml says, read line by line (``section``: the top-level key being read)."""
+
+    where: str
+    name: str = "env"
+    channels: list[str] = field(default_factory=list)
+    conda_items: list[tuple[int, str]] = field(default_factory=list)
+    pip_lines: list[tuple[int, str]] = field(default_factory=list)
+    section: str = ""
+    in_pip: bool = False
+    pip_indent: int = 0
+
+    def key(self, item: str, lineno: int) -> None:
+        """A top-level ``key: value`` line (lists may sit flush under it)."""
+        self.in_pip = False
+        self.section, val, flow = _yml_key(item, self.where, lineno)
+        if self.section == "name":
+            self.name = val
+        elif self.section == "channels":
+            self.channels += flow
+        elif self.section == "dependencies":
+            self.conda_items += [(lineno, v) for v in flow]
+
+    def entry(self, item: str, indent: int, lineno: int) -> None:
+        """A ``- VALUE`` line under the current key."""
+        if self.section in ("name", "prefix"):
+            raise SpecError(f"'{item}': '{self.section}' takes one value on its own line.", path=self.where,
+                            field=f"line {lineno}")
+        if not item.startswith("- "):
+            raise SpecError(f"'{item}' is not a list entry.", path=self.where, field=f"line {lineno}",
+                            hint="Entries of channels and dependencies are written '  - VALUE'.")
+        value = item[2:].strip()
+        if value[:1] in "'\"" and value[-1:] == value[:1]:
+            value = value[1:-1]
+        if self.section == "channels":
+            self.channels.append(value)
+        elif self.section == "dependencies":
+            self.dependency(value, indent, lineno)
+
+    def dependency(self, value: str, indent: int, lineno: int) -> None:
+        if re.fullmatch(r"pip\s*:", value):
+            self.in_pip, self.pip_indent = True, indent
+        # pip entries are nested deeper than their '- pip:' line, at whatever indent the file uses.
+        elif self.in_pip and indent > self.pip_indent:
+            self.pip_lines.append((lineno, value))
+        else:
+            self.in_pip = False
+            self.conda_items.append((lineno, value))
+
+
 def _from_environment_yml(p: Path) -> Spec:
     """The environment.yml shape conda writes and reads: name, channels, dependencies (with a pip
     section), prefix (``conda env export``; a path on the machine it came from, not used)."""
-    text = _read_text(p)
     where = str(p)
-    name = "env"
-    channels: list[str] = []
-    conda_items: list[tuple[int, str]] = []
-    pip_lines: list[tuple[int, str]] = []
-    section, in_pip, pip_indent = "", False, 0
-    for lineno, raw in enumerate(text.splitlines(), 1):
+    yml = _Yml(where)
+    for lineno, raw in enumerate(_read_text(p).splitlines(), 1):
         line = _COMMENT.sub("", raw).rstrip()
         if not line.strip():
             continue
         indent = len(line) - len(line.lstrip())
         item = line.strip()
-        if indent == 0 and not item.startswith("-"):  # a top-level key; lists may sit flush under it
-            in_pip = False
-            section, val, flow = _yml_key(item, where, lineno)
-            if section == "name":
-                name = val
-            elif section == "channels":
-                channels += flow
-            elif section == "dependencies":
-                conda_items += [(lineno, v) for v in flow]
-            continue
-        if section in ("name", "prefix"):
-            raise SpecError(f"'{item}': '{section}' takes one value on its own line.", path=where,
-                            field=f"line {lineno}")
-        if not item.startswith("- "):
-            raise SpecError(f"'{item}' is not a list entry.", path=where, field=f"line {lineno}",
-                            hint="Entries of channels and dependencies are written '  - VALUE'.")
-        value = item[2:].strip()
-        if value[:1] in "'\"" and value[-1:] == value[:1]:
-            value = value[1:-1]
-        if section == "channels":
-            channels.append(value)
-        elif section == "dependencies":
-            if re.fullmatch(r"pip\s*:", value):
-                in_pip, pip_indent = True, indent
-                continue
-            # pip entries are nested deeper than their '- pip:' line, at whatever indent the file uses.
-            if in_pip and indent > pip_indent:
-                pip_lines.append((lineno, value))
-                continue
-            in_pip = False
-            conda_items.append((lineno, value))
-    keep, conda_reqs, cuda, python = _conda_dependencies(conda_items, where)
+        if indent == 0 and not item.startswith("-"):
+            yml.key(item, lineno)
+        else:
+            yml.entry(item, indent, lineno)
+    keep, conda_reqs, cuda, python = _conda_dependencies(yml.conda_items, where)
     acc = _Reqs(stack=[p.resolve()], read={p.resolve()})
-    _read_requirement_lines(acc, pip_lines, p.parent, where, constraint=False,
+    _read_requirement_lines(acc, yml.pip_lines, p.parent, where, constraint=False,
                             field_of=lambda n: f"line {n} (dependencies.pip)")
     # A torch written both in conda and in pip is one requirement on the pip side.
     acc.requirements = list(dict.fromkeys([*conda_reqs, *acc.requirements]))
-    base = Spec(name=name or "env", python=python, manager="conda", path=where, cuda=cuda,
-                conda_channels=tuple(channels or ["conda-forge"]), conda_packages=tuple(keep))
+    base = Spec(name=yml.name or "env", python=python, manager="conda", path=where, cuda=cuda,
+                conda_channels=tuple(yml.channels or ["conda-forge"]), conda_packages=tuple(keep))
     return _spec_from_reqs(acc, base)

@@ -18,13 +18,16 @@ from envbuild.errors import DataError
 from envbuild.matrix import cuda_of_variant, load_matrix, load_table, normalize_gpu_name
 
 
+def _clear() -> None:
+    for cached in (mx.load_matrix, mx.load_table, mx.load_names, mx._default_indexes):
+        cached.cache_clear()
+
+
 @pytest.fixture
 def fresh_cache() -> Iterator[None]:
-    mx.load_matrix.cache_clear()
-    mx.load_table.cache_clear()
+    _clear()
     yield
-    mx.load_matrix.cache_clear()
-    mx.load_table.cache_clear()
+    _clear()
 
 
 def test_every_file_has_a_header() -> None:
@@ -93,7 +96,7 @@ def test_every_gpu_capability_is_in_the_capability_table() -> None:
 def test_openmmlab_and_cupy_rows_are_consistent() -> None:
     m = load_matrix()
     for pkg in m.cupy_packages:
-        assert m.min_driver(pkg.cuda_min), pkg.package
+        assert m.min_driver(pkg.cuda.lo), pkg.package
         for v in pkg.versions:
             assert v in m.cupy_releases, f"{pkg.package} {v} has no release row (numpy range)"
     d3 = m.mm_package("mmdet3d", "0.17.3")
@@ -282,3 +285,39 @@ def test_mmcv_rows_may_carry_implied_bounds(tmp_path: Path, monkeypatch: pytest.
     assert res.ok and any(b["spec"] == "<1.20" and b["by"] == "mmcv-full 1.4.0" for b in res.implied)
     bound = SpecifierSet(next(r for r in res.requirements if r.startswith("numpy")).removeprefix("numpy"))
     assert "1.19.5" in bound and "1.20.0" not in bound
+
+
+def test_names_facts_have_sources_and_dates() -> None:
+    raw = json.loads((mx.DATA_DIR / "names.json").read_text())
+    rows = [r for key in ("pythons", "conda_to_pypi", "conda_cuda") for r in raw[key]]
+    assert rows and all(r.get("source") and r.get("checked") for r in rows)
+    names = mx.load_names()
+    # the resolver's Python list is the data's, newest first; conda's torch is PyPI's torch
+    assert load_matrix().pythons == names.pythons == tuple(r["python"] for r in raw["pythons"])
+    assert [Version(p) for p in names.pythons] == sorted((Version(p) for p in names.pythons), reverse=True)
+    assert names.conda_to_pypi["pytorch"] == "torch" and names.conda_cuda["cudatoolkit"] is True
+
+
+def test_a_names_row_without_source_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             fresh_cache: None) -> None:
+    path = _broken_copy(tmp_path, monkeypatch, "names", lambda d: d["conda_to_pypi"][1].pop("source"))
+    with pytest.raises(DataError) as ei:
+        mx.load_names()
+    assert ei.value.path == str(path) and ei.value.field == "conda_to_pypi[1].source"
+
+
+def test_the_default_indexes_are_the_data_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                fresh_cache: None) -> None:
+    from envbuild.resolve import resolve
+    from envbuild.target import make_target
+
+    def edit(d: dict[str, Any]) -> None:
+        d["index_url_default"] = "https://mirror.example/torch-whl"
+
+    _broken_copy(tmp_path, monkeypatch, "torch", edit)
+    assert mx.default_indexes()["pytorch"] == "https://mirror.example/torch-whl"
+    laptop = make_target(None, python="3.7", driver="470.223.02", gpu="NVIDIA GeForce RTX 3060 Laptop GPU")
+    res = resolve(["mmcv-full==1.4.0", "torch"], laptop)
+    assert res.ok and res.index_urls and all(u.startswith("https://mirror.example/torch-whl/")
+                                             for u in res.index_urls)
+    assert res.find_links[0].startswith(mx.default_indexes()["openmmlab"] + "/")

@@ -427,7 +427,7 @@ def test_rebuild_writes_the_new_lock(seed_env: tuple[Path, Path], profiles_dir: 
     idx = Index(tmp_path / "www")
     d = idx.file("x").parent
     res0 = resolve(["mmdet3d==0.17.3"], server)  # what mmdet3d's source build will need on the server
-    build_reqs = {str(r).split(";")[0] for sb in res0.source_builds for r in sb["requires"]}
+    build_reqs = {str(r).split(";")[0] for sb in res0.source_builds for r in sb.requires}
     pypi = [
         index_wheel(d, "numpy", "1.19.5", tag="cp37-cp37m-manylinux2010_x86_64"),
         index_wheel(d, "typing_extensions", "4.7.1"),

@@ -49,7 +49,7 @@ def _target(case: dict[str, Any]) -> Profile:
 def _check_consistent(res: Resolution, target: Profile, m: Matrix) -> None:
     """Re-derive every constraint from the data; any violation is a resolver bug."""
     pk = res.packages
-    sb = {s["name"] for s in res.source_builds}
+    sb = {s.name for s in res.source_builds}
     for name, version in pk.items():
         if name not in sb:
             assert f"{name}=={version}" in res.requirements, f"{name} missing from requirements"
@@ -100,7 +100,7 @@ def _check_consistent(res: Resolution, target: Profile, m: Matrix) -> None:
     cupy = [n for n in pk if n.startswith("cupy-")]
     if cupy:
         pkg = next(p for p in m.cupy_packages if p.package == cupy[0])
-        assert res.cuda and pkg.covers(res.cuda)
+        assert res.cuda and pkg.cuda.covers(res.cuda)
         rel_c = m.cupy_releases[pk[cupy[0]]]
         assert res.python in pkg.python_by_version[pk[cupy[0]]]
         if "numpy" in pk:
@@ -115,7 +115,7 @@ def _check_consistent(res: Resolution, target: Profile, m: Matrix) -> None:
             assert any(r.startswith(b["package"]) and b["spec"] in r for r in res.requirements)
     if "numpy" in pk:
         np_minor = next(n for n in m.numpy if pk["numpy"].startswith(n.minor + "."))
-        assert np_minor.supports(res.python)
+        assert np_minor.python.covers(res.python)
         d3 = m.mm_package("mmdet3d", pk.get("mmdet3d", "")) if "mmdet3d" in pk else None
         if d3 is not None and d3.numpy:
             assert SpecifierSet(d3.numpy).contains(pk["numpy"])
@@ -161,11 +161,11 @@ def test_case(path: Path) -> None:
     if "gcc_max" in exp:
         assert res.build["gcc_max"] == exp["gcc_max"]
     if "source_builds" in exp:
-        assert [s["name"] for s in res.source_builds] == exp["source_builds"]
+        assert [s.name for s in res.source_builds] == exp["source_builds"]
         for s in res.source_builds:
-            assert s["env"]["FORCE_CUDA"] == "1" and s["env"]["TORCH_CUDA_ARCH_LIST"] == res.build[
+            assert s.env["FORCE_CUDA"] == "1" and s.env["TORCH_CUDA_ARCH_LIST"] == res.build[
                 "torch_cuda_arch_list"]
-            assert s["reason"] and s["version"] == res.packages[s["name"]]
+            assert s.reason and s.source and s.version == res.packages[s.name]
     for group in exp.get("warnings_contain", []):
         assert any(all(s in w for s in group) for w in res.warnings), f"{group} not in {res.warnings}"
     if "find_links_contain" in exp:
@@ -204,7 +204,7 @@ def test_seed_laptop_story_in_detail() -> None:
     assert res.find_links == ["https://download.openmmlab.com/mmcv/dist/cu113/torch1.10/index.html"]
     assert res.index_urls == ["https://download.pytorch.org/whl/cu113"]
     assert "mmdet3d" not in " ".join(res.requirements)
-    assert res.source_builds[0]["requires"] and "numpy<1.20.0" in res.source_builds[0]["requires"]
+    assert res.source_builds[0].requires and "numpy<1.20.0" in res.source_builds[0].requires
     assert any(r.startswith("numpy 1.19.5") and "mmdet3d 0.17.3" in r for r in res.reasons)
 
 
@@ -618,3 +618,19 @@ def test_conflicts_are_records_with_sources() -> None:
     assert type(info.value) is ConflictError  # --json names the class in "error"
     assert info.value.exit_code == 1 and info.value.conflicts == d["conflicts"]
     assert info.value.message.startswith("no consistent set of versions exists for this target: ")
+
+
+def test_source_builds_are_records_that_round_trip_through_json() -> None:
+    """A lock's resolution is read back with the same six keys per source build, in the same order."""
+    laptop = make_target(None, python="3.7", driver="470.223.02", gpu="NVIDIA GeForce RTX 3060 Laptop GPU")
+    res = resolve(["mmcv-full==1.4.0", "mmdet3d==0.17.3"], laptop)
+    [sb] = res.source_builds
+    d = res.to_dict()["source_builds"]
+    assert [list(x) for x in d] == [["name", "version", "requires", "env", "reason", "source"]]
+    assert d[0]["env"] == {"FORCE_CUDA": "1", "TORCH_CUDA_ARCH_LIST": res.build["torch_cuda_arch_list"]}
+    again = Resolution.from_dict(json.loads(json.dumps(res.to_dict())))
+    assert again.source_builds == [sb] and json.dumps(again.to_dict()["source_builds"]) == json.dumps(d)
+    bad = {**res.to_dict(), "source_builds": [{**d[0], "env": {"FORCE_CUDA": 1}}]}
+    with pytest.raises(InputError) as e:
+        Resolution.from_dict(bad, path="r.json")
+    assert e.value.field == "source_builds[0].env.FORCE_CUDA"

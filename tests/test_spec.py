@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from envbuild.cli import app, resolve_cli
 from envbuild.errors import InputError, SpecError
 from envbuild.init import init_spec
-from envbuild.spec import DEFAULT_INDEXES, GitRequirement, load_spec, parse_git, spec_from_requirements
+from envbuild.matrix import default_indexes
+from envbuild.spec import GitRequirement, load_spec, parse_git, spec_from_requirements
 from envbuild.target import TargetFlags
 
 GOOD = """\
@@ -50,7 +51,7 @@ def test_good_spec_loads(tmp_path: Path) -> None:
     # The profile path is relative to the spec file; index URLs lose their trailing slash.
     assert spec.target_profile == str(tmp_path / "targets/server.json")
     assert spec.indexes["pypi"] == "https://mirror.example/simple"
-    assert spec.indexes["pytorch"] == DEFAULT_INDEXES["pytorch"]
+    assert spec.indexes["pytorch"] == default_indexes()["pytorch"]
     assert spec.path == str(tmp_path / "envbuild.toml")
 
 
