@@ -487,7 +487,7 @@ def test_rebuild_writes_the_new_lock(seed_env: tuple[Path, Path], profiles_dir: 
     )
     assert [a.name for a in lk.source_builds] == ["mmdet3d"]
     assert all(a.sha256 for a in lk.artifacts if a.kind in ("wheel", "sdist"))
-    assert lk.target["hostname"] == "lab-server"
+    assert lk.target.hostname == "lab-server"
     # the script installs what the lock pinned
     script = (tmp_path / "o" / "rebuild.sh").read_text()
     assert f"{url}/whl/cu102" in script and "torch==1.10.0+cu102" in script
