@@ -230,6 +230,32 @@ def test_conda_packages_land_in_an_indexed_local_channel(tmp_path: Path) -> None
     assert [str(r.name.normalized) for r in recs] == ["libdemo"]
 
 
+def test_a_conda_file_without_subdir_is_where_fetch_render_and_verify_all_look(tmp_path: Path) -> None:
+    """One rule (LockedArtifact.cache_path): no subdir of its own -> the lock's platform subdir."""
+    from conda_fixture import build_conda_package
+
+    from envbuild.bundle import verify_cache
+    from envbuild.render import render
+
+    pkg = build_conda_package(tmp_path / "src", "libdemo", "1.2", subdir="linux-64", files={"lib/d.txt": "x"})
+    flat = tmp_path / "idx"
+    flat.mkdir()
+    (flat / pkg.name).write_bytes(pkg.read_bytes())
+    with serve(flat) as srv:
+        lock = write_lock(tmp_path / "lock", [{"name": "libdemo", "version": "1.2", "kind": "conda",
+                                               "url": srv.file_url(pkg.name), "sha256": sha256(pkg),
+                                               "filename": pkg.name}], conda_subdir="linux-64")
+        render(lock, tmp_path / "site", manager="venv")
+        cache = tmp_path / "site" / "offline_cache"
+        fetch(lock, cache, show_progress=False)
+    rel = f"conda/linux-64/{pkg.name}"
+    assert (cache / rel).is_file()
+    assert {e.file for e in load_manifest(cache).files} == {rel}
+    assert f"check {rel} {sha256(pkg)}" in (tmp_path / "site" / "install-offline.sh").read_text()
+    report = verify_cache(cache, lock)
+    assert report.ok and report.checked == 1, report.problems
+
+
 def test_malformed_lock_names_file_and_field(tmp_path: Path) -> None:
     lock = write_lock(tmp_path / "lock", [{"name": "x", "version": "1", "kind": "wheel",
                                            "url": "http://127.0.0.1:9/x-1-py3-none-any.whl",
