@@ -662,7 +662,7 @@ def _download_round(root: Path, jobs: Sequence[_Job], stats: _Stats, n_jobs: int
         _run_downloads(root, todo, n_jobs, prog, stats)
     stats.download_seconds += time.monotonic() - t0 if todo else 0.0
     return [ManifestEntry(file=j.rel, sha256=j.sha256, size=(root / j.rel).stat().st_size,
-                          url=redact(j.url), name=j.art.name, version=j.art.version, kind=j.kind)
+                          url=redact(j.url), commit=None, name=j.art.name, version=j.art.version, kind=j.kind)
             for j in have + todo]
 
 

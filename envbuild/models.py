@@ -663,14 +663,17 @@ class ManifestEntry:
     Python, platform and requirements they were resolved.
     """
 
+    # the file as it lies in the cache
     file: str
     sha256: str
     size: int
+    # where it came from (a git build: the repository and its commit)
     url: str
+    commit: str | None
+    # what it is
+    kind: str
     name: str
     version: str
-    kind: str
-    commit: str | None = None
     build_key: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
