@@ -15,22 +15,23 @@ import os
 import stat
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from envbuild._fs import atomic_file, check_output_file, is_within_directory, safe_extract, sha256_file
-from envbuild.errors import FetchError, InputError
-from envbuild.fetch import (
-    BUILT_FILE,
-    LOCK_FILE,
-    MANIFEST_FILE,
-    LockView,
-    load_manifest,
-    read_built,
-    read_lock,
+from envbuild._fs import (
+    atomic_file,
+    atomic_write,
+    check_output_file,
+    is_within_directory,
+    safe_extract,
+    sha256_file,
 )
+from envbuild.errors import FetchError, InputError
+from envbuild.fetch import BUILT_FILE, MANIFEST_FILE, load_manifest, read_built
+from envbuild.lockfile import LOCK_FILE, Lock, load_lock
+from envbuild.models import CacheManifest, ManifestEntry
 
 __all__ = ["BundleResult", "Problem", "VerifyReport", "bundle", "present_bundle", "present_verify",
            "verify_cache"]
@@ -74,54 +75,47 @@ class VerifyReport:
                 "problems": [asdict(p) for p in self.problems]}
 
 
-def _expected_rel(kind: str, filename: str, subdir: str | None, lock: LockView) -> str:
-    if kind == "conda":
-        return f"conda/{subdir or lock.conda_subdir or 'noarch'}/{filename}"
-    return f"wheels/{filename}"
-
-
-
 def _escapes(cache: Path, rel: str) -> bool:
     """A manifest entry whose path is absolute, climbs out or resolves outside the cache."""
     return os.path.isabs(rel) or ".." in Path(rel).parts or not is_within_directory(cache, cache / rel)
 
-def _check_dir(cache: Path, lock: LockView | None) -> tuple[int, int, list[Problem]]:
-    manifest = load_manifest(cache)
+
+def _listed(cache: Path, manifest: CacheManifest) -> tuple[list[ManifestEntry], list[Problem]]:
+    """The manifest's entries that are safe paths to existing files, and a problem for each other one."""
+    present: list[ManifestEntry] = []
     problems: list[Problem] = []
-    checked = 0
-    total = 0
-    by_file: dict[str, dict[str, Any]] = {}
-    for e in manifest["files"]:
-        rel = str(e["file"])
-        by_file[rel] = e
-        path = cache / rel
-        if _escapes(cache, rel):
-            problems.append(Problem(rel, "unsafe-path", detail="manifest path escapes the cache"))
-            continue
-        if not path.is_file():
-            problems.append(Problem(rel, "missing", expected=str(e["sha256"])))
-            continue
-        actual = sha256_file(path)
-        checked += 1
-        total += path.stat().st_size
-        if actual != e["sha256"]:
-            problems.append(Problem(rel, "altered", expected=str(e["sha256"]), actual=actual))
+    for e in manifest.files:
+        if _escapes(cache, e.file):
+            problems.append(Problem(e.file, "unsafe-path", detail="manifest path escapes the cache"))
+        elif not (cache / e.file).is_file():
+            problems.append(Problem(e.file, "missing", expected=e.sha256))
+        else:
+            present.append(e)
+    return present, problems
+
+
+def _check_dir(cache: Path, lock: Lock | None) -> tuple[int, int, list[Problem]]:
+    manifest = load_manifest(cache)
+    present, problems = _listed(cache, manifest)
+    for e in present:
+        actual = sha256_file(cache / e.file)
+        if actual != e.sha256:
+            problems.append(Problem(e.file, "altered", expected=e.sha256, actual=actual))
     if lock is not None:
-        problems += _check_lock(cache, lock, by_file)
-    return checked, total, problems
+        problems += _check_lock(cache, lock, manifest.by_file())
+    return len(present), sum((cache / e.file).stat().st_size for e in present), problems
 
 
-def _check_lock(cache: Path, lock: LockView, by_file: dict[str, dict[str, Any]]) -> list[Problem]:
+def _check_lock(cache: Path, lock: Lock, by_file: dict[str, ManifestEntry]) -> list[Problem]:
     """Every lock artifact must be in the manifest with the lock's own hash (git: at its commit)."""
     out: list[Problem] = []
     for a in lock.artifacts:
         if a.kind == "git":
-            if not any(e.get("commit") == a.commit and str(e.get("kind", "")).startswith("git")
-                       for e in by_file.values()):
+            if not any(e.commit == a.commit and e.kind.startswith("git") for e in by_file.values()):
                 out.append(Problem(f"git:{a.name}", "missing", expected=a.commit,
                                    detail="no file built at the locked commit"))
             continue
-        rel = _expected_rel(a.kind, a.filename, a.subdir, lock)
+        rel = lock.cache_path(a)
         e = by_file.get(rel)
         if e is None:
             path = cache / rel
@@ -129,27 +123,27 @@ def _check_lock(cache: Path, lock: LockView, by_file: dict[str, dict[str, Any]])
             prob = "missing" if actual is None else ("altered" if actual != a.sha256 else "unlisted")
             out.append(Problem(rel, prob, expected=a.sha256, actual=actual,
                                detail="in the lock but not in manifest.json"))
-        elif e["sha256"] != a.sha256:
-            out.append(Problem(rel, "lock-mismatch", expected=a.sha256, actual=str(e["sha256"]),
+        elif e.sha256 != a.sha256:
+            out.append(Problem(rel, "lock-mismatch", expected=a.sha256, actual=e.sha256,
                                detail="manifest.json disagrees with the lock"))
     out += _check_built(cache, lock, by_file)
     return out
 
 
-def _check_built(cache: Path, lock: LockView, by_file: dict[str, dict[str, Any]]) -> list[Problem]:
+def _check_built(cache: Path, lock: Lock, by_file: dict[str, ManifestEntry]) -> list[Problem]:
     """git/, build/ and tools/ against the lock's own record of them (built.sha256), not the manifest's."""
-    recorded = read_built(lock.path)
+    recorded = read_built(lock.directory)
     out: list[Problem] = []
     for rel, e in sorted(by_file.items()):
         if not rel.startswith(("git/", "build/", "tools/")):
             continue
         want = recorded.get(rel)
         if want is None:
-            out.append(Problem(rel, "unrecorded", actual=str(e["sha256"]),
+            out.append(Problem(rel, "unrecorded", actual=e.sha256,
                                detail=f"the lock records no sha256 for it ({BUILT_FILE}); run "
                                       "'envbuild fetch'"))
-        elif e["sha256"] != want:
-            out.append(Problem(rel, "lock-mismatch", expected=want, actual=str(e["sha256"]),
+        elif e.sha256 != want:
+            out.append(Problem(rel, "lock-mismatch", expected=want, actual=e.sha256,
                                detail=f"manifest.json disagrees with the lock's {BUILT_FILE}"))
     for rel, want in sorted(recorded.items()):
         path = cache / rel
@@ -244,7 +238,7 @@ def verify_cache(
         if trust_bundle_lock and chosen is None:
             raise FetchError("the bundle holds no lockfiles/NAME/envbuild.lock.json to trust.", path=str(src),
                              hint="Pass --lock LOCKDIR with the lock the bundle was made from.")
-        lock = read_lock(chosen) if chosen is not None else None
+        lock = load_lock(chosen) if chosen is not None else None
         checked, total, problems = _check_dir(cache, lock)
         if lock_dir is not None and inner_lock is not None:
             problems += _lock_differs(inner_lock, Path(lock_dir))
@@ -319,11 +313,14 @@ class BundleResult:
         return d
 
 
-def _render_scripts(lock_dir: Path, out: Path) -> list[str]:
-    """The scripts and INSTALL.md rendered from the lock into ``out``."""
-    from envbuild.render import render_scripts
+def _render_scripts(lock: Lock, out: Path, texts: Mapping[str, str] | None) -> list[str]:
+    """The scripts and INSTALL.md written into ``out``: ``texts`` when the caller rendered them
+    already (plan), else rendered from the lock."""
+    from envbuild.render import render_texts
 
-    return sorted(p.name for p in render_scripts(lock_dir, out))
+    for name, text in (texts if texts is not None else render_texts(lock)).items():
+        atomic_write(out / name, text, mode=0o755 if name.endswith(".sh") else 0o644)
+    return sorted(p.name for p in out.iterdir())
 
 
 def _readme(name: str, top: str, scripts: list[str], fmt: str = "tar") -> str:
@@ -408,7 +405,7 @@ def _refuse(problems: list[Problem], cache: Path) -> FetchError:
     )
 
 
-def _cache_members(cache: Path, lock: LockView) -> list[_Member]:
+def _cache_members(cache: Path, lock: Lock) -> list[_Member]:
     """Every file the manifest lists (with its sha256) plus the manifest and channel indexes.
 
     Checked here without reading any file: paths, presence, and the manifest against the lock.
@@ -418,22 +415,11 @@ def _cache_members(cache: Path, lock: LockView) -> list[_Member]:
         FetchError: a file is missing, unsafe, or the manifest disagrees with the lock.
     """
     manifest = load_manifest(cache)
-    problems: list[Problem] = []
-    by_file: dict[str, dict[str, Any]] = {}
-    hashed: dict[str, str] = {}
-    for e in manifest["files"]:
-        rel = str(e["file"])
-        by_file[rel] = e
-        path = cache / rel
-        if _escapes(cache, rel):
-            problems.append(Problem(rel, "unsafe-path", detail="manifest path escapes the cache"))
-        elif not path.is_file():
-            problems.append(Problem(rel, "missing", expected=str(e["sha256"])))
-        else:
-            hashed[rel] = str(e["sha256"])
-    problems += _check_lock(cache, lock, by_file)
+    present, problems = _listed(cache, manifest)
+    problems += _check_lock(cache, lock, manifest.by_file())
     if problems:
         raise _refuse(problems, cache)
+    hashed = {e.file: e.sha256 for e in present}
     # Only what the manifest lists (plus the channel index) goes in: no stale or .part files.
     rels = set(hashed) | {MANIFEST_FILE}
     conda = cache / "conda"
@@ -561,10 +547,69 @@ def _same_fs(a: Path, b: Path) -> bool:
     return a.stat().st_dev == b.stat().st_dev
 
 
-def bundle(lock_dir: str | os.PathLike[str], cache: str | os.PathLike[str] = CACHE_DIR,
-           output: str | os.PathLike[str] | None = None, *, fmt: str = "tar") -> BundleResult:
+def _output(lock: Lock, output: str | os.PathLike[str] | None, fmt: str) -> tuple[Path, str]:
+    """The bundle's path and its top directory name; refused before any work when it would replace
+    anything but a bundle envbuild wrote."""
+    from envbuild._fs import check_output_dir
+
+    top = f"{lock.name}-offline"
+    out = Path(output) if output is not None else Path(f"{top}.tar") if fmt == "tar" else Path(top)
+    if fmt == "tar" and out.name.endswith(".tar"):
+        top = out.name[: -len(".tar")]
+    elif fmt == "dir":
+        top = out.name
+    if fmt == "tar":
+        check_output_file(out, _is_bundle)
+    else:
+        check_output_dir(out)
+    return out, top
+
+
+def _bundle_dir(out: Path, top: str, members: list[_Member], cache_members: list[_Member], cache: Path,
+                scripts: list[str]) -> BundleResult:
+    """``--format dir``: the small files copied, the cache files hardlinked (copied across file systems)."""
+    import shutil
+
+    from envbuild._fs import output_dir
+
+    small_members = members[: len(members) - len(cache_members)]
+    small = sum(m.size for m in small_members)
+    cache_bytes = sum(m.size for m in cache_members)
+    # Hardlinks need no space on the cache's file system; elsewhere every byte is copied.
+    _check_space(out.parent, small + (0 if _same_fs(cache, out.parent) else cache_bytes))
+    with output_dir(out) as dest:
+        for m in small_members:
+            (dest / m.arcname).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(m.src, dest / m.arcname)
+            os.chmod(dest / m.arcname, m.mode)
+        linked, copied, problems = _write_dir(dest, cache_members, cache)
+        if problems:
+            raise _refuse(problems, cache)
+    return BundleResult(output=str(out), top=top, files=len(members), bytes=small + cache_bytes,
+                        scripts=tuple(scripts), verified=sum(1 for m in cache_members if m.sha256),
+                        format="dir", bytes_written=small + copied, hardlinked=linked)
+
+
+def _bundle_tar(out: Path, top: str, members: list[_Member], cache_members: list[_Member], cache: Path,
+                scripts: list[str]) -> BundleResult:
+    _check_space(out.parent, sum(m.size + _TAR_OVERHEAD for m in members) + tarfile.RECORDSIZE)
+    with atomic_file(out) as part:
+        nfiles, problems = _write_tar(part, top, members, cache)
+        if problems:
+            raise _refuse(problems, cache)
+    size = out.stat().st_size
+    return BundleResult(output=str(out), top=top, files=nfiles, bytes=size, scripts=tuple(scripts),
+                        verified=sum(1 for m in cache_members if m.sha256), format="tar",
+                        bytes_written=size, hardlinked=0)
+
+
+def bundle(lock_dir: str | os.PathLike[str] | Lock, cache: str | os.PathLike[str] = CACHE_DIR,
+           output: str | os.PathLike[str] | None = None, *, fmt: str = "tar",
+           scripts: Mapping[str, str] | None = None) -> BundleResult:
     """Write lock + scripts + cache + README as one tar (``fmt="tar"``) or one directory (``"dir"``).
 
+    ``lock_dir`` is a lock directory or the ``Lock`` a caller already read; ``scripts`` the
+    rendered scripts (``RenderResult.texts``) when the caller has them, else they are rendered here.
     The cache is never copied to a staging area: its files stream straight into the tar (or are
     hardlinked into the directory, copied when it is on another file system), each one's sha256
     checked against manifest.json (itself checked against the lock) on the way.  The output
@@ -575,67 +620,29 @@ def bundle(lock_dir: str | os.PathLike[str], cache: str | os.PathLike[str] = CAC
         FetchError: the cache has missing or altered files, or the bundle would not fit on disk
             (nothing is written).
     """
-    import shutil
-
-    from envbuild._fs import check_output_dir, output_dir
-
     if fmt not in FORMATS:
         raise InputError(f"unknown bundle format '{fmt}'.", field="--format",
                          hint=f"Use one of: {', '.join(FORMATS)}.")
-    lock = read_lock(lock_dir)
+    lock = lock_dir if isinstance(lock_dir, Lock) else load_lock(lock_dir)
     cache_dir = Path(cache)
     if not cache_dir.is_dir():
         raise InputError("no such cache directory.", path=str(cache_dir),
                          hint="Run 'envbuild fetch LOCKDIR --cache DIR' first.")
-    top = f"{lock.name}-offline"
-    default = Path(f"{top}.tar") if fmt == "tar" else Path(top)
-    out = Path(output) if output is not None else default
-    if fmt == "tar" and out.name.endswith(".tar"):
-        top = out.name[: -len(".tar")]
-    elif fmt == "dir":
-        top = out.name
-    # Replace only a bundle envbuild wrote, never another file or directory (checked before any work).
-    if fmt == "tar":
-        check_output_file(out, _is_bundle)
-    else:
-        check_output_dir(out)
+    out, top = _output(lock, output, fmt)
     out.parent.mkdir(parents=True, exist_ok=True)
     cache_members = _cache_members(cache_dir, lock)
     with tempfile.TemporaryDirectory(prefix=".bundle-", dir=out.parent) as tmp:
         stage = Path(tmp) / "stage"
         stage.mkdir()
-        scripts = _render_scripts(lock.path, stage)
-        (stage / "README.txt").write_text(_readme(lock.name, top, scripts, fmt))
+        names = _render_scripts(lock, stage, scripts)
+        (stage / "README.txt").write_text(_readme(lock.name, top, names, fmt))
         # Only the scripts and the README at the top: the lock lives under lockfiles/NAME/.
-        members = [_member(stage / n, n) for n in sorted({*scripts, "README.txt"})]
-        members += [_member(p, f"lockfiles/{lock.name}/{p.name}") for p in sorted(lock.path.iterdir())
+        members = [_member(stage / n, n) for n in sorted({*names, "README.txt"})]
+        members += [_member(p, f"lockfiles/{lock.name}/{p.name}") for p in sorted(lock.directory.iterdir())
                     if p.is_file()]
-        small = sum(m.size for m in members)
         members += cache_members
-        cache_bytes = sum(m.size for m in cache_members)
-        if fmt == "tar":
-            _check_space(out.parent, sum(m.size + _TAR_OVERHEAD for m in members) + tarfile.RECORDSIZE)
-            with atomic_file(out) as part:
-                nfiles, problems = _write_tar(part, top, members, cache_dir)
-                if problems:
-                    raise _refuse(problems, cache_dir)
-            size = out.stat().st_size
-            return BundleResult(output=str(out), top=top, files=nfiles, bytes=size, scripts=tuple(scripts),
-                                verified=sum(1 for m in cache_members if m.sha256), format="tar",
-                                bytes_written=size, hardlinked=0)
-        # Hardlinks need no space on the cache's file system; elsewhere every byte is copied.
-        _check_space(out.parent, small + (0 if _same_fs(cache_dir, out.parent) else cache_bytes))
-        with output_dir(out) as dest:
-            for m in members[: len(members) - len(cache_members)]:
-                (dest / m.arcname).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(m.src, dest / m.arcname)
-                os.chmod(dest / m.arcname, m.mode)
-            linked, copied, problems = _write_dir(dest, cache_members, cache_dir)
-            if problems:
-                raise _refuse(problems, cache_dir)
-    return BundleResult(output=str(out), top=top, files=len(members), bytes=small + cache_bytes,
-                        scripts=tuple(scripts), verified=sum(1 for m in cache_members if m.sha256),
-                        format="dir", bytes_written=small + copied, hardlinked=linked)
+        write = _bundle_tar if fmt == "tar" else _bundle_dir
+        return write(out, top, members, cache_members, cache_dir, names)
 
 
 def present_bundle(result: BundleResult, as_json: bool) -> None:

@@ -38,7 +38,14 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from envbuild._fs import OUTPUT_MARKER, atomic_write, claim_output_dir, file_lock, record_output, sha256_file
 from envbuild._http import TIMEOUT, is_timeout
 from envbuild.errors import EnvbuildError, FetchError, HashMismatch, InputError, ToolError
-from envbuild.models import LockedArtifact
+from envbuild.lockfile import LOCK_FILE, Lock, TargetPlatform, load_lock
+from envbuild.models import (
+    CACHE_MANIFEST_SCHEMA,
+    CacheManifest,
+    LockedArtifact,
+    ManifestEntry,
+    read_json_file,
+)
 from envbuild.tools._run import redact, run
 
 __all__ = [
@@ -47,129 +54,24 @@ __all__ = [
     "MANIFEST_FILE",
     "MANIFEST_SCHEMA",
     "FetchResult",
-    "LockView",
     "ManifestEntry",
     "fetch",
     "load_manifest",
     "read_built",
-    "read_lock",
 ]
 
-LOCK_FILE = "envbuild.lock.json"
 MANIFEST_FILE = "manifest.json"
-MANIFEST_SCHEMA = 1
+MANIFEST_SCHEMA = CACHE_MANIFEST_SCHEMA
 _CHUNK = 256 * 1024
-_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 # Always needed to build an sdist with --no-build-isolation on a machine without network.
 _BASE_BUILD_REQS = ("setuptools", "wheel")
 _PURE_TAGS = {("py3", "none", "any"), ("py2.py3", "none", "any")}
 
 
-# --- lock view ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LockView:
-    """The parts of a lock directory fetch and bundle need."""
-
-    path: Path
-    name: str
-    spec_hash: str
-    python: str
-    pip_platform: str | None
-    conda_subdir: str | None
-    index_urls: tuple[str, ...]
-    find_links: tuple[str, ...]
-    artifacts: tuple[LockedArtifact, ...]
-
-
-def read_lock(lock_dir: str | os.PathLike[str]) -> LockView:
-    """Load a lock with ``envbuild.lockfile.load_lock`` and check what fetch relies on.
-
-    Beyond the loader's checks: every non-git file has a 64-hex sha256 and a plain file
-    name (no path parts), and every git artifact a full commit sha.
-
-    Raises:
-        InputError: the directory or file is missing, not JSON, or a field is malformed.
-    """
-    from envbuild.lockfile import load_lock
-
-    lock = load_lock(Path(lock_dir))
-    f = Path(lock.path or Path(lock_dir) / LOCK_FILE)
-    if not re.match(r"^\d+\.\d+", lock.python):
-        raise InputError("expected a Python version 'X.Y'.", path=str(f), field="python",
-                         hint="The lock is damaged; run 'envbuild lock' again.")
-    arts = tuple(_check_artifact(a.to_dict(), f, i) for i, a in enumerate(lock.artifacts))
-    plat = lock.platform
-    return LockView(
-        path=f.parent,
-        name=lock.name,
-        spec_hash=lock.spec_hash,
-        python=".".join(lock.python.split(".")[:2]),
-        pip_platform=plat.get("pip_platform"),
-        conda_subdir=plat.get("conda_subdir"),
-        index_urls=lock.index_urls,
-        find_links=lock.find_links,
-        artifacts=arts,
-    )
-
-
-def _check_artifact(a: Any, f: Path, i: int) -> LockedArtifact:
-    where = f"artifacts[{i}]"
-    hint = "The lock is damaged; run 'envbuild lock' again."
-    if not isinstance(a, dict):
-        raise InputError("expected an object.", path=str(f), field=where, hint=hint)
-    for key in ("name", "version", "kind", "url"):
-        if not isinstance(a.get(key), str) or not a[key]:
-            raise InputError("missing or not a string.", path=str(f), field=f"{where}.{key}", hint=hint)
-    try:
-        art = LockedArtifact.from_dict(
-            {**a, "sha256": str(a.get("sha256") or "").lower(), "filename": str(a.get("filename") or "")}
-        )
-    except TypeError as exc:
-        raise InputError(f"malformed artifact ({exc}).", path=str(f), field=where, hint=hint) from None
-    if art.kind not in ("wheel", "sdist", "git", "conda"):
-        raise InputError(f"unknown kind '{art.kind}' (wheel, sdist, git or conda).", path=str(f),
-                         field=f"{where}.kind", hint=hint)
-    if art.kind == "git":
-        if not art.commit or not re.match(r"^[0-9a-f]{40}([0-9a-f]{24})?$", art.commit):
-            raise InputError("a git artifact needs the full resolved commit sha.", path=str(f),
-                             field=f"{where}.commit", hint=hint)
-        if art.subdir and (art.subdir.startswith("/") or ".." in art.subdir.split("/")):
-            raise InputError(f"unsafe git subdirectory '{art.subdir}'.", path=str(f), field=f"{where}.subdir",
-                             hint="It names the package's directory inside the repository.")
-        return art
-    if not _SHA_RE.match(art.sha256):
-        raise InputError("expected a 64-hex sha256; every downloaded file is checked against it.",
-                         path=str(f), field=f"{where}.sha256", hint=hint)
-    fn = art.filename or Path(urllib.parse.urlsplit(art.url).path).name
-    if not fn or fn in (".", "..") or "/" in fn or "\\" in fn:
-        raise InputError(f"unsafe or empty file name '{fn}'.", path=str(f), field=f"{where}.filename",
-                         hint=hint)
-    if art.kind == "conda" and art.subdir is not None and not re.match(r"^[a-z0-9_-]+$", art.subdir):
-        raise InputError(f"unsafe conda subdir '{art.subdir}'.", path=str(f), field=f"{where}.subdir",
-                         hint=hint)
-    return art if art.filename else LockedArtifact(**{**asdict(art), "filename": fn})
-
-
 # --- manifest ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ManifestEntry:
-    """One file of the offline cache as recorded in manifest.json."""
-
-    file: str
-    sha256: str
-    size: int
-    url: str
-    name: str
-    version: str
-    kind: str
-    commit: str | None = None
-
-
-def load_manifest(cache: str | os.PathLike[str]) -> dict[str, Any]:
+def load_manifest(cache: str | os.PathLike[str]) -> CacheManifest:
     """Read ``cache/manifest.json``.
 
     Raises:
@@ -179,17 +81,15 @@ def load_manifest(cache: str | os.PathLike[str]) -> dict[str, Any]:
     hint = "Run 'envbuild fetch LOCKDIR --cache DIR' to (re)build the cache."
     if not p.exists():
         raise FetchError("no manifest.json: this is not an offline cache.", path=str(p), hint=hint)
-    from envbuild.models import check_cache_manifest, read_json_file  # the one schema layer
-
-    return check_cache_manifest(read_json_file(p, error=FetchError, what="manifest", hint=hint), str(p),
-                                error=FetchError)
+    data = read_json_file(p, error=FetchError, what="manifest", hint=hint)  # the one schema layer
+    return CacheManifest.from_dict(data, str(p), error=FetchError)
 
 
-def _old_entries(cache: Path) -> list[dict[str, Any]]:
+def _old_entries(cache: Path) -> tuple[ManifestEntry, ...]:
     try:
-        return list(load_manifest(cache)["files"])
+        return load_manifest(cache).files
     except FetchError:
-        return []
+        return ()
 
 
 # --- the lock's record of what fetch built -----------------------------------------------------
@@ -488,7 +388,7 @@ def _run_downloads(cache: Path, todo: Sequence[_Job], jobs: int, prog: _Progress
 # --- build requirements -------------------------------------------------------------------------
 
 
-def _build_requirements(lock: LockView, extra: Iterable[str]) -> list[str]:
+def _build_requirements(lock: Lock, extra: Iterable[str]) -> list[str]:
     """setuptools + wheel + each sdist's declared ``requires`` that the lock itself does not hold."""
     locked = {canonicalize_name(a.name) for a in lock.artifacts}
     out: dict[str, Requirement] = {}
@@ -502,7 +402,7 @@ def _build_requirements(lock: LockView, extra: Iterable[str]) -> list[str]:
             r = Requirement(line)
         except InvalidRequirement:
             raise InputError(f"build requirement '{line}' is not a PEP 508 requirement.",
-                             path=str(lock.path / LOCK_FILE), field="artifacts[].requires") from None
+                             path=str(lock.path), field="artifacts[].requires") from None
         key = canonicalize_name(r.name)
         if key in locked or r.url:
             continue
@@ -515,10 +415,6 @@ def _build_requirements(lock: LockView, extra: Iterable[str]) -> list[str]:
 def _pip_platforms(pip_platform: str | None) -> list[str]:
     """Every platform tag the target accepts, best first: pip takes ``--platform manylinux_2_35_x86_64``
     literally (no older levels), so a wheel tagged manylinux_2_17 (uv's, setuptools' C parts) was missed."""
-    import re
-
-    from envbuild.lock import TargetPlatform
-
     m = re.fullmatch(r"manylinux_2_(\d+)_(\w+)", pip_platform or "")
     if not m:
         return [pip_platform] if pip_platform else []
@@ -526,7 +422,7 @@ def _pip_platforms(pip_platform: str | None) -> list[str]:
                           pip_platform=pip_platform or "", uv_platform="", conda_subdir="").platforms()
 
 
-def _resolve_build_reqs(lock: LockView, reqs: Sequence[str], work: Path) -> list[tuple[str, str, str]]:
+def _resolve_build_reqs(lock: Lock, reqs: Sequence[str], work: Path) -> list[tuple[str, str, str]]:
     """Ask pip which wheels (url, sha256, filename) ``reqs`` need on the TARGET python and platform.
 
     ``pip install --dry-run --report`` resolves without installing; fetch then downloads the
@@ -536,9 +432,9 @@ def _resolve_build_reqs(lock: LockView, reqs: Sequence[str], work: Path) -> list
     cmd: list[str] = [sys.executable, "-m", "pip", "--isolated", "install", "--dry-run", "--ignore-installed",
                       "--timeout", f"{TIMEOUT[1]:.0f}", "--retries", "1",
                       "--disable-pip-version-check", "--quiet", "--only-binary=:all:",
-                      "--python-version", lock.python, "--implementation", "cp",
+                      "--python-version", lock.python_xy, "--implementation", "cp",
                       "--target", str(work / "target"), "--report", str(report)]
-    for plat in _pip_platforms(lock.pip_platform):
+    for plat in _pip_platforms(lock.platform.pip_platform):
         cmd += ["--platform", plat]
     for i, u in enumerate(lock.index_urls):
         cmd += ["--index-url" if i == 0 else "--extra-index-url", u]
@@ -572,8 +468,15 @@ def _git_checkout(url: str, commit: str, dest: Path) -> None:
                          path=redact(url), hint="The repository was rewritten; run 'envbuild lock' again.")
 
 
+def _cached(cache: Path, rel: str, url: str, name: str, version: str, kind: str,
+            commit: str) -> ManifestEntry:
+    """The manifest entry of a file fetch made in the cache (hashed as it lies there)."""
+    return ManifestEntry(file=rel, sha256=sha256_file(cache / rel), size=(cache / rel).stat().st_size,
+                         url=url, name=name, version=version, kind=kind, commit=commit)
+
+
 def _build_git(
-    art: LockedArtifact, cache: Path, work: Path, lock: LockView
+    art: LockedArtifact, cache: Path, work: Path, lock: Lock
 ) -> tuple[ManifestEntry, list[str]]:
     """Build ``art`` at its commit: a pure wheel into git/, else a ``git archive`` sdist + its requires."""
     assert art.commit is not None
@@ -608,8 +511,7 @@ def _build_git(
         name, version = _wheel_name_version(wheel.name)
         (cache / "git").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(wheel, cache / rel)
-        return ManifestEntry(rel, sha256_file(cache / rel), (cache / rel).stat().st_size, art.url,
-                             name, version, "git-wheel", art.commit), []
+        return _cached(cache, rel, art.url, name, version, "git-wheel", art.commit), []
     # Not pure Python (or not buildable here): keep the exact source and what building it needs.
     stem = f"{canonicalize_name(art.name).replace('-', '_')}-{art.version}"
     rel = f"git/{stem}-{art.commit[:12]}.tar.gz"
@@ -620,8 +522,7 @@ def _build_git(
         cwd=src, tool="git", env={"SOURCE_DATE_EPOCH": epoch})
     os.replace(tmp, cache / rel)
     requires = list(art.requires) or _pyproject_requires(pkg)
-    return ManifestEntry(rel, sha256_file(cache / rel), (cache / rel).stat().st_size, art.url,
-                         art.name, art.version, "git-sdist", art.commit), requires
+    return _cached(cache, rel, art.url, art.name, art.version, "git-sdist", art.commit), requires
 
 
 def _sdist_build_requires(path: Path) -> list[str]:
@@ -722,12 +623,6 @@ class FetchResult:
         return d
 
 
-def _rel_for(art: LockedArtifact, lock: LockView) -> str:
-    if art.kind == "conda":
-        return f"conda/{art.subdir or lock.conda_subdir or 'noarch'}/{art.filename}"
-    return f"wheels/{art.filename}"
-
-
 def _plan(cache: Path, jobs: Sequence[_Job], stats: _Stats, lock_file: Path,
           workers: int = 4) -> tuple[list[_Job], list[_Job]]:
     """Split files into already-good (no request needed) and to-download."""
@@ -766,34 +661,27 @@ def _download_round(root: Path, jobs: Sequence[_Job], stats: _Stats, n_jobs: int
         prog.done = len(have)
         _run_downloads(root, todo, n_jobs, prog, stats)
     stats.download_seconds += time.monotonic() - t0 if todo else 0.0
-    return [ManifestEntry(j.rel, j.sha256, (root / j.rel).stat().st_size, redact(j.url), j.art.name,
-                          j.art.version, j.kind, None) for j in have + todo]
+    return [ManifestEntry(file=j.rel, sha256=j.sha256, size=(root / j.rel).stat().st_size,
+                          url=redact(j.url), commit=None, name=j.art.name, version=j.art.version, kind=j.kind)
+            for j in have + todo]
 
 
-def _reuse(cache: Path, old: Sequence[dict[str, Any]], kinds: set[str],
-           match: Callable[[dict[str, Any]], bool], recorded: dict[str, str]) -> list[ManifestEntry] | None:
+def _reuse(cache: Path, old: Sequence[ManifestEntry], kinds: set[str],
+           match: Callable[[ManifestEntry], bool], recorded: dict[str, str]) -> list[ManifestEntry] | None:
     """Old manifest entries of ``kinds`` passing ``match`` whose files still have the hash the LOCK
     recorded for them (``built.sha256``), else None.  The manifest's own hashes are not trusted: it
     lives in the cache, next to the files it describes."""
-    picked = [e for e in old if e.get("kind") in kinds and match(e)]
+    picked = [e for e in old if e.kind in kinds and match(e)]
     if not picked:
         return None
     for e in picked:
-        rel = str(e["file"])
-        p = cache / rel
-        if rel not in recorded or not p.is_file() or sha256_file(p) != recorded[rel]:
+        p = cache / e.file
+        if e.file not in recorded or not p.is_file() or sha256_file(p) != recorded[e.file]:
             return None
-    return [dataclasses.replace(_entry(e), sha256=recorded[str(e["file"])]) for e in picked]
+    return [dataclasses.replace(e, sha256=recorded[e.file], build_key=None) for e in picked]
 
 
-def _entry(e: dict[str, Any]) -> ManifestEntry:
-    return ManifestEntry(file=str(e["file"]), sha256=str(e["sha256"]), size=int(e.get("size") or 0),
-                         url=str(e.get("url") or ""), name=str(e.get("name") or ""),
-                         version=str(e.get("version") or ""), kind=str(e.get("kind") or ""),
-                         commit=e.get("commit"))
-
-
-def _git_round(root: Path, lock: LockView, old: Sequence[dict[str, Any]], stats: _Stats,
+def _git_round(root: Path, lock: Lock, old: Sequence[ManifestEntry], stats: _Stats,
                recorded: dict[str, str]) -> tuple[list[ManifestEntry], list[dict[str, Any]], list[str]]:
     entries: list[ManifestEntry] = []
     info: list[dict[str, Any]] = []
@@ -801,8 +689,8 @@ def _git_round(root: Path, lock: LockView, old: Sequence[dict[str, Any]], stats:
     for art in lock.artifacts:
         if art.kind != "git":
             continue
-        def same(e: dict[str, Any], a: LockedArtifact = art) -> bool:
-            return bool(e.get("commit") == a.commit and e.get("url") == redact(a.url))
+        def same(e: ManifestEntry, a: LockedArtifact = art) -> bool:
+            return e.commit == a.commit and e.url == redact(a.url)
 
         # One build per commit at a time, also across fetch processes sharing the cache.
         with file_lock(root, f"git-{art.commit}"):
@@ -825,11 +713,11 @@ def _git_round(root: Path, lock: LockView, old: Sequence[dict[str, Any]], stats:
     return entries, info, extra_reqs
 
 
-def _build_round(root: Path, lock: LockView, reqs: Sequence[str], old: Sequence[dict[str, Any]],
+def _build_round(root: Path, lock: Lock, reqs: Sequence[str], old: Sequence[ManifestEntry],
                  stats: _Stats, jobs: int, show: bool, recorded: dict[str, str]) -> list[ManifestEntry]:
     key = _build_key(lock, reqs)
-    reuse = _reuse(root, old, {"build-req"}, lambda e: e.get("build_key") == key, recorded)
-    if reuse and {e.get("build_key") for e in old if e.get("kind") == "build-req"} == {key}:
+    reuse = _reuse(root, old, {"build-req"}, lambda e: e.build_key == key, recorded)
+    if reuse and {e.build_key for e in old if e.kind == "build-req"} == {key}:
         stats.skipped += len(reuse)
         return reuse
     with tempfile.TemporaryDirectory(prefix="envbuild-buildreq-") as tmp:
@@ -839,18 +727,18 @@ def _build_round(root: Path, lock: LockView, reqs: Sequence[str], old: Sequence[
         name, version = _wheel_name_version(fn)
         art = LockedArtifact(name=name, version=version, kind="build-req", url=url, sha256=sha, filename=fn)
         todo.append(_Job(url, f"build/{fn}", sha, art, "build-req"))
-    return _download_round(root, todo, stats, jobs, show, lock.path / LOCK_FILE)
+    return _download_round(root, todo, stats, jobs, show, Path(lock.path or LOCK_FILE))
 
 
-def _uv_round(root: Path, lock: LockView, old: Sequence[dict[str, Any]], stats: _Stats, jobs: int,
+def _uv_round(root: Path, lock: Lock, old: Sequence[ManifestEntry], stats: _Stats, jobs: int,
               show: bool, recorded: dict[str, str]) -> tuple[list[ManifestEntry], str | None]:
     """The uv wheel for the TARGET's platform (uv ships one static binary per platform), the version
     this machine locked with; install-offline.sh installs with it. Not found: pip is used, said."""
     import importlib.metadata
 
     version = importlib.metadata.version("uv")
-    reuse = _reuse(root, old, {"tool"}, lambda e: e.get("name") == "uv" and e.get("version") == version
-                   and f"|{lock.pip_platform}" in str(e.get("build_key", "")), recorded)
+    reuse = _reuse(root, old, {"tool"}, lambda e: e.name == "uv" and e.version == version
+                   and f"|{lock.platform.pip_platform}" in (e.build_key or ""), recorded)
     if reuse:
         stats.skipped += len(reuse)
         return reuse, None
@@ -858,26 +746,56 @@ def _uv_round(root: Path, lock: LockView, old: Sequence[dict[str, Any]], stats: 
         with tempfile.TemporaryDirectory(prefix="envbuild-uv-") as tmp:
             chosen = _resolve_build_reqs(lock, [f"uv=={version}"], Path(tmp))
     except ToolError as exc:
-        return [], (f"no uv {version} wheel for {lock.pip_platform} on the lock's indexes: "
+        return [], (f"no uv {version} wheel for {lock.platform.pip_platform} on the lock's indexes: "
                     f"install-offline.sh will install with pip ({exc.message.splitlines()[-1][:200]})")
     todo = [_Job(url, f"tools/{fn}", sha, LockedArtifact(name="uv", version=version, kind="tool", url=url,
                                                           sha256=sha, filename=fn), "tool")
             for url, sha, fn in chosen if fn.startswith("uv-")]
-    return _download_round(root, todo, stats, jobs, show, lock.path / LOCK_FILE), None
+    return _download_round(root, todo, stats, jobs, show, Path(lock.path or LOCK_FILE)), None
 
 
-def _build_key(lock: LockView, reqs: Sequence[str]) -> str:
-    return f"{lock.python}|{lock.pip_platform}|" + ",".join(reqs)
+def _build_key(lock: Lock, reqs: Sequence[str]) -> str:
+    return f"{lock.python_xy}|{lock.platform.pip_platform}|" + ",".join(reqs)
+
+
+def _as_lock(lock: str | os.PathLike[str] | Lock) -> Lock:
+    return lock if isinstance(lock, Lock) else load_lock(lock)
+
+
+def _fetch_files(root: Path, lock: Lock, old: Sequence[ManifestEntry], stats: _Stats, jobs: int,
+                 show: bool) -> tuple[list[ManifestEntry], list[dict[str, Any]], list[str], str | None]:
+    """Every download and build of the lock: its files, git builds, build requirements and uv.
+
+    Returns (entries, git info, the build requirements, why there is no uv or None).
+    """
+    files = [_Job(a.url, lock.cache_path(a), a.sha256, a, a.kind) for a in lock.artifacts if a.kind != "git"]
+    entries = _download_round(root, files, stats, jobs, show, Path(lock.path or LOCK_FILE))
+    recorded = read_built(lock.directory)
+    git_entries, git_info, extra_reqs = _git_round(root, lock, old, stats, recorded)
+    entries += git_entries
+    # An sdist's own pyproject.toml names its build backend (meson-python, scikit-build, ...).
+    for art in lock.artifacts:
+        if art.kind == "sdist":
+            extra_reqs += _sdist_build_requires(root / lock.cache_path(art))
+    build_reqs: list[str] = []
+    if extra_reqs or any(a.kind == "sdist" or a.build == "source" for a in lock.artifacts):
+        build_reqs = _build_requirements(lock, extra_reqs)
+        entries += _build_round(root, lock, build_reqs, old, stats, jobs, show, recorded)
+    uv_entries, uv_note = _uv_round(root, lock, old, stats, jobs, show, recorded)
+    entries += uv_entries
+    return entries, git_info, build_reqs, uv_note
 
 
 def fetch(
-    lock_dir: str | os.PathLike[str],
+    lock_dir: str | os.PathLike[str] | Lock,
     cache: str | os.PathLike[str] = "offline_cache",
     *,
     jobs: int = 8,
     show_progress: bool = True,
 ) -> FetchResult:
-    """Download, build and index everything ``lock_dir`` needs into ``cache``; write manifest.json.
+    """Download, build and index everything the lock needs into ``cache``; write manifest.json.
+
+    ``lock_dir`` is a lock directory or the ``Lock`` a caller already read.
 
     Raises:
         InputError: the lock is missing or malformed.
@@ -888,68 +806,35 @@ def fetch(
     if jobs < 1:
         raise InputError("--jobs must be at least 1.", field="jobs")
     t0 = time.monotonic()
-    lock = read_lock(lock_dir)
-    lock_file = lock.path / LOCK_FILE
+    lock = _as_lock(lock_dir)
     # A new directory or a cache envbuild made: fetch repairs files in it, so never the user's folder.
     root = claim_output_dir(cache, field="--cache")
-    old = _old_entries(root)
     stats = _Stats()
-
-    files = [_Job(a.url, _rel_for(a, lock), a.sha256, a, a.kind) for a in lock.artifacts if a.kind != "git"]
-    entries = _download_round(root, files, stats, jobs, show_progress, lock_file)
-    recorded = read_built(lock.path)
-    git_entries, git_info, extra_reqs = _git_round(root, lock, old, stats, recorded)
-    entries += git_entries
-    # An sdist's own pyproject.toml names its build backend (meson-python, scikit-build, ...).
-    for art in lock.artifacts:
-        if art.kind == "sdist":
-            extra_reqs += _sdist_build_requires(root / _rel_for(art, lock))
-
-    build_reqs: list[str] = []
-    if extra_reqs or any(a.kind == "sdist" or a.build == "source" for a in lock.artifacts):
-        build_reqs = _build_requirements(lock, extra_reqs)
-        entries += _build_round(root, lock, build_reqs, old, stats, jobs, show_progress, recorded)
-    uv_entries, uv_note = _uv_round(root, lock, old, stats, jobs, show_progress, recorded)
-    entries += uv_entries
-
+    entries, git_info, build_reqs, uv_note = _fetch_files(root, lock, _old_entries(root), stats, jobs,
+                                                          show_progress)
+    uv = next((e.file for e in entries if e.kind == "tool"), None)
     subdirs: list[str] = []
     if any(a.kind == "conda" for a in lock.artifacts):
         _index_channel(root / "conda")
         subdirs = sorted(p.parent.name for p in (root / "conda").glob("*/repodata.json")
                          if not p.parent.name.startswith("."))
-
-    entries.sort(key=lambda e: e.file)
     key = _build_key(lock, build_reqs)
-    manifest = {
-        "schema_version": MANIFEST_SCHEMA,
-        "lock_name": lock.name,
-        "lock_spec_hash": lock.spec_hash,
-        "python": lock.python,
-        "platform": lock.pip_platform,
-        "files": [{**asdict(e), **({"build_key": key} if e.kind in ("build-req", "tool") else {})}
-                  for e in entries],
-    }
-    _write_built(lock.path, entries)
-    # install-offline.sh reads this with awk (no python needed on the server): keep one key per
-    # line and sorted keys, so "file" precedes "sha256" in every entry.
-    atomic_write(root / MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    manifest = CacheManifest(
+        lock_name=lock.name, lock_spec_hash=lock.spec_hash, python=lock.python_xy,
+        platform=lock.platform.pip_platform or None,
+        files=tuple(sorted((dataclasses.replace(e, build_key=key if e.kind in ("build-req", "tool") else None)
+                            for e in entries), key=lambda e: e.file)))
+    _write_built(lock.directory, manifest.files)
+    # install-offline.sh reads this with awk (no python needed on the server): dumps keeps one key
+    # per line and sorted keys, so "file" precedes "sha256" in every entry.
+    atomic_write(root / MANIFEST_FILE, manifest.dumps())
     return FetchResult(
-        cache=str(root),
-        manifest=str(root / MANIFEST_FILE),
-        files=len(entries),
-        bytes=sum(e.size for e in entries),
-        downloaded=stats.downloaded,
-        downloaded_bytes=stats.downloaded_bytes,
-        skipped=stats.skipped,
-        resumed=stats.resumed,
-        repaired=tuple(stats.repaired),
-        build_requirements=tuple(build_reqs),
-        git=tuple(git_info),
-        conda_subdirs=tuple(subdirs),
-        seconds=round(time.monotonic() - t0, 3),
-        download_seconds=round(stats.download_seconds, 3),
-        uv=uv_entries[0].file if uv_entries else None,
-        uv_note=uv_note,
+        cache=str(root), manifest=str(root / MANIFEST_FILE), files=len(entries),
+        bytes=sum(e.size for e in entries), downloaded=stats.downloaded,
+        downloaded_bytes=stats.downloaded_bytes, skipped=stats.skipped, resumed=stats.resumed,
+        repaired=tuple(stats.repaired), build_requirements=tuple(build_reqs), git=tuple(git_info),
+        conda_subdirs=tuple(subdirs), seconds=round(time.monotonic() - t0, 3),
+        download_seconds=round(stats.download_seconds, 3), uv=uv, uv_note=uv_note,
     )
 
 

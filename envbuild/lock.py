@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
-from packaging.tags import Tag, compatible_tags, cpython_tags
+from packaging.tags import Tag
 from packaging.utils import (
     InvalidSdistFilename,
     InvalidWheelFilename,
@@ -40,7 +40,7 @@ from envbuild import __version__
 from envbuild._fs import atomic_write, check_output_dir, one_line, output_dir, path_component
 from envbuild._http import TIMEOUT, http_session
 from envbuild.errors import ConflictError, FetchError, InputError
-from envbuild.lockfile import LOCK_FILE, Lock
+from envbuild.lockfile import LOCK_FILE, Lock, TargetPlatform
 from envbuild.managers import CONDA_MANAGERS, get_manager
 from envbuild.models import LockedArtifact, Profile, Resolution, SourceBuild
 from envbuild.spec import Spec
@@ -61,45 +61,10 @@ __all__ = [
 ENGINES = ("uv", "pip-tools")
 # The manylinux levels `uv --python-platform` accepts (it has no 2_18..2_27 names).
 _UV_GLIBC_MINORS = (17, 28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40)
-_LEGACY = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
 _ARCHES = {"x86_64": "linux-64", "aarch64": "linux-aarch64"}
 
 
 # --- target platform ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TargetPlatform:
-    """Where the lock will be installed: pip/uv platform names and the conda subdir."""
-
-    os: str
-    arch: str
-    glibc: str
-    pip_platform: str
-    uv_platform: str
-    conda_subdir: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"os": self.os, "arch": self.arch, "glibc": self.glibc, "pip_platform": self.pip_platform,
-                "uv_platform": self.uv_platform, "conda_subdir": self.conda_subdir}
-
-    def platforms(self) -> list[str]:
-        """pip's platform tags for this target, best first (manylinux_2_N ... manylinux1, linux)."""
-        minor = int(self.glibc.split(".")[1])
-        out = []
-        for m in range(minor, 4, -1):
-            out.append(f"manylinux_2_{m}_{self.arch}")
-            if m in _LEGACY:
-                out.append(f"{_LEGACY[m]}_{self.arch}")
-        out.append(f"linux_{self.arch}")
-        return out
-
-    def tags(self, python: str) -> list[Tag]:
-        """Every tag pip on the target accepts, in pip's order of preference."""
-        major, minor = (int(p) for p in python.split(".")[:2])
-        plats = self.platforms()
-        return [*cpython_tags((major, minor), platforms=plats),
-                *compatible_tags((major, minor), interpreter=f"cp{major}{minor}", platforms=plats)]
 
 
 def target_platform(profile: Profile) -> TargetPlatform:
@@ -328,7 +293,7 @@ class LockResult:
             "files": list(self.files),
             "engine": self.lock.engine,
             "python": self.lock.python,
-            "platform": self.lock.platform,
+            "platform": self.lock.platform.to_dict(),
             "cuda": self.lock.cuda,
             "counts": dict(sorted(kinds.items())),
             "packages": {a.name: a.version for a in self.lock.artifacts if a.kind != "conda"},
@@ -372,6 +337,135 @@ def _python_of(res: Resolution, spec: Spec, target: Profile) -> str:
 # --- the stage ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _EngineInput:
+    """What the lock engines get: the indexes (redacted only when written) and the requirements."""
+
+    primary: str
+    extras: list[str]
+    find_links: list[str]
+    reqs: list[str]
+
+
+@dataclass
+class _Pinned:
+    """What the engines and the side solves pinned, before it becomes a ``Lock``."""
+
+    locked: list[_Locked]
+    source_builds: list[_Locked]
+    git: list[LockedArtifact]
+    conda: list[LockedArtifact]
+    conda_lines: list[str]
+    pylock: str = ""
+
+
+def _check_inputs(spec: Spec, idx: Mapping[str, str], engine: str, out: Path) -> None:
+    """Refused before any work: the name becomes a directory, the URLs lines of requirements.txt."""
+    if engine not in ENGINES:
+        raise InputError(f"unknown engine '{engine}'.", field="--engine",
+                         hint=f"Use one of: {', '.join(ENGINES)}.")
+    path_component(spec.name, field="name", path=spec.path)
+    for key, url in idx.items():
+        _check_url(url, f"indexes.{key}", spec.path)
+    for g in spec.git:
+        _check_url(g.url, "git", spec.path)
+    check_output_dir(out)
+
+
+def _engine_input(spec: Spec, res: Resolution, idx: Mapping[str, str]) -> _EngineInput:
+    primary = idx["pypi"].rstrip("/")
+    extras = list(dict.fromkeys(u.rstrip("/") for u in [*res.index_urls, *spec.extra_index_urls]
+                                if u.rstrip("/") != primary))
+    find_links = list(dict.fromkeys([*res.find_links, *spec.find_links]))
+    # Source builds are compiled on the target; only their own requirements go to the engine.
+    sb_names = {str(canonicalize_name(sb.name)) for sb in res.source_builds}
+    reqs = [r for r in res.requirements if _req_name(r) not in sb_names]
+    for sb in res.source_builds:
+        reqs += [r for r in sb.requires if _req_name(r) not in sb_names]
+    for u in [*extras, *find_links]:
+        _check_url(u, "indexes", spec.path)
+    return _EngineInput(primary, extras, find_links, list(dict.fromkeys(reqs)))
+
+
+def _pin(spec: Spec, target: Profile, res: Resolution, python: str, plat: TargetPlatform, inp: _EngineInput,
+         engine: str, cache_dir: str | None, previous: str | None, upgrade: bool, warnings: list[str],
+         timings: dict[str, float]) -> _Pinned:
+    """Run the engine on the requirements (with each git package's own) beside the side solves."""
+    client = IndexClient([*inp.extras, inp.primary], inp.find_links)
+    reqs = list(inp.reqs)
+    t1 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        # The sdists of source builds and the conda solve overlap the git reads and the engine run.
+        sb_f = pool.submit(_lock_source_builds, client, res.source_builds)
+        conda_f = (pool.submit(_lock_conda, spec, python, plat, target)
+                   if spec.manager in CONDA_MANAGERS else None)
+        # The git packages' own requirements are the engine's input too, so their commits come first.
+        git_arts = _lock_git(spec)
+        git_names = frozenset(a.name for a in git_arts)
+        # Each git package's requirements, read from its metadata at the locked commit, are locked
+        # (hashed, fetched) like any other package; one uv cannot read here goes to uv as a URL.
+        for g, a in zip(spec.git, git_arts, strict=True):
+            got = _git_requirements(g, a)
+            reqs += got if got is not None else [_git_input(g, a)]
+        # An upgrade must see releases newer than the cached index pages.
+        opts = dataclasses.replace(_options(reqs, python, plat, inp.primary, inp.extras, inp.find_links),
+                                   refresh=upgrade, constraints=tuple(spec.constraints), only_binary=True,
+                                   no_binary=tuple(sorted({*spec.allow_sdist, *git_names})))
+        pylock = ""
+        if engine == "uv":
+            pylock, locked, relaxed = _engine_uv_relaxing(opts, spec, res, python, plat, client, cache_dir,
+                                                          previous, git_names)
+            for name, (was, now) in relaxed.items():
+                warnings.append(f"{name} {was} (the resolver's pick) has no wheel for {plat.pip_platform}: "
+                                f"locked {name} {now}, the newest version with one.")
+        else:
+            locked = _engine_piptools(opts, python, plat, client, cache_dir, previous)
+        timings["engine"] = time.perf_counter() - t1
+        _check_spec_hashes(spec, locked)
+        conda_arts, conda_lines = conda_f.result() if conda_f else ([], [])
+        pinned = _Pinned(locked, sb_f.result(), git_arts, conda_arts, conda_lines, pylock)
+    timings["extras"] = time.perf_counter() - t1 - timings["engine"]
+    return pinned
+
+
+def _lock_record(spec: Spec, target: Profile, res: Resolution, python: str, plat: TargetPlatform,
+                 inp: _EngineInput, idx: Mapping[str, str], pinned: _Pinned, engine: str, cmd: str) -> Lock:
+    artifacts = sorted([*(x.artifact for x in [*pinned.locked, *pinned.source_builds]), *pinned.git,
+                        *pinned.conda], key=lambda a: (a.kind, a.name, a.filename))
+    spec_dict = json.loads(redact(json.dumps({**spec.to_dict(), "indexes": dict(sorted(idx.items()))})))
+    canonical = json.dumps(spec_dict, sort_keys=True, separators=(",", ":"))
+    return Lock(
+        name=spec.name, manager=spec.manager, python=python,
+        platform=plat, target=target, resolution=_dated_out(res), artifacts=tuple(artifacts),
+        index_urls=tuple(redact(u) for u in [inp.primary, *inp.extras]),
+        find_links=tuple(redact(u) for u in inp.find_links),
+        conda_channels=(tuple(redact(c) for c in spec.conda_channels)
+                        if spec.manager in CONDA_MANAGERS else ()),
+        spec=spec_dict, spec_hash=hashlib.sha256(canonical.encode()).hexdigest(), command=redact(cmd),
+        generated_by=f"envbuild {__version__}", engine=engine,
+    )
+
+
+def _lock_texts(lk: Lock, cmd: str, res: Resolution, inp: _EngineInput, pinned: _Pinned) -> dict[str, str]:
+    """Every file of the lock directory: the lock JSON and the installers' inputs derived from it."""
+    head = _header(lk, cmd)
+    texts: dict[str, str] = {
+        LOCK_FILE: lk.dumps(),
+        "requirements.txt": _requirements_txt(head, inp.primary, inp.extras, inp.find_links, pinned.locked),
+        "source-builds.txt": _source_builds_txt(head, res, pinned.source_builds),
+        "git.txt": head + "".join(f"{a.name} @ git+{pip_git_url(a.url)}@{a.commit}"
+                                  + (f"#subdirectory={a.subdir}" if a.subdir else "") + "\n"
+                                  for a in pinned.git),
+    }
+    if pinned.pylock:
+        # uv's PEP 751 lock of the same pins (target files only); also the next re-lock's preferences.
+        texts["pylock.toml"] = pinned.pylock
+    if lk.manager in CONDA_MANAGERS:
+        texts["conda.txt"] = head + f"# platform: {lk.platform.conda_subdir}\n@EXPLICIT\n" + "".join(
+            f"{ln}\n" for ln in pinned.conda_lines)
+    return texts
+
+
 def lock(
     spec: Spec,
     target: Profile,
@@ -383,9 +477,7 @@ def lock(
     command: str | None = None,
     cache_dir: str | None = None,
     upgrade: bool = False,
-    prefer_pypi: bool = True,
-    native_driver_only: bool = False,
-    today: dt.date | None = None,
+    prefer_pypi: bool = True, native_driver_only: bool = False, today: dt.date | None = None,
 ) -> LockResult:
     """Lock ``spec`` for ``target`` into ``out_dir`` (written whole or not at all).
 
@@ -402,18 +494,9 @@ def lock(
     """
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    if engine not in ENGINES:
-        raise InputError(f"unknown engine '{engine}'.", field="--engine",
-                         hint=f"Use one of: {', '.join(ENGINES)}.")
     idx = {**spec.indexes, **dict(indexes or {})}
-    # Refused before any work: the name becomes a directory, the URLs lines of requirements.txt.
-    path_component(spec.name, field="name", path=spec.path)
-    for key, url in idx.items():
-        _check_url(url, f"indexes.{key}", spec.path)
-    for g in spec.git:
-        _check_url(g.url, "git", spec.path)
     out = Path(out_dir)
-    check_output_dir(out)
+    _check_inputs(spec, idx, engine, out)
     plat = target_platform(target)
     res = (resolution if resolution is not None
            else resolve_for_lock(spec, target, idx, prefer_pypi=prefer_pypi,
@@ -429,97 +512,23 @@ def lock(
                         f"({plat.pip_platform} wheels, which every supported Linux runs); newer packages may "
                         "have wheels only for a newer glibc. Run 'envbuild probe' on the target and lock "
                         "with --target PROFILE.")
-
-    primary = idx["pypi"].rstrip("/")
-    extras = list(dict.fromkeys(u.rstrip("/") for u in [*res.index_urls, *spec.extra_index_urls]
-                                if u.rstrip("/") != primary))
-    find_links = list(dict.fromkeys([*res.find_links, *spec.find_links]))
-    client = IndexClient([*extras, primary], find_links)
-
-    # Source builds are compiled on the target; only their own requirements go to the engine.
-    sb_names = {str(canonicalize_name(sb.name)) for sb in res.source_builds}
-    reqs = [r for r in res.requirements if _req_name(r) not in sb_names]
-    for sb in res.source_builds:
-        reqs += [r for r in sb.requires if _req_name(r) not in sb_names]
-    reqs = list(dict.fromkeys(reqs))
-    for u in [*extras, *find_links]:
-        _check_url(u, "indexes", spec.path)
-
-    previous = None
+    inp = _engine_input(spec, res, idx)
     prev_file = out / ("pylock.toml" if engine == "uv" else "requirements.txt")
-    if not upgrade and prev_file.is_file():
-        previous = prev_file.read_text()
-
-    t1 = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        # The sdists of source builds and the conda solve overlap the git reads and the engine run.
-        sb_f = pool.submit(_lock_source_builds, client, res.source_builds)
-        conda_f = (pool.submit(_lock_conda, spec, python, plat, target)
-                   if spec.manager in CONDA_MANAGERS else None)
-        # The git packages' own requirements are the engine's input too, so their commits come first.
-        git_arts = _lock_git(spec)
-        git_names = frozenset(a.name for a in git_arts)
-        # Each git package's requirements, read from its metadata at the locked commit, are locked
-        # (hashed, fetched) like any other package; one uv cannot read here goes to uv as a URL.
-        for g, a in zip(spec.git, git_arts, strict=True):
-            got = _git_requirements(g, a)
-            reqs += got if got is not None else [_git_input(g, a)]
-        # An upgrade must see releases newer than the cached index pages.
-        opts = dataclasses.replace(_options(reqs, python, plat, primary, extras, find_links),
-                                   refresh=upgrade, constraints=tuple(spec.constraints), only_binary=True,
-                                   no_binary=tuple(sorted({*spec.allow_sdist, *git_names})))
-        if engine == "uv":
-            pylock, locked, relaxed = _engine_uv_relaxing(opts, spec, res, python, plat, client, cache_dir,
-                                                          previous, git_names)
-            for name, (was, now) in relaxed.items():
-                warnings.append(f"{name} {was} (the resolver's pick) has no wheel for {plat.pip_platform}: "
-                                f"locked {name} {now}, the newest version with one.")
-        else:
-            pylock, locked = "", _engine_piptools(opts, python, plat, client, cache_dir, previous)
-        timings["engine"] = time.perf_counter() - t1
-        _check_spec_hashes(spec, locked)
-        sb_locked = sb_f.result()
-        conda_arts, conda_lines = conda_f.result() if conda_f else ([], [])
-    timings["extras"] = time.perf_counter() - t1 - timings["engine"]
-
-    artifacts = sorted([*(x.artifact for x in [*locked, *sb_locked]), *git_arts, *conda_arts],
-                       key=lambda a: (a.kind, a.name, a.filename))
+    previous = prev_file.read_text() if not upgrade and prev_file.is_file() else None
+    pinned = _pin(spec, target, res, python, plat, inp, engine, cache_dir, previous, upgrade, warnings,
+                  timings)
     cmd = command or _default_command(spec, out, engine)
-    spec_dict = json.loads(redact(json.dumps({**spec.to_dict(), "indexes": dict(sorted(idx.items()))})))
-    canonical = json.dumps(spec_dict, sort_keys=True, separators=(",", ":"))
-    spec_hash = hashlib.sha256(canonical.encode()).hexdigest()
-    lk = Lock(
-        name=spec.name, manager=spec.manager, python=python,
-        platform=dict(plat.to_dict()),
-        target=target.to_dict(), resolution=_dated_out(res.to_dict()), artifacts=tuple(artifacts),
-        index_urls=tuple(redact(u) for u in [primary, *extras]),
-        find_links=tuple(redact(u) for u in find_links),
-        conda_channels=(tuple(redact(c) for c in spec.conda_channels)
-                        if spec.manager in CONDA_MANAGERS else ()),
-        spec=spec_dict, spec_hash=spec_hash, command=redact(cmd),
-        generated_by=f"envbuild {__version__}", engine=engine,
-    )
-    head = _header(lk, cmd)
-    texts: dict[str, str] = {
-        LOCK_FILE: lk.dumps(),
-        "requirements.txt": _requirements_txt(head, primary, extras, find_links, locked),
-        "source-builds.txt": _source_builds_txt(head, res, sb_locked),
-        "git.txt": head + "".join(f"{a.name} @ git+{pip_git_url(a.url)}@{a.commit}"
-                                  + (f"#subdirectory={a.subdir}" if a.subdir else "") + "\n"
-                                  for a in git_arts),
-    }
-    if pylock:
-        # uv's PEP 751 lock of the same pins (target files only); also the next re-lock's preferences.
-        texts["pylock.toml"] = pylock
-    if spec.manager in CONDA_MANAGERS:
-        texts["conda.txt"] = head + f"# platform: {plat.conda_subdir}\n@EXPLICIT\n" + "".join(
-            f"{ln}\n" for ln in conda_lines)
+    lk = _lock_record(spec, target, res, python, plat, inp, idx, pinned, engine, cmd)
+    texts = _lock_texts(lk, cmd, res, inp, pinned)
     with output_dir(out) as tmp:
         for fname, text in texts.items():
             # Every byte written passes through redact: no credential reaches any file.
             (tmp / fname).write_text(redact(text))
     timings["total"] = time.perf_counter() - t0
-    return LockResult(lock=dataclasses.replace(lk, path=str(out / LOCK_FILE)), out_dir=out,
+    # The record later stages get is the file as written (redacted, validated, defaults applied),
+    # so plan passes it on instead of reading the lock back.
+    written = Lock.from_dict(json.loads(redact(texts[LOCK_FILE])), path=str(out / LOCK_FILE))
+    return LockResult(lock=written, out_dir=out,
                       files=tuple(sorted(texts)), seconds=timings["total"], timings=timings,
                       warnings=tuple(warnings))
 
@@ -552,7 +561,7 @@ def _header(lk: Lock, cmd: str) -> str:
     return (
         "#\n"
         f"# This file is autogenerated by envbuild for {one_line(lk.name)}: Python {one_line(lk.python)} on "
-        f"{one_line(lk.platform['pip_platform'])}{one_line(cuda)}.\n"
+        f"{one_line(lk.platform.pip_platform)}{one_line(cuda)}.\n"
         "# To update, run:\n"
         "#\n"
         f"#    {one_line(cmd)}\n"
@@ -919,14 +928,11 @@ def input_spec(spec_path: Path | None, reqs: Sequence[str], *, manager: str | No
     return spec
 
 
-def _dated_out(resolution: dict[str, Any]) -> dict[str, Any]:
+def _dated_out(resolution: Resolution) -> Resolution:
     """The resolution as the lock keeps it: the knowledge's checked dates, not the day it was made
     (``today``/``age_days``), so re-locking on another day writes the same bytes."""
-    know = resolution.get("knowledge")
-    if isinstance(know, dict):
-        kept = {k: v for k, v in know.items() if k not in ("today", "age_days")}
-        resolution = {**resolution, "knowledge": kept}
-    return resolution
+    kept = {k: v for k, v in resolution.knowledge.items() if k not in ("today", "age_days")}
+    return dataclasses.replace(resolution, knowledge=kept)
 
 
 def with_allow_sdist(spec: Spec, names: Sequence[str]) -> Spec:
@@ -951,7 +957,7 @@ def present_lock(result: LockResult, as_json: bool) -> None:
     rows = [(a.name, a.version, "source" if a.build == "source" else a.kind,
              a.commit[:12] if a.commit else a.filename) for a in result.lock.artifacts]
     lk = result.lock
-    title = f"{lk.name}: Python {lk.python} on {lk.platform['pip_platform']}"
+    title = f"{lk.name}: Python {lk.python} on {lk.platform.pip_platform}"
     title += f", CUDA {lk.cuda}" if lk.cuda else ""
     console.print(table(title, ["package", "version", "kind", "file / commit"], rows))
     for w in result.warnings:

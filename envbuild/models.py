@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,11 +19,13 @@ from envbuild.errors import EnvbuildError, InputError, ProfileError
 __all__ = [
     "MAX_DEPTH",
     "PROFILE_SCHEMA",
+    "CacheManifest",
     "Conflict",
     "Fact",
     "Fields",
     "Gpu",
     "LockedArtifact",
+    "ManifestEntry",
     "Profile",
     "Resolution",
     "SourceBuild",
@@ -541,6 +544,10 @@ class Resolution:
             conflicts=_conflicts(f),
             choices=[c.data for c in f.objs("choices", "a choice object")],
             target=f.obj("target"),
+            # kept as found, so a lock's resolution reads back to the same record (and the same bytes)
+            implied=[x.data for x in f.objs("implied", "an implied-bound object")],
+            knowledge=f.obj("knowledge"),
+            verdict=f.obj("verdict"),
         )
 
 
@@ -568,38 +575,60 @@ class LockedArtifact:
         d["requires"] = list(self.requires)
         return d
 
+    def cache_path(self, conda_subdir: str | None = None) -> str:
+        """Where this file lives in ``offline_cache/``: the one rule fetch, render and bundle use.
+
+        A conda package without its own subdir goes where the lock's platform puts it
+        (``conda_subdir``, the lock's ``platform.conda_subdir``), else ``noarch``.
+        """
+        if self.kind == "conda":
+            return f"conda/{self.subdir or conda_subdir or 'noarch'}/{self.filename}"
+        return f"wheels/{self.filename}"
+
     @classmethod
     def from_dict(cls, data: Any, path: str | None = None, where: str = "",
                   error: type[EnvbuildError] = InputError) -> LockedArtifact:
-        """Validate one artifact of a lock (types and formats; fetch adds what downloading needs).
+        """Validate one artifact of a lock: everything fetch, render and bundle rely on.
+
+        A git artifact needs its full commit sha; every other one a 64-hex sha256 (each download is
+        checked against it) and a plain file name (taken from the URL when the lock has none).
 
         Raises:
-            InputError: a field has the wrong type or format (``error`` when given).
+            InputError: a field is missing, has the wrong type or format (``error`` when given).
         """
-        f = Fields(data, path=path, error=error, where=where, what="an artifact object",
-                   hint="The lock is damaged; re-create it with 'envbuild lock'.")
-        kind = f.req("kind", pattern=_KIND, wanted="wheel, sdist, git or conda")
-        sha = f.text("sha256", default="", wanted="a 64-hex sha256") or ""
-        if sha and not SHA256.fullmatch(sha):
-            f.fail("sha256", sha, "a 64-hex sha256")
+        f = Fields(data, path=path, error=error, where=where, what="an artifact object", hint=_ART_HINT)
+        kind = f.req("kind", pattern=_KINDS, wanted="wheel, sdist, git or conda")
+        url = f.req("url", pattern=_NONEMPTY, wanted="a URL")
+        commit = f.text("commit", pattern=COMMIT, wanted="a full git commit sha")
+        sha = (f.text("sha256", default="", wanted="a 64-hex sha256") or "").lower()
         filename = f.text("filename", default="", wanted="a plain file name") or ""
-        if filename and (filename in (".", "..") or not _FILENAME.fullmatch(filename)):
+        if kind == "git":
+            if commit is None:
+                f.fail("commit", None, "the full resolved commit sha of the git artifact")
+        else:
+            if not SHA256.fullmatch(sha):
+                f.fail("sha256", sha, "a 64-hex sha256 (every downloaded file is checked against it)")
+            filename = filename or Path(urllib.parse.urlsplit(url).path).name
+        if (filename or kind != "git") and (filename in ("", ".", "..") or not _FILENAME.fullmatch(filename)):
             f.fail("filename", filename, "a plain file name ('/' or '..' in it is unsafe)")
         return cls(
             name=f.req("name", pattern=_ART_NAME, wanted="a package name"),
             version=f.req("version", pattern=_VERSION, wanted="a version"),
             kind=kind,
             # any printable text: scripts quote it (tests/test_render.py feeds shell syntax on purpose)
-            url=f.req("url", wanted="a URL"),
+            url=url,
             sha256=sha,
             filename=filename,
             build=f.text("build", pattern=_KIND, wanted='"source" or null'),
-            commit=f.text("commit", pattern=COMMIT, wanted="a full git commit sha"),
+            commit=commit,
             subdir=f.text("subdir", pattern=_SUBDIR, wanted='a conda subdir such as "linux-64"'),
             requires=f.strs("requires", wanted="a requirement"),
         )
 
 
+_ART_HINT = "The lock is damaged; re-create it with 'envbuild lock'."
+_KINDS = re.compile(r"wheel|sdist|git|conda")
+_NONEMPTY = re.compile(r".+", re.S)
 _KIND = re.compile(r"[a-z][a-z-]{0,31}")
 _ART_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}")  # PEP 508 and conda names
 _VERSION = re.compile(r"[A-Za-z0-9_.+!-][A-Za-z0-9_.+!*-]{0,127}")
@@ -662,24 +691,106 @@ def _check_manifest_fixup(fx: Fields) -> None:
             links.req(rel, wanted="a link target")
 
 
+CACHE_MANIFEST_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One file of the offline cache as ``manifest.json`` records it.
+
+    ``kind`` is the lock artifact's kind or what fetch made: ``git-wheel``, ``git-sdist``,
+    ``build-req``, ``tool``; ``build_key`` (build requirements, the uv wheel) says for which
+    Python, platform and requirements they were resolved.
+    """
+
+    # the file as it lies in the cache
+    file: str
+    sha256: str
+    size: int
+    # where it came from (a git build: the repository and its commit)
+    url: str
+    commit: str | None
+    # what it is
+    kind: str
+    name: str
+    version: str
+    build_key: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if self.build_key is None:  # only build requirements and tools carry one
+            del d["build_key"]
+        return d
+
+
+@dataclass(frozen=True)
+class CacheManifest:
+    """``offline_cache/manifest.json``: which lock the cache was fetched for, and every file's sha256.
+
+    fetch writes it last; bundle, verify-cache and install-offline.sh read it (the script with awk:
+    ``dumps`` keeps one key per line, sorted, so ``file`` precedes ``sha256``).
+    """
+
+    files: tuple[ManifestEntry, ...]
+    lock_name: str = ""
+    lock_spec_hash: str = ""
+    python: str = ""
+    platform: str | None = None
+    schema_version: int = CACHE_MANIFEST_SCHEMA
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema_version": self.schema_version, "lock_name": self.lock_name,
+                "lock_spec_hash": self.lock_spec_hash, "python": self.python, "platform": self.platform,
+                "files": [e.to_dict() for e in self.files]}
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def by_file(self) -> dict[str, ManifestEntry]:
+        return {e.file: e for e in self.files}
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str, error: type[EnvbuildError] = InputError) -> CacheManifest:
+        """Validate a cache's ``manifest.json``.
+
+        Raises:
+            InputError: a field has the wrong type or format (``error`` when given).
+        """
+        f = Fields(data, path=path, error=error, what="an object with a 'files' list",
+                   hint="Run 'envbuild fetch LOCKDIR --cache DIR' to (re)build the cache.")
+        if not isinstance(f.data.get("files"), list):
+            f.fail("files", f.data.get("files"), "a list of file entries")
+        files = tuple(
+            ManifestEntry(
+                file=e.req("file", pattern=_REL_PATH, wanted="a relative path inside the cache"),
+                sha256=e.req("sha256", pattern=SHA256, wanted="a 64-hex sha256"),
+                size=e.whole("size", hi=2**50, default=0, wanted="the size in bytes") or 0,
+                url=e.text("url", wanted="a string") or "",
+                name=e.text("name", wanted="a string") or "",
+                version=e.text("version", numbers=True, wanted="a string") or "",
+                kind=e.text("kind", wanted="a string") or "",
+                commit=e.text("commit", pattern=COMMIT, wanted="a full git commit sha"),
+                build_key=e.text("build_key", wanted="a string"),
+            )
+            for e in f.objs("files", "a file entry"))
+        return cls(files=files, lock_name=f.text("lock_name", wanted="a lock name") or "",
+                   lock_spec_hash=f.text("lock_spec_hash", wanted="a hash") or "",
+                   python=f.text("python", numbers=True, wanted="a Python version") or "",
+                   platform=f.text("platform", wanted="a platform tag"),
+                   schema_version=f.whole("schema_version", lo=1, hi=CACHE_MANIFEST_SCHEMA,
+                                          default=CACHE_MANIFEST_SCHEMA,
+                                          wanted=f"{CACHE_MANIFEST_SCHEMA} (written by a newer envbuild?)")
+                   or CACHE_MANIFEST_SCHEMA)
+
+
 def check_cache_manifest(data: Any, path: str, error: type[EnvbuildError] = InputError) -> dict[str, Any]:
-    """Validate an offline cache's ``manifest.json``; returns it unchanged when every field is sound.
+    """Validate an offline cache's ``manifest.json`` (``CacheManifest.from_dict``); returns it unchanged.
 
     Raises:
         InputError: a field has the wrong type or format (``error`` when given).
     """
-    f = Fields(data, path=path, error=error, what="an object with a 'files' list",
-               hint="Run 'envbuild fetch LOCKDIR --cache DIR' to (re)build the cache.")
-    if not isinstance(f.data.get("files"), list):
-        f.fail("files", f.data.get("files"), "a list of file entries")
-    for e in f.objs("files", "a file entry"):
-        e.req("file", pattern=_REL_PATH, wanted="a relative path inside the cache")
-        e.req("sha256", pattern=SHA256, wanted="a 64-hex sha256")
-        e.whole("size", hi=2**50, wanted="the size in bytes")
-        for key in ("url", "name", "version", "kind"):
-            e.text(key, numbers=key == "version", wanted="a string")
-        e.text("commit", pattern=COMMIT, wanted="a full git commit sha")
-    return f.data
+    CacheManifest.from_dict(data, path, error=error)
+    return dict(data)
 
 
 def _conflicts(f: Fields) -> list[Conflict]:

@@ -5,7 +5,7 @@
     out/NAME/
       plan.json               what was chosen and why, where the files are, what to run
       lock/                   the lock (envbuild.lock.json, requirements.txt, conda.txt, ...)
-      install.sh ...          scripts rendered for the spec's manager, lock files beside them
+      install.sh ...          scripts rendered for the spec's manager; they read lock/ (no copy)
       offline_cache/          with --offline: every artifact, hash-checked (envbuild fetch)
       NAME-offline.tar        with --offline: lock + scripts + cache for a server without network
                               (NAME-offline/ with --bundle-format dir: cache files hardlinked)
@@ -143,10 +143,12 @@ def plan(
                                           native_driver_only=native_driver_only, today=today)
     claim_output_dir(out, field="--out")
     with _timed(seconds, "lock", say):
-        lock_stage.lock(spec, target, out_dir=lock_dir, engine=engine, resolution=res,
-                        command=_command(spec, target, out, offline))
+        # the one read of the lock: its record goes to render, fetch and bundle
+        locked = lock_stage.lock(spec, target, out_dir=lock_dir, engine=engine, resolution=res,
+                                 command=_command(spec, target, out, offline)).lock
     with _timed(seconds, "render", say):
-        rendered = render_stage.render(lock_dir, out)
+        # the scripts read lock/ where it is (no copy of the lock beside them)
+        rendered = render_stage.render(locked, out)
     cache = bundle_path = None
     fetched: dict[str, Any] = {}
     if offline:
@@ -155,14 +157,10 @@ def plan(
 
         cache = out / "offline_cache"
         with _timed(seconds, "fetch", say):
-            fetched = fetch_stage.fetch(lock_dir, cache, jobs=jobs, show_progress=show_progress).to_dict()
-            # The scripts beside the cache read the lock copy beside them: it needs fetch's record too.
-            built = lock_dir / fetch_stage.BUILT_FILE
-            if built.is_file():
-                atomic_write(out / fetch_stage.BUILT_FILE, built.read_bytes())
+            fetched = fetch_stage.fetch(locked, cache, jobs=jobs, show_progress=show_progress).to_dict()
         with _timed(seconds, "bundle", say):
             bundle_path = out / (f"{spec.name}-offline" + (".tar" if bundle_format == "tar" else ""))
-            bundle_stage.bundle(lock_dir, cache, bundle_path, fmt=bundle_format)
+            bundle_stage.bundle(locked, cache, bundle_path, fmt=bundle_format, scripts=rendered.texts)
     result = PlanResult(
         name=spec.name, out_dir=out, resolution=res, lock_dir=lock_dir,
         scripts=tuple(f for f in rendered.files if f.endswith((".sh", ".md"))),

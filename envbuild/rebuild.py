@@ -227,13 +227,13 @@ def current_from_lock(lock_dir: Path) -> CurrentEnv:
     from envbuild.lockfile import load_lock
 
     lk = load_lock(lock_dir)
-    res = lk.resolution or {}
-    packages = {_name(k): str(v) for k, v in (res.get("packages") or {}).items()}
+    res = lk.resolution
+    packages = {_name(k): str(v) for k, v in res.packages.items()}
     for a in lk.artifacts:
         packages.setdefault(_name(a.name), a.version)
     builds = {
-        _name(sb["name"]): {"version": sb.get("version"), "dir": None, "editable": False}
-        for sb in res.get("source_builds") or []
+        _name(sb.name): {"version": sb.version, "dir": None, "editable": False}
+        for sb in res.source_builds
     }
     reqs = list((lk.spec or {}).get("requirements") or [])
     # a lock does not say which wheels hold compiled code; these are the CUDA builds among the pins
@@ -244,7 +244,7 @@ def current_from_lock(lock_dir: Path) -> CurrentEnv:
         kind="lock",
         python=lk.python,
         packages=packages,
-        torch_cuda=res.get("cuda"),
+        torch_cuda=res.cuda,
         source_builds=builds,
         requirements=reqs,
         manager=lk.manager,

@@ -8,15 +8,16 @@ can be copied anywhere.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from packaging.utils import canonicalize_name
 
-from envbuild._fs import atomic_write, claim_output_dir, one_line
+from envbuild._fs import atomic_write, claim_output_dir, is_within_directory, one_line
 from envbuild.errors import InputError
 from envbuild.lockfile import LOCK_FILE, Lock, load_lock
 from envbuild.managers import get_manager
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     import jinja2
 from envbuild.tools.git import pip_git_url
 
-__all__ = ["SCRIPTS", "TEMPLATE_DIR", "RenderResult", "render", "render_scripts", "template_environment"]
+__all__ = ["SCRIPTS", "TEMPLATE_DIR", "RenderResult", "render", "render_texts", "template_environment"]
 
 SCRIPTS = ("install.sh", "install-offline.sh", "verify.sh")
 DOCS = ("INSTALL.md",)
@@ -50,6 +51,8 @@ class RenderResult:
     manager: str
     out_dir: Path
     files: tuple[str, ...]
+    # the scripts and INSTALL.md as written (name -> text): a bundle carries these, not a second render
+    texts: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": True, "lock": self.lock_name, "manager": self.manager, "out_dir": str(self.out_dir),
@@ -102,19 +105,21 @@ def _environment() -> Any:
     return template_environment()
 
 
-def _context(lk: Lock, manager: str) -> dict[str, Any]:
-    res = lk.resolution
-    pm = get_manager(manager, field="--manager")
-    index_args: list[str] = []
+def _index_args(lk: Lock) -> list[str]:
+    out: list[str] = []
     for i, u in enumerate(lk.index_urls):
-        index_args += ["--index-url" if i == 0 else "--extra-index-url", u]
+        out += ["--index-url" if i == 0 else "--extra-index-url", u]
     for u in lk.find_links:
-        index_args += ["--find-links", u]
-    sb_meta = {str(canonicalize_name(s.get("name", ""))): s for s in res.get("source_builds", [])}
+        out += ["--find-links", u]
+    return out
+
+
+def _build_env(lk: Lock) -> list[tuple[str, str]]:
+    """The environment the source builds are compiled in: theirs, plus FORCE_CUDA and the arch list."""
     build_env: dict[str, str] = {}
-    for s in res.get("source_builds", []):
-        build_env.update({str(k): str(v) for k, v in (s.get("env") or {}).items()})
-    build = res.get("build") or {}
+    for s in lk.resolution.source_builds:
+        build_env.update({str(k): str(v) for k, v in s.env.items()})
+    build = lk.resolution.build
     if lk.source_builds and lk.cuda:
         build_env.setdefault("FORCE_CUDA", "1")
         if build.get("torch_cuda_arch_list"):
@@ -124,52 +129,62 @@ def _context(lk: Lock, manager: str) -> dict[str, Any]:
             raise InputError(f"'{k}' is not a usable environment variable name.", path=lk.path,
                              field="resolution.source_builds[].env",
                              hint="The lock is damaged; re-create it with 'envbuild lock'.")
-    cached = []
-    for a in lk.artifacts:
-        if a.kind == "git" or not a.sha256:
-            continue
-        rel = f"conda/{a.subdir or 'noarch'}/{a.filename}" if a.kind == "conda" else f"wheels/{a.filename}"
-        cached.append({"rel": rel, "sha256": a.sha256})
+    return sorted(build_env.items())
+
+
+def _rows(lk: Lock) -> list[dict[str, str]]:
+    """INSTALL.md's table: each artifact and how it is installed."""
     rows = []
     for a in lk.artifacts:
         how = {"wheel": "pip wheel", "sdist": "pip sdist", "git": f"git {(a.commit or '')[:12]}",
                "conda": f"conda ({a.subdir})"}.get(a.kind, a.kind)
         rows.append({"name": a.name, "version": a.version,
                      "how": "built from source" if a.build == "source" else how})
+    return rows
+
+
+def _context(lk: Lock, manager: str, lock_rel: str) -> dict[str, Any]:
+    res = lk.resolution
+    pm = get_manager(manager, field="--manager")
+    sb_reason = {str(canonicalize_name(s.name)): s.reason for s in res.source_builds}
+    build = res.build
     return {
-        "title": f"Install {lk.name}: Python {lk.python} on {lk.platform.get('pip_platform', '?')}"
+        "title": f"Install {lk.name}: Python {lk.python} on {lk.platform.pip_platform or '?'}"
                  + (f", CUDA {lk.cuda}" if lk.cuda else "") + f" ({manager})",
         "generated_by": lk.generated_by or "envbuild",
         "lock_name": lk.name,
+        "lock_rel": lock_rel,
         "spec_hash": lk.spec_hash or "-",
         "python": lk.python,
         "cuda": lk.cuda,
         "manager": manager,
         "manager_binary": pm.binary or "",
         "env_template": pm.env_template,
-        "platform": lk.platform,
-        "index_args": index_args,
+        "platform": lk.platform.to_dict(),
+        "index_args": _index_args(lk),
         "git": [{"name": g.name, "url": pip_git_url(g.url), "commit": g.commit or ""} for g in lk.git],
         "source_builds": [{"name": a.name, "version": a.version,
-                           "reason": str(sb_meta.get(a.name, {}).get("reason") or "")}
+                           "reason": sb_reason.get(a.name) or ""}
                           for a in lk.source_builds],
-        "build_env": sorted(build_env.items()),
+        "build_env": _build_env(lk),
         "build_nvcc": str(build["nvcc"]) if build.get("nvcc") else "",
         "build_gcc_max": str(build["gcc_max"]) if build.get("gcc_max") else "",
-        "conda": [{"subdir": a.subdir or "noarch", "filename": a.filename, "sha256": a.sha256}
+        # where each file sits in offline_cache/: the lock's one rule, as fetch put it there
+        "conda": [{"subdir": lk.cache_path(a).split("/")[1], "filename": a.filename, "sha256": a.sha256}
                   for a in lk.conda] if pm.conda else [],
-        "cached": cached,
+        "cached": [{"rel": lk.cache_path(a), "sha256": a.sha256} for a in lk.artifacts
+                   if a.kind != "git" and a.sha256],
         # sdists and source builds are built on the target with fetch's build requirements
         "needs_build": any(a.kind == "sdist" or a.build == "source" for a in lk.artifacts),
         "imports": _imports(lk),
-        "artifacts": rows,
-        "warnings": list(res.get("warnings") or []),
+        "artifacts": _rows(lk),
+        "warnings": list(res.warnings),
     }
 
 
 def _imports(lk: Lock) -> list[list[str]]:
     """(distribution, module) pairs verify.sh imports: the packages the user asked for by name."""
-    wanted = {str(canonicalize_name(n)) for n in (lk.resolution.get("packages") or {})}
+    wanted = {str(canonicalize_name(n)) for n in lk.resolution.packages}
     for r in lk.spec.get("requirements") or []:
         m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", str(r))
         if m:
@@ -185,19 +200,14 @@ def _imports(lk: Lock) -> list[list[str]]:
     return out
 
 
-def render(lock_dir: str | Path, out_dir: str | Path | None = None, *,
-           manager: str | None = None) -> RenderResult:
-    """Write install.sh, install-offline.sh, verify.sh and INSTALL.md for a lock.
-
-    ``out_dir`` defaults to the lock directory; elsewhere the lock's files are copied beside
-    the scripts so the directory is self-contained.
+def render_texts(lk: Lock, manager: str | None = None, lock_rel: str = ".") -> dict[str, str]:
+    """The scripts and INSTALL.md for ``lk`` as text (name -> text); ``lock_rel`` is where the
+    scripts find the lock files, relative to themselves (an offline bundle's lockfiles/NAME/ is
+    always tried next).
 
     Raises:
-        LockError: the lock cannot be read.
         InputError: unknown manager, or a conda-like manager for a lock without a conda part.
     """
-    lk = load_lock(lock_dir)
-    src = Path(lk.path or Path(lock_dir) / LOCK_FILE).parent
     mgr = manager or lk.manager
     if get_manager(mgr, field="--manager").conda and not lk.conda:
         raise InputError(
@@ -206,13 +216,33 @@ def render(lock_dir: str | Path, out_dir: str | Path | None = None, *,
             hint=f"Render with '--manager venv', or re-lock with 'envbuild lock --manager {mgr}'.",
         )
     env = _environment()
-    ctx = _context(lk, mgr)
-    texts = {name: env.get_template(f"{name}.j2").render(**ctx) for name in (*SCRIPTS, *DOCS)}
+    ctx = _context(lk, mgr, lock_rel)
+    return {name: env.get_template(f"{name}.j2").render(**ctx) for name in (*SCRIPTS, *DOCS)}
+
+
+def render(lock_dir: str | Path | Lock, out_dir: str | Path | None = None, *,
+           manager: str | None = None) -> RenderResult:
+    """Write install.sh, install-offline.sh, verify.sh and INSTALL.md for a lock.
+
+    ``lock_dir`` is a lock directory or the ``Lock`` a caller already read.  ``out_dir`` defaults
+    to the lock directory.  When the lock directory is inside ``out_dir`` (``plan``'s ``lock/``),
+    the scripts read it there; anywhere else the lock's files are copied beside the scripts so
+    the directory is self-contained.
+
+    Raises:
+        LockError: the lock cannot be read.
+        InputError: unknown manager, or a conda-like manager for a lock without a conda part.
+    """
+    lk = lock_dir if isinstance(lock_dir, Lock) else load_lock(lock_dir)
+    src = lk.directory
     out = Path(out_dir) if out_dir is not None else src
+    inside = is_within_directory(out.resolve(), src.resolve())
+    lock_rel = os.path.relpath(src.resolve(), out.resolve()) if inside else "."
+    texts = render_texts(lk, manager, lock_rel)
     # A new directory, or one envbuild made (the lock dir is): never the user's project folder.
     claim_output_dir(out)
     written = []
-    if out.resolve() != src.resolve():
+    if not inside:
         for name in LOCK_TEXTS:
             if (src / name).is_file():
                 atomic_write(out / name, (src / name).read_bytes())
@@ -220,13 +250,8 @@ def render(lock_dir: str | Path, out_dir: str | Path | None = None, *,
     for name, text in texts.items():
         atomic_write(out / name, text, mode=0o755 if name.endswith(".sh") else 0o644)
         written.append(name)
-    return RenderResult(lock_name=lk.name, manager=mgr, out_dir=out, files=tuple(sorted(written)))
-
-
-def render_scripts(lock_dir: str | Path, out_dir: str | Path) -> list[Path]:
-    """The scripts and INSTALL.md rendered into ``out_dir`` (used by ``envbuild bundle``)."""
-    result = render(lock_dir, out_dir)
-    return [result.out_dir / f for f in result.files if f in (*SCRIPTS, *DOCS)]
+    return RenderResult(lock_name=lk.name, manager=manager or lk.manager, out_dir=out,
+                        files=tuple(sorted(written)), texts=texts)
 
 
 def present_render(result: RenderResult, as_json: bool) -> None:

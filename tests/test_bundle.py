@@ -80,10 +80,10 @@ def test_bundle_holds_lock_scripts_cache_and_readme_and_verifies(fetched: tuple[
     readme = (dest / "README.txt").read_text()
     assert "bash install-offline.sh" in readme and "tar -xf demo-offline.tar" in readme
     manifest = load_manifest(dest / "offline_cache")
-    assert {e["file"] for e in manifest["files"]} == {
+    assert {e.file for e in manifest.files} == {
         *(f"wheels/{w.name}" for w in wheels), "git/mypkg-1.0-py3-none-any.whl"}
-    for e in manifest["files"]:
-        assert sha256(dest / "offline_cache" / e["file"]) == e["sha256"]
+    for e in manifest.files:
+        assert sha256(dest / "offline_cache" / e.file) == e.sha256
 
     ok = _cli("verify-cache", str(out), "--json")
     assert ok.returncode == 0, ok.stdout + ok.stderr
@@ -311,7 +311,7 @@ def test_tar_bundle_streams_exactly_the_cache_files_and_tar_reads_it(
             if m.name.startswith("demo-offline/offline_cache/"):
                 data = tf.extractfile(m).read()  # type: ignore[union-attr]
                 members[m.name.removeprefix("demo-offline/offline_cache/")] = hashlib.sha256(data).hexdigest()
-    listed = {str(e["file"]) for e in load_manifest(cache)["files"]}
+    listed = {e.file for e in load_manifest(cache).files}
     assert set(members) == listed | {"manifest.json"}
     assert members == {rel: sha256(cache / rel) for rel in members}
     # The hand-written archive is a tar as tar(1) sees it: same files, same bytes.
@@ -435,7 +435,7 @@ def test_dir_bundle_on_another_file_system_copies_the_checked_bytes(
     copied = {line.split(maxsplit=1)[1].removeprefix("./offline_cache/"): line.split()[0]
               for line in sums.strip().splitlines() if "./offline_cache/" in line}
     assert copied == {rel: sha256(cache / rel) for rel in copied}
-    assert set(copied) == {str(e["file"]) for e in load_manifest(cache)["files"]} | {"manifest.json"}
+    assert set(copied) == {e.file for e in load_manifest(cache).files} | {"manifest.json"}
     assert info["bytes_written"] >= sum((cache / rel).stat().st_size for rel in copied)
 
 

@@ -15,7 +15,8 @@ import pytest
 from fetch_fixture import git_repo, make_sdist, make_wheel, serve, sha256, wheel_artifact, write_lock
 
 from envbuild.errors import HashMismatch, InputError
-from envbuild.fetch import fetch, load_manifest, read_lock
+from envbuild.fetch import fetch, load_manifest
+from envbuild.lockfile import load_lock
 
 
 def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -37,15 +38,15 @@ def test_fetch_downloads_verifies_and_then_skips_without_requests(tmp_path: Path
         res = fetch(lock, cache, jobs=4, show_progress=False)
         assert (res.downloaded, res.skipped, res.files) == (4, 0, 4)
         manifest = load_manifest(cache)
-        assert manifest["lock_name"] == "demo"
+        assert manifest.lock_name == "demo"
         lock_json = json.loads((lock / "envbuild.lock.json").read_text())
-        assert manifest["lock_spec_hash"] == lock_json["spec_hash"]
+        assert manifest.lock_spec_hash == lock_json["spec_hash"]
         for w in wheels:
-            entry = next(e for e in manifest["files"] if e["file"] == f"wheels/{w.name}")
-            assert entry["sha256"] == sha256(w) == sha256(cache / "wheels" / w.name)
-            assert entry["size"] == w.stat().st_size
-            assert entry["url"] == srv.file_url(w.name)
-            assert entry["kind"] == "wheel"
+            entry = next(e for e in manifest.files if e.file == f"wheels/{w.name}")
+            assert entry.sha256 == sha256(w) == sha256(cache / "wheels" / w.name)
+            assert entry.size == w.stat().st_size
+            assert entry.url == srv.file_url(w.name)
+            assert entry.kind == "wheel"
         assert not list(cache.rglob("*.part"))
 
         before = len(_file_requests(srv))
@@ -133,7 +134,7 @@ def test_fetch_killed_midway_does_not_download_finished_files_twice(tmp_path: Pa
     assert len(big_reqs) == 1 and big_reqs[0]["range"] is not None and big_reqs[0]["range"] != "bytes=0-"
     assert summary["resumed"] == 1
     assert sha256(cache / "wheels" / big.name) == sha256(big)
-    files = {e["file"] for e in load_manifest(cache)["files"]}
+    files = {e.file for e in load_manifest(cache).files}
     assert files == {f"wheels/{w.name}" for w in [*small, big]}
 
 
@@ -161,11 +162,11 @@ def test_target_python_and_platform_decide_the_files(tmp_path: Path) -> None:
                      "setuptools-60.0.0-py3-none-any.whl", "wheel-0.40.0-py3-none-any.whl"]
     # The lock's requires and the sdist's own pyproject.toml; fastmod is in the lock already.
     assert list(res.build_requirements) == ["backendx", "cybuild>=3", "setuptools>=59", "wheel"]
-    entries = {e["file"]: e for e in load_manifest(cache)["files"]}
+    entries = {e.file: e for e in load_manifest(cache).files}
     for name in build:
         e = entries[f"build/{name}"]
-        assert e["kind"] == "build-req" and e["sha256"] == sha256(idx / name)
-        assert e["url"].endswith(name)
+        assert e.kind == "build-req" and e.sha256 == sha256(idx / name)
+        assert e.url.endswith(name)
 
 
 def test_git_dependency_built_into_a_wheel_at_the_locked_commit(tmp_path: Path) -> None:
@@ -181,8 +182,8 @@ def test_git_dependency_built_into_a_wheel_at_the_locked_commit(tmp_path: Path) 
 
     with zipfile.ZipFile(whl) as zf:
         assert "COMMIT_MARK = 'v1.0'" in zf.read("mypkg/__init__.py").decode()
-    (entry,) = [e for e in load_manifest(cache)["files"] if e["kind"] == "git-wheel"]
-    assert entry["commit"] == commits[0] and entry["sha256"] == sha256(whl) and entry["url"] == url
+    (entry,) = [e for e in load_manifest(cache).files if e.kind == "git-wheel"]
+    assert entry.commit == commits[0] and entry.sha256 == sha256(whl) and entry.url == url
     assert res.git[0]["commit"] == commits[0]
     # Run again: the intact wheel at that commit is reused, not rebuilt.
     mtime = whl.stat().st_mtime_ns
@@ -229,12 +230,38 @@ def test_conda_packages_land_in_an_indexed_local_channel(tmp_path: Path) -> None
     assert [str(r.name.normalized) for r in recs] == ["libdemo"]
 
 
+def test_a_conda_file_without_subdir_is_where_fetch_render_and_verify_all_look(tmp_path: Path) -> None:
+    """One rule (LockedArtifact.cache_path): no subdir of its own -> the lock's platform subdir."""
+    from conda_fixture import build_conda_package
+
+    from envbuild.bundle import verify_cache
+    from envbuild.render import render
+
+    pkg = build_conda_package(tmp_path / "src", "libdemo", "1.2", subdir="linux-64", files={"lib/d.txt": "x"})
+    flat = tmp_path / "idx"
+    flat.mkdir()
+    (flat / pkg.name).write_bytes(pkg.read_bytes())
+    with serve(flat) as srv:
+        lock = write_lock(tmp_path / "lock", [{"name": "libdemo", "version": "1.2", "kind": "conda",
+                                               "url": srv.file_url(pkg.name), "sha256": sha256(pkg),
+                                               "filename": pkg.name}], conda_subdir="linux-64")
+        render(lock, tmp_path / "site", manager="venv")
+        cache = tmp_path / "site" / "offline_cache"
+        fetch(lock, cache, show_progress=False)
+    rel = f"conda/linux-64/{pkg.name}"
+    assert (cache / rel).is_file()
+    assert {e.file for e in load_manifest(cache).files} == {rel}
+    assert f"check {rel} {sha256(pkg)}" in (tmp_path / "site" / "install-offline.sh").read_text()
+    report = verify_cache(cache, lock)
+    assert report.ok and report.checked == 1, report.problems
+
+
 def test_malformed_lock_names_file_and_field(tmp_path: Path) -> None:
     lock = write_lock(tmp_path / "lock", [{"name": "x", "version": "1", "kind": "wheel",
                                            "url": "http://127.0.0.1:9/x-1-py3-none-any.whl",
                                            "sha256": "abc", "filename": "x-1-py3-none-any.whl"}])
     with pytest.raises(InputError) as ei:
-        read_lock(lock)
+        load_lock(lock)
     assert ei.value.field == "artifacts[0].sha256" and "envbuild.lock.json" in str(ei.value.path)
     out = _cli("fetch", str(tmp_path / "nolock"), "--json")
     assert out.returncode == 2 and "cannot read the lock" in json.loads(out.stdout)["message"]
@@ -242,7 +269,7 @@ def test_malformed_lock_names_file_and_field(tmp_path: Path) -> None:
                                            "url": "http://127.0.0.1:9/x.whl", "sha256": "a" * 64,
                                            "filename": "../../x.whl"}])
     with pytest.raises(InputError, match="unsafe"):
-        read_lock(evil)
+        load_lock(evil)
 
 
 def test_git_dependency_with_c_extension_is_kept_as_source_with_build_requirements(tmp_path: Path) -> None:
@@ -267,12 +294,12 @@ def test_git_dependency_with_c_extension_is_kept_as_source_with_build_requiremen
                           index_urls=[srv.simple])
         cache = tmp_path / "cache"
         res = fetch(lock, cache, show_progress=False)
-    (entry,) = [e for e in load_manifest(cache)["files"] if e["kind"].startswith("git")]
-    assert entry["kind"] == "git-sdist" and entry["commit"] == commit
-    assert entry["file"] == f"git/cext-0.1-{commit[:12]}.tar.gz"
+    (entry,) = [e for e in load_manifest(cache).files if e.kind.startswith("git")]
+    assert entry.kind == "git-sdist" and entry.commit == commit
+    assert entry.file == f"git/cext-0.1-{commit[:12]}.tar.gz"
     import tarfile
 
-    with tarfile.open(cache / entry["file"]) as tf:
+    with tarfile.open(cache / entry.file) as tf:
         assert tarfile.TarFile.extractfile(tf, "cext-0.1/speed.c") is not None
     assert not list((cache / "git").glob("*.whl")), "a cp311 wheel built on this host is not kept"
     assert sorted(p.name for p in (cache / "build").iterdir()) == [
@@ -397,4 +424,4 @@ def test_two_concurrent_fetches_into_one_cache_download_each_file_once(tmp_path:
     for w in wheels:
         assert sha256(cache / "wheels" / w.name) == sha256(w)
     assert not list(cache.rglob("*.part"))
-    assert {e["file"] for e in load_manifest(cache)["files"]} == {f"wheels/{w.name}" for w in wheels}
+    assert {e.file for e in load_manifest(cache).files} == {f"wheels/{w.name}" for w in wheels}

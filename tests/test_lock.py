@@ -108,8 +108,8 @@ def test_seed_laptop_lock(seed: tuple[Index, str], tmp_path: Path) -> None:
 
     lk = load_lock(out)
     assert lk.python == "3.7" and lk.cuda == "11.3"
-    assert lk.platform["pip_platform"] == "manylinux_2_31_x86_64"
-    assert lk.platform["conda_subdir"] == "linux-64"
+    assert lk.platform.pip_platform == "manylinux_2_31_x86_64"
+    assert lk.platform.conda_subdir == "linux-64"
     [mmdet3d] = lk.source_builds
     assert (mmdet3d.kind, mmdet3d.build) == ("sdist", "source")
     assert mmdet3d.url == f"{url}/files/mmdet3d-0.17.3.tar.gz"

@@ -57,6 +57,9 @@ def test_plan_reports_what_was_written_and_what_to_run(journey1: dict[str, objec
     out = work / "out" / "j1"
     assert (out / "lock" / "envbuild.lock.json").is_file()
     assert {"install.sh", "install-offline.sh", "verify.sh", "INSTALL.md"} <= set(os.listdir(out))
+    # one lock: the scripts read lock/, no second copy of its files (nor of fetch's built.sha256) in out/
+    assert not {"envbuild.lock.json", "requirements.txt", "git.txt", "built.sha256"} & set(os.listdir(out))
+    assert (out / "lock" / "built.sha256").is_file()
     assert (work / res["bundle"]).is_file() and res["fetch"]["files"] >= 3
     assert any("install-offline.sh" in s for s in res["next_steps"])
     plan_json = json.loads((out / "plan.json").read_text())

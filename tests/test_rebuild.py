@@ -355,7 +355,7 @@ def test_cli_rebuild_json_and_bad_input(profiles_dir: Path, tmp_path: Path) -> N
 
 def test_rebuild_from_a_lock_directory(profiles_dir: Path, tmp_path: Path) -> None:
     """A lock for the laptop (cu113) re-targeted to the server: same requirements, new pins."""
-    from envbuild.lockfile import LOCK_FILE, Lock
+    from envbuild.lockfile import LOCK_FILE, Lock, TargetPlatform
     from envbuild.resolve import resolve
 
     laptop = load_profile(profiles_dir / "seed-laptop.json")
@@ -374,9 +374,9 @@ def test_rebuild_from_a_lock_directory(profiles_dir: Path, tmp_path: Path) -> No
         name="radar",
         manager="venv",
         python=res.python,
-        platform={"os": "linux"},
-        target=laptop.to_dict(),
-        resolution=res.to_dict(),
+        platform=TargetPlatform.from_dict({"os": "linux"}),
+        target=laptop,
+        resolution=res,
         artifacts=(),
         spec={"requirements": reqs},
     )
@@ -487,7 +487,7 @@ def test_rebuild_writes_the_new_lock(seed_env: tuple[Path, Path], profiles_dir: 
     )
     assert [a.name for a in lk.source_builds] == ["mmdet3d"]
     assert all(a.sha256 for a in lk.artifacts if a.kind in ("wheel", "sdist"))
-    assert lk.target["hostname"] == "lab-server"
+    assert lk.target.hostname == "lab-server"
     # the script installs what the lock pinned
     script = (tmp_path / "o" / "rebuild.sh").read_text()
     assert f"{url}/whl/cu102" in script and "torch==1.10.0+cu102" in script

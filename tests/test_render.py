@@ -222,6 +222,36 @@ def test_install_offline_from_a_real_fetch(tiny: tuple[Index, str], tmp_path: Pa
     assert moved.returncode != 0 and "no offline cache at" in moved.stderr
 
 
+def test_scripts_read_a_lock_inside_their_directory_uncopied(tiny: tuple[Index, str], tmp_path: Path) -> None:
+    """plan's layout (out/NAME/lock/ beside the scripts): nothing is copied, and the git wheel fetch
+    records after the render is found without rendering again."""
+    from envbuild._fs import claim_output_dir
+    from envbuild.fetch import fetch
+
+    idx, url = tiny
+    repo = _git_repo(tmp_path / "pypcd", version="0.1.1")
+    spec = Spec(name="tiny", python=HOST, requirements=("addict",), indexes={"pypi": f"{url}/simple"},
+                git=(GitRequirement("pypcd", repo, "master"),))
+    out = tmp_path / "out"
+    claim_output_dir(out)  # as plan does: out/ is envbuild's, lock/ inside it
+    lock(spec, Profile(python_version=HOST), out_dir=out / "lock")
+    result = render(out / "lock", out)
+    assert set(result.files) == {*SCRIPTS, "INSTALL.md"}
+    assert not (out / "envbuild.lock.json").exists() and not (out / "requirements.txt").exists()
+    fetch(out / "lock", out / "offline_cache", show_progress=False)
+    with contextlib.suppress(Exception):
+        (idx.root / "simple").rename(idx.root / "gone")
+    prefix = tmp_path / "env"
+    run = _bash(out / "install-offline.sh", "--prefix", str(prefix))
+    assert run.returncode == 0, run.stderr
+    assert _freeze(prefix) == {"addict==2.4.0", "six==1.16.0", "pypcd@"}
+    # the directory moves as a whole: the scripts find lock/ relative to themselves
+    moved = tmp_path / "elsewhere"
+    out.rename(moved)
+    check = _bash(moved / "verify.sh", "--prefix", str(prefix))
+    assert check.returncode == 0, check.stderr
+
+
 @pytest.mark.network
 def test_install_sh_from_pypi_matches_the_lock(tmp_path: Path) -> None:
     lk = tmp_path / "lockfiles" / "tiny"

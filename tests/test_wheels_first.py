@@ -135,4 +135,4 @@ def test_resolver_pin_without_wheel_relaxes_to_newest_wheel(tmp_path: Path) -> N
         result = lock(spec, target, out_dir=tmp_path / "lk")
     assert result.to_dict()["packages"] == {"numpy": older}
     assert any(f"numpy {pick} (the resolver's pick) has no wheel" in w for w in result.warnings)
-    assert result.lock.resolution["packages"]["numpy"] == older
+    assert result.lock.resolution.packages["numpy"] == older

@@ -17,13 +17,15 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
-# The lock files sit beside this script, or under lockfiles/NAME/ in an offline bundle.
-if [ -f "$HERE/envbuild.lock.json" ]; then
-  LOCK="$HERE"
+# The lock files: where render read them, relative to this script ('.' when they were copied beside
+# it, 'lock' in a plan's output), or under lockfiles/NAME/ in an offline bundle.
+LOCK_REL=lock
+if [ -f "$HERE/$LOCK_REL/envbuild.lock.json" ]; then
+  LOCK="$(cd "$HERE/$LOCK_REL" && pwd)"
 elif [ -f "$HERE/lockfiles/$LOCK_NAME/envbuild.lock.json" ]; then
   LOCK="$HERE/lockfiles/$LOCK_NAME"
 else
-  die "no envbuild.lock.json beside $0 (nor in lockfiles/$LOCK_NAME/); keep the script with its lock files"
+  die "no envbuild.lock.json in $HERE/$LOCK_REL (nor in lockfiles/$LOCK_NAME/); keep the script with its lock files"
 fi
 usage() {
   printf 'Usage: %s [--prefix DIR]%s\n' "$(basename "$0")" ''

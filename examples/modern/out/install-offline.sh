@@ -17,13 +17,15 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
-# The lock files sit beside this script, or under lockfiles/NAME/ in an offline bundle.
-if [ -f "$HERE/envbuild.lock.json" ]; then
-  LOCK="$HERE"
+# The lock files: where render read them, relative to this script ('.' when they were copied beside
+# it, 'lock' in a plan's output), or under lockfiles/NAME/ in an offline bundle.
+LOCK_REL=lock
+if [ -f "$HERE/$LOCK_REL/envbuild.lock.json" ]; then
+  LOCK="$(cd "$HERE/$LOCK_REL" && pwd)"
 elif [ -f "$HERE/lockfiles/$LOCK_NAME/envbuild.lock.json" ]; then
   LOCK="$HERE/lockfiles/$LOCK_NAME"
 else
-  die "no envbuild.lock.json beside $0 (nor in lockfiles/$LOCK_NAME/); keep the script with its lock files"
+  die "no envbuild.lock.json in $HERE/$LOCK_REL (nor in lockfiles/$LOCK_NAME/); keep the script with its lock files"
 fi
 CACHE="${ENVBUILD_CACHE:-$HERE/offline_cache}"
 usage() {
@@ -111,6 +113,25 @@ check wheels/torch-2.6.0-cp311-cp311-manylinux1_x86_64.whl 7979834102cd5b7a43cc6
 check wheels/torchvision-0.21.0-cp311-cp311-manylinux1_x86_64.whl 3891cd086c5071bda6b4ee9d266bb2ac39c998c045c2ebcd1e818b8316fb5d41 "the lock"
 check wheels/triton-3.2.0-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl 8009a1fb093ee8546495e96731336a33fb8856a38e45bb4ab6affd6dbc3ba220 "the lock"
 check wheels/typing_extensions-4.16.0-py3-none-any.whl 481caa481374e813c1b176ada14e97f1f67a4539ce9cfeb3f350d78d6370c2e8 "the lock"
+# git/ and build/ hold what fetch built or resolved: only files the LOCK records (built.sha256,
+# written by 'envbuild fetch' into the lock directory) are checked and installed; manifest.json is
+# the cache's own account and is not trusted for them.  Any other file there is ignored.
+BUILT="$LOCK/built.sha256"
+GIT_FILES=()
+BUILD_FILES=()
+TOOL_FILES=()
+if [ -f "$BUILT" ]; then
+  while read -r want rel; do
+    [[ "$want" =~ ^[0-9a-f]{64}$ && "$rel" =~ ^(git|build|tools)/[A-Za-z0-9][A-Za-z0-9._+-]*$ ]] \
+      || die "$BUILT: '$want $rel' is not a 'SHA256  git/FILE' line; run 'envbuild fetch' again"
+    check "$rel" "$want" "the lock (built.sha256)"
+    case "$rel" in
+      git/*) GIT_FILES+=("$CACHE/$rel") ;;
+      tools/*) TOOL_FILES+=("$CACHE/$rel") ;;
+      *) BUILD_FILES+=("$CACHE/$rel") ;;
+    esac
+  done < "$BUILT"
+fi
 [ "$BAD" = 0 ] || die "the offline cache does not match; nothing was installed. Re-copy it or run 'envbuild fetch' again"
 say "cache verified: $NFILES files"
 
@@ -168,15 +189,66 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 REQS="$WORK/requirements.txt"
 # Index options point at the network; the cache replaces them.
 sed -e '/^--/d' "$LOCK/requirements.txt" > "$REQS"
-say "installing requirements.txt from the cache (hash-checked; already-installed pins are kept)"
-"$PY" -m pip install --no-index --find-links "$CACHE/wheels" --require-hashes --no-deps -r "$REQS"
+# An sdist in the lock is built here in an isolated build environment, whose build backend
+# (setuptools, meson-python, ...) and its requirements come from the cache's build/, never the network.
+# Only the files the lock records are offered (linked into a directory of their own): anything else
+# lying in the cache's build/ is never a candidate.
+FIND_BUILD=()
+if [ "${#BUILD_FILES[@]}" -gt 0 ]; then
+  mkdir -p "$WORK/build"
+  ln -s "${BUILD_FILES[@]}" "$WORK/build/"
+  FIND_BUILD=(--find-links "$WORK/build")
+fi
+# --- the installer: uv (one static binary per platform, in the bundle's tools/), pip when it cannot run --
+# ENVBUILD_INSTALLER=pip forces pip (same files, same hash checks).
+UV=""
+if [ "${ENVBUILD_INSTALLER:-uv}" != pip ]; then
+  UV_WHEEL=""
+  # only a uv wheel the lock records (built.sha256, checked above by install-offline.sh) is run
+  for f in ${TOOL_FILES[@]+"${TOOL_FILES[@]}"}; do
+    case "${f##*/}" in uv-*.whl) UV_WHEEL="$f" ;; esac
+  done
+  if [ -n "$UV_WHEEL" ]; then
+    # A wheel is a zip: take the binary out with the environment's own Python (no unzip needed).
+    "$PY" - "$UV_WHEEL" "$WORK/uv" <<'PYCODE' 2>/dev/null || true
+import sys
+import zipfile
+
+with zipfile.ZipFile(sys.argv[1]) as zf:
+    for n in zf.namelist():
+        if n.endswith(".data/scripts/uv"):
+            with open(sys.argv[2], "wb") as out:
+                out.write(zf.read(n))
+PYCODE
+    [ -f "$WORK/uv" ] && chmod +x "$WORK/uv"
+    if [ -x "$WORK/uv" ] && "$WORK/uv" --version >/dev/null 2>&1; then
+      UV="$WORK/uv"
+    else
+      warn "the bundle's uv does not run on this machine; installing with pip"
+    fi
+  elif command -v uv >/dev/null 2>&1; then
+    UV="$(command -v uv)"
+  fi
+fi
+# uv reads no user configuration and never downloads a Python. Its cache is a throw-away directory
+# inside the environment (same filesystem), so files are hard-linked into site-packages, not copied
+# twice; it is removed when the script ends.
+export UV_NO_CONFIG=1 UV_PYTHON_DOWNLOADS=never UV_CACHE_DIR="$PREFIX/.envbuild-uv-cache" UV_LINK_MODE=hardlink
+trap 'rm -rf "$WORK" "$UV_CACHE_DIR"' EXIT
+if [ -n "$UV" ]; then
+  say "installing requirements.txt from the cache with uv (hash-checked; already-installed pins are kept)"
+  "$UV" pip install --python "$PY" --offline --no-index --find-links "$CACHE/wheels" ${FIND_BUILD[@]+"${FIND_BUILD[@]}"} --require-hashes --no-deps -r "$REQS"
+else
+  say "installing requirements.txt from the cache with pip (hash-checked; already-installed pins are kept)"
+  "$PY" -m pip install --no-index --find-links "$CACHE/wheels" ${FIND_BUILD[@]+"${FIND_BUILD[@]}"} --require-hashes --no-deps -r "$REQS"
+fi
 BUILD_REQS_DONE=0
 build_reqs() {  # the cache's build/ (setuptools, wheel, ...) for --no-build-isolation, once
   [ "$BUILD_REQS_DONE" = 0 ] || return 0
   BUILD_REQS_DONE=1
-  if compgen -G "$CACHE/build/*" >/dev/null; then
-    say "installing build requirements from the cache"
-    "$PY" -m pip install --no-index --no-deps "$CACHE"/build/*
+  if [ "${#BUILD_FILES[@]}" -gt 0 ]; then
+    say "installing build requirements from the cache (checked against the lock above)"
+    "$PY" -m pip install --no-index --no-deps "${BUILD_FILES[@]}"
   fi
 }
 say "installed; checking the environment"

@@ -17,13 +17,15 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
-# The lock files sit beside this script, or under lockfiles/NAME/ in an offline bundle.
-if [ -f "$HERE/envbuild.lock.json" ]; then
-  LOCK="$HERE"
+# The lock files: where render read them, relative to this script ('.' when they were copied beside
+# it, 'lock' in a plan's output), or under lockfiles/NAME/ in an offline bundle.
+LOCK_REL=lock
+if [ -f "$HERE/$LOCK_REL/envbuild.lock.json" ]; then
+  LOCK="$(cd "$HERE/$LOCK_REL" && pwd)"
 elif [ -f "$HERE/lockfiles/$LOCK_NAME/envbuild.lock.json" ]; then
   LOCK="$HERE/lockfiles/$LOCK_NAME"
 else
-  die "no envbuild.lock.json beside $0 (nor in lockfiles/$LOCK_NAME/); keep the script with its lock files"
+  die "no envbuild.lock.json in $HERE/$LOCK_REL (nor in lockfiles/$LOCK_NAME/); keep the script with its lock files"
 fi
 usage() {
   printf 'Usage: %s [--prefix DIR]%s\n' "$(basename "$0")" ''
@@ -95,7 +97,48 @@ HAVE="$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # --- pip packages: exactly the lock, every file hash-checked --------------------------------------
-say "installing requirements.txt (hash-checked; already-installed pins are kept)"
-"$PY" -m pip install --require-hashes --no-deps -r "$LOCK/requirements.txt"
+# --- the installer: uv (one static binary per platform, in the bundle's tools/), pip when it cannot run --
+# ENVBUILD_INSTALLER=pip forces pip (same files, same hash checks).
+UV=""
+if [ "${ENVBUILD_INSTALLER:-uv}" != pip ]; then
+  UV_WHEEL=""
+  # only a uv wheel the lock records (built.sha256, checked above by install-offline.sh) is run
+  for f in ${TOOL_FILES[@]+"${TOOL_FILES[@]}"}; do
+    case "${f##*/}" in uv-*.whl) UV_WHEEL="$f" ;; esac
+  done
+  if [ -n "$UV_WHEEL" ]; then
+    # A wheel is a zip: take the binary out with the environment's own Python (no unzip needed).
+    "$PY" - "$UV_WHEEL" "$WORK/uv" <<'PYCODE' 2>/dev/null || true
+import sys
+import zipfile
+
+with zipfile.ZipFile(sys.argv[1]) as zf:
+    for n in zf.namelist():
+        if n.endswith(".data/scripts/uv"):
+            with open(sys.argv[2], "wb") as out:
+                out.write(zf.read(n))
+PYCODE
+    [ -f "$WORK/uv" ] && chmod +x "$WORK/uv"
+    if [ -x "$WORK/uv" ] && "$WORK/uv" --version >/dev/null 2>&1; then
+      UV="$WORK/uv"
+    else
+      warn "the bundle's uv does not run on this machine; installing with pip"
+    fi
+  elif command -v uv >/dev/null 2>&1; then
+    UV="$(command -v uv)"
+  fi
+fi
+# uv reads no user configuration and never downloads a Python. Its cache is a throw-away directory
+# inside the environment (same filesystem), so files are hard-linked into site-packages, not copied
+# twice; it is removed when the script ends.
+export UV_NO_CONFIG=1 UV_PYTHON_DOWNLOADS=never UV_CACHE_DIR="$PREFIX/.envbuild-uv-cache" UV_LINK_MODE=hardlink
+trap 'rm -rf "$WORK" "$UV_CACHE_DIR"' EXIT
+if [ -n "$UV" ]; then
+  say "installing requirements.txt with uv (hash-checked; already-installed pins are kept)"
+  "$UV" pip install --python "$PY" --require-hashes --no-deps -r "$LOCK/requirements.txt"
+else
+  say "installing requirements.txt with pip (hash-checked; already-installed pins are kept)"
+  "$PY" -m pip install --require-hashes --no-deps -r "$LOCK/requirements.txt"
+fi
 say "installed; checking the environment"
 bash "$HERE/verify.sh" --prefix "$PREFIX"
