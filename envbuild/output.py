@@ -12,30 +12,45 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
-from rich.text import Text
-
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+    from rich.text import Text
+
     from envbuild.models import Resolution
+
+    console: Console
+    err_console: Console
 
 __all__ = ["console", "err_console", "knowledge_line", "plain", "present_matrix", "present_resolution",
            "print_json", "progress", "styled", "table"]
 
-console = Console(soft_wrap=False, markup=False)
-err_console = Console(stderr=True, markup=False)
+
+def _get(name: str) -> Console:
+    """``console`` (stdout) or ``err_console`` (stderr), made on first use: rich costs ~0.1 s to import,
+    and ``--json`` output (``print_json``) never prints through it."""
+    made: Console | None = globals().get(name)
+    if made is None:
+        from rich.console import Console
+
+        made = Console(soft_wrap=False, markup=False) if name == "console" else Console(stderr=True,
+                                                                                        markup=False)
+        globals()[name] = made
+    return made
+
+
+def __getattr__(name: str) -> Any:
+    # ``from envbuild.output import console, err_console`` keeps working, lazily.
+    if name in ("console", "err_console"):
+        return _get(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def styled(label: str, style: str, text: str = "") -> Text:
     """``label`` in ``style`` followed by ``text`` exactly as given (no markup parsing)."""
+    from rich.text import Text
+
     out = Text(label, style=style)
     if text:
         out.append(" " + text)
@@ -44,6 +59,8 @@ def styled(label: str, style: str, text: str = "") -> Text:
 
 def plain(text: object) -> Text:
     """``text`` as a renderable that rich never parses as markup (for status lines, titles)."""
+    from rich.text import Text
+
     return Text(str(text))
 
 
@@ -55,6 +72,9 @@ def print_json(data: Any) -> None:
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
     """A plain rich table; cells are str()'d and None shows as '-'."""
+    from rich.table import Table
+    from rich.text import Text
+
     t = Table(title=None if title is None else Text(title), show_lines=False, header_style="bold")
     for c in columns:
         t.add_column(Text(c), overflow="fold")
@@ -65,12 +85,21 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
 
 def progress(transfer: bool = False) -> Progress:
     """A progress display on stderr (so ``--json`` stdout stays clean)."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     cols: list[Any] = [TextColumn("{task.description}", style="bold", markup=False), BarColumn()]
     if transfer:
         cols += [DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn()]
     else:
         cols += [TextColumn("{task.completed}/{task.total}")]
-    return Progress(*cols, console=err_console, transient=False)
+    return Progress(*cols, console=_get("err_console"), transient=False)
 
 
 # --- resolve / matrix -------------------------------------------------------------------------------
@@ -81,6 +110,7 @@ def present_resolution(res: Resolution, as_json: bool) -> None:
     if as_json:
         print_json(res.to_dict())
         return
+    console, err_console = _get("console"), _get("err_console")
     know = knowledge_line(res.knowledge)
     if not res.ok:
         err_console.print(styled("no consistent set for this target:", "bold red"))
@@ -129,10 +159,13 @@ def knowledge_line(k: Mapping[str, Any]) -> str | None:
 def present_matrix(t: Mapping[str, Any], as_json: bool) -> None:
     """Print an ``envbuild matrix`` table compactly (forum style), or JSON."""
     from rich import box
+    from rich.console import Console
+    from rich.table import Table
 
     if as_json:
         print_json(dict(t))
         return
+    console = _get("console")
     tab = Table(title=str(t["title"]), box=box.SIMPLE_HEAD, padding=(0, 1), header_style="bold")
     for c in t["columns"]:
         tab.add_column(str(c), no_wrap=True)
