@@ -2,7 +2,11 @@
 
 Needs PyPI.  Each tool gets its own fresh cache for the cold run and reuses it (and its own
 previous output, as a re-lock does) for the warm runs, which are interleaved.  All three lock
-for this host's Python (pip-compile cannot target another one) with hashes.
+for this host's Python (pip-compile cannot target another one) with hashes.  The uv row runs the
+command ``envbuild lock`` runs (the same target flags: ``--format pylock.toml --only-binary :all:``
+for manylinux_2_17), so the ratio is envbuild's own cost.  Python writes its bytecode caches on the
+cold run and reads them on the warm ones, as in an installed envbuild (``PYTHONDONTWRITEBYTECODE``
+is dropped).
 
     .venv/bin/python bench/bench_lock.py [--warm 3] [--no-pip-compile] [--json] [REQ ...]
 """
@@ -27,7 +31,8 @@ INDEX = "https://pypi.org/simple"
 
 
 def _clean_env(cache: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PIP_", "UV_")) and k != "PYTHONDONTWRITEBYTECODE"}
     env.update({"PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1",
                 "UV_CACHE_DIR": str(cache / "uv"), "ENVBUILD_CACHE_DIR": str(cache / "envbuild"),
                 "UV_NO_CONFIG": "1"})
@@ -53,9 +58,11 @@ def commands(reqs: list[str], work: Path, cache: Path) -> dict[str, list[str]]:
     return {
         "envbuild lock": [str(BIN / "envbuild"), "lock", *reqs, "--python", HOST, "-o", str(work / "lk"),
                           "--json"],
-        "uv pip compile": [str(find_uv_bin()), "pip", "compile", str(req_in), "--python-version", HOST,
-                           "--python-platform", "x86_64-manylinux_2_17", "--generate-hashes", "--quiet",
-                           "--index-url", INDEX, "-o", str(work / "uv.txt")],
+        # What envbuild.tools.uv runs for this lock (pylock.toml carries the target's files and hashes).
+        "uv pip compile": [str(find_uv_bin()), "pip", "compile", str(req_in), "--format", "pylock.toml",
+                           "-o", str(work / "pylock.toml"), "--no-header", "--quiet", "--color", "never",
+                           "--no-strip-markers", "--python-version", HOST, "--python-platform",
+                           "x86_64-manylinux_2_17", "--index-url", INDEX, "--only-binary", ":all:"],
         "pip-compile": [str(BIN / "pip-compile"), str(req_in), "--generate-hashes", "--quiet", "--index-url",
                         INDEX, "--cache-dir", str(cache / "pip"), "-o", str(work / "pt.txt")],
     }

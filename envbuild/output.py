@@ -20,31 +20,36 @@ if TYPE_CHECKING:
 
     from envbuild.models import Resolution
 
-    console: Console
-    err_console: Console
-
 __all__ = ["console", "err_console", "knowledge_line", "plain", "present_matrix", "present_resolution",
            "print_json", "progress", "styled", "table"]
 
 
-def _get(name: str) -> Console:
-    """``console`` (stdout) or ``err_console`` (stderr), made on first use: rich costs ~0.1 s to import,
-    and ``--json`` output (``print_json``) never prints through it."""
-    made: Console | None = globals().get(name)
-    if made is None:
-        from rich.console import Console
+class _Console:
+    """A ``rich.console.Console`` made on first use: rich costs ~0.1 s to import, and ``--json`` output
+    (``print_json``) or a command that fails early never prints through it."""
 
-        made = Console(soft_wrap=False, markup=False) if name == "console" else Console(stderr=True,
-                                                                                        markup=False)
-        globals()[name] = made
-    return made
+    def __init__(self, **kw: Any) -> None:
+        self._kw = kw
+        self._made: Console | None = None
+
+    def made(self) -> Console:
+        if self._made is None:
+            from rich.console import Console
+
+            self._made = Console(**self._kw)
+        return self._made
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.made(), name)
 
 
-def __getattr__(name: str) -> Any:
-    # ``from envbuild.output import console, err_console`` keeps working, lazily.
-    if name in ("console", "err_console"):
-        return _get(name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def _made(c: Console) -> Console:
+    """The real Console behind ``console`` / ``err_console`` (for rich objects that keep one)."""
+    return c.made() if isinstance(c, _Console) else c
+
+
+console: Console = _Console(soft_wrap=False, markup=False)  # type: ignore[assignment]
+err_console: Console = _Console(stderr=True, markup=False)  # type: ignore[assignment]
 
 
 def styled(label: str, style: str, text: str = "") -> Text:
@@ -99,7 +104,7 @@ def progress(transfer: bool = False) -> Progress:
         cols += [DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn()]
     else:
         cols += [TextColumn("{task.completed}/{task.total}")]
-    return Progress(*cols, console=_get("err_console"), transient=False)
+    return Progress(*cols, console=_made(err_console), transient=False)
 
 
 # --- resolve / matrix -------------------------------------------------------------------------------
@@ -110,7 +115,6 @@ def present_resolution(res: Resolution, as_json: bool) -> None:
     if as_json:
         print_json(res.to_dict())
         return
-    console, err_console = _get("console"), _get("err_console")
     know = knowledge_line(res.knowledge)
     if not res.ok:
         err_console.print(styled("no consistent set for this target:", "bold red"))
@@ -165,7 +169,6 @@ def present_matrix(t: Mapping[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(dict(t))
         return
-    console = _get("console")
     tab = Table(title=str(t["title"]), box=box.SIMPLE_HEAD, padding=(0, 1), header_style="bold")
     for c in t["columns"]:
         tab.add_column(str(c), no_wrap=True)
