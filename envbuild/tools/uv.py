@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from packaging.utils import canonicalize_name
-
 from envbuild.errors import ConflictError, EnvbuildError, FetchError, InputError, ToolError
 from envbuild.tools._run import redact, split_credentials
 
@@ -91,6 +89,7 @@ def parse_pylock(text: str) -> list[PylockPackage]:
     from urllib.parse import unquote, urlsplit
 
     import tomllib
+    from packaging.utils import canonicalize_name
 
     try:
         data = tomllib.loads(text)
@@ -143,6 +142,8 @@ def _continuation(line: str, hashes: list[str], via: list[str], in_via: bool) ->
 
 
 def _pin_line(line: str) -> Pinned:
+    from packaging.utils import canonicalize_name
+
     m = _PIN.match(line)
     if not m:
         raise ToolError(f"unexpected line in the compiled requirements: '{redact(line)}'.",
@@ -290,18 +291,17 @@ class _Inputs:
 
 
 class _Run:
-    """One started ``uv pip compile``: its temp dir (inputs, output, stderr) and its process."""
+    """One started ``uv pip compile``: its temp dir (inputs and output) and its process."""
 
     def __init__(self, inputs: _Inputs) -> None:
         self.inputs = inputs
         self._tmp = tempfile.TemporaryDirectory(prefix="envbuild-uv-")
         try:
             cmd, env = self._prepare(Path(self._tmp.name))
-            self._log = open(Path(self._tmp.name) / "uv-stderr.log", "w+", encoding="utf-8",  # noqa: SIM115
-                             errors="replace")
+            # stderr is a pipe: communicate() wakes when uv exits (wait(timeout) would poll every 50 ms)
             self.proc = subprocess.Popen(cmd, cwd=self._tmp.name, env={**os.environ, **env},
                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=self._log)
+                                         stderr=subprocess.PIPE, text=True, errors="replace")
         except FileNotFoundError:
             self.close()
             raise ToolError("'uv' is not installed or not on PATH.", field="uv",
@@ -350,13 +350,12 @@ class _Run:
         """uv's output file; its failure explained (no solution, an unreadable index, anything else)."""
         try:
             try:
-                code = self.proc.wait(timeout)
+                _, stderr = self.proc.communicate(timeout=timeout)
             except subprocess.TimeoutExpired:
                 raise ToolError(f"'{redact(shlex.join(self.cmd))}' did not finish within {timeout:.0f} s.",
                                 field="uv") from None
-            if code != 0:
-                self._log.seek(0)
-                raise _failure(redact(self._log.read()), code)
+            if self.proc.returncode != 0:
+                raise _failure(redact(stderr or ""), self.proc.returncode)
             return self.out_file.read_text()
         finally:
             self.close()
@@ -364,12 +363,12 @@ class _Run:
     def close(self) -> None:
         """Stop uv if it still runs and remove the temp dir (idempotent)."""
         proc = getattr(self, "proc", None)
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log = getattr(self, "_log", None)
-        if log is not None:
-            log.close()
+        if proc is not None:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if proc.stderr is not None:
+                proc.stderr.close()
         self._tmp.cleanup()
 
 
