@@ -2,7 +2,11 @@
 
 Needs PyPI.  Each tool gets its own fresh cache for the cold run and reuses it (and its own
 previous output, as a re-lock does) for the warm runs, which are interleaved.  All three lock
-for this host's Python (pip-compile cannot target another one) with hashes.
+for this host's Python (pip-compile cannot target another one) with hashes.  The uv row runs the
+command ``envbuild lock`` runs (the same target flags: ``--format pylock.toml --only-binary :all:``
+for manylinux_2_17), so the ratio is envbuild's own cost.  Python writes its bytecode caches on the
+cold run and reads them on the warm ones, as in an installed envbuild (``PYTHONDONTWRITEBYTECODE``
+is dropped).
 
     .venv/bin/python bench/bench_lock.py [--warm 3] [--no-pip-compile] [--json] [REQ ...]
 """
@@ -27,7 +31,8 @@ INDEX = "https://pypi.org/simple"
 
 
 def _clean_env(cache: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PIP_", "UV_")) and k != "PYTHONDONTWRITEBYTECODE"}
     env.update({"PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1",
                 "UV_CACHE_DIR": str(cache / "uv"), "ENVBUILD_CACHE_DIR": str(cache / "envbuild"),
                 "UV_NO_CONFIG": "1"})
@@ -36,13 +41,14 @@ def _clean_env(cache: Path) -> dict[str, str]:
     return env
 
 
-def _time(cmd: list[str], env: dict[str, str], cwd: Path) -> float:
-    t0 = time.perf_counter()
+def _time(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the command and its children: uv's included)."""
+    c0, t0 = os.times(), time.perf_counter()
     proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
-    dt = time.perf_counter() - t0
+    dt, c1 = time.perf_counter() - t0, os.times()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
-    return dt
+    return dt, (c1.children_user - c0.children_user) + (c1.children_system - c0.children_system)
 
 
 def commands(reqs: list[str], work: Path, cache: Path) -> dict[str, list[str]]:
@@ -53,9 +59,11 @@ def commands(reqs: list[str], work: Path, cache: Path) -> dict[str, list[str]]:
     return {
         "envbuild lock": [str(BIN / "envbuild"), "lock", *reqs, "--python", HOST, "-o", str(work / "lk"),
                           "--json"],
-        "uv pip compile": [str(find_uv_bin()), "pip", "compile", str(req_in), "--python-version", HOST,
-                           "--python-platform", "x86_64-manylinux_2_17", "--generate-hashes", "--quiet",
-                           "--index-url", INDEX, "-o", str(work / "uv.txt")],
+        # What envbuild.tools.uv runs for this lock (pylock.toml carries the target's files and hashes).
+        "uv pip compile": [str(find_uv_bin()), "pip", "compile", str(req_in), "--format", "pylock.toml",
+                           "-o", str(work / "pylock.toml"), "--no-header", "--quiet", "--color", "never",
+                           "--no-strip-markers", "--python-version", HOST, "--python-platform",
+                           "x86_64-manylinux_2_17", "--index-url", INDEX, "--only-binary", ":all:"],
         "pip-compile": [str(BIN / "pip-compile"), str(req_in), "--generate-hashes", "--quiet", "--index-url",
                         INDEX, "--cache-dir", str(cache / "pip"), "-o", str(work / "pt.txt")],
     }
@@ -79,29 +87,34 @@ def main() -> None:
             cache = work / "cache"
             work.mkdir(parents=True)
             runs[tool] = (commands(list(args.reqs), work, cache)[tool], _clean_env(cache), work)
-        cold = {tool: _time(*runs[tool]) for tool in tools}
+        cold = {tool: _time(*runs[tool])[0] for tool in tools}
         # Warm runs interleaved, so a slow minute of the network hits every tool alike.  Each tool
         # re-locks over its own previous output (uv and pip-compile read it as pin preferences).
-        warm: dict[str, list[float]] = {tool: [] for tool in tools}
+        # On a shared machine the wall ratio follows the load; the CPU ratio is envbuild's own work.
+        warm: dict[str, list[tuple[float, float]]] = {tool: [] for tool in tools}
         for _ in range(args.warm):
             for tool in tools:
                 warm[tool].append(_time(*runs[tool]))
         for tool in tools:
             results[tool] = {"cold_s": round(cold[tool], 2),
-                             "warm_s": round(statistics.median(warm[tool]), 2)}
+                             "warm_s": round(statistics.median(w for w, _ in warm[tool]), 2),
+                             "warm_cpu_s": round(statistics.median(c for _, c in warm[tool]), 2)}
     finally:
         shutil.rmtree(root, ignore_errors=True)
     base = results["uv pip compile"]
     for r in results.values():
         r["cold_vs_uv"] = round(r["cold_s"] / base["cold_s"], 2)
         r["warm_vs_uv"] = round(r["warm_s"] / base["warm_s"], 2)
+        r["warm_cpu_vs_uv"] = round(r["warm_cpu_s"] / max(base["warm_cpu_s"], 0.01), 2)
     if args.json:
         print(json.dumps({"spec": args.reqs, "python": HOST, "results": results}, indent=2))
         return
     print(f"spec: {' '.join(args.reqs)}   (Python {HOST}, hashes, PyPI)")
-    print(f"{'tool':<16}{'cold s':>9}{'warm s':>9}{'cold/uv':>9}{'warm/uv':>9}")
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"{'tool':<16}{'cold s':>9}{'warm s':>9}{'cold/uv':>9}{'warm/uv':>9}{'warm cpu':>10}{'cpu/uv':>8}")
     for tool, r in results.items():
-        print(f"{tool:<16}{r['cold_s']:>9.2f}{r['warm_s']:>9.2f}{r['cold_vs_uv']:>9.2f}{r['warm_vs_uv']:>9.2f}")
+        print(f"{tool:<16}{r['cold_s']:>9.2f}{r['warm_s']:>9.2f}{r['cold_vs_uv']:>9.2f}{r['warm_vs_uv']:>9.2f}"
+              f"{r['warm_cpu_s']:>10.2f}{r['warm_cpu_vs_uv']:>8.2f}")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ import typer
 
 from envbuild import __version__
 from envbuild.errors import EXIT_INTERNAL, EnvbuildError, InputError
-from envbuild.output import err_console, plain, print_json, styled
 
 if TYPE_CHECKING:
     from envbuild.models import Resolution
@@ -78,6 +77,8 @@ def internal_error(exc: BaseException, as_json: bool) -> int:
     """Report a bug as one paragraph (the traceback goes to a log file); return EXIT_INTERNAL."""
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     log = _write_crash_log(f"envbuild {__version__}\nargv: {sys.argv!r}\n\n{tb}")
+    from envbuild.output import err_console, print_json, styled
+
     where = f"the traceback is in {log}" if log else "the traceback could not be written to a log file"
     msg = (f"internal error ({type(exc).__name__}): this is a bug in envbuild, not in your input; {where}. "
            "Re-run with --debug to see it, and report it with that file.")
@@ -103,6 +104,8 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except EnvbuildError as exc:
+            from envbuild.output import err_console, print_json, styled
+
             if as_json:
                 print_json({"ok": False, **exc.to_dict()})
             else:
@@ -158,6 +161,22 @@ def check_flags(**values: Any) -> None:
         elif isinstance(value, str):
             pat, wanted = patterns.get(flag, (_PATH_OK, "a value on one line"))
             f.text(flag, pattern=pat, wanted=wanted)
+
+
+R = TypeVar("R")
+
+
+def _report(show: Callable[[R, bool], None], result: R, as_json: bool, *, failed: bool,
+            code: int = 1) -> None:
+    """Print a check's result; a failed check then exits with ``code`` (after its report, never instead)."""
+    show(result, as_json)
+    if failed:
+        raise typer.Exit(code)
+
+
+def _mirrors(pypi: str | None, pytorch: str | None, openmmlab: str | None) -> dict[str, str]:
+    """--index-url / --pytorch-index / --openmmlab-index as the stages' ``indexes`` (given ones only)."""
+    return {k: v for k, v in (("pypi", pypi), ("pytorch", pytorch), ("openmmlab", openmmlab)) if v}
 
 
 # Compression levels each format's compressor accepts (gzip/zip: zlib 0-9; zstd 1-22; squashfs:
@@ -286,9 +305,7 @@ def verify_cache_cmd(
 
     check_flags(CACHE=cache, lock=lock_dir)
     report = verify_cache(cache, lock_dir, trust_bundle_lock=trust_bundle_lock)
-    present_verify(report, as_json)
-    if not report.ok:
-        raise typer.Exit(3)
+    _report(present_verify, report, as_json, failed=not report.ok, code=3)
 
 
 @app.command("bundle")
@@ -317,7 +334,7 @@ def bundle_cmd(
 
 
 def _show_profile(data: dict[str, Any]) -> None:
-    from envbuild.output import console, table
+    from envbuild.output import console, err_console, table
 
     keys = ("os", "arch", "glibc_version", "python_version", "driver_version", "driver_cuda_version",
             "gcc_version", "conda", "hostname")
@@ -354,6 +371,7 @@ def probe_cmd(
     from envbuild._fs import atomic_write
     from envbuild.errors import InputError
     from envbuild.models import Profile
+    from envbuild.output import err_console, print_json
     from envbuild.probe import probe
 
     check_flags(output=output, python_exe=python_exe)
@@ -396,6 +414,7 @@ def init_cmd(
 ) -> None:
     """Write a commented envbuild.toml (refuses to overwrite one without --force)."""
     from envbuild.init import init_spec
+    from envbuild.output import err_console, print_json
 
     check_flags(PATH=path, name=name, python=python, manager=manager)
     written, spec = init_spec(path, force=force, name=name, python=python, manager=manager)
@@ -443,9 +462,7 @@ def doctor_cmd(
     profile = load_target_file(target)
     text, name = read_log_file(log) if log is not None else (None, None)
     report = diagnose(prefix, profile, text, log_name=name, load=not no_load)
-    present_report(report, as_json)
-    if not report.ok:
-        raise typer.Exit(1)
+    _report(present_report, report, as_json, failed=not report.ok)
     if report.verdict == "no-known-cause":
         from envbuild.errors import EXIT_NO_CAUSE
 
@@ -517,9 +534,7 @@ def unpack_cmd(
     check_flags(ARCHIVE=archive, DEST=dest, target=target)
     report = unpack(archive, dest, target=load_target_file(target), check_only=check_only,
                     show_progress=not as_json)
-    present_unpack(report, as_json)
-    if not report["ok"]:
-        raise typer.Exit(1)
+    _report(present_unpack, report, as_json, failed=not report["ok"])
 
 
 @app.command("inspect")
@@ -597,6 +612,8 @@ def _lock_command_line(spec: Path | None, reqs: list[str], out: Path | None, eng
     return shlex.join(parts)
 
 
+PytorchAlwaysOpt = Annotated[bool, typer.Option(
+    "--pytorch-index-always", help="Take torch from the PyTorch index even when PyPI has the same build.")]
 AllowSdistOpt = Annotated[
     list[str] | None,
     typer.Option("--allow-sdist", help="Accept this package as a source build when it has no wheel for "
@@ -620,10 +637,7 @@ def lock_cmd(
     openmmlab_index: Annotated[
         str | None, typer.Option("--openmmlab-index", help="OpenMMLab find-links mirror (…/dist).")] = None,
     upgrade: Annotated[bool, typer.Option("--upgrade", help="Ignore the existing lock's pins.")] = False,
-    pytorch_index_always: Annotated[
-        bool, typer.Option("--pytorch-index-always",
-                           help="Take torch from the PyTorch index even when PyPI has the same build.")
-    ] = False,
+    pytorch_index_always: PytorchAlwaysOpt = False,
     native_driver_only: NativeDriverOpt = False,
     allow_sdist: AllowSdistOpt = None,
     as_json: JsonOpt = False,
@@ -638,8 +652,7 @@ def lock_cmd(
                                 allow_sdist or [])
     flags: dict[str, Any] = tf.overrides()
     profile = build_target(tf, the_spec)
-    mirrors = {k: v for k, v in (("pypi", index_url), ("pytorch", pytorch_index),
-                                 ("openmmlab", openmmlab_index)) if v}
+    mirrors = _mirrors(index_url, pytorch_index, openmmlab_index)
     out_dir = out or Path("lockfiles") / the_spec.name
     cmd_flags = {"target": tf.target, **flags, "manager": manager, "index_url": index_url,
                  "pytorch_index": pytorch_index, "openmmlab_index": openmmlab_index,
@@ -652,6 +665,8 @@ def lock_cmd(
     if as_json:
         result = lock(the_spec, profile, **kw)
     else:
+        from envbuild.output import err_console, plain
+
         with err_console.status(plain(f"locking {the_spec.name} with {engine}…")):
             result = lock(the_spec, profile, **kw)
     present_lock(result, as_json)
@@ -718,8 +733,7 @@ def rebuild_cmd(
                          hint="Write one with 'envbuild probe -o server.json' on the target machine, or "
                               "describe it with --driver/--gpu/--cuda-toolkit/--gcc/--python.")
     profile = build_target(tf)
-    mirrors = {k: v for k, v in (("pypi", index_url), ("pytorch", pytorch_index),
-                                 ("openmmlab", openmmlab_index)) if v}
+    mirrors = _mirrors(index_url, pytorch_index, openmmlab_index)
     plan = rebuild(prefix or source or Path("."), profile, out_dir=output, lock=not no_lock,
                    indexes=mirrors or None, native_driver_only=native_driver_only, today=dt.date.today())
     present_plan(plan, as_json)
@@ -746,10 +760,7 @@ def plan_cmd(
     engine: Annotated[str, typer.Option("--engine", help="Lock engine: uv or pip-tools.")] = "uv",
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=256,
                                       help="Parallel downloads with --offline.")] = 8,
-    pytorch_index_always: Annotated[
-        bool, typer.Option("--pytorch-index-always",
-                           help="Take torch from the PyTorch index even when PyPI has the same build.")
-    ] = False,
+    pytorch_index_always: PytorchAlwaysOpt = False,
     native_driver_only: NativeDriverOpt = False,
     allow_sdist: AllowSdistOpt = None,
     as_json: JsonOpt = False,
@@ -757,6 +768,7 @@ def plan_cmd(
     """Resolve -> lock -> render (-> fetch -> bundle with --offline) in one command."""
     from envbuild.lock import input_spec, with_allow_sdist
     from envbuild.output import err_console as _err
+    from envbuild.output import styled
     from envbuild.plan import plan, present_plan
     from envbuild.target import build_target
 
@@ -797,9 +809,7 @@ def resolve_cmd(
     check_flags(reqs=reqs, spec=spec, **tf.check_values())
     res = resolve_cli(reqs or [], tf, spec_path=spec, prefer_pypi=not pytorch_index_always,
                       native_driver_only=native_driver_only)
-    present_resolution(res, as_json)
-    if not res.ok:
-        raise typer.Exit(1)
+    _report(present_resolution, res, as_json, failed=not res.ok)
 
 
 @app.command("matrix")
@@ -889,6 +899,24 @@ app.add_typer(_data_app(), name="data")
 # --- end data ---
 
 
+def _app_for(argv: list[str]) -> typer.Typer:
+    """``app`` with only the command being run: typer builds the click parameters of every command it
+    holds before it parses (~0.08 s for all of them) and a run needs one.  The root's help, a mistyped
+    command (click suggests close names) or no command get the whole app."""
+    import copy
+
+    name = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if name is None or {"-h", "--help"} & set(argv[:name]):
+        return app
+    cmds = [c for c in app.registered_commands if c.name == argv[name]]
+    groups = [g for g in app.registered_groups if g.name == argv[name]]
+    if not cmds and not groups:
+        return app
+    one = copy.copy(app)
+    one.registered_commands, one.registered_groups = cmds, groups
+    return one
+
+
 def main() -> None:
     """Console-script entry point.
 
@@ -900,7 +928,7 @@ def main() -> None:
         if reconfigure is not None:
             reconfigure(errors="backslashreplace")
     try:
-        app(prog_name="envbuild")
+        _app_for(sys.argv[1:])(prog_name="envbuild")
     except SystemExit:
         raise
     except KeyboardInterrupt:

@@ -12,31 +12,51 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
-from rich.text import Text
-
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+    from rich.text import Text
+
     from envbuild.models import Resolution
 
 __all__ = ["console", "err_console", "knowledge_line", "plain", "present_inspect", "present_matrix",
            "present_pack", "present_resolution", "present_unpack", "print_json", "progress", "styled",
            "table"]
 
-console = Console(soft_wrap=False, markup=False)
-err_console = Console(stderr=True, markup=False)
+
+class _Console:
+    """A ``rich.console.Console`` made on first use: rich costs ~0.1 s to import, and ``--json`` output
+    (``print_json``) or a command that fails early never prints through it."""
+
+    def __init__(self, **kw: Any) -> None:
+        self._kw = kw
+        self._made: Console | None = None
+
+    def made(self) -> Console:
+        if self._made is None:
+            from rich.console import Console
+
+            self._made = Console(**self._kw)
+        return self._made
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.made(), name)
+
+
+def _made(c: Console) -> Console:
+    """The real Console behind ``console`` / ``err_console`` (for rich objects that keep one)."""
+    return c.made() if isinstance(c, _Console) else c
+
+
+console: Console = _Console(soft_wrap=False, markup=False)  # type: ignore[assignment]
+err_console: Console = _Console(stderr=True, markup=False)  # type: ignore[assignment]
 
 
 def styled(label: str, style: str, text: str = "") -> Text:
     """``label`` in ``style`` followed by ``text`` exactly as given (no markup parsing)."""
+    from rich.text import Text
+
     out = Text(label, style=style)
     if text:
         out.append(" " + text)
@@ -45,6 +65,8 @@ def styled(label: str, style: str, text: str = "") -> Text:
 
 def plain(text: object) -> Text:
     """``text`` as a renderable that rich never parses as markup (for status lines, titles)."""
+    from rich.text import Text
+
     return Text(str(text))
 
 
@@ -56,6 +78,9 @@ def print_json(data: Any) -> None:
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
     """A plain rich table; cells are str()'d and None shows as '-'."""
+    from rich.table import Table
+    from rich.text import Text
+
     t = Table(title=None if title is None else Text(title), show_lines=False, header_style="bold")
     for c in columns:
         t.add_column(Text(c), overflow="fold")
@@ -66,12 +91,21 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
 
 def progress(transfer: bool = False) -> Progress:
     """A progress display on stderr (so ``--json`` stdout stays clean)."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     cols: list[Any] = [TextColumn("{task.description}", style="bold", markup=False), BarColumn()]
     if transfer:
         cols += [DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn()]
     else:
         cols += [TextColumn("{task.completed}/{task.total}")]
-    return Progress(*cols, console=err_console, transient=False)
+    return Progress(*cols, console=_made(err_console), transient=False)
 
 
 # --- resolve / matrix -------------------------------------------------------------------------------
@@ -130,6 +164,8 @@ def knowledge_line(k: Mapping[str, Any]) -> str | None:
 def present_matrix(t: Mapping[str, Any], as_json: bool) -> None:
     """Print an ``envbuild matrix`` table compactly (forum style), or JSON."""
     from rich import box
+    from rich.console import Console
+    from rich.table import Table
 
     if as_json:
         print_json(dict(t))

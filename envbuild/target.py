@@ -17,13 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from packaging.version import InvalidVersion
-
 from envbuild.errors import InputError, ProfileError
-from envbuild.matrix import Matrix, load_matrix, xy
-from envbuild.models import Gpu, Profile, Toolkit, load_profile
 
 if TYPE_CHECKING:
+    from envbuild.matrix import Matrix
+    from envbuild.models import Gpu, Profile
     from envbuild.spec import Spec
 
 __all__ = ["TargetFlags", "build_target", "host_python", "load_target_file", "make_target", "profile_path"]
@@ -80,6 +78,8 @@ def _check_version(value: str, flag: str, pattern: str, example: str) -> str:
 
 
 def _gpu_from_name(name: str, m: Matrix, where: str, path: str | None = None) -> Gpu:
+    from envbuild.models import Gpu
+
     cc = _parse_cc(name)
     if cc is not None:
         return Gpu(name=f"sm_{cc.replace('.', '')}", compute_capability=cc)
@@ -96,6 +96,9 @@ def _gpu_from_name(name: str, m: Matrix, where: str, path: str | None = None) ->
 def _flag_changes(m: Matrix, *, python: str | None, driver: str | None, gpu: str | None,
                   cuda_toolkit: str | None, gcc: str | None, cpu: bool) -> dict[str, Any]:
     """The profile fields the flags set (checked: a malformed value is refused here)."""
+    from envbuild.matrix import xy
+    from envbuild.models import Toolkit
+
     changes: dict[str, Any] = {}
     if python is not None:
         changes["python_version"] = _check_version(python, "--python", r"3\.\d{1,2}(\.\d+)?", "--python 3.10")
@@ -128,6 +131,13 @@ def make_target(base: Profile | None, *, python: str | None = None, driver: str 
         InputError: a flag value is malformed or flags contradict each other (--cpu with --gpu/--driver).
         ProfileError: a GPU name is unknown (suggests close names).
     """
+    # The data and the profile model are imported here, not with the module: the CLI imports
+    # TargetFlags to declare its options, and only a command that plans for a target needs them.
+    from packaging.version import InvalidVersion
+
+    from envbuild.matrix import load_matrix
+    from envbuild.models import Gpu, Profile
+
     m = matrix or load_matrix()
     prof = base or Profile(notes=("described by flags",))
     prof = dataclasses.replace(prof, **_flag_changes(m, python=python, driver=driver, gpu=gpu,
@@ -157,6 +167,8 @@ def load_target_file(path: Path | None) -> Profile | None:
     Raises:
         ProfileError: the file is missing, not UTF-8 JSON, or malformed.
     """
+    from envbuild.models import load_profile
+
     return load_profile(path) if path is not None else None
 
 
@@ -182,6 +194,8 @@ def build_target(flags: TargetFlags, spec: Spec | None = None, *, matrix: Matrix
         ProfileError: the profile file is unreadable or malformed, or a GPU name is unknown (the error
             names the profile file when the bad GPU came from it).
     """
+    from envbuild.models import load_profile
+
     path = profile_path(flags, spec)
     base = load_profile(path) if path is not None else None
     over = flags.overrides()

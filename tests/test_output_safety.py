@@ -173,13 +173,13 @@ def test_index_password_never_written_printed_or_on_argv(tmp_path: Path, monkeyp
     idx = Index(tmp_path / "www")
     idx.add("simple", [make_wheel(idx.file("x").parent, "six", "1.16.0", tag="py2.py3-none-any")])
     seen: list[tuple[list[str], dict[str, str]]] = []
-    real = run_mod.subprocess.run
+    real = run_mod.subprocess.Popen  # every child starts here (subprocess.run and the uv adapter's Popen)
 
     def spy(args: list[str], **kw: object) -> object:
         seen.append((list(args), dict(kw.get("env") or {})))  # type: ignore[call-overload]
         return real(args, **kw)  # type: ignore[call-overload]
 
-    monkeypatch.setattr(run_mod.subprocess, "run", spy)
+    monkeypatch.setattr(run_mod.subprocess, "Popen", spy)
     py = f"{sys.version_info[0]}.{sys.version_info[1]}"
     with serving(idx) as url:
         secret = url.replace("http://", f"http://u:{password}@") + "/private/simple"

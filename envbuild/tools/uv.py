@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
+import shlex
+import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
-from packaging.utils import canonicalize_name
-
-from envbuild.errors import ConflictError, FetchError, InputError, ToolError
-from envbuild.tools._run import ToolFailed, redact, run, split_credentials
+from envbuild.errors import ConflictError, EnvbuildError, FetchError, InputError, ToolError
+from envbuild.tools._run import redact, split_credentials
 
 __all__ = [
     "CompileOptions",
@@ -23,6 +26,7 @@ __all__ = [
     "compile_requirements",
     "parse_compiled",
     "parse_pylock",
+    "start_early",
     "uv_bin",
 ]
 
@@ -85,6 +89,7 @@ def parse_pylock(text: str) -> list[PylockPackage]:
     from urllib.parse import unquote, urlsplit
 
     import tomllib
+    from packaging.utils import canonicalize_name
 
     try:
         data = tomllib.loads(text)
@@ -121,6 +126,33 @@ _PIN = re.compile(
 )
 
 
+def _continuation(line: str, hashes: list[str], via: list[str], in_via: bool) -> bool:
+    """An indented line under a pin (``--hash=``, ``# via``); returns whether a via list is open."""
+    if line.startswith("--hash="):
+        algo, _, digest = line[len("--hash="):].rstrip("\\ ").partition(":")
+        if algo == "sha256":
+            hashes.append(digest.strip())
+    elif line.startswith("# via"):
+        in_via = True
+        if rest := line[len("# via"):].strip():
+            via.append(rest)
+    elif line.startswith("#") and in_via:
+        via.append(line.lstrip("# ").strip())
+    return in_via
+
+
+def _pin_line(line: str) -> Pinned:
+    from packaging.utils import canonicalize_name
+
+    m = _PIN.match(line)
+    if not m:
+        raise ToolError(f"unexpected line in the compiled requirements: '{redact(line)}'.",
+                        hint="This is a bug in envbuild's engine adapter; please report it.")
+    extras = tuple(e.strip() for e in (m.group("extras") or "").split(",") if e.strip())
+    return Pinned(str(canonicalize_name(m.group("name"))), m.group("version"),
+                  marker=(m.group("marker") or "").strip() or None, extras=extras)
+
+
 def parse_compiled(text: str) -> list[Pinned]:
     """Parse pip-tools style output (``name==v \\`` / ``--hash=sha256:..`` / ``# via``).
 
@@ -142,29 +174,13 @@ def parse_compiled(text: str) -> list[Pinned]:
         if not line:
             continue
         if raw.startswith((" ", "\t")):
-            if line.startswith("--hash="):
-                algo, _, digest = line[len("--hash="):].rstrip("\\ ").partition(":")
-                if algo == "sha256":
-                    hashes.append(digest.strip())
-            elif line.startswith("# via"):
-                in_via = True
-                if rest := line[len("# via"):].strip():
-                    via.append(rest)
-            elif line.startswith("#") and in_via:
-                via.append(line.lstrip("# ").strip())
-            continue
-        if line.startswith(("#", "-")):
+            in_via = _continuation(line, hashes, via, in_via)
+        elif line.startswith(("#", "-")):
             in_via = False
-            continue
-        flush()
-        hashes, via, in_via = [], [], False
-        m = _PIN.match(line)
-        if not m:
-            raise ToolError(f"unexpected line in the compiled requirements: '{redact(line)}'.",
-                            hint="This is a bug in envbuild's engine adapter; please report it.")
-        extras = tuple(e.strip() for e in (m.group("extras") or "").split(",") if e.strip())
-        cur = Pinned(str(canonicalize_name(m.group("name"))), m.group("version"),
-                     marker=(m.group("marker") or "").strip() or None, extras=extras)
+        else:
+            flush()
+            hashes, via, in_via = [], [], False
+            cur = _pin_line(line)
     flush()
     return pins
 
@@ -253,26 +269,66 @@ def _index_args(opts: CompileOptions, tmp: Path) -> tuple[list[str], dict[str, s
     return args, env
 
 
-def _compile(opts: CompileOptions, fmt: list[str], out_name: str, previous: str | None,
-             cache_dir: str | None, timeout: float) -> str:
-    with tempfile.TemporaryDirectory(prefix="envbuild-uv-") as tmp:
-        req_in = Path(tmp) / "requirements.in"
+@dataclass(frozen=True)
+class _Inputs:
+    """Everything one ``uv pip compile`` run's result depends on, besides the indexes and the clock."""
+
+    opts: CompileOptions
+    fmt: tuple[str, ...]
+    out_name: str
+    previous: str | None
+    cache_dir: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"opts": dataclasses.asdict(self.opts), "fmt": list(self.fmt), "out_name": self.out_name,
+                "previous": self.previous, "cache_dir": self.cache_dir}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> _Inputs:
+        kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d["opts"].items()}
+        opts = CompileOptions(**kw)
+        return cls(opts, tuple(d["fmt"]), str(d["out_name"]), d["previous"], d["cache_dir"])
+
+
+class _Run:
+    """One started ``uv pip compile``: its temp dir (inputs and output) and its process."""
+
+    def __init__(self, inputs: _Inputs) -> None:
+        self.inputs = inputs
+        self._tmp = tempfile.TemporaryDirectory(prefix="envbuild-uv-")
+        try:
+            cmd, env = self._prepare(Path(self._tmp.name))
+            # stderr is a pipe: communicate() wakes when uv exits (wait(timeout) would poll every 50 ms)
+            self.proc = subprocess.Popen(cmd, cwd=self._tmp.name, env={**os.environ, **env},
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.PIPE, text=True, errors="replace")
+        except FileNotFoundError:
+            self.close()
+            raise ToolError("'uv' is not installed or not on PATH.", field="uv",
+                            hint="Install uv and try again.") from None
+        except BaseException:
+            self.close()
+            raise
+
+    def _prepare(self, tmp: Path) -> tuple[list[str], dict[str, str]]:
+        opts = self.inputs.opts
+        req_in = tmp / "requirements.in"
         req_in.write_text("\n".join(opts.requirements) + "\n")
         # uv reads an existing output file as pin preferences.
-        out_file = Path(tmp) / out_name
-        if previous:
-            out_file.write_text(previous)
-        cmd = [uv_bin(), "pip", "compile", str(req_in), *fmt, "-o", str(out_file), "--no-header",
-               "--quiet", "--color", "never", "--no-strip-markers"]
+        self.out_file = tmp / self.inputs.out_name
+        if self.inputs.previous:
+            self.out_file.write_text(self.inputs.previous)
+        cmd = [uv_bin(), "pip", "compile", str(req_in), *self.inputs.fmt, "-o", str(self.out_file),
+               "--no-header", "--quiet", "--color", "never", "--no-strip-markers"]
         if opts.constraints:
-            cons = Path(tmp) / "constraints.txt"
+            cons = tmp / "constraints.txt"
             cons.write_text("\n".join(opts.constraints) + "\n")
             cmd += ["--constraint", str(cons)]
         if opts.python_version:
             cmd += ["--python-version", opts.python_version]
         if opts.python_platform:
             cmd += ["--python-platform", opts.python_platform]
-        idx_args, auth_env = _index_args(opts, Path(tmp))
+        idx_args, auth_env = _index_args(opts, tmp)
         cmd += idx_args
         if opts.index_strategy:
             cmd += ["--index-strategy", opts.index_strategy]
@@ -285,28 +341,146 @@ def _compile(opts: CompileOptions, fmt: list[str], out_name: str, previous: str 
                # default 30 s read timeout, 3 retries); one retry is kept for flaky links.
                "UV_HTTP_TIMEOUT": os.environ.get("UV_HTTP_TIMEOUT", "3"),
                "UV_HTTP_RETRIES": os.environ.get("UV_HTTP_RETRIES", "1")}
-        if cache_dir:
-            env["UV_CACHE_DIR"] = cache_dir
+        if self.inputs.cache_dir:
+            env["UV_CACHE_DIR"] = self.inputs.cache_dir
+        self.cmd = cmd
+        return cmd, env
+
+    def result(self, timeout: float) -> str:
+        """uv's output file; its failure explained (no solution, an unreadable index, anything else)."""
         try:
-            run(cmd, env=env, timeout=timeout, tool="uv", cwd=tmp)
-        except ToolFailed as exc:
-            if "No solution found" in exc.stderr:
-                reasons = _explain(exc.stderr)
-                raise ConflictError(
-                    "uv found no set of versions that satisfies the requirements for the target: "
-                    + " ".join(reasons[:12]),
-                    conflicts=reasons,
-                    hint="Relax a pin, or check the target's Python version and platform.",
-                ) from None
-            tail = "\n".join(exc.stderr.strip().splitlines()[-12:])
-            if any(w in exc.stderr for w in ("dns error", "Failed to fetch", "Connect", "timed out")):
-                raise FetchError(
-                    f"uv could not read an index:\n{tail}", field="indexes",
-                    hint="Check the network, or point --index-url / --pytorch-index / --openmmlab-index "
-                         "at reachable mirrors.",
-                ) from None
-            raise ToolError(
-                f"uv pip compile failed (exit {exc.returncode}):\n{tail}", field="uv",
-                hint="'uv pip compile' with the same inputs reproduces it.",
-            ) from None
-        return out_file.read_text()
+            try:
+                _, stderr = self.proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                raise ToolError(f"'{redact(shlex.join(self.cmd))}' did not finish within {timeout:.0f} s.",
+                                field="uv") from None
+            if self.proc.returncode != 0:
+                raise _failure(redact(stderr or ""), self.proc.returncode)
+            return self.out_file.read_text()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop uv if it still runs and remove the temp dir (idempotent)."""
+        proc = getattr(self, "proc", None)
+        if proc is not None:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if proc.stderr is not None:
+                proc.stderr.close()
+        self._tmp.cleanup()
+
+
+def _failure(stderr: str, returncode: int) -> EnvbuildError:
+    if "No solution found" in stderr:
+        reasons = _explain(stderr)
+        return ConflictError(
+            "uv found no set of versions that satisfies the requirements for the target: "
+            + " ".join(reasons[:12]),
+            conflicts=reasons,
+            hint="Relax a pin, or check the target's Python version and platform.",
+        )
+    tail = "\n".join(stderr.strip().splitlines()[-12:])
+    if any(w in stderr for w in ("dns error", "Failed to fetch", "Connect", "timed out")):
+        return FetchError(
+            f"uv could not read an index:\n{tail}", field="indexes",
+            hint="Check the network, or point --index-url / --pytorch-index / --openmmlab-index "
+                 "at reachable mirrors.",
+        )
+    return ToolError(f"uv pip compile failed (exit {returncode}):\n{tail}", field="uv",
+                     hint="'uv pip compile' with the same inputs reproduces it.")
+
+
+def _compile(opts: CompileOptions, fmt: list[str], out_name: str, previous: str | None,
+             cache_dir: str | None, timeout: float) -> str:
+    inputs = _Inputs(opts, tuple(fmt), out_name, previous, cache_dir)
+    run = _EARLY.take(inputs) or _Run(inputs)
+    out = run.result(timeout)
+    _EARLY.remember(inputs, out)
+    return out
+
+
+# --- early start: a re-lock's uv run begins before the CLI has parsed its options ---------------
+
+
+class _Early:
+    """The uv run the last ``envbuild lock`` with the same command line asked for first, started at once.
+
+    ``envbuild lock`` spends ~0.5 s importing and parsing before it knows uv's inputs, and a warm uv
+    run takes about as long.  The CLI calls ``start(key)`` first thing (``key``: the command line and
+    the working directory); when an earlier run with that key left a record, its uv run is started
+    then, with the lock it wrote as the preferences (what a re-lock reads).  ``_compile`` adopts it
+    only when the inputs it computed are exactly the recorded ones; any other run is stopped and uv
+    runs as usual, so the result is always that of the inputs given.  A process records its first
+    run (never one with credentials in it).
+    """
+
+    def __init__(self) -> None:
+        self.record: Path | None = None
+        self.known: dict[str, Any] | None = None
+        self.run: _Run | None = None
+
+    def start(self, key: Sequence[str]) -> None:
+        import atexit
+        import hashlib
+        import json
+
+        digest = hashlib.sha256(json.dumps(list(key)).encode()).hexdigest()[:32]
+        self.record = cache_home() / "uv-early" / f"{digest}.json"
+        try:
+            self.known = json.loads(self.record.read_text())
+            assert isinstance(self.known, dict)
+            d = {**self.known["inputs"]}
+            # The re-lock reads back the lock this run wrote, unless it ignores it (--upgrade).
+            d["previous"] = None if d["opts"]["refresh"] else self.known["output"]
+            self.run = _Run(_Inputs.from_dict(d))
+        except (OSError, ValueError, KeyError, TypeError, AssertionError, EnvbuildError):
+            return
+        atexit.register(self.stop)
+
+    def take(self, inputs: _Inputs) -> _Run | None:
+        """The early run when it was started with exactly ``inputs`` (any other is stopped)."""
+        run, self.run = self.run, None
+        if run is not None and run.inputs != inputs:
+            run.close()
+            run = None
+        return run
+
+    def remember(self, inputs: _Inputs, output: str) -> None:
+        import json
+
+        from envbuild._fs import atomic_write
+
+        record, self.record = self.record, None  # the first run only
+        if record is None:
+            return
+        data = {"inputs": {**inputs.to_dict(), "previous": None}, "output": output}
+        text = json.dumps(data, sort_keys=True)
+        if redact(text) != text or data == self.known:
+            return  # a credential never goes to disk; an unchanged record is not rewritten
+        try:
+            record.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(record, text, mode=0o600)
+        except OSError:
+            pass  # a speed-up only
+
+    def stop(self) -> None:
+        run, self.run = self.run, None
+        if run is not None:
+            run.close()
+
+
+_EARLY = _Early()
+
+
+def start_early(key: Sequence[str]) -> None:
+    """Start the uv run an earlier ``envbuild lock`` with the same ``key`` (its command line) began with."""
+    _EARLY.start(key)
+
+
+def cache_home() -> Path:
+    """envbuild's user cache: $ENVBUILD_CACHE_DIR, else $XDG_CACHE_HOME/envbuild (~/.cache/envbuild)."""
+    base = os.environ.get("ENVBUILD_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "envbuild")
+    return Path(base)
