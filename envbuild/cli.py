@@ -27,6 +27,8 @@ import typer
 
 from envbuild import __version__
 from envbuild.errors import EXIT_INTERNAL, EnvbuildError, InputError
+from envbuild.managers import CHOICES as MANAGER_CHOICES
+from envbuild.managers import MANAGERS
 
 if TYPE_CHECKING:
     from envbuild.models import Resolution
@@ -144,7 +146,7 @@ def check_flags(**values: Any) -> None:
         "--gcc": (m.GCC, 'a gcc version such as "9.4"'),
         "--gpu": (re.compile(r"[^\x00-\x1f\x7f]{1,200}"), "a GPU model name or sm_XY"),
         "--name": (m.NAME, "a name of letters, digits, '.', '_' and '-' (no '/')"),
-        "--manager": (re.compile(r"conda|mamba|micromamba|venv"), "conda, mamba, micromamba or venv"),
+        "--manager": (re.compile("|".join(map(re.escape, MANAGERS))), MANAGER_CHOICES),
         "--engine": (re.compile(r"uv|pip-tools"), "uv or pip-tools"),
         "--format": (re.compile(r"tar\.gz|tar\.zst|zip|squashfs"), "tar.gz, tar.zst, zip or squashfs"),
         "--index-url": (m.URL, "an http(s):// or file:// URL"),
@@ -408,7 +410,7 @@ def init_cmd(
     ] = None,
     python: Annotated[str | None, typer.Option("--python", help="Python X.Y of the environment.")] = None,
     manager: Annotated[
-        str, typer.Option("--manager", help="conda | mamba | micromamba | venv.")
+        str, typer.Option("--manager", help=" | ".join(MANAGERS) + ".")
     ] = "venv",
     as_json: JsonOpt = False,
 ) -> None:
@@ -592,7 +594,7 @@ def slurm_script_cmd(
 # --- lock ---
 
 ManagerOpt = Annotated[
-    str | None, typer.Option("--manager", help="conda | mamba | micromamba | venv (overrides the spec).")
+    str | None, typer.Option("--manager", help=" | ".join(MANAGERS) + " (overrides the spec).")
 ]
 
 

@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from envbuild.cli import app
 from envbuild.errors import InputError
 from envbuild.lock import lock
+from envbuild.managers import MANAGERS
 from envbuild.models import Profile, Resolution
 from envbuild.render import SCRIPTS, render
 from envbuild.spec import GitRequirement, Spec
@@ -61,7 +62,7 @@ def seed_conda_lock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield tmp / "lockfiles" / "echofusion"
 
 
-@pytest.mark.parametrize("manager", ["conda", "mamba", "micromamba", "venv"])
+@pytest.mark.parametrize("manager", MANAGERS)
 def test_scripts_are_shellcheck_clean(seed_conda_lock: Path, tmp_path: Path, manager: str) -> None:
     out = tmp_path / manager
     result = runner.invoke(app, ["render", str(seed_conda_lock), "-o", str(out), "--manager", manager,
