@@ -124,7 +124,7 @@ def present_resolution(res: Resolution, as_json: bool) -> None:
         if know:
             err_console.print(know, markup=False, highlight=False)
         for w in res.warnings:
-            err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+            err_console.print(styled("warning:", "yellow", w), highlight=False)
         return
     head = f"Python {res.python}, " + (f"CUDA {res.cuda}" if res.cuda else "CPU build (cuda: none)")
     rows = [(c["package"], c["version"], c["reason"]) for c in res.choices]
