@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from envbuild import __version__, _unpack_fixup
-from envbuild._fs import resolve_inside, safe_extract, sha256_file
+from envbuild._fs import regular_files, resolve_inside, safe_extract, sha256_file
 from envbuild.errors import EnvbuildError, HashMismatch, InputError, PackError, UnsafeArchive
 from envbuild.models import Profile
 
@@ -928,8 +928,11 @@ def _inspect_plain_squashfs(archive: Path) -> dict[str, Any]:
                             "squashfs")}
 
 
-def _extract_any(archive: Path, tmp: Path, manifest: dict[str, Any] | None) -> None:
-    """squashfs images through tools/squashfs.py (listing checked first); the rest via safe_extract."""
+def _extract_any(archive: Path, tmp: Path, manifest: dict[str, Any] | None) -> dict[tuple[int, int], str]:
+    """squashfs images through tools/squashfs.py (listing checked first); the rest via safe_extract.
+
+    Returns the sha256 of every file written while extracting, by inode (none for squashfs).
+    """
     if _is_squashfs(archive):
         from envbuild.tools import squashfs
 
@@ -937,8 +940,8 @@ def _extract_any(archive: Path, tmp: Path, manifest: dict[str, Any] | None) -> N
         # Only bin/NAME may point outside (a venv's interpreter links): nothing is ever written
         # through a link there, while a linked directory could steer the fix-up's writes out.
         squashfs.extract(archive, tmp, allowed_links={k for k in links if re.fullmatch(r"bin/[^/]+", k)})
-        return
-    _extract(archive, tmp)
+        return {}
+    return _extract(archive, tmp)
 
 
 def _tar_read(tf: tarfile.TarFile, m: tarfile.TarInfo) -> bytes:
@@ -957,8 +960,12 @@ def _old_prefix_from_unpack(script: str) -> str | None:
 # --- unpack ------------------------------------------------------------------------------------
 
 
-def _verify(dest: Path, archive: Path) -> int:
-    """Every file listed in envbuild-files.sha256 is there with its hash, and no file is unlisted."""
+def _verify(dest: Path, archive: Path, hashes: dict[tuple[int, int], str] | None = None) -> int:
+    """Every file listed in envbuild-files.sha256 is there with its hash, and no file is unlisted.
+
+    ``hashes`` are the ones taken while extracting (by inode: a hard link has its target's);
+    a file without one is read and hashed here.
+    """
     raw = _unpack_fixup.read_regular(str(dest / CHECKSUMS))
     if not isinstance(raw, bytes):
         return 0
@@ -973,24 +980,26 @@ def _verify(dest: Path, archive: Path) -> int:
                             hint="The archive was altered; pack it again.")
         listed[_member(rel)] = want
     n = 0
+    top = str(dest) + os.sep
     for rel, want in listed.items():
-        path = dest / rel
-        if path.is_symlink() or not path.is_file():
+        path = top + rel
+        try:
+            st = os.lstat(path)  # the last component is not followed: a link is not a file here
+        except OSError:
+            st = None
+        if st is None or not stat.S_ISREG(st.st_mode):
             raise PackError(f"'{rel}' is listed in {CHECKSUMS} but is not a file in the archive.",
                             path=str(archive), field=CHECKSUMS,
                             hint="The archive is truncated or was altered; pack it again.")
-        got = sha256_file(path)
+        got = (hashes or {}).get((st.st_dev, st.st_ino)) or sha256_file(path)
         if got != want:
             raise HashMismatch(f"{archive}!{rel}", want, got)
         n += 1
-    for root, _dirs, names in os.walk(dest):
-        for name in names:
-            path = Path(root) / name
-            rel = path.relative_to(dest).as_posix()
-            if rel != CHECKSUMS and rel not in listed and not path.is_symlink():
-                raise PackError(f"'{rel}' is in the archive but not in {CHECKSUMS}: it was added after "
-                                "packing.", path=str(archive), field=CHECKSUMS,
-                                hint="The archive was altered; pack it again.")
+    for rel in regular_files(dest):
+        if rel != CHECKSUMS and rel not in listed:
+            raise PackError(f"'{rel}' is in the archive but not in {CHECKSUMS}: it was added after "
+                            "packing.", path=str(archive), field=CHECKSUMS,
+                            hint="The archive was altered; pack it again.")
     return n
 
 
@@ -1304,14 +1313,14 @@ def _unpack(archive: Path, dest: Path, manifest: dict[str, Any] | None, profile:
     tmp = dest.parent / f".{dest.name}.unpack-{os.getpid()}"
     try:
         # One manifest member, and it is the first file: the one read above (and by --check-only).
-        _extract_any(archive, tmp, manifest)
+        hashes = _extract_any(archive, tmp, manifest)
         on_disk = _unpack_fixup.read_regular(str(tmp / MANIFEST))
         if (manifest is None) != (on_disk is None) or (
                 isinstance(on_disk, bytes) and _checked_manifest(on_disk, archive) != manifest):
             raise UnsafeArchive(f"the extracted {MANIFEST} is not the one read from the archive.",
                                 path=str(archive), hint="The archive is refused whole.")
         step("verifying sha256")
-        verified = _verify(tmp, archive)
+        verified = _verify(tmp, archive, hashes)
     except BaseException:
         shutil.rmtree(created or tmp, ignore_errors=True)
         raise
@@ -1352,15 +1361,18 @@ def _unpack(archive: Path, dest: Path, manifest: dict[str, Any] | None, profile:
                    old=old)
 
 
-def _extract(archive: Path, tmp: Path) -> None:
+def _extract(archive: Path, tmp: Path) -> dict[tuple[int, int], str]:
+    """safe_extract, every file hashed as it is written (for _verify); refusals stay UnsafeArchive."""
     import zlib
 
+    hashes: dict[tuple[int, int], str] = {}
     try:
-        safe_extract(archive, tmp, unique=(MANIFEST, CHECKSUMS), first=MANIFEST)
+        safe_extract(archive, tmp, unique=(MANIFEST, CHECKSUMS), first=MANIFEST, hashes=hashes)
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError) as exc:
         raise PackError(f"cannot extract the archive ({exc}).", path=str(archive),
                         hint="The file is truncated or damaged, or the destination's disk is full; check "
                              "both and unpack again.") from None
+    return hashes
 
 
 def _report(archive: Path, dest: Path, manifest: dict[str, Any] | None, profile: Profile,
