@@ -16,12 +16,13 @@ import unicodedata
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from envbuild.errors import HashMismatch, InputError, PackError, UnsafeArchive
 
 __all__ = [
     "OUTPUT_MARKER",
+    "ExtractLog",
     "Member",
     "OutputRefused",
     "atomic_dir",
@@ -236,15 +237,29 @@ def iter_members(archive: str | os.PathLike[str]) -> Iterator[tuple[Member, IO[b
             if kind != "file":
                 yield m, None
             elif ti.sparse is None and tf.fileobj is not None:
-                yield m, _MemberData(tf.fileobj, ti.offset_data, ti.size)  # type: ignore[arg-type]
+                # read() like a raw file's (may be short), all safe_extract needs of the stream
+                yield m, cast(IO[bytes], _MemberData(tf.fileobj, ti.offset_data, ti.size))  # type: ignore[arg-type]
             else:
                 yield m, tf.extractfile(ti)
+
+
+@dataclasses.dataclass
+class ExtractLog:
+    """What ``safe_extract`` saw in each file as it wrote it, so later checks need not read it again.
+
+    An extracted file is never written again by the extraction (a later member of the same name
+    replaces the file, a new inode), so these stay true until something else changes the tree.
+    """
+
+    needle: bytes | None = None  # looked for in every file as it is written
+    hashes: dict[tuple[int, int], str] = dataclasses.field(default_factory=dict)  # sha256 by (dev, ino)
+    hits: set[str] = dataclasses.field(default_factory=set)  # paths (links resolved) of files with needle
 
 
 class _Tree:
     """Writes members under ``root``; every path is resolved against the disk, confined to root."""
 
-    def __init__(self, root: Path, archive: str, hashes: dict[tuple[int, int], str] | None = None) -> None:
+    def __init__(self, root: Path, archive: str, log: ExtractLog | None = None) -> None:
         self.root = os.path.realpath(root)  # the destination itself is the caller's, trusted
         self.archive = archive
         self.links: list[str] = []
@@ -254,7 +269,8 @@ class _Tree:
         # into anything else later (_clear refuses to replace a directory, nothing removes one),
         # so a member below one needs no lstat of each component again.
         self.real: set[str] = set()
-        self.hashes = hashes  # sha256 of every file written, by (st_dev, st_ino), when asked
+        self.log = log
+        self._hit_inodes: set[tuple[int, int]] = set()
 
     def path(self, parts: list[str]) -> str:
         return os.path.join(self.root, *parts)
@@ -375,6 +391,8 @@ class _Tree:
             raise _unsafe(self.archive, f"hardlink '{m.name}' -> '{m.link}' does not name a file "
                                         "extracted before it.")
         os.link(self.path(src), full, follow_symlinks=False)
+        if self.log is not None and (st.st_dev, st.st_ino) in self._hit_inodes:
+            self.log.hits.add("/".join(parts))
 
     def _file(self, parts: list[str], full: str, m: Member, data: IO[bytes]) -> None:
         """Write one file member (hashed as it is written when asked), never through a link."""
@@ -385,10 +403,16 @@ class _Tree:
             self._clear(parts, m)
             fd = os.open(full, flags, 0o600)
         try:
-            h = hashlib.sha256() if self.hashes is not None else None
+            log = self.log
+            h = hashlib.sha256() if log is not None else None
+            needle = log.needle if log is not None else None
+            hit, tail = False, b""
             while chunk := data.read(_CHUNK):
                 if h is not None:
                     h.update(chunk)
+                if needle and not hit:  # also across two chunks: the previous one's tail
+                    hit = needle in chunk or (bool(tail) and needle in tail + chunk[:len(needle) - 1])
+                    tail = chunk[1 - len(needle):] if len(needle) > 1 else b""
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(fd, view):]
@@ -396,9 +420,12 @@ class _Tree:
             os.fchmod(fd, (m.mode & 0o777) | 0o600)
             if m.mtime is not None:
                 os.utime(fd, (m.mtime, m.mtime))
-            if h is not None and self.hashes is not None:
+            if log is not None and h is not None:
                 st = os.fstat(fd)
-                self.hashes[(st.st_dev, st.st_ino)] = h.hexdigest()
+                log.hashes[(st.st_dev, st.st_ino)] = h.hexdigest()
+                if hit:
+                    log.hits.add("/".join(parts))
+                    self._hit_inodes.add((st.st_dev, st.st_ino))
         finally:
             os.close(fd)
 
@@ -435,16 +462,16 @@ def resolve_inside(root: str | os.PathLike[str], rel: str, what: str, archive: s
 
 def safe_extract(archive: str | os.PathLike[str], dest: str | os.PathLike[str], *,
                  unique: tuple[str, ...] = (), first: str | None = None,
-                 hashes: dict[tuple[int, int], str] | None = None) -> Path:
+                 log: ExtractLog | None = None) -> Path:
     """Extract a tar (gz/bz2/xz/zst) or zip archive into ``dest``; nothing can land outside it.
 
     Member names must be relative without '..'; symlink and hardlink targets are resolved against
     the files already extracted and must stay inside ``dest``; device nodes and FIFOs are refused.
     Each name in ``unique`` may occur once; ``first``, when present, must be the first file.  On
     any error every file this call wrote is removed again (``dest`` too, if it made it).
-    ``hashes``, when given, receives the sha256 of every file written, by ``(st_dev, st_ino)``
-    (hashed while it is written; an extracted file is never written again, so a check after
-    extraction needs no second read).
+    ``log``, when given, receives the sha256 of every file written and the files holding
+    ``log.needle``, taken while each is written (see ExtractLog), so checks after extraction
+    need no second read.
 
     Raises:
         UnsafeArchive: a member or link escapes ``dest``, or is a device/FIFO, or repeats.
@@ -453,7 +480,7 @@ def safe_extract(archive: str | os.PathLike[str], dest: str | os.PathLike[str], 
     out = Path(dest)
     made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    tree = _Tree(out, src, hashes)
+    tree = _Tree(out, src, log)
     seen: set[str] = set()
     files = 0
     try:

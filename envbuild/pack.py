@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from envbuild import __version__, _unpack_fixup
-from envbuild._fs import regular_files, resolve_inside, safe_extract, sha256_file
+from envbuild._fs import ExtractLog, regular_files, resolve_inside, safe_extract, sha256_file
 from envbuild.errors import EnvbuildError, HashMismatch, InputError, PackError, UnsafeArchive
 from envbuild.models import Profile
 
@@ -928,10 +928,10 @@ def _inspect_plain_squashfs(archive: Path) -> dict[str, Any]:
                             "squashfs")}
 
 
-def _extract_any(archive: Path, tmp: Path, manifest: dict[str, Any] | None) -> dict[tuple[int, int], str]:
+def _extract_any(archive: Path, tmp: Path, manifest: dict[str, Any] | None) -> ExtractLog | None:
     """squashfs images through tools/squashfs.py (listing checked first); the rest via safe_extract.
 
-    Returns the sha256 of every file written while extracting, by inode (none for squashfs).
+    Returns what extraction saw in each file (sha256, the old prefix; None for squashfs).
     """
     if _is_squashfs(archive):
         from envbuild.tools import squashfs
@@ -940,8 +940,9 @@ def _extract_any(archive: Path, tmp: Path, manifest: dict[str, Any] | None) -> d
         # Only bin/NAME may point outside (a venv's interpreter links): nothing is ever written
         # through a link there, while a linked directory could steer the fix-up's writes out.
         squashfs.extract(archive, tmp, allowed_links={k for k in links if re.fullmatch(r"bin/[^/]+", k)})
-        return {}
-    return _extract(archive, tmp)
+        return None
+    old = ((manifest or {}).get("fixup") or {}).get("old_prefix")
+    return _extract(archive, tmp, old.encode() if isinstance(old, str) and old else None)
 
 
 def _tar_read(tf: tarfile.TarFile, m: tarfile.TarInfo) -> bytes:
@@ -1104,14 +1105,17 @@ def torch_findings(torch: dict[str, Any] | None, profile: Profile) -> list[Findi
     return [_finding("driver", "info", f"{build} fits driver {shown} ({v.reason}).", "", evidence)]
 
 
-def prefix_findings(dest: Path, old: str | None) -> list[Finding]:
-    """Files that still name the old prefix after the fix-up (shebangs are errors)."""
+def prefix_findings(dest: Path, old: str | None, only: set[str] | None = None) -> list[Finding]:
+    """Files that still name the old prefix after the fix-up (shebangs are errors).
+
+    ``only``: the files that can (those that named it when extracted); otherwise all are read.
+    """
     if not old or os.path.abspath(old) == str(dest):
         return []
     needle, skip = old.encode(), str(dest).encode()
     scripts, texts, bins = [], [], []
     ignore = {MANIFEST, CHECKSUMS, FIXUP_SCRIPT, "bin/conda-unpack"}
-    for root, dirs, names in os.walk(dest):
+    for root, dirs, names in os.walk(dest) if only is None else _only(dest, only):
         dirs[:] = [d for d in dirs
                    if d not in ("__pycache__", "conda-meta") and not (Path(root) / d).is_symlink()]
         for n in names:
@@ -1146,6 +1150,14 @@ def prefix_findings(dest: Path, old: str | None) -> list[Finding]:
                             "If they fail to load on the target, install those packages from conda (which "
                             "pads binary prefixes) instead of copying built files.", ", ".join(bins[:10])))
     return out
+
+
+def _only(dest: Path, rels: set[str]) -> Iterator[tuple[str, list[str], list[str]]]:
+    """``os.walk``'s triples for just these files, skipping those under a directory it would skip."""
+    for rel in sorted(rels):
+        head, _, name = rel.rpartition("/")
+        if not {"__pycache__", "conda-meta"} & set(head.split("/")):
+            yield os.path.join(dest, head) if head else str(dest), [], [name]
 
 
 def link_findings(dest: Path, manifest: dict[str, Any] | None) -> list[Finding]:
@@ -1313,14 +1325,14 @@ def _unpack(archive: Path, dest: Path, manifest: dict[str, Any] | None, profile:
     tmp = dest.parent / f".{dest.name}.unpack-{os.getpid()}"
     try:
         # One manifest member, and it is the first file: the one read above (and by --check-only).
-        hashes = _extract_any(archive, tmp, manifest)
+        log = _extract_any(archive, tmp, manifest)
         on_disk = _unpack_fixup.read_regular(str(tmp / MANIFEST))
         if (manifest is None) != (on_disk is None) or (
                 isinstance(on_disk, bytes) and _checked_manifest(on_disk, archive) != manifest):
             raise UnsafeArchive(f"the extracted {MANIFEST} is not the one read from the archive.",
                                 path=str(archive), hint="The archive is refused whole.")
         step("verifying sha256")
-        verified = _verify(tmp, archive, hashes)
+        verified = _verify(tmp, archive, log.hashes if log else None)
     except BaseException:
         shutil.rmtree(created or tmp, ignore_errors=True)
         raise
@@ -1350,7 +1362,10 @@ def _unpack(archive: Path, dest: Path, manifest: dict[str, Any] | None, profile:
         old = _old_prefix_from_unpack(script)
     step("checking the env")
     findings = [f for f in pre if f.family not in ("driver", "interpreter")]
-    findings += prefix_findings(dest, old) + link_findings(dest, manifest)
+    # The files extraction saw naming the old prefix are the only ones that can after the fix-up
+    # (it writes only the new prefix): read just those again.
+    seen = log.hits if log is not None and old and log.needle == old.encode() else None
+    findings += prefix_findings(dest, old, seen) + link_findings(dest, manifest)
     doc, delegated = ([], False) if any(f.family == "interpreter" for f in findings) else \
         _doctor_findings(dest, profile)
     findings += doc
@@ -1361,18 +1376,19 @@ def _unpack(archive: Path, dest: Path, manifest: dict[str, Any] | None, profile:
                    old=old)
 
 
-def _extract(archive: Path, tmp: Path) -> dict[tuple[int, int], str]:
-    """safe_extract, every file hashed as it is written (for _verify); refusals stay UnsafeArchive."""
+def _extract(archive: Path, tmp: Path, needle: bytes | None = None) -> ExtractLog:
+    """safe_extract, every file hashed (for _verify) and searched for ``needle`` (for prefix_findings)
+    as it is written; refusals stay UnsafeArchive."""
     import zlib
 
-    hashes: dict[tuple[int, int], str] = {}
+    log = ExtractLog(needle=needle)
     try:
-        safe_extract(archive, tmp, unique=(MANIFEST, CHECKSUMS), first=MANIFEST, hashes=hashes)
+        safe_extract(archive, tmp, unique=(MANIFEST, CHECKSUMS), first=MANIFEST, log=log)
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError) as exc:
         raise PackError(f"cannot extract the archive ({exc}).", path=str(archive),
                         hint="The file is truncated or damaged, or the destination's disk is full; check "
                              "both and unpack again.") from None
-    return hashes
+    return log
 
 
 def _report(archive: Path, dest: Path, manifest: dict[str, Any] | None, profile: Profile,
