@@ -398,7 +398,8 @@ def main() -> int:
         if args.json:
             print(json.dumps(result, indent=2))
             return 0
-        print(f"{jobs} CPUs, {args.rounds} alternating rounds, load average "
+        print(f"{jobs} CPUs, {args.rounds} alternating rounds ({args.torch_rounds} for the torch env), "
+              "load average "
               f"{result['load_average_at_start']} at start, {result['load_average_at_end']} at end")
         for tag, title in (("venv", "the PyPI venv"), ("torch", "the torch venv")):
             info = result.get(tag)
