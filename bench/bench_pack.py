@@ -1,6 +1,6 @@
-"""Pack real envs with `envbuild pack` and with the peers and the limit, in one run, alternating.
+"""Pack and unpack real envs with envbuild and with the peers and the limit, in one run, alternating.
 
-Two real envs, built here:
+Real envs, built here:
 
 * a **venv from PyPI** (``uv venv`` + ``uv pip install numpy scipy pandas pyarrow``, a few hundred
   MB of real wheels; needs the network, torch is left out: its PyPI wheel pulls GBs of CUDA libs).
@@ -8,6 +8,11 @@ Two real envs, built here:
   ``envbuild pack`` tar.zst and tar.gz (the CLI, every member hashed into the manifest),
   ``tar -I 'pigz -4'`` (or ``gzip -4`` without pigz) and venv-pack's defaults (tar.gz), and the
   unpack side: ``envbuild unpack`` (extract + every sha256 + checks) vs ``tar -I zstd -x``.
+  Pack and unpack rows run in the same rounds (alternating), each unpack from an archive made
+  once before the rounds.
+* with ``--torch``, a **real torch venv** (``pip install torch==2.14.1``, about 5.5 GB with its
+  CUDA libraries; pip may take it from a local wheel cache) with the same tar.zst pack and unpack
+  rows (the gzip rows only with ``--gz``: they take minutes on such an env).
 * a **conda env** (offline): py-rattler installs, from a local channel built here, a relocatable
   CPython copied from this interpreter plus one conda package holding numpy + scipy (with their
   bundled .libs) from this interpreter's site-packages. Rows: conda-pack's defaults, ``envbuild
@@ -16,11 +21,16 @@ Two real envs, built here:
   an image is mounted as one file; skipped, and said so, without mksquashfs).
 
     .venv/bin/python bench/bench_pack.py [--rounds 3] [--json] [--keep DIR] [--no-venv] [--no-unpack]
+                                         [--no-conda] [--torch [--torch-rounds 1]] [--gz]
 
 Each round runs every row once, in a rotated order; the table shows the medians of the rounds
 (wall time, and CPU time of all threads and child processes), the ratios to the row's reference
 (the limit, or conda-pack's defaults) and the archive size. The machine may be shared: only
 ratios within one run mean anything, and on a loaded machine the CPU ratio is the steadier one.
+The ``envbuild`` commands run with their bytecode cached (in the work directory), as an installed
+envbuild has it: a session that sets PYTHONDONTWRITEBYTECODE would otherwise time compiling
+envbuild's modules on every run, which no user pays. ``goals`` compares the tar.zst rows with
+issue 16's targets (pack 1.2x, unpack 1.3x of the limit).
 """
 
 from __future__ import annotations
@@ -77,8 +87,12 @@ def _bin(name: str) -> str | None:
     return str(here) if here.exists() else shutil.which(name)
 
 
+GOALS = {"pack": 1.2, "unpack": 1.3}
+_ENV: dict[str, str] = dict(os.environ)  # envbuild's runs: set in main() (bytecode cache)
+
+
 def _run(argv: list[str]) -> None:
-    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_ENV)
     if proc.returncode != 0:
         raise RuntimeError(f"{argv[0]} exited {proc.returncode}: {proc.stderr.strip()[-800:]}")
 
@@ -182,47 +196,110 @@ def _venv(work: Path) -> tuple[Path | None, str]:
     return env, "uv pip install " + " ".join(VENV_PKGS)
 
 
-def _venv_rows(env: Path, work: Path, jobs: int, unpack: bool) -> tuple[list[Row], dict[str, str], list[Row]]:
+def _torch_venv(work: Path) -> tuple[Path | None, str]:
+    """A real torch venv (pip, this interpreter), or None and why not; kept and reused with --keep."""
+    env = work / "torch-venv"
+    how = f"python -m venv + pip install {TORCH}"
+    if (env / "bin" / "python").exists() and list(env.glob("lib/python*/site-packages/torch/__init__.py")):
+        return env, how + " (reused)"
+    try:
+        subprocess.run([sys.base_prefix + "/bin/python3" if Path(sys.base_prefix, "bin", "python3").exists()
+                        else sys.executable, "-m", "venv", str(env)], check=True, timeout=300,
+                       capture_output=True)
+        subprocess.run([str(env / "bin" / "python"), "-m", "pip", "install", "-q", TORCH], check=True,
+                       timeout=3600, capture_output=True, text=True)
+    except (subprocess.SubprocessError, OSError) as exc:
+        return None, f"skipped: could not pip install {TORCH} ({str(exc)[:200]})"
+    return env, how
+
+
+TORCH = "torch==2.14.1"
+UNPACK_LIMIT = "tar -I zstd -x (the limit)"
+UNPACK_EB = "envbuild unpack tar.zst (extract + sha256 of all + checks)"
+
+
+def _env_rows(tag: str, env: Path, work: Path, jobs: int, *, unpack: bool, gz: bool
+              ) -> tuple[list[Row], dict[str, str], dict[str, Path]]:
+    """Pack rows (+ unpack rows) for one env; the archives the unpack rows read, to make first."""
     eb = _bin("envbuild")
     envbuild = [eb] if eb else [sys.executable, "-m", "envbuild"]
     limit = "tar -I 'zstd -T0 -3' -c (the limit)"
     pigz = shutil.which("pigz")
     gz_tool = f"pigz -4 -p {jobs}" if pigz else "gzip -4"
     gz_ref = f"tar -I '{gz_tool}' -c"
-    o = {k: work / f"v-{k}" for k in ("lim.tar.zst", "eb.tar.zst", "gz.tar.gz", "eb.tar.gz", "vp.tar.gz")}
+    o = {k: work / f"{tag}-{k}" for k in ("lim.tar.zst", "eb.tar.zst", "gz.tar.gz", "eb.tar.gz", "vp.tar.gz",
+                                         "src-lim.tar.zst", "src-eb.tar.zst")}
+    eb_zst = "envbuild pack tar.zst (level 3, all CPUs, hashed)"
     rows: list[Row] = [
         (limit, lambda: _run(["tar", "-C", str(env), "-I", "zstd -T0 -3", "-cf", str(o["lim.tar.zst"]), "."]),
          o["lim.tar.zst"]),
-        ("envbuild pack tar.zst (level 3, all CPUs, hashed)",
-         lambda: _run([*envbuild, "pack", str(env), "-o", str(o["eb.tar.zst"]), "--json"]), o["eb.tar.zst"]),
-        (gz_ref, lambda: _run(["tar", "-C", str(env), "-I", gz_tool, "-cf", str(o["gz.tar.gz"]), "."]),
-         o["gz.tar.gz"]),
-        ("envbuild pack tar.gz (level 4, all CPUs, hashed)",
-         lambda: _run([*envbuild, "pack", str(env), "-o", str(o["eb.tar.gz"]), "--json"]), o["eb.tar.gz"]),
+        (eb_zst, lambda: _run([*envbuild, "pack", str(env), "-o", str(o["eb.tar.zst"]), "--json"]),
+         o["eb.tar.zst"]),
     ]
-    ref = {rows[1][0]: limit, rows[2][0]: limit, rows[3][0]: limit}
-    vp = _bin("venv-pack")
-    if vp:
-        label = "venv-pack defaults (tar.gz, level 4, 1 thread)"
-        rows.append((label, lambda: _run([vp, "-p", str(env), "-o", str(o["vp.tar.gz"]), "-q"]),
-                     o["vp.tar.gz"]))
-        ref[label] = limit
-        ref[rows[3][0]] = label  # envbuild's tar.gz against the peer that writes the same format
-    unpack_rows: list[Row] = []
+    ref = {eb_zst: limit}
+    if gz:
+        eb_gz = "envbuild pack tar.gz (level 4, all CPUs, hashed)"
+        rows += [
+            (gz_ref, lambda: _run(["tar", "-C", str(env), "-I", gz_tool, "-cf", str(o["gz.tar.gz"]), "."]),
+             o["gz.tar.gz"]),
+            (eb_gz, lambda: _run([*envbuild, "pack", str(env), "-o", str(o["eb.tar.gz"]), "--json"]),
+             o["eb.tar.gz"]),
+        ]
+        ref.update({gz_ref: limit, eb_gz: limit})
+        vp = _bin("venv-pack")
+        if vp:
+            label = "venv-pack defaults (tar.gz, level 4, 1 thread)"
+            rows.append((label, lambda: _run([vp, "-p", str(env), "-o", str(o["vp.tar.gz"]), "-q"]),
+                         o["vp.tar.gz"]))
+            ref[label] = limit
+            ref[eb_gz] = label  # envbuild's tar.gz against the peer that writes the same format
+    sources: dict[str, Path] = {}
     if unpack:
-        d1, d2 = work / "v-out-tar", work / "v-out-eb"
+        d1, d2 = work / f"{tag}-out-tar", work / f"{tag}-out-eb"
+        sources = {"limit": o["src-lim.tar.zst"], "envbuild": o["src-eb.tar.zst"]}
 
         def untar() -> None:
             d1.mkdir()
-            _run(["tar", "-C", str(d1), "-I", "zstd -T0", "-xf", str(o["lim.tar.zst"])])
+            _run(["tar", "-C", str(d1), "-I", "zstd -T0", "-xf", str(sources["limit"])])
 
-        unpack_rows = [
-            ("tar -I zstd -x (the limit)", untar, d1),
-            ("envbuild unpack tar.zst (extract + sha256 of all + checks)",
-             lambda: _run([*envbuild, "unpack", str(o["eb.tar.zst"]), str(d2), "--json"]), d2),
+        rows += [
+            (UNPACK_LIMIT, untar, d1),
+            (UNPACK_EB, lambda: _run([*envbuild, "unpack", str(sources["envbuild"]), str(d2), "--json"]), d2),
         ]
-        ref[unpack_rows[1][0]] = unpack_rows[0][0]
-    return rows, ref, unpack_rows
+        ref[UNPACK_EB] = UNPACK_LIMIT
+    return rows, ref, sources
+
+
+def _prepare(env: Path, sources: dict[str, Path]) -> None:
+    """Warm the page cache and envbuild's bytecode cache; write the archives the unpack rows read."""
+    _run(["tar", "-C", str(env), "-cf", os.devnull, "."])
+    if "limit" in sources:
+        _run(["tar", "-C", str(env), "-I", "zstd -T0 -3", "-cf", str(sources["limit"]), "."])
+    if "envbuild" in sources:
+        eb = _bin("envbuild")
+        _run([*([eb] if eb else [sys.executable, "-m", "envbuild"]), "pack", str(env), "-o",
+              str(sources["envbuild"]), "--json"])
+
+
+def _goals(table: list[dict[str, object]]) -> dict[str, object]:
+    """The tar.zst rows against issue 16's goals (wall and CPU ratios of the medians)."""
+    out: dict[str, object] = {}
+    for key, prefix in (("pack", "envbuild pack tar.zst"), ("unpack", "envbuild unpack tar.zst")):
+        row = next((r for r in table if str(r["run"]).startswith(prefix)), None)
+        if row is not None:
+            out[key] = {"wall_x": row["time_x"], "cpu_x": row["cpu_x"], "goal_x": GOALS[key],
+                        "met": row["time_x"] is not None and float(row["time_x"]) <= GOALS[key]}  # type: ignore[arg-type]
+    return out
+
+
+def _bench_env(tag: str, env: Path, work: Path, jobs: int, rounds: int, args: argparse.Namespace
+               ) -> dict[str, object]:
+    rows, ref, sources = _env_rows(tag, env, work, jobs, unpack=not args.no_unpack, gz=args.gz or tag == "v")
+    _prepare(env, sources)
+    table = _table(rows, _rounds(rows, rounds), ref)
+    unpack_rows = [r for r in table if r["run"] in (UNPACK_LIMIT, UNPACK_EB)]
+    return {"pack": [r for r in table if r not in unpack_rows], "unpack": unpack_rows, "goals": _goals(table),
+            "inspect_seconds": round(_timed(inspect_archive, rows[1][2]), 3)}
 
 
 def _conda_rows(env: Path, work: Path, jobs: int) -> tuple[list[Row], dict[str, str], dict[str, int]]:
@@ -273,10 +350,15 @@ def main() -> int:
     ap.add_argument("--no-venv", action="store_true", help="skip the PyPI venv (needs the network)")
     ap.add_argument("--no-conda", action="store_true", help="skip the conda env rows")
     ap.add_argument("--no-unpack", action="store_true", help="skip the unpack rows")
+    ap.add_argument("--torch", action="store_true", help=f"also a real torch venv ({TORCH}, ~5.5 GB, pip)")
+    ap.add_argument("--torch-rounds", type=int, default=1, help="rounds for the torch env (default 1)")
+    ap.add_argument("--gz", action="store_true", help="tar.gz rows for the torch env too")
     args = ap.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench-pack-"))
     work.mkdir(parents=True, exist_ok=True)
     jobs = os.cpu_count() or 1
+    _ENV.pop("PYTHONDONTWRITEBYTECODE", None)
+    _ENV["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
     result: dict[str, object] = {"cpus": jobs, "rounds": args.rounds,
                                  "load_average_at_start": [round(x, 1) for x in os.getloadavg()]}
     try:
@@ -285,13 +367,19 @@ def main() -> int:
             result["venv"] = {"built_with": how}
             if env is not None:
                 result["venv"] = {"built_with": how, **_env_stats(env)}
-                _run(["tar", "-C", str(env), "-cf", os.devnull, "."])  # same warm page cache for every row
-                rows, ref, unpack_rows = _venv_rows(env, work, jobs, not args.no_unpack)
-                times = _rounds(rows, args.rounds)
-                result["venv_pack"] = _table(rows, times, ref)
-                result["inspect_seconds"] = round(_timed(inspect_archive, rows[1][2]), 3)
-                if unpack_rows:
-                    result["venv_unpack"] = _table(unpack_rows, _rounds(unpack_rows, args.rounds), ref)
+                res = _bench_env("v", env, work, jobs, args.rounds, args)
+                result["venv_pack"], result["inspect_seconds"] = res["pack"], res["inspect_seconds"]
+                if res["unpack"]:
+                    result["venv_unpack"] = res["unpack"]
+                result["venv_goals"] = res["goals"]
+        if args.torch:
+            tenv, how = _torch_venv(work)
+            result["torch"] = {"built_with": how}
+            if tenv is not None:
+                result["torch"] = {"built_with": how, **_env_stats(tenv)}
+                res = _bench_env("t", tenv, work, jobs, args.torch_rounds, args)
+                result["torch_pack"], result["torch_unpack"] = res["pack"], res["unpack"]
+                result["torch_goals"] = res["goals"]
         if not args.no_conda:
             ch = make_channel(work / "ch", [python_package_spec(), _bulk_spec()])
             cenv = install_env(ch, work / "envs" / "bench", ["python", "scistack"])
@@ -311,17 +399,24 @@ def main() -> int:
         if args.json:
             print(json.dumps(result, indent=2))
             return 0
-        print(f"{jobs} CPUs, {args.rounds} alternating rounds, load average "
+        print(f"{jobs} CPUs, {args.rounds} alternating rounds ({args.torch_rounds} for the torch env), "
+              "load average "
               f"{result['load_average_at_start']} at start, {result['load_average_at_end']} at end")
-        venv = result.get("venv")
-        if isinstance(venv, dict):
-            print(f"venv: {venv.get('built_with')}" + (f" -> {venv['mb']} MB, {venv['files']} files"
-                                                       if "mb" in venv else ""))
-        if "venv_pack" in result:
-            _print("pack the venv", result["venv_pack"])  # type: ignore[arg-type]
-            print(f"envbuild inspect (manifest only): {result['inspect_seconds']} s")
-        if "venv_unpack" in result:
-            _print("unpack the venv", result["venv_unpack"])  # type: ignore[arg-type]
+        for tag, title in (("venv", "the PyPI venv"), ("torch", "the torch venv")):
+            info = result.get(tag)
+            if isinstance(info, dict):
+                print(f"\n{tag}: {info.get('built_with')}" + (f" -> {info['mb']} MB, {info['files']} files"
+                                                             if "mb" in info else ""))
+            for part in ("pack", "unpack"):
+                if f"{tag}_{part}" in result:
+                    _print(f"{part} {title}", result[f"{tag}_{part}"])  # type: ignore[arg-type]
+            if tag == "venv" and "inspect_seconds" in result:
+                print(f"envbuild inspect (manifest only): {result['inspect_seconds']} s")
+            goals = result.get(f"{tag}_goals")
+            if isinstance(goals, dict):
+                for key, g in goals.items():
+                    print(f"{tag} {key}: wall x{g['wall_x']} (CPU x{g['cpu_x']}) of the limit, goal "
+                          f"x{g['goal_x']}: {'met' if g['met'] else 'NOT met'}")
         if "conda_pack" in result:
             conda = result["conda"]
             print(f"\nconda env: {conda['built_with']} -> {conda['mb']} MB, {conda['files']} files")  # type: ignore[index]

@@ -16,12 +16,13 @@ import unicodedata
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from envbuild.errors import HashMismatch, InputError, PackError, UnsafeArchive
 
 __all__ = [
     "OUTPUT_MARKER",
+    "ExtractLog",
     "Member",
     "OutputRefused",
     "atomic_dir",
@@ -38,6 +39,7 @@ __all__ = [
     "output_dir",
     "path_component",
     "record_output",
+    "regular_files",
     "resolve_inside",
     "safe_extract",
     "sha256_file",
@@ -109,6 +111,24 @@ def is_within_directory(directory: str | os.PathLike[str], target: str | os.Path
     base = os.path.realpath(directory)
     dest = os.path.realpath(target)
     return os.path.commonpath([base, dest]) == base
+
+
+def regular_files(root: str | os.PathLike[str], _rel: str = "") -> Iterator[str]:
+    """Relative paths of every entry under ``root`` that is neither a directory nor a symlink.
+
+    Like ``os.walk`` without following directory links, but the entry types come from the
+    directory listing itself (no stat per file).
+    """
+    with os.scandir(os.path.join(root, _rel) if _rel else root) as it:
+        entries = list(it)
+    for e in entries:
+        rel = _rel + e.name
+        if e.is_symlink():
+            continue
+        if e.is_dir(follow_symlinks=False):
+            yield from regular_files(root, rel + "/")
+        else:
+            yield rel
 
 
 # --- safe extraction ---------------------------------------------------------------------------
@@ -214,18 +234,43 @@ def iter_members(archive: str | os.PathLike[str]) -> Iterator[tuple[Member, IO[b
             link = ti.linkname if kind == "symlink" else \
                 member_name(ti.linkname, src, f"hardlink '{ti.name}' ->") if kind == "hardlink" else ""
             m = Member(name, kind, ti.mode, link, float(ti.mtime))
-            yield m, (tf.extractfile(ti) if kind == "file" else None)
+            if kind != "file":
+                yield m, None
+            elif ti.sparse is None and tf.fileobj is not None:
+                # read() like a raw file's (may be short), all safe_extract needs of the stream
+                yield m, cast(IO[bytes], _MemberData(tf.fileobj, ti.offset_data, ti.size))  # type: ignore[arg-type]
+            else:
+                yield m, tf.extractfile(ti)
+
+
+@dataclasses.dataclass
+class ExtractLog:
+    """What ``safe_extract`` saw in each file as it wrote it, so later checks need not read it again.
+
+    An extracted file is never written again by the extraction (a later member of the same name
+    replaces the file, a new inode), so these stay true until something else changes the tree.
+    """
+
+    needle: bytes | None = None  # looked for in every file as it is written
+    hashes: dict[tuple[int, int], str] = dataclasses.field(default_factory=dict)  # sha256 by (dev, ino)
+    hits: set[str] = dataclasses.field(default_factory=set)  # paths (links resolved) of files with needle
 
 
 class _Tree:
     """Writes members under ``root``; every path is resolved against the disk, confined to root."""
 
-    def __init__(self, root: Path, archive: str) -> None:
+    def __init__(self, root: Path, archive: str, log: ExtractLog | None = None) -> None:
         self.root = os.path.realpath(root)  # the destination itself is the caller's, trusted
         self.archive = archive
         self.links: list[str] = []
         self.dirs: dict[str, tuple[int, float | None]] = {}
         self.created: set[str] = set()  # top-level names we made, removed again on failure
+        # Paths whose every component is a real directory (lstat, no link). Nothing can turn one
+        # into anything else later (_clear refuses to replace a directory, nothing removes one),
+        # so a member below one needs no lstat of each component again.
+        self.real: set[str] = set()
+        self.log = log
+        self._hit_inodes: set[tuple[int, int]] = set()
 
     def path(self, parts: list[str]) -> str:
         return os.path.join(self.root, *parts)
@@ -270,7 +315,11 @@ class _Tree:
 
     def _parent(self, m: Member) -> list[str]:
         head, _, _ = m.name.rpartition("/")
-        parts = self.resolve(head, f"member '{m.name}'") if head else []
+        if not head:
+            return []
+        if head in self.real:
+            return head.split("/")
+        parts = self.resolve(head, f"member '{m.name}'")
         for i in range(len(parts)):
             d = self.path(parts[: i + 1])
             try:
@@ -283,6 +332,8 @@ class _Tree:
                 raise PackError(f"member '{m.name}' needs '{'/'.join(parts[: i + 1])}' to be a directory, "
                                 "but the archive made it a file.", path=self.archive,
                                 hint="The archive is damaged; make it again.")
+        for i in range(len(parts)):  # each one was just found to be (or made) a real directory
+            self.real.add("/".join(parts[: i + 1]))
         return parts
 
     def _clear(self, parts: list[str], m: Member) -> None:
@@ -308,13 +359,21 @@ class _Tree:
         if len(full.encode("utf-8", "surrogateescape")) >= _PATH_MAX:
             raise _unsafe(self.archive, f"member '{m.name}' lands at a path longer than PATH_MAX "
                                         f"({_PATH_MAX} bytes) (a symlink chain built to defeat checks).")
-        self._clear(parts, m)
         self.created.add(parts[0])
+        if m.kind == "file":
+            assert data is not None
+            self._file(parts, full, m, data)
+            return
         if m.kind == "dir":
-            with contextlib.suppress(FileExistsError):
+            try:
                 os.mkdir(full, 0o755)
+            except FileExistsError:  # a directory stays; anything else there is cleared first
+                self._clear(parts, m)
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(full, 0o755)
             self.dirs["/".join(parts)] = (m.mode, m.mtime)
             return
+        self._clear(parts, m)
         if m.kind == "symlink":
             if not m.link or "\0" in m.link or m.link.startswith("/"):
                 raise _unsafe(self.archive, f"symlink '{m.name}' -> '{m.link}' points outside the "
@@ -323,25 +382,52 @@ class _Tree:
             os.symlink(m.link, full)
             self.links.append("/".join(parts))
             return
-        if m.kind == "hardlink":
-            src = self.resolve(m.link, f"hardlink '{m.name}' -> '{m.link}'")
-            try:
-                st = os.lstat(self.path(src))
-            except OSError:  # not there, or under a file (ENOTDIR)
-                st = None
-            if st is None or not stat.S_ISREG(st.st_mode):
-                raise _unsafe(self.archive, f"hardlink '{m.name}' -> '{m.link}' does not name a file "
-                                            "extracted before it.")
-            os.link(self.path(src), full, follow_symlinks=False)
-            return
-        assert data is not None
-        fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            shutil.copyfileobj(data, out, _CHUNK)
+        src = self.resolve(m.link, f"hardlink '{m.name}' -> '{m.link}'")
+        try:
+            st = os.lstat(self.path(src))
+        except OSError:  # not there, or under a file (ENOTDIR)
+            st = None
+        if st is None or not stat.S_ISREG(st.st_mode):
+            raise _unsafe(self.archive, f"hardlink '{m.name}' -> '{m.link}' does not name a file "
+                                        "extracted before it.")
+        os.link(self.path(src), full, follow_symlinks=False)
+        if self.log is not None and (st.st_dev, st.st_ino) in self._hit_inodes:
+            self.log.hits.add("/".join(parts))
+
+    def _file(self, parts: list[str], full: str, m: Member, data: IO[bytes]) -> None:
+        """Write one file member (hashed as it is written when asked), never through a link."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        try:
+            fd = os.open(full, flags, 0o600)
+        except FileExistsError:  # an earlier member of that name: cleared as tar does, then written
+            self._clear(parts, m)
+            fd = os.open(full, flags, 0o600)
+        try:
+            log = self.log
+            h = hashlib.sha256() if log is not None else None
+            needle = log.needle if log is not None else None
+            hit, tail = False, b""
+            while chunk := data.read(_CHUNK):
+                if h is not None:
+                    h.update(chunk)
+                if needle and not hit:  # also across two chunks: the previous one's tail
+                    hit = needle in chunk or (bool(tail) and needle in tail + chunk[:len(needle) - 1])
+                    tail = chunk[1 - len(needle):] if len(needle) > 1 else b""
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
             # No set-uid/set-gid/sticky bits from an archive; the owner can always rewrite (fix-up).
-            os.fchmod(out.fileno(), (m.mode & 0o777) | 0o600)
-        if m.mtime is not None:
-            os.utime(full, (m.mtime, m.mtime), follow_symlinks=False)
+            os.fchmod(fd, (m.mode & 0o777) | 0o600)
+            if m.mtime is not None:
+                os.utime(fd, (m.mtime, m.mtime))
+            if log is not None and h is not None:
+                st = os.fstat(fd)
+                log.hashes[(st.st_dev, st.st_ino)] = h.hexdigest()
+                if hit:
+                    log.hits.add("/".join(parts))
+                    self._hit_inodes.add((st.st_dev, st.st_ino))
+        finally:
+            os.close(fd)
 
     def finish(self) -> None:
         # A symlink checked when it was made can be turned outward by later members (a name it
@@ -375,13 +461,17 @@ def resolve_inside(root: str | os.PathLike[str], rel: str, what: str, archive: s
 
 
 def safe_extract(archive: str | os.PathLike[str], dest: str | os.PathLike[str], *,
-                 unique: tuple[str, ...] = (), first: str | None = None) -> Path:
+                 unique: tuple[str, ...] = (), first: str | None = None,
+                 log: ExtractLog | None = None) -> Path:
     """Extract a tar (gz/bz2/xz/zst) or zip archive into ``dest``; nothing can land outside it.
 
     Member names must be relative without '..'; symlink and hardlink targets are resolved against
     the files already extracted and must stay inside ``dest``; device nodes and FIFOs are refused.
     Each name in ``unique`` may occur once; ``first``, when present, must be the first file.  On
     any error every file this call wrote is removed again (``dest`` too, if it made it).
+    ``log``, when given, receives the sha256 of every file written and the files holding
+    ``log.needle``, taken while each is written (see ExtractLog), so checks after extraction
+    need no second read.
 
     Raises:
         UnsafeArchive: a member or link escapes ``dest``, or is a device/FIFO, or repeats.
@@ -390,7 +480,7 @@ def safe_extract(archive: str | os.PathLike[str], dest: str | os.PathLike[str], 
     out = Path(dest)
     made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    tree = _Tree(out, src)
+    tree = _Tree(out, src, log)
     seen: set[str] = set()
     files = 0
     try:
@@ -416,20 +506,156 @@ def safe_extract(archive: str | os.PathLike[str], dest: str | os.PathLike[str], 
     return out
 
 
+class _Forward:
+    """A forward-only, seekable-looking view of a pipe, for tarfile's ``r:`` mode.
+
+    tarfile's stream mode (``r|``) copies its whole read buffer on every small read; its ``r:``
+    mode only ever seeks forward while members are read in order, so this view serves it
+    straight from large pipe reads (a backward seek is refused, never silently wrong).
+    """
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self._buf = b""
+        self._at = 0  # index of the next unread byte in _buf
+        self._pos = 0  # stream offset of _buf[_at]
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        avail = len(self._buf) - self._at
+        if 0 <= n <= avail:
+            out = self._buf[self._at:self._at + n]
+            self._at += n
+            self._pos += n
+            return out
+        parts = [self._buf[self._at:]] if avail else []
+        need = n - avail if n >= 0 else -1
+        self._buf, self._at = b"", 0
+        while need != 0:
+            chunk = self._raw.read(max(need, _CHUNK) if need > 0 else _CHUNK)
+            if not chunk:
+                break
+            if 0 < need < len(chunk):
+                parts.append(chunk[:need])
+                self._buf, self._at = chunk, need
+                break
+            parts.append(chunk)
+            need -= len(chunk) if need > 0 else 0
+        out = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._pos += len(out)
+        return out
+
+    def read_some(self, n: int) -> bytes:
+        """Up to ``n`` (> 0) bytes, fewer when that saves a copy; b"" only at the end."""
+        avail = len(self._buf) - self._at
+        if avail:
+            out = self._buf if self._at == 0 and n >= avail else self._buf[self._at:self._at + n]
+            self._at += len(out)
+        elif n >= _CHUNK:
+            out = self._raw.read(n)  # straight from the pipe, no buffer in between
+        else:
+            self._buf, self._at = self._raw.read(_CHUNK), 0
+            out = self._buf[:n]
+            self._at = len(out)
+        self._pos += len(out)
+        return out
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        target = pos + (self._pos if whence == 1 else 0)
+        if whence == 2 or target < self._pos:
+            raise OSError("backward seek in a compressed tar stream")
+        while self._pos < target:
+            if not self.read(min(target - self._pos, 16 * _CHUNK)):
+                break  # past the end: the next read returns nothing, tarfile reports the truncation
+        return self._pos
+
+
+class _MemberData:
+    """The data of one (non-sparse) tar member, read from the archive stream without tarfile's
+    per-member buffered reader. ``read(n)`` may return fewer than ``n`` bytes (as a raw file's
+    read does); b"" means the member is done."""
+
+    def __init__(self, stream: IO[bytes] | _Forward, offset: int, size: int) -> None:
+        self._f, self._pos, self._end = stream, offset, offset + size
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            parts = []
+            while part := self.read(_CHUNK):
+                parts.append(part)
+            return b"".join(parts)
+        left = self._end - self._pos
+        if left <= 0 or n == 0:
+            return b""
+        if self._f.tell() != self._pos:
+            self._f.seek(self._pos)
+        f = self._f
+        out = f.read_some(min(n, left)) if isinstance(f, _Forward) else f.read(min(n, left))
+        if not out:
+            raise tarfile.ReadError("unexpected end of data")
+        self._pos += len(out)
+        return out
+
+
+def _zstd_pipe(fh: IO[bytes]) -> tuple[IO[bytes], Callable[[], None]]:
+    """A readable stream of the decompressed tar and a function that ends it.
+
+    The ``zstd`` program runs beside envbuild (as ``tar -I zstd`` does: decompression on its own
+    core, no temp copy); without it, python-zstandard decompresses in this process.
+    """
+    import subprocess
+
+    exe = shutil.which("zstd")
+    if exe is None:
+        import zstandard
+
+        reader = zstandard.ZstdDecompressor().stream_reader(fh, read_size=_CHUNK)
+        return reader, reader.close
+    proc = subprocess.Popen([exe, "-dcq"], stdin=fh, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            bufsize=0)
+    assert proc.stdout is not None and proc.stderr is not None
+    with contextlib.suppress(OSError, AttributeError):
+        import fcntl
+
+        fcntl.fcntl(proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, _CHUNK)  # fewer, larger reads
+
+    def end() -> None:
+        if proc.poll() is None:
+            proc.kill()
+        err = proc.stderr.read().decode("utf-8", "replace").strip() if proc.stderr else ""
+        proc.wait()
+        proc.stdout.close()  # type: ignore[union-attr]
+        proc.stderr.close()  # type: ignore[union-attr]
+        if proc.returncode not in (0, -9):
+            raise tarfile.ReadError(f"zstd -d exited with {proc.returncode}: {err[-300:]}")
+
+    return proc.stdout, end
+
+
 @contextlib.contextmanager
 def _open_tar(src: str) -> Iterator[tarfile.TarFile]:
     if src.endswith((".zst", ".tzst", ".tar.zst")):
-        import subprocess
-
-        proc = subprocess.Popen(["zstd", "-dc", src], stdout=subprocess.PIPE)
-        assert proc.stdout is not None
-        tmp = tempfile.TemporaryFile()  # noqa: SIM115 - closed after the tar is read, below
-        shutil.copyfileobj(proc.stdout, tmp)
-        proc.wait()
-        tmp.seek(0)
-        with tarfile.open(fileobj=tmp, mode="r:") as tf:
-            yield tf
-        tmp.close()
+        with open(src, "rb") as fh:
+            stream, end = _zstd_pipe(fh)
+            ok = False
+            try:
+                with tarfile.open(fileobj=_Forward(stream), mode="r:") as tf:  # type: ignore[call-overload]
+                    yield tf
+                ok = True
+            finally:
+                if ok:
+                    end()
+                else:
+                    with contextlib.suppress(tarfile.ReadError):
+                        end()
         return
     with tarfile.open(src, mode="r:*") as tf:
         yield tf

@@ -66,6 +66,29 @@ def _check_list(fx, key):
     return [_check_rel(f"fixup.{key}[{i}]", rel) for i, rel in enumerate(value)]
 
 
+def _check_link(rel, target):
+    # type: (object, object) -> None
+    """One python_links entry: a relative path inside, to an interpreter or a target inside."""
+    rel = _check_rel("fixup.python_links", rel)
+    field = f"fixup.python_links[{rel!r}]"
+    if not isinstance(target, str) or not target or "\0" in target or "\n" in target:
+        raise FixupError(field, target, "expected a link target (a string)")
+    if target.startswith("/"):
+        if _PYTHON.match(rel.split("/")[-1]) and not _PYTHON.match(target.split("/")[-1]):
+            # unpack's checks run bin/python: its link may only name an interpreter.
+            raise FixupError(field, target, "an interpreter link whose target is not named python*/pypy*")
+        return  # an absolute target is the base interpreter
+    # A relative target must stay inside.
+    depth = 0
+    for part in (rel.split("/")[:-1] + target.split("/")):
+        if part == "..":
+            depth -= 1
+        elif part not in ("", "."):
+            depth += 1
+        if depth < 0:
+            raise FixupError(field, target, "a relative link target that leaves the destination")
+
+
 def validate(manifest):
     # type: (object) -> dict[str, typing.Any]
     """The manifest's fix-up section with every path checked; raise FixupError otherwise."""
@@ -85,24 +108,7 @@ def validate(manifest):
     if not isinstance(links, dict):
         raise FixupError("fixup.python_links", links, "expected an object {relative path: target}")
     for rel, target in links.items():
-        _check_rel("fixup.python_links", rel)
-        field = f"fixup.python_links[{rel!r}]"
-        if not isinstance(target, str) or not target or "\0" in target or "\n" in target:
-            raise FixupError(field, target, "expected a link target (a string)")
-        if target.startswith("/") and _PYTHON.match(rel.split("/")[-1]) and not _PYTHON.match(
-                target.split("/")[-1]):
-            # unpack's checks run bin/python: its link may only name an interpreter.
-            raise FixupError(field, target, "an interpreter link whose target is not named python*/pypy*")
-        if not target.startswith("/"):
-            # A relative target must stay inside (an absolute one is the base interpreter).
-            depth = 0
-            for part in (rel.split("/")[:-1] + target.split("/")):
-                if part == "..":
-                    depth -= 1
-                elif part not in ("", "."):
-                    depth += 1
-                if depth < 0:
-                    raise FixupError(field, target, "a relative link target that leaves the destination")
+        _check_link(rel, target)
     out = dict(fx)
     out["python_links"] = dict(links)
     out["text_files"] = _check_list(fx, "text_files")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import sys
 import tarfile
 import zipfile
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from envbuild import __version__, _envcheck, _unpack_fixup
-from envbuild._fs import resolve_inside, safe_extract, sha256_file
+from envbuild._fs import ExtractLog, regular_files, resolve_inside, safe_extract, sha256_file
 from envbuild.archive import (
     CHECKSUMS,
     FIXUP_SCRIPT,
@@ -158,14 +159,14 @@ def _unpack(archive: Path, dest: Path, manifest: dict[str, Any] | None, profile:
     tmp = dest.parent / f".{dest.name}.unpack-{os.getpid()}"
     try:
         # One manifest member, and it is the first file: the one read above (and by --check-only).
-        _extract_any(archive, tmp, manifest)
+        log = _extract_any(archive, tmp, manifest)
         on_disk = _unpack_fixup.read_regular(str(tmp / MANIFEST))
         if (manifest is None) != (on_disk is None) or (
                 isinstance(on_disk, bytes) and _checked_manifest(on_disk, archive) != manifest):
             raise UnsafeArchive(f"the extracted {MANIFEST} is not the one read from the archive.",
                                 path=str(archive), hint="The archive is refused whole.")
         step("verifying sha256")
-        verified = _verify(tmp, archive)
+        verified = _verify(tmp, archive, log.hashes if log else None)
     except BaseException:
         shutil.rmtree(created or tmp, ignore_errors=True)
         raise
@@ -195,7 +196,10 @@ def _unpack(archive: Path, dest: Path, manifest: dict[str, Any] | None, profile:
         old = _old_prefix_from_unpack(script)
     step("checking the env")
     findings = [f for f in pre if f.family not in ("driver", "interpreter")]
-    findings += prefix_findings(dest, old) + link_findings(dest, manifest)
+    # The files extraction saw naming the old prefix are the only ones that can after the fix-up
+    # (it writes only the new prefix): read just those again.
+    seen = log.hits if log is not None and old and log.needle == old.encode() else None
+    findings += prefix_findings(dest, old, seen) + link_findings(dest, manifest)
     doc, delegated = ([], False) if any(f.family == "interpreter" for f in findings) else \
         _doctor_findings(dest, profile)
     findings += doc
@@ -206,19 +210,26 @@ def _unpack(archive: Path, dest: Path, manifest: dict[str, Any] | None, profile:
                    old=old)
 
 
-def _extract(archive: Path, tmp: Path) -> None:
+def _extract(archive: Path, tmp: Path, needle: bytes | None = None) -> ExtractLog:
+    """safe_extract, every file hashed (for _verify) and searched for ``needle`` (for prefix_findings)
+    as it is written; refusals stay UnsafeArchive."""
     import zlib
 
+    log = ExtractLog(needle=needle)
     try:
-        safe_extract(archive, tmp, unique=(MANIFEST, CHECKSUMS), first=MANIFEST)
+        safe_extract(archive, tmp, unique=(MANIFEST, CHECKSUMS), first=MANIFEST, log=log)
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError) as exc:
         raise PackError(f"cannot extract the archive ({exc}).", path=str(archive),
                         hint="The file is truncated or damaged, or the destination's disk is full; check "
                              "both and unpack again.") from None
+    return log
 
 
-def _extract_any(archive: Path, tmp: Path, manifest: dict[str, Any] | None) -> None:
-    """squashfs images through tools/squashfs.py (listing checked first); the rest via safe_extract."""
+def _extract_any(archive: Path, tmp: Path, manifest: dict[str, Any] | None) -> ExtractLog | None:
+    """squashfs images through tools/squashfs.py (listing checked first); the rest via safe_extract.
+
+    Returns what extraction saw in each file (sha256, the old prefix; None for squashfs).
+    """
     if _is_squashfs(archive):
         from envbuild.tools import squashfs
 
@@ -226,12 +237,17 @@ def _extract_any(archive: Path, tmp: Path, manifest: dict[str, Any] | None) -> N
         # Only bin/NAME may point outside (a venv's interpreter links): nothing is ever written
         # through a link there, while a linked directory could steer the fix-up's writes out.
         squashfs.extract(archive, tmp, allowed_links={k for k in links if re.fullmatch(r"bin/[^/]+", k)})
-        return
-    _extract(archive, tmp)
+        return None
+    old = ((manifest or {}).get("fixup") or {}).get("old_prefix")
+    return _extract(archive, tmp, old.encode() if isinstance(old, str) and old else None)
 
 
-def _verify(dest: Path, archive: Path) -> int:
-    """Every file listed in envbuild-files.sha256 is there with its hash, and no file is unlisted."""
+def _verify(dest: Path, archive: Path, hashes: dict[tuple[int, int], str] | None = None) -> int:
+    """Every file listed in envbuild-files.sha256 is there with its hash, and no file is unlisted.
+
+    ``hashes`` are the ones taken while extracting (by inode: a hard link has its target's);
+    a file without one is read and hashed here.
+    """
     raw = _unpack_fixup.read_regular(str(dest / CHECKSUMS))
     if not isinstance(raw, bytes):
         return 0
@@ -246,24 +262,26 @@ def _verify(dest: Path, archive: Path) -> int:
                             hint="The archive was altered; pack it again.")
         listed[_member(rel)] = want
     n = 0
+    top = str(dest) + os.sep
     for rel, want in listed.items():
-        path = dest / rel
-        if path.is_symlink() or not path.is_file():
+        path = top + rel
+        try:
+            st = os.lstat(path)  # the last component is not followed: a link is not a file here
+        except OSError:
+            st = None
+        if st is None or not stat.S_ISREG(st.st_mode):
             raise PackError(f"'{rel}' is listed in {CHECKSUMS} but is not a file in the archive.",
                             path=str(archive), field=CHECKSUMS,
                             hint="The archive is truncated or was altered; pack it again.")
-        got = sha256_file(path)
+        got = (hashes or {}).get((st.st_dev, st.st_ino)) or sha256_file(path)
         if got != want:
             raise HashMismatch(f"{archive}!{rel}", want, got)
         n += 1
-    for root, _dirs, names in os.walk(dest):
-        for name in names:
-            path = Path(root) / name
-            rel = path.relative_to(dest).as_posix()
-            if rel != CHECKSUMS and rel not in listed and not path.is_symlink():
-                raise PackError(f"'{rel}' is in the archive but not in {CHECKSUMS}: it was added after "
-                                "packing.", path=str(archive), field=CHECKSUMS,
-                                hint="The archive was altered; pack it again.")
+    for rel in regular_files(dest):
+        if rel != CHECKSUMS and rel not in listed:
+            raise PackError(f"'{rel}' is in the archive but not in {CHECKSUMS}: it was added after "
+                            "packing.", path=str(archive), field=CHECKSUMS,
+                            hint="The archive was altered; pack it again.")
     return n
 
 
@@ -417,14 +435,17 @@ def torch_findings(torch: dict[str, Any] | None, profile: Profile) -> list[Findi
     return [_finding("driver", "info", f"{build} fits driver {shown} ({v.reason}).", "", evidence)]
 
 
-def prefix_findings(dest: Path, old: str | None) -> list[Finding]:
-    """Files that still name the old prefix after the fix-up (shebangs are errors)."""
+def prefix_findings(dest: Path, old: str | None, only: set[str] | None = None) -> list[Finding]:
+    """Files that still name the old prefix after the fix-up (shebangs are errors).
+
+    ``only``: the files that can (those that named it when extracted); otherwise all are read.
+    """
     if not old or os.path.abspath(old) == str(dest):
         return []
     needle, skip = old.encode(), str(dest).encode()
     scripts, texts, bins = [], [], []
     ignore = {MANIFEST, CHECKSUMS, FIXUP_SCRIPT, "bin/conda-unpack"}
-    for root, dirs, names in os.walk(dest):
+    for root, dirs, names in os.walk(dest) if only is None else _only(dest, only):
         dirs[:] = [d for d in dirs
                    if d not in ("__pycache__", "conda-meta") and not (Path(root) / d).is_symlink()]
         for n in names:
@@ -459,6 +480,14 @@ def prefix_findings(dest: Path, old: str | None) -> list[Finding]:
                             "If they fail to load on the target, install those packages from conda (which "
                             "pads binary prefixes) instead of copying built files.", ", ".join(bins[:10])))
     return out
+
+
+def _only(dest: Path, rels: set[str]) -> Iterator[tuple[str, list[str], list[str]]]:
+    """``os.walk``'s triples for just these files, skipping those under a directory it would skip."""
+    for rel in sorted(rels):
+        head, _, name = rel.rpartition("/")
+        if not {"__pycache__", "conda-meta"} & set(head.split("/")):
+            yield os.path.join(dest, head) if head else str(dest), [], [name]
 
 
 def link_findings(dest: Path, manifest: dict[str, Any] | None) -> list[Finding]:

@@ -69,3 +69,46 @@ def test_atomic_dir_leaves_nothing_on_failure(tmp_path: Path) -> None:
         raise RuntimeError("boom")
     assert not target.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_extract_log_hashes_and_finds_a_needle_across_the_read_boundary(tmp_path: Path) -> None:
+    """safe_extract's one read of each file gives the sha256 and the files naming a needle, a hard
+    link included, with the needle split across two 1 MiB reads (checked against the files)."""
+    import hashlib
+    import os
+    import subprocess
+
+    from envbuild._fs import ExtractLog
+
+    needle = b"/old/prefix/of/the/env"
+    big = b"a" * ((1 << 20) - 5) + needle + b"b" * 100  # the needle straddles the first 1 MiB
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "big.bin").write_bytes(big)
+    (src / "d" / "plain.txt").write_bytes(b"nothing here\n")
+    os.link(src / "d" / "big.bin", src / "d" / "again.bin")
+    for arc in (tmp_path / "a.tar.zst", tmp_path / "a.tar.gz"):
+        comp = "zstd" if arc.suffix == ".zst" else "gzip"
+        subprocess.run(["tar", "-C", str(src), "-I", comp, "-cf", str(arc), "."], check=True)
+        log = ExtractLog(needle=needle)
+        dest = safe_extract(arc, tmp_path / f"out-{comp}", log=log)
+        assert log.hits == {"d/big.bin", "d/again.bin"}
+        for rel in ("d/big.bin", "d/plain.txt", "d/again.bin"):
+            st = (dest / rel).stat()
+            assert log.hashes[(st.st_dev, st.st_ino)] == hashlib.sha256((dest / rel).read_bytes()).hexdigest()
+
+
+def test_a_corrupt_zstd_archive_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
+    import subprocess
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(bytes(range(256)) * 20000)
+    arc = tmp_path / "a.tar.zst"
+    subprocess.run(["tar", "-C", str(src), "-I", "zstd", "-cf", str(arc), "."], check=True)
+    data = bytearray(arc.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    arc.write_bytes(bytes(data))
+    with pytest.raises((tarfile.TarError, OSError)):
+        safe_extract(arc, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

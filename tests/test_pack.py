@@ -741,6 +741,24 @@ def test_old_prefix_left_in_a_script_is_reported(wheels: dict[str, Path], tmp_pa
     assert [f.severity for f in found] == ["error"] and "bin/tool" in found[0].evidence
 
 
+
+def test_unpack_reports_a_binary_naming_the_old_prefix_found_while_extracting(wheels: dict[str, Path],
+                                                                             tmp_path: Path) -> None:
+    """unpack reads again only the files that named the old prefix when extracted: a binary the
+    fix-up cannot rewrite is still reported, and a rewritten text file no longer is."""
+    venv = make_venv(tmp_path / "venv", wheels["hellopkg"])
+    blob = venv / "lib" / "libembed.so"
+    blob.write_bytes(b"\x7fELF\0\0" + str(venv).encode() + b"/lib\0" * 3)
+    (venv / "share").mkdir()
+    (venv / "share" / "paths.cfg").write_text(f"root = {venv}\n")
+    archive = tmp_path / "v.tar.zst"
+    pack(venv, archive)
+    report = unpack(archive, tmp_path / "dest")
+    evidence = " ".join(f["evidence"] for f in report["findings"] if f["family"] == "prefix")
+    assert "lib/libembed.so" in evidence and "share/paths.cfg" not in evidence
+    assert (tmp_path / "dest" / "share" / "paths.cfg").read_text() == f"root = {tmp_path / 'dest'}\n"
+
+
 # --- Slurm ---------------------------------------------------------------------------------
 
 
