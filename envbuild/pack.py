@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -385,8 +386,6 @@ def _progress(show: bool, label: str) -> Iterator[Callable[[int, int], None] | N
 def _pack(prefix: Path, output: Path, fmt: str | None, jobs: int | None, level: int | None,
           ignore_editable: bool, ignore_missing: bool,
           on_progress: Callable[[int, int], None] | None) -> dict[str, Any]:
-    from envbuild.tools import condapack
-
     kind = env_kind(prefix)
     fmt = _format_of(output, fmt)
     jobs = jobs or os.cpu_count() or 1
@@ -397,57 +396,9 @@ def _pack(prefix: Path, output: Path, fmt: str | None, jobs: int | None, level: 
         if eds:
             _raise_editables(prefix, eds, None)
     manifest = build_manifest(prefix, kind, fmt)
-    if kind == "conda":
-        state = conda_state(prefix)
-        try:
-            loaded = condapack.load_env(prefix, ignore_editable=ignore_editable,
-                                        ignore_missing=ignore_missing,
-                                        exclude=_OWN + _CONDA_PACK_OWN)
-        except condapack.CondaPackRefused as exc:
-            if exc.kind == "editable":
-                _raise_editables(prefix, _editables(prefix), exc.raw)
-            if exc.kind == "missing" and state["missing"]:
-                raise _explain_missing(prefix, state, exc.raw) from None
-            raise PackError(f"conda-pack refused the env: {exc.raw.strip()}", path=str(prefix),
-                            hint="See docs/pack.md (conda-pack refusals).") from None
-        if not ignore_missing and (changed := _explain_changed(prefix, state)):
-            raise changed
-        if edited := _unclaimed_changes(prefix, state):
-            warnings.append(edited)
-        if state["uncached"]:
-            warnings.append("not in the package cache (conda-pack packs their files as unmanaged; binary "
-                            "files with an embedded prefix are not relocated): "
-                            + ", ".join(state["uncached"]))
-        manifest["fixup"]["shebangs"] = _shebang_scripts(prefix)
-        # The env's own files (conda-pack may read a package-cache copy; the user counts these).
-        manifest["content"] = _content([(str(prefix / f.target), f.target) for f in loaded.env.files])
-        total = len(loaded.env.files)
-        history = prefix / "conda-meta" / "history"
-        stamp = history.lstat().st_mtime if history.exists() else None
-        with condapack.open_archive(output, fmt, jobs=jobs, level=level, mtime=stamp) as writer:
-            _add_header(writer, manifest)
-            condapack.pack_env(loaded, _Counting(writer, total, on_progress))
-            count = _add_trailer(writer)
-    else:
-        files, links, text_files, binary = _venv_files(prefix)
-        manifest["fixup"].update({"python_links": links, "text_files": text_files,
-                                  "home": _pyvenv_home(prefix)})
-        if fmt == "squashfs":
-            # A mounted image is read-only: it must carry the links to the base interpreter itself
-            # (a tar leaves them to the fix-up, which cannot write into a mount).
-            files = sorted(files + [rel for rel in links if os.path.lexists(prefix / rel)])
-        top = str(prefix) + os.sep
-        manifest["content"] = _content([(top + rel, rel) for rel in files])
-        if binary:
-            warnings.append(f"{len(binary)} binary file(s) name the old prefix and cannot be relocated: "
-                            + ", ".join(binary[:5]))
-        with condapack.open_archive(output, fmt, jobs=jobs, level=level) as writer:
-            _add_header(writer, manifest)
-            for i, rel in enumerate(files, 1):
-                writer.add(top + rel, rel)
-                if on_progress:
-                    on_progress(i, len(files))
-            count = _add_trailer(writer)
+    write = _pack_conda if kind == "conda" else _pack_venv
+    count = write(prefix, output, fmt, _Opts(jobs, level, ignore_editable, ignore_missing, on_progress),
+                  manifest, warnings)
     return {
         "ok": True, "archive": str(output), "format": fmt, "kind": kind, "prefix": str(prefix),
         "members": count + 1, "size": output.stat().st_size,
@@ -455,6 +406,74 @@ def _pack(prefix: Path, output: Path, fmt: str | None, jobs: int | None, level: 
         "python": manifest["python"], "lock": bool(manifest["lock"]), "warnings": warnings,
         **_content_keys(manifest, fmt),
     }
+
+
+@dataclass(frozen=True)
+class _Opts:
+    jobs: int
+    level: int | None
+    ignore_editable: bool
+    ignore_missing: bool
+    on_progress: Callable[[int, int], None] | None
+
+
+def _pack_conda(prefix: Path, output: Path, fmt: str, o: _Opts, manifest: dict[str, Any],
+                warnings: list[str]) -> int:
+    """A conda env through conda-pack's file list (refusals explained); the members written."""
+    from envbuild.tools import condapack
+
+    state = conda_state(prefix)
+    try:
+        loaded = condapack.load_env(prefix, ignore_editable=o.ignore_editable,
+                                    ignore_missing=o.ignore_missing, exclude=_OWN + _CONDA_PACK_OWN)
+    except condapack.CondaPackRefused as exc:
+        if exc.kind == "editable":
+            _raise_editables(prefix, _editables(prefix), exc.raw)
+        if exc.kind == "missing" and state["missing"]:
+            raise _explain_missing(prefix, state, exc.raw) from None
+        raise PackError(f"conda-pack refused the env: {exc.raw.strip()}", path=str(prefix),
+                        hint="See docs/pack.md (conda-pack refusals).") from None
+    if not o.ignore_missing and (changed := _explain_changed(prefix, state)):
+        raise changed
+    if edited := _unclaimed_changes(prefix, state):
+        warnings.append(edited)
+    if state["uncached"]:
+        warnings.append("not in the package cache (conda-pack packs their files as unmanaged; binary "
+                        "files with an embedded prefix are not relocated): " + ", ".join(state["uncached"]))
+    manifest["fixup"]["shebangs"] = _shebang_scripts(prefix)
+    # The env's own files (conda-pack may read a package-cache copy; the user counts these).
+    manifest["content"] = _content([(str(prefix / f.target), f.target) for f in loaded.env.files])
+    history = prefix / "conda-meta" / "history"
+    stamp = history.lstat().st_mtime if history.exists() else None
+    with condapack.open_archive(output, fmt, jobs=o.jobs, level=o.level, mtime=stamp) as writer:
+        _add_header(writer, manifest)
+        condapack.pack_env(loaded, _Counting(writer, len(loaded.env.files), o.on_progress))
+        return _add_trailer(writer)
+
+
+def _pack_venv(prefix: Path, output: Path, fmt: str, o: _Opts, manifest: dict[str, Any],
+               warnings: list[str]) -> int:
+    """A venv by envbuild itself (its links to the base interpreter left to the fix-up)."""
+    from envbuild.tools import condapack
+
+    files, links, text_files, binary = _venv_files(prefix)
+    manifest["fixup"].update({"python_links": links, "text_files": text_files, "home": _pyvenv_home(prefix)})
+    if fmt == "squashfs":
+        # A mounted image is read-only: it must carry the links to the base interpreter itself
+        # (a tar leaves them to the fix-up, which cannot write into a mount).
+        files = sorted(files + [rel for rel in links if os.path.lexists(prefix / rel)])
+    top = str(prefix) + os.sep
+    manifest["content"] = _content([(top + rel, rel) for rel in files])
+    if binary:
+        warnings.append(f"{len(binary)} binary file(s) name the old prefix and cannot be relocated: "
+                        + ", ".join(binary[:5]))
+    with condapack.open_archive(output, fmt, jobs=o.jobs, level=o.level) as writer:
+        _add_header(writer, manifest)
+        for i, rel in enumerate(files, 1):
+            writer.add(top + rel, rel)
+            if o.on_progress:
+                o.on_progress(i, len(files))
+        return _add_trailer(writer)
 
 
 def _content(pairs: list[tuple[str, str]]) -> dict[str, int]:
