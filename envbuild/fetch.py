@@ -44,6 +44,7 @@ from envbuild.models import (
     CacheManifest,
     LockedArtifact,
     ManifestEntry,
+    pip_index_args,
     read_json_file,
 )
 from envbuild.tools._run import redact, run
@@ -436,10 +437,7 @@ def _resolve_build_reqs(lock: Lock, reqs: Sequence[str], work: Path) -> list[tup
                       "--target", str(work / "target"), "--report", str(report)]
     for plat in _pip_platforms(lock.platform.pip_platform):
         cmd += ["--platform", plat]
-    for i, u in enumerate(lock.index_urls):
-        cmd += ["--index-url" if i == 0 else "--extra-index-url", u]
-    for u in lock.find_links:
-        cmd += ["--find-links", u]
+    cmd += pip_index_args(lock.index_urls, lock.find_links)
     if not lock.index_urls:
         cmd.append("--no-index")
     run([*cmd, *reqs], tool="pip", env={"PIP_CONFIG_FILE": os.devnull},
@@ -496,10 +494,8 @@ def _build_git(
         run([*base, "--no-build-isolation", str(pkg)], tool="pip", env=env)
     except ToolError:
         # The host lacks the project's build backend: let pip fetch it from the lock's index.
-        idx = [x for i, u in enumerate(lock.index_urls) for x in (("--index-url" if i == 0 else
-                                                                    "--extra-index-url"), u)]
         with contextlib.suppress(ToolError):
-            run([*base, *idx, str(pkg)], tool="pip", env=env)
+            run([*base, *pip_index_args(lock.index_urls), str(pkg)], tool="pip", env=env)
     built = sorted(out.glob("*.whl")) if out.exists() else []
     if built:
         _, _, _, tags = parse_wheel_filename(built[0].name)

@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 import re
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from envbuild.errors import EnvbuildError, InputError, ProfileError
+
+if TYPE_CHECKING:
+    from packaging.version import Version
 
 __all__ = [
     "MAX_DEPTH",
@@ -34,7 +37,10 @@ __all__ = [
     "deep_line",
     "known",
     "load_profile",
+    "loose_version",
+    "loose_xy",
     "parse_json",
+    "pip_index_args",
     "read_json_file",
 ]
 
@@ -79,6 +85,38 @@ def _show(value: Any) -> str:
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{text} ({kind})" if not isinstance(value, type(None)) else "null"
+
+
+def loose_version(text: str | None) -> Version | None:
+    """A version read from a probe or a package ('2.1.0+cu118' -> 2.1.0), None when absent or unreadable."""
+    from packaging.version import InvalidVersion, Version
+
+    if not text:
+        return None
+    try:
+        return Version(str(text).split("+")[0])
+    except InvalidVersion:
+        return None
+
+
+def loose_xy(text: str | None) -> str | None:
+    """'11.3.1' -> '11.3', '2.1.0+cu118' -> '2.1'; None when absent or unreadable."""
+    v = loose_version(text)
+    return None if v is None else f"{v.major}.{v.minor}"
+
+
+def pip_index_args(index_urls: Sequence[str], find_links: Sequence[str] = (), *,
+                   primary: bool = True) -> list[str]:
+    """pip's index flags: the first URL as ``--index-url`` (``primary``), the others as extras.
+
+    ``primary=False`` keeps the default index (PyPI or the user's mirror) and adds every URL.
+    """
+    out: list[str] = []
+    for i, u in enumerate(index_urls):
+        out += ["--index-url" if primary and i == 0 else "--extra-index-url", u]
+    for u in find_links:
+        out += ["--find-links", u]
+    return out
 
 
 def known(value: Any, alt: str = "unknown") -> str:

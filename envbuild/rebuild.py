@@ -25,12 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
 
 from envbuild import __version__
 from envbuild._fs import check_output_dir, output_dir, path_component
 from envbuild.errors import InputError
-from envbuild.models import Profile, Resolution, known
+from envbuild.models import Profile, Resolution, known, loose_version, loose_xy, pip_index_args
 
 __all__ = [
     "CurrentEnv",
@@ -269,16 +268,7 @@ def requirements_for(current: CurrentEnv) -> list[str]:
 # --- planning ------------------------------------------------------------------------------------
 
 
-def _ver(text: str | None) -> Version | None:
-    try:
-        return None if not text else Version(str(text))
-    except InvalidVersion:
-        return None
-
-
-def _mm(text: str | None) -> str | None:
-    v = _ver(_base(text))
-    return None if v is None else f"{v.major}.{v.minor}"
+_ver, _mm = loose_version, loose_xy
 
 
 def _arch_list(target: Profile, res: Resolution) -> str | None:
@@ -483,12 +473,8 @@ def plan_rebuild(current: CurrentEnv, res: Resolution, target: Profile) -> Rebui
         f"/usr/local/cuda-{cuda}" if cuda else None
     )
 
-    index_args: list[str] = []
-    for u in res.index_urls:
-        # extra: the default index (PyPI or the user's mirror) still serves everything else
-        index_args += ["--extra-index-url", u]
-    for fl in res.find_links:
-        index_args += ["--find-links", fl]
+    # extra: the default index (PyPI or the user's mirror) still serves everything else
+    index_args = pip_index_args(res.index_urls, res.find_links, primary=False)
     steps, torch_changed = _wheel_steps(current, res, target, cuda, index_args)
     builds, notes = _build_steps(
         current, res, target, cuda, arch, gcc_max, cuda_home, index_args, torch_changed

@@ -21,6 +21,7 @@ from envbuild._fs import atomic_write, claim_output_dir, is_within_directory, on
 from envbuild.errors import InputError
 from envbuild.lockfile import LOCK_FILE, Lock, load_lock
 from envbuild.managers import get_manager
+from envbuild.models import pip_index_args
 
 if TYPE_CHECKING:
     import jinja2
@@ -105,15 +106,6 @@ def _environment() -> Any:
     return template_environment()
 
 
-def _index_args(lk: Lock) -> list[str]:
-    out: list[str] = []
-    for i, u in enumerate(lk.index_urls):
-        out += ["--index-url" if i == 0 else "--extra-index-url", u]
-    for u in lk.find_links:
-        out += ["--find-links", u]
-    return out
-
-
 def _build_env(lk: Lock) -> list[tuple[str, str]]:
     """The environment the source builds are compiled in: theirs, plus FORCE_CUDA and the arch list."""
     build_env: dict[str, str] = {}
@@ -161,7 +153,7 @@ def _context(lk: Lock, manager: str, lock_rel: str) -> dict[str, Any]:
         "manager_binary": pm.binary or "",
         "env_template": pm.env_template,
         "platform": lk.platform.to_dict(),
-        "index_args": _index_args(lk),
+        "index_args": pip_index_args(lk.index_urls, lk.find_links),
         "git": [{"name": g.name, "url": pip_git_url(g.url), "commit": g.commit or ""} for g in lk.git],
         "source_builds": [{"name": a.name, "version": a.version,
                            "reason": sb_reason.get(a.name) or ""}

@@ -15,7 +15,6 @@ import subprocess
 import tarfile
 import threading
 import time
-import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
+from wheels import write_wheel
 
 __all__ = ["IndexServer", "git_repo", "make_sdist", "make_wheel", "serve", "sha256", "write_lock"]
 
@@ -43,34 +43,12 @@ def make_wheel(
     seed: int = 0,
 ) -> Path:
     """A valid, installable wheel; ``payload`` adds that many random (incompressible) bytes."""
-    out.mkdir(parents=True, exist_ok=True)
     mod = canonicalize_name(name).replace("-", "_")
-    dist = f"{mod}-{version}"
-    path = out / f"{dist}-{tag}.whl"
-    files: dict[str, bytes] = {
-        f"{mod}/__init__.py": (code or f"__version__ = {version!r}\nTAG = {tag!r}\n").encode(),
-        f"{dist}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
-        f"{dist}.dist-info/WHEEL": (
-            f"Wheel-Version: 1.0\nGenerator: envbuild-tests\nRoot-Is-Purelib: "
-            f"{'true' if tag.endswith('none-any') else 'false'}\nTag: {tag}\n"
-        ).encode(),
-    }
+    init = code or f"__version__ = {version!r}\nTAG = {tag!r}\n"
+    files: dict[str, bytes] = {f"{mod}/__init__.py": init.encode()}
     if payload:
         files[f"{mod}/blob.bin"] = random.Random(f"{name}{version}{tag}{seed}").randbytes(payload)
-    record = []
-    for fn, data in files.items():
-        digest = hashlib.sha256(data).digest()
-        import base64
-
-        b64 = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-        record.append(f"{fn},sha256={b64},{len(data)}")
-    record.append(f"{dist}.dist-info/RECORD,,")
-    files[f"{dist}.dist-info/RECORD"] = ("\n".join(record) + "\n").encode()
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
-        for fn, data in files.items():
-            info = zipfile.ZipInfo(fn, date_time=(2020, 1, 1, 0, 0, 0))
-            zf.writestr(info, data)
-    return path
+    return write_wheel(out, name, version, files, tag=tag, dist=mod)
 
 
 def make_sdist(out: Path, name: str, version: str, build_requires: Sequence[str] = ()) -> Path:

@@ -21,7 +21,6 @@ import html
 import io
 import tarfile
 import threading
-import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -29,45 +28,23 @@ from pathlib import Path
 
 import pytest
 from packaging.utils import canonicalize_name
+from wheels import write_wheel
 
 __all__ = ["Index", "make_sdist", "make_wheel", "seed_indexes", "serve", "serving"]
 
 AUTH = ("user", "s3cret")
 
 
-def _record_hash(data: bytes) -> str:
-    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-
-
 def make_wheel(out_dir: Path, name: str, version: str, *, tag: str = "py3-none-any",
                requires: Sequence[str] = (), requires_python: str | None = None,
                module: str | None = None) -> Path:
     """Write ``{name}-{version}-{tag}.whl`` with an importable module that knows its version."""
-    dist = name.replace("-", "_")
-    mod = module or dist.lower()
-    distinfo = f"{dist}-{version}.dist-info"
-    meta = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
-    if requires_python:
-        meta.append(f"Requires-Python: {requires_python}")
+    mod = module or name.replace("-", "_").lower()
+    meta = [f"Requires-Python: {requires_python}"] if requires_python else []
     meta += [f"Requires-Dist: {r}" for r in requires]
-    pure = tag.endswith("-none-any")
-    files = {
-        f"{mod}/__init__.py": f"__version__ = {version!r}\n".encode(),
-        f"{distinfo}/METADATA": ("\n".join(meta) + "\n").encode(),
-        f"{distinfo}/WHEEL": (f"Wheel-Version: 1.0\nGenerator: envbuild-tests\n"
-                              f"Root-Is-Purelib: {'true' if pure else 'false'}\nTag: {tag}\n").encode(),
-        f"{distinfo}/top_level.txt": f"{mod}\n".encode(),
-    }
-    record = [f"{p},{_record_hash(d)},{len(d)}" for p, d in files.items()] + [f"{distinfo}/RECORD,,"]
-    files[f"{distinfo}/RECORD"] = ("\n".join(record) + "\n").encode()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{dist}-{version}-{tag}.whl"
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for p, d in files.items():
-            info = zipfile.ZipInfo(p, date_time=(2020, 1, 1, 0, 0, 0))
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, d)
-    return path
+    init = {f"{mod}/__init__.py": f"__version__ = {version!r}\n".encode()}
+    return write_wheel(out_dir, name, version, init, tag=tag, metadata=meta,
+                       dist_info={"top_level.txt": f"{mod}\n".encode()}, compress=True)
 
 
 def make_sdist(out_dir: Path, name: str, version: str, *, requires: Sequence[str] = ()) -> Path:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from verdict_cases import VERDICT_CASES, _resolved
+from wheels import write_wheel
 
 from envbuild import doctor, elf, probe
 from envbuild.errors import DataError
@@ -457,20 +458,8 @@ def test_mmcv_without_ops(tmp_path: Path) -> None:
 
 def _wheel(dest: Path, name: str, version: str) -> Path:
     mod = name.replace("-", "_")
-    whl = dest / f"{mod}-{version}-py3-none-any.whl"
-    di = f"{mod}-{version}.dist-info"
-    files = {
-        f"{mod}/__init__.py": f"__version__ = '{version}'\n",
-        f"{di}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
-        "Requires-Dist: numpy>=1.17\n",
-        f"{di}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = "".join(f"{p},,\n" for p in files) + f"{di}/RECORD,,\n"
-    with zipfile.ZipFile(whl, "w") as z:
-        for p, t in files.items():
-            z.writestr(p, t)
-        z.writestr(f"{di}/RECORD", record)
-    return whl
+    return write_wheel(dest, name, version, {f"{mod}/__init__.py": f"__version__ = '{version}'\n".encode()},
+                       metadata=["Requires-Dist: numpy>=1.17"])
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ interpreter, a package with prefix placeholders), wheels installed into it by uv
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import json
@@ -13,12 +12,12 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import zipfile
 from pathlib import Path
 
 import pytest
 from conda_fixture import PLACEHOLDER, install_env, make_channel, python_package_spec
 from verdict_cases import VERDICT_CASES, _resolved
+from wheels import write_wheel
 
 from envbuild.archive import CHECKSUMS, MANIFEST, inspect_archive, read_manifest
 from envbuild.errors import PackError, UnsafeArchive
@@ -36,32 +35,15 @@ ENVBUILD = [sys.executable, "-m", "envbuild"]
 # --- helpers -------------------------------------------------------------------------------
 
 
-def _record_hash(data: bytes) -> str:
-    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-
-
 def make_wheel(
     out: Path, name: str, version: str, files: dict[str, str], scripts: dict[str, str] | None = None
 ) -> Path:
     """A spec-conformant pure wheel; ``scripts`` become console_scripts entry points."""
-    dist = name.replace("-", "_")
-    di = f"{dist}-{version}.dist-info"
-    content = {k: v.encode() for k, v in files.items()}
-    content[f"{di}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
-    content[f"{di}/WHEEL"] = (
-        b"Wheel-Version: 1.0\nGenerator: envbuild-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-    )
+    eps = None
     if scripts:
-        eps = "[console_scripts]\n" + "".join(f"{k} = {v}\n" for k, v in scripts.items())
-        content[f"{di}/entry_points.txt"] = eps.encode()
-    record = [f"{p},{_record_hash(d)},{len(d)}" for p, d in content.items()] + [f"{di}/RECORD,,"]
-    content[f"{di}/RECORD"] = ("\n".join(record) + "\n").encode()
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{dist}-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(path, "w") as zf:
-        for p, d in content.items():
-            zf.writestr(p, d)
-    return path
+        lines = "".join(f"{k} = {v}\n" for k, v in scripts.items())
+        eps = {"entry_points.txt": f"[console_scripts]\n{lines}".encode()}
+    return write_wheel(out, name, version, {k: v.encode() for k, v in files.items()}, dist_info=eps)
 
 
 def uv_install(python: Path, *wheels: Path) -> None:

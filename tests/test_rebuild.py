@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+from wheels import write_wheel
 
 from envbuild import doctor
 from envbuild.models import load_profile
@@ -43,29 +44,7 @@ def _dist(
 
 def make_wheel(out: Path, name: str, version: str, files: dict[str, str]) -> Path:
     """A spec-conformant pure wheel holding ``files`` (pip installs it like any other)."""
-    import base64
-    import hashlib
-    import zipfile
-
-    dist = name.replace("-", "_")
-    di = f"{dist}-{version}.dist-info"
-    content = {k: v.encode() for k, v in files.items()}
-    content[f"{di}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
-    content[f"{di}/WHEEL"] = (
-        b"Wheel-Version: 1.0\nGenerator: envbuild-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-    )
-
-    def h(d: bytes) -> str:
-        return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(d).digest()).rstrip(b"=").decode()
-
-    rows = [f"{p},{h(d)},{len(d)}" for p, d in content.items()] + [f"{di}/RECORD,,"]
-    content[f"{di}/RECORD"] = ("\n".join(rows) + "\n").encode()
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{dist}-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(path, "w") as zf:
-        for p, d in content.items():
-            zf.writestr(p, d)
-    return path
+    return write_wheel(out, name, version, {k: v.encode() for k, v in files.items()})
 
 
 def _venv_with_pip(prefix: Path) -> Path:

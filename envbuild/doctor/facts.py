@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
 from envbuild import elf
 from envbuild.errors import DataError
-from envbuild.models import Profile
+from envbuild.models import Profile, loose_version, loose_xy
 from envbuild.probe import cuda_version_from_int
 
 if TYPE_CHECKING:
@@ -40,19 +40,8 @@ LIB_FAMILY = {
 # --- compatibility facts (read through envbuild.matrix) ----------------------------------------
 
 
-def ver(text: str | None) -> Version | None:
-    if not text:
-        return None
-    try:
-        return Version(str(text).split("+")[0])
-    except InvalidVersion:
-        return None
-
-
-def mm(text: str | None) -> str | None:
-    """'11.3.1' -> '11.3'."""
-    v = ver(text)
-    return None if v is None else f"{v.major}.{v.minor}"
+ver = loose_version
+mm = loose_xy
 
 
 class Facts:
