@@ -991,20 +991,40 @@ def test_one_pass_tar_zst_is_read_by_every_reader(wheels: dict[str, Path], tmp_p
     assert read_manifest(zst) == manifest
 
 
-def test_a_manifest_bigger_than_its_reservation_still_goes_first(tmp_path: Path) -> None:
-    """When the manifest outgrows the room kept for it, the body is moved up: still correct."""
+@pytest.mark.parametrize("compressor", ["python-zstandard", "zstd program"])
+@pytest.mark.parametrize("size", ["fits", "outgrows"])
+def test_a_manifest_written_last_goes_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compressor: str,
+                                           size: str) -> None:
+    """The first member given last lands first, in the room kept for it or, when it outgrows that
+    room, with the body moved up; through python-zstandard or, without it, the zstd program."""
     from envbuild.tools.condapack import open_archive
 
+    if compressor == "zstd program":
+        monkeypatch.setitem(sys.modules, "zstandard", None)
     src = tmp_path / "f.bin"
     src.write_bytes(os.urandom(3 << 20))
-    big = os.urandom(100_000).hex()  # compresses to ~100 KB, far over the estimate's room
+    # random hex compresses to about half: ~100 KB, far over the room an empty estimate gets
+    head = os.urandom(100_000).hex() if size == "outgrows" else '{"a": 1}\n'
     out = tmp_path / "a.tar.zst"
     with open_archive(out, "tar.zst", jobs=2, head_hint="{}") as writer:
         writer.add(str(src), "f.bin")
-        writer.add_text(MANIFEST, big, head=True)
+        writer.add_text(MANIFEST, head, head=True)
         sums = writer.checksums()
     raw = subprocess.run(["zstd", "-dc", out], capture_output=True, check=True).stdout
     (m0, d0), (m1, d1) = _members_of(raw)
-    assert (m0.name, d0.decode(), m1.name, d1) == (MANIFEST, big, "f.bin", src.read_bytes())
-    assert sums[MANIFEST] == hashlib.sha256(big.encode()).hexdigest()
+    assert (m0.name, d0.decode(), m1.name, d1) == (MANIFEST, head, "f.bin", src.read_bytes())
+    assert sums[MANIFEST] == hashlib.sha256(head.encode()).hexdigest()
     assert len(raw) % tarfile.RECORDSIZE == 0
+    # which way it went: the body right after the room kept (a 4 KiB multiple), or moved up
+    # behind an empty skippable frame
+    monkeypatch.undo()
+    import zstandard
+
+    data = out.read_bytes()
+    dobj = zstandard.ZstdDecompressor().decompressobj()
+    dobj.decompress(data)
+    skip = dobj.unused_data
+    pad = int.from_bytes(skip[4:8], "little")
+    body_at = len(data) - len(skip) + 8 + pad
+    assert int.from_bytes(skip[:4], "little") == 0x184D2A50
+    assert (body_at % 4096 == 0 and pad > 0) if size == "fits" else pad == 0

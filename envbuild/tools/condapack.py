@@ -264,7 +264,7 @@ class TarStream:
             if not chunk:
                 raise OSError(f"{source} shrank while it was being packed")
             h.update(chunk)
-            if left == size:
+            if needle and left == size:
                 head = chunk[:8192]
             if needle and not hit:
                 # an occurrence may straddle two reads: the end of the last one is searched with this one
