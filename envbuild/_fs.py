@@ -617,7 +617,7 @@ def _zstd_pipe(fh: IO[bytes]) -> tuple[IO[bytes], Callable[[], None]]:
     if exe is None:
         import zstandard
 
-        reader = zstandard.ZstdDecompressor().stream_reader(fh, read_size=_CHUNK)
+        reader = zstandard.ZstdDecompressor().stream_reader(fh, read_size=_CHUNK, read_across_frames=True)
         return reader, reader.close
     proc = subprocess.Popen([exe, "-dcq"], stdin=fh, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             bufsize=0)

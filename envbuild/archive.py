@@ -66,7 +66,7 @@ def _open_stream(archive: Path) -> Iterator[tarfile.TarFile | zipfile.ZipFile]:
             try:
                 import zstandard
 
-                stream = zstandard.ZstdDecompressor().stream_reader(fh)
+                stream = zstandard.ZstdDecompressor().stream_reader(fh, read_across_frames=True)
                 proc = None
             except ImportError:
                 proc = subprocess.Popen(["zstd", "-dc"], stdin=fh, stdout=subprocess.PIPE)

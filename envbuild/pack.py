@@ -321,9 +321,17 @@ def _fixup_source() -> str:
     return (Path(__file__).parent / "_unpack_fixup.py").read_text()
 
 
-def _add_header(writer: Any, manifest: dict[str, Any]) -> None:
-    writer.add_text(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+def _manifest_text(manifest: dict[str, Any]) -> str:
+    return json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+
+
+def _add_fixup(writer: Any) -> None:
     writer.add_text(FIXUP_SCRIPT, "#!/usr/bin/env python3\n" + _fixup_source(), mode=0o755)
+
+
+def _add_header(writer: Any, manifest: dict[str, Any]) -> None:
+    writer.add_text(MANIFEST, _manifest_text(manifest))
+    _add_fixup(writer)
 
 
 def _add_trailer(writer: Any) -> int:
@@ -456,17 +464,18 @@ def _pack_venv(prefix: Path, output: Path, fmt: str, o: _Opts, manifest: dict[st
     """A venv by envbuild itself (its links to the base interpreter left to the fix-up)."""
     from envbuild.tools import condapack
 
-    files, links, text_files, binary = _venv_files(prefix)
+    one_pass = fmt == "tar.zst"
+    files, links, text_files, binary = _venv_files(prefix, scan=not one_pass)
     manifest["fixup"].update({"python_links": links, "text_files": text_files, "home": _pyvenv_home(prefix)})
+    if one_pass:
+        return _pack_venv_one_pass(prefix, output, files, o, manifest, warnings)
     if fmt == "squashfs":
         # A mounted image is read-only: it must carry the links to the base interpreter itself
         # (a tar leaves them to the fix-up, which cannot write into a mount).
         files = sorted(files + [rel for rel in links if os.path.lexists(prefix / rel)])
     top = str(prefix) + os.sep
     manifest["content"] = _content([(top + rel, rel) for rel in files])
-    if binary:
-        warnings.append(f"{len(binary)} binary file(s) name the old prefix and cannot be relocated: "
-                        + ", ".join(binary[:5]))
+    _warn_binary(binary, warnings)
     with condapack.open_archive(output, fmt, jobs=o.jobs, level=o.level) as writer:
         _add_header(writer, manifest)
         for i, rel in enumerate(files, 1):
@@ -476,18 +485,65 @@ def _pack_venv(prefix: Path, output: Path, fmt: str, o: _Opts, manifest: dict[st
         return _add_trailer(writer)
 
 
+def _pack_venv_one_pass(prefix: Path, output: Path, files: list[str], o: _Opts, manifest: dict[str, Any],
+                        warnings: list[str]) -> int:
+    """tar.zst: every file read once (hashed, searched for the old prefix, written) while the
+    compressor runs; the manifest, complete only then, is placed first (docs/pack.md, frame layout)."""
+    from envbuild.tools import condapack
+
+    top = str(prefix) + os.sep
+    needle = str(prefix).encode()
+    text: list[str] = []
+    binary: list[str] = []
+    stats: list[tuple[str, os.stat_result | None]] = []
+    n = len(files)
+    hint = _manifest_text({**manifest, "content": {"files": n, "dirs": n, "bytes": 1 << 40}})
+    with condapack.open_archive(output, "tar.zst", jobs=o.jobs, level=o.level, head_hint=hint) as writer:
+        _add_fixup(writer)
+        for i, rel in enumerate(files, 1):
+            added = writer.add(top + rel, rel, None if rel.endswith(".pyc") else needle)
+            assert added is not None  # a tar stream says what it wrote
+            stats.append((rel, added.st))
+            if added.hit:
+                (binary if added.binary else text).append(rel)
+            if o.on_progress:
+                o.on_progress(i, len(files))
+        manifest["fixup"]["text_files"] = sorted(text)
+        manifest["content"] = _count(stats)
+        writer.add_text(MANIFEST, _manifest_text(manifest), head=True)
+        _warn_binary(sorted(binary), warnings)
+        return _add_trailer(writer)
+
+
+def _warn_binary(binary: list[str], warnings: list[str]) -> None:
+    if binary:
+        warnings.append(f"{len(binary)} binary file(s) name the old prefix and cannot be relocated: "
+                        + ", ".join(binary[:5]))
+
+
+def _lstat(path: str) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except OSError:
+        return None
+
+
 def _content(pairs: list[tuple[str, str]]) -> dict[str, int]:
     """Files (regular + links), directories and bytes of what is packed: the inodes a tar unpacks to."""
+    return _count([(target, _lstat(source)) for source, target in pairs])
+
+
+def _count(entries: list[tuple[str, os.stat_result | None]]) -> dict[str, int]:
+    """``_content`` from each target's lstat (None: it could not be read, only its parents count)."""
     nfiles = nbytes = 0
     dirs: set[str] = set()
-    for source, target in pairs:
-        with suppress(OSError):
-            mode = (st := os.lstat(source)).st_mode
-            if stat.S_ISDIR(mode):
+    for target, st in entries:
+        if st is not None:
+            if stat.S_ISDIR(st.st_mode):
                 dirs.add(target)
                 continue
             nfiles += 1
-            if not stat.S_ISLNK(mode):
+            if not stat.S_ISLNK(st.st_mode):
                 nbytes += st.st_size
         parent = os.path.dirname(target)
         while parent and parent not in dirs:
@@ -547,8 +603,9 @@ def _contains(path: str | Path, needle: bytes, skip: bytes | None = None) -> boo
     return False
 
 
-def _venv_files(prefix: Path) -> tuple[list[str], dict[str, str], list[str], list[str]]:
-    """Files to pack; links leaving the env (to recreate); text / binary files naming the prefix."""
+def _venv_files(prefix: Path, scan: bool = True) -> tuple[list[str], dict[str, str], list[str], list[str]]:
+    """Files to pack; links leaving the env (to recreate); text / binary files naming the prefix
+    (only with ``scan``: the one-pass tar.zst finds those while it writes them)."""
     # Plain strings and os.path, not Path objects: this runs once per file of a 19k-file env.
     files: list[str] = []
     links: dict[str, str] = {}
@@ -582,7 +639,8 @@ def _venv_files(prefix: Path) -> tuple[list[str], dict[str, str], list[str], lis
                 files.append(rel)
                 continue
             files.append(rel)
-            if rel.endswith(".pyc") or not stat.S_ISREG(st.st_mode) or not _contains(path, needle):
+            if not scan or rel.endswith(".pyc") or not stat.S_ISREG(st.st_mode) \
+                    or not _contains(path, needle):
                 continue
             (binary if _is_binary(path) else text).append(rel)
     return sorted(files), links, sorted(text), sorted(binary)

@@ -112,3 +112,31 @@ def test_a_corrupt_zstd_archive_is_refused_and_leaves_nothing(tmp_path: Path) ->
     with pytest.raises((tarfile.TarError, OSError)):
         safe_extract(arc, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("reader", ["zstd", "python-zstandard"])
+def test_safe_extract_reads_every_frame_of_a_multi_frame_tar_zst(tmp_path: Path, reader: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """pack's venv tar.zst: a first frame written last, a skippable frame, then the body frame;
+    extraction (through the zstd program, or python-zstandard without it) reads all of them."""
+    import hashlib
+    import os
+
+    from envbuild._fs import ExtractLog
+    from envbuild.tools.condapack import open_archive
+
+    needle = b"/old/prefix"
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(5 << 20) + needle)
+    arc = tmp_path / "a.tar.zst"
+    with open_archive(arc, "tar.zst", jobs=2, head_hint="first") as writer:
+        writer.add(str(src), "big.bin")
+        writer.add_text("first.txt", "first\n", head=True)
+    assert int.from_bytes(arc.read_bytes()[:4], "little") == 0xFD2FB528  # a zstd frame comes first
+    if reader == "python-zstandard":
+        monkeypatch.setattr("envbuild._fs.shutil.which", lambda name: None)
+    log = ExtractLog(needle=needle)
+    dest = safe_extract(arc, tmp_path / "out", first="first.txt", log=log)
+    assert (dest / "first.txt").read_text() == "first\n" and log.hits == {"big.bin"}
+    st = (dest / "big.bin").stat()
+    assert log.hashes[(st.st_dev, st.st_ino)] == hashlib.sha256(src.read_bytes()).hexdigest()

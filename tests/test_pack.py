@@ -876,3 +876,155 @@ def test_streamed_tar_holds_every_member_and_its_hash(tmp_path: Path, fmt: str) 
         fast = _ustar(info)
         assert fast is None or fast == info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
     assert _ustar(stream._info(str(src / "small.py"), "small.py", os.lstat(src / "small.py"))) is not None
+
+
+# --- the one-pass tar.zst (manifest frame written last, placed first) -------------------------
+
+
+def _members_of(raw: bytes) -> list[tuple[tarfile.TarInfo, bytes]]:
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tf:
+        return [(m, (f.read() if m.isreg() and (f := tf.extractfile(m)) else b"")) for m in tf.getmembers()]
+
+
+def _odd_venv(wheels: dict[str, Path], root: Path) -> Path:
+    """A venv with what the prefix search must find: a text file naming the prefix at a 4 MiB read
+    boundary, a binary naming it, a hard link to a script, a symlink, a .pyc naming it."""
+    venv = make_venv(root / "venv", wheels["hellopkg"])
+    needle = str(venv).encode()
+    (venv / "share").mkdir()
+    (venv / "share" / "straddle.txt").write_bytes(b"a" * ((4 << 20) - 7) + needle + b"\n")
+    (venv / "share" / "plain.txt").write_bytes(b"b" * (5 << 20))
+    (venv / "lib" / "libembed.so").write_bytes(b"\x7fELF\0\0" + needle + b"/lib\0")
+    (venv / "lib" / "cached.pyc").write_bytes(b"\0\0" + needle)
+    os.link(venv / "bin" / "hello-cli", venv / "bin" / "hello-twin")
+    os.symlink("hello-cli", venv / "bin" / "hello-link")
+    return venv
+
+
+def test_one_pass_tar_zst_holds_the_same_tar_stream_as_before(wheels: dict[str, Path],
+                                                               tmp_path: Path) -> None:
+    """tar.zst reads each file once and writes the manifest last, as its own zstd frame placed at
+    the start; decompressed, it is the tar stream the two-pass writer (kept for tar.gz) writes:
+    the same members in the same order, the same bytes, the same manifest (text_files, content
+    counts, binary warning)."""
+    import gzip
+
+    import zstandard
+
+    venv = _odd_venv(wheels, tmp_path)
+    old = pack(venv, tmp_path / "v.tar.gz")
+    new = pack(venv, tmp_path / "v.tar.zst")
+    zst = tmp_path / "v.tar.zst"
+    unzst = subprocess.run(["zstd", "-dc", zst], capture_output=True, check=True).stdout
+    raw_old = gzip.decompress((tmp_path / "v.tar.gz").read_bytes())
+    assert len(unzst) % tarfile.RECORDSIZE == 0
+    a, b = _members_of(raw_old), _members_of(unzst)
+    assert [m.name for m, _ in a] == [m.name for m, _ in b] and a[0][0].name == MANIFEST
+    generated = {MANIFEST, CHECKSUMS, "bin/envbuild-unpack"}
+    for (ma, da), (mb, db) in zip(a, b, strict=True):
+        fields = ("type", "mode", "uid", "gid", "uname", "gname", "linkname") + (
+            ("mtime",) if ma.name not in generated else ())
+        assert [getattr(ma, f) for f in fields] == [getattr(mb, f) for f in fields], ma.name
+        if ma.name not in (MANIFEST, CHECKSUMS):
+            assert da == db, ma.name
+    man_old, man_new = json.loads(a[0][1]), json.loads(b[0][1])
+    assert man_new["fixup"]["text_files"] == man_old["fixup"]["text_files"]
+    assert "share/straddle.txt" in man_new["fixup"]["text_files"]
+    assert "lib/cached.pyc" not in man_new["fixup"]["text_files"] and "bin/hello-twin" in man_new["fixup"][
+        "text_files"]
+    for key in ("created", "format"):
+        man_old.pop(key), man_new.pop(key)
+    assert man_new == man_old
+    assert new["warnings"] == old["warnings"] and "lib/libembed.so" in new["warnings"][0]
+    assert [new[k] for k in ("env_files", "env_dirs", "env_bytes", "members")] == [
+        old[k] for k in ("env_files", "env_dirs", "env_bytes", "members")]
+    sums = {ma.name: d for ma, d in a}[CHECKSUMS], {mb.name: d for mb, d in b}[CHECKSUMS]
+    drop = f"  {MANIFEST}\n"
+    assert [ln for ln in sums[0].decode().splitlines(True) if not ln.endswith(drop)] == [
+        ln for ln in sums[1].decode().splitlines(True) if not ln.endswith(drop)]
+    assert f"{hashlib.sha256(b[0][1]).hexdigest()}  {MANIFEST}\n" in sums[1].decode()
+    # The layout: the first frame alone is the manifest member, then a skippable frame.
+    data = zst.read_bytes()
+    dobj = zstandard.ZstdDecompressor().decompressobj()
+    head = dobj.decompress(data)
+    assert head == unzst[:len(head)] and _members_of(head + bytes(1024))[0][0].name == MANIFEST
+    skip = data[len(data) - len(dobj.unused_data):]
+    assert int.from_bytes(skip[:4], "little") == 0x184D2A50
+
+
+def test_one_pass_tar_zst_is_read_by_every_reader(wheels: dict[str, Path], tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """tar, zstd, python-zstandard, inspect, unpack --check-only and unpack read every frame."""
+    import zstandard
+
+    from envbuild._fs import safe_extract
+
+    venv = make_venv(tmp_path / "venv", wheels["hellopkg"])
+    zst = tmp_path / "v.tar.zst"
+    pack(venv, zst)
+    with zst.open("rb") as fh:
+        raw = zstandard.ZstdDecompressor().stream_reader(fh, read_across_frames=True).readall()
+    assert raw == subprocess.run(["zstd", "-dc", zst], capture_output=True, check=True).stdout
+    members = _members_of(raw)
+    assert (members[0][0].name, members[-1][0].name) == (MANIFEST, CHECKSUMS)
+    assert f"{SP}/hellopkg/__init__.py" in {m.name for m, _ in members}
+    (tmp_path / "tar").mkdir()
+    subprocess.run(["tar", "-I", "zstd", "-xf", zst, "-C", tmp_path / "tar"], check=True)
+    got = {os.path.relpath(os.path.join(root, n), tmp_path / "tar")
+           for root, dirs, names in os.walk(tmp_path / "tar") for n in dirs + names}
+    parents = {str(p) for m, _ in members for p in Path(m.name).parents} - {"."}
+    assert got == {m.name for m, _ in members} | parents
+    manifest = read_manifest(zst)
+    assert manifest is not None and manifest["format"] == "tar.zst"
+    assert inspect_archive(zst)["env_files"] == manifest["content"]["files"]
+    check = run([*ENVBUILD, "unpack", zst, tmp_path / "never", "--check-only", "--json"])
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert unpack(zst, tmp_path / "dest")["ok"]
+    assert run([tmp_path / "dest" / "bin" / "hello-cli"]).stdout == "hello\n"
+    # without the zstd program: python-zstandard in this process
+    monkeypatch.setattr("envbuild._fs.shutil.which", lambda name: None)
+    safe_extract(zst, tmp_path / "pyzstd")
+    assert (tmp_path / "pyzstd" / CHECKSUMS).read_bytes() == (tmp_path / "tar" / CHECKSUMS).read_bytes()
+    # without python-zstandard: inspect reads through `zstd -dc`
+    monkeypatch.undo()
+    monkeypatch.setitem(sys.modules, "zstandard", None)
+    assert read_manifest(zst) == manifest
+
+
+@pytest.mark.parametrize("compressor", ["python-zstandard", "zstd program"])
+@pytest.mark.parametrize("size", ["fits", "outgrows"])
+def test_a_manifest_written_last_goes_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compressor: str,
+                                           size: str) -> None:
+    """The first member given last lands first, in the room kept for it or, when it outgrows that
+    room, with the body moved up; through python-zstandard or, without it, the zstd program."""
+    from envbuild.tools.condapack import open_archive
+
+    if compressor == "zstd program":
+        monkeypatch.setitem(sys.modules, "zstandard", None)
+    src = tmp_path / "f.bin"
+    src.write_bytes(os.urandom(3 << 20))
+    # random hex compresses to about half: ~100 KB, far over the room an empty estimate gets
+    head = os.urandom(100_000).hex() if size == "outgrows" else '{"a": 1}\n'
+    out = tmp_path / "a.tar.zst"
+    with open_archive(out, "tar.zst", jobs=2, head_hint="{}") as writer:
+        writer.add(str(src), "f.bin")
+        writer.add_text(MANIFEST, head, head=True)
+        sums = writer.checksums()
+    raw = subprocess.run(["zstd", "-dc", out], capture_output=True, check=True).stdout
+    (m0, d0), (m1, d1) = _members_of(raw)
+    assert (m0.name, d0.decode(), m1.name, d1) == (MANIFEST, head, "f.bin", src.read_bytes())
+    assert sums[MANIFEST] == hashlib.sha256(head.encode()).hexdigest()
+    assert len(raw) % tarfile.RECORDSIZE == 0
+    # which way it went: the body right after the room kept (a 4 KiB multiple), or moved up
+    # behind an empty skippable frame
+    monkeypatch.undo()
+    import zstandard
+
+    data = out.read_bytes()
+    dobj = zstandard.ZstdDecompressor().decompressobj()
+    dobj.decompress(data)
+    skip = dobj.unused_data
+    pad = int.from_bytes(skip[4:8], "little")
+    body_at = len(data) - len(skip) + 8 + pad
+    assert int.from_bytes(skip[:4], "little") == 0x184D2A50
+    assert (body_at % 4096 == 0 and pad > 0) if size == "fits" else pad == 0

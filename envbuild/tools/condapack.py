@@ -14,6 +14,7 @@ import hashlib
 import os
 import shutil
 import stat
+import struct
 import subprocess
 import tarfile
 import tempfile
@@ -29,6 +30,7 @@ from envbuild.errors import PackError, ToolError
 
 __all__ = [
     "FORMATS",
+    "Added",
     "ArchiveWriter",
     "CondaPackRefused",
     "LoadedEnv",
@@ -129,6 +131,22 @@ def _ustar(info: tarfile.TarInfo) -> bytes | None:
     return buf[:148] + b"%06o\0" % chksum + buf[155:]
 
 
+def _header_bytes(info: tarfile.TarInfo) -> bytes:
+    return _ustar(info) or info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+@dataclass(frozen=True)
+class Added:
+    """What ``TarStream.add`` wrote: the member's sha256 (``symlink:TARGET``; None for a directory,
+    fifo or device), the source's lstat, and, for a regular file searched for a needle, whether its
+    bytes hold it (``hit``) and whether its first 8 KiB hold a NUL (``binary``, only with a hit)."""
+
+    digest: str | None
+    st: os.stat_result
+    hit: bool = False
+    binary: bool = False
+
+
 class TarStream:
     """A tar stream (tarfile's PAX format) written in large blocks; every file is hashed as it streams.
 
@@ -145,7 +163,7 @@ class TarStream:
         self._mtime = mtime
         self._pending: list[bytes] = []
         self._pending_len = 0
-        self._inodes: dict[tuple[int, int], tuple[str, str]] = {}
+        self._inodes: dict[tuple[int, int], tuple[str, str, bool, bool]] = {}
         self._users: dict[int, str] = {}
         self._groups: dict[int, str] = {}
         self._written = 0
@@ -180,7 +198,7 @@ class TarStream:
         return self._users[uid], self._groups[gid]
 
     def _header(self, info: tarfile.TarInfo) -> None:
-        self._emit(_ustar(info) or info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+        self._emit(_header_bytes(info))
 
     def _info(self, source: str, target: str, st: os.stat_result) -> tarfile.TarInfo | None:
         info = tarfile.TarInfo(target)
@@ -209,52 +227,74 @@ class TarStream:
             return None
         return info
 
-    def add(self, source: str, target: str) -> str | None:
-        """Write ``source`` as ``target``; return its sha256, ``symlink:TARGET``, or None (a directory)."""
+    def add(self, source: str, target: str, needle: bytes | None = None) -> Added:
+        """Write ``source`` as ``target``: its sha256 (``symlink:TARGET``, None for a directory), its
+        lstat, and for a regular file asked with ``needle``, whether its bytes hold it."""
         st = os.lstat(source)
         info = self._info(source, target, st)
         if info is None:
-            return None
+            return Added(None, st)
         if info.type == tarfile.SYMTYPE:
             self._header(info)
-            return "symlink:" + info.linkname
+            return Added("symlink:" + info.linkname, st)
         if info.type == tarfile.LNKTYPE:
             self._header(info)
-            return self._inodes[(st.st_ino, st.st_dev)][1]
+            first = self._inodes[(st.st_ino, st.st_dev)]
+            return Added(first[1], st, first[2], first[3])
         if info.type != tarfile.REGTYPE:
             self._header(info)
-            return None
-        h = hashlib.sha256()
+            return Added(None, st)
         with open(source, "rb", buffering=0) as fh:
             self._header(info)
-            left = info.size
-            while left > 0:
-                chunk = fh.read(min(left, _BLOCK))
-                if not chunk:
-                    raise OSError(f"{source} shrank while it was being packed")
-                h.update(chunk)
-                left -= len(chunk)
-                if len(chunk) >= _BLOCK // 4:
-                    self._flush()
-                    self._out.write(chunk)
-                    self._written += len(chunk)
-                else:
-                    self._emit(chunk)
+            digest, hit, head = self._copy(fh, source, info.size, needle)
         self._pad(info.size)
-        digest = h.hexdigest()
+        binary = hit and b"\0" in head
         if st.st_nlink > 1:
-            self._inodes[(st.st_ino, st.st_dev)] = (target, digest)
-        return digest
+            self._inodes[(st.st_ino, st.st_dev)] = (target, digest, hit, binary)
+        return Added(digest, st, hit, binary)
+
+    def _copy(self, fh: Any, source: str, size: int, needle: bytes | None) -> tuple[str, bool, bytes]:
+        """Stream ``size`` bytes of ``fh`` out: (sha256, whether ``needle`` occurs, the first 8 KiB)."""
+        h = hashlib.sha256()
+        hit, head, tail = False, b"", b""
+        keep = max(len(needle) - 1, 1) if needle else 0
+        left = size
+        while left > 0:
+            chunk = fh.read(min(left, _BLOCK))
+            if not chunk:
+                raise OSError(f"{source} shrank while it was being packed")
+            h.update(chunk)
+            if needle and left == size:
+                head = chunk[:8192]
+            if needle and not hit:
+                # an occurrence may straddle two reads: the end of the last one is searched with this one
+                hit = needle in chunk or (bool(tail) and needle in tail + chunk[:keep])
+                tail = chunk[-keep:]
+            left -= len(chunk)
+            if len(chunk) >= _BLOCK // 4:
+                self._flush()
+                self._out.write(chunk)
+                self._written += len(chunk)
+            else:
+                self._emit(chunk)
+        return h.hexdigest(), hit, head
 
     def add_bytes(self, source: str, data: bytes, target: str) -> str:
         """Write ``data`` as ``target`` with ``source``'s mode and owner; return its sha256."""
+        self._emit(self.member(source, data, target))
+        return hashlib.sha256(data).hexdigest()
+
+    def member(self, source: str, data: bytes, target: str) -> bytes:
+        """The bytes of member ``target`` holding ``data`` (header, data, padding), not written."""
         info = self._info(source, target, os.stat(source))
         assert info is not None
         info.type, info.size, info.linkname = tarfile.REGTYPE, len(data), ""
-        self._header(info)
-        self._emit(data)
-        self._pad(len(data))
-        return hashlib.sha256(data).hexdigest()
+        pad = -len(data) % tarfile.BLOCKSIZE
+        return _header_bytes(info) + data + tarfile.NUL * pad
+
+    def count_head(self, size: int) -> None:
+        """``size`` bytes written before this stream (a member placed at the start later)."""
+        self._written += size
 
     def _pad(self, size: int) -> None:
         if rest := size % tarfile.BLOCKSIZE:
@@ -308,19 +348,25 @@ class _Handoff:
 class ArchiveWriter:
     """conda-pack's archive interface (``add``/``add_bytes``) that also hashes every member."""
 
-    def __init__(self, arc: Any, pool: ThreadPoolExecutor) -> None:
+    def __init__(self, arc: Any, pool: ThreadPoolExecutor, *, deferred: bool = False) -> None:
         self._arc = arc
         self._pool = pool
         self._hashes: dict[str, Future[str] | str] = {}
+        self._deferred = deferred
+        self.head: bytes | None = None  # the first member, given last (open_archive's head_hint)
 
-    def add(self, source: str, target: str) -> None:
-        """Add a file, link or directory from disk under ``target``."""
+    def add(self, source: str, target: str, needle: bytes | None = None) -> Added | None:
+        """Add a file, link or directory from disk under ``target``.
+
+        A tar stream says what it wrote (``Added``: hash, lstat, and whether a regular file holds
+        ``needle``, found in the same read); the other formats return None.
+        """
         if isinstance(self._arc, TarStream):
-            # One read per file: the tar stream hashes what it writes.
-            digest = self._arc.add(source, target)
-            if digest is not None:
-                self._hashes[target] = digest
-            return
+            # One read per file: the tar stream hashes (and searches) what it writes.
+            added = self._arc.add(source, target, needle)
+            if added.digest is not None:
+                self._hashes[target] = added.digest
+            return added
         self._arc.add(source, target)
         if os.path.islink(source):
             self._hashes[target] = "symlink:" + os.readlink(source)
@@ -330,6 +376,7 @@ class ArchiveWriter:
                 self._hashes[target] = sha256_file(source)
             else:
                 self._hashes[target] = self._pool.submit(sha256_file, source)
+        return None
 
     def add_bytes(self, source: str, data: bytes, target: str) -> None:
         """Add ``data`` under ``target`` with ``source``'s mode and owner."""
@@ -339,14 +386,25 @@ class ArchiveWriter:
         self._arc.add_bytes(source, data, target)
         self._hashes[target] = hashlib.sha256(data).hexdigest()
 
-    def add_text(self, target: str, text: str, mode: int = 0o644) -> None:
-        """Add generated text (the manifest, the checksum list, the fix-up script)."""
+    def add_text(self, target: str, text: str, mode: int = 0o644, *, head: bool = False) -> None:
+        """Add generated text (the manifest, the checksum list, the fix-up script).
+
+        ``head``: this is the archive's first member, given after the others (only in an archive
+        opened with ``head_hint``); it is placed at the start when the archive is closed.
+        """
         fd, tmp = tempfile.mkstemp(prefix=".envbuild-", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(text)
             os.chmod(tmp, mode)
-            self.add_bytes(tmp, text.encode(), target)
+            data = text.encode()
+            if not head:
+                self.add_bytes(tmp, data, target)
+                return
+            assert self._deferred and self.head is None, "a head member needs open_archive(head_hint=...)"
+            self.head = self._arc.member(tmp, data, target)
+            self._arc.count_head(len(self.head))
+            self._hashes[target] = hashlib.sha256(data).hexdigest()
         finally:
             os.unlink(tmp)
 
@@ -373,22 +431,94 @@ def _piped(argv: list[str], fh: IO[bytes], what: str) -> Iterator[IO[bytes]]:
         raise ToolError(f"{what} exited with {rc} while compressing.")
 
 
+def _zstd_exe() -> str:
+    """The ``zstd`` program, for when python-zstandard is not installed."""
+    exe = shutil.which("zstd")
+    if exe is None:
+        raise ToolError("tar.zst needs the 'zstandard' module or the 'zstd' program.",
+                        hint="pip install zstandard, or choose --format tar.gz.")
+    return exe
+
+
 @contextlib.contextmanager
 def _zstd_stream(fh: IO[bytes], level: int, jobs: int) -> Iterator[IO[bytes]]:
     try:
         import zstandard
     except ImportError:
-        exe = shutil.which("zstd")
-        if exe is None:
-            raise ToolError("tar.zst needs the 'zstandard' module or the 'zstd' program.",
-                            hint="pip install zstandard, or choose --format tar.gz.") from None
-        with _piped([exe, f"-{level}", f"-T{jobs}", "-q", "-c"], fh, "zstd") as pipe:
+        with _piped([_zstd_exe(), f"-{level}", f"-T{jobs}", "-q", "-c"], fh, "zstd") as pipe:
             yield pipe
         return
     # zstd's own worker threads compress (as `zstd -T`); the writes release the GIL.
     cctx = zstandard.ZstdCompressor(level=level, threads=jobs if jobs > 1 else 0)
     with cctx.stream_writer(fh, closefd=False, write_size=1 << 20) as writer:
         yield writer  # leaving the block ends the zstd frame
+
+
+def _zstd_frame(data: bytes, level: int) -> bytes:
+    """``data`` as one zstd frame."""
+    try:
+        import zstandard
+    except ImportError:
+        return subprocess.run([_zstd_exe(), f"-{level}", "-q", "-c"], input=data, capture_output=True,
+                              check=True).stdout
+    return bytes(zstandard.ZstdCompressor(level=level).compress(data))
+
+
+# A tar.zst whose first member is written last (docs/pack.md, "frame layout"): the body streams
+# into the file from ``reserve`` on while the start is left empty; at the end the first member
+# goes there as its own frame, followed by a zstd skippable frame (magic 0x184D2A50, 4-byte
+# little-endian length) that spans exactly the rest of the reservation. Decompressors skip it.
+_SKIPPABLE = 0x184D2A50
+_SKIP_HEADER = 8
+_HEAD_ROOM = 32 << 10  # for what the estimate lacks: the manifest's text_files, thousands of names
+
+
+def _reserve(hint: str, level: int) -> int:
+    """Bytes kept at the start for the first member's frame: the estimate compressed, with room."""
+    est = len(_zstd_frame(hint.encode() + bytes(tarfile.BLOCKSIZE * 2), level))
+    return -(-(est + _SKIP_HEADER + _HEAD_ROOM) // 4096) * 4096
+
+
+def _place_head(fh: IO[bytes], head: bytes | None, level: int, reserve: int) -> None:
+    """Write the first member's frame (and the skippable padding frame) into the reserved start."""
+    if head is None:
+        raise PackError("internal error: the archive's first member was never given.")
+    frame = _zstd_frame(head, level)
+    need = len(frame) + _SKIP_HEADER
+    fh.flush()
+    end = fh.seek(0, os.SEEK_END)
+    if need > reserve:  # it does not fit: move the body up (correct, one more copy of the archive)
+        with open(fh.name, "rb", buffering=0) as rd:  # fh is write-only
+            pos = end
+            while pos > reserve:
+                n = min(_BLOCK, pos - reserve)
+                pos -= n
+                os.pwrite(fh.fileno(), os.pread(rd.fileno(), n, pos), pos + need - reserve)
+        reserve = need
+    fh.seek(0)
+    fh.write(frame + struct.pack("<II", _SKIPPABLE, reserve - need))
+    fh.flush()
+
+
+@contextlib.contextmanager
+def _tar_archive(fh: IO[bytes], fmt: str, lvl: int, jobs: int, stamp: int, pool: ThreadPoolExecutor,
+                 head_hint: str | None) -> Iterator[ArchiveWriter]:
+    """tar.gz / tar.zst through the one TarStream; a tar.zst with ``head_hint`` gets its first
+    member last (the manifest, complete only once every file has been read)."""
+    deferred = fmt == "tar.zst" and head_hint is not None
+    reserve = _reserve(head_hint or "", lvl) if deferred else 0
+    fh.seek(reserve)
+    with (_zstd_stream(fh, lvl, jobs) if fmt == "tar.zst" else _gzip_stream(fh, lvl, jobs, stamp)) as zfh:
+        handoff = _Handoff(zfh)
+        try:
+            tar = TarStream(handoff, mtime=stamp)
+            writer = ArchiveWriter(tar, pool, deferred=deferred)
+            yield writer
+            tar.close()
+        finally:
+            handoff.close()
+    if deferred:
+        _place_head(fh, writer.head, lvl, reserve)
 
 
 @contextlib.contextmanager
@@ -416,11 +546,14 @@ def _gzip_stream(fh: IO[bytes], level: int, jobs: int, mtime: int) -> Iterator[A
 
 @contextlib.contextmanager
 def open_archive(
-    output: Path, fmt: str, *, jobs: int, level: int | None = None, mtime: float | None = None
+    output: Path, fmt: str, *, jobs: int, level: int | None = None, mtime: float | None = None,
+    head_hint: str | None = None,
 ) -> Iterator[ArchiveWriter]:
     """Write an archive at ``output`` through a temp file; it appears only when the block succeeds.
 
     ``mtime`` stamps the generated conda-unpack script (conda-pack uses conda-meta/history's).
+    ``head_hint`` (tar.zst): the first member is given last, with ``add_text(..., head=True)``, and
+    is about this text (room is kept for it at the start); other formats ignore it.
     """
     import time
 
@@ -447,15 +580,8 @@ def open_archive(
                 writer.checksums()
                 squashfs.mksquashfs(Path(sq._staging_dir), Path(tmp), jobs=jobs, level=lvl)
         elif fmt in ("tar.zst", "tar.gz"):
-            with (_zstd_stream(fh, lvl, jobs) if fmt == "tar.zst"
-                  else _gzip_stream(fh, lvl, jobs, stamp)) as zfh:
-                handoff = _Handoff(zfh)
-                try:
-                    tar = TarStream(handoff, mtime=stamp)
-                    yield ArchiveWriter(tar, pool)
-                    tar.close()
-                finally:
-                    handoff.close()
+            with _tar_archive(fh, fmt, lvl, jobs, stamp, pool, head_hint) as writer:
+                yield writer
         else:
             from conda_pack.formats import archive
 
