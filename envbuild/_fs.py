@@ -16,7 +16,7 @@ import unicodedata
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, Any, cast
 
 from envbuild.errors import HashMismatch, InputError, PackError, UnsafeArchive
 
@@ -256,6 +256,46 @@ class ExtractLog:
     hits: set[str] = dataclasses.field(default_factory=set)  # paths (links resolved) of files with needle
 
 
+class _Hasher:
+    """sha256 of large files on a second thread, beside the writes (hashlib drops the GIL there).
+
+    Items are processed in order, so a file's chunks reach its hash in order, and its digest is
+    stored only after the last one. ``close`` waits for all of them.
+    """
+
+    def __init__(self, hashes: dict[tuple[int, int], str]) -> None:
+        import queue
+        import threading
+
+        self._hashes = hashes
+        self._q: queue.Queue[tuple[Any, bytes | tuple[int, int]] | None] = queue.Queue(maxsize=64)
+        self._thread = threading.Thread(target=self._run, name="envbuild-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._q.get()) is not None:
+            h, what = item
+            if isinstance(what, bytes):
+                h.update(what)
+            else:
+                self._hashes[what] = h.hexdigest()
+
+    def update(self, h: Any, chunk: bytes) -> None:
+        self._q.put((h, chunk))
+
+    def done(self, h: Any, key: tuple[int, int]) -> None:
+        self._q.put((h, key))
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join()
+
+
+# files at least this large are hashed on the second thread; smaller ones cost less inline
+_THREADED_HASH = 1 << 20
+
+
 class _Tree:
     """Writes members under ``root``; every path is resolved against the disk, confined to root."""
 
@@ -270,6 +310,7 @@ class _Tree:
         # so a member below one needs no lstat of each component again.
         self.real: set[str] = set()
         self.log = log
+        self.hasher = _Hasher(log.hashes) if log is not None else None
         self._hit_inodes: set[tuple[int, int]] = set()
 
     def path(self, parts: list[str]) -> str:
@@ -405,10 +446,13 @@ class _Tree:
         try:
             log = self.log
             h = hashlib.sha256() if log is not None else None
+            threaded = self.hasher if h is not None and getattr(data, "size", 0) >= _THREADED_HASH else None
             needle = log.needle if log is not None else None
             hit, tail = False, b""
             while chunk := data.read(_CHUNK):
-                if h is not None:
+                if threaded is not None:
+                    threaded.update(h, chunk)
+                elif h is not None:
                     h.update(chunk)
                 if needle and not hit:  # also across two chunks: the previous one's tail
                     hit = needle in chunk or (bool(tail) and needle in tail + chunk[:len(needle) - 1])
@@ -422,7 +466,10 @@ class _Tree:
                 os.utime(fd, (m.mtime, m.mtime))
             if log is not None and h is not None:
                 st = os.fstat(fd)
-                log.hashes[(st.st_dev, st.st_ino)] = h.hexdigest()
+                if threaded is not None:
+                    threaded.done(h, (st.st_dev, st.st_ino))
+                else:
+                    log.hashes[(st.st_dev, st.st_ino)] = h.hexdigest()
                 if hit:
                     log.hits.add("/".join(parts))
                     self._hit_inodes.add((st.st_dev, st.st_ino))
@@ -430,6 +477,8 @@ class _Tree:
             os.close(fd)
 
     def finish(self) -> None:
+        if self.hasher is not None:
+            self.hasher.close()  # every digest is in log.hashes before anyone reads them
         # A symlink checked when it was made can be turned outward by later members (a name it
         # passes through became a link): check every one again against the final tree.
         for rel in self.links:
@@ -498,6 +547,8 @@ def safe_extract(archive: str | os.PathLike[str], dest: str | os.PathLike[str], 
             tree.add(m, data)
         tree.finish()
     except BaseException:
+        if tree.hasher is not None:
+            tree.hasher.close()
         if made:
             shutil.rmtree(out, ignore_errors=True)
         else:
@@ -585,6 +636,7 @@ class _MemberData:
 
     def __init__(self, stream: IO[bytes] | _Forward, offset: int, size: int) -> None:
         self._f, self._pos, self._end = stream, offset, offset + size
+        self.size = size
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
