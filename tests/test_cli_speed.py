@@ -108,3 +108,21 @@ def test_an_early_run_is_adopted_only_for_exactly_its_inputs(tmp_path: Path) -> 
         again.run = uv._Run(uv._Inputs(opts, inputs.fmt, inputs.out_name, out, None))
         taken = again.take(uv._Inputs(opts, inputs.fmt, inputs.out_name, out, None))
         assert taken is not None and uv.parse_pylock(taken.result(60))[0].version == "1.16.0"
+
+
+def test_early_run_records_are_pruned_to_the_newest(tmp_path: Path) -> None:
+    records = tmp_path / "uv-early"
+    records.mkdir()
+    for i in range(uv._EARLY_RECORDS + 6):
+        old = records / f"old{i:03d}.json"
+        old.write_text("{}")
+        os.utime(old, (1_000_000 + i, 1_000_000 + i))
+    opts = uv.CompileOptions(requirements=("six",), python_version="3.11",
+                             python_platform="x86_64-manylinux_2_17", index_url="https://pypi.org/simple",
+                             only_binary=True)
+    early = uv._Early()
+    early.record = records / "new.json"
+    early.remember(uv._Inputs(opts, ("--format", "pylock.toml"), "pylock.toml", None, None), "out")
+    left = {p.name for p in records.glob("*.json")}
+    assert len(left) == uv._EARLY_RECORDS and "new.json" in left
+    assert "old000.json" not in left and f"old{uv._EARLY_RECORDS + 5:03d}.json" in left

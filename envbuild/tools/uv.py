@@ -462,6 +462,7 @@ class _Early:
         try:
             record.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(record, text, mode=0o600)
+            _prune(record.parent, keep=_EARLY_RECORDS)
         except OSError:
             pass  # a speed-up only
 
@@ -472,6 +473,16 @@ class _Early:
 
 
 _EARLY = _Early()
+
+
+# one record per distinct lock command line; the least recently written beyond this are dropped
+_EARLY_RECORDS = 64
+
+
+def _prune(directory: Path, keep: int) -> None:
+    records = sorted(directory.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in records[keep:]:
+        old.unlink(missing_ok=True)
 
 
 def start_early(key: Sequence[str]) -> None:
