@@ -124,6 +124,9 @@ def _rounds(rows: list[Row], rounds: int) -> tuple[dict[str, list[float]], dict[
         k = r % len(rows)
         for label, fn, out in rows[k:] + rows[:k]:
             _fresh(out)
+            # The previous round's files (and this removal) reach the disk before the clock starts:
+            # otherwise their writeback lands in whichever row runs next.
+            os.sync()
             c0, t0 = _cpu(), time.perf_counter()
             fn()
             times[label].append(time.perf_counter() - t0)
