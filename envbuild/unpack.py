@@ -36,7 +36,7 @@ from envbuild.archive import (
     read_manifest,
 )
 from envbuild.errors import EnvbuildError, HashMismatch, InputError, PackError, UnsafeArchive
-from envbuild.models import Profile
+from envbuild.models import Profile, loose_version
 from envbuild.pack import _contains, _is_binary, _source_profile
 
 if TYPE_CHECKING:
@@ -342,13 +342,6 @@ def this_machine() -> Profile:
     return Profile.from_dict(_source_profile())
 
 
-def _ver_tuple(v: str | None) -> tuple[int, ...] | None:
-    if not v:
-        return None
-    nums = re.findall(r"\d+", v)
-    return tuple(int(x) for x in nums[:3]) if nums else None
-
-
 def manifest_findings(manifest: dict[str, Any] | None, profile: Profile) -> list[Finding]:
     """What the manifest alone tells about the target, before extraction: platform, glibc, driver."""
     if not manifest:
@@ -362,7 +355,7 @@ def manifest_findings(manifest: dict[str, Any] | None, profile: Profile) -> list
                                 f"{profile.to_dict()[key]}; its binaries cannot run there.",
                                 "Build the env for the target platform ('envbuild lock --target').",
                                 f"manifest source.profile.{key}"))
-    sg, tg = _ver_tuple(src.get("glibc_version")), _ver_tuple(profile.glibc_version)
+    sg, tg = loose_version(src.get("glibc_version")), loose_version(profile.glibc_version)
     if sg and tg and tg < sg:
         out.append(_finding("glibc", "warning",
                             f"the target's glibc {profile.glibc_version} is older than the source's "

@@ -1028,3 +1028,17 @@ def test_a_manifest_written_last_goes_first(tmp_path: Path, monkeypatch: pytest.
     body_at = len(data) - len(skip) + 8 + pad
     assert int.from_bytes(skip[:4], "little") == 0x184D2A50
     assert (body_at % 4096 == 0 and pad > 0) if size == "fits" else pad == 0
+
+
+@pytest.mark.parametrize(("source", "target", "warned"), [
+    ("2.35", "2.17", True), ("2.17", "2.35", False), ("2.35", "2.35", False), ("2.9", "2.17", False),
+])
+def test_an_older_target_glibc_is_a_warning_before_extraction(source: str, target: str, warned: bool) -> None:
+    from envbuild.unpack import manifest_findings
+
+    manifest = {"source": {"profile": {"os": "linux", "arch": "x86_64", "glibc_version": source}}}
+    got = manifest_findings(manifest, Profile(os="linux", arch="x86_64", glibc_version=target))
+    glibc = [f for f in got if f.family == "glibc"]
+    assert bool(glibc) == warned  # compared as versions: 2.9 is older than 2.17
+    if warned:
+        assert glibc[0].severity == "warning" and target in glibc[0].cause and source in glibc[0].cause
