@@ -31,6 +31,8 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 from elftools.elf.structs import ELFStructs
 
+from envbuild import cache_home
+
 __all__ = [
     "ElfInfo",
     "GpuCode",
@@ -336,10 +338,7 @@ _CACHE_VERSION = 1
 
 
 def _cache_file() -> Path:
-    base = os.environ.get("ENVBUILD_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "envbuild"
-    )
-    return Path(base) / f"elf-v{_CACHE_VERSION}.json"
+    return cache_home() / f"elf-v{_CACHE_VERSION}.json"
 
 
 def _disk() -> dict[str, dict[str, Any]]:

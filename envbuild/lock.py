@@ -36,7 +36,7 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from envbuild import __version__
+from envbuild import __version__, cache_home
 from envbuild._fs import atomic_write, check_output_dir, one_line, output_dir, path_component
 from envbuild._http import TIMEOUT, http_session
 from envbuild.errors import ConflictError, FetchError, InputError
@@ -254,9 +254,7 @@ class IndexClient:
 
 
 def _hash_cache_path() -> Path:
-    base = os.environ.get("ENVBUILD_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "envbuild")
-    return Path(base) / "url-sha256.json"
+    return cache_home() / "url-sha256.json"
 
 
 # --- results ------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from envbuild import cache_home
 from envbuild.errors import ConflictError, EnvbuildError, FetchError, InputError, ToolError
 from envbuild.tools._run import redact, split_credentials
 
@@ -490,8 +491,3 @@ def start_early(key: Sequence[str]) -> None:
     _EARLY.start(key)
 
 
-def cache_home() -> Path:
-    """envbuild's user cache: $ENVBUILD_CACHE_DIR, else $XDG_CACHE_HOME/envbuild (~/.cache/envbuild)."""
-    base = os.environ.get("ENVBUILD_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "envbuild")
-    return Path(base)
