@@ -201,14 +201,20 @@ def test_git_commit_not_in_repository_fails_clearly(tmp_path: Path) -> None:
     assert err["ok"] is False and "1111111111" in err["message"]
 
 
-def test_conda_packages_land_in_an_indexed_local_channel(tmp_path: Path) -> None:
+def _conda_package_to_serve(tmp_path: Path) -> tuple[Path, Path]:
+    """A real linux-64 .conda package (libdemo 1.2) and a flat directory serving it."""
     from conda_fixture import build_conda_package
 
-    src = tmp_path / "src"
-    pkg = build_conda_package(src, "libdemo", "1.2", subdir="linux-64", files={"lib/demo.txt": "x"})
+    pkg = build_conda_package(tmp_path / "src", "libdemo", "1.2", subdir="linux-64",
+                              files={"lib/demo.txt": "x"})
     flat = tmp_path / "idx"
     flat.mkdir()
     (flat / pkg.name).write_bytes(pkg.read_bytes())
+    return pkg, flat
+
+
+def test_conda_packages_land_in_an_indexed_local_channel(tmp_path: Path) -> None:
+    pkg, flat = _conda_package_to_serve(tmp_path)
     with serve(flat) as srv:
         lock = write_lock(tmp_path / "lock", [{"name": "libdemo", "version": "1.2", "kind": "conda",
                                                "url": srv.file_url(pkg.name), "sha256": sha256(pkg),
@@ -232,15 +238,10 @@ def test_conda_packages_land_in_an_indexed_local_channel(tmp_path: Path) -> None
 
 def test_a_conda_file_without_subdir_is_where_fetch_render_and_verify_all_look(tmp_path: Path) -> None:
     """One rule (LockedArtifact.cache_path): no subdir of its own -> the lock's platform subdir."""
-    from conda_fixture import build_conda_package
-
     from envbuild.bundle import verify_cache
     from envbuild.render import render
 
-    pkg = build_conda_package(tmp_path / "src", "libdemo", "1.2", subdir="linux-64", files={"lib/d.txt": "x"})
-    flat = tmp_path / "idx"
-    flat.mkdir()
-    (flat / pkg.name).write_bytes(pkg.read_bytes())
+    pkg, flat = _conda_package_to_serve(tmp_path)
     with serve(flat) as srv:
         lock = write_lock(tmp_path / "lock", [{"name": "libdemo", "version": "1.2", "kind": "conda",
                                                "url": srv.file_url(pkg.name), "sha256": sha256(pkg),
