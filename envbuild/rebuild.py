@@ -268,13 +268,11 @@ def requirements_for(current: CurrentEnv) -> list[str]:
 # --- planning ------------------------------------------------------------------------------------
 
 
-_ver, _mm = loose_version, loose_xy
 
 
 def _arch_list(target: Profile, res: Resolution) -> str | None:
-    ccs = sorted(
-        {g.compute_capability for g in target.gpus if g.compute_capability}, key=lambda c: _ver(c) or 0
-    )
+    ccs = sorted({g.compute_capability for g in target.gpus if g.compute_capability},
+                 key=lambda c: loose_version(c) or 0)
     if ccs:
         return ";".join(ccs)
     got = res.build.get("torch_cuda_arch_list")
@@ -397,7 +395,7 @@ def _build_steps(
     steps: list[Step] = []
     notes: list[str] = []
     # 2. source-built ops: rebuilt when torch or its CUDA changes (their .so link both)
-    gcc_v = _ver(target.gcc_version)
+    gcc_v = loose_version(target.gcc_version)
     cc_env: dict[str, str] = {}
     if gcc_max is not None and gcc_v is not None and gcc_v.major > gcc_max:
         cc_env = {"CC": f"gcc-{gcc_max}", "CXX": f"g++-{gcc_max}"}
@@ -445,7 +443,7 @@ def _source_builds(current: CurrentEnv, res: Resolution) -> dict[str, dict[str, 
 def _build_reason(
     n: str, current: CurrentEnv, res: Resolution, target: Profile, cuda: str | None, arch: str | None
 ) -> str:
-    other = _mm(_first_toolkit(target))
+    other = loose_xy(_first_toolkit(target))
     evidence = f" ({current.links[n]})" if n in current.links else ""
     return (
         f"{n}'s compiled ops link torch{evidence}: compile them against torch "
@@ -465,10 +463,10 @@ def plan_rebuild(current: CurrentEnv, res: Resolution, target: Profile) -> Rebui
     from envbuild.resolve import check
 
     check(res)
-    cuda = _mm(res.cuda) or _cuda_of(res.packages.get("torch"))
+    cuda = loose_xy(res.cuda) or _cuda_of(res.packages.get("torch"))
     arch = _arch_list(target, res)
     gcc_max = _gcc_max(cuda, res)
-    toolkit = next((t for t in target.cuda_toolkits if _mm(t.version) == cuda), None)
+    toolkit = next((t for t in target.cuda_toolkits if loose_xy(t.version) == cuda), None)
     cuda_home = (toolkit.path if toolkit and toolkit.path else None) or (
         f"/usr/local/cuda-{cuda}" if cuda else None
     )
@@ -527,8 +525,8 @@ def _same_build(name: str, old: str, pin: str, current: CurrentEnv, res: Resolut
         return True
     if _name(name) not in _TORCH_FAMILY or _base(old) != _base(pin) or "+cpu" in old + pin:
         return False
-    was = _mm(_cuda_of(old) or current.torch_cuda)
-    return was is not None and was == _mm(_cuda_of(pin) or res.cuda)
+    was = loose_xy(_cuda_of(old) or current.torch_cuda)
+    return was is not None and was == loose_xy(_cuda_of(pin) or res.cuda)
 
 
 def _first_toolkit(target: Profile) -> str | None:
