@@ -457,6 +457,8 @@ class _Tree:
                                             f"({_PATH_MAX} bytes) (a symlink chain built to defeat checks).")
             if not todo and not follow_last:
                 break
+            if "/".join(out) in self.real:  # a real directory is no link: no lstat needed
+                continue
             try:
                 st = os.lstat(full)
             except OSError:  # not there yet (or under a file): the rest is created as written
@@ -482,6 +484,8 @@ class _Tree:
             return head.split("/")
         parts = self.resolve(head, f"member '{m.name}'")
         for i in range(len(parts)):
+            if "/".join(parts[: i + 1]) in self.real:
+                continue
             d = self.path(parts[: i + 1])
             self._settle(d)
             try:
@@ -533,6 +537,9 @@ class _Tree:
         if m.kind == "dir":
             try:
                 os.mkdir(full, 0o755)
+                # made here, in a real directory (what _parent returns is one): members below it
+                # need no lstat of their path
+                self.real.add("/".join(parts))
             except FileExistsError:  # a directory stays; anything else there is cleared first
                 self._clear(parts, m)
                 with contextlib.suppress(FileExistsError):
