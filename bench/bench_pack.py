@@ -183,11 +183,14 @@ def _print(title: str, table: list[dict[str, object]]) -> None:
 
 
 def _venv(work: Path) -> tuple[Path | None, str]:
-    """A venv of real PyPI wheels, or None and why not (no uv, no network)."""
+    """A venv of real PyPI wheels, or None and why not (no uv, no network); reused with --keep."""
+    env = work / "venv"
+    how = "uv pip install " + " ".join(VENV_PKGS)
+    if list(env.glob("lib/python*/site-packages/pyarrow/__init__.py")):
+        return env, how + " (reused)"
     uv = _bin("uv")
     if uv is None:
         return None, "skipped: uv is not installed"
-    env = work / "venv"
     penv = {**os.environ, "PIP_CONFIG_FILE": "/dev/null"}
     try:
         subprocess.run([uv, "venv", "-q", "-p", sys.executable, str(env)], check=True, timeout=300, env=penv,
@@ -196,7 +199,7 @@ def _venv(work: Path) -> tuple[Path | None, str]:
                        check=True, timeout=1200, env=penv, capture_output=True, text=True)
     except (subprocess.SubprocessError, OSError) as exc:
         return None, f"skipped: could not install {' '.join(VENV_PKGS)} from PyPI ({str(exc)[:200]})"
-    return env, "uv pip install " + " ".join(VENV_PKGS)
+    return env, how
 
 
 def _torch_venv(work: Path) -> tuple[Path | None, str]:
