@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from conda_fixture import make_channel
-from pypi_fixture import Index, make_wheel, seed_indexes, serving
+from pypi_fixture import Index, make_sdist, make_wheel, seed_indexes, serving
 from typer.testing import CliRunner
 
 from envbuild.cli import app
@@ -256,6 +256,25 @@ def test_pip_tools_engine_gives_the_same_pins(tmp_path: Path, serve: Callable[[I
         lock(spec, Profile(python_version="3.7"), out_dir=tmp_path / "p37", engine="pip-tools",
              resolution=Resolution(ok=True, python="3.7", cuda=None, requirements=["six"]))
     assert not (tmp_path / "p37").exists()
+
+
+def test_both_engines_lock_wheels_only_past_a_newer_sdist_only_release(
+        tmp_path: Path, serve: Callable[[Index], str]) -> None:
+    """addict 2.5.0 is only an sdist, 2.4.0 a wheel: uv and pip-tools both pin the wheel (the target
+    installs wheels only; pip-tools used to take the sdist and fail or lock what cannot install)."""
+    idx = Index(tmp_path / "www")
+    d = idx.file("x").parent
+    idx.add("simple", [make_wheel(d, "addict", "2.4.0"), make_sdist(d, "addict", "2.5.0"),
+                       make_wheel(d, "six", "1.16.0", tag="py2.py3-none-any")])
+    url = serve(idx)
+    host = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    spec = Spec(name="w", python=host, requirements=("addict", "six"), indexes={"pypi": f"{url}/simple"})
+    got = {}
+    for engine in ("uv", "pip-tools"):
+        lock(spec, Profile(python_version=host), out_dir=tmp_path / engine, engine=engine)
+        got[engine] = req_entries((tmp_path / engine / "requirements.txt").read_text())
+    assert got["uv"] == got["pip-tools"]
+    assert set(got["pip-tools"]) == {"addict==2.4.0", "six==1.16.0"}
 
 
 def _git(repo: Path, *args: str) -> str:

@@ -7,6 +7,7 @@ platform, so ``lock`` refuses it when the target differs from this machine.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -68,6 +69,11 @@ def compile_requirements(opts: CompileOptions, *, cache_dir: str | None = None, 
             env["PIP_EXTRA_INDEX_URL"] = " ".join(_encoded(u) for u in opts.extra_index_urls)
         if opts.find_links:
             env["PIP_FIND_LINKS"] = " ".join(_encoded(u) for u in opts.find_links)
+        if opts.only_binary:
+            # wheels only, as the uv engine locks (a newer sdist-only release is not what the target
+            # installs); the packages named in no_binary are built from source knowingly
+            pip_args = ["--only-binary=:all:", *(f"--no-binary={n}" for n in opts.no_binary)]
+            cmd += ["--pip-args", shlex.join(pip_args)]
         if cache_dir:
             cmd += ["--cache-dir", cache_dir]
         if opts.refresh:
