@@ -498,6 +498,8 @@ def pack_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Pack an env into one archive with an envbuild-manifest.json (packages, source machine, sha256s)."""
+    from dataclasses import replace
+
     from envbuild.archive import _format_of
     from envbuild.output import present_pack
     from envbuild.pack import pack
@@ -514,7 +516,7 @@ def pack_cmd(
     if slurm_script is not None:
         # The script looks for the archive by its name next to itself on the cluster, never by
         # this machine's absolute path.
-        result["slurm_script"] = str(write_slurm(output, slurm_script))
+        result = replace(result, slurm_script=str(write_slurm(output, slurm_script)))
     present_pack(result, as_json)
 
 
@@ -536,7 +538,7 @@ def unpack_cmd(
     check_flags(ARCHIVE=archive, DEST=dest, target=target)
     report = unpack(archive, dest, target=load_target_file(target), check_only=check_only,
                     show_progress=not as_json)
-    _report(present_unpack, report, as_json, failed=not report["ok"])
+    _report(present_unpack, report, as_json, failed=not report.ok)
 
 
 @app.command("inspect")

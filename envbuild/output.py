@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from rich.text import Text
 
     from envbuild.models import Resolution
+    from envbuild.pack import PackResult
+    from envbuild.unpack import UnpackReport
 
 __all__ = ["console", "err_console", "knowledge_line", "plain", "present_inspect", "present_matrix",
            "present_pack", "present_resolution", "present_unpack", "print_json", "progress", "styled",
@@ -193,23 +195,23 @@ def _size(n: int) -> str:
 
 
 
-def present_pack(result: dict[str, Any], as_json: bool) -> None:
+def present_pack(result: PackResult, as_json: bool) -> None:
     """Print a pack summary (or JSON)."""
     if as_json:
-        print_json(result)
+        print_json(result.to_dict())
         return
-    torch = result.get("torch") or {}
+    torch = result.torch or {}
     extra = f", torch {torch.get('version')} (CUDA {torch.get('cuda')})" if torch.get("version") else ""
-    console.print(f"packed {result['kind']} env {result['prefix']} -> {result['archive']} "
-                  f"({result['format']}, {_size(result['size'])}, {result['members']} members, "
-                  f"{result['packages']} packages{extra}) in {result['seconds']} s with {result['jobs']} "
+    console.print(f"packed {result.kind} env {result.prefix} -> {result.archive} "
+                  f"({result.format}, {_size(result.size)}, {result.members} members, "
+                  f"{result.packages} packages{extra}) in {result.seconds} s with {result.jobs} "
                   "thread(s)", highlight=False)
-    if (line := _inode_line(result)) is not None:
+    if (line := _inode_line(result.to_dict())) is not None:
         console.print(line, highlight=False)
-    for w in result.get("warnings", []):
+    for w in result.warnings:
         err_console.print(styled("warning:", "yellow", w), highlight=False)
-    if result.get("slurm_script"):
-        console.print(f"Slurm unpack script: {result['slurm_script']}", highlight=False)
+    if result.slurm_script:
+        console.print(f"Slurm unpack script: {result.slurm_script}", highlight=False)
 
 
 
@@ -226,32 +228,32 @@ def _inode_line(info: dict[str, Any]) -> str | None:
 
 
 
-def present_unpack(report: dict[str, Any], as_json: bool) -> None:
+def present_unpack(report: UnpackReport, as_json: bool) -> None:
     """Print the findings table of an unpack (or JSON)."""
     if as_json:
-        print_json(report)
+        print_json(report.to_dict())
         return
-    tgt = report["target"]
-    what = "checked the archive's manifest (nothing extracted) for" if report.get("checked") == "manifest" \
+    tgt = report.target
+    what = "checked the archive's manifest (nothing extracted) for" if report.checked == "manifest" \
         else "unpacked"
-    console.print(f"{what} {report['kind']} env into {report['dest']} (packed from "
-                  f"{report.get('source') or '?'} on {report.get('source_host') or '?'}); checked against "
-                  f"{tgt.get('hostname') or 'the given profile'}: "
-                  f"driver {tgt.get('driver_version') or 'none'}, "
-                  f"GPUs {', '.join(g['name'] for g in tgt.get('gpus', [])) or 'none'}", highlight=False)
-    rows = [(f["severity"], f["family"], f["cause"], f["fix"], f["evidence"]) for f in report["findings"]
-            if f["severity"] != "info"]
+    console.print(f"{what} {report.kind} env into {report.dest} (packed from "
+                  f"{report.source or '?'} on {report.source_host or '?'}); checked against "
+                  f"{tgt.hostname or 'the given profile'}: "
+                  f"driver {tgt.driver_version or 'none'}, "
+                  f"GPUs {', '.join(g.name for g in tgt.gpus) or 'none'}", highlight=False)
+    rows = [(f.severity, f.family, f.cause, f.fix, f.evidence) for f in report.findings
+            if f.severity != "info"]
     if rows:
         console.print(table("What will break here", ["severity", "check", "cause", "fix", "evidence"], rows))
-    if report["ok"] and rows:
+    if report.ok and rows:
         console.print(styled("ok:", "green", "no errors; read the warnings above before running jobs."))
-    elif report["ok"]:
+    elif report.ok:
         console.print(styled("ok:", "green", "nothing found that will break on this target."))
     else:
         console.print(styled("will not work here:", "bold red", "fix the errors above before running jobs."))
-    if report.get("unchecked"):
+    if report.unchecked:
         console.print("not checked before extraction (the real unpack checks them):", highlight=False)
-        for item in report["unchecked"]:
+        for item in report.unchecked:
             console.print(f"  - {item}", highlight=False, markup=False)
 
 

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from envbuild.models import Profile
 __all__ = [
     "EditableInstall",
     "MissingCondaFiles",
+    "PackResult",
     "PipOverwroteConda",
     "build_manifest",
     "conda_state",
@@ -313,6 +314,49 @@ def build_manifest(
 # --- pack --------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class PackResult:
+    """What ``pack`` wrote; ``to_dict`` is the ``--json`` output.
+
+    ``env_files`` .. ``inodes_when_used`` are archive._content_keys (what ``inspect`` also says);
+    ``slurm_script`` is set by the CLI when it wrote one (the key is absent otherwise).
+    """
+
+    archive: str
+    format: str
+    kind: str
+    prefix: str
+    members: int
+    size: int
+    jobs: int
+    packages: int
+    torch: dict[str, Any] | None
+    python: str | None
+    lock: bool
+    warnings: tuple[str, ...]
+    env_files: int | None
+    env_dirs: int | None
+    env_bytes: int | None
+    image_files: int | None
+    inodes_when_used: int | None
+    seconds: float = 0.0
+    slurm_script: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Always True: a pack that cannot be faithful raises instead of returning."""
+        return True
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["warnings"] = list(self.warnings)
+        d["ok"] = self.ok
+        if self.slurm_script is None:
+            del d["slurm_script"]
+        return d
+
+
+
 def _pyvenv_home(prefix: Path) -> str | None:
     return _envcheck.pyvenv_value(str(prefix), "home")
 
@@ -351,8 +395,8 @@ def pack(
     ignore_editable: bool = False,
     ignore_missing: bool = False,
     show_progress: bool = False,
-) -> dict[str, Any]:
-    """Pack the env at ``prefix`` into ``output``; return a summary (the ``--json`` result).
+) -> PackResult:
+    """Pack the env at ``prefix`` into ``output``; return what it wrote (``to_dict``: the ``--json``).
 
     Raises:
         InputError: not an env. EditableInstall / PipOverwroteConda / MissingCondaFiles: the env
@@ -370,8 +414,7 @@ def pack(
                          field="--output", hint=f"Write it outside {prefix}.")
     with _progress(show_progress, f"packing {prefix.name}") as on_progress:
         result = _pack(prefix, Path(output), fmt, jobs, level, ignore_editable, ignore_missing, on_progress)
-    result["seconds"] = round(time.monotonic() - t0, 2)
-    return result
+    return replace(result, seconds=round(time.monotonic() - t0, 2))
 
 
 @contextmanager
@@ -393,7 +436,7 @@ def _progress(show: bool, label: str) -> Iterator[Callable[[int, int], None] | N
 
 def _pack(prefix: Path, output: Path, fmt: str | None, jobs: int | None, level: int | None,
           ignore_editable: bool, ignore_missing: bool,
-          on_progress: Callable[[int, int], None] | None) -> dict[str, Any]:
+          on_progress: Callable[[int, int], None] | None) -> PackResult:
     kind = env_kind(prefix)
     fmt = _format_of(output, fmt)
     jobs = jobs or os.cpu_count() or 1
@@ -407,13 +450,12 @@ def _pack(prefix: Path, output: Path, fmt: str | None, jobs: int | None, level: 
     write = _pack_conda if kind == "conda" else _pack_venv
     count = write(prefix, output, fmt, _Opts(jobs, level, ignore_editable, ignore_missing, on_progress),
                   manifest, warnings)
-    return {
-        "ok": True, "archive": str(output), "format": fmt, "kind": kind, "prefix": str(prefix),
-        "members": count + 1, "size": output.stat().st_size,
-        "jobs": jobs, "packages": len(manifest["packages"]), "torch": manifest["torch"],
-        "python": manifest["python"], "lock": bool(manifest["lock"]), "warnings": warnings,
+    return PackResult(
+        archive=str(output), format=fmt, kind=kind, prefix=str(prefix), members=count + 1,
+        size=output.stat().st_size, jobs=jobs, packages=len(manifest["packages"]), torch=manifest["torch"],
+        python=manifest["python"], lock=bool(manifest["lock"]), warnings=tuple(warnings),
         **_content_keys(manifest, fmt),
-    }
+    )
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ import stat
 import sys
 import tarfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NOT_CHECKED_BEFORE_EXTRACTION",
+    "UnpackReport",
     "base_interpreter_findings",
     "link_findings",
     "manifest_findings",
@@ -58,8 +60,45 @@ __all__ = [
 
 # The torch-vs-driver verdict (Matrix.torch_verdict) as doctor words it and as unpack does.
 _DRIVER_VERDICT = ("driver-too-old", "driver")
-# unpack reports doctor's one Finding record; its JSON keeps these keys (see _report)
+# unpack reports doctor's one Finding record; its JSON keeps these keys (UnpackReport.to_dict)
 _FINDING_KEYS = ("family", "severity", "cause", "fix", "evidence")
+
+
+@dataclass(frozen=True)
+class UnpackReport:
+    """What ``unpack`` did and found; ``to_dict`` is the ``--json`` output.
+
+    ``checked``: "manifest" (--check-only, nothing extracted) or "unpacked env". ``fixup``: what the
+    prefix fix-up did (its keys depend on the env kind: conda_unpack for conda, links for a venv).
+    ``doctor``: whether envbuild doctor ran on the unpacked env. ``unchecked``: what --check-only
+    could not check before extraction.
+    """
+
+    archive: str
+    dest: str
+    checked: str
+    kind: str
+    source: str | None
+    source_host: str | None
+    target: Profile
+    fixup: Mapping[str, Any]
+    doctor: bool
+    findings: tuple[Finding, ...]
+    unchecked: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """No finding is an error: nothing found that will break on the target."""
+        return not any(f.severity == "error" for f in self.findings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok, "archive": self.archive, "dest": self.dest, "checked": self.checked,
+            "kind": self.kind, "source": self.source, "source_host": self.source_host,
+            "target": self.target.to_dict(), "fixup": dict(self.fixup), "doctor": self.doctor,
+            "findings": [{k: f.to_dict()[k] for k in _FINDING_KEYS} for f in self.findings],
+            "unchecked": list(self.unchecked),
+        }
 
 
 def _finding(family: str, severity: str, cause: str, fix: str, evidence: str = "") -> Finding:
@@ -90,7 +129,7 @@ NOT_CHECKED_BEFORE_EXTRACTION = (
 
 
 def unpack(archive: Path, dest: Path, *, target: Profile | None = None,
-           check_only: bool = False, show_progress: bool = False) -> dict[str, Any]:
+           check_only: bool = False, show_progress: bool = False) -> UnpackReport:
     """Extract ``archive`` to ``dest``, fix prefixes, check the env against ``target`` (this machine).
 
     With ``check_only`` nothing is extracted: every check that needs only the manifest and the
@@ -151,7 +190,7 @@ def _steps(show: bool, total: int) -> Iterator[Callable[[str], None]]:
 
 
 def _unpack(archive: Path, dest: Path, manifest: dict[str, Any] | None, profile: Profile,
-            pre: list[Finding], step: Callable[[str], None]) -> dict[str, Any]:
+            pre: list[Finding], step: Callable[[str], None]) -> UnpackReport:
     step("extracting")
     # Remember the first directory we create, so a refused archive leaves no trace at all.
     created = next((p for p in reversed([dest.parent, *dest.parent.parents]) if not p.exists()), None)
@@ -293,17 +332,15 @@ def _place(tmp: Path, dest: Path) -> None:
 
 def _report(archive: Path, dest: Path, manifest: dict[str, Any] | None, profile: Profile,
             fix: dict[str, Any], findings: list[Finding], delegated: bool, *, checked: str,
-            old: str | None = None, unchecked: list[str] | None = None) -> dict[str, Any]:
-    errors = [f for f in findings if f.severity == "error"]
+            old: str | None = None, unchecked: list[str] | None = None) -> UnpackReport:
     src = (manifest or {}).get("source") or {}
-    return {
-        "ok": not errors, "archive": str(archive), "dest": str(dest), "checked": checked,
-        "kind": (manifest or {}).get("kind") or ("conda" if (dest / "conda-meta").is_dir() else "venv"),
-        "source": src.get("prefix") or old, "source_host": (src.get("profile") or {}).get("hostname"),
-        "target": profile.to_dict(), "fixup": fix, "doctor": delegated,
-        "findings": [{k: f.to_dict()[k] for k in _FINDING_KEYS} for f in findings],
-        "unchecked": list(unchecked or []),
-    }
+    return UnpackReport(
+        archive=str(archive), dest=str(dest), checked=checked,
+        kind=(manifest or {}).get("kind") or ("conda" if (dest / "conda-meta").is_dir() else "venv"),
+        source=src.get("prefix") or old, source_host=(src.get("profile") or {}).get("hostname"),
+        target=profile, fixup=fix, doctor=delegated, findings=tuple(findings),
+        unchecked=tuple(unchecked or ()),
+    )
 
 
 def _resolver(dest: Path, archive: Path) -> Callable[[str, str], str]:

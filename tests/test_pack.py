@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conda_fixture import PLACEHOLDER, install_env, make_channel, python_package_spec
@@ -172,7 +173,7 @@ def test_conda_env_round_trip_relocates(
     uv_install(env / "bin" / "python", wheels["hellopkg"])
     archive = tmp_path / f"env.{fmt}"
     result = pack(env, archive, jobs=2)
-    assert result["kind"] == "conda" and result["format"] == fmt and archive.stat().st_size == result["size"]
+    assert result.kind == "conda" and result.format == fmt and archive.stat().st_size == result.size
 
     manifest = read_manifest(archive)
     assert manifest is not None and manifest["source"]["prefix"] == str(env)
@@ -188,8 +189,8 @@ def test_conda_env_round_trip_relocates(
     env.rename(tmp_path / "src" / "gone")
     dest = tmp_path / "elsewhere" / "copy"
     report = unpack(archive, dest)
-    assert report["ok"], report["findings"]
-    assert report["fixup"]["conda_unpack"] is True and report["fixup"]["verified_files"] > 500
+    assert report.ok, report.findings
+    assert report.fixup["conda_unpack"] is True and report.fixup["verified_files"] > 500
 
     out = run(
         [dest / "bin" / "python", "-c", "import sys, hellopkg; print(sys.prefix); print(hellopkg.__file__)"]
@@ -206,7 +207,7 @@ def test_conda_env_round_trip_relocates(
     if fmt == "tar.zst":  # an unpacked copy packs and moves again
         pack(dest, tmp_path / "again.tar.zst")
         third = tmp_path / "third"
-        assert unpack(tmp_path / "again.tar.zst", third)["ok"]
+        assert unpack(tmp_path / "again.tar.zst", third).ok
         assert run([third / "bin" / "hello-cli"]).stdout == "hello\n"
         assert run([third / "bin" / "greet"]).stdout == f"greet from {third}\n"
 
@@ -249,7 +250,7 @@ def test_inspect_plain_conda_pack_archive_lists_conda_meta(
     assert info["source"]["prefix"] == str(env)
     # and unpack still fixes it with conda-unpack
     report = unpack(archive, tmp_path / "copy")
-    assert report["ok"], report["findings"]
+    assert report.ok, report.findings
     assert (
         (tmp_path / "copy/share/greet/config.txt").read_text().startswith(f"data_dir = {tmp_path / 'copy'}")
     )
@@ -262,7 +263,7 @@ def test_venv_round_trip(wheels: dict[str, Path], tmp_path: Path) -> None:
     venv = make_venv(tmp_path / "src" / "venv", wheels["hellopkg"], wheels["otherpkg"])
     archive = tmp_path / "venv.tar.gz"
     result = pack(venv, archive)
-    assert result["kind"] == "venv"
+    assert result.kind == "venv"
     manifest = read_manifest(archive)
     assert manifest is not None
     assert {p["name"] for p in manifest["packages"]} >= {"hellopkg", "otherpkg"}
@@ -273,7 +274,7 @@ def test_venv_round_trip(wheels: dict[str, Path], tmp_path: Path) -> None:
     venv.rename(tmp_path / "src" / "gone")
     dest = tmp_path / "there" / "venv"
     report = unpack(archive, dest)
-    assert report["ok"], report["findings"]
+    assert report.ok, report.findings
     out = run([dest / "bin" / "python", "-c", "import sys, hellopkg, otherpkg; print(sys.prefix)"])
     assert (out.returncode, out.stdout.strip()) == (0, str(dest)), out.stderr
     assert run([dest / "bin" / "hello-cli"]).stdout == "hello\n"
@@ -285,7 +286,75 @@ def test_venv_round_trip(wheels: dict[str, Path], tmp_path: Path) -> None:
     # and the copy can be packed and moved again
     pack(dest, tmp_path / "again.tar.gz")
     again = unpack(tmp_path / "again.tar.gz", tmp_path / "third" / "venv")
-    assert again["ok"] and run([tmp_path / "third/venv/bin/hello-cli"]).stdout == "hello\n"
+    assert again.ok and run([tmp_path / "third/venv/bin/hello-cli"]).stdout == "hello\n"
+
+
+def _cli_json_and_record(monkeypatch: pytest.MonkeyPatch, presenter: str, args: list[object]) -> tuple[
+        int, dict[str, Any], Any]:
+    """Run the CLI in-process; the JSON it printed and the record it handed to ``presenter``."""
+    from typer.testing import CliRunner
+
+    from envbuild import output
+    from envbuild.cli import app
+
+    seen: list[Any] = []
+    real = getattr(output, presenter)
+
+    def keep(record: Any, as_json: bool) -> None:
+        seen.append(record)
+        real(record, as_json)
+
+    monkeypatch.setattr(output, presenter, keep)
+    res = CliRunner().invoke(app, [str(a) for a in args])
+    assert len(seen) == 1, res.output
+    return res.exit_code, json.loads(res.stdout), seen[0]
+
+
+def test_pack_and_unpack_json_is_the_records_to_dict(
+    wheels: dict[str, Path], tmp_path: Path, profiles_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`pack --json` / `unpack --json` print the PackResult / UnpackReport, and nothing else."""
+    from envbuild.pack import PackResult
+    from envbuild.unpack import UnpackReport
+
+    venv = make_venv(tmp_path / "venv", wheels["hellopkg"], wheels["torch"])
+    (venv / "share").mkdir()
+    (venv / "share" / "where.txt").write_text(f"prefix = {venv}/share\n")  # the fix-up rewrites it
+    pack_keys = {"ok", "archive", "format", "kind", "prefix", "members", "size", "jobs", "packages", "torch",
+                 "python", "lock", "warnings", "env_files", "env_dirs", "env_bytes", "image_files",
+                 "inodes_when_used", "seconds"}
+    archive = tmp_path / "v.tar.zst"
+    code, printed, result = _cli_json_and_record(monkeypatch, "present_pack",
+                                                 ["pack", venv, "-o", archive, "-j", "1", "--json"])
+    assert code == 0 and isinstance(result, PackResult)
+    assert printed == json.loads(json.dumps(result.to_dict())) and set(printed) == pack_keys
+    assert result.ok and result.kind == "venv" and result.size == archive.stat().st_size
+    assert result.torch == {"version": "1.10.0+cu113", "cuda": "11.3", "site": SP}
+    # --slurm-script adds its key (absent above)
+    script = tmp_path / "unpack.sh"
+    code, printed, result = _cli_json_and_record(
+        monkeypatch, "present_pack",
+        ["pack", venv, "-o", tmp_path / "v.tar.gz", "--slurm-script", script, "--json"])
+    assert code == 0 and printed == json.loads(json.dumps(result.to_dict()))
+    assert set(printed) == pack_keys | {"slurm_script"} and result.slurm_script == str(script)
+    assert script.is_file()
+
+    old_gpu = profiles_dir / "v100-old-driver.json"  # driver 418.67 (CUDA 10.1): torch cu113 will not run
+    for extra in (["--check-only"], []):
+        dest = tmp_path / ("never" if extra else "dest")
+        code, printed, report = _cli_json_and_record(
+            monkeypatch, "present_unpack", ["unpack", archive, dest, "--target", old_gpu, "--json", *extra])
+        assert isinstance(report, UnpackReport) and printed == json.loads(json.dumps(report.to_dict()))
+        assert set(printed) == {"ok", "archive", "dest", "checked", "kind", "source", "source_host", "target",
+                                "fixup", "doctor", "findings", "unchecked"}
+        assert all(set(f) == {"family", "severity", "cause", "fix", "evidence"} for f in printed["findings"])
+        assert code == 1 and not report.ok and printed["target"] == report.target.to_dict()
+        assert report.target.driver_version == "418.67" and report.source == str(venv)
+        assert any(f.severity == "error" and f.family.startswith("driver") for f in report.findings)
+        assert report.checked == ("manifest" if extra else "unpacked env")
+        assert dest.exists() is not bool(extra)
+        assert bool(report.unchecked) is bool(extra) and report.doctor is not bool(extra)
+    assert report.fixup["verified_files"] > 0 and "share/where.txt" in report.fixup["text_files"]
 
 
 def test_venv_whose_base_python_is_missing_here_is_an_error(
@@ -328,7 +397,7 @@ def test_check_only_passes_a_venv_whose_base_python_is_here(wheels: dict[str, Pa
     manifest = read_manifest(archive)
     assert manifest is not None and manifest["fixup"]["home"] == str(BASE_PYTHON.parent)
     report = unpack(archive, tmp_path / "never", check_only=True)
-    assert not [f for f in report["findings"] if f["family"] == "interpreter"], report["findings"]
+    assert "interpreter" not in [f.family for f in report.findings], report.findings
 
 
 # --- conda-pack refusals, explained --------------------------------------------------------
@@ -358,7 +427,7 @@ def test_editable_pip_install_refused_with_name_and_source(channel: Path, tmp_pa
     )
     assert "editable packages" in ei.value.conda_pack_said  # type: ignore[attr-defined]  # conda-pack refused
     assert not (tmp_path / "x.tar.gz").exists()
-    assert pack(env, tmp_path / "y.tar.gz", ignore_editable=True)["ok"]
+    assert pack(env, tmp_path / "y.tar.gz", ignore_editable=True).ok
     inside = run([*ENVBUILD, "pack", env, "-o", env / "self.tar.gz"])
     assert inside.returncode == 2 and "inside the env" in inside.stderr and not (env / "self.tar.gz").exists()
 
@@ -429,7 +498,7 @@ def test_hand_edited_conda_file_is_a_warning(channel: Path, tmp_path: Path) -> N
     target.unlink()  # a new inode: the package-cache copy stays pristine, as with an editor's save
     target.write_text("V = 'patched by hand'\n")
     result = pack(env, tmp_path / "x.tar.gz")
-    (warning,) = [w for w in result["warnings"] if "edited after install" in w]
+    (warning,) = [w for w in result.warnings if "edited after install" in w]
     assert f"{SP}/sixish.py" in warning and "NOT in the archive" in warning
 
 
@@ -447,7 +516,7 @@ def test_missing_package_cache_warns_and_says_so(channel: Path, tmp_path: Path) 
     env = conda_env(channel, tmp_path / "env", "greet")
     shutil.rmtree(tmp_path / ".rattler-cache")  # what `conda clean -p` does to the linked sources
     result = pack(env, tmp_path / "x.tar.gz")
-    assert any("package cache" in w and "greet 1.0" in w for w in result["warnings"])
+    assert any("package cache" in w and "greet 1.0" in w for w in result.warnings)
     (env / "share/greet/config.txt").unlink()
     with pytest.raises(MissingCondaFiles) as ei:
         pack(env, tmp_path / "y.tar.gz")
@@ -522,7 +591,7 @@ def test_the_archives_own_conda_unpack_is_never_run(channel: Path, tmp_path: Pat
     _rewrite(good, evil, {"bin/conda-unpack": hostile})
     dest = tmp_path / "copy"
     report = unpack(evil, dest)
-    assert report["fixup"]["conda_unpack"] is True and report["fixup"]["prefix_records"] >= 1
+    assert report.fixup["conda_unpack"] is True and report.fixup["prefix_records"] >= 1
     assert not marker.exists()
     # the records were still applied: the placeholder became the new prefix
     assert (dest / "share/greet/config.txt").read_text() == f"data_dir = {dest}/share/greet\n"
@@ -736,7 +805,7 @@ def test_unpack_reports_a_binary_naming_the_old_prefix_found_while_extracting(wh
     archive = tmp_path / "v.tar.zst"
     pack(venv, archive)
     report = unpack(archive, tmp_path / "dest")
-    evidence = " ".join(f["evidence"] for f in report["findings"] if f["family"] == "prefix")
+    evidence = " ".join(f.evidence for f in report.findings if f.family == "prefix")
     assert "lib/libembed.so" in evidence and "share/paths.cfg" not in evidence
     assert (tmp_path / "dest" / "share" / "paths.cfg").read_text() == f"root = {tmp_path / 'dest'}\n"
 
@@ -935,9 +1004,9 @@ def test_one_pass_tar_zst_holds_the_same_tar_stream_as_before(wheels: dict[str, 
     for key in ("created", "format"):
         man_old.pop(key), man_new.pop(key)
     assert man_new == man_old
-    assert new["warnings"] == old["warnings"] and "lib/libembed.so" in new["warnings"][0]
-    assert [new[k] for k in ("env_files", "env_dirs", "env_bytes", "members")] == [
-        old[k] for k in ("env_files", "env_dirs", "env_bytes", "members")]
+    assert new.warnings == old.warnings and "lib/libembed.so" in new.warnings[0]
+    assert (new.env_files, new.env_dirs, new.env_bytes, new.members) == (
+        old.env_files, old.env_dirs, old.env_bytes, old.members)
     sums = {ma.name: d for ma, d in a}[CHECKSUMS], {mb.name: d for mb, d in b}[CHECKSUMS]
     drop = f"  {MANIFEST}\n"
     assert [ln for ln in sums[0].decode().splitlines(True) if not ln.endswith(drop)] == [
@@ -979,7 +1048,7 @@ def test_one_pass_tar_zst_is_read_by_every_reader(wheels: dict[str, Path], tmp_p
     assert inspect_archive(zst)["env_files"] == manifest["content"]["files"]
     check = run([*ENVBUILD, "unpack", zst, tmp_path / "never", "--check-only", "--json"])
     assert check.returncode == 0, check.stdout + check.stderr
-    assert unpack(zst, tmp_path / "dest")["ok"]
+    assert unpack(zst, tmp_path / "dest").ok
     assert run([tmp_path / "dest" / "bin" / "hello-cli"]).stdout == "hello\n"
     # without the zstd program: python-zstandard in this process
     monkeypatch.setattr("envbuild._fs.shutil.which", lambda name: None)

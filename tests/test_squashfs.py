@@ -80,13 +80,13 @@ def test_conda_env_squashfs_is_one_file_listed_inspected_and_unpacked(channel: P
     assert "1 file" in table and f"{result['env_files']:,} files" in table
     # the same env as tar.zst: same files, but every one of them (and each directory) is unpacked
     tar = pack(env, tmp_path / "env.tar.zst")
-    assert (tar["env_files"], tar["env_bytes"]) == (result["env_files"], result["env_bytes"])
-    assert tar["image_files"] is None and tar["inodes_when_used"] == tar["env_files"] + tar["env_dirs"]
-    assert inspect_archive(tmp_path / "env.tar.zst")["inodes_when_used"] == tar["inodes_when_used"]
+    assert (tar.env_files, tar.env_bytes) == (result["env_files"], result["env_bytes"])
+    assert tar.image_files is None and tar.inodes_when_used == (tar.env_files or 0) + (tar.env_dirs or 0)
+    assert inspect_archive(tmp_path / "env.tar.zst")["inodes_when_used"] == tar.inodes_when_used
 
     dest = tmp_path / "unpacked" / "env"
     report = unpack(image, dest)
-    assert report["fixup"]["verified_files"] > 0
+    assert report.fixup["verified_files"] > 0
     assert run([dest / "bin" / "greet"]).stdout == f"greet from {dest}\n"  # prefix fixed
     # unsquashfs extracted exactly what it listed
     assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*")
@@ -97,7 +97,7 @@ def test_conda_env_squashfs_is_one_file_listed_inspected_and_unpacked(channel: P
 def test_venv_squashfs_mounts_with_squashfuse_and_unpacks(hello_venv: Path, tmp_path: Path) -> None:
     image = tmp_path / "venv.sqsh"
     result = pack(hello_venv, image)
-    assert result["format"] == "squashfs"
+    assert result.format == "squashfs"
     assert "bin/python" in _listing(image)  # a read-only mount cannot recreate the interpreter link
     assert read_manifest(image)["kind"] == "venv"  # type: ignore[index]
     dest = tmp_path / "out"
@@ -128,7 +128,7 @@ def test_plain_conda_pack_squashfs_is_inspected(channel: Path, tmp_path: Path) -
     assert {p["name"] for p in info["packages"]} >= {"python", "greet"}
     assert info["source"]["prefix"] == str(env)
     dest = tmp_path / "out"
-    assert unpack(image, dest)["fixup"]["conda_unpack"] is True
+    assert unpack(image, dest).fixup["conda_unpack"] is True
     # (conda-pack leaves its scripts on '#!/usr/bin/env python'; the interpreter is relocated)
     ran = run([dest / "bin" / "python", "-c", "import sys; print(sys.prefix)"])
     assert ran.stdout.strip() == str(dest), ran.stderr
