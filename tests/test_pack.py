@@ -289,6 +289,27 @@ def test_venv_round_trip(wheels: dict[str, Path], tmp_path: Path) -> None:
     assert again.ok and run([tmp_path / "third/venv/bin/hello-cli"]).stdout == "hello\n"
 
 
+def test_venv_zip_keeps_its_links_and_unpacks(wheels: dict[str, Path], tmp_path: Path) -> None:
+    """A zip holds the venv's links as links (lib64 -> lib, bin/python -> the base interpreter), as a
+    tar does; it held copies of lib/ under lib64/ before, in no checksum list, and unpack refused it."""
+    import zipfile
+
+    venv = make_venv(tmp_path / "src" / "venv", wheels["hellopkg"])
+    assert (venv / "lib64").is_symlink()  # python -m venv makes it on 64-bit Linux
+    archive = tmp_path / "venv.zip"
+    pack(venv, archive)
+    with zipfile.ZipFile(archive) as zf:
+        names = zf.namelist()
+        assert "lib64" in names and not any(n.startswith("lib64/") for n in names)
+    venv.rename(tmp_path / "src" / "gone")
+    dest = tmp_path / "there" / "venv"
+    report = unpack(archive, dest)
+    assert report.ok, report.findings
+    assert os.readlink(dest / "lib64") == "lib"
+    out = run([dest / "bin" / "python", "-c", "import sys, hellopkg; print(sys.prefix)"])
+    assert (out.returncode, out.stdout.strip()) == (0, str(dest)), out.stderr
+
+
 def _cli_json_and_record(monkeypatch: pytest.MonkeyPatch, presenter: str, args: list[object]) -> tuple[
         int, dict[str, Any], Any]:
     """Run the CLI in-process; the JSON it printed and the record it handed to ``presenter``."""

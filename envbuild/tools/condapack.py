@@ -585,7 +585,11 @@ def open_archive(
         else:
             from conda_pack.formats import archive
 
-            with archive(fh, tmp, "", fmt, compress_level=lvl, n_threads=jobs, mtime=stamp) as arc:
+            # Links stay links, as in a tar: followed (conda-pack's default, for Windows unzip), a
+            # venv's lib64 -> lib became a second copy of lib/ that is in no checksum list, and its
+            # bin/python a copy of the base interpreter.
+            with archive(fh, tmp, "", fmt, compress_level=lvl, n_threads=jobs, mtime=stamp,
+                         zip_symlinks=True) as arc:
                 yield ArchiveWriter(arc, pool)
 
 
