@@ -506,6 +506,12 @@ def pack_cmd(
     from envbuild.unpack import write_slurm
 
     check_flags(PREFIX=prefix, output=output, format=fmt, slurm_script=slurm_script)
+    if slurm_script is not None and str(slurm_script) == "-":
+        # stdout carries pack's own result (the summary or --json); the two would be one stream
+        raise InputError("--slurm-script needs a file name here: pack prints its result on stdout.",
+                         field="--slurm-script",
+                         hint="Pass a file (e.g. --slurm-script unpack.sh), or run 'envbuild slurm-script "
+                              "ARCHIVE' after packing to print the script.")
     if level is not None and fmt in (None, *_LEVELS):
         lo, hi = _LEVELS[_format_of(output, fmt)]
         if not lo <= level <= hi:

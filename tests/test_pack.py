@@ -854,6 +854,11 @@ def test_slurm_script_is_shellcheck_clean_quoted_and_works(channel: Path, tmp_pa
         [*ENVBUILD, "pack", env, "-o", tmp_path / "b.tar.gz", "--slurm-script", tmp_path / "b.sh", "--json"]
     )
     assert both.returncode == 0 and json.loads(both.stdout)["slurm_script"] == str(tmp_path / "b.sh")
+    # stdout is pack's: a script there would be mixed into the JSON (it was, with "slurm_script": "None")
+    dash = run([*ENVBUILD, "pack", env, "-o", tmp_path / "c.tar.gz", "--slurm-script", "-", "--json"])
+    err = json.loads(dash.stdout)  # --json: the error is the one JSON document on stdout
+    assert dash.returncode == 2 and err["ok"] is False and err["field"] == "--slurm-script"
+    assert not (tmp_path / "c.tar.gz").exists()
     # the laptop's absolute path is not baked in: the script looks next to itself on the cluster
     b_text = (tmp_path / "b.sh").read_text()
     assert str(tmp_path) not in b_text and "archive_path=b.tar.gz" in b_text
