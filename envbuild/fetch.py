@@ -637,12 +637,7 @@ def _ask_one(root: Path, lock: Lock, src: _Source, work: Path,
 
 
 def _ask_backends(root: Path, lock: Lock, sources: Sequence[_Source]) -> _Asked:
-    """Ask each source's build backend what it adds at build time, in throw-away venvs of this machine.
-
-    A source the target builds in an isolated env (as pip does it) whose hook fails here would fail
-    there too: that is an error.  One built with --no-build-isolation runs on the target beside the
-    lock's packages (torch, ...), which this venv lacks, so its failure here proves nothing: a warning.
-    """
+    """Ask each source's build backend what it adds at build time, in throw-away venvs of this machine."""
     from envbuild.tools import pep517
 
     asked = _Asked()
@@ -652,26 +647,42 @@ def _ask_backends(root: Path, lock: Lock, sources: Sequence[_Source]) -> _Asked:
             try:
                 reqs = _ask_one(root, lock, src, Path(tmp) / str(i), envs)
             except (pep517.HookFailed, ToolError) as exc:
-                why = exc.message if isinstance(exc, ToolError) else str(exc)
-                if src.isolated and isinstance(exc, pep517.HookFailed):
-                    raise ToolError(
-                        f"the build backend of {src.file} failed when asked which requirements it adds "
-                        f"at build time (PEP 517 get_requires_for_build_wheel, run here in an isolated "
-                        f"venv as pip runs it before building): {why}", path=str(root / src.file),
-                        field="get_requires_for_build_wheel",
-                        hint="pip asks the same when it builds this sdist on the target, so the offline "
-                             "install would stop there.  Check that it builds here ('pip wheel --no-deps "
-                             "FILE'); if it builds only on a machine like the target, build a wheel there "
-                             "and lock that wheel instead (--find-links DIR).") from None
-                last = why.strip().splitlines()[-1][:300] if why.strip() else "no output"
-                asked.warnings.append(
-                    f"{src.file}: could not ask its build backend what it adds at build time ({last}); only "
-                    "its static build requirements are in build/"
-                    + ("" if src.isolated else " (it is built on the target with --no-build-isolation, "
-                                                "beside the lock's packages, which this check's venv lacks)"))
+                asked.warnings.append(_hook_problem(root, lock, src, exc, isinstance(exc, pep517.HookFailed)))
                 continue
             asked.answers.append({"file": src.file, "requires": reqs})
     return asked
+
+
+def _hook_problem(root: Path, lock: Lock, src: _Source, exc: Exception, hook_ran: bool) -> str:
+    """The warning for a backend that could not be asked; raises when that is evidence of a failure.
+
+    The target builds an sdist of requirements.txt in an isolated env from build/, as this venv was
+    made: when its hook fails here on the target's Python, it fails there too -- an error.  Anything
+    else proves nothing about the target (a warning): the venv could not be made here, the hook ran on
+    another Python, or the target builds it with --no-build-isolation beside the lock's packages
+    (torch, ...), which this venv lacks.
+    """
+    why = (exc.message if isinstance(exc, ToolError) else str(exc)).strip() or "no output"
+    host = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    if hook_ran and src.isolated and host == lock.python_xy:
+        tail = "\n".join(why.splitlines()[-5:])
+        raise ToolError(
+            f"the build backend of {src.file} failed when asked which requirements it adds at build time "
+            f"(PEP 517 get_requires_for_build_wheel, run here in an isolated venv as pip runs it before "
+            f"building):\n{tail}", path=str(root / src.file), field="get_requires_for_build_wheel",
+            hint="pip asks the same when it builds this sdist on the target, so the offline install would "
+                 "stop there.  Check that it builds here ('pip wheel --no-deps FILE'); if it builds only on "
+                 "a machine like the target, build a wheel there and lock that wheel instead "
+                 "(--find-links DIR).") from None
+    if not src.isolated:
+        because = ("it is built on the target with --no-build-isolation, beside the lock's packages, "
+                   "which this check's venv lacks")
+    elif hook_ran:
+        because = f"asked with this machine's Python {host}, the target has {lock.python_xy}"
+    else:
+        because = "its build requirements could not be installed here for this machine's Python"
+    return (f"{src.file}: could not ask its build backend what it adds at build time "
+            f"({why.splitlines()[-1][:300]}); only its static build requirements are in build/ ({because})")
 
 
 # --- conda channel ------------------------------------------------------------------------------

@@ -97,6 +97,11 @@ def test_what_the_backend_asks_for_is_fetched_and_the_sdist_builds_offline(tmp_p
         lock = write_lock(tmp_path / "lock", [wheel_artifact(srv, sd)], python=PY, index_urls=[srv.simple])
         cache = tmp_path / "cache"
         res = fetch(lock, cache, show_progress=False)
+        # A second fetch asks again (same answer, same key) and requests nothing of build/ again.
+        before = len(srv.requests_for(helper.name))
+        again = fetch(lock, cache, show_progress=False)
+        assert again.downloaded == 0 and len(srv.requests_for(helper.name)) == before
+        assert again.backend_requires == res.backend_requires
     build = cache / "build"
     assert (build / helper.name).is_file(), sorted(p.name for p in build.iterdir())
     assert "dynhelper>=1.0" in res.build_requirements
