@@ -636,14 +636,18 @@ def _ask_one(root: Path, lock: Lock, src: _Source, work: Path,
     return sorted({r for r in answer if r not in static})
 
 
-def _ask_backends(root: Path, lock: Lock, sources: Sequence[_Source]) -> _Asked:
+def _ask_backends(root: Path, lock: Lock, sources: Sequence[_Source], show: bool) -> _Asked:
     """Ask each source's build backend what it adds at build time, in throw-away venvs of this machine."""
+    from envbuild.output import err_console
     from envbuild.tools import pep517
 
     asked = _Asked()
     envs: dict[tuple[str, ...], Path] = {}
     with tempfile.TemporaryDirectory(prefix="envbuild-backend-") as tmp:
         for i, src in enumerate(sources):
+            if show:
+                err_console.print(f"asking the build backend of {src.file} what it needs at build time "
+                                  f"({i + 1}/{len(sources)})", markup=False, highlight=False)
             try:
                 reqs = _ask_one(root, lock, src, Path(tmp) / str(i), envs)
             except (pep517.HookFailed, ToolError) as exc:
@@ -921,16 +925,18 @@ def _build_reqs_round(root: Path, lock: Lock, extra_reqs: Sequence[str], git_ent
     sources = _hook_sources(lock, git_entries)
     if not sources:
         return _build_round(root, lock, static, old, stats, jobs, show, recorded), static, _Asked()
-    first: set[str] = set()
+    first: list[ManifestEntry] | None = None
     if _reuse(root, old, {"build-req"}, lambda e: True, recorded) is None:
         # Nothing in build/ yet: the backends are installed from the files this fetches for the target.
-        first = {e.file for e in _build_round(root, lock, static, old, stats, jobs, show, recorded)}
-    asked = _ask_backends(root, lock, sources)
+        first = _build_round(root, lock, static, old, stats, jobs, show, recorded)
+    asked = _ask_backends(root, lock, sources, show)
     reqs = _build_requirements(lock, [*extra_reqs, *asked.requires])
+    if first is not None and reqs == static:
+        return first, reqs, asked
     again = _Stats()
     entries = _build_round(root, lock, reqs, old, again, jobs, show, recorded)
     # The files of the first round are not counted twice (downloaded there, found here).
-    stats.skipped += again.skipped - len(first & {e.file for e in entries})
+    stats.skipped += again.skipped - len({e.file for e in first or ()} & {e.file for e in entries})
     stats.downloaded += again.downloaded
     stats.downloaded_bytes += again.downloaded_bytes
     stats.resumed += again.resumed
