@@ -669,7 +669,7 @@ def _hook_problem(root: Path, lock: Lock, src: _Source, exc: Exception, hook_ran
     why = (exc.message if isinstance(exc, ToolError) else str(exc)).strip() or "no output"
     host = f"{sys.version_info[0]}.{sys.version_info[1]}"
     if hook_ran and src.isolated and host == lock.python_xy:
-        tail = "\n".join(why.splitlines()[-5:])
+        tail = "\n".join(why.splitlines()[-3:])  # the raising line and the exception
         raise ToolError(
             f"the build backend of {src.file} failed when asked which requirements it adds at build time "
             f"(PEP 517 get_requires_for_build_wheel, run here in an isolated venv as pip runs it before "

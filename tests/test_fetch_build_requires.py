@@ -27,12 +27,21 @@ from envbuild.fetch import fetch, load_manifest, read_built
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 GOOD_BACKEND = '''\
+import json
+import os
+
 from setuptools import build_meta as _orig
 from setuptools.build_meta import *  # noqa: F403  (every other hook is setuptools')
 
+ENV_OUT = {env_out!r}
+
 
 def get_requires_for_build_wheel(config_settings=None):
-    return [*_orig.get_requires_for_build_wheel(config_settings), "dynhelper>=1.0"]
+    if not os.path.exists(ENV_OUT):  # what the first caller (fetch) let the backend see
+        with open(ENV_OUT, "w") as fh:
+            json.dump(dict(os.environ), fh)
+    return [*_orig.get_requires_for_build_wheel(config_settings), "dynhelper>=1.0",
+            "winonly>=1; sys_platform == 'win32'"]
 
 
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
@@ -90,9 +99,12 @@ def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
-def test_what_the_backend_asks_for_is_fetched_and_the_sdist_builds_offline(tmp_path: Path) -> None:
-    idx, sd = _index(tmp_path, "dyndemo", GOOD_BACKEND)
+def test_what_the_backend_asks_for_is_fetched_and_the_sdist_builds_offline(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = tmp_path / "backend-env.json"
+    idx, sd = _index(tmp_path, "dyndemo", GOOD_BACKEND.format(env_out=str(seen)))
     helper = idx / "dynhelper-1.0-py3-none-any.whl"
+    monkeypatch.setenv("PYPI_TOKEN", "s3cret-token")
     with serve(idx) as srv:
         lock = write_lock(tmp_path / "lock", [wheel_artifact(srv, sd)], python=PY, index_urls=[srv.simple])
         cache = tmp_path / "cache"
@@ -105,8 +117,15 @@ def test_what_the_backend_asks_for_is_fetched_and_the_sdist_builds_offline(tmp_p
     build = cache / "build"
     assert (build / helper.name).is_file(), sorted(p.name for p in build.iterdir())
     assert "dynhelper>=1.0" in res.build_requirements
-    assert list(res.backend_requires) == [{"file": f"wheels/{sd.name}", "requires": ["dynhelper>=1.0"]}]
+    asked = ["dynhelper>=1.0", "winonly>=1; sys_platform == 'win32'"]
+    assert list(res.backend_requires) == [{"file": f"wheels/{sd.name}", "requires": asked}]
     assert not res.warnings
+    # The marker is the target's (Linux): winonly is not resolved (the index has none: it would fail).
+    assert not [r for r in res.build_requirements if "winonly" in r]
+    # The backend ran without the user's variables or HOME.
+    env = json.loads(seen.read_text())
+    assert "PYPI_TOKEN" not in env and "s3cret" not in seen.read_text()
+    assert env["HOME"] != os.environ.get("HOME") and env.get("PIP_NO_INDEX") == "1"
     entry = load_manifest(cache).by_file()[f"build/{helper.name}"]
     assert entry.kind == "build-req" and entry.sha256 == sha256(helper) == sha256(build / helper.name)
     assert "dynhelper>=1.0" in (entry.build_key or "")  # a changed answer is another key: fetched again
@@ -170,3 +189,25 @@ def test_a_backend_whose_hook_raises_stops_fetch_clearly_with_nothing_recorded(t
     assert sd.name in warning and "BOOM" in warning and "no-build-isolation" in warning
     assert not res.backend_requires
     assert (tmp_path / "cache2" / "manifest.json").is_file()
+
+
+def test_a_backend_that_hangs_is_stopped_at_the_timeout(tmp_path: Path) -> None:
+    from envbuild.tools.pep517 import HookFailed, get_requires_for_build_wheel, read_build_system
+
+    src = tmp_path / "src"
+    (src / "_backend").mkdir(parents=True)
+    (src / "pyproject.toml").write_text('[build-system]\nrequires = []\nbuild-backend = "sleepy"\n'
+                                        'backend-path = ["_backend"]\n')
+    (src / "_backend" / "sleepy.py").write_text(
+        "import time\n\ndef get_requires_for_build_wheel(config_settings=None):\n    time.sleep(60)\n")
+    bs = read_build_system(src)
+    assert (bs.backend, bs.backend_path, bs.requires) == ("sleepy", ("_backend",), ())
+    import time
+
+    t0 = time.monotonic()
+    with pytest.raises(HookFailed, match="did not answer within 2 s"):
+        get_requires_for_build_wheel(src, bs, Path(sys.executable), tmp_path / "work", timeout=2)
+    assert time.monotonic() - t0 < 15
+    # No [build-system]: setuptools' legacy backend, as pip assumes.
+    (src / "pyproject.toml").write_text('[project]\nname = "x"\n')
+    assert read_build_system(src).backend == "setuptools.build_meta:__legacy__"
