@@ -605,7 +605,7 @@ def _source_tree(archive: Path, dest: Path) -> Path:
     from envbuild._fs import safe_extract
 
     safe_extract(archive, dest)
-    tops = [p for p in dest.iterdir()]
+    tops = list(dest.iterdir())
     return tops[0] if len(tops) == 1 and tops[0].is_dir() else dest
 
 
@@ -663,12 +663,13 @@ def _hook_problem(root: Path, lock: Lock, src: _Source, exc: Exception, hook_ran
     The target builds an sdist of requirements.txt in an isolated env from build/, as this venv was
     made: when its hook fails here on the target's Python, it fails there too -- an error.  Anything
     else proves nothing about the target (a warning): the venv could not be made here, the hook ran on
-    another Python, or the target builds it with --no-build-isolation beside the lock's packages
+    another Python or OS, or the target builds it with --no-build-isolation beside the lock's packages
     (torch, ...), which this venv lacks.
     """
     why = (exc.message if isinstance(exc, ToolError) else str(exc)).strip() or "no output"
-    host = f"{sys.version_info[0]}.{sys.version_info[1]}"
-    if hook_ran and src.isolated and host == lock.python_xy:
+    host = f"{sys.version_info[0]}.{sys.version_info[1]} on {sys.platform}"
+    target = f"{lock.python_xy} on {lock.platform.os or sys.platform}"
+    if hook_ran and src.isolated and host == target:
         tail = "\n".join(why.splitlines()[-3:])  # the raising line and the exception
         raise ToolError(
             f"the build backend of {src.file} failed when asked which requirements it adds at build time "
@@ -682,7 +683,7 @@ def _hook_problem(root: Path, lock: Lock, src: _Source, exc: Exception, hook_ran
         because = ("it is built on the target with --no-build-isolation, beside the lock's packages, "
                    "which this check's venv lacks")
     elif hook_ran:
-        because = f"asked with this machine's Python {host}, the target has {lock.python_xy}"
+        because = f"asked with this machine's Python {host}, the target has Python {target}"
     else:
         because = "its build requirements could not be installed here for this machine's Python"
     return (f"{src.file}: could not ask its build backend what it adds at build time "
