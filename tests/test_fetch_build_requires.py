@@ -211,3 +211,45 @@ def test_a_backend_that_hangs_is_stopped_at_the_timeout(tmp_path: Path) -> None:
     # No [build-system]: setuptools' legacy backend, as pip assumes.
     (src / "pyproject.toml").write_text('[project]\nname = "x"\n')
     assert read_build_system(src).backend == "setuptools.build_meta:__legacy__"
+
+
+@pytest.mark.slow
+def test_a_git_source_kept_as_an_archive_gets_what_its_backend_asks_for(tmp_path: Path) -> None:
+    """A git dependency with a C extension is kept as a ``git archive`` source: its in-tree backend is
+    asked too, and dynhelper lands in build/ for the --no-build-isolation build on the target."""
+    from fetch_fixture import _git
+
+    repo = tmp_path / "gdyn"
+    (repo / "_backend").mkdir(parents=True)
+    (repo / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "dynback"\n'
+        'backend-path = ["_backend"]\n\n[project]\nname = "gdyn"\nversion = "0.1"\n')
+    (repo / "_backend" / "dynback.py").write_text(
+        "from setuptools import build_meta as _orig\nfrom setuptools.build_meta import *  # noqa: F403\n\n"
+        "def get_requires_for_build_wheel(config_settings=None):\n"
+        "    return [*_orig.get_requires_for_build_wheel(config_settings), 'dynhelper>=1.0']\n")
+    (repo / "speed.c").write_text(
+        "#include <Python.h>\nstatic struct PyModuleDef m = {PyModuleDef_HEAD_INIT, \"speed\", 0, -1, 0};\n"
+        "PyMODINIT_FUNC PyInit_speed(void) { return PyModule_Create(&m); }\n")
+    (repo / "setup.py").write_text("from setuptools import Extension, setup\n"
+                                   "setup(ext_modules=[Extension('speed', ['speed.c'])])\n")
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "gdyn 0.1")
+    commit = _git(repo, "rev-parse", "HEAD")
+    idx = tmp_path / "idx"
+    idx.mkdir()
+    helper = make_wheel(idx, "dynhelper", "1.0")
+    for dist in ("setuptools", "wheel", "packaging"):
+        wheel_of_installed(dist, idx)
+    with serve(idx) as srv:
+        lock = write_lock(tmp_path / "lock", [{"name": "gdyn", "version": "0.1", "kind": "git",
+                                               "url": repo.as_uri(), "commit": commit}],
+                          python=PY, index_urls=[srv.simple])
+        res = fetch(lock, tmp_path / "cache", show_progress=False)
+    (entry,) = [e for e in load_manifest(tmp_path / "cache").files if e.kind.startswith("git")]
+    assert entry.kind == "git-sdist"
+    assert (tmp_path / "cache" / "build" / helper.name).is_file()
+    assert sha256(tmp_path / "cache" / "build" / helper.name) == sha256(helper)
+    assert list(res.backend_requires) == [{"file": entry.file, "requires": ["dynhelper>=1.0"]}]
+    assert read_built(lock)[f"build/{helper.name}"] == sha256(helper)
