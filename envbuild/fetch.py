@@ -398,6 +398,7 @@ def _build_requirements(lock: Lock, extra: Iterable[str]) -> list[str]:
         if a.kind == "sdist" or a.build == "source":
             reqs.extend(a.requires)
     reqs.extend(extra)
+    env = _target_markers(lock)
     for line in reqs:
         try:
             r = Requirement(line)
@@ -405,12 +406,25 @@ def _build_requirements(lock: Lock, extra: Iterable[str]) -> list[str]:
             raise InputError(f"build requirement '{line}' is not a PEP 508 requirement.",
                              path=str(lock.path), field="artifacts[].requires") from None
         key = canonicalize_name(r.name)
-        if key in locked or r.url:
+        # A marker is the TARGET's question ("ninja; sys_platform != 'win32'"): pip on this machine
+        # would answer it for this machine's Python, so it is evaluated here and dropped.
+        if key in locked or r.url or (r.marker is not None and not r.marker.evaluate(env)):
             continue
         # "setuptools" (always needed) and a project's "setuptools>=61" become one requirement.
         spec = out[key].specifier & r.specifier if key in out else r.specifier
         out[key] = Requirement(f"{r.name}{spec}")
     return sorted(str(r) for r in out.values())
+
+
+def _target_markers(lock: Lock) -> dict[str, str]:
+    """PEP 508 marker values of the target (its Python and OS); others are this machine's."""
+    env = {"python_version": lock.python_xy, "python_full_version": f"{lock.python_xy}.0",
+           "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
+    if lock.platform.os == "linux":
+        env.update({"os_name": "posix", "sys_platform": "linux", "platform_system": "Linux"})
+        if lock.platform.arch:
+            env["platform_machine"] = lock.platform.arch
+    return env
 
 
 def _pip_platforms(pip_platform: str | None) -> list[str]:
@@ -560,6 +574,122 @@ def _wheel_name_version(filename: str) -> tuple[str, str]:
     return str(name), str(version)
 
 
+# --- what build backends add at build time (PEP 517 get_requires_for_build_wheel) ---------------
+
+
+@dataclass(frozen=True)
+class _Source:
+    """A source archive in the cache that the target builds."""
+
+    file: str       # relative to the cache
+    isolated: bool  # built in the installer's isolated env (else --no-build-isolation, after the lock)
+
+
+@dataclass
+class _Asked:
+    answers: list[dict[str, Any]] = field(default_factory=list)   # {"file", "requires"} per source
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def requires(self) -> list[str]:
+        return [r for a in self.answers for r in a["requires"]]
+
+
+def _hook_sources(lock: Lock, entries: Sequence[ManifestEntry]) -> list[_Source]:
+    out = [_Source(lock.cache_path(a), a.build != "source") for a in lock.artifacts if a.kind == "sdist"]
+    return out + [_Source(e.file, False) for e in entries if e.kind == "git-sdist"]
+
+
+def _source_tree(archive: Path, dest: Path) -> Path:
+    """Unpack an sdist (or git archive) into ``dest``; its one top-level directory is the tree."""
+    from envbuild._fs import safe_extract
+
+    safe_extract(archive, dest)
+    tops = list(dest.iterdir())
+    return tops[0] if len(tops) == 1 and tops[0].is_dir() else dest
+
+
+def _backend_index_args(lock: Lock) -> list[str]:
+    if lock.index_urls:
+        return pip_index_args(lock.index_urls, lock.find_links)
+    return [*pip_index_args([], lock.find_links), "--no-index"] if lock.find_links else []
+
+
+def _ask_one(root: Path, lock: Lock, src: _Source, work: Path,
+             envs: dict[tuple[str, ...], Path]) -> list[str]:
+    """The requirements ``src``'s backend adds to its static ones (raises HookFailed or ToolError)."""
+    from envbuild.tools import pep517
+
+    tree = _source_tree(root / src.file, work / "src")
+    bs = pep517.read_build_system(tree)
+    key = tuple(sorted(bs.requires))
+    if key not in envs:  # one venv per set of static requirements, shared by the sources naming it
+        envs[key] = pep517.make_build_env(work / "env", bs.requires, [root / "build", root / "wheels"],
+                                          _backend_index_args(lock))
+    answer = pep517.get_requires_for_build_wheel(tree, bs, envs[key], work)
+    for line in answer:
+        try:
+            Requirement(line)
+        except InvalidRequirement:
+            raise pep517.HookFailed(f"it asked for {line!r}, which is not a PEP 508 requirement") from None
+    static = set(bs.requires)
+    return sorted({r for r in answer if r not in static})
+
+
+def _ask_backends(root: Path, lock: Lock, sources: Sequence[_Source], show: bool) -> _Asked:
+    """Ask each source's build backend what it adds at build time, in throw-away venvs of this machine."""
+    from envbuild.output import err_console
+    from envbuild.tools import pep517
+
+    asked = _Asked()
+    envs: dict[tuple[str, ...], Path] = {}
+    with tempfile.TemporaryDirectory(prefix="envbuild-backend-") as tmp:
+        for i, src in enumerate(sources):
+            if show:
+                err_console.print(f"asking the build backend of {src.file} what it needs at build time "
+                                  f"({i + 1}/{len(sources)})", markup=False, highlight=False)
+            try:
+                reqs = _ask_one(root, lock, src, Path(tmp) / str(i), envs)
+            except (pep517.HookFailed, ToolError) as exc:
+                asked.warnings.append(_hook_problem(root, lock, src, exc, isinstance(exc, pep517.HookFailed)))
+                continue
+            asked.answers.append({"file": src.file, "requires": reqs})
+    return asked
+
+
+def _hook_problem(root: Path, lock: Lock, src: _Source, exc: Exception, hook_ran: bool) -> str:
+    """The warning for a backend that could not be asked; raises when that is evidence of a failure.
+
+    The target builds an sdist of requirements.txt in an isolated env from build/, as this venv was
+    made: when its hook fails here on the target's Python, it fails there too -- an error.  Anything
+    else proves nothing about the target (a warning): the venv could not be made here, the hook ran on
+    another Python or OS, or the target builds it with --no-build-isolation beside the lock's packages
+    (torch, ...), which this venv lacks.
+    """
+    why = (exc.message if isinstance(exc, ToolError) else str(exc)).strip() or "no output"
+    host = f"{sys.version_info[0]}.{sys.version_info[1]} on {sys.platform}"
+    target = f"{lock.python_xy} on {lock.platform.os or sys.platform}"
+    if hook_ran and src.isolated and host == target:
+        tail = "\n".join(why.splitlines()[-3:])  # the raising line and the exception
+        raise ToolError(
+            f"the build backend of {src.file} failed when asked which requirements it adds at build time "
+            f"(PEP 517 get_requires_for_build_wheel, run here in an isolated venv as pip runs it before "
+            f"building):\n{tail}", path=str(root / src.file), field="get_requires_for_build_wheel",
+            hint="pip asks the same when it builds this sdist on the target, so the offline install would "
+                 "stop there.  Check that it builds here ('pip wheel --no-deps FILE'); if it builds only on "
+                 "a machine like the target, build a wheel there and lock that wheel instead "
+                 "(--find-links DIR).") from None
+    if not src.isolated:
+        because = ("it is built on the target with --no-build-isolation, beside the lock's packages, "
+                   "which this check's venv lacks")
+    elif hook_ran:
+        because = f"asked with this machine's Python {host}, the target has Python {target}"
+    else:
+        because = "its build requirements could not be installed here for this machine's Python"
+    return (f"{src.file}: could not ask its build backend what it adds at build time "
+            f"({why.splitlines()[-1][:300]}); only its static build requirements are in build/ ({because})")
+
+
 # --- conda channel ------------------------------------------------------------------------------
 
 
@@ -603,6 +733,9 @@ class FetchResult:
     download_seconds: float
     uv: str | None = None          # tools/uv-*.whl: install-offline.sh installs with it (pip if absent)
     uv_note: str | None = None     # why the bundle has no uv (then install-offline.sh uses pip)
+    # what each sdist's / git source's backend asked for at build time ({"file", "requires"})
+    backend_requires: tuple[dict[str, Any], ...] = ()
+    warnings: tuple[str, ...] = ()
 
     @property
     def mb_per_s(self) -> float:
@@ -614,7 +747,7 @@ class FetchResult:
         d = asdict(self)
         d["mb_per_s"] = self.mb_per_s
         d["ok"] = True
-        for k in ("repaired", "build_requirements", "git", "conda_subdirs"):
+        for k in ("repaired", "build_requirements", "git", "conda_subdirs", "backend_requires", "warnings"):
             d[k] = list(d[k])
         return d
 
@@ -694,8 +827,8 @@ def _git_round(root: Path, lock: Lock, old: Sequence[ManifestEntry], stats: _Sta
             if reuse:
                 ent = reuse[0]
                 stats.skipped += 1
-                if ent.kind == "git-sdist":
-                    extra_reqs.extend(art.requires)
+                if ent.kind == "git-sdist":  # what the build that made it returned
+                    extra_reqs.extend(list(art.requires) or _sdist_build_requires(root / ent.file))
             else:
                 with tempfile.TemporaryDirectory(prefix="envbuild-git-") as tmp:
                     ent, reqs = _build_git(art, root, Path(tmp), lock)
@@ -759,10 +892,11 @@ def _as_lock(lock: str | os.PathLike[str] | Lock) -> Lock:
 
 
 def _fetch_files(root: Path, lock: Lock, old: Sequence[ManifestEntry], stats: _Stats, jobs: int,
-                 show: bool) -> tuple[list[ManifestEntry], list[dict[str, Any]], list[str], str | None]:
+                 show: bool
+                 ) -> tuple[list[ManifestEntry], list[dict[str, Any]], list[str], str | None, _Asked]:
     """Every download and build of the lock: its files, git builds, build requirements and uv.
 
-    Returns (entries, git info, the build requirements, why there is no uv or None).
+    Returns (entries, git info, the build requirements, why there is no uv or None, the backends' answers).
     """
     files = [_Job(a.url, lock.cache_path(a), a.sha256, a, a.kind) for a in lock.artifacts if a.kind != "git"]
     entries = _download_round(root, files, stats, jobs, show, Path(lock.path or LOCK_FILE))
@@ -774,12 +908,42 @@ def _fetch_files(root: Path, lock: Lock, old: Sequence[ManifestEntry], stats: _S
         if art.kind == "sdist":
             extra_reqs += _sdist_build_requires(root / lock.cache_path(art))
     build_reqs: list[str] = []
+    asked = _Asked()
     if extra_reqs or any(a.kind == "sdist" or a.build == "source" for a in lock.artifacts):
-        build_reqs = _build_requirements(lock, extra_reqs)
-        entries += _build_round(root, lock, build_reqs, old, stats, jobs, show, recorded)
+        build_entries, build_reqs, asked = _build_reqs_round(root, lock, extra_reqs, git_entries, old, stats,
+                                                             jobs, show, recorded)
+        entries += build_entries
     uv_entries, uv_note = _uv_round(root, lock, old, stats, jobs, show, recorded)
     entries += uv_entries
-    return entries, git_info, build_reqs, uv_note
+    return entries, git_info, build_reqs, uv_note, asked
+
+
+def _build_reqs_round(root: Path, lock: Lock, extra_reqs: Sequence[str], git_entries: Sequence[ManifestEntry],
+                      old: Sequence[ManifestEntry], stats: _Stats, jobs: int, show: bool,
+                      recorded: dict[str, str]) -> tuple[list[ManifestEntry], list[str], _Asked]:
+    """The static build requirements, then what each source's backend adds, resolved for the target."""
+    static = _build_requirements(lock, extra_reqs)
+    sources = _hook_sources(lock, git_entries)
+    if not sources:
+        return _build_round(root, lock, static, old, stats, jobs, show, recorded), static, _Asked()
+    first: list[ManifestEntry] | None = None
+    if _reuse(root, old, {"build-req"}, lambda e: True, recorded) is None:
+        # Nothing in build/ yet: the backends are installed from the files this fetches for the target.
+        first = _build_round(root, lock, static, old, stats, jobs, show, recorded)
+    asked = _ask_backends(root, lock, sources, show)
+    reqs = _build_requirements(lock, [*extra_reqs, *asked.requires])
+    if first is not None and reqs == static:
+        return first, reqs, asked
+    again = _Stats()
+    entries = _build_round(root, lock, reqs, old, again, jobs, show, recorded)
+    # The files of the first round are not counted twice (downloaded there, found here).
+    stats.skipped += again.skipped - len({e.file for e in first or ()} & {e.file for e in entries})
+    stats.downloaded += again.downloaded
+    stats.downloaded_bytes += again.downloaded_bytes
+    stats.resumed += again.resumed
+    stats.repaired += again.repaired
+    stats.download_seconds += again.download_seconds
+    return entries, reqs, asked
 
 
 def fetch(
@@ -806,8 +970,8 @@ def fetch(
     # A new directory or a cache envbuild made: fetch repairs files in it, so never the user's folder.
     root = claim_output_dir(cache, field="--cache")
     stats = _Stats()
-    entries, git_info, build_reqs, uv_note = _fetch_files(root, lock, _old_entries(root), stats, jobs,
-                                                          show_progress)
+    entries, git_info, build_reqs, uv_note, asked = _fetch_files(root, lock, _old_entries(root), stats, jobs,
+                                                                 show_progress)
     uv = next((e.file for e in entries if e.kind == "tool"), None)
     subdirs: list[str] = []
     if any(a.kind == "conda" for a in lock.artifacts):
@@ -831,12 +995,13 @@ def fetch(
         repaired=tuple(stats.repaired), build_requirements=tuple(build_reqs), git=tuple(git_info),
         conda_subdirs=tuple(subdirs), seconds=round(time.monotonic() - t0, 3),
         download_seconds=round(stats.download_seconds, 3), uv=uv, uv_note=uv_note,
+        backend_requires=tuple(asked.answers), warnings=tuple(asked.warnings),
     )
 
 
 def present_fetch(result: FetchResult, as_json: bool) -> None:
     """Print the fetch summary: JSON, or a short table for people."""
-    from envbuild.output import console, print_json, table
+    from envbuild.output import console, print_json, styled, table
 
     if as_json:
         print_json(result.to_dict())
@@ -851,8 +1016,12 @@ def present_fetch(result: FetchResult, as_json: bool) -> None:
         ("replaced (altered in cache)", ", ".join(result.repaired) or None),
         ("build requirements", ", ".join(result.build_requirements) or None),
         ("git", ", ".join(f"{g['name']}@{str(g['commit'])[:12]} -> {g['file']}" for g in result.git) or None),
+        ("asked of build backends", "; ".join(f"{a['file']}: {', '.join(a['requires']) or 'nothing more'}"
+                                              for a in result.backend_requires) or None),
         ("conda subdirs", ", ".join(result.conda_subdirs) or None),
         ("installer", f"uv ({result.uv})" if result.uv else f"pip ({result.uv_note})"),
         ("seconds", result.seconds),
     ]
     console.print(table("envbuild fetch", ["", "value"], rows))
+    for w in result.warnings:
+        console.print(styled("warning:", "yellow", w), highlight=False)
