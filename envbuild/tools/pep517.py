@@ -19,6 +19,7 @@ from pathlib import Path
 
 import tomllib
 
+from envbuild.errors import ToolError
 from envbuild.tools._run import redact, run
 
 __all__ = ["HOOK_TIMEOUT", "BuildSystem", "HookFailed", "get_requires_for_build_wheel", "make_build_env",
@@ -92,17 +93,13 @@ def make_build_env(work: Path, requires: Sequence[str], find_links: Sequence[Pat
     for d in find_links:
         base += ["--find-links", str(d)]
     env = {"PIP_CONFIG_FILE": os.devnull}
-    if index_args:
-        from envbuild.errors import ToolError
-
-        try:
-            run([*base, "--no-index", *requires], tool="pip", env=env, drop_env=("PIP_",))
-            return python
-        except ToolError:
-            pass  # a wheel of the cache is for the target's Python only: this machine's from the index
+    try:
+        run([*base, "--no-index", *requires], tool="pip", env=env, drop_env=("PIP_",))
+    except ToolError:
+        if not index_args:
+            raise
+        # a wheel of the cache is for the target's Python only: this machine's from the index
         run([*base, *index_args, *requires], tool="pip", env=env, drop_env=("PIP_",))
-        return python
-    run([*base, "--no-index", *requires], tool="pip", env=env, drop_env=("PIP_",))
     return python
 
 
