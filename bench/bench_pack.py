@@ -348,6 +348,14 @@ def _env_stats(env: Path) -> dict[str, object]:
     return {"path": str(env), "mb": round(size / 1e6, 1), "files": len(files)}
 
 
+def _built_env(result: dict[str, object], key: str, built: tuple[Path | None, str], tag: str, work: Path,
+               jobs: int, rounds: int, args: argparse.Namespace) -> dict[str, object] | None:
+    """Record how the env was built (and its size); bench it when it could be built."""
+    env, how = built
+    result[key] = {"built_with": how, **(_env_stats(env) if env is not None else {})}
+    return _bench_env(tag, env, work, jobs, rounds, args) if env is not None else None
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true")
@@ -368,24 +376,16 @@ def main() -> int:
     result: dict[str, object] = {"cpus": jobs, "rounds": args.rounds,
                                  "load_average_at_start": [round(x, 1) for x in os.getloadavg()]}
     try:
-        if not args.no_venv:
-            env, how = _venv(work)
-            result["venv"] = {"built_with": how}
-            if env is not None:
-                result["venv"] = {"built_with": how, **_env_stats(env)}
-                res = _bench_env("v", env, work, jobs, args.rounds, args)
-                result["venv_pack"], result["inspect_seconds"] = res["pack"], res["inspect_seconds"]
-                if res["unpack"]:
-                    result["venv_unpack"] = res["unpack"]
-                result["venv_goals"] = res["goals"]
-        if args.torch:
-            tenv, how = _torch_venv(work)
-            result["torch"] = {"built_with": how}
-            if tenv is not None:
-                result["torch"] = {"built_with": how, **_env_stats(tenv)}
-                res = _bench_env("t", tenv, work, jobs, args.torch_rounds, args)
-                result["torch_pack"], result["torch_unpack"] = res["pack"], res["unpack"]
-                result["torch_goals"] = res["goals"]
+        if not args.no_venv and (res := _built_env(result, "venv", _venv(work), "v", work, jobs,
+                                                    args.rounds, args)):
+            result["venv_pack"], result["inspect_seconds"] = res["pack"], res["inspect_seconds"]
+            if res["unpack"]:
+                result["venv_unpack"] = res["unpack"]
+            result["venv_goals"] = res["goals"]
+        if args.torch and (res := _built_env(result, "torch", _torch_venv(work), "t", work, jobs,
+                                             args.torch_rounds, args)):
+            result["torch_pack"], result["torch_unpack"] = res["pack"], res["unpack"]
+            result["torch_goals"] = res["goals"]
         if not args.no_conda:
             ch = make_channel(work / "ch", [python_package_spec(), _bulk_spec()])
             cenv = install_env(ch, work / "envs" / "bench", ["python", "scistack"])
